@@ -1,0 +1,75 @@
+"""The one settings object.
+
+Every tunable lives here with its default and documentation; each can be
+overridden with an environment variable ``XASSET_<NAME>`` (nested fields use a
+double underscore, e.g. ``XASSET_LIVE__LOOKBACK_SESSIONS=10``) or a ``.env``
+file. ``docs/configuration.md`` lists them.
+
+Transforms never import this module: flows read settings and pass plain values.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="XASSET_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(
+        Path("data"),
+        description="Root of the Parquet lake, the DuckDB warehouse and the published marts.",
+    )
+    universe_path: Path | None = Field(
+        None, description="Universe YAML; the packaged default universe when unset."
+    )
+    exchange_calendar: str = Field(
+        "XNYS", description="exchange_calendars code of the session calendar returns align to."
+    )
+    benchmarks: list[str] | None = Field(
+        None, description="Benchmarks crypto is correlated against; the universe's when unset."
+    )
+    correlation_windows: list[int] = Field(
+        [30, 90, 180, 365], description="Rolling windows, in equity sessions."
+    )
+    history_start: date = Field(
+        date(2015, 1, 2), description="First date a full (non-incremental) run asks sources for."
+    )
+    sample_seed: int = Field(20160714, description="Seed of the synthetic sample market.")
+    files_overlap_rel_tol: float = Field(
+        1e-4,
+        description=(
+            "Two files of one run may both hold a symbol if their prices agree on shared dates "
+            "within this relative tolerance; otherwise the run stops naming both files."
+        ),
+    )
+    prefect_quiet: bool = Field(
+        True, description="Silence Prefect's analytics and per-task INFO chatter for local runs."
+    )
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def marts_dir(self) -> Path:
+        return self.data_dir / "marts"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Data sources: each yields daily OHLCV bars for the universe."""

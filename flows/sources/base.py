@@ -1,0 +1,118 @@
+"""What every source returns, and the frame contracts it must meet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal, Protocol
+
+import polars as pl
+
+from flows.universe import Universe
+
+# One row per symbol and native-calendar date (crypto: UTC candle date; equities:
+# exchange session date). adj_close equals close where the source is already
+# adjusted or has no adjustment (crypto).
+BAR_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "date": pl.Date(),
+    "open": pl.Float64(),
+    "high": pl.Float64(),
+    "low": pl.Float64(),
+    "close": pl.Float64(),
+    "adj_close": pl.Float64(),
+    "volume": pl.Float64(),
+}
+
+ASSET_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "name": pl.String(),
+    "asset_class": pl.String(),
+    "sector": pl.String(),
+    "industry": pl.String(),
+    "quote_currency": pl.String(),
+    "source": pl.String(),
+    "source_symbol": pl.String(),
+}
+
+
+class SourceError(RuntimeError):
+    """A source could not be used at all (not one bad symbol: those are outcomes)."""
+
+
+@dataclass(frozen=True)
+class SymbolOutcome:
+    """One attempt to get one symbol, as recorded in ``ingest_log``."""
+
+    symbol: str
+    source: str
+    status: Literal["ok", "error", "skipped"]
+    rows: int = 0
+    first_date: date | None = None
+    last_date: date | None = None
+    attempts: int = 1
+    error: str | None = None
+
+
+@dataclass
+class SourceBatch:
+    bars: pl.DataFrame
+    assets: pl.DataFrame
+    outcomes: list[SymbolOutcome] = field(default_factory=list)
+    # Point-in-time fundamentals snapshots (symbol, as_of, ...); None if the source has none.
+    fundamentals: pl.DataFrame | None = None
+    synthetic: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+class Source(Protocol):
+    name: str
+
+    def fetch(
+        self,
+        universe: Universe,
+        start: date,
+        as_of: date,
+        last_dates: dict[str, date],
+    ) -> SourceBatch:
+        """Bars dated ``start``..``as_of`` inclusive.
+
+        ``last_dates`` is the last stored date per symbol, so an incremental
+        source can fetch only what is new (plus its own look-back).
+        """
+        ...
+
+
+def empty_bars() -> pl.DataFrame:
+    return pl.DataFrame(schema=BAR_SCHEMA)
+
+
+def conform_bars(frame: pl.DataFrame) -> pl.DataFrame:
+    """Select and cast to BAR_SCHEMA, sorted by symbol and date."""
+    return frame.select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()]).sort("symbol", "date")
+
+
+def conform_assets(frame: pl.DataFrame) -> pl.DataFrame:
+    for c, t in ASSET_SCHEMA.items():
+        if c not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=t).alias(c))
+    return frame.select([pl.col(c).cast(t) for c, t in ASSET_SCHEMA.items()]).sort("symbol")
+
+
+# Point-in-time fundamentals: one row per symbol and snapshot date ``as_of``. A
+# snapshot may only be used for sessions on or after its as_of (no look-ahead).
+FUNDAMENTALS_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "as_of": pl.Date(),
+    "sector": pl.String(),
+    "industry": pl.String(),
+    "trailing_pe": pl.Float64(),
+    "price_to_book": pl.Float64(),
+    "return_on_equity": pl.Float64(),
+    "profit_margin": pl.Float64(),
+    "gross_margin": pl.Float64(),
+    "debt_to_equity": pl.Float64(),
+    "recommendation_mean": pl.Float64(),
+    "number_of_analyst_opinions": pl.Int64(),
+    "short_percent_of_float": pl.Float64(),
+}

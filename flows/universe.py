@@ -1,0 +1,117 @@
+"""The asset universe: which symbols a run covers and what they are.
+
+Loaded from YAML (``flows/universe.yaml`` by default). Validation is strict so a
+typo in a user's universe file is an error naming the key, not a silently
+missing asset.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+DEFAULT_UNIVERSE_PATH = Path(__file__).with_name("universe.yaml")
+
+AssetClass = Literal["index", "etf", "equity", "crypto", "index_crypto"]
+
+# Symbols end up in file names and SQL literals; restrict them to what real
+# tickers use so nothing hostile can reach a path or a query.
+SYMBOL_PATTERN = re.compile(r"^[\^]?[A-Za-z0-9][A-Za-z0-9.=\-]{0,31}$")
+
+
+class UniverseError(ValueError):
+    """A universe file that cannot be used; the message names file and key."""
+
+
+def check_symbol(symbol: str) -> str:
+    if not SYMBOL_PATTERN.match(symbol):
+        raise ValueError(
+            f"invalid symbol {symbol!r}: use letters, digits and . = - (a leading ^ for indices)"
+        )
+    return symbol
+
+
+class Asset(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    symbol: str
+    name: str
+    asset_class: AssetClass
+    sector: str | None = None
+    industry: str | None = None
+    quote_currency: str | None = None
+
+    _check_symbol = field_validator("symbol")(classmethod(lambda cls, v: check_symbol(v)))
+
+    @property
+    def is_crypto(self) -> bool:
+        return self.asset_class in ("crypto", "index_crypto")
+
+
+class Universe(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    benchmarks: tuple[str, ...]
+    assets: tuple[Asset, ...]
+
+    @model_validator(mode="after")
+    def _unique_and_benchmarks_known(self) -> Universe:
+        seen: set[str] = set()
+        for a in self.assets:
+            if a.symbol in seen:
+                raise ValueError(f"symbol {a.symbol!r} is listed twice")
+            seen.add(a.symbol)
+        for b in self.benchmarks:
+            if b not in seen:
+                raise ValueError(f"benchmark {b!r} is not among the assets")
+        return self
+
+    def get(self, symbol: str) -> Asset | None:
+        return next((a for a in self.assets if a.symbol == symbol), None)
+
+    @property
+    def crypto(self) -> list[Asset]:
+        return [a for a in self.assets if a.is_crypto]
+
+    @property
+    def equities(self) -> list[Asset]:
+        """Everything that trades on the exchange calendar (indices, ETFs, stocks)."""
+        return [a for a in self.assets if not a.is_crypto]
+
+    @property
+    def stocks(self) -> list[Asset]:
+        return [a for a in self.assets if a.asset_class == "equity"]
+
+    def to_frame(self) -> pl.DataFrame:
+        return pl.DataFrame(
+            [a.model_dump() for a in self.assets],
+            schema={
+                "symbol": pl.String,
+                "name": pl.String,
+                "asset_class": pl.String,
+                "sector": pl.String,
+                "industry": pl.String,
+                "quote_currency": pl.String,
+            },
+        )
+
+
+def load_universe(path: Path | None = None) -> Universe:
+    path = Path(path) if path else DEFAULT_UNIVERSE_PATH
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise UniverseError(f"universe file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise UniverseError(f"universe file {path} is not valid YAML: {exc}") from exc
+    try:
+        return Universe.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UniverseError(f"universe file {path}: {where}: {first['msg']}") from exc
