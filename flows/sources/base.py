@@ -74,11 +74,14 @@ class Source(Protocol):
         start: date,
         as_of: date,
         last_dates: dict[str, date],
+        stored_tail: pl.DataFrame,
     ) -> SourceBatch:
         """Bars dated ``start``..``as_of`` inclusive.
 
         ``last_dates`` is the last stored date per symbol, so an incremental
-        source can fetch only what is new (plus its own look-back).
+        source can fetch only what is new (plus its own look-back);
+        ``stored_tail`` holds the most recent stored bars per symbol (BAR_SCHEMA)
+        so a source can detect restated history in the overlap.
         """
         ...
 
