@@ -1,0 +1,233 @@
+"""Settings of the ``live`` source (yfinance + ccxt) and its retry policy.
+
+``LiveSettings`` is mounted as ``Settings.live``, so every field can be set from
+the environment, e.g. ``XASSET_LIVE__LOOKBACK_SESSIONS=10`` or
+``XASSET_LIVE__API_KEYS__BINANCE__API_KEY=...``. API keys are ``SecretStr``:
+they never appear in a repr, a log line or an outcome's error message.
+
+The retry helper lives here too because it is nothing but the retry settings
+applied: bounded attempts, exponential backoff with jitter, an injectable sleep.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+T = TypeVar("T")
+
+
+class ExchangeConfig(BaseModel):
+    """One ccxt exchange the crypto leg may use, in order of preference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="ccxt exchange id, e.g. 'binance'.")
+    quote: str | None = Field(
+        None,
+        description=(
+            "Quote currency asked on this exchange (e.g. 'USD' on Coinbase/Kraken); "
+            "None uses the asset's quote_currency from the universe (USDT)."
+        ),
+    )
+    symbol_map: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Universe symbol -> ccxt unified market symbol where the default "
+            "'<SYMBOL>/<quote>' is wrong (e.g. {'BTC': 'BTC/USD'})."
+        ),
+    )
+    page_size: int = Field(
+        500, ge=1, description="Candles asked per fetch_ohlcv call (the exchange may return fewer)."
+    )
+    max_pages: int = Field(
+        200, ge=1, description="Hard cap on pages per symbol, a guard against a looping API."
+    )
+    rate_limit_ms: int | None = Field(
+        None, description="Override ccxt's per-exchange rateLimit (ms between calls); None keeps it."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Extra ccxt ``options`` for this exchange."
+    )
+
+    def market_symbol(self, symbol: str, default_quote: str | None) -> str:
+        if symbol in self.symbol_map:
+            return self.symbol_map[symbol]
+        return f"{symbol}/{self.quote or default_quote or 'USDT'}"
+
+
+class ExchangeCredentials(BaseModel):
+    """Optional keys; public OHLCV needs none. Secret values never print."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: SecretStr | None = None
+    secret: SecretStr | None = None
+    password: SecretStr | None = None
+
+    def secrets(self) -> list[str]:
+        return [s.get_secret_value() for s in (self.api_key, self.secret, self.password) if s]
+
+
+def _default_exchanges() -> list[ExchangeConfig]:
+    return [
+        # Spot only: by default ccxt's binance also loads the linear and inverse
+        # futures market lists (two more large requests) that we never use.
+        ExchangeConfig(
+            id="binance", page_size=1000, options={"fetchMarkets": {"types": ["spot"]}}
+        ),
+        ExchangeConfig(id="coinbase", quote="USD", page_size=300),
+        ExchangeConfig(id="kraken", quote="USD", page_size=720),
+    ]
+
+
+class LiveSettings(BaseModel):
+    """Tunables of the live source; defaults suit the default universe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exchanges: list[ExchangeConfig] = Field(
+        default_factory=_default_exchanges,
+        description=(
+            "ccxt exchanges tried in order; the first that lists a crypto asset's market serves it."
+        ),
+    )
+    lookback_sessions: int = Field(
+        5,
+        ge=0,
+        description=(
+            "An incremental run re-fetches this many stored sessions (equities) or days "
+            "(crypto) before the last stored date, to catch revisions."
+        ),
+    )
+    restatement_rel_tol: float = Field(
+        1e-4,
+        ge=0,
+        description=(
+            "If an overlapping session's adjusted close moved by more than this relative "
+            "amount vs the stored value (a split or dividend restated history), the symbol's "
+            "full history is re-fetched from the run's start."
+        ),
+    )
+    yahoo_batch_size: int = Field(
+        20, ge=1, description="Yahoo symbols fetched per batch before pausing."
+    )
+    yahoo_batch_pause_s: float = Field(
+        1.0, ge=0, description="Pause between Yahoo batches (politeness towards the rate limit)."
+    )
+    fundamentals: bool = Field(
+        True, description="Fetch the point-in-time fundamentals snapshot for stocks."
+    )
+    max_attempts: int = Field(
+        4, ge=1, description="Attempts per request (1 = no retry) on transient errors."
+    )
+    backoff_base_s: float = Field(
+        1.0, ge=0, description="First retry waits about this long; each next one doubles it."
+    )
+    backoff_max_s: float = Field(20.0, ge=0, description="Upper bound of one backoff wait.")
+    backoff_jitter: float = Field(
+        0.25, ge=0, le=1, description="Each wait is scaled by a random factor in [1-j, 1+j]."
+    )
+    request_timeout_s: float = Field(
+        20.0, gt=0, description="Timeout of one HTTP request (Yahoo and ccxt)."
+    )
+    unreachable_after: int = Field(
+        3,
+        ge=1,
+        description=(
+            "After this many consecutive symbols failed because a provider's host could not "
+            "be reached, the provider's remaining symbols fail at once (bounded run time "
+            "without network)."
+        ),
+    )
+    equity_settle_minutes: int = Field(
+        30,
+        ge=0,
+        description=(
+            "An equity bar dated D counts as final this long after 16:00 exchange time on D; "
+            "earlier it is an intraday partial bar and is dropped."
+        ),
+    )
+    max_failed_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="The run fails when more than this share of symbols failed (or a benchmark).",
+    )
+    api_keys: dict[str, ExchangeCredentials] = Field(
+        default_factory=dict,
+        description="Optional ccxt credentials by exchange id (XASSET_LIVE__API_KEYS__BINANCE__API_KEY).",
+    )
+
+    def secrets(self) -> list[str]:
+        return [s for c in self.api_keys.values() for s in c.secrets()]
+
+
+class RetryPolicy:
+    """Bounded exponential backoff with jitter; ``sleep`` and ``rng`` are injectable."""
+
+    def __init__(
+        self,
+        max_attempts: int,
+        base_s: float,
+        max_s: float,
+        jitter: float,
+        sleep: Callable[[float], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.max_attempts = max_attempts
+        self.base_s = base_s
+        self.max_s = max_s
+        self.jitter = jitter
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+
+    @classmethod
+    def from_settings(
+        cls, s: LiveSettings, sleep: Callable[[float], None], rng: random.Random | None = None
+    ) -> RetryPolicy:
+        return cls(s.max_attempts, s.backoff_base_s, s.backoff_max_s, s.backoff_jitter, sleep, rng)
+
+    def delay(self, attempt: int) -> float:
+        """Wait after failed attempt number ``attempt`` (1-based)."""
+        d = min(self.max_s, self.base_s * 2 ** (attempt - 1))
+        return max(0.0, d * (1 + self.rng.uniform(-self.jitter, self.jitter)))
+
+    def call(
+        self, fn: Callable[[], T], retryable: Callable[[BaseException], bool]
+    ) -> tuple[T, int]:
+        """Run ``fn`` until it succeeds, fails non-retryably or runs out of attempts.
+
+        Returns (result, attempts). The last exception propagates with an
+        ``attempts`` attribute set.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn(), attempt
+            except Exception as exc:
+                if attempt >= self.max_attempts or not retryable(exc):
+                    try:
+                        exc.attempts = attempt  # type: ignore[attr-defined]
+                    except Exception:  # noqa: BLE001 - some exceptions forbid attributes
+                        pass
+                    raise
+                self.sleep(self.delay(attempt))
+
+
+def scrub(message: str, secrets: list[str]) -> str:
+    """Remove secret values from a message (error strings may echo request details)."""
+    for s in secrets:
+        if s:
+            message = message.replace(s, "***")
+    return message
+
+
+def short_error(exc: BaseException, secrets: list[str], limit: int = 300) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    text = scrub(text, secrets)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

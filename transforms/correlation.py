@@ -1,0 +1,129 @@
+"""Rolling Pearson correlation and beta of assets versus benchmarks.
+
+A window of ``w`` sessions yields a value only when all ``w`` sessions carry a
+return for both series ("paired"): a partial window would mix regimes and make
+figures from different windows incomparable. ``observations`` always reports how
+many paired returns the window holds, so a null is explainable. Zero variance in
+either series gives a null correlation (and a null beta when the benchmark is
+flat), never a division artefact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import polars as pl
+
+from transforms.returns import session_index
+
+ROLLING_CORRELATION_SCHEMA = {
+    "date": pl.Date,
+    "asset": pl.String,
+    "benchmark": pl.String,
+    "window_days": pl.Int32,
+    "correlation": pl.Float64,
+    "beta": pl.Float64,
+    "observations": pl.Int32,
+}
+
+
+def paired_returns(
+    returns: pl.DataFrame, sessions: pl.Series, assets: Iterable[str], benchmarks: Iterable[str]
+) -> pl.DataFrame:
+    """(asset, benchmark, session_idx, session_date, x, y) on a dense session grid.
+
+    Each (asset, benchmark) pair gets every session from the later of the two
+    first returns to the earlier of the two last returns, so row-count windows
+    are session windows. x is the asset's return, y the benchmark's; either may
+    be null (a gap).
+    """
+    idx = session_index(sessions)
+    r = returns.join(idx, on="session_date", how="inner").filter(pl.col("log_return").is_not_null())
+    x = r.filter(pl.col("symbol").is_in(list(assets))).select(
+        pl.col("symbol").alias("asset"), "session_idx", pl.col("log_return").alias("x")
+    )
+    y = r.filter(pl.col("symbol").is_in(list(benchmarks))).select(
+        pl.col("symbol").alias("benchmark"), "session_idx", pl.col("log_return").alias("y")
+    )
+    span_x = x.group_by("asset").agg(pl.col("session_idx").min().alias("x0"), pl.col("session_idx").max().alias("x1"))
+    span_y = y.group_by("benchmark").agg(pl.col("session_idx").min().alias("y0"), pl.col("session_idx").max().alias("y1"))
+    spans = (
+        span_x.join(span_y, how="cross")
+        .filter(pl.col("asset") != pl.col("benchmark"))
+        .select(
+            "asset",
+            "benchmark",
+            pl.int_ranges(pl.max_horizontal("x0", "y0"), pl.min_horizontal("x1", "y1") + 1, dtype=pl.Int32).alias(
+                "session_idx"
+            ),
+        )
+        .explode("session_idx")
+        .drop_nulls("session_idx")
+    )
+    return (
+        spans.join(x, on=["asset", "session_idx"], how="left")
+        .join(y, on=["benchmark", "session_idx"], how="left")
+        .join(idx, on="session_idx", how="left")
+        .sort("asset", "benchmark", "session_idx")
+    )
+
+
+def _window_stats(w: int) -> list[pl.Expr]:
+    keys = ["asset", "benchmark"]
+    paired = pl.col("x").is_not_null() & pl.col("y").is_not_null()
+    # Unpaired sessions contribute zeros to the sums; they are only ever used
+    # when the window is fully paired, so the zeros never reach a result.
+    px = pl.when(paired).then(pl.col("x")).otherwise(0.0)
+    py = pl.when(paired).then(pl.col("y")).otherwise(0.0)
+
+    def rsum(e: pl.Expr) -> pl.Expr:
+        return e.rolling_sum(w, min_samples=w).over(keys)
+
+    n = paired.cast(pl.Int32).rolling_sum(w, min_samples=1).over(keys)
+    # Exact flatness test: a constant series has max == min, whereas the
+    # moment formula below would leave rounding noise instead of zero.
+    flat_x = (pl.col("x").rolling_max(w, min_samples=w) == pl.col("x").rolling_min(w, min_samples=w)).over(keys)
+    flat_y = (pl.col("y").rolling_max(w, min_samples=w) == pl.col("y").rolling_min(w, min_samples=w)).over(keys)
+    sx, sy = rsum(px), rsum(py)
+    cov = rsum(px * py) - sx * sy / w
+    vx = rsum(px * px) - sx * sx / w
+    vy = rsum(py * py) - sy * sy / w
+    full = n == w
+    corr = (cov / (vx * vy).sqrt()).clip(-1.0, 1.0)
+    beta = cov / vy
+    return [
+        n.alias("observations"),
+        pl.when(full & ~flat_x & ~flat_y).then(corr).otherwise(None).alias("correlation"),
+        pl.when(full & ~flat_y).then(beta).otherwise(None).alias("beta"),
+    ]
+
+
+def rolling_correlation(
+    returns: pl.DataFrame,
+    sessions: pl.Series,
+    assets: Iterable[str],
+    benchmarks: Iterable[str],
+    windows: Sequence[int] = (30, 90, 180, 365),
+) -> pl.DataFrame:
+    """mart_rolling_correlation: every asset versus every benchmark, per window.
+
+    One row per pair, window and session of the pair's common span; correlation
+    and beta are null until the window holds ``w`` paired returns.
+    """
+    grid = paired_returns(returns, sessions, assets, benchmarks)
+    if grid.is_empty():
+        return pl.DataFrame(schema=ROLLING_CORRELATION_SCHEMA)
+    frames = [
+        grid.with_columns(_window_stats(w))
+        .select(
+            pl.col("session_date").alias("date"),
+            "asset",
+            "benchmark",
+            pl.lit(w, dtype=pl.Int32).alias("window_days"),
+            "correlation",
+            "beta",
+            "observations",
+        )
+        for w in windows
+    ]
+    return pl.concat(frames).cast(ROLLING_CORRELATION_SCHEMA).sort("asset", "benchmark", "window_days", "date")

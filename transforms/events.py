@@ -1,0 +1,175 @@
+"""Correlation events: sign changes and level crossings of rolling correlations.
+
+Both kinds of event are changes of a two-valued *state* of one series (asset,
+benchmark, window): the sign of the correlation, or whether it is at/above a
+level. A state must hold ``confirm_sessions`` consecutive sessions to count
+(so a one-day flicker around zero is not news when k > 1), and the event is
+dated on the session that confirms it: that is the first day a daily run can
+know about it, so an event is never back-dated and appears in exactly one run.
+
+A null correlation (window not full, zero variance) breaks a series: the state
+is forgotten and the next confirmed state is a start, not a change. For the
+sign, an exact zero is "no sign" and breaks the series the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+import polars as pl
+
+CORRELATION_EVENTS_SCHEMA: dict[str, pl.DataType] = {
+    "date": pl.Date(),
+    "asset": pl.String(),
+    "benchmark": pl.String(),
+    "window_days": pl.Int32(),
+    "event": pl.String(),
+    "correlation": pl.Float64(),
+    "previous_date": pl.Date(),
+    "sessions_since": pl.Int32(),
+    "description": pl.String(),
+    # Not in the issue's column list: without it two crossings of different
+    # levels on one day would be told apart only by their prose.
+    "level": pl.Float64(),
+}
+_KEYS = ["asset", "benchmark", "window_days"]
+
+
+def _state_changes(series: pl.DataFrame, state: pl.Expr, k: int) -> pl.DataFrame:
+    """Rows where a confirmed state (+1/-1) replaces the opposite confirmed state.
+
+    ``series`` is sorted by _KEYS and date and numbered by ``_row``; ``state``
+    is +1, -1 or null (a break). Adds ``_state``, ``_previous_date`` (last
+    session before the current run that already had the new state) and
+    ``_previous_row``.
+    """
+    s = pl.col("_state")
+    segment = s.is_null().cum_sum().over(_KEYS)
+    new_run = (s != s.shift(1)).fill_null(True)
+    run = new_run.cum_sum().over(_KEYS)
+    df = series.with_columns(state.cast(pl.Int8).alias("_state")).with_columns(
+        segment.alias("_segment"), run.alias("_run")
+    )
+    position = pl.int_range(1, pl.len() + 1).over([*_KEYS, "_run"])
+    confirmed = pl.when(s.is_not_null() & (position == k)).then(s)
+    # State in force before this row, within the unbroken segment.
+    prior = confirmed.forward_fill().shift(1).over([*_KEYS, "_segment"])
+
+    def last_before(value: int, col: str) -> pl.Expr:
+        # Last row with state == value before this one, across breaks: "first
+        # time since" looks at the whole record, not the unbroken segment.
+        return pl.when(s == value).then(pl.col(col)).forward_fill().shift(1).over(_KEYS)
+
+    def at_run_start(col: str) -> pl.Expr:
+        return pl.col(col).first().over([*_KEYS, "_run"])
+
+    return (
+        df.with_columns(
+            confirmed.alias("_confirmed"),
+            prior.alias("_prior"),
+            pl.when(s == 1).then(last_before(1, "date")).otherwise(last_before(-1, "date")).alias("_previous_date"),
+            pl.when(s == 1).then(last_before(1, "_row")).otherwise(last_before(-1, "_row")).alias("_previous_row"),
+        )
+        .with_columns(at_run_start("_previous_date"), at_run_start("_previous_row"))
+        .filter(pl.col("_confirmed").is_not_null() & (pl.col("_prior") == -pl.col("_confirmed")))
+        .drop("_segment", "_run", "_confirmed", "_prior")
+    )
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def _describe(
+    window: int,
+    asset: str,
+    benchmark: str,
+    event: str,
+    correlation: float,
+    previous: date | None,
+    level: float | None,
+    k: int,
+) -> str:
+    what = {
+        "turned_negative": "turned negative",
+        "turned_positive": "turned positive",
+        "crossed_above": f"rose above {_fmt(level)}" if level is not None else "",
+        "crossed_below": f"fell below {_fmt(level)}" if level is not None else "",
+    }[event]
+    held = f", holding for {k} sessions," if k > 1 else ""
+    since = f"since {previous.isoformat()}" if previous is not None else "on record"
+    return (
+        f"The {window}-session correlation between {benchmark} and {asset} {what} "
+        f"({_fmt(correlation)}){held} for the first time {since}."
+    )
+
+
+def mart_correlation_events(
+    rolling: pl.DataFrame,
+    *,
+    levels: Sequence[float] = (0.5, -0.5),
+    confirm_sessions: int = 1,
+) -> pl.DataFrame:
+    """mart_correlation_events from a rolling correlation frame.
+
+    ``rolling`` has one row per session of each (asset, benchmark,
+    window_days) series: date, asset, benchmark, window_days, correlation.
+
+    Events, each on the session that confirms it (``confirm_sessions`` = k):
+
+    - ``turned_negative`` / ``turned_positive``: the sign held k sessions and the
+      sign confirmed before it (with no null or zero in between) was opposite.
+      With k = 1 this is "both non-null and the sign differs from the previous
+      session's".
+    - ``crossed_above`` L: the correlation is >= L for k sessions after having
+      been < L (confirmed); ``crossed_below`` L: < L for k sessions after >= L.
+      A value equal to L counts as at/above, so the two are exact opposites.
+
+    ``previous_date`` is the last session before the new state began on which
+    the series already had it (null: first time on record);
+    ``sessions_since`` is the number of sessions from ``previous_date`` to
+    ``date`` (row distance in the series, so 1 = consecutive sessions).
+    """
+    if confirm_sessions < 1:
+        raise ValueError("confirm_sessions must be at least 1")
+    series = rolling.select("date", *_KEYS, "correlation").sort(*_KEYS, "date")
+    series = series.with_columns(pl.int_range(pl.len()).over(_KEYS).alias("_row"))
+    c = pl.col("correlation")
+    found = []
+    sign = pl.when(c > 0).then(1).when(c < 0).then(-1)
+    found.append(
+        _state_changes(series, sign, confirm_sessions).with_columns(
+            pl.when(pl.col("_state") == 1)
+            .then(pl.lit("turned_positive"))
+            .otherwise(pl.lit("turned_negative"))
+            .alias("event"),
+            pl.lit(None, dtype=pl.Float64).alias("level"),
+        )
+    )
+    for level in levels:
+        side = pl.when(c >= level).then(1).when(c < level).then(-1)
+        found.append(
+            _state_changes(series, side, confirm_sessions).with_columns(
+                pl.when(pl.col("_state") == 1)
+                .then(pl.lit("crossed_above"))
+                .otherwise(pl.lit("crossed_below"))
+                .alias("event"),
+                pl.lit(float(level)).alias("level"),
+            )
+        )
+    events = pl.concat(found).with_columns((pl.col("_row") - pl.col("_previous_row")).alias("sessions_since"))
+    descriptions = [
+        _describe(r["window_days"], r["asset"], r["benchmark"], r["event"], r["correlation"],
+                  r["_previous_date"], r["level"], confirm_sessions)
+        for r in events.iter_rows(named=True)
+    ]  # fmt: skip
+    return (
+        events.with_columns(
+            pl.col("_previous_date").alias("previous_date"),
+            pl.Series("description", descriptions, dtype=pl.String),
+        )
+        .select(list(CORRELATION_EVENTS_SCHEMA))
+        .cast(CORRELATION_EVENTS_SCHEMA)
+        .sort(*_KEYS, "date", "event", "level", nulls_last=False)
+    )

@@ -1,0 +1,447 @@
+"""Alpha Score: point-in-time cross-sectional factor scores for stocks.
+
+Pure transforms: Polars frames in, frames out. The pipeline is
+
+    session_grid -> factor_panel (metric values + percentile ranks, wide)
+                 -> mart_factor_metrics (long, one row per input metric)
+                 -> mart_factor_scores (sub-scores, Alpha Score, labels, text)
+
+Definitions for analysts live in docs/alpha_score.md; the metric set itself is
+the ``METRICS`` tuple below, the one place a metric is declared.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import polars as pl
+
+FAMILIES: tuple[str, ...] = ("momentum", "value", "quality", "sentiment")
+
+# Fundamentals columns the metric formulas read; absent ones are added as nulls
+# so a source without fundamentals still yields momentum-only scores.
+FUNDAMENTAL_INPUTS: tuple[str, ...] = (
+    "trailing_pe",
+    "price_to_book",
+    "return_on_equity",
+    "profit_margin",
+    "debt_to_equity",
+    "recommendation_mean",
+    "short_percent_of_float",
+)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One scored input.
+
+    ``formula`` is evaluated on the per-stock session grid (one row per stock
+    and session, sorted by symbol then date, see ``session_grid``) joined with
+    the point-in-time fundamentals snapshot; it must yield null, never zero or
+    a sentinel, when an input is missing.
+    """
+
+    name: str
+    family: str
+    formula: pl.Expr
+    higher_is_better: bool
+    description: str
+
+
+def _lagged_return(recent: int, base: int) -> pl.Expr:
+    # shift over the dense per-stock session grid counts sessions, not rows of
+    # whatever bars happen to exist, so a data gap yields null rather than a
+    # silently longer window; a non-positive base price has no meaningful return.
+    recent_px = pl.col("adj_close").shift(recent).over("symbol")
+    base_px = pl.col("adj_close").shift(base).over("symbol")
+    return pl.when(base_px > 0).then(recent_px / base_px - 1.0)
+
+
+def _reciprocal(column: str) -> pl.Expr:
+    # A negative multiple (losses, negative book) inverts to a meaningful
+    # negative yield; zero has no finite reciprocal and is treated as missing.
+    c = pl.col(column)
+    return pl.when(c != 0).then(1.0 / c)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric(
+        "momentum_12_1",
+        "momentum",
+        _lagged_return(21, 252),
+        True,
+        "adj_close 21 sessions ago / adj_close 252 sessions ago - 1",
+    ),
+    Metric(
+        "momentum_6_1",
+        "momentum",
+        _lagged_return(21, 126),
+        True,
+        "adj_close 21 sessions ago / adj_close 126 sessions ago - 1",
+    ),
+    Metric("earnings_yield", "value", _reciprocal("trailing_pe"), True, "1 / trailing P/E"),
+    Metric("book_to_price", "value", _reciprocal("price_to_book"), True, "1 / price-to-book"),
+    Metric("return_on_equity", "quality", pl.col("return_on_equity"), True, "return on equity"),
+    Metric("profit_margin", "quality", pl.col("profit_margin"), True, "net profit margin"),
+    Metric("debt_to_equity", "quality", pl.col("debt_to_equity"), False, "debt-to-equity (lower is better)"),
+    Metric(
+        "recommendation_mean",
+        "sentiment",
+        pl.col("recommendation_mean"),
+        False,
+        "mean analyst recommendation, 1 = strong buy .. 5 = sell (lower is better)",
+    ),
+    Metric(
+        "short_percent_of_float",
+        "sentiment",
+        pl.col("short_percent_of_float"),
+        False,
+        "short interest as a fraction of float (lower is better)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class LabelThresholds:
+    """Strong >= strong; Moderate >= moderate; Weak below (on integer scores)."""
+
+    strong: int = 75
+    moderate: int = 40
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.moderate <= self.strong <= 100:
+            raise ValueError(f"need 0 <= moderate <= strong <= 100, got {self}")
+
+
+SCORE_COLUMNS: tuple[str, ...] = tuple(f"{f}_score" for f in FAMILIES)
+
+SCORES_SCHEMA: dict[str, pl.DataType] = {
+    "date": pl.Date(),
+    "symbol": pl.String(),
+    "sector": pl.String(),
+    "momentum_score": pl.Float64(),
+    "value_score": pl.Float64(),
+    "quality_score": pl.Float64(),
+    "sentiment_score": pl.Float64(),
+    "alpha_score": pl.Int64(),
+    "alpha_label": pl.String(),
+    "coverage": pl.Int64(),
+    "summary": pl.String(),
+    "headline": pl.String(),
+}
+
+METRICS_SCHEMA: dict[str, pl.DataType] = {
+    "date": pl.Date(),
+    "symbol": pl.String(),
+    "metric": pl.String(),
+    "value": pl.Float64(),
+    "rank_pct": pl.Float64(),
+    "rank_scope": pl.String(),
+}
+
+
+def _check_metrics(metrics: Sequence[Metric]) -> None:
+    names = [m.name for m in metrics]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate metric names: {names}")
+    bad = [m.name for m in metrics if m.family not in FAMILIES]
+    if bad:
+        raise ValueError(f"metrics with unknown family (expected one of {FAMILIES}): {bad}")
+    reserved = {"date", "symbol", "sector", "session_idx", *SCORE_COLUMNS}
+    clash = [n for n in names if n in reserved or "__" in n]
+    if clash:
+        raise ValueError(f"metric names clash with panel columns: {clash}")
+
+
+def session_grid(prices: pl.DataFrame, sessions: pl.Series, symbols: Sequence[str] | None = None) -> pl.DataFrame:
+    """One row per stock and session from its first to its last priced session.
+
+    Returns ``symbol, session_idx, date, adj_close`` sorted by symbol then date;
+    ``adj_close`` is null on sessions the stock has no bar for. Bars dated off
+    the session calendar are dropped. ``session_idx`` numbers ``sessions`` from 0.
+    """
+    cal = pl.DataFrame({"date": sessions.cast(pl.Date)}).unique("date").sort("date")
+    cal = cal.with_row_index("session_idx").with_columns(pl.col("session_idx").cast(pl.Int64))
+    px = prices.lazy().select("symbol", pl.col("date").cast(pl.Date), pl.col("adj_close").cast(pl.Float64))
+    if symbols is not None:
+        px = px.filter(pl.col("symbol").is_in(list(symbols)))
+    # Duplicate bars would double rows in the grid; keep one per day.
+    px = px.unique(["symbol", "date"], keep="last").join(cal.lazy(), on="date", how="inner")
+    bounds = px.group_by("symbol").agg(
+        pl.col("session_idx").min().alias("first"), pl.col("session_idx").max().alias("last")
+    )
+    grid = (
+        bounds.select("symbol", pl.int_ranges("first", pl.col("last") + 1).alias("session_idx"))
+        .explode("session_idx")
+        .join(cal.lazy(), on="session_idx", how="left")
+        .join(px.select("symbol", "session_idx", "adj_close"), on=["symbol", "session_idx"], how="left")
+        .sort("symbol", "session_idx")
+    )
+    return grid.select("symbol", "session_idx", "date", "adj_close").collect()
+
+
+def _stocks(assets: pl.DataFrame) -> pl.DataFrame:
+    return assets.filter(pl.col("asset_class") == "equity").select("symbol", "name", "sector").unique("symbol")
+
+
+def _with_fundamentals(
+    grid: pl.LazyFrame, fundamentals: pl.DataFrame | None, tolerance: timedelta | None
+) -> pl.LazyFrame:
+    cols = list(FUNDAMENTAL_INPUTS)
+    if fundamentals is None:
+        return grid.with_columns([pl.lit(None, dtype=pl.Float64).alias(c) for c in cols])
+    f = fundamentals.lazy()
+    present = set(fundamentals.columns)
+    f = f.with_columns([pl.lit(None, dtype=pl.Float64).alias(c) for c in cols if c not in present])
+    f = (
+        f.select("symbol", pl.col("as_of").cast(pl.Date), *[pl.col(c).cast(pl.Float64) for c in cols])
+        .unique(["symbol", "as_of"], keep="last")
+        .sort("as_of")
+    )
+    # Backward as-of join: a snapshot is visible from its as_of session on,
+    # never before (no look-ahead).
+    return (
+        grid.sort("date")
+        .join_asof(
+            f,
+            left_on="date",
+            right_on="as_of",
+            by="symbol",
+            strategy="backward",
+            tolerance=tolerance,
+            check_sortedness=False,
+        )
+        .sort("symbol", "date")
+    )
+
+
+def factor_panel(
+    prices: pl.DataFrame,
+    assets: pl.DataFrame,
+    sessions: pl.Series,
+    fundamentals: pl.DataFrame | None = None,
+    *,
+    metrics: Sequence[Metric] = METRICS,
+    min_sector_size: int = 5,
+    fundamentals_tolerance: timedelta | None = None,
+) -> pl.DataFrame:
+    """Wide per-(date, symbol) frame of metric values and percentile ranks.
+
+    Columns: ``date, symbol, sector`` then per metric ``{name}`` (value),
+    ``{name}__rank`` (0-100, higher is better) and ``{name}__scope``
+    ('sector' | 'all'), then ``{family}_score`` for each family. Only stocks
+    (``asset_class == 'equity'``) are scored; sector comes from ``assets``.
+
+    A metric ranks within the stock's sector when at least ``min_sector_size``
+    stocks of that sector have it on that session, otherwise across all stocks.
+    ``fundamentals_tolerance`` (default None: no limit) ignores snapshots older
+    than that on a session.
+    """
+    _check_metrics(metrics)
+    stocks = _stocks(assets)
+    grid = session_grid(prices, sessions, stocks["symbol"].to_list())
+    joined = _with_fundamentals(grid.lazy(), fundamentals, fundamentals_tolerance).join(
+        stocks.lazy().select("symbol", "sector"), on="symbol", how="left"
+    )
+
+    values = joined.select(
+        "date",
+        "symbol",
+        "sector",
+        *[m.formula.cast(pl.Float64).alias(m.name) for m in metrics],
+    ).with_columns(
+        # NaN/inf (e.g. from a zero price) would otherwise rank as extremes.
+        [pl.when(pl.col(m.name).is_finite()).then(pl.col(m.name)).alias(m.name) for m in metrics]
+    )
+
+    rank_cols: list[pl.Expr] = []
+    for m in metrics:
+        v = pl.col(m.name)
+        oriented = v if m.higher_is_better else -v
+        n_sector = v.count().over("date", "sector")
+        use_sector = pl.col("sector").is_not_null() & (n_sector >= min_sector_size)
+        pct_sector = 100.0 * oriented.rank("average").over("date", "sector") / n_sector
+        pct_all = 100.0 * oriented.rank("average").over("date") / v.count().over("date")
+        rank_cols.append(
+            pl.when(v.is_null()).then(None).when(use_sector).then(pct_sector).otherwise(pct_all).alias(f"{m.name}__rank")
+        )
+        rank_cols.append(
+            pl.when(v.is_null())
+            .then(None)
+            .when(use_sector)
+            .then(pl.lit("sector"))
+            .otherwise(pl.lit("all"))
+            .alias(f"{m.name}__scope")
+        )
+    ranked = values.with_columns(rank_cols)
+
+    family_cols = []
+    for fam in FAMILIES:
+        members = [f"{m.name}__rank" for m in metrics if m.family == fam]
+        expr = pl.mean_horizontal(members, ignore_nulls=True) if members else pl.lit(None, dtype=pl.Float64)
+        family_cols.append(expr.cast(pl.Float64).alias(f"{fam}_score"))
+    return ranked.with_columns(family_cols).sort("date", "symbol").collect()
+
+
+def mart_factor_metrics(panel: pl.DataFrame, metrics: Sequence[Metric] = METRICS) -> pl.DataFrame:
+    """Long ``date, symbol, metric, value, rank_pct, rank_scope``: one row per
+    stock, session and metric with a non-null value (null metrics have no rank
+    and are simply absent)."""
+    parts = [
+        panel.lazy()
+        .filter(pl.col(m.name).is_not_null())
+        .select(
+            "date",
+            "symbol",
+            pl.lit(m.name).alias("metric"),
+            pl.col(m.name).alias("value"),
+            pl.col(f"{m.name}__rank").alias("rank_pct"),
+            pl.col(f"{m.name}__scope").alias("rank_scope"),
+        )
+        for m in metrics
+    ]
+    if not parts:
+        return pl.DataFrame(schema=METRICS_SCHEMA)
+    out = pl.concat(parts).sort("date", "symbol", "metric").collect()
+    return out.select([pl.col(c).cast(t) for c, t in METRICS_SCHEMA.items()])
+
+
+def round_half_up(expr: pl.Expr) -> pl.Expr:
+    """Round half up to an integer
+    (74.5 -> 75, not banker's 74). Rounding to 9 decimals first absorbs float
+    noise from averaging, so a mathematically exact .5 is not read as .4999."""
+    return (expr.round(9) + 0.5).floor().cast(pl.Int64)
+
+
+def label_expr(score: pl.Expr, thresholds: LabelThresholds = LabelThresholds()) -> pl.Expr:
+    """'Strong' / 'Moderate' / 'Weak' for an integer score; null stays null."""
+    return (
+        pl.when(score.is_null())
+        .then(None)
+        .when(score >= thresholds.strong)
+        .then(pl.lit("Strong"))
+        .when(score >= thresholds.moderate)
+        .then(pl.lit("Moderate"))
+        .otherwise(pl.lit("Weak"))
+    )
+
+
+def _normalised_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
+    if weights is None:
+        return dict.fromkeys(FAMILIES, 1.0)
+    unknown = set(weights) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown families in weights: {sorted(unknown)}")
+    out = {f: float(weights.get(f, 0.0)) for f in FAMILIES}
+    if any(w < 0 or not math.isfinite(w) for w in out.values()) or not any(w > 0 for w in out.values()):
+        raise ValueError(f"weights must be finite, non-negative and not all zero: {weights}")
+    return out
+
+
+def alpha_score_expr(weights: Mapping[str, float] | None = None) -> pl.Expr:
+    """Unrounded weighted mean of the available ``{family}_score`` columns,
+    weights renormalised over the families present on the row."""
+    w = _normalised_weights(weights)
+    num = pl.sum_horizontal([(pl.col(f"{f}_score") * w[f]).fill_null(0.0) for f in FAMILIES])
+    den = pl.sum_horizontal(
+        [pl.when(pl.col(f"{f}_score").is_not_null()).then(pl.lit(w[f])).otherwise(0.0) for f in FAMILIES]
+    )
+    return pl.when(den > 0).then(num / den)
+
+
+def mart_factor_scores(
+    panel: pl.DataFrame,
+    assets: pl.DataFrame,
+    *,
+    weights: Mapping[str, float] | None = None,
+    thresholds: LabelThresholds = LabelThresholds(),
+) -> pl.DataFrame:
+    """Scores per stock and session where at least one sub-score exists.
+
+    Sub-scores stay unrounded (0-100 floats); ``alpha_score`` is an Int64
+    rounded half-up. Labels, of the Alpha Score and of each sub-score in the
+    summary, are taken on the half-up rounded integer so the label always
+    agrees with the integer an analyst sees. ``weights`` maps family -> weight
+    (default equal; a family left out weighs 0).
+    """
+    names = _stocks(assets).select("symbol", "name")
+    score_cols = list(SCORE_COLUMNS)
+    base = (
+        panel.lazy()
+        .select("date", "symbol", "sector", *score_cols)
+        .filter(pl.any_horizontal([pl.col(c).is_not_null() for c in score_cols]))
+        .with_columns(
+            round_half_up(alpha_score_expr(weights)).alias("alpha_score"),
+            pl.sum_horizontal([pl.col(c).is_not_null().cast(pl.Int64) for c in score_cols]).alias("coverage"),
+        )
+        .with_columns(label_expr(pl.col("alpha_score"), thresholds).alias("alpha_label"))
+    )
+    # concat_str propagates nulls, so an unavailable family drops out of the list.
+    parts = [
+        pl.concat_str(
+            [label_expr(round_half_up(pl.col(f"{f}_score")), thresholds).str.to_lowercase(), pl.lit(f" {f}")]
+        )
+        for f in FAMILIES
+    ]
+    score_txt = pl.col("alpha_score").cast(pl.String)
+    summary = pl.concat_str(
+        [
+            pl.lit("Alpha Score of "),
+            score_txt,
+            pl.lit(" reflects "),
+            pl.col("alpha_label").str.to_lowercase(),
+            pl.lit(" overall profile with "),
+            pl.concat_list(parts).list.drop_nulls().list.join(", "),
+            pl.lit("."),
+        ]
+    )
+    headline = pl.concat_str(
+        [
+            pl.coalesce(pl.col("name"), pl.col("symbol")),
+            pl.lit(" ("),
+            pl.col("symbol"),
+            pl.lit(") maintains an Alpha Score of "),
+            score_txt,
+            pl.lit("/100, categorized as "),
+            pl.col("alpha_label"),
+            pl.lit(" within the "),
+            pl.col("sector").fill_null("Unclassified"),
+            pl.lit(" sector."),
+        ]
+    )
+    out = (
+        base.join(names.lazy(), on="symbol", how="left")
+        .with_columns(summary.alias("summary"), headline.alias("headline"))
+        .sort("date", "symbol")
+        .collect()
+    )
+    return out.select([pl.col(c).cast(t) for c, t in SCORES_SCHEMA.items()])
+
+
+def build_factor_marts(
+    prices: pl.DataFrame,
+    assets: pl.DataFrame,
+    sessions: pl.Series,
+    fundamentals: pl.DataFrame | None = None,
+    *,
+    metrics: Sequence[Metric] = METRICS,
+    min_sector_size: int = 5,
+    weights: Mapping[str, float] | None = None,
+    thresholds: LabelThresholds = LabelThresholds(),
+    fundamentals_tolerance: timedelta | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(mart_factor_scores, mart_factor_metrics)`` from raw inputs."""
+    panel = factor_panel(
+        prices,
+        assets,
+        sessions,
+        fundamentals,
+        metrics=metrics,
+        min_sector_size=min_sector_size,
+        fundamentals_tolerance=fundamentals_tolerance,
+    )
+    scores = mart_factor_scores(panel, assets, weights=weights, thresholds=thresholds)
+    return scores, mart_factor_metrics(panel, metrics)

@@ -1,0 +1,173 @@
+"""Derived crypto indices: ALTS (equal-weight altcoins) and MAJORS (BTC + ETH).
+
+Both are equal-weight and rebalanced every UTC day: the index's simple return
+on day d is the plain mean of its members' simple returns from d-1 to d, over
+the members that have an adjusted close on *both* days. A member that lists
+later simply starts contributing on its second day; a member with a missing
+candle sits out the day after the gap instead of having its multi-day move
+booked as one daily return. The index level starts at ``base_level`` on the
+day before its first return (a day on which at least one member has a close),
+so the index never exists before it has members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import polars as pl
+
+# Pegged coins carry no market view and would dilute an equal-weight basket.
+DEFAULT_STABLECOINS: tuple[str, ...] = (
+    "USDT", "USDC", "DAI", "BUSD", "TUSD", "USDP", "FDUSD", "PYUSD", "USDE", "USDD",
+    "GUSD", "FRAX", "LUSD", "USTC", "UST", "EURC", "EURT",
+)  # fmt: skip
+DEFAULT_MAJORS: tuple[str, ...] = ("BTC", "ETH")
+EQUAL_WEIGHT_DAILY = "equal_weight_daily"
+
+# The prices contract (flows.sources.base.BAR_SCHEMA); restated because
+# transforms must not import flows.
+INDEX_BAR_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "date": pl.Date(),
+    **{c: pl.Float64() for c in ("open", "high", "low", "close", "adj_close", "volume")},
+}
+INDEX_ASSET_SCHEMA: dict[str, pl.DataType] = {
+    c: pl.String()
+    for c in ("symbol", "name", "asset_class", "sector", "industry", "quote_currency", "source", "source_symbol")
+}
+INDEX_MEMBER_SCHEMA: dict[str, pl.DataType] = {
+    "index_symbol": pl.String(),
+    "member_symbol": pl.String(),
+    "method": pl.String(),
+}
+
+
+class CryptoIndices(NamedTuple):
+    bars: pl.DataFrame  # prices contract
+    assets: pl.DataFrame  # assets contract, asset_class index_crypto, source derived
+    members: pl.DataFrame  # dim_index_member(index_symbol, member_symbol, method)
+
+
+def index_members(
+    assets: pl.DataFrame,
+    *,
+    majors: Sequence[str] = DEFAULT_MAJORS,
+    stablecoins: Sequence[str] = DEFAULT_STABLECOINS,
+    alts_symbol: str = "ALTS",
+    majors_symbol: str = "MAJORS",
+) -> pl.DataFrame:
+    """dim_index_member for ALTS and MAJORS from the run's crypto assets.
+
+    ALTS is every ``crypto`` asset that is neither a major nor a stablecoin;
+    MAJORS is the majors that are in the run.
+    """
+    crypto = assets.filter(pl.col("asset_class") == "crypto").get_column("symbol").unique().sort().to_list()
+    skip = set(majors) | set(stablecoins)
+    rows = [(alts_symbol, s) for s in crypto if s not in skip]
+    rows += [(majors_symbol, s) for s in crypto if s in set(majors)]
+    return pl.DataFrame(
+        {
+            "index_symbol": [r[0] for r in rows],
+            "member_symbol": [r[1] for r in rows],
+            "method": [EQUAL_WEIGHT_DAILY] * len(rows),
+        },
+        schema=INDEX_MEMBER_SCHEMA,
+    )
+
+
+def equal_weight_index(
+    prices: pl.DataFrame, members: Sequence[str], index_symbol: str, *, base_level: float = 100.0
+) -> pl.DataFrame:
+    """Daily-rebalanced equal-weight index bars (prices contract).
+
+    open = high = low = close = adj_close = the level: an index built from
+    daily closes has no intraday path. ``volume`` is the members' dollar
+    volume (close x volume, in the quote currency) summed over the members
+    with a bar that day; null when none of them reports a volume.
+    """
+    p = (
+        prices.filter(pl.col("symbol").is_in(list(members)))
+        .select("symbol", "date", "close", "adj_close", "volume")
+        .sort("symbol", "date")
+    )
+    prev_close = pl.col("adj_close").shift(1).over("symbol")
+    prev_date = pl.col("date").shift(1).over("symbol")
+    consecutive = prev_date == pl.col("date").dt.offset_by("-1d")
+    ret = pl.when(consecutive & (prev_close > 0) & (pl.col("adj_close") > 0)).then(
+        pl.col("adj_close") / prev_close - 1.0
+    )
+    dollar_volume = pl.col("close") * pl.col("volume")
+    daily = (
+        p.with_columns(ret.alias("_ret"), dollar_volume.alias("_dv"))
+        .group_by("date")
+        .agg(
+            pl.col("_ret").mean().alias("_ret"),
+            pl.when(pl.col("_dv").count() > 0).then(pl.col("_dv").sum()).alias("volume"),
+        )
+        .sort("date")
+    )
+    return_days = daily.filter(pl.col("_ret").is_not_null())
+    if return_days.is_empty():
+        return pl.DataFrame(schema=INDEX_BAR_SCHEMA)
+    base_day = return_days.select(pl.col("date").min().dt.offset_by("-1d")).item()
+    levels = pl.concat(
+        [
+            daily.filter(pl.col("date") == base_day).with_columns(pl.lit(0.0).alias("_ret")),
+            return_days,
+        ]
+    ).with_columns((base_level * (1.0 + pl.col("_ret")).cum_prod()).alias("level"))
+    return levels.select(
+        pl.lit(index_symbol).alias("symbol"),
+        "date",
+        *[pl.col("level").alias(c) for c in ("open", "high", "low", "close", "adj_close")],
+        "volume",
+    ).cast(INDEX_BAR_SCHEMA)
+
+
+def build_crypto_indices(
+    prices: pl.DataFrame,
+    assets: pl.DataFrame,
+    *,
+    majors: Sequence[str] = DEFAULT_MAJORS,
+    stablecoins: Sequence[str] = DEFAULT_STABLECOINS,
+    base_level: float = 100.0,
+    alts_symbol: str = "ALTS",
+    majors_symbol: str = "MAJORS",
+) -> CryptoIndices:
+    """ALTS and MAJORS bars, their asset rows and their membership.
+
+    An index without any bar (no member has two consecutive closes) gets no
+    asset row either, so downstream marts never list an empty index. Its
+    members are still recorded: they describe the rule, not the data.
+    """
+    members = index_members(
+        assets, majors=majors, stablecoins=stablecoins, alts_symbol=alts_symbol, majors_symbol=majors_symbol
+    )
+    names = {alts_symbol: "Altcoins equal-weight index", majors_symbol: "BTC + ETH equal-weight index"}
+    bars, asset_rows = [], []
+    for index_symbol in (alts_symbol, majors_symbol):
+        ms = members.filter(pl.col("index_symbol") == index_symbol).get_column("member_symbol").to_list()
+        b = equal_weight_index(prices, ms, index_symbol, base_level=base_level)
+        if b.is_empty():
+            continue
+        bars.append(b)
+        quotes = assets.filter(pl.col("symbol").is_in(ms)).get_column("quote_currency").drop_nulls().unique()
+        asset_rows.append(
+            {
+                "symbol": index_symbol,
+                "name": names[index_symbol],
+                "asset_class": "index_crypto",
+                "sector": None,
+                "industry": None,
+                # Only a single shared quote currency makes the level meaningful in it.
+                "quote_currency": quotes.item() if quotes.len() == 1 else None,
+                "source": "derived",
+                "source_symbol": index_symbol,
+            }
+        )
+    return CryptoIndices(
+        bars=pl.concat(bars).sort("symbol", "date") if bars else pl.DataFrame(schema=INDEX_BAR_SCHEMA),
+        assets=pl.DataFrame(asset_rows, schema=INDEX_ASSET_SCHEMA),
+        members=members,
+    )

@@ -1,0 +1,113 @@
+"""Pairwise correlation matrix at month-end sessions and the latest session.
+
+The full-window rule is the one of ``transforms.correlation``: a pair's
+correlation over ``w`` sessions exists only when both series have a return on
+every one of the ``w`` sessions ending at the as-of session, and neither is
+flat. Every ordered pair is emitted, (a, b) and (b, a), plus the diagonal, so
+a heatmap can be drawn from the frame without reshaping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import polars as pl
+
+from transforms.returns import session_index
+
+CORRELATION_MATRIX_SCHEMA: dict[str, pl.DataType] = {
+    "date": pl.Date(),
+    "window_days": pl.Int32(),
+    "asset_a": pl.String(),
+    "asset_b": pl.String(),
+    "correlation": pl.Float64(),
+    "observations": pl.Int32(),
+}
+
+
+def as_of_sessions(sessions: pl.Series) -> pl.Series:
+    """The last session of every calendar month, plus the latest session."""
+    s = sessions.cast(pl.Date).unique().sort()
+    frame = pl.DataFrame({"date": s})
+    month_ends = frame.group_by(pl.col("date").dt.truncate("1mo")).agg(pl.col("date").max()).get_column("date")
+    return pl.concat([month_ends, s.tail(1)]).unique().sort()
+
+
+def _window_matrix(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(correlation with NaN for null, paired observation counts) of a T x N block."""
+    valid = ~np.isnan(x)
+    observations = valid.T.astype(np.int64) @ valid.astype(np.int64)
+    full = valid.all(axis=0)
+    # Exact flatness test (max == min); the moment formula leaves rounding noise.
+    flat = np.zeros(x.shape[1], dtype=bool)
+    flat[full] = np.ptp(x[:, full], axis=0) == 0
+    ok = full & ~flat
+    corr = np.full((x.shape[1], x.shape[1]), np.nan)
+    if ok.any():
+        xc = x[:, ok] - x[:, ok].mean(axis=0)
+        cov = xc.T @ xc
+        sd = np.sqrt(np.diag(cov))
+        c = np.clip(cov / np.outer(sd, sd), -1.0, 1.0)
+        np.fill_diagonal(c, 1.0)
+        corr[np.ix_(ok, ok)] = c
+    return corr, observations
+
+
+def mart_correlation_matrix(
+    returns: pl.DataFrame,
+    sessions: pl.Series,
+    symbols: Iterable[str],
+    windows: Sequence[int] = (30, 90, 180, 365),
+) -> pl.DataFrame:
+    """mart_correlation_matrix(date, window_days, asset_a, asset_b, correlation, observations).
+
+    ``returns`` is the session-aligned log returns frame (symbol,
+    session_date, log_return). The as-of dates are month-end sessions and the
+    latest session of ``sessions`` for which a ``w``-session window fits in the
+    calendar. ``observations`` is the number of sessions in the window where
+    both have a return (for the diagonal: where the symbol has one).
+    Symbols without any return are kept, with null correlations throughout.
+    """
+    names = sorted(set(symbols))
+    idx = session_index(sessions)
+    if not names or idx.is_empty():
+        return pl.DataFrame(schema=CORRELATION_MATRIX_SCHEMA)
+    wide = idx.join(
+        returns.filter(pl.col("symbol").is_in(names))
+        .pivot(on="symbol", index="session_date", values="log_return", aggregate_function="first"),
+        on="session_date",
+        how="left",
+    ).sort("session_idx")
+    for name in names:
+        if name not in wide.columns:
+            wide = wide.with_columns(pl.lit(None, dtype=pl.Float64).alias(name))
+    x = wide.select(pl.col(names).cast(pl.Float64)).to_numpy().astype(np.float64)  # null -> NaN
+    dates = wide.get_column("session_date")
+    position = {d: i for i, d in enumerate(dates.to_list())}
+    targets = [position[d] for d in as_of_sessions(dates).to_list()]
+
+    n = len(names)
+    a = np.repeat(np.array(names, dtype=object), n)
+    b = np.tile(np.array(names, dtype=object), n)
+    frames = []
+    for w in windows:
+        for t in targets:
+            if t + 1 < w:
+                continue
+            corr, obs = _window_matrix(x[t + 1 - w : t + 1])
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "date": [dates[t]] * (n * n),
+                        "window_days": [w] * (n * n),
+                        "asset_a": a,
+                        "asset_b": b,
+                        "correlation": corr.ravel(),
+                        "observations": obs.ravel(),
+                    }
+                ).with_columns(pl.col("correlation").fill_nan(None))
+            )
+    if not frames:
+        return pl.DataFrame(schema=CORRELATION_MATRIX_SCHEMA)
+    return pl.concat(frames).cast(CORRELATION_MATRIX_SCHEMA).sort("date", "window_days", "asset_a", "asset_b")
