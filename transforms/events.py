@@ -136,28 +136,21 @@ def mart_correlation_events(
     series = rolling.select("date", *_KEYS, "correlation").sort(*_KEYS, "date")
     series = series.with_columns(pl.int_range(pl.len()).over(_KEYS).alias("_row"))
     c = pl.col("correlation")
-    found = []
-    sign = pl.when(c > 0).then(1).when(c < 0).then(-1)
-    found.append(
-        _state_changes(series, sign, confirm_sessions).with_columns(
-            pl.when(pl.col("_state") == 1)
-            .then(pl.lit("turned_positive"))
-            .otherwise(pl.lit("turned_negative"))
-            .alias("event"),
-            pl.lit(None, dtype=pl.Float64).alias("level"),
+    # (state: +1 / -1 / null, event when it becomes +1, event when it becomes -1, level)
+    families: list[tuple[pl.Expr, str, str, float | None]] = [
+        (pl.when(c > 0).then(1).when(c < 0).then(-1), "turned_positive", "turned_negative", None)
+    ]
+    families += [
+        (pl.when(c >= level).then(1).when(c < level).then(-1), "crossed_above", "crossed_below", float(level))
+        for level in levels
+    ]
+    found = [
+        _state_changes(series, state, confirm_sessions).with_columns(
+            pl.when(pl.col("_state") == 1).then(pl.lit(up)).otherwise(pl.lit(down)).alias("event"),
+            pl.lit(level, dtype=pl.Float64).alias("level"),
         )
-    )
-    for level in levels:
-        side = pl.when(c >= level).then(1).when(c < level).then(-1)
-        found.append(
-            _state_changes(series, side, confirm_sessions).with_columns(
-                pl.when(pl.col("_state") == 1)
-                .then(pl.lit("crossed_above"))
-                .otherwise(pl.lit("crossed_below"))
-                .alias("event"),
-                pl.lit(float(level)).alias("level"),
-            )
-        )
+        for state, up, down, level in families
+    ]
     events = pl.concat(found).with_columns((pl.col("_row") - pl.col("_previous_row")).alias("sessions_since"))
     descriptions = [
         _describe(r["window_days"], r["asset"], r["benchmark"], r["event"], r["correlation"],

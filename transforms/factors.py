@@ -289,23 +289,32 @@ def factor_panel(
 def mart_factor_metrics(panel: pl.DataFrame, metrics: Sequence[Metric] = METRICS) -> pl.DataFrame:
     """Long ``date, symbol, metric, value, rank_pct, rank_scope``: one row per
     stock, session and metric with a non-null value (null metrics have no rank
-    and are simply absent)."""
-    parts = [
-        panel.lazy()
-        .filter(pl.col(m.name).is_not_null())
-        .select(
-            "date",
-            "symbol",
-            pl.lit(m.name).alias("metric"),
-            pl.col(m.name).alias("value"),
-            pl.col(f"{m.name}__rank").alias("rank_pct"),
-            pl.col(f"{m.name}__scope").alias("rank_scope"),
-        )
-        for m in metrics
-    ]
-    if not parts:
+    and are simply absent). Rows come sorted by date, symbol, then metric in
+    declaration order."""
+    if not metrics:
         return pl.DataFrame(schema=METRICS_SCHEMA)
-    out = pl.concat(parts).sort("date", "symbol", "metric").collect()
+    # Exploding a per-row list keeps the panel's (date, symbol) order, which a
+    # global sort of the ~9x longer frame would otherwise have to restore.
+    rows = pl.concat_list(
+        [
+            pl.struct(
+                pl.lit(m.name).alias("metric"),
+                pl.col(m.name).alias("value"),
+                pl.col(f"{m.name}__rank").alias("rank_pct"),
+                pl.col(f"{m.name}__scope").alias("rank_scope"),
+            )
+            for m in metrics
+        ]
+    )
+    out = (
+        panel.lazy()
+        .sort("date", "symbol")
+        .select("date", "symbol", rows.alias("row"))
+        .explode("row")
+        .unnest("row")
+        .filter(pl.col("value").is_not_null())
+        .collect()
+    )
     return out.select([pl.col(c).cast(t) for c, t in METRICS_SCHEMA.items()])
 
 
@@ -379,7 +388,8 @@ def mart_factor_scores(
         )
         .with_columns(label_expr(pl.col("alpha_score"), thresholds).alias("alpha_label"))
     )
-    # concat_str propagates nulls, so an unavailable family drops out of the list.
+    # A part is null when its family is unavailable (concat_str propagates
+    # nulls); the outer concat_str then skips it, separators included.
     parts = [
         pl.concat_str(
             [label_expr(round_half_up(pl.col(f"{f}_score")), thresholds).str.to_lowercase(), pl.lit(f" {f}")]
@@ -394,7 +404,7 @@ def mart_factor_scores(
             pl.lit(" reflects "),
             pl.col("alpha_label").str.to_lowercase(),
             pl.lit(" overall profile with "),
-            pl.concat_list(parts).list.drop_nulls().list.join(", "),
+            pl.concat_str(parts, separator=", ", ignore_nulls=True),
             pl.lit("."),
         ]
     )

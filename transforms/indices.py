@@ -1,6 +1,7 @@
-"""Derived crypto indices: ALTS (equal-weight altcoins) and MAJORS (BTC + ETH).
+"""Derived crypto indices: ALTS (equal-weight altcoins), MAJORS (BTC + ETH) and
+ALTS_DV (the ALTS members, dollar-volume weighted, rebalanced monthly).
 
-Both are equal-weight and rebalanced every UTC day: the index's simple return
+ALTS and MAJORS are equal-weight and rebalanced every UTC day: the index's simple return
 on day d is the plain mean of its members' simple returns from d-1 to d, over
 the members that have an adjusted close on *both* days. A member that lists
 later simply starts contributing on its second day; a member with a missing
@@ -8,6 +9,8 @@ candle sits out the day after the gap instead of having its multi-day move
 booked as one daily return. The index level starts at ``base_level`` on the
 day before its first return (a day on which at least one member has a close),
 so the index never exists before it has members.
+
+ALTS_DV is the investable cousin: see ``dollar_volume_index``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ DEFAULT_STABLECOINS: tuple[str, ...] = (
 )  # fmt: skip
 DEFAULT_MAJORS: tuple[str, ...] = ("BTC", "ETH")
 EQUAL_WEIGHT_DAILY = "equal_weight_daily"
+DOLLAR_VOLUME_MONTHLY = "dollar_volume_monthly"
 
 # The prices contract (flows.sources.base.BAR_SCHEMA); restated because
 # transforms must not import flows.
@@ -56,24 +60,22 @@ def index_members(
     stablecoins: Sequence[str] = DEFAULT_STABLECOINS,
     alts_symbol: str = "ALTS",
     majors_symbol: str = "MAJORS",
+    alts_dv_symbol: str | None = "ALTS_DV",
 ) -> pl.DataFrame:
-    """dim_index_member for ALTS and MAJORS from the run's crypto assets.
+    """dim_index_member for ALTS, MAJORS and ALTS_DV from the run's crypto assets.
 
-    ALTS is every ``crypto`` asset that is neither a major nor a stablecoin;
-    MAJORS is the majors that are in the run.
+    ALTS (and ALTS_DV, unless ``alts_dv_symbol`` is None) is every ``crypto``
+    asset that is neither a major nor a stablecoin; MAJORS is the majors that
+    are in the run. ``method`` names how the index weights its members.
     """
     crypto = assets.filter(pl.col("asset_class") == "crypto").get_column("symbol").unique().sort().to_list()
     skip = set(majors) | set(stablecoins)
-    rows = [(alts_symbol, s) for s in crypto if s not in skip]
-    rows += [(majors_symbol, s) for s in crypto if s in set(majors)]
-    return pl.DataFrame(
-        {
-            "index_symbol": [r[0] for r in rows],
-            "member_symbol": [r[1] for r in rows],
-            "method": [EQUAL_WEIGHT_DAILY] * len(rows),
-        },
-        schema=INDEX_MEMBER_SCHEMA,
-    )
+    alts = [s for s in crypto if s not in skip]
+    rows = [(alts_symbol, s, EQUAL_WEIGHT_DAILY) for s in alts]
+    rows += [(majors_symbol, s, EQUAL_WEIGHT_DAILY) for s in crypto if s in set(majors)]
+    if alts_dv_symbol is not None:
+        rows += [(alts_dv_symbol, s, DOLLAR_VOLUME_MONTHLY) for s in alts]
+    return pl.DataFrame(rows, schema=INDEX_MEMBER_SCHEMA, orient="row")
 
 
 def equal_weight_index(
@@ -117,6 +119,81 @@ def equal_weight_index(
             return_days,
         ]
     ).with_columns((base_level * (1.0 + pl.col("_ret")).cum_prod()).alias("level"))
+    return _as_bars(levels, index_symbol)
+
+
+def dollar_volume_index(
+    prices: pl.DataFrame, members: Sequence[str], index_symbol: str, *, base_level: float = 100.0
+) -> pl.DataFrame:
+    """Dollar-volume-weighted, monthly-rebalanced index bars (prices contract).
+
+    At the end of each UTC calendar month the index is rebalanced into the
+    members that traded in that month, weighted by their dollar volume over
+    the month (sum of close x volume), at each member's last adjusted close of
+    the month. Within the next month it is buy-and-hold: the level is the
+    rebalance level times sum(w_i * close_i,t / base_close_i), a member
+    without a candle on a day being valued at its last close (a missing print
+    is not a price move). A row exists on the days where at least one held
+    member has a close. The first row is the last day of the first month with
+    traded members, at ``base_level``. ``volume`` is as for
+    ``equal_weight_index``.
+    """
+    p = (
+        prices.filter(pl.col("symbol").is_in(list(members)) & (pl.col("adj_close") > 0))
+        .select("symbol", "date", "close", "adj_close", "volume", pl.col("date").dt.truncate("1mo").alias("month"))
+        .sort("symbol", "date")
+    )
+    holdings = (
+        p.group_by("symbol", "month")
+        .agg((pl.col("close") * pl.col("volume")).sum().alias("_dv"), pl.col("adj_close").last().alias("_base"))
+        .filter(pl.col("_dv") > 0)
+        .select(
+            "symbol",
+            pl.col("month").dt.offset_by("1mo").alias("hold_month"),
+            (pl.col("_dv") / pl.col("_dv").sum().over("month")).alias("_w"),
+            "_base",
+        )
+    )
+    days = p.select("date", "month").unique()
+    held = (
+        holdings.join(days, left_on="hold_month", right_on="month")
+        .join(p.select("symbol", "date", pl.col("adj_close").alias("_px")), on=["symbol", "date"], how="left")
+        .sort("symbol", "date")
+        .with_columns(
+            pl.col("_px").forward_fill().over("symbol", "hold_month").fill_null(pl.col("_base")).alias("_val"),
+        )
+        .group_by("hold_month", "date")
+        .agg(
+            (pl.col("_w") * pl.col("_val") / pl.col("_base")).sum().alias("_rel"),
+            pl.col("_px").count().alias("_n"),
+        )
+        .sort("date")
+    )
+    # Month factor = value at the month's last valued day, which is where the
+    # next month's weights are struck.
+    factors = (
+        held.group_by("hold_month")
+        .agg(pl.col("_rel").last().alias("_f"))
+        .sort("hold_month")
+        .with_columns(pl.col("_f").cum_prod().shift(1, fill_value=1.0).alias("_before"))
+    )
+    rows = held.filter(pl.col("_n") > 0).join(factors, on="hold_month").select(
+        "date", (base_level * pl.col("_before") * pl.col("_rel")).alias("level")
+    )
+    if rows.is_empty():
+        return pl.DataFrame(schema=INDEX_BAR_SCHEMA)
+    first_month = factors.get_column("hold_month").min()
+    base_day = p.filter(pl.col("month") == pl.lit(first_month).dt.offset_by("-1mo")).get_column("date").max()
+    levels = pl.concat([pl.DataFrame({"date": [base_day], "level": [base_level]}, schema=rows.schema), rows])
+    volume = p.group_by("date").agg(
+        pl.when((pl.col("close") * pl.col("volume")).count() > 0)
+        .then((pl.col("close") * pl.col("volume")).sum())
+        .alias("volume")
+    )
+    return _as_bars(levels.join(volume, on="date", how="left").sort("date"), index_symbol)
+
+
+def _as_bars(levels: pl.DataFrame, index_symbol: str) -> pl.DataFrame:
     return levels.select(
         pl.lit(index_symbol).alias("symbol"),
         "date",
@@ -134,21 +211,33 @@ def build_crypto_indices(
     base_level: float = 100.0,
     alts_symbol: str = "ALTS",
     majors_symbol: str = "MAJORS",
+    alts_dv_symbol: str | None = "ALTS_DV",
 ) -> CryptoIndices:
-    """ALTS and MAJORS bars, their asset rows and their membership.
+    """ALTS, MAJORS and ALTS_DV bars, their asset rows and their membership.
 
     An index without any bar (no member has two consecutive closes) gets no
     asset row either, so downstream marts never list an empty index. Its
     members are still recorded: they describe the rule, not the data.
+    ``alts_dv_symbol=None`` leaves the dollar-volume variant out.
     """
     members = index_members(
-        assets, majors=majors, stablecoins=stablecoins, alts_symbol=alts_symbol, majors_symbol=majors_symbol
+        assets,
+        majors=majors,
+        stablecoins=stablecoins,
+        alts_symbol=alts_symbol,
+        majors_symbol=majors_symbol,
+        alts_dv_symbol=alts_dv_symbol,
     )
-    names = {alts_symbol: "Altcoins equal-weight index", majors_symbol: "BTC + ETH equal-weight index"}
+    builders = {EQUAL_WEIGHT_DAILY: equal_weight_index, DOLLAR_VOLUME_MONTHLY: dollar_volume_index}
+    names = {
+        alts_symbol: "Altcoins equal-weight index",
+        majors_symbol: "BTC + ETH equal-weight index",
+        alts_dv_symbol: "Altcoins dollar-volume-weighted index",
+    }
     bars, asset_rows = [], []
-    for index_symbol in (alts_symbol, majors_symbol):
-        ms = members.filter(pl.col("index_symbol") == index_symbol).get_column("member_symbol").to_list()
-        b = equal_weight_index(prices, ms, index_symbol, base_level=base_level)
+    for (index_symbol, method), group in members.group_by("index_symbol", "method", maintain_order=True):
+        ms = group.get_column("member_symbol").to_list()
+        b = builders[method](prices, ms, index_symbol, base_level=base_level)
         if b.is_empty():
             continue
         bars.append(b)
@@ -168,6 +257,6 @@ def build_crypto_indices(
         )
     return CryptoIndices(
         bars=pl.concat(bars).sort("symbol", "date") if bars else pl.DataFrame(schema=INDEX_BAR_SCHEMA),
-        assets=pl.DataFrame(asset_rows, schema=INDEX_ASSET_SCHEMA),
+        assets=pl.DataFrame(asset_rows, schema=INDEX_ASSET_SCHEMA).sort("symbol"),
         members=members,
     )

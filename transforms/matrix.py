@@ -30,7 +30,7 @@ def as_of_sessions(sessions: pl.Series) -> pl.Series:
     """The last session of every calendar month, plus the latest session."""
     s = sessions.cast(pl.Date).unique().sort()
     frame = pl.DataFrame({"date": s})
-    month_ends = frame.group_by(pl.col("date").dt.truncate("1mo")).agg(pl.col("date").max()).get_column("date")
+    month_ends = frame.group_by(pl.col("date").dt.truncate("1mo").alias("month")).agg(pl.col("date").max())["date"]
     return pl.concat([month_ends, s.tail(1)]).unique().sort()
 
 

@@ -58,21 +58,21 @@ LISTINGS = {
 # decoupling and inverse stretches to detect.
 SPILLOVER_REGIMES: list[tuple[date, float]] = [
     (date(2014, 1, 1), 0.15),
-    (date(2016, 6, 20), -0.9),
+    (date(2016, 6, 20), -0.6),
     (date(2017, 1, 1), 0.25),
     (date(2018, 2, 1), 0.7),
     (date(2019, 3, 1), -0.5),
     (date(2019, 10, 1), 0.2),
     (date(2020, 3, 1), 1.8),
     (date(2022, 11, 1), 1.1),
-    (date(2023, 3, 1), -0.7),
+    (date(2023, 3, 1), -0.6),
     (date(2023, 10, 1), 0.9),
     (date(2025, 2, 1), 0.1),
     (date(2025, 8, 1), 1.2),
 ]
 
 START_LEVEL = {"^RUT": 1150.0, "^GSPC": 1830.0, "BTC": 770.0, "ETH": 2.8, "XRP": 0.025, "DOGE": 0.0015}
-DAILY_VOL = {"market": 0.009, "size": 0.006, "sector": 0.006, "crypto": 0.035}
+DAILY_VOL = {"market": 0.009, "size": 0.006, "sector": 0.006, "crypto": 0.03}
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ class SampleSource:
             idio = shocks("idio:" + a.symbol)[:, 0]
             if a.is_crypto:
                 major = a.symbol in ("BTC", "ETH")
-                loading = (0.8 if major else 1.3) * rng.uniform(0.85, 1.15)
+                loading = (1.5 if major else 2.6) * rng.uniform(0.85, 1.15)
                 beta_c = (1.0 if major else 1.25) * rng.uniform(0.9, 1.1)
                 idio_vol = (0.012 if major else 0.03) * rng.uniform(0.8, 1.2)
                 r = beta_c * crypto_f + loading * spill * small_cap + idio_vol * idio

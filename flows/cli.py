@@ -1,0 +1,143 @@
+"""The ``xasset`` command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import date
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+from rich.text import Text
+
+from flows.settings import Settings, get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="xasset: Russell 2000 vs crypto market-data pipeline.")
+out = Console()
+err = Console(stderr=True)
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def settings_for(data_dir: Path | None) -> Settings:
+    settings = get_settings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    return settings
+
+
+def prepare_prefect(settings: Settings) -> None:
+    """Local, serverless Prefect: state under the data dir, no telemetry, quiet logs.
+
+    Must run before ``prefect`` is imported: Prefect reads these at import.
+    """
+    home = (settings.data_dir / ".prefect").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    # A fresh PREFECT_HOME migrates its database on first start, which can
+    # take longer than Prefect's 20 s default on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    if settings.prefect_quiet:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
+
+
+def print_frame(frame, fmt: Format) -> None:
+    if fmt is Format.csv:
+        sys.stdout.write(frame.write_csv())
+    elif fmt is Format.json:
+        sys.stdout.write(frame.write_json() + "\n")
+    else:
+        table = RichTable(show_header=True, header_style="bold")
+        for name in frame.columns:
+            table.add_column(name, justify="right" if frame.schema[name].is_numeric() else "left")
+        for row in frame.iter_rows():
+            # Text, not markup: a value like "[synthetic]" must print as is.
+            table.add_row(*[Text("" if v is None else str(v)) for v in row])
+        out.print(table)
+
+
+@app.command()
+def run(
+    source: Annotated[str, typer.Option(help="sample (offline synthetic market), files or live.")] = "sample",
+    path: Annotated[list[Path] | None, typer.Option(help="Folder or file of price histories (files source); repeatable.")] = None,
+    start: Annotated[str | None, typer.Option(help="First date to extract (YYYY-MM-DD).")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Last date covered (default: the last complete day).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (default $XASSET_DATA_DIR or ./data).")] = None,
+) -> None:
+    """Run the nightly pipeline once: extract, land, transform, load, audit, publish."""
+    settings = settings_for(data_dir)
+    try:
+        start_d = date.fromisoformat(start) if start else None
+        as_of_d = date.fromisoformat(as_of) if as_of else None
+    except ValueError as exc:
+        raise fail(f"bad date: {exc}") from None
+    if source not in ("sample", "files", "live"):
+        raise fail(f"unknown source {source!r}: choose sample, files or live")
+    if source == "files" and not path:
+        raise fail("the files source needs --path DIR (repeatable)")
+    prepare_prefect(settings)
+    from flows.nightly import nightly
+
+    err.print(f"[dim]running {source} pipeline into {settings.data_dir} ...[/]")
+    try:
+        summary = nightly(
+            source=source,
+            paths=[str(p) for p in path or []],
+            start=start_d,
+            as_of=as_of_d,
+            data_dir=str(settings.data_dir),
+        )
+    except Exception as exc:  # one line for the operator, never a traceback
+        raise fail(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
+    label = " [bold yellow](SYNTHETIC sample market)[/]" if summary.synthetic else ""
+    out.print(f"[bold green]run {summary.run_id} succeeded[/]{label}: source {summary.source}, as of {summary.as_of}")
+    out.print(f"bars landed: {summary.rows_written}; stages (s): {summary.stage_seconds}")
+    for w in summary.warnings:
+        out.print(f"[yellow]warning:[/] {w}", highlight=False)
+    out.print(f"warehouse: {summary.warehouse_path}")
+    out.print(f"marts:     {summary.marts_dir}/<table>/")
+
+
+@app.command()
+def sql(
+    query: Annotated[str | None, typer.Argument(help="A read-only SQL query.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Read the query from this .sql file ('-' for stdin).")] = None,
+    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
+) -> None:
+    """Answer a read-only SQL query against the published warehouse."""
+    from warehouse.query import QueryError, run_query
+
+    if (query is None) == (file is None):
+        raise fail("give a query or --file FILE (one of them)", 2)
+    if file is not None:
+        try:
+            query = sys.stdin.read() if str(file) == "-" else file.read_text()
+        except OSError as exc:
+            raise fail(f"cannot read {file}: {exc.strerror}", 2) from None
+    settings = settings_for(data_dir)
+    try:
+        frame = run_query(settings.warehouse_path, query)
+    except QueryError as exc:
+        raise fail(str(exc)) from None
+    print_frame(frame, format)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,233 @@
+"""The nightly pipeline: extract -> land -> transform -> load -> audit -> publish.
+
+Thin flow, small tasks. Nothing becomes visible to analysts or BI tools until
+the audit of the complete run has passed; a failed run leaves the previously
+published warehouse and marts exactly as they were and is still recorded in
+the run log.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows import __version__
+from flows.calendar import sessions as exchange_sessions
+from flows.settings import Settings, get_settings
+from flows.sources.base import Source, SourceBatch, SourceError
+from flows.universe import Universe, load_universe
+from transforms.marts import MartParams, build_marts
+from warehouse import marts as mart_files
+from warehouse.audit import audit
+from warehouse.build import build_database, publish_database, staging_path
+from warehouse.files import remove_stale_temp_files
+from warehouse.lake import Lake
+from warehouse.lock import RunLock
+from warehouse.runs import RunLog
+from warehouse.tables import INGEST_LOG
+
+SOURCES = ("sample", "files", "live")
+
+
+class PipelineError(RuntimeError):
+    """A run that cannot complete; the message is meant for the operator as is."""
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    source: str
+    as_of: date
+    status: str
+    rows_written: int = 0
+    table_rows: dict[str, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    synthetic: bool = False
+    warehouse_path: Path | None = None
+    marts_dir: Path | None = None
+    error: str | None = None
+
+
+def make_source(name: str, settings: Settings, paths: list[Path] | None) -> Source:
+    if name == "sample":
+        from flows.sources.sample import SampleSource
+
+        return SampleSource(seed=settings.sample_seed)
+    if name == "files":
+        from flows.sources.files import FilesSource
+
+        return FilesSource(paths or [], overlap_rel_tol=settings.files_overlap_rel_tol)
+    if name == "live":
+        try:
+            from flows.sources.live import LiveSource
+        except ImportError as exc:  # pragma: no cover - until the live source lands
+            raise PipelineError("the live source is not available in this build") from exc
+        return LiveSource.from_settings(settings)
+    raise PipelineError(f"unknown source {name!r}: choose one of {', '.join(SOURCES)}")
+
+
+def default_as_of(source: str, today: date) -> date:
+    # The nightly run covers the last complete day: the UTC candle of
+    # yesterday and the US session that closed before it.
+    return today if source == "files" else today - timedelta(days=1)
+
+
+def code_version() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"xasset {__version__}" + (f" ({commit})" if commit else "")
+
+
+@task(cache_policy=NO_CACHE)
+def extract(source: Source, universe: Universe, start: date, as_of: date, lake: Lake, lookback: int) -> SourceBatch:
+    return source.fetch(universe, start, as_of, lake.last_dates(), lake.tail(lookback))
+
+
+@task(cache_policy=NO_CACHE)
+def land(batch: SourceBatch, lake: Lake, ingested_at: datetime) -> int:
+    written = lake.upsert_bars(batch.bars, ingested_at)
+    lake.upsert_assets(batch.assets)
+    if batch.fundamentals is not None:
+        lake.upsert_fundamentals(batch.fundamentals)
+    return written
+
+
+@task(cache_policy=NO_CACHE)
+def transform(lake: Lake, settings: Settings, universe: Universe, as_of: date) -> tuple[dict[str, pl.DataFrame], list[str]]:
+    prices = lake.read_bars().filter(pl.col("date") <= as_of)
+    assets = lake.read_assets()
+    if prices.is_empty() or assets is None:
+        raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of}")
+    assets = assets.filter(pl.col("symbol").is_in(prices["symbol"].unique().implode()))
+    sess = exchange_sessions(prices["date"].min(), as_of, settings.exchange_calendar)
+    params = MartParams(
+        benchmarks=tuple(settings.benchmarks or universe.benchmarks),
+        windows=tuple(settings.correlation_windows),
+    )
+    marts = build_marts(prices.drop("source", "ingested_at"), assets, sess, params)
+    tables = {"fact_prices": prices, **marts.tables}
+    return tables, marts.warnings
+
+
+@task(cache_policy=NO_CACHE)
+def load(tables: dict[str, pl.DataFrame], staged: Path) -> dict[str, int]:
+    return build_database(staged, tables)
+
+
+@flow(name="nightly", log_prints=True)
+def nightly(
+    source: str = "sample",
+    paths: list[str] | None = None,
+    start: date | None = None,
+    as_of: date | None = None,
+    data_dir: str | None = None,
+) -> RunSummary:
+    """Run the whole pipeline once for ``source`` up to ``as_of`` (default: last complete day)."""
+    settings = get_settings()
+    if data_dir:
+        settings = settings.model_copy(update={"data_dir": Path(data_dir)})
+    logger = get_run_logger()
+    now = datetime.now(UTC)
+    as_of = as_of or default_as_of(source, now.date())
+    start = start or settings.history_start
+    run = RunSummary(
+        run_id=f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+        source=source,
+        as_of=as_of,
+        status="running",
+        warehouse_path=settings.warehouse_path,
+        marts_dir=settings.marts_dir,
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(settings.data_dir):
+        for stale in remove_stale_temp_files(settings.data_dir):
+            logger.info("removed temp file left by an interrupted run: %s", stale)
+        log = RunLog(settings.data_dir)
+        record = {
+            "run_id": run.run_id, "started_at": now, "finished_at": None, "source": source, "as_of": as_of,
+            "status": "running", "rows_written": None, "error": None, "stage_seconds": None,
+            "table_rows": None, "audit": None, "code_version": code_version(),
+        }
+        log.record_run(record)
+        staged_db: Path | None = None
+        staged_marts: dict[str, Path] = {}
+        clock = time.perf_counter()
+
+        def stage_done(name: str) -> None:
+            nonlocal clock
+            run.stage_seconds[name] = round(time.perf_counter() - clock, 3)
+            clock = time.perf_counter()
+
+        try:
+            universe = load_universe(settings.universe_path)
+            src = make_source(source, settings, [Path(p) for p in paths or []])
+            lake = Lake(settings.lake_dir, source)
+            batch = extract(src, universe, start, as_of, lake, lookback=10)
+            run.synthetic = batch.synthetic
+            run.warnings += batch.warnings
+            stage_done("extract")
+            log.record_ingest(
+                pl.DataFrame(
+                    [{"run_id": run.run_id, **o.__dict__} for o in batch.outcomes],
+                    schema=INGEST_LOG.polars_schema,
+                )
+            )
+            failed = [o for o in batch.outcomes if o.status == "error"]
+            if failed and len(failed) == len(batch.outcomes):
+                raise PipelineError(f"every symbol failed, e.g. {failed[0].symbol}: {failed[0].error}")
+            run.rows_written = land(batch, lake, now)
+            stage_done("land")
+            tables, warnings = transform(lake, settings, universe, as_of)
+            run.warnings += warnings
+            for w in warnings:
+                logger.warning(w)
+            stage_done("transform")
+            history = log.runs()
+            tables["pipeline_runs"] = pl.concat(
+                [history.filter(pl.col("run_id") != run.run_id),
+                 pl.DataFrame([{**record, "status": "succeeded"}], schema=history.schema)]
+            )
+            tables["ingest_log"] = log.ingest_log()
+            staged_db = staging_path(settings.warehouse_path, run.run_id)
+            run.table_rows = load(tables, staged_db)
+            stage_done("load")
+            failures = audit(tables, as_of)
+            if failures:
+                raise PipelineError("audit failed, nothing published: " + "; ".join(map(str, failures[:5])))
+            stage_done("audit")
+            extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic}
+            staged_marts = mart_files.stage_marts(tables, settings.marts_dir, run.run_id, extra)
+            mart_files.publish_marts(staged_marts, settings.marts_dir)
+            publish_database(staged_db, settings.warehouse_path)
+            staged_db = None
+            stage_done("publish")
+            run.status = "succeeded"
+        except Exception as exc:
+            run.status = "failed"
+            run.error = str(exc) if isinstance(exc, (PipelineError, SourceError, ValueError)) else repr(exc)
+            if staged_db is not None:
+                staged_db.unlink(missing_ok=True)
+            raise
+        finally:
+            record.update(
+                finished_at=datetime.now(UTC), status=run.status, rows_written=run.rows_written, error=run.error,
+                stage_seconds=json.dumps(run.stage_seconds), table_rows=json.dumps(run.table_rows),
+                audit="failed" if run.error and run.error.startswith("audit failed") else ("passed" if run.status == "succeeded" else None),
+            )
+            log.record_run(record)
+    return run

@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from transforms.events import mart_correlation_events
+
+
+def _series(values: list[float | None], *, asset: str = "ALTS", benchmark: str = "^RUT", window: int = 90,
+            start: date = date(2024, 1, 1)) -> pl.DataFrame:  # fmt: skip
+    return pl.DataFrame(
+        {
+            "date": [start + timedelta(days=i) for i in range(len(values))],
+            "asset": asset,
+            "benchmark": benchmark,
+            "window_days": window,
+            "correlation": values,
+        },
+        schema={"date": pl.Date, "asset": pl.String, "benchmark": pl.String, "window_days": pl.Int32,
+                "correlation": pl.Float64},  # fmt: skip
+    )
+
+
+def _reference(frame: pd.DataFrame, k: int, levels: tuple[float, ...]) -> list[tuple]:
+    """A per-row loop over each series, one state machine per event family."""
+    out = []
+    for (asset, bench, window), g in frame.sort_values("date").groupby(["asset", "benchmark", "window_days"]):
+        dates, corr = list(g["date"]), list(g["correlation"])
+        families = [("sign", None, lambda c: None if c is None or c == 0 else (1 if c > 0 else -1))]
+        families += [("level", L, lambda c, L=L: None if c is None else (1 if c >= L else -1)) for L in levels]
+        for family, level, state_of in families:
+            states = [state_of(None if c is None or np.isnan(c) else c) for c in corr]
+            confirmed = None
+            run_len, run_start = 0, 0
+            for i, s in enumerate(states):
+                if s is None:
+                    confirmed, run_len = None, 0
+                    continue
+                if i > 0 and states[i - 1] == s:
+                    run_len += 1
+                else:
+                    run_len, run_start = 1, i
+                if run_len != k:
+                    continue
+                if confirmed == -s:
+                    prev = [j for j in range(run_start) if states[j] == s]
+                    j = prev[-1] if prev else None
+                    if family == "sign":
+                        event = "turned_positive" if s == 1 else "turned_negative"
+                    else:
+                        event = "crossed_above" if s == 1 else "crossed_below"
+                    out.append((dates[i], asset, bench, window, event, corr[i],
+                                dates[j] if j is not None else None, i - j if j is not None else None, level))  # fmt: skip
+                confirmed = s
+    return sorted(out, key=lambda r: (r[1], r[2], r[3], r[0], r[4], -99 if r[8] is None else r[8]))
+
+
+def _rows(events: pl.DataFrame) -> list[tuple]:
+    return events.select(
+        "date", "asset", "benchmark", "window_days", "event", "correlation", "previous_date", "sessions_since", "level"
+    ).rows()
+
+
+def test_flicker_with_and_without_confirmation() -> None:
+    # + + + | - (flicker) | + | - - - -
+    f = _series([0.3, 0.2, 0.2, -0.1, 0.1, -0.2, -0.3, -0.4, -0.35])
+    k1 = mart_correlation_events(f, levels=())
+    assert [(r[0], r[4], r[6], r[7]) for r in _rows(k1)] == [
+        (date(2024, 1, 4), "turned_negative", None, None),
+        (date(2024, 1, 5), "turned_positive", date(2024, 1, 3), 2),
+        (date(2024, 1, 6), "turned_negative", date(2024, 1, 4), 2),
+    ]
+    k3 = mart_correlation_events(f, levels=(), confirm_sessions=3)
+    # One event, on the third negative session; the flicker's one-day negative
+    # on Jan 4 is the last earlier negative session.
+    assert [(r[0], r[4], r[5], r[6], r[7]) for r in _rows(k3)] == [
+        (date(2024, 1, 8), "turned_negative", -0.4, date(2024, 1, 4), 4),
+    ]
+    assert k3["description"][0] == (
+        "The 90-session correlation between ^RUT and ALTS turned negative (-0.40), holding for 3 sessions, "
+        "for the first time since 2024-01-04."
+    )
+
+
+def test_flicker_back_to_the_confirmed_sign_is_not_an_event() -> None:
+    f = _series([-0.3, -0.2, -0.2, 0.1, -0.1, -0.2, -0.3])
+    assert mart_correlation_events(f, levels=(), confirm_sessions=3).is_empty()
+    assert len(mart_correlation_events(f, levels=(), confirm_sessions=1)) == 2
+
+
+def test_nulls_and_zero_break_the_series() -> None:
+    f = _series([0.3, None, -0.2, 0.0, 0.2, -0.1])
+    ev = mart_correlation_events(f, levels=())
+    # 0.3 -> null -> -0.2: no event (not both non-null); -0.2 -> 0 -> 0.2: no
+    # sign on the zero day, so no event; 0.2 -> -0.1 is one.
+    assert [(r[0], r[4], r[6], r[7]) for r in _rows(ev)] == [(date(2024, 1, 6), "turned_negative", date(2024, 1, 3), 3)]
+    assert ev["description"][0] == (
+        "The 90-session correlation between ^RUT and ALTS turned negative (-0.10) for the first time since 2024-01-03."
+    )
+
+
+def test_level_crossings_and_first_time_on_record() -> None:
+    f = _series([0.4, 0.5, 0.49, 0.6, -0.6, -0.5], asset="BTC", benchmark="^GSPC", window=30)
+    ev = mart_correlation_events(f, levels=(0.5, -0.5))
+    got = [(r[0], r[4], r[8], r[6]) for r in _rows(ev)]
+    assert got == [
+        (date(2024, 1, 2), "crossed_above", 0.5, None),  # equal to the level counts as at/above
+        (date(2024, 1, 3), "crossed_below", 0.5, date(2024, 1, 1)),
+        (date(2024, 1, 4), "crossed_above", 0.5, date(2024, 1, 2)),
+        (date(2024, 1, 5), "crossed_below", -0.5, None),
+        (date(2024, 1, 5), "crossed_below", 0.5, date(2024, 1, 3)),
+        (date(2024, 1, 5), "turned_negative", None, None),
+        (date(2024, 1, 6), "crossed_above", -0.5, date(2024, 1, 4)),
+    ]
+    first = ev.row(0, named=True)["description"]
+    assert first == (
+        "The 30-session correlation between ^GSPC and BTC rose above 0.50 (0.50) for the first time on record."
+    )
+    assert "fell below -0.50 (-0.60)" in ev.row(3, named=True)["description"]
+
+
+def test_confirm_sessions_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        mart_correlation_events(_series([0.1]), confirm_sessions=0)
+
+
+def _real_correlations(real_data: Path) -> pl.DataFrame:
+    """30/90-session rolling correlations of crypto vs SPY on NYSE sessions, with pandas."""
+    base = real_data / "pratham093-AEGIS"
+    spy = pd.read_csv(base / "SPY.csv", skiprows=[1], index_col="Date", parse_dates=True)["Close"]
+    frames = []
+    for coin in ("BTC", "ETH", "SOL"):
+        c = pd.read_csv(base / f"{coin}-USD.csv", skiprows=[1], index_col="Date", parse_dates=True)["Close"]
+        px = pd.DataFrame({"a": c.reindex(spy.index), "b": spy})  # crypto sampled on sessions
+        r = np.log(px).diff()
+        for w in (30, 90):
+            corr = r["a"].rolling(w).corr(r["b"])
+            frames.append(
+                pd.DataFrame(
+                    {"date": spy.index.date, "asset": coin, "benchmark": "SPY", "window_days": w,
+                     "correlation": corr.values}  # fmt: skip
+                )
+            )
+    df = pd.concat(frames, ignore_index=True)
+    # A gap in one series (e.g. a restated window) must break it.
+    df.loc[(df.asset == "ETH") & (df.date >= date(2023, 5, 1)) & (df.date < date(2023, 5, 10)), "correlation"] = np.nan
+    return pl.from_pandas(df).with_columns(pl.col("correlation").fill_nan(None), pl.col("window_days").cast(pl.Int32))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_events_match_reference_loop_on_real_correlations(real_data: Path, k: int) -> None:
+    corr = _real_correlations(real_data)
+    ev = mart_correlation_events(corr, levels=(0.5, -0.5, 0.3), confirm_sessions=k)
+    pdf = corr.to_pandas()
+    pdf["date"] = pdf["date"].dt.date
+    pdf["correlation"] = pdf["correlation"].astype(object).where(pdf["correlation"].notna(), None)
+    want = _reference(pdf, k, (0.5, -0.5, 0.3))
+    got = _rows(ev)
+    assert len(got) == len(want) > 20
+    for g, w in zip(got, want, strict=True):
+        assert g[:5] == tuple(w[:5]) and g[6:] == tuple(w[6:])
+        assert g[5] == pytest.approx(w[5], abs=1e-12)
+    assert ev["description"].str.starts_with("The ").all()
+    assert ev.filter(pl.col("previous_date").is_null())["description"].str.ends_with("on record.").all()

@@ -1,0 +1,181 @@
+"""Market milestones (all-time highs, drawdowns, period-to-date returns) and
+completed-period returns, each series on its own native calendar.
+
+Every figure is computed from ``adj_close`` (exposed as ``close`` here): for
+indices and crypto it equals the raw close, and for ETFs it is the only price
+whose moves are returns, so one price serves every symbol. Rows with a null or
+non-positive price are dropped first: they cannot be a high, a low or a base.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import polars as pl
+
+MARKET_MILESTONES_SCHEMA: dict[str, pl.DataType] = {
+    "date": pl.Date(),
+    "symbol": pl.String(),
+    "close": pl.Float64(),
+    "ath_close": pl.Float64(),
+    "is_new_ath": pl.Boolean(),
+    "drawdown_from_ath": pl.Float64(),
+    "low_21d": pl.Float64(),
+    "rally_from_low_21d": pl.Float64(),
+    "ret_1d": pl.Float64(),
+    "ret_mtd": pl.Float64(),
+    "ret_qtd": pl.Float64(),
+    "ret_ytd": pl.Float64(),
+    "ret_1y": pl.Float64(),
+}
+PERIOD_RETURNS_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "period": pl.String(),
+    "period_end": pl.Date(),
+    "return": pl.Float64(),
+    "benchmark": pl.String(),
+    "benchmark_return": pl.Float64(),
+    "excess_return": pl.Float64(),
+}
+_PERIOD_EVERY = {"month": "1mo", "quarter": "1q", "year": "1y"}
+
+
+def _closes(prices: pl.DataFrame, symbols: Iterable[str] | None) -> pl.DataFrame:
+    p = prices if symbols is None else prices.filter(pl.col("symbol").is_in(list(symbols)))
+    return (
+        p.select("symbol", "date", pl.col("adj_close").cast(pl.Float64).alias("close"))
+        .filter(pl.col("close") > 0)
+        .unique(["symbol", "date"], keep="last")
+        .sort("symbol", "date")
+    )
+
+
+def _period_ends(closes: pl.DataFrame, every: str) -> pl.DataFrame:
+    """(symbol, period_start, period_end, period_close, prior_close): last row of
+    each period a series has, and the last close of the period before it.
+
+    Periods with no row do not exist, so the prior close is the last close
+    before the period, however far back.
+    """
+    return (
+        closes.group_by("symbol", pl.col("date").dt.truncate(every).alias("period_start"))
+        .agg(pl.col("date").last().alias("period_end"), pl.col("close").last().alias("period_close"))
+        .sort("symbol", "period_start")
+        .with_columns(pl.col("period_close").shift(1).over("symbol").alias("prior_close"))
+    )
+
+
+def mart_market_milestones(
+    prices: pl.DataFrame,
+    symbols: Iterable[str] | None = None,
+    *,
+    low_window: int = 21,
+    year_lookback_rows: int | None = None,
+) -> pl.DataFrame:
+    """mart_market_milestones: one row per symbol and row of its own calendar.
+
+    - ``ath_close``: running max of close, today included; ``is_new_ath``: the
+      close strictly exceeds every earlier close (a tie is not new, and the
+      first row is not an ATH: there is no record to break);
+      ``drawdown_from_ath`` = close / ath_close - 1 (0 at a high, else < 0).
+    - ``low_21d``: lowest close of the last ``low_window`` rows, today
+      included, null until the series has that many rows;
+      ``rally_from_low_21d`` = close / low_21d - 1.
+    - ``ret_1d`` versus the previous row; ``ret_mtd``/``ret_qtd``/``ret_ytd``
+      versus the last close before the current month/quarter/year (null in a
+      series' first period).
+    - ``ret_1y`` versus the last close on or before the same date one calendar
+      year earlier (29 Feb maps to 28 Feb), null when the series does not
+      reach back that far. Calendar-based because crypto and the crypto
+      indices have ~365 rows a year and equities ~252; pass
+      ``year_lookback_rows`` (e.g. 252) to use a fixed row count instead.
+    """
+    c = _closes(prices, symbols)
+    close = pl.col("close")
+    out = c.with_columns(
+        close.cum_max().over("symbol").alias("ath_close"),
+        close.cum_max().shift(1).over("symbol").alias("_prior_max"),
+        close.rolling_min(low_window, min_samples=low_window).over("symbol").alias("low_21d"),
+        (close / close.shift(1).over("symbol") - 1.0).alias("ret_1d"),
+    ).with_columns(
+        (pl.col("_prior_max").is_not_null() & (close > pl.col("_prior_max"))).alias("is_new_ath"),
+        (close / pl.col("ath_close") - 1.0).alias("drawdown_from_ath"),
+        (close / pl.col("low_21d") - 1.0).alias("rally_from_low_21d"),
+    )
+    for name, every in (("ret_mtd", "1mo"), ("ret_qtd", "1q"), ("ret_ytd", "1y")):
+        prior = _period_ends(c, every).select("symbol", "period_start", "prior_close")
+        out = (
+            out.with_columns(pl.col("date").dt.truncate(every).alias("period_start"))
+            .join(prior, on=["symbol", "period_start"], how="left")
+            .with_columns((close / pl.col("prior_close") - 1.0).alias(name))
+            .drop("period_start", "prior_close")
+        )
+    if year_lookback_rows is not None:
+        out = out.with_columns((close / close.shift(year_lookback_rows).over("symbol") - 1.0).alias("ret_1y"))
+    else:
+        year_ago = c.select("symbol", pl.col("date").alias("_base_date"), pl.col("close").alias("_base_close"))
+        out = (
+            out.with_columns(pl.col("date").dt.offset_by("-1y").alias("_target"))
+            .sort("_target")
+            .join_asof(
+                year_ago.sort("_base_date"),
+                left_on="_target",
+                right_on="_base_date",
+                by="symbol",
+                strategy="backward",
+                # Both sides are sorted just above; the check cannot see that with ``by``.
+                check_sortedness=False,
+            )
+            .with_columns((close / pl.col("_base_close") - 1.0).alias("ret_1y"))
+        )
+    return out.select(list(MARKET_MILESTONES_SCHEMA)).cast(MARKET_MILESTONES_SCHEMA).sort("symbol", "date")
+
+
+def mart_period_returns(
+    prices: pl.DataFrame,
+    symbols: Iterable[str] | None = None,
+    *,
+    benchmark: str = "^GSPC",
+    periods: Sequence[str] = ("month", "quarter", "year"),
+) -> pl.DataFrame:
+    """mart_period_returns: simple returns over completed calendar periods.
+
+    ``return`` = last close of the period / last close before the period - 1;
+    ``period_end`` is the series' last row in the period. A period is complete
+    once the series has a row in a later period, so each series' last period
+    (the running month, or a month whose data stops mid-way) is left out, and
+    so is its first (no close before it). ``benchmark_return`` is the
+    benchmark's return over the same calendar period on its own calendar
+    (null when that period is not complete for it); ``excess_return`` =
+    return - benchmark_return. The benchmark gets rows of its own (excess 0)
+    when it is among ``symbols``.
+    """
+    c = _closes(prices, symbols)
+    bench = _closes(prices, [benchmark])
+    frames = []
+    for period in periods:
+        every = _PERIOD_EVERY[period]
+
+        def completed(closes: pl.DataFrame, every: str = every) -> pl.DataFrame:
+            return (
+                _period_ends(closes, every)
+                .filter(pl.col("period_start") < pl.col("period_start").max().over("symbol"))
+                .filter(pl.col("prior_close").is_not_null())
+                .with_columns((pl.col("period_close") / pl.col("prior_close") - 1.0).alias("return"))
+            )
+
+        b = completed(bench).select("period_start", pl.col("return").alias("benchmark_return"))
+        frames.append(
+            completed(c)
+            .join(b, on="period_start", how="left")
+            .select(
+                "symbol",
+                pl.lit(period).alias("period"),
+                "period_end",
+                "return",
+                pl.lit(benchmark).alias("benchmark"),
+                "benchmark_return",
+                (pl.col("return") - pl.col("benchmark_return")).alias("excess_return"),
+            )
+        )
+    return pl.concat(frames).cast(PERIOD_RETURNS_SCHEMA).sort("symbol", "period", "period_end")

@@ -1,0 +1,69 @@
+"""Build a complete warehouse file apart from the published one, then swap it in.
+
+DuckDB lets one process hold a database file open for writing and then no
+other process may open it, even read-only. So a run never writes into the
+published file: it builds ``.tmp-warehouse-<run>.duckdb`` from scratch and,
+after the audit passes, renames it over ``warehouse.duckdb``. An analyst who
+has the old file open keeps reading their snapshot (the old inode), and the
+next connection sees the new run whole.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from warehouse.files import TMP_PREFIX, fsync_dir
+from warehouse.schema import Table
+from warehouse.tables import TABLES
+
+SQL_DIR = Path(__file__).with_name("sql")
+
+
+def insert_statement(table: Table, relation: str) -> str:
+    # Generated from the contract, like the DDL: column order is the contract's.
+    return f"INSERT INTO {table.name} SELECT {', '.join(table.column_names)} FROM {relation}"
+
+
+def staging_path(warehouse_path: Path, run_id: str) -> Path:
+    return warehouse_path.with_name(f"{TMP_PREFIX}warehouse-{run_id}.duckdb")
+
+
+def view_files() -> list[Path]:
+    return sorted((SQL_DIR / "views").glob("*.sql"))
+
+
+def build_database(path: Path, frames: dict[str, pl.DataFrame], tables: dict[str, Table] = TABLES) -> dict[str, int]:
+    """Create every contracted table in a new file at ``path``; returns row counts."""
+    path.unlink(missing_ok=True)
+    counts: dict[str, int] = {}
+    con = duckdb.connect(str(path))
+    try:
+        for name, table in tables.items():
+            con.execute(table.ddl())
+            for stmt in table.comments():
+                con.execute(stmt)
+            frame = frames.get(name)
+            if frame is None:
+                frame = pl.DataFrame(schema=table.polars_schema)
+            arrow = table.conform(frame).to_arrow()
+            con.register("incoming", arrow)
+            con.execute(insert_statement(table, "incoming"))
+            con.unregister("incoming")
+            counts[name] = arrow.num_rows
+        for view in view_files():
+            con.execute(view.read_text())
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    return counts
+
+
+def publish_database(staged: Path, warehouse_path: Path) -> None:
+    with open(staged, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(staged, warehouse_path)
+    fsync_dir(warehouse_path.parent)

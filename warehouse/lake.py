@@ -1,0 +1,132 @@
+"""The raw Parquet lake: bars as landed from each source.
+
+Layout: ``<lake>/bars/source=<source>/<symbol>/<year>.parquet`` with the symbol
+percent-encoded (``^RUT`` -> ``%5ERUT``), so a nightly run rewrites only the
+current year's file of each symbol it touched. Each data directory keeps each
+source apart: the synthetic sample never mixes with real prices.
+
+Upserts are idempotent: re-landing identical bars changes nothing (not even
+``ingested_at``); a revised bar replaces the stored one and gets a new
+``ingested_at``; bars outside the incoming dates are kept.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import polars as pl
+
+from warehouse.files import atomic_write_parquet
+from warehouse.tables import FACT_PRICES
+
+VALUE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
+
+
+def symbol_dir(symbol: str) -> str:
+    # quote() with no safe characters: nothing in a symbol can act as a path
+    # separator or a relative component.
+    return quote(symbol, safe="")
+
+
+class Lake:
+    def __init__(self, root: Path, source: str) -> None:
+        self.root = Path(root)
+        self.source = source
+
+    @property
+    def bars_dir(self) -> Path:
+        return self.root / "bars" / f"source={self.source}"
+
+    @property
+    def assets_path(self) -> Path:
+        return self.root / "assets" / f"source={self.source}.parquet"
+
+    @property
+    def fundamentals_path(self) -> Path:
+        return self.root / "fundamentals" / f"source={self.source}.parquet"
+
+    def _files(self) -> list[Path]:
+        return sorted(self.bars_dir.glob("*/*.parquet")) if self.bars_dir.exists() else []
+
+    def read_bars(self, symbols: list[str] | None = None) -> pl.DataFrame:
+        files = self._files()
+        if symbols is not None:
+            wanted = {symbol_dir(s) for s in symbols}
+            files = [f for f in files if f.parent.name in wanted]
+        if not files:
+            return pl.DataFrame(schema=FACT_PRICES.polars_schema)
+        return FACT_PRICES.conform(pl.read_parquet(files)).sort("symbol", "date")
+
+    def last_dates(self) -> dict[str, date]:
+        out: dict[str, date] = {}
+        for sym_dir in self.bars_dir.iterdir() if self.bars_dir.exists() else []:
+            years = sorted(sym_dir.glob("*.parquet"))
+            if years:
+                last = pl.read_parquet(years[-1], columns=["date"])["date"].max()
+                if last is not None:
+                    out[unquote(sym_dir.name)] = last
+        return out
+
+    def tail(self, n: int) -> pl.DataFrame:
+        """The last ``n`` stored bars of every symbol (for revision checks)."""
+        frames = []
+        for sym_dir in self.bars_dir.iterdir() if self.bars_dir.exists() else []:
+            years = sorted(sym_dir.glob("*.parquet"))[-2:]
+            if years:
+                frames.append(pl.read_parquet(years).sort("date").tail(n))
+        if not frames:
+            return pl.DataFrame(schema=FACT_PRICES.polars_schema)
+        return FACT_PRICES.conform(pl.concat(frames))
+
+    def upsert_bars(self, bars: pl.DataFrame, ingested_at: datetime) -> int:
+        """Merge bars into the lake; returns how many rows were new or revised."""
+        if bars.is_empty():
+            return 0
+        incoming = bars.with_columns(
+            pl.lit(self.source).alias("source"),
+            pl.lit(ingested_at).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
+            pl.col("date").dt.year().alias("_year"),
+        )
+        written = 0
+        for (symbol, year), part in incoming.group_by("symbol", "_year", maintain_order=True):
+            path = self.bars_dir / symbol_dir(symbol) / f"{year}.parquet"
+            part = FACT_PRICES.conform(part.drop("_year")).unique("date", keep="last")
+            if path.exists():
+                old = FACT_PRICES.conform(pl.read_parquet(path))
+                # A bar whose values did not change keeps its original
+                # ingested_at, so re-runs leave the lake byte-for-byte alike.
+                same = part.join(old, on=["date", *VALUE_COLUMNS], how="semi", nulls_equal=True)
+                changed = part.join(same, on="date", how="anti")
+                if changed.is_empty():
+                    continue
+                merged = pl.concat([old.join(changed, on="date", how="anti"), changed])
+            else:
+                changed = merged = part
+            written += changed.height
+            atomic_write_parquet(merged.sort("date"), path)
+        return written
+
+    def read_assets(self) -> pl.DataFrame | None:
+        return pl.read_parquet(self.assets_path) if self.assets_path.exists() else None
+
+    def upsert_assets(self, assets: pl.DataFrame) -> None:
+        old = self.read_assets()
+        merged = assets if old is None else pl.concat([old.join(assets, on="symbol", how="anti"), assets], how="diagonal_relaxed")
+        atomic_write_parquet(merged.sort("symbol"), self.assets_path)
+
+    def read_fundamentals(self) -> pl.DataFrame | None:
+        return pl.read_parquet(self.fundamentals_path) if self.fundamentals_path.exists() else None
+
+    def upsert_fundamentals(self, snapshots: pl.DataFrame) -> None:
+        """Snapshots are point-in-time: a (symbol, as_of) pair is replaced, history kept."""
+        if snapshots.is_empty():
+            return
+        old = self.read_fundamentals()
+        merged = (
+            snapshots
+            if old is None
+            else pl.concat([old.join(snapshots, on=["symbol", "as_of"], how="anti"), snapshots], how="diagonal_relaxed")
+        )
+        atomic_write_parquet(merged.sort("symbol", "as_of"), self.fundamentals_path)

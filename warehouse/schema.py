@@ -1,0 +1,130 @@
+"""Table contracts: each table's schema is declared once and everything else derives from it.
+
+From one ``Table`` declaration come the DuckDB DDL (types, NOT NULL, PRIMARY
+KEY), ``COMMENT ON`` statements, the Polars and Arrow schemas used to conform
+frames and write Parquet marts, and the data dictionary in the docs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import polars as pl
+import pyarrow as pa
+
+LogicalType = Literal["string", "date", "float", "int", "bigint", "bool", "timestamp"]
+
+_DUCKDB = {
+    "string": "VARCHAR",
+    "date": "DATE",
+    "float": "DOUBLE",
+    "int": "INTEGER",
+    "bigint": "BIGINT",
+    "bool": "BOOLEAN",
+    "timestamp": "TIMESTAMPTZ",
+}
+_POLARS = {
+    "string": pl.String(),
+    "date": pl.Date(),
+    "float": pl.Float64(),
+    "int": pl.Int32(),
+    "bigint": pl.Int64(),
+    "bool": pl.Boolean(),
+    "timestamp": pl.Datetime("us", "UTC"),
+}
+_ARROW = {
+    "string": pa.string(),
+    "date": pa.date32(),
+    "float": pa.float64(),
+    "int": pa.int32(),
+    "bigint": pa.int64(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: LogicalType
+    description: str
+    nullable: bool = True
+    unit: str | None = None
+
+    @property
+    def duckdb_type(self) -> str:
+        return _DUCKDB[self.type]
+
+    @property
+    def polars_type(self) -> pl.DataType:
+        return _POLARS[self.type]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = ()
+    # Published as a Parquet mart for BI tools under <data dir>/marts/<name>/.
+    publish: bool = False
+    # Date column to partition the Parquet mart by year (large tables only).
+    partition_year_by: str | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"table {self.name}: duplicate column")
+        for k in self.primary_key:
+            if k not in names:
+                raise ValueError(f"table {self.name}: key column {k} is not a column")
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+    @property
+    def polars_schema(self) -> dict[str, pl.DataType]:
+        return {c.name: c.polars_type for c in self.columns}
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema(
+            [pa.field(c.name, _ARROW[c.type], nullable=c.nullable, metadata={"description": c.description}) for c in self.columns],
+            metadata={"table": self.name, "description": self.description},
+        )
+
+    def ddl(self, schema: str | None = None) -> str:
+        qualified = f"{schema}.{self.name}" if schema else self.name
+        cols = [
+            f"    {c.name} {c.duckdb_type}{'' if c.nullable or c.name in self.primary_key else ' NOT NULL'}"
+            for c in self.columns
+        ]
+        if self.primary_key:
+            cols.append(f"    PRIMARY KEY ({', '.join(self.primary_key)})")
+        return f"CREATE TABLE {qualified} (\n" + ",\n".join(cols) + "\n);"
+
+    def comments(self, schema: str | None = None) -> list[str]:
+        qualified = f"{schema}.{self.name}" if schema else self.name
+        out = [f"COMMENT ON TABLE {qualified} IS {sql_literal(self.description)};"]
+        for c in self.columns:
+            text = c.description + (f" [{c.unit}]" if c.unit else "")
+            out.append(f"COMMENT ON COLUMN {qualified}.{c.name} IS {sql_literal(text)};")
+        return out
+
+    def conform(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Exactly the contract's columns, in order, with its types."""
+        missing = [c for c in self.column_names if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{self.name}: frame lacks column(s) {missing}")
+        return frame.select([pl.col(c.name).cast(c.polars_type) for c in self.columns])
+
+
+def sql_literal(text: str) -> str:
+    """A single-quoted SQL string literal (quotes doubled), for generated DDL only."""
+    return "'" + text.replace("'", "''") + "'"
