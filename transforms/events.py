@@ -46,10 +46,11 @@ def _state_changes(series: pl.DataFrame, state: pl.Expr, k: int) -> pl.DataFrame
     """
     s = pl.col("_state")
     segment = s.is_null().cum_sum().over(_KEYS)
-    new_run = (s != s.shift(1)).fill_null(True)
-    run = new_run.cum_sum().over(_KEYS)
-    df = series.with_columns(state.cast(pl.Int8).alias("_state")).with_columns(
-        segment.alias("_segment"), run.alias("_run")
+    new_run = (s != s.shift(1).over(_KEYS)).fill_null(True)
+    df = (
+        series.with_columns(state.cast(pl.Int8).alias("_state"))
+        .with_columns(segment.alias("_segment"), new_run.alias("_run"))
+        .with_columns(pl.col("_run").cum_sum().over(_KEYS))
     )
     position = pl.int_range(1, pl.len() + 1).over([*_KEYS, "_run"])
     confirmed = pl.when(s.is_not_null() & (position == k)).then(s)

@@ -93,7 +93,7 @@ def classify_symbol(symbol: str, universe: Universe | None = None) -> SymbolName
     check_symbol(symbol)
     known = universe.get(symbol) if universe else None
     if known is not None:
-        return SymbolName(symbol, known.asset_class, known.quote_currency, symbol)
+        return SymbolName(symbol, known.asset_class, known.quote_currency or "USD", symbol)
     pair = _PAIR.match(symbol)
     if pair and pair["quote"].upper() in CRYPTO_QUOTES:
         return SymbolName(pair["base"].upper(), "crypto", pair["quote"].upper(), symbol)

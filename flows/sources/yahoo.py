@@ -84,7 +84,10 @@ class StatusCheckingSessionMixin:
             t = kwargs.get("timeout")
             kwargs["timeout"] = cap if not isinstance(t, (int, float)) else min(t, cap)
         response = super().request(method, url, *args, **kwargs)  # type: ignore[misc]
-        if response.status_code == 429 or response.status_code >= 500:
+        # Only data endpoints: yfinance itself degrades gracefully when the cookie or
+        # crumb calls (fc.yahoo.com, /v1/test/getcrumb, consent pages) are rate-limited.
+        data_call = "/finance/" in (urlsplit(url).path or "")
+        if data_call and (response.status_code == 429 or response.status_code >= 500):
             raise YahooStatusError(response.status_code, url)
         return response
 
@@ -173,6 +176,9 @@ def yfinance_raising() -> Iterator[None]:
     """Make yfinance raise instead of logging and returning an empty frame."""
     import yfinance as yf
 
+    if not hasattr(yf, "config"):  # yfinance < 1.0 has no config object
+        yield
+        return
     with _CONFIG_LOCK:
         old = yf.config.debug.hide_exceptions
         yf.config.debug.hide_exceptions = False

@@ -273,7 +273,8 @@ class YahooFake:
         self.faults: dict[str, list[Reply]] = {}  # per symbol, consumed by chart requests
         self.info: dict[str, Reply] = {}
         server.route("/fc.yahoo.com", lambda r: Reply(200, "", {"Content-Type": "text/html"}))
-        server.route("/v1/test/getcrumb", lambda r: Reply(200, "localcrumb", {"Content-Type": "text/plain"}))
+        self.crumb_faults: list[Reply] = []
+        server.route("/v1/test/getcrumb", self._crumb)
         server.route("/v8/finance/chart/", self._chart)
         server.route("/v10/finance/quoteSummary/", self._summary)
         server.route("/v7/finance/quote", lambda r: Reply(200, {"quoteResponse": {"result": [], "error": None}}))
@@ -281,6 +282,11 @@ class YahooFake:
 
     def session(self) -> LocalYahooSession:
         return LocalYahooSession(self.server.url)
+
+    def _crumb(self, req: Req) -> Reply:
+        if self.crumb_faults:
+            return self.crumb_faults.pop(0)
+        return Reply(200, "localcrumb", {"Content-Type": "text/plain"})
 
     def _chart(self, req: Req) -> Reply:
         symbol = req.path.rsplit("/", 1)[-1]

@@ -165,6 +165,18 @@ def test_429_then_success_is_retried_with_backoff(real_data, yahoo):
     assert len(sleeps) == 1 and 0 < sleeps[0] <= 0.02
 
 
+def test_rate_limited_crumb_does_not_fail_the_data_call(real_data, yahoo):
+    from yfinance.data import YfData
+
+    YfData()._crumb = None  # force a fresh crumb fetch
+    yahoo.charts["CRUMB"] = load_recording(real_data, AAPL_FILE)
+    yahoo.crumb_faults = [Reply(429, "Too Many Requests", {"Content-Type": "text/plain"})] * 4
+    res, sleeps = run(yahoo, ["CRUMB"], date(2020, 8, 31), date(2020, 11, 6), fundamentals=False)
+    o = outcome(res, "CRUMB")
+    assert o.status == "ok" and o.rows == 49 and o.attempts == 1 and sleeps == []
+    assert len(yahoo.crumb_faults) < 4  # the rate-limited crumb endpoint was really hit
+
+
 def test_timeout_then_success(real_data, yahoo):
     yahoo.charts["SLOW"] = load_recording(real_data, AAPL_FILE)
     yahoo.faults["SLOW"] = [Reply(200, load_recording(real_data, AAPL_FILE), delay_s=1.5)]

@@ -1,0 +1,47 @@
+# Two commands on a fresh machine with Python 3.11 and pip: `make demo`, `make test`.
+# Each sets itself up: uv (bootstrapped with pip into .tools/ if missing), then
+# the locked environment in .venv.
+
+PYTHON ?= python3
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
+
+ifeq ($(shell command -v uv 2>/dev/null),)
+UV := .tools/bin/uv
+UV_DEP := .tools/bin/uv
+else
+UV := uv
+UV_DEP :=
+endif
+
+DEMO_AS_OF ?=
+DEMO_FLAGS := --source sample $(if $(DEMO_AS_OF),--as-of $(DEMO_AS_OF))
+
+.PHONY: setup demo test bench clean
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+.venv/.synced: pyproject.toml uv.lock $(UV_DEP)
+	$(UV) sync --locked
+	@touch $@
+
+setup: .venv/.synced
+
+demo: setup
+	.venv/bin/xasset run $(DEMO_FLAGS)
+	@echo
+	@echo "Example query (warehouse/sql/examples/latest_rut_correlation.sql):"
+	@sed 's/^/    /' warehouse/sql/examples/latest_rut_correlation.sql
+	@echo
+	.venv/bin/xasset sql --file warehouse/sql/examples/latest_rut_correlation.sql
+
+test: setup
+	.venv/bin/pytest
+
+bench: setup
+	.venv/bin/python -m bench
+
+clean:
+	rm -rf .venv .tools data .pytest_cache

@@ -1,0 +1,130 @@
+"""The files source: every real price-history folder imports; odd inputs are named."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from flows.sources.files import FileFormatError, FilesSource, symbol_from_filename
+from flows.sources.base import SourceError
+from flows.universe import load_universe
+
+UNIVERSE = load_universe()
+
+# Section A of SOURCES.md: folder -> {symbol: rows}
+REAL_FOLDERS = {
+    "alitalbi-storage_data_fy": {"^RUT": 9686, "IWM": 6473, "SPY": 8323, "RTY=F": 2173, "^VIX": 9103},
+    "pratham093-AEGIS": {"IWM": 1117, "QQQ": 1117, "BTC": 1626, "LTC": 1626, "BNB": 1626},
+    "xjcarter-data": {"^GSPC": 5759, "^RUT": 5759, "IWM": 5658, "SPY": 5759},
+    "nascimento-fisica-Poeira_Cantor_Bin": {"BTC": 3438, "ETH": 2289, "SOL": 1406},
+    "mimibotx-sketch-clawd": {"BTC": 1096, "SOL": 1096},
+    "djienne-3EMA_SRSI_ATR": {"BTC": 1881, "ADA": 1638, "XRP": 1621, "DOGE": 1194, "SOL": 791},
+    "danielarroyave28-principia-bot": {"BTC": 1200, "SOL": 981},
+    "Harthor-marketlab": {"BTC": 488, "ETH": 486, "ADA": 491},
+}
+
+
+@pytest.mark.parametrize("folder", sorted(REAL_FOLDERS))
+def test_every_real_price_folder_imports(real_data, folder):
+    bars, assets, warnings = FilesSource([real_data / folder]).read_all(UNIVERSE)
+    counts = dict(bars.group_by("symbol").len().iter_rows())
+    for symbol, rows in REAL_FOLDERS[folder].items():
+        assert counts[symbol] == rows, symbol
+    assert bars.select(pl.col("close").is_null().sum()).item() == 0
+    assert not bars.select(["symbol", "date"]).is_duplicated().any()
+    classes = dict(assets.select("symbol", "asset_class").iter_rows())
+    if "BTC" in classes:
+        assert classes["BTC"] == "crypto"
+    if "^RUT" in classes:
+        assert classes["^RUT"] == "index"
+
+
+def test_yfinance_shapes_parse_to_the_right_values(real_data):
+    bars, assets, _ = FilesSource([real_data / "pratham093-AEGIS"]).read_all(UNIVERSE)
+    iwm = bars.filter(pl.col("symbol") == "IWM").sort("date")
+    # First data line after the two header lines: 2021-01-04,186.9155...,...,183.0928...
+    assert iwm["date"][0] == date(2021, 1, 4)
+    assert iwm["close"][0] == pytest.approx(183.09280395507812)
+    assert iwm["adj_close"][0] == iwm["close"][0], "auto-adjusted file: adj_close is the close"
+    meta = assets.filter(pl.col("symbol") == "BTC").row(0, named=True)
+    assert meta["quote_currency"] == "USD" and meta["source_symbol"] == "BTC-USD"
+
+    tz, _, _ = FilesSource([real_data / "mimibotx-sketch-clawd"]).read_all(UNIVERSE)
+    assert tz.filter(pl.col("symbol") == "BTC")["date"].min() == date(2023, 2, 2), "tz-aware stamps keep their own date"
+
+    xj, _, warnings = FilesSource([real_data / "xjcarter-data"]).read_all(UNIVERSE)
+    gspc = xj.filter(pl.col("symbol") == "^GSPC").sort("date")
+    assert (gspc["close"][0], gspc["adj_close"][0], gspc["volume"][0]) == pytest.approx((1455.21997, 1455.21997, 931800000.0))
+    assert any("us_market_holidays.csv" in w and "not a price history" in w for w in warnings)
+
+    js, _, _ = FilesSource([real_data / "djienne-3EMA_SRSI_ATR"]).read_all(UNIVERSE)
+    btc = js.filter(pl.col("symbol") == "BTC").sort("date")
+    assert btc["date"][0] == date(2017, 8, 17) and btc["open"][0] == pytest.approx(4261.48)
+
+
+def test_same_symbol_in_two_folders_that_agree_is_merged(real_data):
+    bars, _, _ = FilesSource([real_data / "pratham093-AEGIS", real_data / "alitalbi-storage_data_fy"]).read_all(UNIVERSE)
+    assert bars.filter(pl.col("symbol") == "IWM").height == 6473
+
+
+@pytest.mark.parametrize(
+    "name,symbol,cls,quote",
+    [
+        ("^RUT.csv", "^RUT", "index", "USD"),
+        ("BTC-USD.csv", "BTC", "crypto", "USD"),
+        ("BTC_USDT-1d.json", "BTC", "crypto", "USDT"),
+        ("ETH_USDT-1d.feather", "ETH", "crypto", "USDT"),
+        ("IWM.csv", "IWM", "etf", None),
+        ("ZZZZ.csv", "ZZZZ", "equity", "USD"),
+    ],
+)
+def test_symbol_from_filename(name, symbol, cls, quote):
+    s = symbol_from_filename(Path(name), UNIVERSE)
+    assert (s.symbol, s.asset_class) == (symbol, cls)
+    if quote:
+        assert s.quote_currency == quote
+
+
+def test_conflicting_files_name_both(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "IWM.csv").write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.5,10\n")
+    (b / "IWM.csv").write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.9,10\n")
+    with pytest.raises(SourceError) as e:
+        FilesSource([a, b]).read_all(UNIVERSE)
+    assert str(a / "IWM.csv") in str(e.value) and str(b / "IWM.csv") in str(e.value)
+
+
+def test_malformed_value_names_file_row_and_column(tmp_path):
+    f = tmp_path / "SPY.csv"
+    f.write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.5,10\n2024-01-03,1,2,0.5,abc,10\n")
+    with pytest.raises(FileFormatError, match=r"SPY.csv: row 3: column 'close' is not a number: 'abc'"):
+        FilesSource([tmp_path]).read_all(UNIVERSE)
+
+
+def test_yfinance_three_line_header_and_long_parquet(tmp_path):
+    (tmp_path / "A.csv").write_text(
+        "Price,Close,High,Low,Open,Volume\nTicker,A,A,A,A,A\nDate,,,,,\n2024-01-02,10,11,9,9.5,100\n2024-01-03,10.5,11,9,10,200\n"
+    )
+    pl.DataFrame(
+        {
+            "symbol": ["ETH-USD", "ETH-USD", "^GSPC"],
+            "date": [date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 2)],
+            "open": [1.0, 2.0, 3.0], "high": [1.0, 2.0, 3.0], "low": [1.0, 2.0, 3.0],
+            "close": [1.0, 2.0, 3.0], "adj_close": [1.0, 2.0, 3.0], "volume": [1.0, 2.0, 3.0],
+        }
+    ).write_parquet(tmp_path / "long.parquet")
+    (tmp_path / "notes.json").write_text(json.dumps({"hello": "world"}))
+    bars, assets, warnings = FilesSource([tmp_path]).read_all(UNIVERSE)
+    assert dict(bars.group_by("symbol").len().iter_rows()) == {"A": 2, "ETH": 2, "^GSPC": 1}
+    assert dict(assets.select("symbol", "asset_class").iter_rows()) == {"A": "equity", "ETH": "crypto", "^GSPC": "index"}
+    assert any("notes.json" in w for w in warnings)
+
+
+def test_folder_with_no_price_history_is_an_error(real_data):
+    with pytest.raises(SourceError, match="no price history"):
+        FilesSource([real_data / "ccxt"]).read_all(UNIVERSE)

@@ -1,0 +1,134 @@
+"""Rolling correlation and beta versus a straightforward numpy computation."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from transforms.correlation import rolling_correlation
+from transforms.returns import log_returns
+
+
+def reference(x: dict, y: dict, sessions: list[date], w: int) -> dict[date, tuple]:
+    """Window by window: the w sessions ending at each session, paired returns only."""
+    out = {}
+    span = [s for s in sessions if s >= max(min(x), min(y)) and s <= min(max(x), max(y))]
+    for i, s in enumerate(span):
+        window = span[max(0, i - w + 1) : i + 1]
+        pairs = [(x[d], y[d]) for d in window if x.get(d) is not None and y.get(d) is not None]
+        n = len(pairs)
+        corr = beta = None
+        if n == w:
+            a, b = np.array(pairs).T
+            if a.std() > 0 and b.std() > 0:
+                corr = float(np.corrcoef(a, b)[0, 1])
+            if b.std() > 0:
+                beta = float(np.cov(a, b, ddof=1)[0, 1] / np.var(b, ddof=1))
+        out[s] = (corr, beta, n)
+    return out
+
+
+def returns_frame(series: dict[str, dict[date, float | None]]) -> pl.DataFrame:
+    rows = [(sym, d, v) for sym, s in series.items() for d, v in s.items()]
+    return pl.DataFrame(rows, schema={"symbol": pl.String, "session_date": pl.Date, "log_return": pl.Float64}, orient="row")
+
+
+def compare(got: pl.DataFrame, ref: dict, asset: str, bench: str, w: int) -> None:
+    g = got.filter((pl.col("asset") == asset) & (pl.col("benchmark") == bench) & (pl.col("window_days") == w))
+    assert set(g["date"].to_list()) == set(ref)
+    for d, corr, beta, n in g.select("date", "correlation", "beta", "observations").iter_rows():
+        rc, rb, rn = ref[d]
+        assert n == rn, d
+        if rc is None:
+            assert corr is None, d
+        else:
+            assert corr == pytest.approx(rc, abs=1e-9), d
+        if rb is None:
+            assert beta is None, d
+        else:
+            assert beta == pytest.approx(rb, rel=1e-7, abs=1e-9), d
+
+
+@pytest.fixture
+def sessions() -> list[date]:
+    d0 = date(2020, 1, 1)
+    return [d0 + timedelta(days=i) for i in range(200) if (d0 + timedelta(days=i)).weekday() < 5]
+
+
+def test_matches_reference_with_gaps_and_a_listing_inside_the_window(sessions):
+    rng = np.random.default_rng(7)
+    bench = {d: float(v) for d, v in zip(sessions, rng.normal(0, 0.01, len(sessions)))}
+    # Lists on the 40th session; two gaps later.
+    coin = {d: float(0.8 * bench[d] + rng.normal(0, 0.02)) for d in sessions[40:]}
+    coin[sessions[90]] = None
+    del bench[sessions[120]]
+    got = rolling_correlation(returns_frame({"SOL": coin, "^RUT": bench}), pl.Series(sessions), ["SOL"], ["^RUT"], [5, 30])
+    for w in (5, 30):
+        compare(got, reference(coin, bench, sessions, w), "SOL", "^RUT", w)
+    g = got.filter(pl.col("window_days") == 30)
+    assert g["date"].min() == sessions[40], "rows start where both series exist"
+    assert g.filter(pl.col("date") == sessions[40 + 28])["correlation"][0] is None, "29 returns is not a 30-window"
+    assert g.filter(pl.col("date") == sessions[40 + 29])["correlation"][0] is not None
+
+
+def test_zero_variance_gives_null_not_nan(sessions):
+    bench = {d: 0.01 * ((i % 3) - 1) for i, d in enumerate(sessions)}
+    flat = {d: 0.0 for d in sessions}
+    got = rolling_correlation(returns_frame({"USDT": flat, "^RUT": bench}), pl.Series(sessions), ["USDT"], ["^RUT"], [10])
+    full = got.filter(pl.col("observations") == 10)
+    assert full.height > 0
+    assert full["correlation"].null_count() == full.height
+    assert full["beta"].to_list() == pytest.approx([0.0] * full.height), "a flat asset has beta 0 to a moving benchmark"
+    flat_bench = rolling_correlation(returns_frame({"BTC": bench, "^RUT": flat}), pl.Series(sessions), ["BTC"], ["^RUT"], [10])
+    assert flat_bench["beta"].null_count() == flat_bench.height
+
+
+def test_weekend_and_holiday_alignment_end_to_end():
+    """Prices in, correlations out: crypto trades on a holiday and weekends, equities do not."""
+    days = [date(2024, 11, 1) + timedelta(days=i) for i in range(60)]
+    holiday = date(2024, 11, 28)
+    sessions = [d for d in days if d.weekday() < 5 and d != holiday]
+    rng = np.random.default_rng(11)
+    btc = 100 * np.exp(np.cumsum(rng.normal(0, 0.03, len(days))))
+    rut = {d: float(v) for d, v in zip(sessions, 2000 * np.exp(np.cumsum(rng.normal(0, 0.01, len(sessions)))))}
+    prices = pl.concat(
+        [
+            pl.DataFrame({"symbol": "BTC", "date": days, "adj_close": btc}),
+            pl.DataFrame({"symbol": "^RUT", "date": list(rut), "adj_close": list(rut.values())}),
+        ]
+    )
+    s = pl.Series(sessions, dtype=pl.Date)
+    got = rolling_correlation(log_returns(prices, s), s, ["BTC"], ["^RUT"], [20])
+    close = dict(zip(days, btc))
+    x = {b: float(np.log(close[b] / close[a])) for a, b in zip(sessions, sessions[1:])}
+    y = {b: float(np.log(rut[b] / rut[a])) for a, b in zip(sessions, sessions[1:])}
+    compare(got, reference(x, y, sessions[1:], 20), "BTC", "^RUT", 20)
+
+
+def test_real_crypto_versus_russell(real_data):
+    """pratham093 crypto + alitalbi ^RUT, against pandas' own rolling correlation."""
+    import pandas as pd
+
+    rut = pd.read_csv(real_data / "alitalbi-storage_data_fy" / "^RUT.csv", index_col="Date", parse_dates=True)["Close"]
+    sol = pd.read_csv(real_data / "pratham093-AEGIS" / "SOL-USD.csv", skiprows=[1], index_col="Date", parse_dates=True)["Close"]
+    sessions = rut.index[(rut.index >= "2021-01-04") & (rut.index <= "2025-06-13")]
+    x = np.log(sol.reindex(sessions)).diff()
+    y = np.log(rut.reindex(sessions)).diff()
+    expected = x.rolling(90, min_periods=90).corr(y)
+    s = pl.Series([d.date() for d in sessions], dtype=pl.Date)
+    prices = pl.concat(
+        [
+            pl.DataFrame({"symbol": "SOL", "date": [d.date() for d in sol.index], "adj_close": sol.to_numpy()}),
+            pl.DataFrame({"symbol": "^RUT", "date": [d.date() for d in rut.index], "adj_close": rut.to_numpy()}),
+        ]
+    ).filter(pl.col("date").is_between(s.min(), s.max()))
+    got = rolling_correlation(log_returns(prices, s), s, ["SOL"], ["^RUT"], [90])
+    got_by_date = dict(got.select("date", "correlation").iter_rows())
+    checked = 0
+    for d, v in expected.dropna().items():
+        assert got_by_date[d.date()] == pytest.approx(v, abs=1e-9)
+        checked += 1
+    assert checked > 900
