@@ -78,129 +78,114 @@ def forward_returns(
     return out.collect().select([pl.col(c).cast(t) for c, t in FWD_SCHEMA.items()])
 
 
-def _pairs(scores: pl.DataFrame, fwd: pl.DataFrame, factors: Mapping[str, str]) -> list[tuple[str, int, pl.LazyFrame]]:
-    """Per (factor, horizon): ``date, x, y`` pairs with both sides present, plus
-    the per-date average rank of each side and the pair count ``n``."""
-    out = []
-    sc = scores.lazy()
-    for h in fwd["horizon_sessions"].unique().sort().to_list():
-        f = fwd.lazy().filter(pl.col("horizon_sessions") == h).select("date", "symbol", "fwd_return")
-        for name, col in factors.items():
-            pairs = (
-                sc.select("date", "symbol", pl.col(col).cast(pl.Float64).alias("x"))
-                .join(f, on=["date", "symbol"], how="inner")
-                .filter(pl.col("x").is_finite() & pl.col("fwd_return").is_finite())
-                .with_columns(
-                    pl.col("x").rank("average").over("date").alias("rx"),
-                    pl.col("fwd_return").rank("average").over("date").alias("ry"),
-                    pl.len().over("date").alias("n"),
-                )
-            )
-            out.append((name, h, pairs))
-    return out
+DAILY_SCHEMA: dict[str, pl.DataType] = {
+    "date": pl.Date(),
+    "factor": pl.String(),
+    "horizon_sessions": pl.Int64(),
+    "ic": pl.Float64(),
+    "n": pl.Int64(),
+    "top_minus_bottom": pl.Float64(),
+}
 
 
-def mart_factor_ic(
+def factor_daily_stats(
     scores: pl.DataFrame,
     fwd: pl.DataFrame,
     *,
     factors: Mapping[str, str] = FACTOR_COLUMNS,
     min_obs: int = 5,
-) -> pl.DataFrame:
-    """``date, factor, horizon_sessions, ic, n``: per-session Spearman rank
-    correlation (Pearson of average ranks, so ties are handled as pandas does)
-    between a score and the forward return, over the ``n`` stocks having both.
-
-    ``ic`` is null when ``n < min_obs`` or either side is constant that session.
-    """
-    parts = [
-        pairs.group_by("date")
-        .agg(pl.corr("rx", "ry").alias("ic"), pl.len().alias("n"))
-        .select(
-            "date",
-            pl.lit(name).alias("factor"),
-            pl.lit(h, dtype=pl.Int64).alias("horizon_sessions"),
-            pl.when((pl.col("n") >= min_obs) & pl.col("ic").is_finite()).then(pl.col("ic")).alias("ic"),
-            "n",
-        )
-        for name, h, pairs in _pairs(scores, fwd, factors)
-    ]
-    if not parts:
-        return pl.DataFrame(schema=IC_SCHEMA)
-    out = pl.concat(parts).collect().sort("factor", "horizon_sessions", "date")
-    return out.select([pl.col(c).cast(t) for c, t in IC_SCHEMA.items()])
-
-
-def quantile_spreads(
-    scores: pl.DataFrame,
-    fwd: pl.DataFrame,
-    *,
-    factors: Mapping[str, str] = FACTOR_COLUMNS,
     quantiles: int = 5,
 ) -> pl.DataFrame:
-    """``date, factor, horizon_sessions, spread``: mean forward return of the
-    top quantile minus that of the bottom one on each session.
+    """Per session, factor and horizon: ``ic``, ``n`` and ``top_minus_bottom``.
 
-    Quantile = ceil(quantiles x average rank / n), so tied scores share a
-    bucket; sessions where the top or bottom bucket is empty have no row.
+    ``ic`` is the Spearman rank correlation (Pearson of average ranks, so ties
+    are handled as pandas does) between the score and the forward return over
+    the ``n`` stocks having both; null when ``n < min_obs`` or either side is
+    constant that session. ``top_minus_bottom`` is the mean forward return of
+    the top quantile minus that of the bottom one, quantile = ceil(quantiles x
+    average rank / n) so tied scores share a bucket; null when either bucket is
+    empty. ``scores`` is ``mart_factor_scores`` (or any frame with ``date,
+    symbol`` and the ``factors`` columns); ``fwd`` is ``forward_returns``.
     """
-    parts = []
-    for name, h, pairs in _pairs(scores, fwd, factors):
-        bucket = (quantiles * pl.col("rx") / pl.col("n")).ceil().cast(pl.Int64)
-        parts.append(
-            pairs.with_columns(bucket.alias("q"))
-            .group_by("date")
-            .agg(
-                pl.col("fwd_return").filter(pl.col("q") == quantiles).mean().alias("top"),
-                pl.col("fwd_return").filter(pl.col("q") == 1).mean().alias("bottom"),
+    horizons = fwd["horizon_sessions"].unique().sort().to_list()
+    if not horizons or not factors:
+        return pl.DataFrame(schema=DAILY_SCHEMA)
+    fwd_wide = (
+        fwd.lazy()
+        .group_by("date", "symbol")
+        .agg([pl.col("fwd_return").filter(pl.col("horizon_sessions") == h).first().alias(f"fwd_{h}") for h in horizons])
+    )
+    # One join for every factor and horizon; each pairing then only filters.
+    base = (
+        scores.lazy()
+        .select("date", "symbol", *[pl.col(c).cast(pl.Float64).alias(f) for f, c in factors.items()])
+        .join(fwd_wide, on=["date", "symbol"], how="inner")
+        .sort("date")
+        .collect()
+    )
+    queries = []
+    for h in horizons:
+        for name in factors:
+            x, y = pl.col("x"), pl.col("y")
+            bucket = (quantiles * pl.col("rx") / pl.col("n")).ceil()
+            q = (
+                base.lazy()
+                .select("date", pl.col(name).alias("x"), pl.col(f"fwd_{h}").alias("y"))
+                .filter(x.is_finite() & y.is_finite())
+                .with_columns(
+                    x.rank("average").over("date").alias("rx"),
+                    y.rank("average").over("date").alias("ry"),
+                    pl.len().over("date").alias("n"),
+                )
+                .group_by("date")
+                .agg(
+                    pl.corr("rx", "ry").alias("ic"),
+                    pl.len().alias("n"),
+                    (y.filter(bucket == quantiles).mean() - y.filter(bucket == 1).mean()).alias("top_minus_bottom"),
+                )
+                .select(
+                    "date",
+                    pl.lit(name).alias("factor"),
+                    pl.lit(h, dtype=pl.Int64).alias("horizon_sessions"),
+                    pl.when((pl.col("n") >= min_obs) & pl.col("ic").is_finite()).then(pl.col("ic")).alias("ic"),
+                    "n",
+                    "top_minus_bottom",
+                )
             )
-            .select(
-                "date",
-                pl.lit(name).alias("factor"),
-                pl.lit(h, dtype=pl.Int64).alias("horizon_sessions"),
-                (pl.col("top") - pl.col("bottom")).alias("spread"),
-            )
-            .drop_nulls("spread")
-        )
-    schema = {"date": pl.Date(), "factor": pl.String(), "horizon_sessions": pl.Int64(), "spread": pl.Float64()}
-    if not parts:
-        return pl.DataFrame(schema=schema)
-    out = pl.concat(parts).collect().sort("factor", "horizon_sessions", "date")
-    return out.select([pl.col(c).cast(t) for c, t in schema.items()])
+            queries.append(q)
+    out = pl.concat(pl.collect_all(queries)).sort("factor", "horizon_sessions", "date")
+    return out.select([pl.col(c).cast(t) for c, t in DAILY_SCHEMA.items()])
 
 
-def factor_ic_summary(ic: pl.DataFrame, spreads: pl.DataFrame) -> pl.DataFrame:
+def mart_factor_ic(daily: pl.DataFrame) -> pl.DataFrame:
+    """``date, factor, horizon_sessions, ic, n`` from ``factor_daily_stats``."""
+    return daily.select([pl.col(c).cast(t) for c, t in IC_SCHEMA.items()])
+
+
+def factor_ic_summary(daily: pl.DataFrame) -> pl.DataFrame:
     """Per factor and horizon: ``mean_ic``, ``ic_std`` (sample, ddof=1),
     ``ic_tstat`` = mean_ic / (ic_std / sqrt(n_dates)), ``n_dates`` (sessions
     with an IC) and ``top_minus_bottom_quintile_return`` (mean over sessions of
-    the quantile spread).
+    the daily top-minus-bottom spread).
 
     Forward windows of consecutive sessions overlap, so the IC series is
     autocorrelated and the t-stat overstates significance; read it as a
     ranking of factors, not as a p-value.
     """
-    stats = (
-        ic.drop_nulls("ic")
-        .group_by("factor", "horizon_sessions")
+    ic = pl.col("ic").drop_nulls()
+    out = (
+        daily.group_by("factor", "horizon_sessions")
         .agg(
-            pl.col("ic").mean().alias("mean_ic"),
-            pl.col("ic").std(ddof=1).alias("ic_std"),
-            pl.len().alias("n_dates"),
+            ic.mean().alias("mean_ic"),
+            ic.std(ddof=1).alias("ic_std"),
+            ic.count().alias("n_dates"),
+            pl.col("top_minus_bottom").mean().alias("top_minus_bottom_quintile_return"),
         )
         .with_columns(
             pl.when(pl.col("ic_std") > 0)
             .then(pl.col("mean_ic") / (pl.col("ic_std") / pl.col("n_dates").cast(pl.Float64).sqrt()))
             .alias("ic_tstat")
         )
-    )
-    spread = spreads.group_by("factor", "horizon_sessions").agg(
-        pl.col("spread").mean().alias("top_minus_bottom_quintile_return")
-    )
-    keys = pl.concat([ic.select("factor", "horizon_sessions"), spreads.select("factor", "horizon_sessions")]).unique()
-    out = (
-        keys.join(stats, on=["factor", "horizon_sessions"], how="left")
-        .join(spread, on=["factor", "horizon_sessions"], how="left")
-        .with_columns(pl.col("n_dates").fill_null(0))
         .sort("factor", "horizon_sessions")
     )
     return out.select([pl.col(c).cast(t) for c, t in SUMMARY_SCHEMA.items()])
@@ -219,9 +204,8 @@ def evaluate_factors(
     """``(mart_factor_ic, summary)`` for ``mart_factor_scores`` against prices."""
     symbols = scores["symbol"].unique().to_list()
     fwd = forward_returns(prices, sessions, horizons, symbols)
-    ic = mart_factor_ic(scores, fwd, factors=factors, min_obs=min_obs)
-    spreads = quantile_spreads(scores, fwd, factors=factors, quantiles=quantiles)
-    return ic, factor_ic_summary(ic, spreads)
+    daily = factor_daily_stats(scores, fwd, factors=factors, min_obs=min_obs, quantiles=quantiles)
+    return mart_factor_ic(daily), factor_ic_summary(daily)
 
 
 __all__ = [
@@ -229,6 +213,6 @@ __all__ = [
     "evaluate_factors",
     "factor_ic_summary",
     "forward_returns",
+    "factor_daily_stats",
     "mart_factor_ic",
-    "quantile_spreads",
 ]

@@ -25,7 +25,13 @@ from typing import Any
 import polars as pl
 
 from flows.sources.base import SymbolOutcome, conform_bars
-from flows.sources.live_config import ExchangeConfig, LiveSettings, RetryPolicy, short_error
+from flows.sources.live_config import (
+    ExchangeConfig,
+    LiveSettings,
+    RetryPolicy,
+    asset_row,
+    short_error,
+)
 from flows.universe import Asset
 
 DAY_MS = 86_400_000
@@ -116,6 +122,7 @@ class Venue:
         self.factory = factory
         self.exchange: Any = None
         self.error: str | None = None
+        self.network_failures = 0  # consecutive symbols lost to network errors
         self._loaded = False
 
     @property
@@ -321,13 +328,20 @@ def fetch_crypto(
             continue
         except Exception as exc:  # noqa: BLE001 - one symbol never sinks the run
             attempts = getattr(exc, "attempts", 1)
-            out.outcomes.append(
-                SymbolOutcome(
-                    sym, venue.id, "error", attempts=attempts,
-                    error=f"{market} on {venue.id}: " + describe_error(exc, attempts, secrets),
-                )
-            )  # fmt: skip
+            msg = f"{market} on {venue.id}: " + describe_error(exc, attempts, secrets)
+            out.outcomes.append(SymbolOutcome(sym, venue.id, "error", attempts=attempts, error=msg))
+            if is_retryable(exc):
+                venue.network_failures += 1
+                if venue.network_failures >= settings.unreachable_after:
+                    # Bounded run time: stop paying full retries on a dead exchange.
+                    venue.error = (
+                        f"given up after {venue.network_failures} consecutive symbols failed "
+                        f"({msg})"
+                    )
+            else:
+                venue.network_failures = 0
             continue
+        venue.network_failures = 0
         notes: list[str] = []
         dates = frame["date"].to_list()
         gaps = calendar_gaps(dates, dates[0], dates[-1])
@@ -340,19 +354,8 @@ def fetch_crypto(
         if open_or_late:
             notes.append(f"dropped {open_or_late} candle(s) after {end} (not closed or after as_of)")
         out.bars.append(frame)
-        out.assets.append(
-            {
-                "symbol": sym,
-                "name": asset.name,
-                "asset_class": asset.asset_class,
-                "sector": asset.sector,
-                "industry": asset.industry,
-                "quote_currency": venue.exchange.markets[market].get("quote")
-                or market.split("/")[-1],
-                "source": venue.id,
-                "source_symbol": market,
-            }
-        )
+        quote = venue.exchange.markets[market].get("quote") or market.split("/")[-1]
+        out.assets.append(asset_row(asset, quote, venue.id, market))
         out.outcomes.append(
             SymbolOutcome(
                 sym, venue.id, "ok", rows=frame.height, first_date=dates[0], last_date=dates[-1],

@@ -62,6 +62,12 @@ class LiveSource:
         self.yahoo = YahooClient(self.settings, self.retry, yahoo_session_factory)
         self.exchange_factory = exchange_factory
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> LiveSource:
+        """From the app ``Settings`` (its ``live`` field once mounted; defaults until then)."""
+        live = getattr(settings, "live", None)
+        return cls(live if isinstance(live, LiveSettings) else LiveSettings())
+
     def __repr__(self) -> str:  # settings may hold keys: never print them
         return f"LiveSource(exchanges={[e.id for e in self.settings.exchanges]})"
 

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from flows.universe import Asset
+
 T = TypeVar("T")
 
 
@@ -231,3 +233,17 @@ def short_error(exc: BaseException, secrets: list[str], limit: int = 300) -> str
     text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
     text = scrub(text, secrets)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def asset_row(asset: Asset, quote_currency: str | None, source: str, source_symbol: str) -> dict:
+    """One ASSET_SCHEMA row: the universe's description plus where the data came from."""
+    return {
+        "symbol": asset.symbol,
+        "name": asset.name,
+        "asset_class": asset.asset_class,
+        "sector": asset.sector,
+        "industry": asset.industry,
+        "quote_currency": quote_currency,
+        "source": source,
+        "source_symbol": source_symbol,
+    }

@@ -33,7 +33,7 @@ import numpy as np
 import polars as pl
 
 from flows.sources.base import BAR_SCHEMA, FUNDAMENTALS_SCHEMA, SymbolOutcome, conform_bars
-from flows.sources.live_config import LiveSettings, RetryPolicy, short_error
+from flows.sources.live_config import LiveSettings, RetryPolicy, asset_row, short_error
 from flows.universe import Asset
 
 SOURCE = "yahoo"
@@ -356,7 +356,8 @@ class YahooClient:
                 rounding=False,
                 timeout=timeout,
             )
-            meta = dict(getattr(ticker._price_history, "_history_metadata", None) or {})
+            md = ticker.get_history_metadata()  # from the chart call just made, no new request
+            meta = {k: md[k] for k in ("exchangeTimezoneName", "currency") if k in md}
             return raw, meta
 
         with yfinance_raising():
@@ -459,7 +460,7 @@ def fetch_equities(
             attempts += n
             msg = describe_error(exc, n, s.request_timeout_s)
             out.outcomes.append(SymbolOutcome(sym, SOURCE, "error", attempts=attempts, error=msg))
-            if is_unreachable(exc):
+            if isinstance(exc, _network_errors()):  # refused, DNS failure or timeout
                 unreachable_streak += 1
                 last_unreachable = msg
             else:
@@ -467,18 +468,7 @@ def fetch_equities(
             continue
         unreachable_streak = 0
         out.bars.append(bars)
-        out.assets.append(
-            {
-                "symbol": sym,
-                "name": asset.name,
-                "asset_class": asset.asset_class,
-                "sector": asset.sector,
-                "industry": asset.industry,
-                "quote_currency": meta.get("currency") or asset.quote_currency,
-                "source": SOURCE,
-                "source_symbol": sym,
-            }
-        )
+        out.assets.append(asset_row(asset, meta.get("currency") or asset.quote_currency, SOURCE, sym))
         out.outcomes.append(
             SymbolOutcome(
                 sym,

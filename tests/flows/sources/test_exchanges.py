@@ -218,3 +218,17 @@ def test_no_network_is_a_clear_bounded_error_and_keys_stay_secret(closed_port):
     text = repr(res) + repr(fast_settings(api_keys=settings_keys))
     assert "SECRET-KEY-123" not in text and "SHH-456" not in text
     assert sum("skipped" in w for w in res.warnings) == 2
+
+
+def test_exchange_failing_symbol_after_symbol_is_given_up(server, binance, kraken, real_data):
+    binance.add("SOL", load_binance_candles(real_data, "SOL"))
+    binance.faults = [Reply(502, "<html>bad gateway</html>", {"Content-Type": "text/html"})] * 50
+    res, _ = run(
+        server, crypto("BTC", "ETH", "SOL"), date(2022, 6, 1), date(2022, 6, 30),
+        unreachable_after=2,
+    )  # fmt: skip
+    assert [outcome(res, s).status for s in ("BTC", "ETH")] == ["error", "error"]
+    assert len(binance.klines_requests()) == 2 * 3  # two symbols x max_attempts, then no more
+    sol = outcome(res, "SOL")
+    assert sol.status == "ok" and sol.source == "kraken"
+    assert any("binance skipped: given up after 2" in w for w in res.warnings)

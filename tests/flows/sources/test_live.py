@@ -139,5 +139,6 @@ def test_settings_defaults_and_env(monkeypatch):
     assert m.live.lookback_sessions == 10
     assert m.live.api_keys["binance"].api_key.get_secret_value() == "k-123"
     assert "k-123" not in repr(m) and "k-123" not in repr(LiveSource(m.live))
+    assert LiveSource.from_settings(m).settings.lookback_sessions == 10
     with pytest.raises(ValueError):
         LiveSettings(max_failed_share=2)

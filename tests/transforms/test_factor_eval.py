@@ -1,0 +1,199 @@
+"""Factor IC evaluation against an independent pandas computation."""
+
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from flows.sources.sample_fundamentals import sample_fundamentals
+from transforms.factor_eval import (
+    FACTOR_COLUMNS,
+    evaluate_factors,
+    factor_daily_stats,
+    factor_ic_summary,
+    forward_returns,
+    mart_factor_ic,
+)
+from transforms.factors import build_factor_marts
+
+
+def weekdays(start: date, n: int) -> list[date]:
+    out, d = [], start
+    while len(out) < n:
+        if d.weekday() < 5:
+            out.append(d)
+        d += timedelta(days=1)
+    return out
+
+
+def test_forward_returns_by_hand():
+    sessions = weekdays(date(2024, 1, 1), 8)
+    prices = pl.DataFrame(
+        {
+            "symbol": ["A"] * 8 + ["B"] * 5,
+            "date": sessions + [sessions[i] for i in (0, 1, 3, 4, 5)],  # B misses session 2
+            "adj_close": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 10.0, 11.0, 13.0, 14.0, 15.0],
+        }
+    )
+    fwd = forward_returns(prices, pl.Series(sessions), horizons=(2,))
+    got = {(r["symbol"], r["date"]): r["fwd_return"] for r in fwd.to_dicts()}
+    # A: doubles every session -> +300% over two sessions, none for the last two.
+    for i in range(6):
+        assert got[("A", sessions[i])] == pytest.approx(3.0)
+    assert ("A", sessions[6]) not in got and ("A", sessions[7]) not in got
+    # B: counts sessions, not bars; the missing bar at t+2 or t gives no row.
+    assert ("B", sessions[0]) not in got  # t+2 = session 2, missing
+    assert got[("B", sessions[1])] == pytest.approx(13.0 / 11.0 - 1)
+    assert ("B", sessions[2]) not in got
+    assert got[("B", sessions[3])] == pytest.approx(15.0 / 13.0 - 1)
+    assert ("B", sessions[4]) not in got  # beyond B's last bar
+    with pytest.raises(ValueError):
+        forward_returns(prices, pl.Series(sessions), horizons=(0,))
+
+
+def ref_forward(prices: pd.DataFrame, sessions: list[date], h: int) -> pd.DataFrame:
+    rows = []
+    for sym, g in prices.groupby("symbol"):
+        px = dict(zip(g["date"], g["adj_close"], strict=True))
+        span = [d for d in sessions if min(px) <= d <= max(px)]
+        for i, d in enumerate(span[:-h] if h < len(span) else []):
+            a, b = px.get(d), px.get(span[i + h])
+            if a is not None and b is not None:
+                rows.append({"date": d, "symbol": sym, "fwd": b / a - 1})
+    return pd.DataFrame(rows)
+
+
+def reference_daily(scores: pd.DataFrame, fwd: pd.DataFrame, factor_col: str, min_obs=5) -> dict:
+    df = scores[["date", "symbol", factor_col]].merge(fwd, on=["date", "symbol"]).dropna()
+    out = {}
+    for d, g in df.groupby("date"):
+        n = len(g)
+        ic = g[[factor_col, "fwd"]].astype(float).corr(method="spearman").iloc[0, 1] if n >= min_obs else np.nan
+        pct = g[factor_col].rank(pct=True)
+        q = np.ceil(5 * pct - 1e-12)  # 5*rank/n; guard 5*(k/n) float fuzz
+        top, bottom = g["fwd"][q == 5], g["fwd"][q == 1]
+        spread = top.mean() - bottom.mean() if len(top) and len(bottom) else np.nan
+        out[d] = (ic, n, spread)
+    return out
+
+
+@pytest.fixture(scope="module")
+def panel():
+    sessions = weekdays(date(2018, 1, 1), 420)
+    sectors = ["Financials"] * 9 + ["Information Technology"] * 8 + ["Energy"] * 6 + ["Utilities"] * 3
+    symbols = [f"Z{i:02d}" for i in range(len(sectors))]
+    assets = pl.DataFrame(
+        {"symbol": symbols, "name": symbols, "asset_class": "equity", "sector": sectors, "industry": "Misc"}
+    )
+    rng = np.random.default_rng(9)
+    frames = []
+    for k, sym in enumerate(symbols):
+        ds = sessions[(100 if k == 4 else 0) :]
+        closes = 10 * np.exp(np.cumsum(rng.normal(0.0, 0.02, len(ds))))
+        frames.append(pl.DataFrame({"symbol": sym, "date": ds, "adj_close": closes}))
+    prices = pl.concat(frames)
+    fund = sample_fundamentals(assets, prices, seed=4, start=sessions[0], end=sessions[-1])
+    scores, _ = build_factor_marts(prices, assets, pl.Series(sessions), fund)
+    return sessions, prices, scores, assets, fund
+
+
+def test_ic_and_spread_match_pandas(panel):
+    sessions, prices, scores, _, _ = panel
+    ic, summary = evaluate_factors(scores, prices, pl.Series(sessions), horizons=(21, 63))
+    assert ic.columns == ["date", "factor", "horizon_sessions", "ic", "n"]
+    assert summary.columns == [
+        "factor",
+        "horizon_sessions",
+        "mean_ic",
+        "ic_std",
+        "ic_tstat",
+        "n_dates",
+        "top_minus_bottom_quintile_return",
+    ]
+    assert set(ic["factor"].unique()) == set(FACTOR_COLUMNS)
+    fwd = forward_returns(prices, pl.Series(sessions), (21, 63))
+    daily = factor_daily_stats(scores, fwd)
+    assert mart_factor_ic(daily).equals(ic)
+
+    scores_pd = pd.DataFrame(scores.to_dicts())
+    prices_pd = pd.DataFrame(prices.to_dicts())
+    for h in (21, 63):
+        fwd_ref = ref_forward(prices_pd, sessions, h)
+        got_fwd = {(r["date"], r["symbol"]): r["fwd_return"] for r in fwd.filter(pl.col("horizon_sessions") == h).to_dicts()}
+        assert len(got_fwd) == len(fwd_ref)
+        for r in fwd_ref.itertuples():
+            assert got_fwd[(r.date, r.symbol)] == pytest.approx(r.fwd, rel=1e-12)
+        for factor, col in FACTOR_COLUMNS.items():
+            ref = reference_daily(scores_pd, fwd_ref, col)
+            got = daily.filter((pl.col("factor") == factor) & (pl.col("horizon_sessions") == h))
+            assert got.height == len(ref) > 0
+            for r in got.to_dicts():
+                e_ic, e_n, e_spread = ref[r["date"]]
+                assert r["n"] == e_n
+                if np.isnan(e_ic):
+                    assert r["ic"] is None
+                else:
+                    assert r["ic"] == pytest.approx(e_ic, abs=1e-12)
+                if np.isnan(e_spread):
+                    assert r["top_minus_bottom"] is None
+                else:
+                    assert r["top_minus_bottom"] == pytest.approx(e_spread, abs=1e-12)
+            # Summary from the reference daily series.
+            ics = np.array([v[0] for v in ref.values() if not np.isnan(v[0])])
+            spreads = np.array([v[2] for v in ref.values() if not np.isnan(v[2])])
+            s = summary.filter((pl.col("factor") == factor) & (pl.col("horizon_sessions") == h)).to_dicts()[0]
+            assert s["n_dates"] == len(ics)
+            assert s["mean_ic"] == pytest.approx(ics.mean(), abs=1e-12)
+            assert s["ic_std"] == pytest.approx(ics.std(ddof=1), abs=1e-12)
+            assert s["ic_tstat"] == pytest.approx(ics.mean() / (ics.std(ddof=1) / math.sqrt(len(ics))), rel=1e-9)
+            assert s["top_minus_bottom_quintile_return"] == pytest.approx(spreads.mean(), abs=1e-12)
+
+
+def test_ic_ties_small_samples_and_perfect_signal():
+    sessions = weekdays(date(2024, 1, 1), 30)
+    d0, d1, d2 = sessions[0], sessions[1], sessions[2]
+    syms = [f"S{i}" for i in range(10)]
+    scores = pl.DataFrame(
+        {
+            "date": [d0] * 10 + [d1] * 10 + [d2] * 3,
+            "symbol": syms + syms + syms[:3],
+            "alpha_score": list(range(10)) + [5.0] * 5 + [7.0] * 5 + [1.0, 2.0, 3.0],
+        }
+    )
+    fwd = pl.DataFrame(
+        {
+            "date": [d0] * 10 + [d1] * 10 + [d2] * 3,
+            "symbol": syms + syms + syms[:3],
+            "horizon_sessions": 5,
+            "fwd_return": [i / 100 for i in range(10)] + [0.01 * i for i in range(10)] + [0.1, 0.2, 0.3],
+        }
+    )
+    daily = factor_daily_stats(scores, fwd, factors={"alpha": "alpha_score"})
+    by_date = {r["date"]: r for r in daily.to_dicts()}
+    # Perfect monotone signal: IC 1, top quintile (S8,S9) minus bottom (S0,S1).
+    assert by_date[d0]["ic"] == pytest.approx(1.0)
+    assert by_date[d0]["top_minus_bottom"] == pytest.approx((0.085 - 0.005))
+    # Two tied blocks: average ranks 3 and 8 -> Pearson with ranks 1..10.
+    expected = pd.DataFrame({"x": [5.0] * 5 + [7.0] * 5, "y": range(10)}).corr(method="spearman").iloc[0, 1]
+    assert by_date[d1]["ic"] == pytest.approx(expected)
+    # Tied block shares a bucket: 5*3/10 = 1.5 -> 2 and 5*8/10 = 4: no top/bottom quintile.
+    assert by_date[d1]["top_minus_bottom"] is None
+    # Fewer than min_obs stocks: n reported, IC null.
+    assert by_date[d2]["n"] == 3 and by_date[d2]["ic"] is None
+    summary = factor_ic_summary(daily)
+    assert summary["n_dates"].item() == 2
+
+
+def test_forward_returns_never_enter_scores(panel):
+    # Scores depend only on data up to t: truncating prices after t leaves them unchanged.
+    sessions, prices, scores, assets, fund = panel
+    cut = sessions[300]
+    truncated, _ = build_factor_marts(
+        prices.filter(pl.col("date") <= cut), assets, pl.Series(sessions), fund.filter(pl.col("as_of") <= cut)
+    )
+    assert truncated.equals(scores.filter(pl.col("date") <= cut))
