@@ -22,8 +22,10 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import __version__
 from flows.calendar import sessions as exchange_sessions
+from flows.policy import load_policy
 from flows.settings import Settings, get_settings
 from flows.sources.base import Source, SourceBatch, SourceError
+from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe, load_universe
 from transforms.marts import MartParams, build_marts
 from warehouse import marts as mart_files
@@ -108,7 +110,9 @@ def land(batch: SourceBatch, lake: Lake, ingested_at: datetime) -> int:
 
 
 @task(cache_policy=NO_CACHE)
-def transform(lake: Lake, settings: Settings, universe: Universe, as_of: date) -> tuple[dict[str, pl.DataFrame], list[str]]:
+def transform(
+    lake: Lake, settings: Settings, universe: Universe, as_of: date, synthetic: bool
+) -> tuple[dict[str, pl.DataFrame], list[str]]:
     prices = lake.read_bars().filter(pl.col("date") <= as_of)
     assets = lake.read_assets()
     if prices.is_empty() or assets is None:
@@ -118,15 +122,46 @@ def transform(lake: Lake, settings: Settings, universe: Universe, as_of: date) -
     params = MartParams(
         benchmarks=tuple(settings.benchmarks or universe.benchmarks),
         windows=tuple(settings.correlation_windows),
+        event_levels=tuple(settings.event_levels),
+        event_confirm_sessions=settings.event_confirm_sessions,
+        period_benchmark=settings.period_benchmark,
+        stablecoins=tuple(settings.stablecoins),
+        policy=load_policy(settings.policy_path),
     )
-    marts = build_marts(prices.drop("source", "ingested_at"), assets, sess, params)
-    tables = {"fact_prices": prices, **marts.tables}
-    return tables, marts.warnings
+    marts = build_marts(prices, assets, sess, params)
+    if synthetic:
+        # Indices built from synthetic prices are synthetic too.
+        marts.tables["dim_asset"] = marts.tables["dim_asset"].with_columns(
+            pl.when((pl.col("source") == "derived") & ~pl.col("name").str.ends_with(SYNTHETIC_TAG))
+            .then(pl.col("name") + SYNTHETIC_TAG)
+            .otherwise(pl.col("name"))
+            .alias("name")
+        )
+    return marts.tables, marts.warnings
 
 
 @task(cache_policy=NO_CACHE)
 def load(tables: dict[str, pl.DataFrame], staged: Path) -> dict[str, int]:
     return build_database(staged, tables)
+
+
+def check_failures(batch: SourceBatch, source: str, settings: Settings, universe: Universe, run: RunSummary) -> None:
+    """The partial-failure policy: one bad symbol never sinks a run, a bad benchmark or many do."""
+    failed = [o for o in batch.outcomes if o.status == "error"]
+    if failed and len(failed) == len(batch.outcomes):
+        raise PipelineError(f"every symbol failed, e.g. {failed[0].symbol}: {failed[0].error}")
+    if source == "live":
+        from flows.sources.live import failure_policy
+
+        ok, reason = failure_policy(
+            batch.outcomes, settings.benchmarks or universe.benchmarks, settings.live.max_failed_share
+        )
+        if not ok:
+            raise PipelineError(f"not publishing: {reason}")
+    if failed:
+        run.warnings.append(
+            "stale (fetch failed, previous data kept): " + ", ".join(f"{o.symbol} ({o.error})" for o in failed)
+        )
 
 
 @flow(name="nightly", log_prints=True)
@@ -187,12 +222,10 @@ def nightly(
                     schema=INGEST_LOG.polars_schema,
                 )
             )
-            failed = [o for o in batch.outcomes if o.status == "error"]
-            if failed and len(failed) == len(batch.outcomes):
-                raise PipelineError(f"every symbol failed, e.g. {failed[0].symbol}: {failed[0].error}")
+            check_failures(batch, source, settings, universe, run)
             run.rows_written = land(batch, lake, now)
             stage_done("land")
-            tables, warnings = transform(lake, settings, universe, as_of)
+            tables, warnings = transform(lake, settings, universe, as_of, synthetic=source == "sample")
             run.warnings += warnings
             for w in warnings:
                 logger.warning(w)

@@ -17,6 +17,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flows.sources.live_config import LiveSettings
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -42,6 +44,20 @@ class Settings(BaseSettings):
     correlation_windows: list[int] = Field(
         [30, 90, 180, 365], description="Rolling windows, in equity sessions."
     )
+    event_levels: list[float] = Field(
+        [0.5, -0.5], description="Correlation levels whose crossings are events (crossed_above/below)."
+    )
+    event_confirm_sessions: int = Field(
+        1, ge=1, description="Sessions a new correlation sign or side of a level must hold before it is an event."
+    )
+    period_benchmark: str = Field("^GSPC", description="Benchmark of mart_period_returns' excess returns.")
+    stablecoins: list[str] = Field(
+        ["USDT", "USDC", "DAI", "BUSD", "TUSD", "USDP", "FDUSD", "PYUSD", "USDE"],
+        description="Crypto assets left out of the ALTS index.",
+    )
+    policy_path: Path | None = Field(
+        None, description="Allocation policy YAML; the packaged flows/policy.yaml when unset."
+    )
     history_start: date = Field(
         date(2015, 1, 2), description="First date a full (non-incremental) run asks sources for."
     )
@@ -52,6 +68,10 @@ class Settings(BaseSettings):
             "Two files of one run may both hold a symbol if their prices agree on shared dates "
             "within this relative tolerance; otherwise the run stops naming both files."
         ),
+    )
+    live: LiveSettings = Field(
+        default_factory=LiveSettings,
+        description="The live source (yfinance + ccxt): exchanges, look-back, retries, failure policy.",
     )
     prefect_quiet: bool = Field(
         True, description="Silence Prefect's analytics and per-task INFO chatter for local runs."

@@ -161,26 +161,45 @@ def session_grid(prices: pl.DataFrame, sessions: pl.Series, symbols: Sequence[st
 
     Returns ``symbol, session_idx, date, adj_close`` sorted by symbol then date;
     ``adj_close`` is null on sessions the stock has no bar for. Bars dated off
-    the session calendar are dropped. ``session_idx`` numbers ``sessions`` from 0.
+    the session calendar are dropped; bars are one per symbol and date (the
+    BAR_SCHEMA contract). ``session_idx`` numbers ``sessions`` from 0.
     """
-    cal = pl.DataFrame({"date": sessions.cast(pl.Date)}).unique("date").sort("date")
-    cal = cal.with_row_index("session_idx").with_columns(pl.col("session_idx").cast(pl.Int64))
+    cal = (
+        pl.DataFrame({"date": sessions.cast(pl.Date)})
+        .drop_nulls()
+        .unique("date")
+        .sort("date")
+        .with_row_index("session_idx")
+        .with_columns(pl.col("session_idx").cast(pl.Int64))
+    )
     px = prices.lazy().select("symbol", pl.col("date").cast(pl.Date), pl.col("adj_close").cast(pl.Float64))
     if symbols is not None:
         px = px.filter(pl.col("symbol").is_in(list(symbols)))
-    # Duplicate bars would double rows in the grid; keep one per day.
-    px = px.unique(["symbol", "date"], keep="last").join(cal.lazy(), on="date", how="inner")
-    bounds = px.group_by("symbol").agg(
-        pl.col("session_idx").min().alias("first"), pl.col("session_idx").max().alias("last")
+    px = px.join(cal.lazy(), on="date", how="inner").drop("date").collect()
+    bounds = (
+        px.group_by("symbol")
+        .agg(pl.col("session_idx").min().alias("first"), pl.col("session_idx").max().alias("last"))
+        .sort("symbol")
+        .with_columns((pl.col("last") - pl.col("first") + 1).alias("len"))
+        .with_columns((pl.col("len").cum_sum() - pl.col("len")).alias("offset"))
     )
     grid = (
-        bounds.select("symbol", pl.int_ranges("first", pl.col("last") + 1).alias("session_idx"))
-        .explode("session_idx")
-        .join(cal.lazy(), on="session_idx", how="left")
-        .join(px.select("symbol", "session_idx", "adj_close"), on=["symbol", "session_idx"], how="left")
-        .sort("symbol", "session_idx")
+        bounds.select(
+            pl.col("symbol").repeat_by("len"),
+            pl.int_ranges("first", pl.col("last") + 1).alias("session_idx"),
+        )
+        .explode(["symbol", "session_idx"])
+        .join(cal, on="session_idx", how="left", maintain_order="left")
     )
-    return grid.select("symbol", "session_idx", "date", "adj_close").collect()
+    # Place each bar at its row by arithmetic rather than a (symbol, date) join
+    # on the full grid: the grid is laid out symbol by symbol, session by session.
+    pos = px.join(bounds.select("symbol", "first", "offset"), on="symbol", how="inner").select(
+        (pl.col("offset") + pl.col("session_idx") - pl.col("first")).alias("pos"), "adj_close"
+    )
+    adj = pl.repeat(None, grid.height, dtype=pl.Float64, eager=True).alias("adj_close")
+    if pos.height:
+        adj = adj.scatter(pos["pos"], pos["adj_close"])
+    return grid.with_columns(adj).select("symbol", "session_idx", "date", "adj_close")
 
 
 def _stocks(assets: pl.DataFrame) -> pl.DataFrame:
@@ -198,23 +217,21 @@ def _with_fundamentals(
     f = f.with_columns([pl.lit(None, dtype=pl.Float64).alias(c) for c in cols if c not in present])
     f = (
         f.select("symbol", pl.col("as_of").cast(pl.Date), *[pl.col(c).cast(pl.Float64) for c in cols])
-        .unique(["symbol", "as_of"], keep="last")
-        .sort("as_of")
+        .unique(["symbol", "as_of"], keep="last", maintain_order=True)
+        .sort("symbol", "as_of")
     )
     # Backward as-of join: a snapshot is visible from its as_of session on,
     # never before (no look-ahead).
-    return (
-        grid.sort("date")
-        .join_asof(
-            f,
-            left_on="date",
-            right_on="as_of",
-            by="symbol",
-            strategy="backward",
-            tolerance=tolerance,
-            check_sortedness=False,
-        )
-        .sort("symbol", "date")
+    # join_asof with ``by`` needs each group sorted on the key, not the whole
+    # frame: the grid is already (symbol, date) ordered, and stays so.
+    return grid.join_asof(
+        f,
+        left_on="date",
+        right_on="as_of",
+        by="symbol",
+        strategy="backward",
+        tolerance=tolerance,
+        check_sortedness=False,
     )
 
 
@@ -243,27 +260,38 @@ def factor_panel(
     _check_metrics(metrics)
     stocks = _stocks(assets)
     grid = session_grid(prices, sessions, stocks["symbol"].to_list())
+    # Windows partition faster on an integer than on the sector string.
+    sectors = stocks.select(
+        "symbol", "sector", pl.col("sector").rank("dense").cast(pl.Int32).alias("sector_code")
+    )
+    # Time-series formulas (momentum) read rows in grid order, so every join
+    # on the way must keep the left frame's (symbol, date) order.
     joined = _with_fundamentals(grid.lazy(), fundamentals, fundamentals_tolerance).join(
-        stocks.lazy().select("symbol", "sector"), on="symbol", how="left"
+        sectors.lazy(), on="symbol", how="left", maintain_order="left"
     )
 
-    values = joined.select(
-        "date",
-        "symbol",
-        "sector",
-        *[m.formula.cast(pl.Float64).alias(m.name) for m in metrics],
-    ).with_columns(
-        # NaN/inf (e.g. from a zero price) would otherwise rank as extremes.
-        [pl.when(pl.col(m.name).is_finite()).then(pl.col(m.name)).alias(m.name) for m in metrics]
+    values = (
+        joined.select(
+            "date",
+            "symbol",
+            "sector",
+            "sector_code",
+            *[m.formula.cast(pl.Float64).alias(m.name) for m in metrics],
+        )
+        .with_columns(
+            # NaN/inf (e.g. from a zero price) would otherwise rank as extremes.
+            [pl.when(pl.col(m.name).is_finite()).then(pl.col(m.name)).alias(m.name) for m in metrics]
+        )
+        .sort("date", "symbol")
     )
 
     rank_cols: list[pl.Expr] = []
     for m in metrics:
         v = pl.col(m.name)
         oriented = v if m.higher_is_better else -v
-        n_sector = v.count().over("date", "sector")
-        use_sector = pl.col("sector").is_not_null() & (n_sector >= min_sector_size)
-        pct_sector = 100.0 * oriented.rank("average").over("date", "sector") / n_sector
+        n_sector = v.count().over("date", "sector_code")
+        use_sector = pl.col("sector_code").is_not_null() & (n_sector >= min_sector_size)
+        pct_sector = 100.0 * oriented.rank("average").over("date", "sector_code") / n_sector
         pct_all = 100.0 * oriented.rank("average").over("date") / v.count().over("date")
         rank_cols.append(
             pl.when(v.is_null()).then(None).when(use_sector).then(pct_sector).otherwise(pct_all).alias(f"{m.name}__rank")
@@ -283,7 +311,7 @@ def factor_panel(
         members = [f"{m.name}__rank" for m in metrics if m.family == fam]
         expr = pl.mean_horizontal(members, ignore_nulls=True) if members else pl.lit(None, dtype=pl.Float64)
         family_cols.append(expr.cast(pl.Float64).alias(f"{fam}_score"))
-    return ranked.with_columns(family_cols).sort("date", "symbol").collect()
+    return ranked.with_columns(family_cols).drop("sector_code").collect()
 
 
 def mart_factor_metrics(panel: pl.DataFrame, metrics: Sequence[Metric] = METRICS) -> pl.DataFrame:

@@ -146,6 +146,9 @@ def dollar_volume_index(
     holdings = (
         p.group_by("symbol", "month")
         .agg((pl.col("close") * pl.col("volume")).sum().alias("_dv"), pl.col("adj_close").last().alias("_base"))
+        # group_by yields groups in any order; the month total below must sum
+        # in a fixed order or reruns differ in the last bits.
+        .sort("month", "symbol")
         .filter(pl.col("_dv") > 0)
         .select(
             "symbol",

@@ -1,8 +1,9 @@
 """Every derived table of a run, from stored prices: one pure function.
 
-The flow reads the lake and the calendar, calls ``build_marts`` and loads the
-result; the benchmark times the same function. Warnings (a missing benchmark,
-say) are returned, not logged, to keep this module free of side effects.
+The flow reads the lake, the calendar and the policy, calls ``build_marts`` and
+loads the result; the benchmark times the same function. Warnings (a missing
+benchmark, a skipped mix) are returned, not logged, to keep this module free
+of side effects.
 """
 
 from __future__ import annotations
@@ -12,16 +13,28 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from transforms.allocation import simulate_mixes
 from transforms.correlation import rolling_correlation
+from transforms.events import mart_correlation_events
+from transforms.indices import DEFAULT_STABLECOINS, build_crypto_indices
+from transforms.matrix import mart_correlation_matrix
+from transforms.milestones import mart_market_milestones, mart_period_returns
+from transforms.policy import Policy
 from transforms.returns import log_returns
 
 CRYPTO_CLASSES = ("crypto", "index_crypto")
+INDEX_CLASSES = ("index", "index_crypto")
 
 
 @dataclass(frozen=True)
 class MartParams:
     benchmarks: Sequence[str] = ("^RUT", "^GSPC")
     windows: Sequence[int] = (30, 90, 180, 365)
+    event_levels: Sequence[float] = (0.5, -0.5)
+    event_confirm_sessions: int = 1
+    period_benchmark: str = "^GSPC"
+    stablecoins: Sequence[str] = DEFAULT_STABLECOINS
+    policy: Policy | None = None
 
 
 @dataclass
@@ -31,20 +44,60 @@ class Marts:
 
 
 def build_marts(prices: pl.DataFrame, assets: pl.DataFrame, sessions: pl.Series, params: MartParams) -> Marts:
+    """All marts from native-calendar ``prices`` (BAR_SCHEMA plus optional source/ingested_at).
+
+    Derived crypto indices are added to ``fact_prices`` and ``dim_asset`` and
+    then flow through returns and correlations like any crypto asset.
+    """
     warnings: list[str] = []
     present = set(prices["symbol"].unique().to_list())
     benchmarks = [b for b in params.benchmarks if b in present]
     for b in params.benchmarks:
         if b not in present:
             warnings.append(f"benchmark {b} has no prices in this run; correlations versus it are skipped")
-    crypto = assets.filter(pl.col("asset_class").is_in(CRYPTO_CLASSES) & pl.col("symbol").is_in(list(present)))
-    returns = log_returns(prices, sessions)
-    corr = rolling_correlation(returns, sessions, crypto["symbol"].to_list(), benchmarks, params.windows)
-    return Marts(
-        tables={
-            "dim_asset": assets,
-            "fact_returns": returns,
-            "mart_rolling_correlation": corr,
-        },
-        warnings=warnings,
-    )
+
+    indices = build_crypto_indices(prices, assets, stablecoins=params.stablecoins)
+    if "ingested_at" in prices.columns and not indices.bars.is_empty():
+        # A derived bar is as fresh as the newest stored bar it was built from.
+        index_bars = indices.bars.with_columns(
+            pl.lit("derived").alias("source"), pl.lit(prices["ingested_at"].max()).alias("ingested_at")
+        )
+    else:
+        index_bars = indices.bars
+    all_prices = pl.concat([prices, index_bars], how="diagonal_relaxed").sort("symbol", "date")
+    all_assets = pl.concat([assets, indices.assets], how="diagonal_relaxed").sort("symbol")
+
+    crypto = all_assets.filter(pl.col("asset_class").is_in(CRYPTO_CLASSES))["symbol"].to_list()
+    index_like = all_assets.filter(pl.col("asset_class").is_in(INDEX_CLASSES))["symbol"].to_list()
+    returns = log_returns(all_prices, sessions)
+    corr = rolling_correlation(returns, sessions, crypto, benchmarks, params.windows)
+    events = mart_correlation_events(corr, levels=params.event_levels, confirm_sessions=params.event_confirm_sessions)
+    matrix_symbols = sorted(set(benchmarks) | set(index_like) | set(crypto))
+    matrix = mart_correlation_matrix(returns, sessions, matrix_symbols, params.windows)
+    milestone_symbols = sorted(set(benchmarks) | set(index_like))
+    milestones = mart_market_milestones(all_prices, milestone_symbols)
+    period_returns = mart_period_returns(all_prices, milestone_symbols, benchmark=params.period_benchmark)
+
+    tables = {
+        "fact_prices": all_prices,
+        "dim_asset": all_assets,
+        "dim_index_member": indices.members,
+        "fact_returns": returns,
+        "mart_rolling_correlation": corr,
+        "mart_correlation_events": events,
+        "mart_correlation_matrix": matrix,
+        "mart_market_milestones": milestones,
+        "mart_period_returns": period_returns,
+    }
+    if params.policy is not None:
+        crypto_prices = all_prices.filter(pl.col("symbol").is_in(crypto))
+        rut = all_prices.filter(pl.col("symbol") == params.policy.regime.benchmark) if params.policy.regime else None
+        mixes = simulate_mixes(params.policy, crypto_prices, corr, rut)
+        warnings += list(mixes.warnings)
+        tables |= {
+            "mart_allocation_weights": mixes.weights,
+            "mart_mix_performance": mixes.performance,
+            "mart_mix_summary": mixes.summary,
+            "mart_band_breaches": mixes.breaches,
+        }
+    return Marts(tables=tables, warnings=warnings)

@@ -24,7 +24,7 @@ def _rows(frame: pl.DataFrame, mask: pl.Expr, table: str, rule: str) -> list[Aud
     bad = frame.filter(mask)
     if bad.is_empty():
         return []
-    keys = TABLES[table].primary_key or tuple(frame.columns[:2])
+    keys = TABLES[table].key or tuple(frame.columns[:2])
     first = bad.select(keys).row(0, named=True)
     return [AuditFailure(table, rule, f"{bad.height} row(s), first {first}")]
 
@@ -33,9 +33,9 @@ def audit(frames: dict[str, pl.DataFrame], as_of: date) -> list[AuditFailure]:
     failures: list[AuditFailure] = []
     for name, frame in frames.items():
         table = TABLES.get(name)
-        if table is None or not table.primary_key or frame.is_empty():
+        if table is None or not table.key or frame.is_empty():
             continue
-        dupes = frame.select(table.primary_key).is_duplicated()
+        dupes = frame.select(table.key).is_duplicated()
         if dupes.any():
             failures += _rows(frame, dupes, name, "primary key is unique")
     prices = frames.get("fact_prices")

@@ -26,7 +26,7 @@ KEEP_VERSIONS = 2
 
 
 def write_version(table: Table, frame: pl.DataFrame, marts_dir: Path, run_id: str, extra: dict) -> Path:
-    frame = table.conform(frame).sort(list(table.primary_key) or table.column_names[:1])
+    frame = table.conform(frame).sort(list(table.key) or table.column_names[:1], nulls_last=True)
     version = marts_dir / VERSIONS / table.name / run_id
     if version.exists():
         shutil.rmtree(version)

@@ -67,6 +67,9 @@ class Table:
     description: str
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...] = ()
+    # Natural key checked by the audit where it includes a nullable column
+    # (DuckDB primary keys cannot); defaults to the primary key.
+    unique: tuple[str, ...] = ()
     # Published as a Parquet mart for BI tools under <data dir>/marts/<name>/.
     publish: bool = False
     # Date column to partition the Parquet mart by year (large tables only).
@@ -77,9 +80,13 @@ class Table:
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
             raise ValueError(f"table {self.name}: duplicate column")
-        for k in self.primary_key:
+        for k in (*self.primary_key, *self.unique):
             if k not in names:
                 raise ValueError(f"table {self.name}: key column {k} is not a column")
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return self.unique or self.primary_key
 
     @property
     def column_names(self) -> list[str]:

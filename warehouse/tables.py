@@ -72,6 +72,163 @@ MART_ROLLING_CORRELATION = Table(
     partition_year_by="date",
 )
 
+DIM_INDEX_MEMBER = Table(
+    "dim_index_member",
+    "Members of each derived crypto index and how the index weighs them.",
+    (
+        C("index_symbol", "string", "Derived index (ALTS, MAJORS, ALTS_DV).", False),
+        C("member_symbol", "string", "Crypto asset in the index.", False),
+        C("method", "string", "equal_weight_daily or dollar_volume_monthly.", False),
+    ),
+    primary_key=("index_symbol", "member_symbol"),
+    publish=True,
+)
+
+MART_CORRELATION_MATRIX = Table(
+    "mart_correlation_matrix",
+    "Pairwise rolling correlations among benchmarks, crypto indices and crypto assets at each month-end "
+    "session and the latest session, for heatmaps. Both (a, b) and (b, a) rows plus the diagonal.",
+    (
+        C("date", "date", "Month-end session or the latest session.", False),
+        C("window_days", "int", "Window length in sessions.", False, unit="sessions"),
+        C("asset_a", "string", "First symbol.", False),
+        C("asset_b", "string", "Second symbol.", False),
+        C("correlation", "float", "Pearson correlation of daily log returns; null for a partial window or zero variance."),
+        C("observations", "int", "Sessions in the window with returns for both.", False, unit="sessions"),
+    ),
+    primary_key=("date", "window_days", "asset_a", "asset_b"),
+    publish=True,
+)
+
+MART_CORRELATION_EVENTS = Table(
+    "mart_correlation_events",
+    "Regime events in rolling correlations: sign changes (turned_negative, turned_positive) and level "
+    "crossings (crossed_above, crossed_below), each with a plain-sentence description.",
+    (
+        C("date", "date", "Session on which the event is confirmed.", False),
+        C("asset", "string", "Crypto asset or index.", False),
+        C("benchmark", "string", "Equity benchmark.", False),
+        C("window_days", "int", "Correlation window.", False, unit="sessions"),
+        C("event", "string", "turned_negative, turned_positive, crossed_above or crossed_below.", False),
+        C("correlation", "float", "Correlation on the event date."),
+        C("previous_date", "date", "Last earlier session with the new state; null: first time on record."),
+        C("sessions_since", "int", "Sessions from previous_date to date.", unit="sessions"),
+        C("description", "string", "One sentence, e.g. 'The 90-session correlation between ^RUT and ALTS turned negative (-0.12) for the first time since 2016-07-14.'", False),
+        C("level", "float", "Level crossed (crossing events); null for sign changes."),
+    ),
+    unique=("asset", "benchmark", "window_days", "date", "event", "level"),
+    publish=True,
+)
+
+MART_MARKET_MILESTONES = Table(
+    "mart_market_milestones",
+    "Daily milestones of every benchmark and index on its own calendar: all-time highs, drawdowns, "
+    "rallies from the 21-session low, period-to-date returns. Computed from the adjusted close.",
+    (
+        C("date", "date", "Trading date of the series.", False),
+        C("symbol", "string", "Benchmark or index.", False),
+        C("close", "float", "Adjusted close.", unit="index points or quote currency"),
+        C("ath_close", "float", "Highest close up to and including this date.", unit="index points or quote currency"),
+        C("is_new_ath", "bool", "Close strictly above every earlier close."),
+        C("drawdown_from_ath", "float", "close / ath_close - 1.", unit="fraction"),
+        C("low_21d", "float", "Lowest close of the last 21 rows including today.", unit="index points or quote currency"),
+        C("rally_from_low_21d", "float", "close / low_21d - 1.", unit="fraction"),
+        C("ret_1d", "float", "Simple return versus the previous row.", unit="fraction"),
+        C("ret_mtd", "float", "Versus the last close of the previous month.", unit="fraction"),
+        C("ret_qtd", "float", "Versus the last close of the previous quarter.", unit="fraction"),
+        C("ret_ytd", "float", "Versus the last close of the previous year.", unit="fraction"),
+        C("ret_1y", "float", "Versus the last close on or before the same date one year earlier.", unit="fraction"),
+    ),
+    primary_key=("symbol", "date"),
+    publish=True,
+    partition_year_by="date",
+)
+
+MART_PERIOD_RETURNS = Table(
+    "mart_period_returns",
+    "Returns of benchmarks and indices over completed months, quarters and years, against a benchmark (^GSPC).",
+    (
+        C("symbol", "string", "Benchmark or index.", False),
+        C("period", "string", "month, quarter or year.", False),
+        C("period_end", "date", "Last trading date of the period for the symbol.", False),
+        C("return", "float", "Simple return over the period.", unit="fraction"),
+        C("benchmark", "string", "Comparison benchmark."),
+        C("benchmark_return", "float", "The benchmark's return over the same calendar period.", unit="fraction"),
+        C("excess_return", "float", "return - benchmark_return.", unit="fraction"),
+    ),
+    primary_key=("symbol", "period", "period_end"),
+    publish=True,
+)
+
+MART_ALLOCATION_WEIGHTS = Table(
+    "mart_allocation_weights",
+    "Daily model allocation of each mix: target and drifted weight per member, with its sleeve's policy band.",
+    (
+        C("date", "date", "UTC day.", False),
+        C("mix", "string", "Allocation mix.", False),
+        C("sleeve", "string", "Policy sleeve (core, midcap_alts, reserve; 'reference' for reference mixes).", False),
+        C("symbol", "string", "Member (CASH for a cash reserve).", False),
+        C("target_weight", "float", "Weight set at the last rebalance.", unit="fraction of NAV"),
+        C("weight", "float", "Weight at the close after drifting with prices.", unit="fraction of NAV"),
+        C("band_min", "float", "Sleeve band lower bound.", unit="fraction of NAV"),
+        C("band_max", "float", "Sleeve band upper bound.", unit="fraction of NAV"),
+        C("in_band", "bool", "The sleeve's drifted weight is inside its band."),
+    ),
+    primary_key=("mix", "symbol", "date"),
+    publish=True,
+    partition_year_by="date",
+)
+
+MART_MIX_PERFORMANCE = Table(
+    "mart_mix_performance",
+    "Daily NAV of each allocation mix (start 1.0), returns, drawdown, turnover and costs.",
+    (
+        C("date", "date", "UTC day.", False),
+        C("mix", "string", "Allocation mix.", False),
+        C("nav", "float", "Net asset value after costs.", unit="multiple of start"),
+        C("daily_return", "float", "Simple return of the NAV.", unit="fraction"),
+        C("drawdown", "float", "nav / running max nav - 1.", unit="fraction"),
+        C("turnover", "float", "One-way turnover on rebalance days: 1/2 sum |target - drifted|; null otherwise.", unit="fraction of NAV"),
+        C("cost", "float", "Transaction cost charged that day.", unit="fraction of NAV"),
+    ),
+    primary_key=("mix", "date"),
+    publish=True,
+)
+
+MART_MIX_SUMMARY = Table(
+    "mart_mix_summary",
+    "Performance summary of each allocation mix over its whole history.",
+    (
+        C("mix", "string", "Allocation mix.", False),
+        C("start_date", "date", "First valued day."),
+        C("end_date", "date", "Last valued day."),
+        C("cagr", "float", "Compound annual growth rate (365-day years).", unit="fraction per year"),
+        C("volatility", "float", "Annualised volatility of daily returns (sqrt 365).", unit="fraction per year"),
+        C("sharpe", "float", "(mean daily return - risk free) / stdev, annualised.", unit="ratio"),
+        C("max_drawdown", "float", "Worst drawdown.", unit="fraction"),
+        C("worst_month", "float", "Worst calendar-month return.", unit="fraction"),
+        C("days_out_of_band", "bigint", "Days with a drifted sleeve outside its band.", unit="days"),
+        C("avg_turnover", "float", "Mean one-way turnover per rebalance.", unit="fraction of NAV"),
+    ),
+    primary_key=("mix",),
+    publish=True,
+)
+
+MART_BAND_BREACHES = Table(
+    "mart_band_breaches",
+    "Every day a mix's drifted sleeve weight is outside its policy band.",
+    (
+        C("date", "date", "UTC day.", False),
+        C("mix", "string", "Allocation mix.", False),
+        C("sleeve", "string", "Sleeve out of band.", False),
+        C("weight", "float", "Drifted sleeve weight.", unit="fraction of NAV"),
+        C("band_min", "float", "Band lower bound.", unit="fraction of NAV"),
+        C("band_max", "float", "Band upper bound.", unit="fraction of NAV"),
+    ),
+    primary_key=("mix", "sleeve", "date"),
+    publish=True,
+)
+
 PIPELINE_RUNS = Table(
     "pipeline_runs",
     "One row per pipeline run, successful or not.",
@@ -115,7 +272,16 @@ TABLES: dict[str, Table] = {
         DIM_ASSET,
         FACT_PRICES,
         FACT_RETURNS,
+        DIM_INDEX_MEMBER,
         MART_ROLLING_CORRELATION,
+        MART_CORRELATION_MATRIX,
+        MART_CORRELATION_EVENTS,
+        MART_MARKET_MILESTONES,
+        MART_PERIOD_RETURNS,
+        MART_ALLOCATION_WEIGHTS,
+        MART_MIX_PERFORMANCE,
+        MART_MIX_SUMMARY,
+        MART_BAND_BREACHES,
         PIPELINE_RUNS,
         INGEST_LOG,
     )

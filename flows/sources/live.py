@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import polars as pl
@@ -80,6 +80,8 @@ class LiveSource:
         stored_tail: pl.DataFrame,
     ) -> SourceBatch:
         now = self.now()
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
         equities = fetch_equities(
             self.yahoo, universe.equities, start, as_of, last_dates, stored_tail, now, self.sleep
         )

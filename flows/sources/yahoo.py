@@ -435,17 +435,14 @@ def fetch_equities(
                     bars, meta, n = client.history(sym, start, as_of)
                     attempts += n
             tz = meta.get("exchangeTimezoneName")
-            open_bars = bars.filter(
-                ~pl.col("date").map_elements(
-                    lambda d: _session_closed(d, tz, s.equity_settle_minutes, now),
-                    return_dtype=pl.Boolean,
-                )
-            )
-            if open_bars.height:
-                bars = bars.filter(~pl.col("date").is_in(open_bars["date"].to_list()))
+            still_open = [
+                d for d in bars["date"] if not _session_closed(d, tz, s.equity_settle_minutes, now)
+            ]
+            if still_open:
+                bars = bars.filter(~pl.col("date").is_in(still_open))
                 out.warnings.append(
-                    f"{sym}: dropped {open_bars.height} bar(s) of a session not yet closed "
-                    f"({open_bars['date'][0]})"
+                    f"{sym}: dropped {len(still_open)} bar(s) of a session not yet closed "
+                    f"({still_open[0]})"
                 )
             if bars.height == 0:
                 raise _EmptyWindow(f"Yahoo returned no bars for {first}..{as_of}")

@@ -162,7 +162,7 @@ def test_ic_ties_small_samples_and_perfect_signal():
         {
             "date": [d0] * 10 + [d1] * 10 + [d2] * 3,
             "symbol": syms + syms + syms[:3],
-            "alpha_score": list(range(10)) + [5.0] * 5 + [7.0] * 5 + [1.0, 2.0, 3.0],
+            "alpha_score": [float(i) for i in range(10)] + [5.0] * 5 + [7.0] * 5 + [1.0, 2.0, 3.0],
         }
     )
     fwd = pl.DataFrame(
