@@ -19,14 +19,22 @@ from pathlib import Path
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.filesystems import LocalFileSystem
+from prefect.futures import as_completed
+from prefect.tasks import exponential_backoff
+from prefect.utilities.hashing import hash_objects
 
 from flows import __version__
 from flows.calendar import sessions as exchange_sessions
+from flows import progress
+from flows.artifacts import RunReport, publish_artifacts, summarize
 from flows.policy import load_policy
+from flows.runners import RunnerSettings, build_task_runner
 from flows.settings import Settings, get_settings
-from flows.sources.base import Source, SourceBatch, SourceError
+from flows.sources.base import ASSET_SCHEMA, Source, SourceBatch, SourceError, empty_bars
 from flows.sources.sample import SYNTHETIC_TAG
-from flows.universe import Universe, load_universe
+from flows.universe import Universe, UniverseError, load_universe
 from transforms.marts import MartParams, build_marts
 from warehouse import marts as mart_files
 from warehouse.audit import audit
@@ -58,6 +66,7 @@ class RunSummary:
     warehouse_path: Path | None = None
     marts_dir: Path | None = None
     error: str | None = None
+    report: RunReport | None = None
 
 
 def make_source(name: str, settings: Settings, paths: list[Path] | None) -> Source:
@@ -95,9 +104,170 @@ def code_version() -> str:
     return f"xasset {__version__}" + (f" ({commit})" if commit else "")
 
 
-@task(cache_policy=NO_CACHE)
-def extract(source: Source, universe: Universe, start: date, as_of: date, lake: Lake, lookback: int) -> SourceBatch:
-    return source.fetch(universe, start, as_of, lake.last_dates(), lake.tail(lookback))
+def extract_cache_key(context: TaskRunContext, parameters: dict) -> str:
+    # Deliberately not the stored state (last dates, tail): a re-run after a
+    # late failure has already landed this batch, and must reuse it, not refetch.
+    return "extract-" + hash_objects(
+        parameters["fingerprint"],
+        [a.symbol for a in parameters["universe"].assets],
+        str(parameters["start"]),
+        str(parameters["as_of"]),
+    )
+
+
+def transient(task, task_run, state) -> bool:
+    """Retry network trouble and timeouts, never a bad file or a bad universe."""
+    try:
+        state.result()
+    except (ValueError, UniverseError, PipelineError):
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(
+    cache_key_fn=extract_cache_key,
+    persist_result=True,
+    retry_condition_fn=transient,
+    task_run_name="extract-{source.name}-{batch}",
+)
+def extract_batch(
+    source: Source,
+    universe: Universe,
+    start: date,
+    as_of: date,
+    last_dates: dict[str, date],
+    stored_tail: pl.DataFrame,
+    fingerprint: str,
+    batch: str = "all",
+) -> SourceBatch:
+    return source.fetch(universe, start, as_of, last_dates, stored_tail)
+
+
+def source_fingerprint(name: str, settings: Settings, paths: list[Path]) -> str:
+    """What, besides symbols and dates, decides what a source returns."""
+    if name == "sample":
+        return f"sample:{settings.sample_seed}"
+    if name == "files":
+        stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for p in paths for f in sorted(_walk(p))]
+        return "files:" + hash_objects(stats)
+    return f"{name}:" + hash_objects(settings.live.model_dump_json())
+
+
+def _walk(path: Path) -> list[Path]:
+    return [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else ([path] if path.exists() else [])
+
+
+def batches(universe: Universe, size: int, splittable: bool) -> list[Universe]:
+    if not splittable or len(universe.assets) <= size:
+        return [universe]
+    return [
+        Universe(benchmarks=(), assets=universe.assets[i : i + size]) for i in range(0, len(universe.assets), size)
+    ]
+
+
+def merge_batches(parts: list[SourceBatch]) -> SourceBatch:
+    bars = [p.bars for p in parts if p.bars.height]
+    assets = [p.assets for p in parts if p.assets.height]
+    fundamentals = [p.fundamentals for p in parts if p.fundamentals is not None]
+    return SourceBatch(
+        bars=pl.concat(bars).sort("symbol", "date") if bars else empty_bars(),
+        assets=pl.concat(assets).sort("symbol") if assets else pl.DataFrame(schema=ASSET_SCHEMA),
+        outcomes=[o for p in parts for o in p.outcomes],
+        fundamentals=pl.concat(fundamentals, how="diagonal_relaxed") if fundamentals else None,
+        synthetic=any(p.synthetic for p in parts),
+        warnings=[w for p in parts for w in p.warnings],
+    )
+
+
+def ensure_source_limit(source: str, limit: int) -> str:
+    """A server-side limit shared by every run and worker, created on first use."""
+    tag = f"xasset-source-{source}"
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            client.create_concurrency_limit(tag=tag, concurrency_limit=limit)
+    except Exception as exc:  # no API: the run goes on, unlimited
+        get_run_logger().warning("could not set the %s concurrency limit: %s", tag, exc)
+    return tag
+
+
+def extract(
+    src: Source,
+    universe: Universe,
+    start: date,
+    as_of: date,
+    lake: Lake,
+    settings: Settings,
+    runner: RunnerSettings,
+    paths: list[Path],
+    incremental: bool = True,
+    lookback: int = 10,
+) -> SourceBatch:
+    """Fetch every symbol in batches mapped over the task runner."""
+    parts = batches(universe, runner.extract_batch_size, splittable=src.name != "files")
+    last_dates = lake.last_dates() if incremental else {}
+    tail = lake.tail(lookback) if incremental else empty_bars()
+    retry = src.name == "live"
+    task_ = extract_batch.with_options(
+        tags=[ensure_source_limit(src.name, runner.source_concurrency)],
+        timeout_seconds=runner.extract_timeout_seconds,
+        retries=runner.extract_retries if retry else 0,
+        retry_delay_seconds=exponential_backoff(runner.extract_retry_backoff_seconds) if retry else 0,
+        retry_jitter_factor=0.5 if retry else None,
+        cache_expiration=timedelta(hours=runner.extract_cache_hours),
+        result_storage=LocalFileSystem(basepath=str((settings.data_dir / "cache" / "extract").resolve())),
+        # Files are read locally and cheaply; caching them only costs disk.
+        refresh_cache=src.name == "files" or runner.extract_cache_hours == 0,
+    )
+    fingerprint = source_fingerprint(src.name, settings, paths)
+    futures = []
+    for i, part in enumerate(parts):
+        symbols = {a.symbol for a in part.assets}
+        futures.append(
+            task_.submit(
+                src,
+                part,
+                start,
+                as_of,
+                {s: d for s, d in last_dates.items() if s in symbols},
+                tail.filter(pl.col("symbol").is_in(list(symbols))),
+                fingerprint,
+                batch=f"{i + 1}of{len(parts)}",
+            )
+        )
+    tracker = ProgressArtifact(f"Extracting {len(universe.assets)} symbols from {src.name} in {len(parts)} batches")
+    progress.emit("extract", 0, len(parts))
+    for done, fut in enumerate(as_completed(futures), start=1):
+        fut.result()  # the first failed batch fails the stage
+        progress.emit("extract", done, len(parts))
+        tracker.update(done / len(parts))
+    # Merge in submission order so the batch is the same whatever finished first.
+    return merge_batches([f.result() for f in futures])
+
+
+class ProgressArtifact:
+    """Prefect's progress artifact, best effort: a display never fails a run."""
+
+    def __init__(self, description: str) -> None:
+        from prefect.artifacts import create_progress_artifact
+
+        try:
+            self.id = create_progress_artifact(0.0, description=description)
+        except Exception:
+            self.id = None
+
+    def update(self, fraction: float) -> None:
+        if self.id is None:
+            return
+        from prefect.artifacts import update_progress_artifact
+
+        try:
+            update_progress_artifact(self.id, round(100 * fraction, 1))
+        except Exception:
+            self.id = None
 
 
 @task(cache_policy=NO_CACHE)

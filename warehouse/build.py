@@ -17,7 +17,7 @@ import duckdb
 import polars as pl
 
 from warehouse.files import TMP_PREFIX, fsync_dir
-from warehouse.schema import Table
+from warehouse.schema import Table, ident
 from warehouse.tables import TABLES
 
 SQL_DIR = Path(__file__).with_name("sql")
@@ -25,7 +25,7 @@ SQL_DIR = Path(__file__).with_name("sql")
 
 def insert_statement(table: Table, relation: str) -> str:
     # Generated from the contract, like the DDL: column order is the contract's.
-    return f"INSERT INTO {table.name} SELECT {', '.join(table.column_names)} FROM {relation}"
+    return f"INSERT INTO {table.name} SELECT {', '.join(map(ident, table.column_names))} FROM {relation}"
 
 
 def staging_path(warehouse_path: Path, run_id: str) -> Path:

@@ -7,7 +7,9 @@ frames and write Parquet marts, and the data dictionary in the docs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Literal
 
 import polars as pl
@@ -51,6 +53,12 @@ class Column:
     description: str
     nullable: bool = True
     unit: str | None = None
+    # Value bounds checked by the data-quality rules (warehouse.quality).
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+    # Floats must be finite (no NaN, no inf) unless a column says otherwise.
+    finite: bool = True
 
     @property
     def duckdb_type(self) -> str:
@@ -59,6 +67,19 @@ class Column:
     @property
     def polars_type(self) -> pl.DataType:
         return _POLARS[self.type]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A data-quality rule over rows: ``check(as_of)`` is true where a row is valid.
+
+    Null counts as valid (nullability is the column's business). Rules that
+    compare a row with its neighbours use window expressions (``.over``).
+    """
+
+    name: str
+    description: str
+    check: Callable[[date], pl.Expr] = field(compare=False)
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,12 @@ class Table:
     publish: bool = False
     # Date column to partition the Parquet mart by year (large tables only).
     partition_year_by: str | None = None
+    # Data-quality rules beyond types, nullability, keys and column bounds.
+    rules: tuple[Rule, ...] = ()
+    # Row-level: a row breaking a rule is quarantined and the rest go on (raw
+    # inputs). Otherwise a single bad row fails the audit (derived tables: a
+    # bad row there is a bug, and hiding it would publish a wrong number).
+    quarantine_bad_rows: bool = False
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -109,11 +136,11 @@ class Table:
     def ddl(self, schema: str | None = None) -> str:
         qualified = f"{schema}.{self.name}" if schema else self.name
         cols = [
-            f"    {c.name} {c.duckdb_type}{'' if c.nullable or c.name in self.primary_key else ' NOT NULL'}"
+            f"    {ident(c.name)} {c.duckdb_type}{'' if c.nullable or c.name in self.primary_key else ' NOT NULL'}"
             for c in self.columns
         ]
         if self.primary_key:
-            cols.append(f"    PRIMARY KEY ({', '.join(self.primary_key)})")
+            cols.append(f"    PRIMARY KEY ({', '.join(map(ident, self.primary_key))})")
         return f"CREATE TABLE {qualified} (\n" + ",\n".join(cols) + "\n);"
 
     def comments(self, schema: str | None = None) -> list[str]:
@@ -121,7 +148,7 @@ class Table:
         out = [f"COMMENT ON TABLE {qualified} IS {sql_literal(self.description)};"]
         for c in self.columns:
             text = c.description + (f" [{c.unit}]" if c.unit else "")
-            out.append(f"COMMENT ON COLUMN {qualified}.{c.name} IS {sql_literal(text)};")
+            out.append(f"COMMENT ON COLUMN {qualified}.{ident(c.name)} IS {sql_literal(text)};")
         return out
 
     def conform(self, frame: pl.DataFrame) -> pl.DataFrame:
@@ -130,6 +157,11 @@ class Table:
         if missing:
             raise ValueError(f"{self.name}: frame lacks column(s) {missing}")
         return frame.select([pl.col(c.name).cast(c.polars_type) for c in self.columns])
+
+
+def ident(name: str) -> str:
+    """A double-quoted SQL identifier: column names like ``table`` are keywords."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def sql_literal(text: str) -> str:

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import polars as pl
+
 from warehouse.schema import Column as C
-from warehouse.schema import Table
+from warehouse.schema import Rule, Table
+
+# Tolerance for weights that must sum to 1: rounding of drifted weights, not
+# a real allocation error (1e-6 of NAV is far below a trade's size).
+WEIGHT_SUM_TOL = 1e-6
+CORRELATION = {"ge": -1.0, "le": 1.0}
+
+NOT_AFTER_AS_OF = Rule("not_after_as_of", "No date after the run's as_of.", lambda as_of: pl.col("date") <= as_of)
 
 DIM_ASSET = Table(
     "dim_asset",
@@ -28,16 +37,21 @@ FACT_PRICES = Table(
     (
         C("symbol", "string", "Asset key (dim_asset.symbol).", False),
         C("date", "date", "Trading date: the exchange session date, or the UTC candle date for crypto.", False),
-        C("open", "float", "Opening price.", unit="quote currency"),
-        C("high", "float", "Highest price.", unit="quote currency"),
-        C("low", "float", "Lowest price.", unit="quote currency"),
-        C("close", "float", "Closing price as traded (not adjusted).", unit="quote currency"),
-        C("adj_close", "float", "Close adjusted for splits and dividends; equals close where there is nothing to adjust.", unit="quote currency"),
-        C("volume", "float", "Traded volume.", unit="base units"),
+        C("open", "float", "Opening price.", unit="quote currency", gt=0),
+        C("high", "float", "Highest price.", unit="quote currency", gt=0),
+        C("low", "float", "Lowest price.", unit="quote currency", gt=0),
+        C("close", "float", "Closing price as traded (not adjusted).", unit="quote currency", gt=0),
+        C("adj_close", "float", "Close adjusted for splits and dividends; equals close where there is nothing to adjust.", unit="quote currency", gt=0),
+        C("volume", "float", "Traded volume.", unit="base units", ge=0),
         C("source", "string", "Source of the bar.", False),
         C("ingested_at", "timestamp", "When this version of the bar was first stored.", False, unit="UTC"),
     ),
     primary_key=("symbol", "date"),
+    rules=(
+        Rule("high_ge_low", "high >= low.", lambda _: pl.col("high") >= pl.col("low")),
+        NOT_AFTER_AS_OF,
+    ),
+    quarantine_bad_rows=True,
 )
 
 FACT_RETURNS = Table(
@@ -63,13 +77,14 @@ MART_ROLLING_CORRELATION = Table(
         C("asset", "string", "Crypto asset or crypto index.", False),
         C("benchmark", "string", "Equity benchmark (^RUT, ^GSPC).", False),
         C("window_days", "int", "Window length in sessions.", False, unit="sessions"),
-        C("correlation", "float", "Pearson correlation of daily log returns; null for a partial window or zero variance."),
+        C("correlation", "float", "Pearson correlation of daily log returns; null for a partial window or zero variance.", **CORRELATION),
         C("beta", "float", "cov(asset, benchmark) / var(benchmark) over the window.", unit="ratio"),
         C("observations", "int", "Sessions in the window with returns for both series.", False, unit="sessions"),
     ),
     primary_key=("asset", "benchmark", "window_days", "date"),
     publish=True,
     partition_year_by="date",
+    rules=(NOT_AFTER_AS_OF,),
 )
 
 DIM_INDEX_MEMBER = Table(
@@ -93,7 +108,7 @@ MART_CORRELATION_MATRIX = Table(
         C("window_days", "int", "Window length in sessions.", False, unit="sessions"),
         C("asset_a", "string", "First symbol.", False),
         C("asset_b", "string", "Second symbol.", False),
-        C("correlation", "float", "Pearson correlation of daily log returns; null for a partial window or zero variance."),
+        C("correlation", "float", "Pearson correlation of daily log returns; null for a partial window or zero variance.", **CORRELATION),
         C("observations", "int", "Sessions in the window with returns for both.", False, unit="sessions"),
     ),
     primary_key=("date", "window_days", "asset_a", "asset_b"),
@@ -110,7 +125,7 @@ MART_CORRELATION_EVENTS = Table(
         C("benchmark", "string", "Equity benchmark.", False),
         C("window_days", "int", "Correlation window.", False, unit="sessions"),
         C("event", "string", "turned_negative, turned_positive, crossed_above or crossed_below.", False),
-        C("correlation", "float", "Correlation on the event date."),
+        C("correlation", "float", "Correlation on the event date.", **CORRELATION),
         C("previous_date", "date", "Last earlier session with the new state; null: first time on record."),
         C("sessions_since", "int", "Sessions from previous_date to date.", unit="sessions"),
         C("description", "string", "One sentence, e.g. 'The 90-session correlation between ^RUT and ALTS turned negative (-0.12) for the first time since 2016-07-14.'", False),
@@ -127,8 +142,8 @@ MART_MARKET_MILESTONES = Table(
     (
         C("date", "date", "Trading date of the series.", False),
         C("symbol", "string", "Benchmark or index.", False),
-        C("close", "float", "Adjusted close.", unit="index points or quote currency"),
-        C("ath_close", "float", "Highest close up to and including this date.", unit="index points or quote currency"),
+        C("close", "float", "Adjusted close.", unit="index points or quote currency", gt=0),
+        C("ath_close", "float", "Highest close up to and including this date.", unit="index points or quote currency", gt=0),
         C("is_new_ath", "bool", "Close strictly above every earlier close."),
         C("drawdown_from_ath", "float", "close / ath_close - 1.", unit="fraction"),
         C("low_21d", "float", "Lowest close of the last 21 rows including today.", unit="index points or quote currency"),
@@ -142,6 +157,12 @@ MART_MARKET_MILESTONES = Table(
     primary_key=("symbol", "date"),
     publish=True,
     partition_year_by="date",
+    rules=(
+        Rule("ath_is_monotone", "ath_close never falls from one date to the next, per symbol.",
+             lambda _: pl.col("ath_close") >= pl.col("ath_close").shift(1).over("symbol", order_by="date")),
+        Rule("ath_ge_close", "ath_close >= close.", lambda _: pl.col("ath_close") >= pl.col("close")),
+        NOT_AFTER_AS_OF,
+    ),
 )
 
 MART_PERIOD_RETURNS = Table(
@@ -168,8 +189,8 @@ MART_ALLOCATION_WEIGHTS = Table(
         C("mix", "string", "Allocation mix.", False),
         C("sleeve", "string", "Policy sleeve (core, midcap_alts, reserve; 'reference' for reference mixes).", False),
         C("symbol", "string", "Member (CASH for a cash reserve).", False),
-        C("target_weight", "float", "Weight set at the last rebalance.", unit="fraction of NAV"),
-        C("weight", "float", "Weight at the close after drifting with prices.", unit="fraction of NAV"),
+        C("target_weight", "float", "Weight set at the last rebalance.", unit="fraction of NAV", ge=0, le=1),
+        C("weight", "float", "Weight at the close after drifting with prices.", unit="fraction of NAV", ge=0, le=1),
         C("band_min", "float", "Sleeve band lower bound.", unit="fraction of NAV"),
         C("band_max", "float", "Sleeve band upper bound.", unit="fraction of NAV"),
         C("in_band", "bool", "The sleeve's drifted weight is inside its band."),
@@ -177,6 +198,12 @@ MART_ALLOCATION_WEIGHTS = Table(
     primary_key=("mix", "symbol", "date"),
     publish=True,
     partition_year_by="date",
+    rules=(
+        Rule("weights_sum_to_one", f"weight sums to 1 (within {WEIGHT_SUM_TOL}) per date and mix.",
+             lambda _: (pl.col("weight").sum().over("date", "mix") - 1.0).abs() <= WEIGHT_SUM_TOL),
+        Rule("band_min_le_band_max", "band_min <= band_max.", lambda _: pl.col("band_min") <= pl.col("band_max")),
+        NOT_AFTER_AS_OF,
+    ),
 )
 
 MART_MIX_PERFORMANCE = Table(
@@ -185,7 +212,7 @@ MART_MIX_PERFORMANCE = Table(
     (
         C("date", "date", "UTC day.", False),
         C("mix", "string", "Allocation mix.", False),
-        C("nav", "float", "Net asset value after costs.", unit="multiple of start"),
+        C("nav", "float", "Net asset value after costs.", unit="multiple of start", gt=0),
         C("daily_return", "float", "Simple return of the NAV.", unit="fraction"),
         C("drawdown", "float", "nav / running max nav - 1.", unit="fraction"),
         C("turnover", "float", "One-way turnover on rebalance days: 1/2 sum |target - drifted|; null otherwise.", unit="fraction of NAV"),
@@ -266,6 +293,20 @@ INGEST_LOG = Table(
     primary_key=("run_id", "symbol", "source"),
 )
 
+QUARANTINE = Table(
+    "quarantine",
+    "Input rows held back because they broke a row-level data-quality rule, one row per (row, rule) and run. "
+    "They stay in the lake untouched and are re-checked by every run until the source corrects them.",
+    (
+        C("run_id", "string", "Run that quarantined the row (pipeline_runs.run_id).", False),
+        C("table", "string", "Table the row was bound for.", False),
+        C("key", "string", "The row's primary key as JSON, e.g. {\"symbol\": \"BTC\", \"date\": \"2026-01-05\"}.", False),
+        C("rule", "string", "Rule broken (see docs/data_dictionary.md).", False),
+        C("detail", "string", "The offending values and where the row came from (source).", False),
+    ),
+    primary_key=("run_id", "table", "key", "rule"),
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -284,5 +325,6 @@ TABLES: dict[str, Table] = {
         MART_BAND_BREACHES,
         PIPELINE_RUNS,
         INGEST_LOG,
+        QUARANTINE,
     )
 }

@@ -1,0 +1,236 @@
+"""``python -m bench --equities 2000 --coins 100 --years 20``
+
+Generates a synthetic panel, then times each stage in a fresh subprocess and
+prints one JSON line per stage: seconds, rows per second, peak RSS. The
+rolling-correlation stage is compared with a numpy baseline measured in the
+same run. Results and their interpretation: docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+GIB = 1024**3
+
+
+def rss_now() -> int:
+    # /proc, not tracemalloc: Polars and Arrow allocate outside Python's allocator.
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def emit(stage: str, seconds: float, rows: int, **extra) -> None:
+    line = {
+        "stage": stage,
+        "seconds": round(seconds, 3),
+        "rows": rows,
+        "rows_per_s": round(rows / seconds) if seconds > 0 else None,
+        "peak_rss_gib": round(peak_rss() / GIB, 3),
+        "rss_before_gib": round(extra.pop("rss_before", 0) / GIB, 3),
+        **extra,
+    }
+    print(json.dumps(line), flush=True)
+
+
+def _inputs(work: Path):
+    import polars as pl
+
+    prices = pl.read_parquet(work / "prices.parquet")
+    assets = pl.read_parquet(work / "assets.parquet")
+    sessions = pl.read_parquet(work / "sessions.parquet")["session_date"]
+    return prices, assets, sessions
+
+
+def _params():
+    from flows.policy import load_policy
+    from transforms.marts import MartParams
+
+    return MartParams(policy=load_policy())
+
+
+def stage_generate(work: Path, args) -> None:
+    from bench.panel import generate
+
+    t = time.perf_counter()
+    prices, assets, sessions = generate(args.equities, args.coins, args.years, date.fromisoformat(args.as_of), args.seed)
+    seconds = time.perf_counter() - t
+    prices.write_parquet(work / "prices.parquet")
+    assets.write_parquet(work / "assets.parquet")
+    sessions.to_frame("session_date").write_parquet(work / "sessions.parquet")
+    emit("generate", seconds, prices.height, symbols=assets.height, sessions=sessions.len())
+
+
+def stage_transform(work: Path, args) -> None:
+    from transforms.marts import build_marts
+
+    prices, assets, sessions = _inputs(work)
+    params = _params()
+    before = rss_now()
+    t = time.perf_counter()
+    marts = build_marts(prices, assets, sessions, params)
+    seconds = time.perf_counter() - t
+    out = work / "tables"
+    out.mkdir(exist_ok=True)
+    for name, frame in marts.tables.items():
+        frame.write_parquet(out / f"{name}.parquet")
+    emit(
+        "transform_full", seconds, prices.height, rss_before=before,
+        output_rows={k: v.height for k, v in marts.tables.items()},
+    )
+
+
+def stage_load(work: Path, args) -> None:
+    import polars as pl
+
+    from warehouse import marts as mart_files
+    from warehouse.build import build_database
+
+    tables = {p.stem: pl.read_parquet(p) for p in sorted((work / "tables").glob("*.parquet"))}
+    rows = sum(f.height for f in tables.values())
+    before = rss_now()
+    t = time.perf_counter()
+    build_database(work / "bench.duckdb", tables)
+    db_s = time.perf_counter() - t
+    emit("load_duckdb", db_s, rows, rss_before=before, file_gib=round((work / "bench.duckdb").stat().st_size / GIB, 3))
+    t = time.perf_counter()
+    mart_files.stage_marts(tables, work / "marts", "bench", {"source": "bench"})
+    emit("write_marts", time.perf_counter() - t, rows, rss_before=before)
+
+
+def stage_correlation(work: Path, args) -> None:
+    import numpy as np
+    import polars as pl
+
+    from bench import baseline
+    from transforms.correlation import rolling_correlation
+    from transforms.returns import log_returns
+
+    prices, assets, sessions = _inputs(work)
+    returns = log_returns(prices, sessions)
+    coins = assets.filter(pl.col("asset_class") == "crypto")["symbol"].to_list()
+    benchmarks = ["^RUT", "^GSPC"]
+    windows = (30, 90, 180, 365)
+    before = rss_now()
+    t = time.perf_counter()
+    corr = rolling_correlation(returns, sessions, coins, benchmarks, windows)
+    polars_s = time.perf_counter() - t
+
+    t = time.perf_counter()
+    x = baseline.dense_returns(returns, sessions, coins)
+    ys = baseline.dense_returns(returns, sessions, benchmarks)
+    base = {b: baseline.rolling_correlation(x, ys[:, j], windows) for j, b in enumerate(benchmarks)}
+    numpy_s = time.perf_counter() - t
+
+    # The two must agree, or the comparison means nothing.
+    idx = pl.DataFrame({"date": sessions.unique().sort(), "i": pl.int_range(0, sessions.n_unique(), eager=True)})
+    got = corr.drop_nulls("correlation").join(idx, on="date")
+    col = {s: i for i, s in enumerate(coins)}
+    worst = 0.0
+    for (b, w), part in got.group_by("benchmark", "window_days"):
+        ref = base[b][w][part["i"].to_numpy(), part["asset"].replace_strict(col, return_dtype=pl.Int64).to_numpy()]
+        worst = max(worst, float(np.nanmax(np.abs(ref - part["correlation"].to_numpy()))))
+    emit("rolling_correlation", polars_s, corr.height, rss_before=before)
+    emit(
+        "rolling_correlation_numpy_baseline", numpy_s, corr.height,
+        ratio_polars_over_numpy=round(polars_s / numpy_s, 2), max_abs_diff=worst,
+    )
+
+    # What a one-new-day recompute of this mart needs: only the last
+    # max(window) sessions of returns feed the new day's values.
+    tail_sessions = sessions.sort().tail(max(windows) + 1)
+    tail = returns.filter(pl.col("session_date") >= tail_sessions.min())
+    t = time.perf_counter()
+    new = rolling_correlation(tail, tail_sessions, coins, benchmarks, windows).filter(
+        pl.col("date") == tail_sessions.max()
+    )
+    tail_s = time.perf_counter() - t
+    full_last = corr.filter(pl.col("date") == tail_sessions.max()).sort("asset", "benchmark", "window_days")
+    new = new.sort("asset", "benchmark", "window_days")
+    same = full_last.select("asset", "benchmark", "window_days").equals(new.select("asset", "benchmark", "window_days"))
+    diff = (full_last["correlation"] - new["correlation"]).abs().max() if same else None
+    emit(
+        "rolling_correlation_last_day_only", tail_s, new.height,
+        ratio_to_full=round(tail_s / polars_s, 3), same_keys_as_full=same, max_abs_diff_vs_full=diff,
+    )
+
+
+def stage_prefect(work: Path, args) -> None:
+    home = work / "prefect_home"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "DO_NOT_TRACK": "1", "PREFECT_LOGGING_LEVEL": "WARNING",
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+    code = "from prefect import flow\n@flow\ndef noop():\n    return 1\nnoop()\n"
+    for label in ("prefect_noop_flow_fresh_home", "prefect_noop_flow_warm_home"):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=600)
+        emit(label, time.perf_counter() - t, 0)
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import prefect"], env=env, check=True, capture_output=True, timeout=600)
+    emit("prefect_import_only", time.perf_counter() - t, 0)
+
+
+STAGES = {
+    "generate": stage_generate,
+    "transform": stage_transform,
+    "load": stage_load,
+    "correlation": stage_correlation,
+    "prefect": stage_prefect,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--equities", type=int, default=2000)
+    ap.add_argument("--coins", type=int, default=100)
+    ap.add_argument("--years", type=int, default=20)
+    ap.add_argument("--as-of", default="2026-11-20")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--stages", default="generate,transform,load,correlation,prefect",
+                    help="comma-separated subset, in order (each after generate needs its inputs)")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep inputs/outputs here (default: a temp dir, removed)")
+    ap.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)  # child mode
+    args = ap.parse_args(argv)
+
+    if args.stage:
+        STAGES[args.stage](args.workdir, args)
+        return 0
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="xasset-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(json.dumps({"stage": "config", "equities": args.equities, "coins": args.coins, "years": args.years,
+                      "as_of": args.as_of, "cpus": os.cpu_count(), "workdir": str(work)}), flush=True)
+    try:
+        for stage in args.stages.split(","):
+            # A fresh interpreter per stage: its ru_maxrss is that stage's peak alone.
+            cmd = [sys.executable, "-m", "bench", "--stage", stage, "--workdir", str(work),
+                   "--equities", str(args.equities), "--coins", str(args.coins), "--years", str(args.years),
+                   "--as-of", args.as_of, "--seed", str(args.seed)]
+            proc = subprocess.run(cmd, stdout=sys.stdout, stderr=sys.stderr)
+            if proc.returncode:
+                print(json.dumps({"stage": stage, "error": f"exit status {proc.returncode}"}), flush=True)
+                return proc.returncode
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""What a run leaves behind for operators: one summary, two renderings.
+
+``summarize`` turns a run's tables into a ``RunReport`` (plain rows, no
+Prefect); ``publish_artifacts`` turns that into Prefect artifacts (a markdown
+report plus table artifacts) and the CLI prints the same report with rich.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import polars as pl
+
+from flows.sources.base import SymbolOutcome
+
+# Alpha Scores come from another mart that may not be in a given build yet.
+ALPHA_TABLE = "mart_factor_scores"
+ALPHA_COLUMNS = ("alpha_score", "score", "composite_score")
+MAX_ROWS = 15
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    source: str
+    as_of: date
+    status: str
+    synthetic: bool
+    audit: str
+    freshness: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    events_since: date | None = None
+    alpha_moves: list[dict[str, Any]] = field(default_factory=list)
+    alpha_note: str = ""
+    allocation: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    def markdown(self) -> str:
+        label = " (SYNTHETIC sample market)" if self.synthetic else ""
+        lines = [
+            f"# xasset run {self.run_id}: {self.status}{label}",
+            "",
+            f"Source **{self.source}**, as of **{self.as_of}**. Audit: **{self.audit}**.",
+        ]
+        if self.error:
+            lines += ["", f"> Error: {self.error}"]
+        sections = [
+            ("Data freshness per source", self.freshness, ""),
+            ("Symbols that failed or are stale", self.problems, "None: every symbol is current."),
+            (
+                "New correlation events" + (f" since {self.events_since}" if self.events_since else ""),
+                self.events,
+                "No new events.",
+            ),
+            ("Biggest Alpha Score moves", self.alpha_moves, self.alpha_note or "No score changes."),
+            ("Allocation mixes vs policy bands (latest day)", self.allocation, "No allocation mixes in this run."),
+        ]
+        for title, rows, empty in sections:
+            lines += ["", f"## {title}", ""]
+            lines += markdown_table(rows) if rows else [empty]
+        return "\n".join(lines) + "\n"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
+    cols = list(rows[0])
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(fmt(r[c]).replace("|", "\\|") for c in cols) + " |")
+    return out
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:,.0f}"
+    return str(v)
+
+
+def freshness(prices: pl.DataFrame, assets: pl.DataFrame) -> tuple[list[dict], list[dict]]:
+    """Per source the newest bar; per symbol, stale when behind the rest of its asset class."""
+    if prices.is_empty():
+        return [], []
+    last = prices.group_by("symbol").agg(
+        pl.col("date").max().alias("last_bar"), pl.col("source").last(), pl.col("ingested_at").max()
+    )
+    last = last.join(assets.select("symbol", "asset_class"), on="symbol", how="left")
+    per_source = (
+        last.group_by("source")
+        .agg(
+            pl.len().alias("symbols"),
+            pl.col("last_bar").max().alias("newest_bar"),
+            pl.col("last_bar").min().alias("oldest_last_bar"),
+            pl.col("ingested_at").max().dt.strftime("%Y-%m-%d %H:%M UTC").alias("last_ingested"),
+        )
+        .sort("source")
+    )
+    stale = (
+        last.with_columns(pl.col("last_bar").max().over("asset_class").alias("class_last"))
+        .filter(pl.col("last_bar") < pl.col("class_last"))
+        .sort("symbol")
+        .select(
+            "symbol",
+            pl.lit("stale").alias("status"),
+            pl.format("last bar {}, {} has {}", "last_bar", "asset_class", "class_last").alias("detail"),
+        )
+    )
+    return per_source.to_dicts(), stale.to_dicts()
+
+
+def new_events(events: pl.DataFrame, since: date | None, as_of: date) -> list[dict]:
+    if events.is_empty():
+        return []
+    recent = events.filter(pl.col("date") > since) if since else events
+    return (
+        recent.filter(pl.col("date") <= as_of)
+        .sort("date", "asset", "benchmark", "window_days", descending=[True, False, False, False])
+        .head(MAX_ROWS)
+        .select("date", "asset", "benchmark", "window_days", "event", pl.col("correlation").round(3))
+        .to_dicts()
+    )
+
+
+def alpha_moves(tables: dict[str, pl.DataFrame]) -> tuple[list[dict], str]:
+    scores = tables.get(ALPHA_TABLE)
+    if scores is None:
+        return [], f"{ALPHA_TABLE} is not part of this build."
+    col = next((c for c in ALPHA_COLUMNS if c in scores.columns), None)
+    if col is None or not {"symbol", "date"} <= set(scores.columns):
+        return [], f"{ALPHA_TABLE} has no recognised score column."
+    dates = scores["date"].unique().sort()
+    if dates.len() < 2:
+        return [], "Only one scoring date so far."
+    prev, last = dates[-2], dates[-1]
+    wide = scores.filter(pl.col("date") == last).select("symbol", pl.col(col).alias("score")).join(
+        scores.filter(pl.col("date") == prev).select("symbol", pl.col(col).alias("previous")), on="symbol"
+    )
+    moves = (
+        wide.with_columns((pl.col("score") - pl.col("previous")).alias("change"))
+        .drop_nulls("change")
+        .sort(pl.col("change").abs(), "symbol", descending=[True, False])
+        .head(10)
+        .with_columns(pl.col("score", "previous", "change").round(3))
+    )
+    return moves.to_dicts(), f"No score changed between {prev} and {last}."
+
+
+def allocation_vs_bands(weights: pl.DataFrame | None, performance: pl.DataFrame | None) -> list[dict]:
+    if weights is None or weights.is_empty():
+        return []
+    last = weights.filter(pl.col("date") == pl.col("date").max().over("mix"))
+    sleeves = (
+        last.group_by("mix", "sleeve", "date")
+        .agg(
+            pl.col("weight").sum().round(4).alias("weight"),
+            pl.col("band_min").first(),
+            pl.col("band_max").first(),
+            pl.col("in_band").all(),
+        )
+        .sort("mix", "sleeve")
+    )
+    if performance is not None and not performance.is_empty():
+        nav = performance.filter(pl.col("date") == pl.col("date").max().over("mix")).select(
+            "mix", pl.col("nav").round(4)
+        )
+        sleeves = sleeves.join(nav, on="mix", how="left")
+    return sleeves.to_dicts()
+
+
+def summarize(
+    tables: dict[str, pl.DataFrame],
+    *,
+    run_id: str,
+    source: str,
+    as_of: date,
+    status: str,
+    synthetic: bool,
+    audit: str,
+    outcomes: list[SymbolOutcome],
+    previous_as_of: date | None,
+    error: str | None = None,
+) -> RunReport:
+    report = RunReport(run_id, source, as_of, status, synthetic, audit, error=error)
+    failed = [
+        {"symbol": o.symbol, "status": "failed", "detail": o.error or ""} for o in outcomes if o.status == "error"
+    ]
+    prices, assets = tables.get("fact_prices"), tables.get("dim_asset")
+    if prices is not None and assets is not None:
+        report.freshness, stale = freshness(prices, assets)
+        failed_symbols = {f["symbol"] for f in failed}
+        report.problems = failed + [s for s in stale if s["symbol"] not in failed_symbols]
+    else:
+        report.problems = failed
+    if "mart_correlation_events" in tables:
+        report.events_since = previous_as_of
+        report.events = new_events(tables["mart_correlation_events"], previous_as_of, as_of)
+    report.alpha_moves, report.alpha_note = alpha_moves(tables)
+    report.allocation = allocation_vs_bands(tables.get("mart_allocation_weights"), tables.get("mart_mix_performance"))
+    return report
+
+
+def publish_artifacts(report: RunReport) -> None:
+    """The report as Prefect artifacts on the current flow run (keys stay stable across runs)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    create_markdown_artifact(
+        report.markdown(), key="xasset-run-report", description=f"xasset run {report.run_id} ({report.status})"
+    )
+    for key, rows in (("xasset-freshness", report.freshness), ("xasset-allocation-bands", report.allocation),
+                      ("xasset-symbol-problems", report.problems)):
+        if rows:
+            create_table_artifact(jsonable(rows), key=key, description=f"run {report.run_id}, as of {report.as_of}")
+
+
+def jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: (v if v is None or isinstance(v, (int, float, str, bool)) else str(v)) for k, v in r.items()} for r in rows]

@@ -1,0 +1,44 @@
+"""Stage progress of a run, for whoever is watching (the CLI's progress bars).
+
+The flow calls ``emit``; listeners subscribed in the same process get every
+event. Events are emitted from the flow's own thread as tasks complete, so a
+run on Dask reports progress the same way as one on the thread pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+STAGES = ("extract", "land", "transform", "load", "audit", "publish")
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str
+    done: int
+    total: int
+    note: str = ""
+
+
+Listener = Callable[[Progress], None]
+_listeners: list[Listener] = []
+
+
+@contextmanager
+def listening(listener: Listener) -> Iterator[None]:
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
+
+
+def emit(stage: str, done: int, total: int, note: str = "") -> None:
+    event = Progress(stage, done, total, note)
+    for listener in list(_listeners):
+        try:
+            listener(event)
+        except Exception:  # a broken display must never fail a run
+            pass

@@ -1,0 +1,78 @@
+"""``xasset`` as the operator runs it, except that it can freeze at a chosen point.
+
+Run as a script: ``python pausing_cli.py run --source sample ...``. With
+``XASSET_TEST_PAUSE_AT=<point>`` the process writes the point's name to
+``XASSET_TEST_PAUSE_FILE`` when it gets there and then sleeps, so a test can
+SIGKILL it at a known stage without a hook in ``flows/nightly.py``. The
+patches wrap the real functions; everything else is the production code path.
+
+Points: ``extract`` (source fetch starts, lock held), ``transform``
+(bars landed, marts not built), ``publish_marts`` (first mart link swapped,
+others not), ``publish_db`` (every mart swapped, warehouse not yet renamed).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+POINT = os.environ.get("XASSET_TEST_PAUSE_AT", "")
+MARKER = os.environ.get("XASSET_TEST_PAUSE_FILE", "")
+
+
+def pause(point: str) -> None:
+    if point != POINT:
+        return
+    Path(MARKER).write_text(f"{point} {os.getpid()}\n")
+    # Long enough for any test to kill us; bounded so a forgotten process ends.
+    time.sleep(float(os.environ.get("XASSET_TEST_PAUSE_SECONDS", "300")))
+
+
+def before(point: str, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        pause(point)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def install() -> None:
+    # Imported only after prepare_prefect(): Prefect reads its settings at import.
+    import flows.nightly as nightly
+    from flows.sources.sample import SampleSource
+    from warehouse import marts
+
+    SampleSource.fetch = before("extract", SampleSource.fetch)
+    nightly.build_marts = before("transform", nightly.build_marts)
+    nightly.publish_database = before("publish_db", nightly.publish_database)
+    swapped = marts.swap_link
+
+    def swap_then_pause(marts_dir, name, version):
+        swapped(marts_dir, name, version)
+        pause("publish_marts")
+
+    marts.swap_link = swap_then_pause
+
+
+def main() -> None:
+    import flows.cli as cli
+
+    prepare = cli.prepare_prefect
+
+    def prepare_then_install(settings):
+        prepare(settings)
+        install()
+
+    cli.prepare_prefect = prepare_then_install
+    sys.argv[0] = "xasset"
+    cli.app()
+
+
+if __name__ == "__main__":
+    main()
