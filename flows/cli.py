@@ -114,11 +114,41 @@ def run(
     out.print(f"marts:     {summary.marts_dir}/<table>/")
 
 
+class SqlFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+def emit_frame(frame, fmt: SqlFormat, output: Path | None) -> None:
+    """Print, or write to ``output``; parquet only goes to a file (binary on a terminal helps no one)."""
+    if output is None:
+        if fmt is SqlFormat.parquet:
+            raise fail("--format parquet needs --output FILE", 2)
+        print_frame(frame, Format(fmt.value))
+        return
+    try:
+        if fmt is SqlFormat.parquet:
+            frame.write_parquet(output, compression="zstd", statistics=True)
+        elif fmt is SqlFormat.json:
+            output.write_text(frame.write_json() + "\n")
+        elif fmt is SqlFormat.csv:
+            frame.write_csv(output)
+        else:
+            with open(output, "w") as fh:
+                Console(file=fh, width=200).print(frame)
+    except OSError as exc:
+        raise fail(f"cannot write {output}: {exc.strerror}", 2) from None
+    err.print(f"[dim]{frame.height} row(s) written to {output}[/]")
+
+
 @app.command()
 def sql(
     query: Annotated[str | None, typer.Argument(help="A read-only SQL query.")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="Read the query from this .sql file ('-' for stdin).")] = None,
-    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    format: Annotated[SqlFormat, typer.Option("--format", "-f")] = SqlFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to this file.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
 ) -> None:
     """Answer a read-only SQL query against the published warehouse."""
@@ -126,6 +156,8 @@ def sql(
 
     if (query is None) == (file is None):
         raise fail("give a query or --file FILE (one of them)", 2)
+    if format is SqlFormat.parquet and output is None:
+        raise fail("--format parquet needs --output FILE", 2)
     if file is not None:
         try:
             query = sys.stdin.read() if str(file) == "-" else file.read_text()
@@ -136,7 +168,58 @@ def sql(
         frame = run_query(settings.warehouse_path, query)
     except QueryError as exc:
         raise fail(str(exc)) from None
-    print_frame(frame, format)
+    emit_frame(frame, format, output)
+
+
+@app.command()
+def tables(
+    format: Annotated[SqlFormat, typer.Option("--format", "-f")] = SqlFormat.table,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
+) -> None:
+    """List the warehouse's tables and views with their descriptions (and row counts once built)."""
+    from warehouse.catalog import list_objects
+    from warehouse.query import QueryError
+
+    try:
+        frame = list_objects(settings_for(data_dir).warehouse_path)
+    except QueryError as exc:
+        raise fail(str(exc)) from None
+    emit_frame(frame, format, None)
+
+
+@app.command()
+def describe(
+    table: Annotated[str, typer.Argument(help="Table or view, e.g. mart_rolling_correlation or analytics.latest_correlations.")],
+    format: Annotated[SqlFormat, typer.Option("--format", "-f")] = SqlFormat.table,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
+) -> None:
+    """Print a table's columns from its contract (a view's from the warehouse)."""
+    from warehouse.catalog import describe as describe_table
+    from warehouse.query import QueryError
+
+    try:
+        description, frame = describe_table(settings_for(data_dir).warehouse_path, table)
+    except QueryError as exc:
+        raise fail(str(exc)) from None
+    if format is SqlFormat.table:
+        out.print(f"[bold]{table}[/]: {description}", highlight=False)
+    emit_frame(frame, format, None)
+
+
+@app.command()
+def runs(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Most recent runs to show.")] = 20,
+    format: Annotated[SqlFormat, typer.Option("--format", "-f")] = SqlFormat.table,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
+) -> None:
+    """List recent pipeline runs: status, timings, audit result, error (failed runs too)."""
+    from warehouse.runs import RunLog, summarize_runs
+
+    frame = summarize_runs(RunLog(settings_for(data_dir).data_dir).runs(), limit)
+    if frame.is_empty():
+        err.print("no runs recorded yet")
+        return
+    emit_frame(frame, format, None)
 
 
 if __name__ == "__main__":  # pragma: no cover

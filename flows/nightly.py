@@ -12,7 +12,7 @@ import json
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +20,6 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
-from prefect.filesystems import LocalFileSystem
 from prefect.futures import as_completed
 from prefect.tasks import exponential_backoff
 from prefect.utilities.hashing import hash_objects
@@ -32,7 +31,7 @@ from flows.artifacts import RunReport, publish_artifacts, summarize
 from flows.policy import load_policy
 from flows.runners import RunnerSettings, build_task_runner
 from flows.settings import Settings, get_settings
-from flows.sources.base import ASSET_SCHEMA, Source, SourceBatch, SourceError, empty_bars
+from flows.sources.base import ASSET_SCHEMA, Source, SourceBatch, SourceError, SymbolOutcome, empty_bars
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe, UniverseError, load_universe
 from transforms.marts import MartParams, build_marts
@@ -218,7 +217,7 @@ def extract(
         retry_delay_seconds=exponential_backoff(runner.extract_retry_backoff_seconds) if retry else 0,
         retry_jitter_factor=0.5 if retry else None,
         cache_expiration=timedelta(hours=runner.extract_cache_hours),
-        result_storage=LocalFileSystem(basepath=str((settings.data_dir / "cache" / "extract").resolve())),
+        result_storage=(settings.data_dir / "cache" / "extract").resolve(),
         # Files are read locally and cheaply; caching them only costs disk.
         refresh_cache=src.name == "files" or runner.extract_cache_hours == 0,
     )
@@ -334,18 +333,78 @@ def check_failures(batch: SourceBatch, source: str, settings: Settings, universe
         )
 
 
-@flow(name="nightly", log_prints=True)
-def nightly(
-    source: str = "sample",
-    paths: list[str] | None = None,
-    start: date | None = None,
-    as_of: date | None = None,
-    data_dir: str | None = None,
+def year_chunks(start: date, end: date) -> list[tuple[date, date]]:
+    """Calendar-year slices of ``start``..``end``: the unit a backfill resumes from."""
+    return [
+        (max(start, date(y, 1, 1)), min(end, date(y, 12, 31))) for y in range(start.year, end.year + 1)
+    ]
+
+
+@dataclass
+class Checkpoint:
+    """Chunks of a backfill already landed, so a restarted backfill skips them."""
+
+    path: Path | None
+    done: set[str] = field(default_factory=set)
+
+    @classmethod
+    def open(cls, path: Path | None) -> Checkpoint:
+        if path is None or not path.exists():
+            return cls(path)
+        return cls(path, set(json.loads(path.read_text())["done"]))
+
+    def mark(self, chunk: tuple[date, date]) -> None:
+        self.done.add(chunk_id(chunk))
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"done": sorted(self.done)}))
+            tmp.replace(self.path)
+
+    def clear(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def combine_outcomes(outcomes: list[SymbolOutcome]) -> list[SymbolOutcome]:
+    """One ingest_log row per symbol and source across a backfill's chunks."""
+    out: dict[tuple[str, str], SymbolOutcome] = {}
+    for o in outcomes:
+        prev = out.get((o.symbol, o.source))
+        if prev is not None:
+            o = replace(
+                o,
+                rows=prev.rows + o.rows,
+                attempts=prev.attempts + o.attempts,
+                first_date=min((d for d in (prev.first_date, o.first_date) if d), default=None),
+                last_date=max((d for d in (prev.last_date, o.last_date) if d), default=None),
+            )
+        out[(o.symbol, o.source)] = o
+    return list(out.values())
+
+
+def chunk_id(chunk: tuple[date, date]) -> str:
+    return f"{chunk[0]}..{chunk[1]}"
+
+
+def run_pipeline(
+    source: str,
+    paths: list[str] | None,
+    start: date | None,
+    as_of: date | None,
+    data_dir: str | None,
+    chunked: bool = False,
 ) -> RunSummary:
-    """Run the whole pipeline once for ``source`` up to ``as_of`` (default: last complete day)."""
+    """One run: extract and land every chunk, then transform, load, audit and publish once.
+
+    ``chunked`` (backfills) splits ``start``..``as_of`` by calendar year, asks
+    the source for each range in full (not incrementally) and records landed
+    years in a checkpoint so an interrupted backfill resumes where it stopped.
+    """
     settings = get_settings()
     if data_dir:
         settings = settings.model_copy(update={"data_dir": Path(data_dir)})
+    runner = RunnerSettings()
     logger = get_run_logger()
     now = datetime.now(UTC)
     as_of = as_of or default_as_of(source, now.date())
@@ -363,6 +422,9 @@ def nightly(
         for stale in remove_stale_temp_files(settings.data_dir):
             logger.info("removed temp file left by an interrupted run: %s", stale)
         log = RunLog(settings.data_dir)
+        history = log.runs()
+        previous = history.filter((pl.col("status") == "succeeded") & (pl.col("source") == source))
+        previous_as_of = previous["as_of"].max() if previous.height else None
         record = {
             "run_id": run.run_id, "started_at": now, "finished_at": None, "source": source, "as_of": as_of,
             "status": "running", "rows_written": None, "error": None, "stage_seconds": None,
@@ -371,30 +433,48 @@ def nightly(
         log.record_run(record)
         staged_db: Path | None = None
         staged_marts: dict[str, Path] = {}
+        tables: dict[str, pl.DataFrame] = {}
+        outcomes: list[SymbolOutcome] = []
         clock = time.perf_counter()
 
         def stage_done(name: str) -> None:
             nonlocal clock
-            run.stage_seconds[name] = round(time.perf_counter() - clock, 3)
+            # Summed: a backfill extracts and lands once per chunk.
+            run.stage_seconds[name] = round(run.stage_seconds.get(name, 0.0) + time.perf_counter() - clock, 3)
             clock = time.perf_counter()
+            if name != "extract":  # extract reports per batch itself
+                progress.emit(name, 1, 1)
 
         try:
             universe = load_universe(settings.universe_path)
-            src = make_source(source, settings, [Path(p) for p in paths or []])
+            src_paths = [Path(p) for p in paths or []]
+            src = make_source(source, settings, src_paths)
             lake = Lake(settings.lake_dir, source)
-            batch = extract(src, universe, start, as_of, lake, lookback=10)
-            run.synthetic = batch.synthetic
-            run.warnings += batch.warnings
-            stage_done("extract")
-            log.record_ingest(
-                pl.DataFrame(
-                    [{"run_id": run.run_id, **o.__dict__} for o in batch.outcomes],
-                    schema=INGEST_LOG.polars_schema,
-                )
+            chunks = year_chunks(start, as_of) if chunked else [(start, as_of)]
+            checkpoint = Checkpoint.open(
+                settings.data_dir / "state" / "backfill" / f"{source}-{start}-{as_of}.json" if chunked else None
             )
-            check_failures(batch, source, settings, universe, run)
-            run.rows_written = land(batch, lake, now)
-            stage_done("land")
+            for chunk in chunks:
+                if chunk_id(chunk) in checkpoint.done:
+                    logger.info("backfill: %s already landed, skipped", chunk_id(chunk))
+                    continue
+                batch = extract(
+                    src, universe, chunk[0], chunk[1], lake, settings, runner, src_paths, incremental=not chunked
+                )
+                run.synthetic |= batch.synthetic
+                run.warnings += batch.warnings
+                outcomes += batch.outcomes
+                log.record_ingest(
+                    pl.DataFrame(
+                        [{"run_id": run.run_id, **o.__dict__} for o in combine_outcomes(outcomes)],
+                        schema=INGEST_LOG.polars_schema,
+                    )
+                )
+                check_failures(batch, source, settings, universe, run)
+                stage_done("extract")
+                run.rows_written += land(batch, lake, now)
+                checkpoint.mark(chunk)
+                stage_done("land")
             tables, warnings = transform(lake, settings, universe, as_of, synthetic=source == "sample")
             run.warnings += warnings
             for w in warnings:
@@ -419,6 +499,7 @@ def nightly(
             publish_database(staged_db, settings.warehouse_path)
             staged_db = None
             stage_done("publish")
+            checkpoint.clear()
             run.status = "succeeded"
         except Exception as exc:
             run.status = "failed"
@@ -427,10 +508,45 @@ def nightly(
                 staged_db.unlink(missing_ok=True)
             raise
         finally:
+            audit_result = "failed" if run.error and run.error.startswith("audit failed") else ("passed" if run.status == "succeeded" else None)
             record.update(
                 finished_at=datetime.now(UTC), status=run.status, rows_written=run.rows_written, error=run.error,
                 stage_seconds=json.dumps(run.stage_seconds), table_rows=json.dumps(run.table_rows),
-                audit="failed" if run.error and run.error.startswith("audit failed") else ("passed" if run.status == "succeeded" else None),
+                audit=audit_result,
             )
             log.record_run(record)
+            run.report = report_run(run, tables, outcomes, previous_as_of, audit_result or "not reached")
     return run
+
+
+def report_run(
+    run: RunSummary, tables: dict[str, pl.DataFrame], outcomes: list, previous_as_of: date | None, audit_result: str
+) -> RunReport | None:
+    """The run report and its artifacts; never the reason a run fails."""
+    logger = get_run_logger()
+    try:
+        report = summarize(
+            tables, run_id=run.run_id, source=run.source, as_of=run.as_of, status=run.status,
+            synthetic=run.synthetic, audit=audit_result, outcomes=outcomes, previous_as_of=previous_as_of,
+            error=run.error,
+        )
+    except Exception as exc:
+        logger.warning("could not summarise the run: %r", exc)
+        return None
+    try:
+        publish_artifacts(report)
+    except Exception as exc:
+        logger.warning("could not create the run's artifacts: %r", exc)
+    return report
+
+
+@flow(name="nightly", log_prints=True, task_runner=build_task_runner(RunnerSettings()))
+def nightly(
+    source: str = "sample",
+    paths: list[str] | None = None,
+    start: date | None = None,
+    as_of: date | None = None,
+    data_dir: str | None = None,
+) -> RunSummary:
+    """Run the whole pipeline once for ``source`` up to ``as_of`` (default: last complete day)."""
+    return run_pipeline(source, paths, start, as_of, data_dir)

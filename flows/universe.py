@@ -46,7 +46,10 @@ class Asset(BaseModel):
     industry: str | None = None
     quote_currency: str | None = None
 
-    _check_symbol = field_validator("symbol")(classmethod(lambda cls, v: check_symbol(v)))
+    @field_validator("symbol")
+    @classmethod
+    def _valid_symbol(cls, value: str) -> str:
+        return check_symbol(value)
 
     @property
     def is_crypto(self) -> bool:

@@ -1,4 +1,11 @@
-"""Checks a run's tables must pass before anything is published."""
+"""Checks a run's tables must pass before anything is published.
+
+The rules themselves are declared with the contracts (``warehouse.tables``)
+and evaluated by ``warehouse.quality``. At audit time every rule is
+table-level: raw inputs were screened (bad rows quarantined) before the
+transforms, so a failing row here means a bug or an unscreened input, and the
+run must not publish.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from datetime import date
 
 import polars as pl
 
-from warehouse.tables import TABLES
+from warehouse import quality
 
 
 @dataclass(frozen=True)
@@ -20,37 +27,23 @@ class AuditFailure:
         return f"{self.table}: {self.rule}: {self.detail}"
 
 
-def _rows(frame: pl.DataFrame, mask: pl.Expr, table: str, rule: str) -> list[AuditFailure]:
-    bad = frame.filter(mask)
-    if bad.is_empty():
-        return []
-    keys = TABLES[table].key or tuple(frame.columns[:2])
-    first = bad.select(keys).row(0, named=True)
-    return [AuditFailure(table, rule, f"{bad.height} row(s), first {first}")]
-
-
 def audit(frames: dict[str, pl.DataFrame], as_of: date) -> list[AuditFailure]:
-    failures: list[AuditFailure] = []
-    for name, frame in frames.items():
-        table = TABLES.get(name)
-        if table is None or not table.key or frame.is_empty():
-            continue
-        dupes = frame.select(table.key).is_duplicated()
-        if dupes.any():
-            failures += _rows(frame, dupes, name, "primary key is unique")
-    prices = frames.get("fact_prices")
-    if prices is not None:
-        failures += _rows(prices, (pl.col("close") <= 0) | (pl.col("adj_close") <= 0), "fact_prices", "prices > 0")
-        failures += _rows(prices, pl.col("high") < pl.col("low"), "fact_prices", "high >= low")
-        failures += _rows(prices, pl.col("date") > as_of, "fact_prices", f"no date after as_of {as_of}")
-    corr = frames.get("mart_rolling_correlation")
-    if corr is not None:
-        failures += _rows(
-            corr, ~pl.col("correlation").is_between(-1.0, 1.0) & pl.col("correlation").is_not_null(),
-            "mart_rolling_correlation", "correlation in [-1, 1]",
-        )
-    returns = frames.get("fact_returns")
-    if returns is not None:
-        failures += _rows(returns, ~pl.col("log_return").is_finite() & pl.col("log_return").is_not_null(),
-                          "fact_returns", "returns are finite")
-    return failures
+    return [
+        AuditFailure(v.table, v.description, f"{v.rows} row(s), first {v.first_key}")
+        for v in quality.violations(frames, as_of)
+    ]
+
+
+def audit_warnings(frames: dict[str, pl.DataFrame], as_of: date, run_id: str | None = None) -> list[str]:
+    """Findings that flag but do not fail a run: quarantined rows, gaps, split-like moves."""
+    out: list[str] = []
+    quarantined = frames.get("quarantine")
+    if quarantined is not None and run_id is not None:
+        line = quality.quarantine_summary(quarantined.filter(pl.col("run_id") == run_id))
+        if line:
+            out.append(line)
+    prices, assets = frames.get("fact_prices"), frames.get("dim_asset")
+    if prices is not None and assets is not None:
+        out += quality.session_gaps(prices, assets, as_of)
+        out += quality.split_like_moves(prices, assets)
+    return out

@@ -17,7 +17,7 @@ import duckdb
 import polars as pl
 
 from warehouse.files import TMP_PREFIX, fsync_dir
-from warehouse.schema import Table, ident
+from warehouse.schema import Table, ident, sql_literal
 from warehouse.tables import TABLES
 
 SQL_DIR = Path(__file__).with_name("sql")
@@ -34,6 +34,37 @@ def staging_path(warehouse_path: Path, run_id: str) -> Path:
 
 def view_files() -> list[Path]:
     return sorted((SQL_DIR / "views").glob("*.sql"))
+
+
+def view_requires(sql: str) -> list[str]:
+    """Tables named on ``-- requires:`` lines: the view is skipped while one is absent."""
+    return [t for line in sql.splitlines() if line.startswith("-- requires:") for t in line.split(":", 1)[1].split()]
+
+
+def mart_views(tables: dict[str, Table]) -> list[str]:
+    # Generated from the contracts, like the DDL: the `marts` schema lists
+    # exactly the published tables, commented like the tables themselves.
+    out = []
+    for t in tables.values():
+        if t.publish:
+            out.append(f"CREATE VIEW marts.{t.name} AS SELECT * FROM main.{t.name};")
+            out.append(f"COMMENT ON VIEW marts.{t.name} IS {sql_literal(t.description)};")
+    return out
+
+
+def create_views(con: duckdb.DuckDBPyConnection, tables: dict[str, Table]) -> list[str]:
+    """Run every view file whose required tables exist; returns the skipped files."""
+    present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
+    skipped = []
+    for view in view_files():
+        sql = view.read_text()
+        if not set(view_requires(sql)) <= present:
+            skipped.append(view.name)
+            continue
+        con.execute(sql)
+    for stmt in mart_views(tables):
+        con.execute(stmt)
+    return skipped
 
 
 def build_database(path: Path, frames: dict[str, pl.DataFrame], tables: dict[str, Table] = TABLES) -> dict[str, int]:
@@ -54,8 +85,7 @@ def build_database(path: Path, frames: dict[str, pl.DataFrame], tables: dict[str
             con.execute(insert_statement(table, "incoming"))
             con.unregister("incoming")
             counts[name] = arrow.num_rows
-        for view in view_files():
-            con.execute(view.read_text())
+        create_views(con, tables)
         con.execute("CHECKPOINT")
     finally:
         con.close()

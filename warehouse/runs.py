@@ -12,7 +12,11 @@ from pathlib import Path
 import polars as pl
 
 from warehouse.files import atomic_write_parquet
-from warehouse.tables import INGEST_LOG, PIPELINE_RUNS
+from warehouse.tables import INGEST_LOG, PIPELINE_RUNS, QUARANTINE
+
+# Runs whose quarantine rows are kept: a bad bar that stays in the lake is
+# quarantined again by every run, so older records add nothing.
+KEEP_QUARANTINE_RUNS = 30
 
 
 class RunLog:
@@ -42,3 +46,41 @@ class RunLog:
         run_ids = rows["run_id"].unique().implode()
         merged = pl.concat([old.filter(~pl.col("run_id").is_in(run_ids)), INGEST_LOG.conform(rows)])
         atomic_write_parquet(merged, self.dir / "ingest_log.parquet")
+
+    def quarantine(self) -> pl.DataFrame:
+        return self._read("quarantine", QUARANTINE)
+
+    def record_quarantine(self, run_id: str, rows: pl.DataFrame | None) -> pl.DataFrame:
+        """Stamp this run's quarantine rows with ``run_id``, persist them; returns the kept history.
+
+        Recorded even when the run fails later, so a failed run still tells
+        which input rows it held back.
+        """
+        rows = rows if rows is not None else pl.DataFrame(schema=QUARANTINE.polars_schema)
+        new = QUARANTINE.conform(rows.with_columns(pl.lit(run_id).alias("run_id")))
+        old = self.quarantine().filter(pl.col("run_id") != run_id)
+        recent = self.runs().sort("started_at")["run_id"].tail(KEEP_QUARANTINE_RUNS).implode()
+        merged = pl.concat([old.filter(pl.col("run_id").is_in(recent)), new])
+        atomic_write_parquet(merged, self.dir / "quarantine.parquet")
+        return merged
+
+
+def summarize_runs(runs: pl.DataFrame, limit: int = 20) -> pl.DataFrame:
+    """The newest ``limit`` runs, newest first, with what an operator scans for."""
+    return (
+        runs.sort("started_at", descending=True)
+        .head(limit)
+        .select(
+            "run_id",
+            pl.col("started_at").dt.strftime("%Y-%m-%d %H:%M:%S").alias("started_utc"),
+            "status",
+            "source",
+            "as_of",
+            ((pl.col("finished_at") - pl.col("started_at")).dt.total_milliseconds() / 1000).round(1).alias("seconds"),
+            "rows_written",
+            "audit",
+            "stage_seconds",
+            pl.col("error").str.slice(0, 120),
+            "code_version",
+        )
+    )

@@ -12,7 +12,7 @@ from warehouse.schema import Rule, Table
 WEIGHT_SUM_TOL = 1e-6
 CORRELATION = {"ge": -1.0, "le": 1.0}
 
-NOT_AFTER_AS_OF = Rule("not_after_as_of", "No date after the run's as_of.", lambda as_of: pl.col("date") <= as_of)
+NOT_AFTER_AS_OF = Rule("not_after_as_of", "date <= as_of ({as_of})", lambda as_of: pl.col("date") <= as_of)
 
 DIM_ASSET = Table(
     "dim_asset",
@@ -48,7 +48,7 @@ FACT_PRICES = Table(
     ),
     primary_key=("symbol", "date"),
     rules=(
-        Rule("high_ge_low", "high >= low.", lambda _: pl.col("high") >= pl.col("low")),
+        Rule("high_ge_low", "high >= low", lambda _: pl.col("high") >= pl.col("low")),
         NOT_AFTER_AS_OF,
     ),
     quarantine_bad_rows=True,
@@ -158,9 +158,9 @@ MART_MARKET_MILESTONES = Table(
     publish=True,
     partition_year_by="date",
     rules=(
-        Rule("ath_is_monotone", "ath_close never falls from one date to the next, per symbol.",
+        Rule("ath_is_monotone", "ath_close never falls from one date to the next, per symbol",
              lambda _: pl.col("ath_close") >= pl.col("ath_close").shift(1).over("symbol", order_by="date")),
-        Rule("ath_ge_close", "ath_close >= close.", lambda _: pl.col("ath_close") >= pl.col("close")),
+        Rule("ath_ge_close", "ath_close >= close", lambda _: pl.col("ath_close") >= pl.col("close")),
         NOT_AFTER_AS_OF,
     ),
 )
@@ -199,9 +199,9 @@ MART_ALLOCATION_WEIGHTS = Table(
     publish=True,
     partition_year_by="date",
     rules=(
-        Rule("weights_sum_to_one", f"weight sums to 1 (within {WEIGHT_SUM_TOL}) per date and mix.",
+        Rule("weights_sum_to_one", f"weight sums to 1 (within {WEIGHT_SUM_TOL}) per date and mix",
              lambda _: (pl.col("weight").sum().over("date", "mix") - 1.0).abs() <= WEIGHT_SUM_TOL),
-        Rule("band_min_le_band_max", "band_min <= band_max.", lambda _: pl.col("band_min") <= pl.col("band_max")),
+        Rule("band_min_le_band_max", "band_min <= band_max", lambda _: pl.col("band_min") <= pl.col("band_max")),
         NOT_AFTER_AS_OF,
     ),
 )

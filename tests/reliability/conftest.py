@@ -1,26 +1,18 @@
-"""Shared machinery for the reliability suite: real ``xasset`` processes, snapshots
-of what a data directory publishes, and a local Prefect API for in-process runs.
+"""Fixtures for the reliability suite: a local Prefect API for in-process runs and
+one Prefect home shared by every ``xasset`` subprocess.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import signal
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
-import polars as pl
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-PAUSING_CLI = Path(__file__).with_name("pausing_cli.py")
-# Prefect's ephemeral server needs 15-30 s to start on 2 busy cores, more on a fresh home.
-START_TIMEOUT = 240
+# The tests import reliability_harness; --import-mode=importlib does not put
+# test directories on sys.path.
+sys.path.insert(0, str(Path(__file__).parent))
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -40,90 +32,3 @@ def prefect_home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("prefect-home")
 
 
-def cli_env(prefect_home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "XASSET_TEST_"))}
-    env.update(
-        PREFECT_HOME=str(prefect_home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        PREFECT_LOGGING_LEVEL="WARNING",
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
-        **extra,
-    )
-    return env
-
-
-def xasset_cmd(*args: str) -> list[str]:
-    return [sys.executable, str(PAUSING_CLI), *args]
-
-
-def run_xasset(prefect_home: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        xasset_cmd(*args), env=cli_env(prefect_home), cwd=REPO, capture_output=True, text=True, timeout=START_TIMEOUT + 120
-    )
-
-
-@dataclass
-class Paused:
-    proc: subprocess.Popen
-    point: str
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-
-def start_paused(prefect_home: Path, point: str, marker: Path, *args: str) -> Paused:
-    """Start ``xasset`` and return once it is frozen at ``point`` (or fail, bounded)."""
-    marker.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        xasset_cmd(*args),
-        env=cli_env(prefect_home, XASSET_TEST_PAUSE_AT=point, XASSET_TEST_PAUSE_FILE=str(marker)),
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + START_TIMEOUT
-    while not marker.exists():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"xasset exited ({proc.returncode}) before reaching {point}:\n{out}\n{err}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait(timeout=30)
-            pytest.fail(f"xasset did not reach {point} within {START_TIMEOUT} s")
-        time.sleep(0.2)
-    return Paused(proc, point)
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def published(data_dir: Path) -> dict[str, str]:
-    """Everything a reader can see: the warehouse file and each mart's link and files."""
-    out = {"warehouse.duckdb": digest(data_dir / "warehouse.duckdb")}
-    marts = data_dir / "marts"
-    for name in sorted(os.listdir(marts)):
-        if name.startswith("."):
-            continue
-        out[f"{name} ->"] = os.readlink(marts / name)
-        version = (marts / name).resolve()
-        for p in sorted(version.rglob("*")):
-            if p.is_file():
-                out[f"{name}/{p.relative_to(version)}"] = digest(p)
-    return out
-
-
-def temp_leftovers(data_dir: Path) -> list[Path]:
-    return sorted(p for p in data_dir.rglob(".tmp-*") if ".prefect" not in p.parts)
-
-
-def read_table(db: Path, name: str, drop: tuple[str, ...] = ()) -> pl.DataFrame:
-    from warehouse.tables import TABLES
-
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        cols = [c for c in TABLES[name].column_names if c not in drop]
-        key = ", ".join(TABLES[name].key or cols)
-        return con.sql(f"SELECT {', '.join(cols)} FROM {name} ORDER BY {key}").pl()
-    finally:
-        con.close()

@@ -189,6 +189,18 @@ def test_ic_ties_small_samples_and_perfect_signal():
     assert summary["n_dates"].item() == 2
 
 
+def test_ic_with_tied_returns_matches_pandas():
+    d = date(2024, 3, 1)
+    x = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0]
+    y = [0.01, 0.02, 0.02, -0.01, 0.02, 0.05, -0.01, 0.0]
+    syms = [f"S{i}" for i in range(len(x))]
+    scores = pl.DataFrame({"date": [d] * len(x), "symbol": syms, "value_score": x})
+    fwd = pl.DataFrame({"date": [d] * len(x), "symbol": syms, "horizon_sessions": 21, "fwd_return": y})
+    daily = factor_daily_stats(scores, fwd, factors={"value": "value_score"})
+    expected = pd.DataFrame({"x": x, "y": y}).corr(method="spearman").iloc[0, 1]
+    assert daily["ic"].item() == pytest.approx(expected, abs=1e-12)
+
+
 def test_forward_returns_never_enter_scores(panel):
     # Scores depend only on data up to t: truncating prices after t leaves them unchanged.
     sessions, prices, scores, assets, fund = panel

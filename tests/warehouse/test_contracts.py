@@ -47,7 +47,7 @@ def test_ddl_types_keys_and_comments(tmp_path):
     try:
         for table in TABLES.values():
             cols = con.execute(
-                "SELECT column_name, data_type, is_nullable, comment FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index",
+                "SELECT column_name, data_type, is_nullable, comment FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = ? ORDER BY column_index",
                 [table.name],
             ).fetchall()
             assert [c[0] for c in cols] == table.column_names

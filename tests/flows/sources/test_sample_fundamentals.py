@@ -156,6 +156,26 @@ def test_pe_follows_price():
     assert base.filter(before).equals(up.filter(before))
 
 
+def test_snapshot_reads_no_later_price():
+    # Q02 has no bar on the 2021-11-01 snapshot day; a rally from the next day
+    # on must not reach that snapshot (it reads the last bar on or before as_of).
+    as_of = date(2021, 11, 1)
+    prices = make_prices().filter(~((pl.col("symbol") == "Q02") & (pl.col("date") == as_of)))
+    bump = pl.when((pl.col("symbol") == "Q02") & (pl.col("date") > as_of)).then(3.0).otherwise(1.0)
+    base = sample_fundamentals(make_stocks(), prices, 42, SESSIONS[0], SESSIONS[-1])
+    up = sample_fundamentals(make_stocks(), prices.with_columns(pl.col("adj_close") * bump), 42, SESSIONS[0],
+                             SESSIONS[-1])  # fmt: skip
+    key = pl.col("as_of") <= as_of
+    assert base.filter(key).equals(up.filter(key))
+    assert not base.equals(up)
+
+
+def test_stocks_differ_within_a_sector(full):
+    a = full.filter(pl.col("symbol") == "Q00")["return_on_equity"]
+    b = full.filter(pl.col("symbol") == "Q06")["return_on_equity"]  # same sector, same listing
+    assert not a.equals(b)
+
+
 def test_empty_inputs():
     empty = sample_fundamentals(make_stocks(), make_prices().clear(), 1, SESSIONS[0], SESSIONS[-1])
     assert empty.is_empty() and empty.schema == pl.Schema(FUNDAMENTALS_SCHEMA)

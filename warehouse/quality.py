@@ -1,0 +1,281 @@
+"""Data-quality rules: compiled from the table contracts into dataframely schemas.
+
+Each ``Table`` declares its rules next to its columns (``warehouse.tables``):
+types and nullability, the key, value bounds on columns (``gt``/``ge``/``le``,
+floats finite by default) and row rules (``Rule``). Here they become one
+dataframely schema per table and run (rules may depend on ``as_of``), whose
+``filter`` splits a frame into valid rows and per-rule failures.
+
+What a failure means depends on the table (``Table.quarantine_bad_rows``):
+
+* raw inputs (``fact_prices``): the row is *quarantined*, i.e. held out of
+  this run and written to the ``quarantine`` table; everything derived is
+  computed from the clean rows. The lake keeps the row as landed.
+* derived tables: any failing row fails the audit, and nothing is published.
+
+Some findings are not errors and only *flag* (a warning in the run summary):
+missing sessions in a symbol's history and 90% one-day moves in an equity's
+adjusted close (a likely unadjusted split, but also what a real crash looks like).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+
+import dataframely as dy
+import polars as pl
+
+from warehouse.schema import Column, LogicalType, Table
+from warehouse.tables import QUARANTINE, TABLES
+
+# Any column with one of these names, in any table (including tables whose
+# contract lives elsewhere), holds a 0-100 score.
+SCORE_BOUNDS = (0.0, 100.0)
+EQUITY_CLASSES = ("index", "etf", "equity")
+CRYPTO_CLASSES = ("crypto", "index_crypto")
+# A one-day move of 90% or more (either way, in log terms) in an adjusted
+# close: what an unadjusted 1:10 split looks like.
+SPLIT_LIKE_LOG_MOVE = math.log(10)
+MAX_LISTED = 5
+
+_DY: dict[LogicalType, Callable[..., dy.Column]] = {
+    "string": dy.String,
+    "date": dy.Date,
+    "float": dy.Float64,
+    "int": dy.Int32,
+    "bigint": dy.Int64,
+    "bool": dy.Bool,
+    "timestamp": lambda **kw: dy.Datetime(time_zone="UTC", time_unit="us", **kw),
+}
+
+
+def is_score(name: str) -> bool:
+    return name == "alpha_score" or name.endswith("_score")
+
+
+@dataclass(frozen=True)
+class Compiled:
+    schema: type[dy.Schema]
+    # dataframely's rule name (e.g. ``close|min_exclusive``) -> our sentence.
+    descriptions: dict[str, str]
+
+
+def _bounds(col: Column) -> dict[str, float]:
+    if col.type not in ("float", "int", "bigint"):
+        return {}
+    gt, ge, le = col.gt, col.ge, col.le
+    if is_score(col.name) and gt is None and ge is None and le is None:
+        ge, le = SCORE_BOUNDS
+    out = {}
+    if gt is not None:
+        out["min_exclusive"] = gt
+    if ge is not None:
+        out["min"] = ge
+    if le is not None:
+        out["max"] = le
+    return out
+
+
+_BOUND_TEXT = {"min_exclusive": ">", "min": ">=", "max": "<="}
+
+
+def compile_table(table: Table, as_of: date) -> Compiled:
+    namespace: dict[str, object] = {}
+    desc: dict[str, str] = {}
+    for col in table.columns:
+        kwargs: dict[str, object] = {
+            "nullable": col.nullable and col.name not in table.primary_key,
+            "primary_key": col.name in table.primary_key,
+            **_bounds(col),
+        }
+        if col.type == "float":
+            kwargs["allow_nan"] = kwargs["allow_inf"] = not col.finite
+            desc[f"{col.name}|nan"] = f"{col.name} is not NaN"
+            desc[f"{col.name}|inf"] = f"{col.name} is finite"
+        namespace[col.name] = _DY[col.type](**kwargs)
+        desc[f"{col.name}|nullability"] = f"{col.name} is not null"
+        for k, op in _BOUND_TEXT.items():
+            if k in kwargs:
+                desc[f"{col.name}|{k}"] = f"{col.name} {op} {kwargs[k]:g}"
+    if table.primary_key:
+        desc["primary_key"] = f"({', '.join(table.primary_key)}) is unique"
+    if table.unique:
+        key = list(table.unique)
+        namespace["key_is_unique"] = dy.rule()(lambda _s, key=key: pl.struct(key).is_unique())
+        desc["key_is_unique"] = f"({', '.join(key)}) is unique"
+    for rule in table.rules:
+        namespace[rule.name] = dy.rule()(lambda _s, rule=rule: rule.check(as_of))
+        desc[rule.name] = rule.description.format(as_of=as_of)
+    schema = type(f"{table.name}_rules", (dy.Schema,), namespace)
+    return Compiled(schema, desc)
+
+
+_LOGICAL: dict[type[pl.DataType], LogicalType] = {
+    pl.String: "string", pl.Date: "date", pl.Float64: "float", pl.Int32: "int",
+    pl.Int64: "bigint", pl.Boolean: "bool",
+}
+
+
+def contract_for(name: str, frame: pl.DataFrame) -> Table:
+    """The declared contract, or for a table declared elsewhere one read off the frame.
+
+    The latter checks only what applies by column name (scores in [0, 100]).
+    """
+    if name in TABLES:
+        return TABLES[name]
+    cols = tuple(
+        Column(c, _LOGICAL[type(t)], "", nullable=True, finite=False)
+        for c, t in frame.schema.items()
+        if type(t) in _LOGICAL
+    )
+    return Table(name, "", cols)
+
+
+@dataclass(frozen=True)
+class Violation:
+    table: str
+    rule: str
+    description: str
+    rows: int
+    first_key: dict
+
+
+def check_frame(table: Table, frame: pl.DataFrame, as_of: date) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(valid rows, failures)``: failures has the row's columns, ``_rule`` and ``_description``."""
+    frame = table.conform(frame)
+    compiled = compile_table(table, as_of)
+    good, result = compiled.schema.filter(frame, cast=False)
+    details = result.details()
+    rule_cols = [c for c in details.columns if c not in frame.columns]
+    if details.is_empty() or not rule_cols:
+        return good, frame.clear().with_columns(pl.lit(None, pl.String).alias("_rule"), pl.lit(None, pl.String).alias("_description"))
+    failures = (
+        details.with_row_index("_row")
+        .unpivot(index=["_row", *frame.columns], on=rule_cols, variable_name="_rule", value_name="_state")
+        .filter(pl.col("_state").cast(pl.String) == "invalid")
+        .sort("_row", "_rule")
+        .drop("_row", "_state")
+        .with_columns(pl.col("_rule").replace_strict(compiled.descriptions, default=pl.col("_rule")).alias("_description"))
+    )
+    return good, failures
+
+
+def _key_json(table: Table, row: dict) -> str:
+    cols = list(table.key) or table.column_names
+    return json.dumps({c: row[c] for c in cols}, default=str)
+
+
+def violations(frames: dict[str, pl.DataFrame], as_of: date) -> list[Violation]:
+    out: list[Violation] = []
+    for name, frame in frames.items():
+        if frame.is_empty():
+            continue
+        table = contract_for(name, frame)
+        _, failures = check_frame(table, frame, as_of)
+        if failures.is_empty():
+            continue
+        for (rule, description), group in failures.group_by("_rule", "_description", maintain_order=True):
+            first = group.row(0, named=True)
+            keys = list(table.key) or table.column_names[:2]
+            out.append(Violation(name, rule, description, group.height, {k: first[k] for k in keys}))
+    return out
+
+
+def screen(name: str, frame: pl.DataFrame, as_of: date, run_id: str = "") -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split a raw input into the rows a run may use and its ``quarantine`` rows.
+
+    A row breaking several rules gets one quarantine row per rule. ``run_id``
+    may be left empty and stamped later (``RunLog.record_quarantine``).
+    """
+    table = TABLES[name]
+    if not table.quarantine_bad_rows:
+        raise ValueError(f"{name} is audited as a whole, not screened row by row")
+    good, failures = check_frame(table, frame, as_of)
+    if failures.is_empty():
+        return good, pl.DataFrame(schema=QUARANTINE.polars_schema)
+    rows = [
+        {
+            "run_id": run_id,
+            "table": name,
+            "key": _key_json(table, r),
+            "rule": r["_rule"],
+            "detail": f"{r['_description']}; row: "
+            + json.dumps({c: r[c] for c in table.column_names if c != "ingested_at"}, default=str),
+        }
+        for r in failures.iter_rows(named=True)
+    ]
+    return good, QUARANTINE.conform(pl.DataFrame(rows, schema=QUARANTINE.polars_schema)).unique(maintain_order=True)
+
+
+def quarantine_summary(quarantined: pl.DataFrame) -> str | None:
+    """One line for the run summary, or None when nothing was quarantined."""
+    if quarantined.is_empty():
+        return None
+    by_rule = quarantined.group_by("table", "rule").len().sort("table", "rule")
+    parts = ", ".join(f"{r['table']}.{r['rule']}: {r['len']}" for r in by_rule.iter_rows(named=True))
+    first = quarantined.row(0, named=True)
+    return (
+        f"quarantined {quarantined['key'].n_unique()} input row(s), published the clean rows ({parts}); "
+        f"e.g. {first['table']} {first['key']}: {first['detail']} -- see the quarantine table"
+    )
+
+
+def session_gaps(
+    prices: pl.DataFrame, assets: pl.DataFrame, as_of: date,
+    sessions: Callable[[date, date], pl.Series] | None = None,
+) -> list[str]:
+    """Flag symbols missing expected dates between their first and last bar.
+
+    Equities and indices are expected on every exchange session (XNYS),
+    crypto on every UTC day.
+    """
+    if prices.is_empty() or assets is None or assets.is_empty():
+        return []
+    if sessions is None:
+        from flows.calendar import sessions
+    spans = (
+        prices.filter(pl.col("date") <= as_of)
+        .group_by("symbol").agg(pl.col("date").min().alias("first"), pl.col("date").max().alias("last"))
+        .join(assets.select("symbol", "asset_class"), on="symbol", how="inner")
+    )
+    crypto = spans.filter(pl.col("asset_class").is_in(CRYPTO_CLASSES))
+    equity = spans.filter(pl.col("asset_class").is_in(EQUITY_CLASSES))
+    expected = [
+        crypto.select("symbol", pl.date_ranges("first", "last").alias("date")).explode("date"),
+    ]
+    if not equity.is_empty():
+        cal = sessions(equity["first"].min(), equity["last"].max()).alias("date").to_frame()
+        expected.append(
+            equity.join(cal, how="cross").filter(pl.col("date").is_between(pl.col("first"), pl.col("last")))
+            .select("symbol", "date")
+        )
+    missing = pl.concat(expected).join(prices.select("symbol", "date"), on=["symbol", "date"], how="anti")
+    if missing.is_empty():
+        return []
+    per = missing.group_by("symbol").agg(pl.len().alias("n"), pl.col("date").min().alias("first")).sort("symbol")
+    listed = ", ".join(f"{r['symbol']} ({r['n']}, first {r['first']})" for r in per.head(MAX_LISTED).iter_rows(named=True))
+    more = f" and {per.height - MAX_LISTED} more" if per.height > MAX_LISTED else ""
+    return [f"gaps: {per.height} symbol(s) miss expected dates: {listed}{more}"]
+
+
+def split_like_moves(prices: pl.DataFrame, assets: pl.DataFrame) -> list[str]:
+    """Flag equity one-day moves of 90%+ in the adjusted close (possible unadjusted split)."""
+    if prices.is_empty() or assets is None or assets.is_empty():
+        return []
+    equities = assets.filter(pl.col("asset_class").is_in(EQUITY_CLASSES))["symbol"].implode()
+    moves = (
+        prices.filter(pl.col("symbol").is_in(equities))
+        .sort("symbol", "date")
+        .with_columns((pl.col("adj_close") / pl.col("adj_close").shift(1).over("symbol")).log().alias("_m"))
+        .filter(pl.col("_m").abs() >= SPLIT_LIKE_LOG_MOVE)
+    )
+    if moves.is_empty():
+        return []
+    listed = ", ".join(
+        f"{r['symbol']} {r['date']} ({math.exp(r['_m']) - 1:+.0%})" for r in moves.head(MAX_LISTED).iter_rows(named=True)
+    )
+    return [f"possible unadjusted split (90%+ one-day move in adj_close, kept, please check the source): {listed}"]
