@@ -317,32 +317,26 @@ def factor_panel(
 def mart_factor_metrics(panel: pl.DataFrame, metrics: Sequence[Metric] = METRICS) -> pl.DataFrame:
     """Long ``date, symbol, metric, value, rank_pct, rank_scope``: one row per
     stock, session and metric with a non-null value (null metrics have no rank
-    and are simply absent). Rows come sorted by date, symbol, then metric in
-    declaration order."""
+    and are simply absent). Rows come in metric blocks (declaration order),
+    each in the panel's (date, symbol) order."""
     if not metrics:
         return pl.DataFrame(schema=METRICS_SCHEMA)
-    # Exploding a per-row list keeps the panel's (date, symbol) order, which a
-    # global sort of the ~9x longer frame would otherwise have to restore.
-    rows = pl.concat_list(
-        [
-            pl.struct(
-                pl.lit(m.name).alias("metric"),
-                pl.col(m.name).alias("value"),
-                pl.col(f"{m.name}__rank").alias("rank_pct"),
-                pl.col(f"{m.name}__scope").alias("rank_scope"),
-            )
-            for m in metrics
-        ]
-    )
-    out = (
+    # Block-wise concatenation, not a global sort: at 2,000 stocks x 20 years
+    # the long frame has ~80M rows and sorting it dominates the cost.
+    parts = [
         panel.lazy()
-        .sort("date", "symbol")
-        .select("date", "symbol", rows.alias("row"))
-        .explode("row")
-        .unnest("row")
-        .filter(pl.col("value").is_not_null())
-        .collect()
-    )
+        .filter(pl.col(m.name).is_not_null())
+        .select(
+            "date",
+            "symbol",
+            pl.lit(m.name).alias("metric"),
+            pl.col(m.name).alias("value"),
+            pl.col(f"{m.name}__rank").alias("rank_pct"),
+            pl.col(f"{m.name}__scope").alias("rank_scope"),
+        )
+        for m in metrics
+    ]
+    out = pl.concat(parts).collect()
     return out.select([pl.col(c).cast(t) for c, t in METRICS_SCHEMA.items()])
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from warehouse.files import TMP_PREFIX, atomic_write_parquet, atomic_write_text
+from warehouse.files import TMP_PREFIX, atomic_write_text, write_parquet_content_named
 from warehouse.schema import Table
 from warehouse.tables import TABLES
 
@@ -34,12 +34,9 @@ def write_version(table: Table, frame: pl.DataFrame, marts_dir: Path, run_id: st
     if table.partition_year_by and frame.height:
         years = frame.with_columns(pl.col(table.partition_year_by).dt.year().alias("_y"))
         for (year,), part in years.group_by("_y", maintain_order=True):
-            rel = f"year={year}/part-0.parquet"
-            atomic_write_parquet(part.drop("_y"), version / rel)
-            files.append(rel)
+            files.append(f"year={year}/" + write_parquet_content_named(part.drop("_y"), version / f"year={year}"))
     else:
-        atomic_write_parquet(frame, version / "part-0.parquet")
-        files.append("part-0.parquet")
+        files.append(write_parquet_content_named(frame, version))
     manifest = {
         "table": table.name,
         "description": table.description,

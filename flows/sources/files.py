@@ -13,7 +13,8 @@ Formats recognised (by extension, then by content):
 The symbol comes from the file name (``^RUT.csv`` -> ``^RUT``, ``BTC-USD.csv``
 and ``BTC_USDT-1d.json`` -> ``BTC``). A file that is not a price history is
 skipped with a warning naming it; a malformed value in a price history is an
-error naming file, row and column.
+error naming file, row and column, and two different bars for one date (often
+mixed time zones) are an error naming file, symbol and date.
 """
 
 from __future__ import annotations
@@ -195,14 +196,19 @@ def _from_table(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def read_ipc(path: Path) -> pl.DataFrame:
-    return _from_table(pl.read_ipc(path))
+    try:
+        frame = pl.read_ipc(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise FileFormatError(f"{path}: unreadable Feather/Arrow file: {exc}") from exc
+    return _from_table(frame)
 
 
 def read_parquet(path: Path) -> pl.DataFrame:
     try:
-        return _from_table(pl.read_parquet(path))
-    except (pl.exceptions.ComputeError, OSError) as exc:
+        frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
         raise FileFormatError(f"{path}: unreadable Parquet: {exc}") from exc
+    return _from_table(frame)
 
 
 READERS = {"csv": read_csv, "json": read_json, "ipc": read_ipc, "parquet": read_parquet}
@@ -218,6 +224,37 @@ def _complete(frame: pl.DataFrame) -> pl.DataFrame:
     if "volume" not in frame.columns:
         frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias("volume"))
     return frame
+
+
+def _one_bar_per_date(part: pl.DataFrame, path: Path, symbol: str, warnings: list[str]) -> pl.DataFrame:
+    """Collapse exact repeats; two different bars for one date are an error, not a coin toss."""
+    part = part.drop_nulls("date")
+    exact = part.height - part.unique().height
+    if exact:
+        warnings.append(f"{path}: {symbol}: {exact} exact duplicate row(s) collapsed")
+        part = part.unique(maintain_order=True)
+    clash = part.filter(pl.col("date").is_duplicated())
+    if clash.height:
+        day = clash["date"].min()
+        n = clash.filter(pl.col("date") == day).height
+        raise FileFormatError(
+            f"{path}: {symbol}: date {day} appears {n} times with different values "
+            f"({clash.select(pl.col('date').n_unique()).item()} date(s) affected); "
+            "keep one bar per date (mixed time zones can map two timestamps to one date)"
+        )
+    return part.sort("date")
+
+
+def _symbols_of(frame: pl.DataFrame, path: Path, universe: Universe) -> list[tuple[SymbolName, pl.DataFrame]]:
+    """A long file's symbols; a symbol that could not be a ticker names its file and row."""
+    parts = []
+    rows = frame.with_row_index("_row", offset=1)
+    for (s,), g in rows.group_by("symbol", maintain_order=True):
+        try:
+            parts.append((classify_symbol(s, universe), g.drop("symbol", "_row")))
+        except (ValueError, TypeError) as why:
+            raise FileFormatError(f"{path}: row {g['_row'][0]}: column 'symbol': {why}") from None
+    return parts
 
 
 def _agree(a: pl.DataFrame, b: pl.DataFrame, rel_tol: float) -> tuple[bool, str]:
@@ -265,7 +302,7 @@ class FilesSource:
                 warnings.append(f"skipped {path}: not a price history ({why})")
                 continue
             if "symbol" in frame.columns:
-                parts = [(classify_symbol(s, universe), g.drop("symbol")) for (s,), g in frame.group_by("symbol")]
+                parts = _symbols_of(frame, path, universe)
             else:
                 try:
                     name = symbol_from_filename(path, universe)
@@ -274,10 +311,7 @@ class FilesSource:
                     continue
                 parts = [(name, frame)]
             for name, part in parts:
-                part = _complete(part).drop_nulls("date").unique("date", keep="first").sort("date")
-                dupes = frame.height - frame.unique().height if "symbol" not in frame.columns else 0
-                if dupes:
-                    warnings.append(f"{path}: {dupes} exact duplicate row(s) collapsed")
+                part = _one_bar_per_date(_complete(part), path, name.symbol, warnings)
                 if name.symbol in by_symbol:
                     other_path, other = by_symbol[name.symbol]
                     ok, detail = _agree(other, part, self.overlap_rel_tol)
@@ -301,7 +335,11 @@ class FilesSource:
                         "source_symbol": name.source_symbol,
                     }
         if not by_symbol:
-            raise SourceError(f"no price history found under {', '.join(map(str, self.paths))}")
+            # The skip warnings are the only explanation: put them in the error.
+            why = "; ".join(warnings[:5]) + (f"; and {len(warnings) - 5} more" if len(warnings) > 5 else "")
+            raise SourceError(
+                f"no price history found under {', '.join(map(str, self.paths))}" + (f" ({why})" if why else "")
+            )
         bars = pl.concat(
             [conform_bars(f.with_columns(pl.lit(sym).alias("symbol"))) for sym, (_, f) in by_symbol.items()]
         )
