@@ -124,7 +124,12 @@ def new_events(events: pl.DataFrame, since: date | None, as_of: date) -> list[di
     )
 
 
-def alpha_moves(tables: dict[str, pl.DataFrame]) -> tuple[list[dict], str]:
+def alpha_moves(tables: dict[str, pl.DataFrame], previous_as_of: date | None = None) -> tuple[list[dict], str]:
+    """Largest Alpha Score changes since the last scored session of the previous run.
+
+    Without a previous run (or nothing scored since) the baseline is the
+    session before the latest.
+    """
     scores = tables.get(ALPHA_TABLE)
     if scores is None:
         return [], f"{ALPHA_TABLE} is not part of this build."
@@ -133,19 +138,23 @@ def alpha_moves(tables: dict[str, pl.DataFrame]) -> tuple[list[dict], str]:
         return [], f"{ALPHA_TABLE} has no recognised score column."
     dates = scores["date"].unique().sort()
     if dates.len() < 2:
-        return [], "Only one scoring date so far."
-    prev, last = dates[-2], dates[-1]
-    wide = scores.filter(pl.col("date") == last).select("symbol", pl.col(col).alias("score")).join(
+        return [], "Fewer than two scored sessions so far."
+    last = dates[-1]
+    before = dates.filter(dates <= previous_as_of) if previous_as_of else dates.head(0)
+    prev = before[-1] if before.len() and before[-1] < last else dates[-2]
+    keep = ["symbol"] + (["sector"] if "sector" in scores.columns else [])
+    wide = scores.filter(pl.col("date") == last).select(*keep, pl.col(col).alias("score")).join(
         scores.filter(pl.col("date") == prev).select("symbol", pl.col(col).alias("previous")), on="symbol"
     )
     moves = (
         wide.with_columns((pl.col("score") - pl.col("previous")).alias("change"))
         .drop_nulls("change")
+        .filter(pl.col("change") != 0)
         .sort(pl.col("change").abs(), "symbol", descending=[True, False])
         .head(10)
-        .with_columns(pl.col("score", "previous", "change").round(3))
+        .with_columns(pl.lit(f"{prev} -> {last}").alias("sessions"))
     )
-    return moves.to_dicts(), f"No score changed between {prev} and {last}."
+    return moves.to_dicts(), f"No Alpha Score changed between {prev} and {last}."
 
 
 def allocation_vs_bands(weights: pl.DataFrame | None, performance: pl.DataFrame | None) -> list[dict]:
@@ -156,8 +165,7 @@ def allocation_vs_bands(weights: pl.DataFrame | None, performance: pl.DataFrame 
         last.group_by("mix", "sleeve", "date")
         .agg(
             pl.col("weight").sum().round(4).alias("weight"),
-            pl.col("band_min").first(),
-            pl.col("band_max").first(),
+            pl.format("{}-{}", pl.col("band_min").first().round(2), pl.col("band_max").first().round(2)).alias("band"),
             pl.col("in_band").all(),
         )
         .sort("mix", "sleeve")
@@ -197,7 +205,7 @@ def summarize(
     if "mart_correlation_events" in tables:
         report.events_since = previous_as_of
         report.events = new_events(tables["mart_correlation_events"], previous_as_of, as_of)
-    report.alpha_moves, report.alpha_note = alpha_moves(tables)
+    report.alpha_moves, report.alpha_note = alpha_moves(tables, previous_as_of)
     report.allocation = allocation_vs_bands(tables.get("mart_allocation_weights"), tables.get("mart_mix_performance"))
     return report
 
@@ -217,3 +225,29 @@ def publish_artifacts(report: RunReport) -> None:
 
 def jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: (v if v is None or isinstance(v, (int, float, str, bool)) else str(v)) for k, v in r.items()} for r in rows]
+
+
+def print_report(console, report: RunReport) -> None:
+    """The report for a terminal: the same sections as the markdown artifact."""
+    from rich.table import Table
+    from rich.text import Text
+
+    def section(title: str, rows: list[dict[str, Any]], empty: str) -> None:
+        if not rows:
+            console.print(f"[bold]{title}:[/] {empty}", highlight=False)
+            return
+        table = Table(title=title, title_justify="left", title_style="bold", show_header=True, header_style="bold")
+        for col in rows[0]:
+            table.add_column(col, justify="right" if isinstance(rows[0][col], (int, float)) else "left")
+        for r in rows:
+            # Text, not markup: "[synthetic]" and error messages print as they are.
+            table.add_row(*[Text(fmt(v)) for v in r.values()])
+        console.print(table)
+
+    section("Data freshness per source", report.freshness, "no prices")
+    section("Symbols that failed or are stale", report.problems, "none")
+    since = f" since {report.events_since}" if report.events_since else ""
+    section(f"New correlation events{since}", report.events, "none")
+    section("Biggest Alpha Score moves", report.alpha_moves, report.alpha_note or "none")
+    section("Allocation mixes vs policy bands (latest day)", report.allocation, "none")
+    console.print(f"[bold]Audit:[/] {report.audit}", highlight=False)

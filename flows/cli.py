@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from datetime import date
 from enum import Enum
 from pathlib import Path
@@ -72,6 +73,32 @@ def print_frame(frame, fmt: Format) -> None:
         out.print(table)
 
 
+@contextmanager
+def stage_progress():
+    """One progress bar per pipeline stage on stderr, fed by the flow's progress events."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flows import progress as events
+
+    bars = Progress(
+        TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=False, disable=not err.is_terminal,
+    )
+    ids = {stage: bars.add_task(stage, total=None, start=False) for stage in events.STAGES}
+
+    def on_event(e: events.Progress) -> None:
+        task_id = ids.get(e.stage)
+        if task_id is None:
+            return
+        bars.start_task(task_id)
+        bars.update(task_id, completed=e.done, total=e.total)
+        if bars.disable and e.done == e.total:  # logs and pipes get one line per finished stage
+            err.print(f"[dim]{e.stage} done ({e.done}/{e.total})[/]")
+
+    with bars, events.listening(on_event):
+        yield
+
+
 @app.command()
 def run(
     source: Annotated[str, typer.Option(help="sample (offline synthetic market), files or live.")] = "sample",
@@ -94,15 +121,18 @@ def run(
     prepare_prefect(settings)
     from flows.nightly import nightly
 
-    err.print(f"[dim]running {source} pipeline into {settings.data_dir} ...[/]")
+    from flows.artifacts import print_report
+
+    err.print(f"[dim]running {source} pipeline into {settings.data_dir} (Prefect starts first) ...[/]")
     try:
-        summary = nightly(
-            source=source,
-            paths=[str(p) for p in path or []],
-            start=start_d,
-            as_of=as_of_d,
-            data_dir=str(settings.data_dir),
-        )
+        with stage_progress():
+            summary = nightly(
+                source=source,
+                paths=[str(p) for p in path or []],
+                start=start_d,
+                as_of=as_of_d,
+                data_dir=str(settings.data_dir),
+            )
     except Exception as exc:  # one line for the operator, never a traceback
         raise fail(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
     label = " [bold yellow](SYNTHETIC sample market)[/]" if summary.synthetic else ""
@@ -110,6 +140,8 @@ def run(
     out.print(f"bars landed: {summary.rows_written}; stages (s): {summary.stage_seconds}")
     for w in summary.warnings:
         out.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if summary.report is not None:
+        print_report(out, summary.report)
     out.print(f"warehouse: {summary.warehouse_path}")
     out.print(f"marts:     {summary.marts_dir}/<table>/")
 
@@ -220,6 +252,82 @@ def runs(
         err.print("no runs recorded yet")
         return
     emit_frame(frame, format, None)
+
+
+@app.command()
+def report(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Report day (default: the newest in the warehouse).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
+) -> None:
+    """Write charts and one self-contained HTML page to <data dir>/reports/<date>/."""
+    from flows.report import ReportError, write_report
+    from warehouse.query import QueryError
+
+    settings = settings_for(data_dir)
+    try:
+        day = date.fromisoformat(as_of) if as_of else None
+    except ValueError as exc:
+        raise fail(f"bad date: {exc}") from None
+    try:
+        result = write_report(settings.warehouse_path, settings.data_dir / "reports", day)
+    except (ReportError, QueryError) as exc:
+        raise fail(str(exc)) from None
+    label = " [bold yellow](SYNTHETIC sample market)[/]" if result.synthetic else ""
+    out.print(f"report as of {result.as_of}{label}: {len(result.charts)} charts", highlight=False)
+    for skipped in result.skipped:
+        out.print(f"[yellow]skipped:[/] {skipped}", highlight=False)
+    out.print(f"{result.html_path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def backfill(
+    start: Annotated[str, typer.Option(help="First date (YYYY-MM-DD).")],
+    end: Annotated[str, typer.Option(help="Last date (YYYY-MM-DD); the published as-of.")],
+    source: Annotated[str, typer.Option(help="sample or live.")] = "live",
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
+) -> None:
+    """Land a history year by year (resumable), then publish once as of --end."""
+    from flows.artifacts import print_report
+
+    settings = settings_for(data_dir)
+    try:
+        start_d, end_d = date.fromisoformat(start), date.fromisoformat(end)
+    except ValueError as exc:
+        raise fail(f"bad date: {exc}") from None
+    if source not in ("sample", "live"):
+        raise fail(f"backfills fetch from sample or live, not {source!r}")
+    prepare_prefect(settings)
+    from flows.backfill import backfill as backfill_flow
+
+    try:
+        with stage_progress():
+            summary = backfill_flow(start=start_d, end=end_d, source=source, data_dir=str(settings.data_dir))
+    except Exception as exc:
+        raise fail((str(exc).splitlines()[0] if str(exc) else repr(exc)) + " (re-run the same command to resume)") from None
+    out.print(f"[bold green]backfill {summary.run_id} succeeded[/]: {start_d}..{end_d}, bars landed: {summary.rows_written}")
+    if summary.report is not None:
+        print_report(out, summary.report)
+
+
+@app.command()
+def serve(
+    source: Annotated[str, typer.Option(help="Source of the scheduled runs.")] = "live",
+    cron: Annotated[str | None, typer.Option(help="Cron expression (default: the nightly deployment's).")] = None,
+    timezone: Annotated[str | None, typer.Option(help="IANA time zone of the cron (default UTC).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
+) -> None:
+    """Run the nightly schedule in this process until interrupted (no work pool needed)."""
+    from flows.serve import NIGHTLY_CRON, NIGHTLY_TIMEZONE, nightly_schedule, serve_nightly
+
+    settings = settings_for(data_dir)
+    cron, timezone = cron or NIGHTLY_CRON, timezone or NIGHTLY_TIMEZONE
+    try:
+        nightly_schedule(cron, timezone)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    prepare_prefect(settings)
+    err.print(f"[dim]serving nightly ({cron}, {timezone}, source {source}) into {settings.data_dir}; Ctrl-C stops[/]")
+    serve_nightly({"source": source, "data_dir": str(settings.data_dir.resolve())}, cron, timezone)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,6 +34,7 @@ from flows.settings import Settings, get_settings
 from flows.sources.base import ASSET_SCHEMA, Source, SourceBatch, SourceError, SymbolOutcome, empty_bars
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe, UniverseError, load_universe
+from transforms.factors import LabelThresholds
 from transforms.marts import MartParams, build_marts
 from warehouse import marts as mart_files
 from warehouse.audit import audit
@@ -212,7 +213,9 @@ def extract(
     retry = src.name == "live"
     task_ = extract_batch.with_options(
         tags=[ensure_source_limit(src.name, runner.source_concurrency)],
-        timeout_seconds=runner.extract_timeout_seconds,
+        # The live source's every request has its own timeout; this bounds a
+        # whole batch. The sample and files sources call nothing external.
+        timeout_seconds=runner.extract_timeout_seconds if retry else None,
         retries=runner.extract_retries if retry else 0,
         retry_delay_seconds=exponential_backoff(runner.extract_retry_backoff_seconds) if retry else 0,
         retry_jitter_factor=0.5 if retry else None,
@@ -296,8 +299,11 @@ def transform(
         period_benchmark=settings.period_benchmark,
         stablecoins=tuple(settings.stablecoins),
         policy=load_policy(settings.policy_path),
+        factor_weights=settings.factor_weights,
+        factor_thresholds=LabelThresholds(strong=settings.factor_strong_at, moderate=settings.factor_moderate_at),
+        factor_min_sector_size=settings.factor_min_sector_size,
     )
-    marts = build_marts(prices, assets, sess, params)
+    marts = build_marts(prices, assets, sess, params, fundamentals=lake.read_fundamentals())
     if synthetic:
         # Indices built from synthetic prices are synthetic too.
         marts.tables["dim_asset"] = marts.tables["dim_asset"].with_columns(

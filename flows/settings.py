@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     policy_path: Path | None = Field(
         None, description="Allocation policy YAML; the packaged flows/policy.yaml when unset."
     )
+    factor_weights: dict[str, float] | None = Field(
+        None,
+        description="Alpha Score weights of the momentum, value, quality and sentiment sub-scores; equal when unset.",
+    )
+    factor_strong_at: int = Field(75, description="Scores at or above this are labelled Strong.")
+    factor_moderate_at: int = Field(40, description="Scores at or above this (and below Strong) are Moderate; below, Weak.")
+    factor_min_sector_size: int = Field(
+        5, description="Metrics are ranked within a sector only when it has this many stocks with the metric."
+    )
     history_start: date = Field(
         date(2015, 1, 2), description="First date a full (non-incremental) run asks sources for."
     )

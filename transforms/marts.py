@@ -16,6 +16,8 @@ import polars as pl
 from transforms.allocation import simulate_mixes
 from transforms.correlation import rolling_correlation
 from transforms.events import mart_correlation_events
+from transforms.factor_eval import evaluate_factors
+from transforms.factors import LabelThresholds, build_factor_marts
 from transforms.indices import DEFAULT_STABLECOINS, build_crypto_indices
 from transforms.matrix import mart_correlation_matrix
 from transforms.milestones import mart_market_milestones, mart_period_returns
@@ -35,6 +37,10 @@ class MartParams:
     period_benchmark: str = "^GSPC"
     stablecoins: Sequence[str] = DEFAULT_STABLECOINS
     policy: Policy | None = None
+    factor_weights: dict[str, float] | None = None
+    factor_thresholds: LabelThresholds = LabelThresholds()
+    factor_min_sector_size: int = 5
+    factor_horizons: Sequence[int] = (21, 63)
 
 
 @dataclass
@@ -43,8 +49,17 @@ class Marts:
     warnings: list[str] = field(default_factory=list)
 
 
-def build_marts(prices: pl.DataFrame, assets: pl.DataFrame, sessions: pl.Series, params: MartParams) -> Marts:
+def build_marts(
+    prices: pl.DataFrame,
+    assets: pl.DataFrame,
+    sessions: pl.Series,
+    params: MartParams,
+    fundamentals: pl.DataFrame | None = None,
+) -> Marts:
     """All marts from native-calendar ``prices`` (BAR_SCHEMA plus optional source/ingested_at).
+
+    ``fundamentals`` are the stored point-in-time snapshots (FUNDAMENTALS_SCHEMA);
+    without them the Alpha Score has momentum only.
 
     Derived crypto indices are added to ``fact_prices`` and ``dim_asset`` and
     then flow through returns and correlations like any crypto asset.
@@ -89,6 +104,26 @@ def build_marts(prices: pl.DataFrame, assets: pl.DataFrame, sessions: pl.Series,
         "mart_market_milestones": milestones,
         "mart_period_returns": period_returns,
     }
+    stocks = assets.filter(pl.col("asset_class") == "equity")["symbol"]
+    if stocks.len():
+        scores, metrics = build_factor_marts(
+            prices.filter(pl.col("symbol").is_in(stocks.implode())),
+            assets,
+            sessions,
+            fundamentals,
+            min_sector_size=params.factor_min_sector_size,
+            weights=params.factor_weights,
+            thresholds=params.factor_thresholds,
+        )
+        ic, ic_summary = evaluate_factors(scores, prices, sessions, horizons=params.factor_horizons)
+        tables |= {
+            "mart_factor_scores": scores,
+            "mart_factor_metrics": metrics,
+            "mart_factor_ic": ic,
+            "mart_factor_ic_summary": ic_summary,
+        }
+    if fundamentals is not None:
+        tables["fact_fundamentals"] = fundamentals
     if params.policy is not None:
         crypto_prices = all_prices.filter(pl.col("symbol").is_in(crypto))
         rut = all_prices.filter(pl.col("symbol") == params.policy.regime.benchmark) if params.policy.regime else None

@@ -208,7 +208,13 @@ def screen(name: str, frame: pl.DataFrame, as_of: date, run_id: str = "") -> tup
         }
         for r in failures.iter_rows(named=True)
     ]
-    return good, QUARANTINE.conform(pl.DataFrame(rows, schema=QUARANTINE.polars_schema)).unique(maintain_order=True)
+    # Duplicate keys break one rule once per copy: one quarantine row per key and rule.
+    merged = (
+        pl.DataFrame(rows, schema=QUARANTINE.polars_schema)
+        .group_by("run_id", "table", "key", "rule", maintain_order=True)
+        .agg(pl.col("detail").unique(maintain_order=True).str.join(" | "))
+    )
+    return good, QUARANTINE.conform(merged)
 
 
 def quarantine_summary(quarantined: pl.DataFrame) -> str | None:

@@ -256,6 +256,96 @@ MART_BAND_BREACHES = Table(
     publish=True,
 )
 
+FACT_FUNDAMENTALS = Table(
+    "fact_fundamentals",
+    "Point-in-time fundamentals snapshots: a snapshot is used only for sessions on or after its as_of.",
+    (
+        C("symbol", "string", "Stock.", False),
+        C("as_of", "date", "Date the snapshot was taken.", False),
+        C("sector", "string", "Sector at the snapshot."),
+        C("industry", "string", "Industry at the snapshot."),
+        C("trailing_pe", "float", "Trailing price / earnings.", unit="ratio"),
+        C("price_to_book", "float", "Price / book value.", unit="ratio"),
+        C("return_on_equity", "float", "Return on equity.", unit="fraction"),
+        C("profit_margin", "float", "Net profit margin.", unit="fraction"),
+        C("gross_margin", "float", "Gross margin.", unit="fraction"),
+        C("debt_to_equity", "float", "Debt / equity (Yahoo reports it in percent).", unit="percent"),
+        C("recommendation_mean", "float", "Mean analyst recommendation, 1 = strong buy .. 5 = sell.", unit="score"),
+        C("number_of_analyst_opinions", "bigint", "Analysts behind the recommendation.", unit="analysts"),
+        C("short_percent_of_float", "float", "Shares sold short / float.", unit="fraction"),
+    ),
+    primary_key=("symbol", "as_of"),
+)
+
+MART_FACTOR_SCORES = Table(
+    "mart_factor_scores",
+    "Alpha Score (0-100) per stock and session from momentum, value, quality and sentiment sub-scores "
+    "(cross-sectional percentile ranks, within sector when it has at least 5 names), with labels and summaries.",
+    (
+        C("date", "date", "Session.", False),
+        C("symbol", "string", "Stock.", False),
+        C("sector", "string", "Sector used for ranking (null: ranked across all stocks)."),
+        C("momentum_score", "float", "Mean rank of the 12-1 and 6-1 month returns.", unit="0-100"),
+        C("value_score", "float", "Mean rank of earnings yield and book-to-price.", unit="0-100"),
+        C("quality_score", "float", "Mean rank of ROE, profit margin and (inverted) debt-to-equity.", unit="0-100"),
+        C("sentiment_score", "float", "Mean rank of (inverted) recommendation mean and short interest.", unit="0-100"),
+        C("alpha_score", "bigint", "Weighted mean of the available sub-scores, rounded half-up.", False, unit="0-100"),
+        C("alpha_label", "string", "Strong (>= 75), Moderate (40-74) or Weak (< 40).", False),
+        C("coverage", "bigint", "How many of the four sub-scores were available.", False, unit="sub-scores"),
+        C("summary", "string", "'Alpha Score of 68 reflects moderate overall profile with strong momentum, ...'", False),
+        C("headline", "string", "'{name} ({symbol}) maintains an Alpha Score of 72/100, categorized as Moderate within the {sector} sector.'", False),
+    ),
+    primary_key=("symbol", "date"),
+    publish=True,
+    partition_year_by="date",
+)
+
+MART_FACTOR_METRICS = Table(
+    "mart_factor_metrics",
+    "Every metric behind the Alpha Score: raw value, percentile rank and whether it was ranked within sector or across all.",
+    (
+        C("date", "date", "Session.", False),
+        C("symbol", "string", "Stock.", False),
+        C("metric", "string", "Metric name (transforms/factors.py METRICS).", False),
+        C("value", "float", "Raw metric value."),
+        C("rank_pct", "float", "100 x average rank / n, oriented so higher is better.", unit="0-100"),
+        C("rank_scope", "string", "sector or all."),
+    ),
+    primary_key=("symbol", "metric", "date"),
+    publish=True,
+    partition_year_by="date",
+)
+
+MART_FACTOR_IC = Table(
+    "mart_factor_ic",
+    "Daily information coefficient: Spearman correlation between each score and the forward return (evaluation only).",
+    (
+        C("date", "date", "Session the score is taken on.", False),
+        C("factor", "string", "momentum, value, quality, sentiment or alpha.", False),
+        C("horizon_sessions", "bigint", "Forward return horizon.", False, unit="sessions"),
+        C("ic", "float", "Spearman rank correlation; null with fewer than 5 stocks or a constant side."),
+        C("n", "bigint", "Stocks with both a score and a forward return.", unit="stocks"),
+    ),
+    primary_key=("factor", "horizon_sessions", "date"),
+    publish=True,
+)
+
+MART_FACTOR_IC_SUMMARY = Table(
+    "mart_factor_ic_summary",
+    "Factor evaluation summary: mean IC, its t-stat (overlapping windows inflate it) and the top-minus-bottom quintile return.",
+    (
+        C("factor", "string", "Score evaluated.", False),
+        C("horizon_sessions", "bigint", "Forward return horizon.", False, unit="sessions"),
+        C("mean_ic", "float", "Mean daily IC."),
+        C("ic_std", "float", "Standard deviation of daily IC."),
+        C("ic_tstat", "float", "mean_ic / (ic_std / sqrt(n_dates))."),
+        C("n_dates", "bigint", "Sessions with an IC.", unit="sessions"),
+        C("top_minus_bottom_quintile_return", "float", "Mean forward return of the top quintile minus the bottom.", unit="fraction"),
+    ),
+    primary_key=("factor", "horizon_sessions"),
+    publish=True,
+)
+
 PIPELINE_RUNS = Table(
     "pipeline_runs",
     "One row per pipeline run, successful or not.",
@@ -323,6 +413,11 @@ TABLES: dict[str, Table] = {
         MART_MIX_PERFORMANCE,
         MART_MIX_SUMMARY,
         MART_BAND_BREACHES,
+        FACT_FUNDAMENTALS,
+        MART_FACTOR_SCORES,
+        MART_FACTOR_METRICS,
+        MART_FACTOR_IC,
+        MART_FACTOR_IC_SUMMARY,
         PIPELINE_RUNS,
         INGEST_LOG,
         QUARANTINE,

@@ -79,11 +79,6 @@ def _symbol_draws(seed: int, symbol: str) -> tuple[np.ndarray, np.ndarray, np.nd
     return static, noise, missing
 
 
-def _first_weekday(year: int, month: int) -> date:
-    d = date(year, month, 1)
-    return d if d.weekday() < 5 else date(year, month, 1 + (7 - d.weekday()))
-
-
 def sample_fundamentals(
     stocks: pl.DataFrame, prices: pl.DataFrame, seed: int, start: date, end: date
 ) -> pl.DataFrame:

@@ -347,6 +347,14 @@ def test_golden_specific_cases(golden):
     assert t5["rank_pct"] == t6["rank_pct"] and t5["value"] == t6["value"]
 
 
+def test_fundamentals_tolerance_drops_stale_snapshots(golden):
+    prices, assets, fund = golden
+    panel = factor_panel(prices, assets, pl.Series(SESSIONS), fund, fundamentals_tolerance=timedelta(days=60))
+    at = {r["symbol"]: r for r in panel.filter(pl.col("date") == SESSIONS[275]).to_dicts()}
+    assert at["T1"]["earnings_yield"] == pytest.approx(1 / 5)  # snapshot 5 sessions old
+    assert at["T2"]["earnings_yield"] is None  # only a ~1-year-old snapshot
+
+
 def test_gap_nulls_lags_instead_of_stretching(golden):
     prices, assets, fund = golden
     grid = session_grid(prices, pl.Series(SESSIONS))

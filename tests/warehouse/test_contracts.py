@@ -9,6 +9,10 @@ import pytest
 from transforms.allocation import BREACHES_SCHEMA, PERFORMANCE_SCHEMA, SUMMARY_SCHEMA, WEIGHTS_SCHEMA
 from transforms.correlation import ROLLING_CORRELATION_SCHEMA
 from transforms.events import CORRELATION_EVENTS_SCHEMA
+from transforms.factor_eval import IC_SCHEMA
+from transforms.factor_eval import SUMMARY_SCHEMA as IC_SUMMARY_SCHEMA
+from transforms.factors import METRICS_SCHEMA, SCORES_SCHEMA
+from flows.sources.base import FUNDAMENTALS_SCHEMA
 from transforms.indices import INDEX_MEMBER_SCHEMA
 from transforms.matrix import CORRELATION_MATRIX_SCHEMA
 from transforms.milestones import MARKET_MILESTONES_SCHEMA, PERIOD_RETURNS_SCHEMA
@@ -28,6 +32,11 @@ TRANSFORM_SCHEMAS = {
     "mart_mix_performance": PERFORMANCE_SCHEMA,
     "mart_band_breaches": BREACHES_SCHEMA,
     "mart_mix_summary": SUMMARY_SCHEMA,
+    "mart_factor_scores": SCORES_SCHEMA,
+    "mart_factor_metrics": METRICS_SCHEMA,
+    "mart_factor_ic": IC_SCHEMA,
+    "mart_factor_ic_summary": IC_SUMMARY_SCHEMA,
+    "fact_fundamentals": FUNDAMENTALS_SCHEMA,
 }
 
 

@@ -1,0 +1,1 @@
+SELECT symbol, name, asset_class FROM dim_asset ORDER BY symbol

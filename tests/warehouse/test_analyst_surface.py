@@ -1,0 +1,149 @@
+"""What analysts query: schemas main/marts/analytics, the views, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from warehouse.build import build_database
+from warehouse.query import run_query
+from warehouse.runs import RunLog
+from warehouse.schema import Column, Table
+from warehouse.tables import TABLES
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "warehouse" / "sql" / "examples" / "latest_rut_correlation.sql"
+
+
+@pytest.fixture(scope="module")
+def data_dir(run_tables, tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("data")
+    build_database(data / "warehouse.duckdb", run_tables)
+    return data
+
+
+@pytest.fixture(scope="module")
+def db(data_dir) -> Path:
+    return data_dir / "warehouse.duckdb"
+
+
+def cli(*args: str):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def test_unqualified_names_and_marts_schema_agree(db):
+    for name, table in TABLES.items():
+        if table.publish:
+            plain = run_query(db, f"SELECT count(*) AS n FROM {name}")["n"].item()
+            assert run_query(db, f"SELECT count(*) AS n FROM marts.{name}")["n"].item() == plain
+    marts = set(run_query(db, "SELECT view_name FROM duckdb_views() WHERE schema_name = 'marts'")["view_name"])
+    assert marts == {n for n, t in TABLES.items() if t.publish}, "internal tables stay out of marts"
+    assert run_query(db, EXAMPLE.read_text()).height > 0
+
+
+def test_latest_correlations_change_matches_the_history(db):
+    latest = run_query(db, "SELECT * FROM analytics.latest_correlations WHERE asset = 'BTC' AND benchmark = '^RUT' AND window_days = 90")
+    row = latest.row(0, named=True)
+    history = run_query(db, "SELECT date, correlation FROM mart_rolling_correlation "
+                            "WHERE asset = 'BTC' AND benchmark = '^RUT' AND window_days = 90 AND correlation IS NOT NULL")
+    week_ago = history.filter(pl.col("date") <= row["date"] - pl.duration(days=7)).sort("date").row(-1, named=True)
+    assert row["date"] == history["date"].max() and row["date_1w"] == week_ago["date"]
+    assert row["change_1w"] == pytest.approx(row["correlation"] - week_ago["correlation"])
+    n = run_query(db, "SELECT count(DISTINCT (asset, benchmark, window_days)) AS n FROM mart_rolling_correlation "
+                      "WHERE correlation IS NOT NULL")["n"].item()
+    assert run_query(db, "SELECT count(*) AS n FROM analytics.latest_correlations")["n"].item() == n
+
+
+def test_recent_events_and_allocation_views(db):
+    events = run_query(db, "SELECT * FROM analytics.recent_correlation_events")
+    latest = run_query(db, "SELECT max(date) AS d FROM mart_rolling_correlation")["d"].item()
+    recent = run_query(db, "SELECT * FROM mart_correlation_events").filter(pl.col("date") > latest - timedelta(days=30))
+    assert events.height == recent.height > 0
+    bands = run_query(db, "SELECT * FROM analytics.allocation_vs_bands")
+    assert bands.group_by("mix").agg(pl.col("weight").sum())["weight"].to_list() == pytest.approx([1.0] * bands["mix"].n_unique())
+    assert bands.filter(pl.col("in_band"))["outside_band_by"].abs().max() == 0
+
+
+def test_alpha_score_view_waits_for_its_table(tmp_path, run_tables, db):
+    views = set(run_query(db, "SELECT view_name FROM duckdb_views() WHERE schema_name = 'analytics'")["view_name"])
+    assert "latest_alpha_scores" not in views or "mart_factor_scores" in TABLES
+    scores = Table("mart_factor_scores", "test", tuple(
+        Column(c, t, c) for c, t in [("date", "date"), ("symbol", "string"), ("sector", "string"),
+                                     ("momentum_score", "float"), ("value_score", "float"), ("quality_score", "float"),
+                                     ("sentiment_score", "float"), ("alpha_score", "float"), ("alpha_label", "string"),
+                                     ("coverage", "int"), ("summary", "string"), ("headline", "string")]))
+    frame = pl.DataFrame({"symbol": ["A", "B", "C"], "sector": ["Tech", "Tech", "Energy"], "alpha_score": [40.0, 80.0, 55.0]}) \
+        .with_columns(pl.lit(run_tables["fact_prices"]["date"].max()).alias("date"))
+    for c, dtype in scores.polars_schema.items():
+        if c not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype).alias(c))
+    path = tmp_path / "w.duckdb"
+    build_database(path, {**run_tables, "mart_factor_scores": frame}, tables={**TABLES, scores.name: scores})
+    ranked = run_query(path, "SELECT sector, rank_in_sector, symbol FROM analytics.latest_alpha_scores ORDER BY sector, rank_in_sector")
+    assert ranked.rows() == [("Energy", 1, "C"), ("Tech", 1, "B"), ("Tech", 2, "A")]
+
+
+def test_sql_refuses_writes_with_nonzero_exit(data_dir, db):
+    before = db.read_bytes()
+    for stmt in ("DELETE FROM dim_asset", "CREATE TABLE x AS SELECT 1", "SELECT 1; DROP TABLE dim_asset",
+                 "COPY dim_asset TO '/tmp/x.csv'", "ATTACH '/tmp/other.duckdb'"):
+        result = cli("sql", stmt, "--data-dir", str(data_dir))
+        assert result.exit_code != 0, stmt
+    assert db.read_bytes() == before
+
+
+def test_sql_formats_and_output_files(data_dir, tmp_path):
+    q = "SELECT symbol, asset_class FROM dim_asset ORDER BY symbol LIMIT 3"
+    expected = run_query(data_dir / "warehouse.duckdb", q)
+    for fmt, read in (("parquet", pl.read_parquet), ("csv", pl.read_csv), ("json", pl.read_json)):
+        out = tmp_path / f"out.{fmt}"
+        result = cli("sql", q, "--format", fmt, "--output", str(out), "--data-dir", str(data_dir))
+        assert result.exit_code == 0, result.output
+        assert read(out).equals(expected), fmt
+    result = cli("sql", q, "--format", "json", "--data-dir", str(data_dir))
+    assert [r["symbol"] for r in json.loads(result.stdout)] == expected["symbol"].to_list()
+    assert cli("sql", q, "--format", "parquet", "--data-dir", str(data_dir)).exit_code == 2
+
+
+def test_tables_and_describe(data_dir):
+    listed = json.loads(cli("tables", "--format", "json", "--data-dir", str(data_dir)).stdout)
+    names = {(r["schema"], r["name"]) for r in listed}
+    assert {("main", "fact_prices"), ("marts", "mart_rolling_correlation"), ("analytics", "latest_correlations")} <= names
+    prices = next(r for r in listed if r["name"] == "fact_prices")
+    assert prices["description"] == TABLES["fact_prices"].description and prices["rows"] > 0
+    cols = json.loads(cli("describe", "fact_prices", "--format", "json", "--data-dir", str(data_dir)).stdout)
+    assert [c["column"] for c in cols] == TABLES["fact_prices"].column_names
+    close = next(c for c in cols if c["column"] == "close")
+    assert close["unit"] == "quote currency" and close["type"] == "DOUBLE"
+    view = cli("describe", "analytics.allocation_vs_bands", "--data-dir", str(data_dir))
+    assert view.exit_code == 0 and "outside_band_by" in view.stdout
+    missing = cli("describe", "no_such_table", "--data-dir", str(data_dir))
+    assert missing.exit_code == 1 and "latest_correlations" in missing.stderr
+
+
+def test_describe_and_tables_work_before_any_run(tmp_path):
+    assert cli("describe", "mart_rolling_correlation", "--data-dir", str(tmp_path)).exit_code == 0
+    listed = json.loads(cli("tables", "--format", "json", "--data-dir", str(tmp_path)).stdout)
+    assert [r["name"] for r in listed] == list(TABLES)
+
+
+def test_runs_lists_newest_first_with_failures(tmp_path):
+    from datetime import UTC, date, datetime
+
+    log = RunLog(tmp_path)
+    base = {"source": "sample", "as_of": date(2024, 6, 28), "stage_seconds": '{"load": 1.0}', "code_version": "x"}
+    log.record_run({**base, "run_id": "a", "started_at": datetime(2024, 7, 1, tzinfo=UTC),
+                    "finished_at": datetime(2024, 7, 1, 0, 1, tzinfo=UTC), "status": "succeeded", "audit": "passed"})
+    log.record_run({**base, "run_id": "b", "started_at": datetime(2024, 7, 2, tzinfo=UTC),
+                    "finished_at": datetime(2024, 7, 2, 0, 0, 30, tzinfo=UTC), "status": "failed",
+                    "audit": "failed", "error": "audit failed, nothing published: x"})
+    rows = json.loads(cli("runs", "--format", "json", "--data-dir", str(tmp_path)).stdout)
+    assert [(r["run_id"], r["status"], r["seconds"]) for r in rows] == [("b", "failed", 30.0), ("a", "succeeded", 60.0)]
+    assert rows[0]["error"].startswith("audit failed")
+    assert len(json.loads(cli("runs", "-n", "1", "--format", "json", "--data-dir", str(tmp_path)).stdout)) == 1

@@ -1,0 +1,84 @@
+"""Every Parquet mart reads the same in DuckDB, pyarrow.dataset, Polars and pandas."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from warehouse.marts import publish_marts, stage_marts
+from warehouse.tables import TABLES
+
+PUBLISHED = sorted(n for n, t in TABLES.items() if t.publish)
+
+
+@pytest.fixture(scope="module")
+def marts(run_tables, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("marts")
+    publish_marts(stage_marts(run_tables, root, "run-1", {"source": "sample"}), root)
+    return root
+
+
+def canonical(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+    table = TABLES[name]
+    return frame.select(table.column_names).sort(table.key, nulls_last=True)
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_four_readers_same_rows_and_types(marts, run_tables, name):
+    table = TABLES[name]
+    path = marts / name
+    expected = canonical(table.conform(run_tables[name]), name)
+    assert expected.height > 0, "the fixture run fills every mart"
+
+    via_duckdb = duckdb.sql(f"SELECT * FROM read_parquet('{path}/**/*.parquet')").pl()
+    via_arrow = pl.from_arrow(ds.dataset(path, format="parquet", partitioning="hive").to_table())
+    via_polars = pl.read_parquet(f"{path}/**/*.parquet", hive_partitioning=True)
+    via_pandas = pd.read_parquet(path)
+    for how, frame in (("duckdb", via_duckdb), ("pyarrow", via_arrow), ("polars", via_polars)):
+        got = canonical(frame, name)
+        assert got.schema == expected.schema, how
+        assert got.equals(expected), how
+    assert list(via_pandas.columns[: len(table.column_names)]) == table.column_names
+    pandas_back = canonical(pl.from_pandas(via_pandas[table.column_names]), name)
+    assert pandas_back.height == expected.height
+    for col in table.columns:  # pandas brings dates back as datetime64
+        want = expected[col.name] if col.type != "date" else expected[col.name].cast(pl.Datetime("ms"))
+        got = pandas_back[col.name].cast(want.dtype)
+        assert got.equals(want), (name, col.name)
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_files_are_zstd_with_statistics_logical_types_and_a_manifest(marts, run_tables, name):
+    table = TABLES[name]
+    version = (marts / name).resolve()
+    manifest = json.loads((version / "_manifest.json").read_text())
+    assert manifest["run_id"] == "run-1" and manifest["source"] == "sample"
+    assert manifest["row_count"] == run_tables[name].height
+    assert [c["name"] for c in manifest["schema"]] == table.column_names
+    files = sorted(version.rglob("*.parquet"))
+    assert sorted(str(p.relative_to(version)) for p in files) == manifest["files"]
+    for f in files:
+        if table.partition_year_by:
+            assert f.parent.name.startswith("year="), "large tables are Hive-partitioned by year"
+        meta = pq.ParquetFile(f)
+        schema = meta.schema_arrow
+        assert schema.names == table.column_names, "stable column order, no index columns"
+        assert b"pandas" not in (schema.metadata or {})
+        for col in table.columns:
+            if col.type == "date":
+                assert schema.field(col.name).type == pa.date32()
+            if col.type == "timestamp":
+                assert schema.field(col.name).type == pa.timestamp("us", tz="UTC")
+        for rg in range(meta.metadata.num_row_groups):
+            for i in range(meta.metadata.num_columns):
+                chunk = meta.metadata.row_group(rg).column(i)
+                assert chunk.compression == "ZSTD"
+                assert chunk.statistics is not None and chunk.statistics.has_min_max or chunk.statistics.null_count == chunk.num_values

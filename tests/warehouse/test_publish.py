@@ -1,0 +1,160 @@
+"""Write-audit-publish: readers never see half a run, in DuckDB or in the Parquet marts.
+
+The DuckDB tests use two real processes: DuckDB locks a database file per
+process, so only another process shows whether an analyst's open warehouse
+blocks a publish, or a publish breaks the analyst's session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow.dataset as ds
+
+from warehouse.build import build_database, publish_database, staging_path
+from warehouse.marts import publish_marts, write_version
+from warehouse.tables import TABLES
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def version_frames(v: int) -> dict[str, pl.DataFrame]:
+    """Two tables that must agree: version v has v assets and v index members."""
+    assets = pl.DataFrame({"symbol": [f"S{i}" for i in range(v)], "asset_class": ["crypto"] * v,
+                           "name": [f"v{v}"] * v})
+    members = pl.DataFrame({"index_symbol": ["IDX"] * v, "member_symbol": [f"S{i}" for i in range(v)],
+                            "method": [f"v{v}"] * v})
+    return {
+        name: frame.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in TABLES[name].polars_schema.items()
+                                 if c not in frame.columns)
+        for name, frame in (("dim_asset", assets), ("dim_index_member", members))
+    }
+
+
+def publish_version(warehouse: Path, v: int) -> None:
+    staged = staging_path(warehouse, f"run{v}")
+    build_database(staged, version_frames(v))
+    publish_database(staged, warehouse)
+
+
+def python(code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], cwd=REPO, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+HOLDING_READER = """
+import sys
+from warehouse.query import connect_read_only
+con = connect_read_only(sys.argv[1])
+count = "SELECT count(*), any_value(name) FROM dim_asset"
+print(repr(con.execute(count).fetchone()), flush=True)
+sys.stdin.readline()  # hold the warehouse open until the test has published
+print(repr(con.execute(count).fetchone()), flush=True)
+con.close()
+"""
+
+
+def test_open_analyst_session_neither_blocks_nor_is_broken_by_a_publish(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    publish_version(warehouse, 3)
+    reader = python(HOLDING_READER, str(warehouse))
+    try:
+        assert reader.stdout.readline().strip() == "(3, 'v3')"
+        publish_version(warehouse, 5)  # must not raise while the analyst holds the file
+        con = duckdb.connect(str(warehouse), read_only=True)
+        assert con.execute("SELECT count(*) FROM dim_asset").fetchone() == (5,)
+        con.close()
+        out, err = reader.communicate("go\n", timeout=120)
+    finally:
+        reader.kill()
+    assert reader.returncode == 0, err
+    assert out.strip() == "(3, 'v3')", "the open session keeps reading its snapshot"
+
+
+POLLING_READER = """
+import json, sys
+from warehouse.query import connect_read_only
+last = int(sys.argv[2])
+for _ in range(100_000):
+    con = connect_read_only(sys.argv[1])
+    assets, members, names = con.execute(
+        "SELECT (SELECT count(*) FROM dim_asset), (SELECT count(*) FROM dim_index_member), "
+        "(SELECT count(*) FROM marts.dim_asset)"
+    ).fetchone()
+    con.close()
+    print(json.dumps([assets, members, names]), flush=True)
+    if assets == last:
+        break
+"""
+
+
+def test_reader_opening_during_publishes_always_sees_one_complete_run(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    publish_version(warehouse, 1)
+    last = 12
+    reader = python(POLLING_READER, str(warehouse), str(last))
+    try:
+        for v in range(2, last + 1):
+            publish_version(warehouse, v)
+        out, err = reader.communicate(timeout=300)
+    finally:
+        reader.kill()
+    assert reader.returncode == 0, err
+    seen = [json.loads(line) for line in out.splitlines()]
+    assert seen and seen[-1][0] == last
+    for assets, members, names in seen:
+        assert assets == members == names, "a reader saw tables of two different runs"
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def correlation_version(v: int) -> pl.DataFrame:
+    """Rows over three years (three partitions), every row marked with its version."""
+    dates = pl.date_range(pl.date(2022, 12, 30), pl.date(2024, 1, 2), "1d", eager=True)
+    return pl.DataFrame({"date": dates, "asset": "BTC", "benchmark": "^RUT", "window_days": 30,
+                         "correlation": 0.5, "beta": 1.0, "observations": v})
+
+
+def test_mart_reader_never_sees_two_runs_mixed(tmp_path):
+    table = TABLES["mart_rolling_correlation"]
+    marts = tmp_path / "marts"
+    publish_marts({table.name: write_version(table, correlation_version(1), marts, "r001", {})}, marts)
+    last, rows = 30, correlation_version(1).height
+    seen: list[tuple[str, set[int], int]] = []
+    errors: list[BaseException] = []
+
+    def read_until_last() -> None:
+        for _ in range(100_000):
+            path = marts / table.name
+            try:
+                # A naive BI reader: glob through the link, then read each file.
+                naive = duckdb.sql(f"SELECT observations FROM read_parquet('{path}/**/*.parquet')").pl()
+                seen.append(("duckdb", set(naive["observations"]), naive.height))
+                # A careful one resolves the link once and reads that version.
+                careful = ds.dataset(os.path.realpath(path), format="parquet", partitioning="hive").to_table()
+                seen.append(("pyarrow", set(careful.column("observations").to_pylist()), careful.num_rows))
+            except (OSError, duckdb.IOException) as exc:  # a pruned version vanished mid-read: retry
+                errors.append(exc)
+                continue
+            if seen[-1][1] == {last}:
+                return
+
+    reader = threading.Thread(target=read_until_last)
+    reader.start()
+    for v in range(2, last + 1):
+        publish_marts({table.name: write_version(table, correlation_version(v), marts, f"r{v:03}", {})}, marts)
+    reader.join()
+    assert seen and seen[-1][1] == {last}
+    for how, versions, n in seen:
+        assert len(versions) == 1 and n == rows, f"{how} read a mix of runs {versions} ({n} rows)"
+    manifest = json.loads((marts / table.name / "_manifest.json").read_text())
+    assert manifest["run_id"] == f"r{last:03}" and manifest["row_count"] == rows
+    assert sorted(p.name for p in (marts / ".versions" / table.name).iterdir()) == [f"r{last - 1:03}", f"r{last:03}"]

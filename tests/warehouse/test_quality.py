@@ -1,0 +1,180 @@
+"""Data-quality rules: what quarantines a row, what fails the audit, what only flags."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+
+import duckdb
+import polars as pl
+import pytest
+
+from tests.warehouse.conftest import AS_OF
+from warehouse.audit import audit, audit_warnings
+from warehouse.build import build_database
+from warehouse.quality import screen, session_gaps, split_like_moves
+from warehouse.runs import RunLog
+from warehouse.tables import FACT_PRICES, QUARANTINE
+
+
+def bar(symbol="BTC", day=date(2024, 1, 2), **values):
+    row = {"symbol": symbol, "date": day, "open": 10.0, "high": 12.0, "low": 9.0, "close": 11.0,
+           "adj_close": 11.0, "volume": 5.0, "source": "files", "ingested_at": datetime(2024, 1, 3, tzinfo=UTC)}
+    row.update(values)
+    return row
+
+
+def bars(*rows) -> pl.DataFrame:
+    return FACT_PRICES.conform(pl.DataFrame(list(rows), schema=FACT_PRICES.polars_schema))
+
+
+def test_sample_run_passes_every_rule(tables):
+    assert audit(tables, AS_OF) == []
+
+
+@pytest.mark.parametrize(
+    ("values", "rule"),
+    [
+        ({"close": 0.0}, "close|min_exclusive"),
+        ({"adj_close": -3.0}, "adj_close|min_exclusive"),
+        ({"close": float("nan")}, "close|nan"),
+        ({"adj_close": float("inf")}, "adj_close|inf"),
+        ({"high": 8.0}, "high_ge_low"),
+        ({"day": AS_OF + timedelta(days=1)}, "not_after_as_of"),
+        ({"volume": -1.0}, "volume|min"),
+    ],
+)
+def test_bad_bar_is_quarantined_and_clean_bars_kept(values, rule):
+    good_rows = [bar(day=date(2024, 1, d)) for d in (2, 3)]
+    bad = bar(symbol="ETH", **({"day": date(2024, 1, 4)} | values))
+    clean, quarantined = screen("fact_prices", bars(*good_rows, bad), AS_OF, run_id="r1")
+    assert clean.equals(bars(*good_rows))
+    assert quarantined.columns == QUARANTINE.column_names
+    assert quarantined["rule"].to_list() == [rule]
+    row = quarantined.row(0, named=True)
+    assert row["run_id"] == "r1" and row["table"] == "fact_prices"
+    assert json.loads(row["key"]) == {"symbol": "ETH", "date": str(bad["date"])}
+    assert '"source": "files"' in row["detail"]  # where the row came from
+
+
+def test_duplicate_bars_are_both_quarantined_under_one_key(tmp_path):
+    clean, quarantined = screen("fact_prices", bars(bar(), bar(close=11.5), bar(day=date(2024, 1, 3))), AS_OF, "r1")
+    assert clean["date"].to_list() == [date(2024, 1, 3)]
+    (row,) = quarantined.rows(named=True)
+    assert row["rule"] == "primary_key" and '"close": 11.0' in row["detail"] and '"close": 11.5' in row["detail"]
+    build_database(tmp_path / "w.duckdb", {"quarantine": quarantined})  # its own key holds
+
+
+def test_row_breaking_two_rules_gets_two_quarantine_rows():
+    _, quarantined = screen("fact_prices", bars(bar(close=-1.0, high=1.0, low=2.0)), AS_OF)
+    assert sorted(quarantined["rule"]) == ["close|min_exclusive", "high_ge_low"]
+    assert quarantined["key"].n_unique() == 1
+
+
+def test_derived_tables_cannot_be_screened():
+    with pytest.raises(ValueError, match="audited as a whole"):
+        screen("mart_rolling_correlation", pl.DataFrame(), AS_OF)
+
+
+def broken(frame: pl.DataFrame, **exprs) -> pl.DataFrame:
+    """The frame with its first row's columns replaced."""
+    first = pl.int_range(pl.len()) == 0
+    return frame.with_columns(pl.when(first).then(v).otherwise(pl.col(c)).alias(c) for c, v in exprs.items())
+
+
+@pytest.mark.parametrize(
+    ("table", "change", "expected"),
+    [
+        ("mart_rolling_correlation", {"correlation": pl.lit(1.2)}, "correlation <= 1"),
+        ("mart_correlation_matrix", {"correlation": pl.lit(-1.01)}, "correlation >= -1"),
+        ("fact_returns", {"log_return": pl.lit(float("inf"))}, "log_return is finite"),
+        ("fact_prices", {"close": pl.lit(-1.0)}, "close > 0"),
+        ("mart_market_milestones", {"date": pl.lit(AS_OF + timedelta(days=3))}, f"date <= as_of ({AS_OF})"),
+        ("mart_allocation_weights", {"weight": pl.col("weight") * 0.5}, "weight sums to 1"),
+        ("mart_mix_performance", {"nav": pl.lit(0.0)}, "nav > 0"),
+    ],
+)
+def test_broken_derived_table_fails_the_audit(tables, table, change, expected):
+    tables[table] = broken(tables[table], **change)
+    failures = audit(tables, AS_OF)
+    assert failures, "the audit must fail"
+    assert {f.table for f in failures} == {table}
+    assert any(f.rule.startswith(expected) for f in failures), failures
+
+
+def test_falling_ath_fails_the_audit(tables):
+    m = tables["mart_market_milestones"].sort("symbol", "date")
+    sym = m["symbol"][0]
+    # Lower one mid-history ath_close (and its close, so only monotonicity breaks).
+    idx = m.with_row_index().filter(pl.col("symbol") == sym)["index"][100]
+    m = m.with_columns(
+        pl.when(pl.int_range(pl.len()) == idx).then(pl.col("ath_close") * 0.5).otherwise(pl.col("ath_close")).alias("ath_close"),
+        pl.when(pl.int_range(pl.len()) == idx).then(pl.col("ath_close") * 0.4).otherwise(pl.col("close")).alias("close"),
+    )
+    tables["mart_market_milestones"] = m
+    assert [f.rule for f in audit(tables, AS_OF)] == ["ath_close never falls from one date to the next, per symbol"]
+
+
+def test_duplicate_key_fails_the_audit(tables):
+    corr = tables["mart_rolling_correlation"]
+    tables["mart_rolling_correlation"] = pl.concat([corr, corr.head(1)])
+    (failure,) = audit(tables, AS_OF)
+    assert failure.rule == "(asset, benchmark, window_days, date) is unique"
+    assert failure.detail.startswith("2 row(s)")
+
+
+def test_scores_checked_by_column_name_even_without_a_contract(tables):
+    scores = pl.DataFrame({"date": [AS_OF] * 2, "symbol": ["A", "B"], "alpha_score": [55.0, 100.5],
+                           "momentum_score": [0.0, 100.0]})
+    assert [str(f) for f in audit({**tables, "mart_new_scores": scores}, AS_OF)] == [
+        "mart_new_scores: alpha_score <= 100: 1 row(s), first {'date': datetime.date(2024, 6, 28), 'symbol': 'B'}"
+    ]
+
+
+def test_declared_score_columns_get_the_score_range():
+    from warehouse.quality import compile_table
+    from warehouse.tables import TABLES
+
+    rules = compile_table(TABLES["mart_factor_scores"], AS_OF).descriptions
+    for col in ("alpha_score", "momentum_score", "value_score", "quality_score", "sentiment_score"):
+        assert rules[f"{col}|min"] == f"{col} >= 0" and rules[f"{col}|max"] == f"{col} <= 100"
+
+
+def test_gaps_are_flagged_not_failed(tables):
+    prices, assets = tables["fact_prices"], tables["dim_asset"]
+    assert session_gaps(prices, assets, AS_OF) == []
+    holed = prices.filter(~((pl.col("symbol") == "^RUT") & (pl.col("date") == date(2024, 3, 5)))
+                          & ~((pl.col("symbol") == "BTC") & (pl.col("date") == date(2024, 3, 9))))  # a Saturday
+    (warning,) = session_gaps(holed, assets, AS_OF)
+    assert "2 symbol(s)" in warning and "^RUT (1, first 2024-03-05)" in warning and "BTC (1, first 2024-03-09)" in warning
+
+
+def test_split_like_move_is_flagged_and_kept(tables):
+    prices, assets = tables["fact_prices"], tables["dim_asset"]
+    stock = assets.filter(pl.col("asset_class") == "equity")["symbol"][0]
+    split = prices.with_columns(
+        pl.when((pl.col("symbol") == stock) & (pl.col("date") >= date(2024, 3, 1)))
+        .then(pl.col("adj_close") / 10).otherwise(pl.col("adj_close")).alias("adj_close")
+    )
+    (warning,) = split_like_moves(split, assets)
+    assert stock in warning and "unadjusted split" in warning
+    assert audit({**tables, "fact_prices": split}, AS_OF) == []  # a flag, not a failure
+
+
+def test_quarantine_is_persisted_stamped_and_published(tmp_path):
+    log = RunLog(tmp_path)
+    log.record_run({"run_id": "r1", "started_at": datetime(2024, 7, 1, tzinfo=UTC), "source": "files",
+                    "as_of": AS_OF, "status": "running"})
+    _, quarantined = screen("fact_prices", bars(bar(close=-1.0)), AS_OF)
+    history = log.record_quarantine("r1", quarantined)
+    assert history["run_id"].to_list() == ["r1"]
+    assert RunLog(tmp_path).quarantine().equals(history)
+    warnings = audit_warnings({"quarantine": history}, AS_OF, run_id="r1")
+    assert warnings[0].startswith("quarantined 1 input row(s), published the clean rows (fact_prices.close|min_exclusive: 1)")
+    db = tmp_path / "w.duckdb"
+    build_database(db, {"quarantine": history})
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.sql('SELECT "table", rule FROM quarantine').fetchall() == [("fact_prices", "close|min_exclusive")]
+    finally:
+        con.close()
