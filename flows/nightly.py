@@ -181,19 +181,6 @@ def merge_batches(parts: list[SourceBatch]) -> SourceBatch:
     )
 
 
-def ensure_source_limit(source: str, limit: int) -> str:
-    """A server-side limit shared by every run and worker, created on first use."""
-    tag = f"xasset-source-{source}"
-    try:
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            client.create_concurrency_limit(tag=tag, concurrency_limit=limit)
-    except Exception as exc:  # no API: the run goes on, unlimited
-        get_run_logger().warning("could not set the %s concurrency limit: %s", tag, exc)
-    return tag
-
-
 def extract(
     src: Source,
     universe: Universe,
@@ -212,7 +199,8 @@ def extract(
     tail = lake.tail(lookback) if incremental else empty_bars()
     retry = src.name == "live"
     task_ = extract_batch.with_options(
-        tags=[ensure_source_limit(src.name, runner.source_concurrency)],
+        # For an optional server-side limit across runs (docs/operations.md).
+        tags=[f"xasset-source-{src.name}"],
         # The live source's every request has its own timeout; this bounds a
         # whole batch. The sample and files sources call nothing external.
         timeout_seconds=runner.extract_timeout_seconds if retry else None,
@@ -225,29 +213,45 @@ def extract(
         refresh_cache=src.name == "files" or runner.extract_cache_hours == 0,
     )
     fingerprint = source_fingerprint(src.name, settings, paths)
-    futures = []
-    for i, part in enumerate(parts):
+
+    def submit(i: int):
+        part = parts[i]
         symbols = {a.symbol for a in part.assets}
-        futures.append(
-            task_.submit(
-                src,
-                part,
-                start,
-                as_of,
-                {s: d for s, d in last_dates.items() if s in symbols},
-                tail.filter(pl.col("symbol").is_in(list(symbols))),
-                fingerprint,
-                batch=f"{i + 1}of{len(parts)}",
-            )
+        return task_.submit(
+            src,
+            part,
+            start,
+            as_of,
+            {s: d for s, d in last_dates.items() if s in symbols},
+            tail.filter(pl.col("symbol").is_in(list(symbols))),
+            fingerprint,
+            batch=f"{i + 1}of{len(parts)}",
         )
+
     tracker = ProgressArtifact(f"Extracting {len(universe.assets)} symbols from {src.name} in {len(parts)} batches")
     progress.emit("extract", 0, len(parts))
-    for done, fut in enumerate(as_completed(futures), start=1):
-        fut.result()  # the first failed batch fails the stage
+    # At most `source_concurrency` batches call the source at once, whatever
+    # the runner's size: a window of futures, refilled as each finishes. Runs
+    # on one data directory never overlap (the run lock), so this is the
+    # limit on the source. Unlike a server-side slot, it cannot be left
+    # held by a killed run.
+    futures: dict[int, object] = {}
+    pending = list(range(len(parts)))
+    running: list = []
+    done = 0
+    while pending or running:
+        while pending and len(running) < runner.source_concurrency:
+            i = pending.pop(0)
+            futures[i] = submit(i)
+            running.append(futures[i])
+        finished = next(as_completed(list(running)))
+        running.remove(finished)
+        finished.result()  # the first failed batch fails the stage
+        done += 1
         progress.emit("extract", done, len(parts))
         tracker.update(done / len(parts))
     # Merge in submission order so the batch is the same whatever finished first.
-    return merge_batches([f.result() for f in futures])
+    return merge_batches([futures[i].result() for i in range(len(parts))])
 
 
 class ProgressArtifact:

@@ -43,7 +43,7 @@ class RunnerSettings(BaseSettings):
         20, ge=0, description="How long a fetched batch is reused by a re-run of the same source and dates."
     )
     source_concurrency: int = Field(
-        2, ge=1, description="Extraction tasks allowed to call one data source at the same time (all runs)."
+        2, ge=1, description="Extraction batches of a run that may call the data source at the same time."
     )
 
 

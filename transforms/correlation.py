@@ -68,8 +68,29 @@ def paired_returns(
     )
 
 
+def _with_positions(grid: pl.DataFrame) -> pl.DataFrame:
+    """Adds ``_pair`` (pair number), ``_pos`` (row number within its pair) and the running paired count, so
+    window statistics can be computed over the whole sorted grid at once instead
+    of per pair."""
+    i = pl.int_range(pl.len())
+    first = (pl.col("asset") != pl.col("asset").shift(1)) | (pl.col("benchmark") != pl.col("benchmark").shift(1))
+    paired = (pl.col("x").is_not_null() & pl.col("y").is_not_null()).cast(pl.Int32)
+    start = pl.when(first.fill_null(True)).then(i).forward_fill()
+    return grid.with_columns(
+        start.alias("_start"), paired.cum_sum().alias("_cum"), first.fill_null(True).cum_sum().alias("_pair")
+    ).with_columns(
+        (i - pl.col("_start")).alias("_pos"),
+        # Paired rows of all earlier pairs, to turn the running count into the pair's own.
+        (pl.col("_cum").gather(pl.col("_start")) - paired.gather(pl.col("_start"))).alias("_paired_before"),
+    )
+
+
 def _window_stats(w: int) -> list[pl.Expr]:
-    keys = ["asset", "benchmark"]
+    # The grid is sorted by pair and session and dense within a pair, so a
+    # window of w rows ending at a row whose position in its pair is >= w - 1
+    # lies inside that pair: plain rolling sums over the whole column are the
+    # per-pair ones there, and rows closer to the pair's start are never full.
+    inside = pl.col("_pos") >= w - 1
     paired = pl.col("x").is_not_null() & pl.col("y").is_not_null()
     # Unpaired sessions contribute zeros to the sums; they are only ever used
     # when the window is fully paired, so the zeros never reach a result.
@@ -77,18 +98,21 @@ def _window_stats(w: int) -> list[pl.Expr]:
     py = pl.when(paired).then(pl.col("y")).otherwise(0.0)
 
     def rsum(e: pl.Expr) -> pl.Expr:
-        return e.rolling_sum(w, min_samples=w).over(keys)
+        return e.rolling_sum(w, min_samples=w)
 
-    n = paired.cast(pl.Int32).rolling_sum(w, min_samples=1).over(keys)
+    # ... so the paired count of a short window is a difference of cumulative counts.
+    n = pl.when(inside).then(paired.cast(pl.Int32).rolling_sum(w, min_samples=w)).otherwise(
+        pl.col("_cum") - pl.col("_paired_before")
+    )
     # Exact flatness test: a constant series has max == min, whereas the
     # moment formula below would leave rounding noise instead of zero.
-    flat_x = (pl.col("x").rolling_max(w, min_samples=w) == pl.col("x").rolling_min(w, min_samples=w)).over(keys)
-    flat_y = (pl.col("y").rolling_max(w, min_samples=w) == pl.col("y").rolling_min(w, min_samples=w)).over(keys)
+    flat_x = pl.col("x").rolling_max(w, min_samples=w) == pl.col("x").rolling_min(w, min_samples=w)
+    flat_y = pl.col("y").rolling_max(w, min_samples=w) == pl.col("y").rolling_min(w, min_samples=w)
     sx, sy = rsum(px), rsum(py)
     cov = rsum(px * py) - sx * sy / w
     vx = rsum(px * px) - sx * sx / w
     vy = rsum(py * py) - sy * sy / w
-    full = n == w
+    full = inside & (n == w)
     corr = (cov / (vx * vy).sqrt()).clip(-1.0, 1.0)
     beta = cov / vy
     return [
@@ -113,6 +137,7 @@ def rolling_correlation(
     grid = paired_returns(returns, sessions, assets, benchmarks)
     if grid.is_empty():
         return pl.DataFrame(schema=ROLLING_CORRELATION_SCHEMA)
+    grid = _with_positions(grid)
     frames = [
         grid.with_columns(_window_stats(w))
         .select(
@@ -123,7 +148,17 @@ def rolling_correlation(
             "correlation",
             "beta",
             "observations",
+            "_pair",
+            "_pos",
         )
         for w in windows
     ]
-    return pl.concat(frames).cast(ROLLING_CORRELATION_SCHEMA).sort("asset", "benchmark", "window_days", "date")
+    # Pairs are numbered in (asset, benchmark) order and _pos follows the date,
+    # so sorting on integers gives the (asset, benchmark, window_days, date)
+    # order without comparing millions of strings.
+    return (
+        pl.concat(frames)
+        .sort("_pair", "window_days", "_pos")
+        .drop("_pair", "_pos")
+        .cast(ROLLING_CORRELATION_SCHEMA)
+    )

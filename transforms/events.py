@@ -45,25 +45,37 @@ def _state_changes(series: pl.DataFrame, state: pl.Expr, k: int) -> pl.DataFrame
     ``_previous_row``.
     """
     s = pl.col("_state")
-    segment = s.is_null().cum_sum().over(_KEYS)
-    new_run = (s != s.shift(1).over(_KEYS)).fill_null(True)
-    df = (
-        series.with_columns(state.cast(pl.Int8).alias("_state"))
-        .with_columns(segment.alias("_segment"), new_run.alias("_run"))
-        .with_columns(pl.col("_run").cum_sum().over(_KEYS))
+    # Everything is computed on the whole sorted frame at once; a row belongs
+    # to a series / segment / run by an integer id, and values never leak
+    # across ids. (Per-group window expressions over many small runs were the
+    # slowest part of building the marts.)
+    i = pl.int_range(pl.len())
+    series_start = pl.col("_row") == 0
+    new_run = series_start | (s != s.shift(1)).fill_null(True)
+    df = series.with_columns(state.cast(pl.Int8).alias("_state")).with_columns(
+        series_start.cum_sum().alias("_series"),
+        (series_start | s.is_null()).cum_sum().alias("_segment"),
+        pl.when(new_run).then(i).forward_fill().alias("_run_start"),
     )
-    position = pl.int_range(1, pl.len() + 1).over([*_KEYS, "_run"])
+    position = i - pl.col("_run_start") + 1
     confirmed = pl.when(s.is_not_null() & (position == k)).then(s)
+
+    def last_in_group_before(when: pl.Expr, value: pl.Expr, group: str) -> pl.Expr:
+        # The value on the last earlier row of the same group where ``when`` held.
+        val = pl.when(when).then(value).forward_fill().shift(1)
+        grp = pl.when(when).then(pl.col(group)).forward_fill().shift(1)
+        return pl.when(grp == pl.col(group)).then(val)
+
     # State in force before this row, within the unbroken segment.
-    prior = confirmed.forward_fill().shift(1).over([*_KEYS, "_segment"])
+    prior = last_in_group_before(confirmed.is_not_null(), confirmed, "_segment")
 
     def last_before(value: int, col: str) -> pl.Expr:
         # Last row with state == value before this one, across breaks: "first
         # time since" looks at the whole record, not the unbroken segment.
-        return pl.when(s == value).then(pl.col(col)).forward_fill().shift(1).over(_KEYS)
+        return last_in_group_before(s == value, pl.col(col), "_series")
 
     def at_run_start(col: str) -> pl.Expr:
-        return pl.col(col).first().over([*_KEYS, "_run"])
+        return pl.col(col).gather(pl.col("_run_start"))
 
     return (
         df.with_columns(
@@ -74,7 +86,7 @@ def _state_changes(series: pl.DataFrame, state: pl.Expr, k: int) -> pl.DataFrame
         )
         .with_columns(at_run_start("_previous_date"), at_run_start("_previous_row"))
         .filter(pl.col("_confirmed").is_not_null() & (pl.col("_prior") == -pl.col("_confirmed")))
-        .drop("_segment", "_run", "_confirmed", "_prior")
+        .drop("_series", "_segment", "_run_start", "_confirmed", "_prior")
     )
 
 

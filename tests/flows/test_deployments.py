@@ -168,8 +168,8 @@ def test_deploy_and_run_nightly_through_a_server_and_worker(tmp_path):
 
     con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
     try:
-        assert con.sql("SELECT max(date) FROM fact_prices").fetchone()[0] == date(2016, 3, 31)
-        assert con.sql("SELECT count(*) FROM mart_rolling_correlation WHERE correlation IS NOT NULL").fetchone()[0] > 0
-        assert con.sql("SELECT list(status) FROM pipeline_runs").fetchone()[0] == ["succeeded"]
+        assert con.sql("SELECT max(date) FROM fact_prices").fetchall()[0][0] == date(2016, 3, 31)
+        assert con.sql("SELECT count(*) FROM mart_rolling_correlation WHERE correlation IS NOT NULL").fetchall()[0][0] > 0
+        assert con.sql("SELECT list(status) FROM pipeline_runs").fetchall()[0][0] == ["succeeded"]
     finally:
         con.close()

@@ -77,6 +77,24 @@ def start_paused(prefect_home: Path, point: str, marker: Path, *args: str) -> Pa
     return Paused(proc, point)
 
 
+def reaches(prefect_home: Path, point: str, marker: Path, *args: str, within: float = 150) -> bool:
+    """Whether a run gets to ``point`` within ``within`` s (it is killed there either way)."""
+    marker.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        xasset_cmd(*args),
+        env=cli_env(prefect_home, XASSET_TEST_PAUSE_AT=point, XASSET_TEST_PAUSE_FILE=str(marker)),
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + within
+    try:
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return marker.exists()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -20,11 +20,11 @@ import pytest
 from flows.nightly import nightly
 from warehouse.tables import TABLES
 
-from reliability_harness import published, read_table, run_xasset, start_paused, temp_leftovers
+from reliability_harness import published, reaches, read_table, run_xasset, start_paused, temp_leftovers
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-D1, D2 = date(2019, 6, 28), date(2019, 7, 31)
+D1, D2, D3 = date(2019, 6, 28), date(2019, 7, 31), date(2019, 8, 30)
 NOT_COMPARED = {"pipeline_runs", "ingest_log"}
 
 
@@ -36,18 +36,24 @@ def story(tmp_path_factory, prefect_home):
     first = nightly(source="sample", as_of=D1, data_dir=str(data))
     seen = {"first_run_id": first.run_id, "before": published(data), "after_kill": {}, "killed_pids": []}
 
-    paused = start_paused(prefect_home, "extract", marker, *args)
-    seen["lock_holder_pid"] = paused.proc.pid
-    seen["concurrent"] = run_xasset(prefect_home, *args)
-    seen["published_during_concurrent"] = published(data)
-    paused.kill()
-    seen["after_kill"]["extract"] = published(data)
-
     for point in ("transform", "publish_marts", "publish_db"):
         paused = start_paused(prefect_home, point, marker, *args)
         paused.kill()
         seen["after_kill"][point] = published(data)
         seen[f"leftovers_{point}"] = temp_leftovers(data)
+
+    # Extraction last: a kill there strands the source's Prefect concurrency
+    # slots in this Prefect home (see the xfail below), which would hang any
+    # later run that uses it. A new as_of, because the runs above cached their
+    # extraction for D2 and a re-run would not fetch at all.
+    args_d3 = ("run", "--source", "sample", "--as-of", str(D3), "--data-dir", str(data))
+    paused = start_paused(prefect_home, "extract", marker, *args_d3)
+    seen["lock_holder_pid"] = paused.proc.pid
+    seen["concurrent"] = run_xasset(prefect_home, *args_d3)
+    seen["published_during_concurrent"] = published(data)
+    paused.kill()
+    seen["after_kill"]["extract"] = published(data)
+    seen["next_run_gets_past_extraction"] = reaches(prefect_home, "transform", marker, *args_d3)
 
     seen["killed_runs"] = pl.read_parquet(data / "state" / "pipeline_runs.parquet").filter(
         pl.col("run_id") != first.run_id
@@ -114,6 +120,19 @@ def test_killed_runs_leave_no_mart_versions(story):
 
 @pytest.mark.xfail(
     strict=True,
+    reason="a run killed during extraction keeps its Prefect tag-concurrency slots "
+    "(tag:xasset-source-<source>, limit 2): the ephemeral API that held the leases died with it, so "
+    "concurrency_limit_v2.active_slots stays 2 in the data dir's PREFECT_HOME and every later run "
+    "waits in extraction indefinitely (observed: >9 min, then ConnectError). Fix in flows/nightly.py "
+    "ensure_source_limit: while holding RunLock and on a local ephemeral API, reset the tag's slots",
+)
+def test_a_run_killed_while_extracting_does_not_block_the_next_one(story):
+    _, seen = story
+    assert seen["next_run_gets_past_extraction"]
+
+
+@pytest.mark.xfail(
+    strict=True,
     reason="pipeline_runs keeps a SIGKILLed run as status 'running' forever; the next run, holding "
     "the lock, should mark such rows 'interrupted' (flows/nightly.py after RunLock is taken)",
 )
@@ -121,7 +140,7 @@ def test_killed_runs_are_not_left_running_in_the_run_log(story):
     data, seen = story
     runs = pl.read_parquet(data / "state" / "pipeline_runs.parquet")
     killed = runs.filter(pl.col("run_id").is_in(seen["killed_runs"]))
-    assert killed.height == len(seen["killed_runs"]) == 4
+    assert killed.height == len(seen["killed_runs"]) >= 4
     assert set(killed["status"]) <= {"failed", "interrupted"}
 
 
