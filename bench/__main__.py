@@ -32,8 +32,8 @@ def rss_now() -> int:
     return 0
 
 
-def peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def peak_rss(who: int = resource.RUSAGE_SELF) -> int:
+    return resource.getrusage(who).ru_maxrss * 1024
 
 
 def emit(stage: str, seconds: float, rows: int, **extra) -> None:
@@ -42,8 +42,10 @@ def emit(stage: str, seconds: float, rows: int, **extra) -> None:
         "seconds": round(seconds, 3),
         "rows": rows,
         "rows_per_s": round(rows / seconds) if seconds > 0 else None,
-        "peak_rss_gib": round(peak_rss() / GIB, 3),
+        "peak_rss_gib": round(extra.pop("peak", peak_rss()) / GIB, 3),
         "rss_before_gib": round(extra.pop("rss_before", 0) / GIB, 3),
+        # CPU seconds of all threads: steadier than wall time on a shared machine.
+        "cpu_s": round(extra.pop("cpu"), 3) if "cpu" in extra else None,
         **extra,
     }
     print(json.dumps(line), flush=True)
@@ -68,13 +70,13 @@ def _params():
 def stage_generate(work: Path, args) -> None:
     from bench.panel import generate
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     prices, assets, sessions = generate(args.equities, args.coins, args.years, date.fromisoformat(args.as_of), args.seed)
-    seconds = time.perf_counter() - t
+    seconds, cpu = time.perf_counter() - t, time.process_time() - c
     prices.write_parquet(work / "prices.parquet")
     assets.write_parquet(work / "assets.parquet")
     sessions.to_frame("session_date").write_parquet(work / "sessions.parquet")
-    emit("generate", seconds, prices.height, symbols=assets.height, sessions=sessions.len())
+    emit("generate", seconds, prices.height, cpu=cpu, symbols=assets.height, sessions=sessions.len())
 
 
 def stage_transform(work: Path, args) -> None:
@@ -83,15 +85,15 @@ def stage_transform(work: Path, args) -> None:
     prices, assets, sessions = _inputs(work)
     params = _params()
     before = rss_now()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     marts = build_marts(prices, assets, sessions, params)
-    seconds = time.perf_counter() - t
+    seconds, cpu = time.perf_counter() - t, time.process_time() - c
     out = work / "tables"
     out.mkdir(exist_ok=True)
     for name, frame in marts.tables.items():
         frame.write_parquet(out / f"{name}.parquet")
     emit(
-        "transform_full", seconds, prices.height, rss_before=before,
+        "transform_full", seconds, prices.height, rss_before=before, cpu=cpu,
         output_rows={k: v.height for k, v in marts.tables.items()},
     )
 
@@ -105,13 +107,13 @@ def stage_load(work: Path, args) -> None:
     tables = {p.stem: pl.read_parquet(p) for p in sorted((work / "tables").glob("*.parquet"))}
     rows = sum(f.height for f in tables.values())
     before = rss_now()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     build_database(work / "bench.duckdb", tables)
     db_s = time.perf_counter() - t
-    emit("load_duckdb", db_s, rows, rss_before=before, file_gib=round((work / "bench.duckdb").stat().st_size / GIB, 3))
-    t = time.perf_counter()
+    emit("load_duckdb", db_s, rows, rss_before=before, cpu=time.process_time() - c, file_gib=round((work / "bench.duckdb").stat().st_size / GIB, 3))
+    t, c = time.perf_counter(), time.process_time()
     mart_files.stage_marts(tables, work / "marts", "bench", {"source": "bench"})
-    emit("write_marts", time.perf_counter() - t, rows, rss_before=before)
+    emit("write_marts", time.perf_counter() - t, rows, rss_before=before, cpu=time.process_time() - c)
 
 
 def stage_correlation(work: Path, args) -> None:
@@ -128,15 +130,15 @@ def stage_correlation(work: Path, args) -> None:
     benchmarks = ["^RUT", "^GSPC"]
     windows = (30, 90, 180, 365)
     before = rss_now()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     corr = rolling_correlation(returns, sessions, coins, benchmarks, windows)
-    polars_s = time.perf_counter() - t
+    polars_s, polars_cpu = time.perf_counter() - t, time.process_time() - c
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     x = baseline.dense_returns(returns, sessions, coins)
     ys = baseline.dense_returns(returns, sessions, benchmarks)
     base = {b: baseline.rolling_correlation(x, ys[:, j], windows) for j, b in enumerate(benchmarks)}
-    numpy_s = time.perf_counter() - t
+    numpy_s, numpy_cpu = time.perf_counter() - t, time.process_time() - c
 
     # The two must agree, or the comparison means nothing.
     idx = pl.DataFrame({"date": sessions.unique().sort(), "i": pl.int_range(0, sessions.n_unique(), eager=True)})
@@ -146,28 +148,87 @@ def stage_correlation(work: Path, args) -> None:
     for (b, w), part in got.group_by("benchmark", "window_days"):
         ref = base[b][w][part["i"].to_numpy(), part["asset"].replace_strict(col, return_dtype=pl.Int64).to_numpy()]
         worst = max(worst, float(np.nanmax(np.abs(ref - part["correlation"].to_numpy()))))
-    emit("rolling_correlation", polars_s, corr.height, rss_before=before)
+    emit("rolling_correlation", polars_s, corr.height, rss_before=before, cpu=polars_cpu)
     emit(
-        "rolling_correlation_numpy_baseline", numpy_s, corr.height,
-        ratio_polars_over_numpy=round(polars_s / numpy_s, 2), max_abs_diff=worst,
+        "rolling_correlation_numpy_baseline", numpy_s, corr.height, cpu=numpy_cpu,
+        ratio_polars_over_numpy=round(polars_s / numpy_s, 2),
+        cpu_ratio_polars_over_numpy=round(polars_cpu / numpy_cpu, 2), max_abs_diff=worst,
     )
 
     # What a one-new-day recompute of this mart needs: only the last
     # max(window) sessions of returns feed the new day's values.
     tail_sessions = sessions.sort().tail(max(windows) + 1)
     tail = returns.filter(pl.col("session_date") >= tail_sessions.min())
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     new = rolling_correlation(tail, tail_sessions, coins, benchmarks, windows).filter(
         pl.col("date") == tail_sessions.max()
     )
-    tail_s = time.perf_counter() - t
+    tail_s, tail_cpu = time.perf_counter() - t, time.process_time() - c
     full_last = corr.filter(pl.col("date") == tail_sessions.max()).sort("asset", "benchmark", "window_days")
     new = new.sort("asset", "benchmark", "window_days")
     same = full_last.select("asset", "benchmark", "window_days").equals(new.select("asset", "benchmark", "window_days"))
     diff = (full_last["correlation"] - new["correlation"]).abs().max() if same else None
     emit(
-        "rolling_correlation_last_day_only", tail_s, new.height,
+        "rolling_correlation_last_day_only", tail_s, new.height, cpu=tail_cpu,
         ratio_to_full=round(tail_s / polars_s, 3), same_keys_as_full=same, max_abs_diff_vs_full=diff,
+    )
+
+
+def stage_ranks(work: Path, args) -> None:
+    """Cross-sectional percentile ranks (the Alpha Score's core step) vs numpy.
+
+    The metric is each stock's 21-session log return; the Polars side is the
+    expression ``transforms.factors.factor_panel`` uses (within the sector when
+    it has ``min_sector_size`` values that day, else across all stocks).
+    """
+    import numpy as np
+    import polars as pl
+
+    from bench import baseline
+    from transforms.returns import log_returns
+
+    prices, assets, sessions = _inputs(work)
+    stocks = assets.filter(pl.col("asset_class") == "equity").select("symbol", "sector")
+    r = log_returns(prices.filter(pl.col("symbol").is_in(stocks["symbol"].implode())), sessions)
+    panel = (
+        r.with_columns(pl.col("log_return").rolling_sum(21, min_samples=21).over("symbol").alias("v"))
+        .join(stocks, on="symbol")
+        .select(pl.col("session_date").alias("date"), "symbol", "sector",
+                pl.col("sector").rank("dense").cast(pl.Int32).alias("sector_code"), "v")
+        .sort("date", "symbol")
+    )
+    min_size = 5
+    v = pl.col("v")
+    n_sector = v.count().over("date", "sector_code")
+    before = rss_now()
+    t, c = time.perf_counter(), time.process_time()
+    ranked = panel.with_columns(
+        pl.when(v.is_null()).then(None)
+        .when(n_sector >= min_size).then(100.0 * v.rank("average").over("date", "sector_code") / n_sector)
+        .otherwise(100.0 * v.rank("average").over("date") / v.count().over("date"))
+        .alias("rank")
+    )
+    polars_s, polars_cpu = time.perf_counter() - t, time.process_time() - c
+
+    t, c = time.perf_counter(), time.process_time()
+    wide = panel.pivot(on="symbol", index="date", values="v", aggregate_function="first").sort("date")
+    names = wide.columns[1:]
+    x = wide.select(names).to_numpy().astype(np.float64)
+    sector_of = dict(zip(stocks["symbol"], stocks["sector"], strict=True))
+    codes = np.array([hash(sector_of[n]) for n in names])
+    dense = baseline.sector_percentile_ranks(x, codes, min_size)
+    numpy_s, numpy_cpu = time.perf_counter() - t, time.process_time() - c
+
+    got = ranked.pivot(on="symbol", index="date", values="rank", aggregate_function="first").sort("date")
+    g = got.select(names).to_numpy().astype(np.float64)
+    both = ~np.isnan(g) & ~np.isnan(dense)
+    emit("percentile_ranks", polars_s, panel.height, rss_before=before, cpu=polars_cpu)
+    emit(
+        "percentile_ranks_numpy_baseline", numpy_s, panel.height, cpu=numpy_cpu,
+        ratio_polars_over_numpy=round(polars_s / numpy_s, 2),
+        cpu_ratio_polars_over_numpy=round(polars_cpu / numpy_cpu, 2),
+        # Not 1.0 only where values tie (ordinal vs average ranks).
+        share_equal=round(float(np.isclose(g[both], dense[both]).mean()), 6),
     )
 
 
@@ -178,12 +239,13 @@ def stage_prefect(work: Path, args) -> None:
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
     code = "from prefect import flow\n@flow\ndef noop():\n    return 1\nnoop()\n"
     for label in ("prefect_noop_flow_fresh_home", "prefect_noop_flow_warm_home"):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=600)
-        emit(label, time.perf_counter() - t, 0)
-    t = time.perf_counter()
+        # The flow runs in a grandchild: its peak is a child's, not ours.
+        emit(label, time.perf_counter() - t, 0, peak=peak_rss(resource.RUSAGE_CHILDREN))
+    t, c = time.perf_counter(), time.process_time()
     subprocess.run([sys.executable, "-c", "import prefect"], env=env, check=True, capture_output=True, timeout=600)
-    emit("prefect_import_only", time.perf_counter() - t, 0)
+    emit("prefect_import_only", time.perf_counter() - t, 0, peak=peak_rss(resource.RUSAGE_CHILDREN))
 
 
 STAGES = {
@@ -191,6 +253,7 @@ STAGES = {
     "transform": stage_transform,
     "load": stage_load,
     "correlation": stage_correlation,
+    "ranks": stage_ranks,
     "prefect": stage_prefect,
 }
 
@@ -202,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--years", type=int, default=20)
     ap.add_argument("--as-of", default="2026-11-20")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--stages", default="generate,transform,load,correlation,prefect",
+    ap.add_argument("--stages", default="generate,transform,load,correlation,ranks,prefect",
                     help="comma-separated subset, in order (each after generate needs its inputs)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep inputs/outputs here (default: a temp dir, removed)")
     ap.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)  # child mode

@@ -52,3 +52,31 @@ def rolling_correlation(x: np.ndarray, y: np.ndarray, windows: Sequence[int]) ->
         corr[n != w] = np.nan
         out[w] = corr
     return out
+
+
+def percentile_ranks(x: np.ndarray) -> np.ndarray:
+    """Row-wise 100 * rank / count, NaN-aware: ``x`` is (n_dates, n_symbols).
+
+    Ordinal ranks by a double argsort; equal values (rare in continuous
+    metrics) would get distinct ranks here where Polars averages them.
+    """
+    filled = np.where(np.isnan(x), np.inf, x)
+    ranks = np.argsort(np.argsort(filled, axis=1, kind="stable"), axis=1).astype(np.float64) + 1.0
+    count = (~np.isnan(x)).sum(axis=1, keepdims=True)
+    out = 100.0 * ranks / np.maximum(count, 1)
+    out[np.isnan(x)] = np.nan
+    return out
+
+
+def sector_percentile_ranks(x: np.ndarray, sector: np.ndarray, min_size: int) -> np.ndarray:
+    """Ranks within each sector where it has ``min_size`` values that day, else across all."""
+    out = percentile_ranks(x)
+    for code in np.unique(sector):
+        cols = sector == code
+        sub = x[:, cols]
+        big = (~np.isnan(sub)).sum(axis=1) >= min_size
+        ranked = percentile_ranks(sub)
+        block = out[:, cols]
+        block[big] = ranked[big]
+        out[:, cols] = block
+    return out

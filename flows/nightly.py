@@ -211,13 +211,14 @@ def extract(
         result_storage=(settings.data_dir / "cache" / "extract").resolve(),
         # Files are read locally and cheaply; caching them only costs disk.
         refresh_cache=src.name == "files" or runner.extract_cache_hours == 0,
+        persist_result=src.name != "files",
     )
     fingerprint = source_fingerprint(src.name, settings, paths)
 
-    def submit(i: int):
+    def submit(i: int, refresh: bool = False):
         part = parts[i]
         symbols = {a.symbol for a in part.assets}
-        return task_.submit(
+        return (task_.with_options(refresh_cache=True) if refresh else task_).submit(
             src,
             part,
             start,
@@ -250,6 +251,15 @@ def extract(
         done += 1
         progress.emit("extract", done, len(parts))
         tracker.update(done / len(parts))
+    # A cached batch that had failed symbols is fetched again: the cache saves
+    # refetching what succeeded, never keeps a failure.
+    for i in range(len(parts)):
+        state = futures[i].state
+        if state.is_completed() and state.name == "Cached" and any(
+            o.status == "error" for o in futures[i].result().outcomes
+        ):
+            futures[i] = submit(i, refresh=True)
+            futures[i].result()
     # Merge in submission order so the batch is the same whatever finished first.
     return merge_batches([futures[i].result() for i in range(len(parts))])
 

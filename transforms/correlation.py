@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import polars as pl
 
 from transforms.returns import session_index
@@ -138,9 +139,9 @@ def rolling_correlation(
     if grid.is_empty():
         return pl.DataFrame(schema=ROLLING_CORRELATION_SCHEMA)
     grid = _with_positions(grid)
+    windows = sorted(set(windows))
     frames = [
-        grid.with_columns(_window_stats(w))
-        .select(
+        grid.with_columns(_window_stats(w)).select(
             pl.col("session_date").alias("date"),
             "asset",
             "benchmark",
@@ -148,17 +149,15 @@ def rolling_correlation(
             "correlation",
             "beta",
             "observations",
-            "_pair",
-            "_pos",
         )
         for w in windows
     ]
-    # Pairs are numbered in (asset, benchmark) order and _pos follows the date,
-    # so sorting on integers gives the (asset, benchmark, window_days, date)
-    # order without comparing millions of strings.
-    return (
-        pl.concat(frames)
-        .sort("_pair", "window_days", "_pos")
-        .drop("_pair", "_pos")
-        .cast(ROLLING_CORRELATION_SCHEMA)
+    # Each frame is in grid order (pair, date). The output wants (pair,
+    # window, date): take each pair's slice of each window's frame in turn,
+    # by position, rather than sorting millions of rows on string keys.
+    pairs = grid.group_by("_pair").agg(pl.col("_start").first(), pl.len()).sort("_pair")
+    n = grid.height
+    order = np.concatenate(
+        [np.arange(start, start + length) + k * n for start, length in pairs.select("_start", "len").iter_rows() for k in range(len(windows))]
     )
+    return pl.concat(frames)[order].cast(ROLLING_CORRELATION_SCHEMA)

@@ -200,7 +200,7 @@ def screen(name: str, frame: pl.DataFrame, as_of: date, run_id: str = "") -> tup
     rows = [
         {
             "run_id": run_id,
-            "table": name,
+            "table_name": name,
             "key": _key_json(table, r),
             "rule": r["_rule"],
             "detail": f"{r['_description']}; row: "
@@ -211,7 +211,7 @@ def screen(name: str, frame: pl.DataFrame, as_of: date, run_id: str = "") -> tup
     # Duplicate keys break one rule once per copy: one quarantine row per key and rule.
     merged = (
         pl.DataFrame(rows, schema=QUARANTINE.polars_schema)
-        .group_by("run_id", "table", "key", "rule", maintain_order=True)
+        .group_by("run_id", "table_name", "key", "rule", maintain_order=True)
         .agg(pl.col("detail").unique(maintain_order=True).str.join(" | "))
     )
     return good, QUARANTINE.conform(merged)
@@ -221,12 +221,12 @@ def quarantine_summary(quarantined: pl.DataFrame) -> str | None:
     """One line for the run summary, or None when nothing was quarantined."""
     if quarantined.is_empty():
         return None
-    by_rule = quarantined.group_by("table", "rule").len().sort("table", "rule")
-    parts = ", ".join(f"{r['table']}.{r['rule']}: {r['len']}" for r in by_rule.iter_rows(named=True))
+    by_rule = quarantined.group_by("table_name", "rule").len().sort("table_name", "rule")
+    parts = ", ".join(f"{r['table_name']}.{r['rule']}: {r['len']}" for r in by_rule.iter_rows(named=True))
     first = quarantined.row(0, named=True)
     return (
         f"quarantined {quarantined['key'].n_unique()} input row(s), published the clean rows ({parts}); "
-        f"e.g. {first['table']} {first['key']}: {first['detail']} -- see the quarantine table"
+        f"e.g. {first['table_name']} {first['key']}: {first['detail']} -- see the quarantine table"
     )
 
 

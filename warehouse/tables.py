@@ -389,12 +389,13 @@ QUARANTINE = Table(
     "They stay in the lake untouched and are re-checked by every run until the source corrects them.",
     (
         C("run_id", "string", "Run that quarantined the row (pipeline_runs.run_id).", False),
-        C("table", "string", "Table the row was bound for.", False),
+        # Not `table`: a keyword, which every analyst query would have to quote.
+        C("table_name", "string", "Table the row was bound for.", False),
         C("key", "string", "The row's primary key as JSON, e.g. {\"symbol\": \"BTC\", \"date\": \"2026-01-05\"}.", False),
         C("rule", "string", "Rule broken (see docs/data_dictionary.md).", False),
         C("detail", "string", "The offending values and where the row came from (source).", False),
     ),
-    primary_key=("run_id", "table", "key", "rule"),
+    primary_key=("run_id", "table_name", "key", "rule"),
 )
 
 TABLES: dict[str, Table] = {

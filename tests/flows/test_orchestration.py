@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -65,8 +66,9 @@ class CountingSource:
 
     name = "sample"
 
-    def __init__(self, fail_on_year: int | None = None) -> None:
+    def __init__(self, fail_on_year: int | None = None, flaky_symbol: str | None = None) -> None:
         self.inner = SampleSource()
+        self.flaky_symbol = flaky_symbol  # fails on its first fetch only
         self.calls: list[tuple[tuple[str, ...], date, date]] = []
         self.fail_on_year = fail_on_year
         self.lock = threading.Lock()
@@ -81,7 +83,15 @@ class CountingSource:
             if self.fail_on_year == as_of.year:
                 self.fail_on_year = None
                 raise PipelineError(f"simulated outage in {as_of.year}")
-            return self.inner.fetch(universe, start, as_of, last_dates, stored_tail)
+            batch = self.inner.fetch(universe, start, as_of, last_dates, stored_tail)
+            if self.flaky_symbol in {a.symbol for a in universe.assets}:
+                flaky, self.flaky_symbol = self.flaky_symbol, None
+                batch.bars = batch.bars.filter(pl.col("symbol") != flaky)
+                batch.outcomes = [
+                    replace(o, status="error", rows=0, error="simulated timeout") if o.symbol == flaky else o
+                    for o in batch.outcomes
+                ]
+            return batch
         finally:
             with self.lock:
                 self.at_once -= 1
@@ -111,7 +121,7 @@ def test_year_chunks():
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_rerun_after_late_failure_reuses_fetched_batches(tmp_path, monkeypatch):
-    src = CountingSource()
+    src = CountingSource(flaky_symbol="DOGE")
     monkeypatch.setattr(nightly_mod, "make_source", lambda *a, **k: src)
     monkeypatch.setenv("XASSET_EXTRACT_BATCH_SIZE", "12")
     monkeypatch.setenv("XASSET_SOURCE_CONCURRENCY", "2")
@@ -126,11 +136,13 @@ def test_rerun_after_late_failure_reuses_fetched_batches(tmp_path, monkeypatch):
     monkeypatch.setattr(nightly_mod, "audit", real_audit)
     summary = nightly(source="sample", start=START, as_of=AS_OF, data_dir=str(tmp_path))
     assert summary.status == "succeeded"
-    assert src.calls == first, "the re-run fetched again instead of using the cached batches"
+    doge_batch = next(c for c in first if "DOGE" in c[0])
+    assert src.calls == [*first, doge_batch], "only the batch with a failed symbol is fetched again"
+    assert not summary.report.problems, "DOGE, failed in the first run, is current after the re-run"
     assert src.most_at_once <= 2, "more batches called the source at once than XASSET_SOURCE_CONCURRENCY"
     # A different range is a different request: fetched afresh.
     nightly(source="sample", start=START, as_of=date(2016, 10, 3), data_dir=str(tmp_path))
-    assert len(src.calls) == 2 * len(first)
+    assert len(src.calls) == 2 * len(first) + 1
 
 
 @pytest.mark.usefixtures("prefect_harness")

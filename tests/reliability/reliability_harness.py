@@ -124,7 +124,8 @@ def read_table(db: Path, name: str, drop: tuple[str, ...] = ()) -> pl.DataFrame:
     con = duckdb.connect(str(db), read_only=True)
     try:
         cols = [c for c in TABLES[name].column_names if c not in drop]
-        key = ", ".join(TABLES[name].key or cols)
-        return con.sql(f"SELECT {', '.join(cols)} FROM {name} ORDER BY {key}").pl()
+        order = [c for c in TABLES[name].key if c in cols] + cols  # a total order even without the key
+        q = lambda c: '"' + c + '"'  # noqa: E731 - "table" is a column name
+        return con.sql(f"SELECT {', '.join(map(q, cols))} FROM {name} ORDER BY {', '.join(map(q, order))}").pl()
     finally:
         con.close()

@@ -52,7 +52,7 @@ def test_bad_bar_is_quarantined_and_clean_bars_kept(values, rule):
     assert quarantined.columns == QUARANTINE.column_names
     assert quarantined["rule"].to_list() == [rule]
     row = quarantined.row(0, named=True)
-    assert row["run_id"] == "r1" and row["table"] == "fact_prices"
+    assert row["run_id"] == "r1" and row["table_name"] == "fact_prices"
     assert json.loads(row["key"]) == {"symbol": "ETH", "date": str(bad["date"])}
     assert '"source": "files"' in row["detail"]  # where the row came from
 
@@ -175,6 +175,6 @@ def test_quarantine_is_persisted_stamped_and_published(tmp_path):
     build_database(db, {"quarantine": history})
     con = duckdb.connect(str(db), read_only=True)
     try:
-        assert con.sql('SELECT "table", rule FROM quarantine').fetchall() == [("fact_prices", "close|min_exclusive")]
+        assert con.sql("SELECT table_name, rule FROM quarantine").fetchall() == [("fact_prices", "close|min_exclusive")]
     finally:
         con.close()
