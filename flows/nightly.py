@@ -317,7 +317,7 @@ def transform(
         factor_thresholds=LabelThresholds(strong=settings.factor_strong_at, moderate=settings.factor_moderate_at),
         factor_min_sector_size=settings.factor_min_sector_size,
     )
-    marts = build_marts(prices, assets, sess, params, fundamentals=lake.read_fundamentals())
+    marts = build_marts(prices, assets, sess, params, fundamentals=fundamentals_as_of(lake, as_of))
     if synthetic:
         # Indices built from synthetic prices are synthetic too.
         marts.tables["dim_asset"] = marts.tables["dim_asset"].with_columns(
@@ -327,6 +327,12 @@ def transform(
             .alias("name")
         )
     return marts.tables, marts.warnings
+
+
+def fundamentals_as_of(lake: Lake, as_of: date) -> pl.DataFrame | None:
+    """Stored snapshots taken on or before ``as_of``: a backfill never sees later ones."""
+    stored = lake.read_fundamentals()
+    return None if stored is None else stored.filter(pl.col("as_of") <= as_of)
 
 
 @task(cache_policy=NO_CACHE)

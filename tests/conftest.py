@@ -20,3 +20,18 @@ def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real market data not found at {REAL_DATA} (clone with ../shared beside it)")
     return REAL_DATA
+
+
+# Prefect reads these at import: quiet, no telemetry, for every test module.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One throwaway local Prefect API for every in-process flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    # A fresh database migrates on start; give a loaded 2-core CI machine time.
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

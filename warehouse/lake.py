@@ -25,9 +25,10 @@ VALUE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
 
 
 def symbol_dir(symbol: str) -> str:
-    # quote() with no safe characters: nothing in a symbol can act as a path
-    # separator or a relative component.
-    return quote(symbol, safe="")
+    # quote() with no safe characters leaves no path separator; it keeps dots,
+    # so a name of dots only ('.', '..') is encoded too: never a relative component.
+    encoded = quote(symbol, safe="")
+    return encoded.replace(".", "%2E") if set(encoded) == {"."} else encoded
 
 
 class Lake:

@@ -1,10 +1,7 @@
-"""Fixtures for the reliability suite: a local Prefect API for in-process runs and
-one Prefect home shared by every ``xasset`` subprocess.
-"""
+"""Fixtures for the reliability suite: one Prefect home shared by every ``xasset`` subprocess."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -14,16 +11,7 @@ import pytest
 # test directories on sys.path.
 sys.path.insert(0, str(Path(__file__).parent))
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-
-
-@pytest.fixture(scope="session")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
+# prefect_harness (the in-process Prefect API) comes from tests/conftest.py.
 
 
 @pytest.fixture(scope="session")

@@ -139,12 +139,6 @@ def test_symbols_with_legal_punctuation_stay_inside_the_lake(tmp_path):
     assert set(lake.read_bars()["symbol"]) == set(symbols)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="warehouse/lake.py symbol_dir('..') is '..' (quote() keeps dots), so a source that skipped "
-    "check_symbol could write outside bars/source=<source>/; fix: encode a name made only of dots "
-    "(e.g. '.' -> '%2E') or call flows.universe.check_symbol in Lake.upsert_bars",
-)
 @pytest.mark.parametrize("symbol", ["..", "."])
 def test_lake_never_maps_a_symbol_to_a_relative_path_component(symbol):
     assert symbol_dir(symbol) not in (".", "..")
