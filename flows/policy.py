@@ -11,10 +11,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from flows.universe import check_symbol
+from flows.yamlfile import read_yaml_mapping
 from transforms.policy import Mix, Policy, PolicyError, RegimeRule, Sleeve
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("policy.yaml")
@@ -112,14 +112,7 @@ def _where(loc: tuple[Any, ...], raw: Any) -> str:
 
 def load_policy(path: Path | str | None = None) -> Policy:
     path = Path(path) if path else DEFAULT_POLICY_PATH
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise PolicyFileError(f"policy file not found: {path}") from exc
-    except yaml.YAMLError as exc:
-        raise PolicyFileError(f"policy file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise PolicyFileError(f"policy file {path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path, "policy", PolicyFileError)
     try:
         spec = PolicySpec.model_validate(raw)
     except ValidationError as exc:

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from flows.yamlfile import read_yaml_mapping
 
 DEFAULT_UNIVERSE_PATH = Path(__file__).with_name("universe.yaml")
 
@@ -106,12 +107,7 @@ class Universe(BaseModel):
 
 def load_universe(path: Path | None = None) -> Universe:
     path = Path(path) if path else DEFAULT_UNIVERSE_PATH
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise UniverseError(f"universe file not found: {path}") from exc
-    except yaml.YAMLError as exc:
-        raise UniverseError(f"universe file {path} is not valid YAML: {exc}") from exc
+    raw = read_yaml_mapping(path, "universe", UniverseError)
     try:
         return Universe.model_validate(raw)
     except ValidationError as exc:
