@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,7 +21,40 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from flows.sources.live_config import LiveSettings
 
 
-class Settings(BaseSettings):
+class ExecutionSettings(BaseSettings):
+    """How a run executes (task runner, extraction batching, retries, limits), never what it computes."""
+
+    model_config = SettingsConfigDict(env_prefix="XASSET_", env_file=".env", extra="ignore")
+
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads", description="threads: Prefect's thread pool in the flow process; dask: a Dask cluster."
+    )
+    dask_address: str | None = Field(
+        None, description="Scheduler of an existing Dask cluster (tcp://host:8786); a local cluster when unset."
+    )
+    dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask cluster.")
+    threads: int = Field(4, ge=1, description="Threads of the default task runner.")
+    extract_batch_size: int = Field(
+        16, ge=1, description="Symbols per extraction task: the unit of retry, caching and scale-out."
+    )
+    extract_timeout_seconds: float = Field(
+        1800, gt=0, description="Upper bound on one extraction task, retries of single requests included."
+    )
+    extract_retries: int = Field(
+        2, ge=0, description="Task-level retries of a failed extraction batch (live source only)."
+    )
+    extract_retry_backoff_seconds: float = Field(
+        30, ge=0, description="First retry delay; doubles on every further retry (with jitter)."
+    )
+    extract_cache_hours: float = Field(
+        20, ge=0, description="How long a fetched batch is reused by a re-run of the same source and dates."
+    )
+    source_concurrency: int = Field(
+        2, ge=1, description="Extraction batches of a run that may call the data source at the same time."
+    )
+
+
+class Settings(ExecutionSettings):
     model_config = SettingsConfigDict(
         env_prefix="XASSET_",
         env_nested_delimiter="__",

@@ -33,6 +33,7 @@ import polars as pl
 
 from flows.calendar import sessions as xnys_sessions
 from flows.sources.base import SourceBatch, SourceError, SymbolOutcome, conform_assets, conform_bars
+from flows.sources.sample_fundamentals import sample_fundamentals
 from flows.universe import Asset, Universe
 
 ORIGIN = date(2014, 1, 1)
@@ -134,7 +135,8 @@ class SampleSource:
     ) -> SourceBatch:
         if as_of > HORIZON_END:
             raise SourceError(f"the sample market ends on {HORIZON_END}; as_of {as_of} is beyond it")
-        bars = self.generate(universe, as_of).filter(pl.col("date") >= start)
+        history = self.generate(universe, as_of)
+        bars = history.filter(pl.col("date") >= start)
         assets = self.assets(universe)
         outcomes = []
         for a in universe.assets:
@@ -149,14 +151,10 @@ class SampleSource:
                     last_date=rows["date"].max() if rows.height else None,
                 )
             )
-        fundamentals = None
-        try:
-            from flows.sources.sample_fundamentals import sample_fundamentals
-        except ImportError:  # pragma: no cover - present once the Alpha Score lands
-            pass
-        else:
-            stocks = assets.filter(pl.col("asset_class") == "equity")
-            fundamentals = sample_fundamentals(stocks, bars, self.seed, start, as_of)
+        # Snapshots depend on trailing prices: give them the whole history, not
+        # just this run's range, so a year-by-year backfill equals one run.
+        stocks = assets.filter(pl.col("asset_class") == "equity")
+        fundamentals = sample_fundamentals(stocks, history, self.seed, start, as_of)
         return SourceBatch(
             bars=bars, assets=assets, outcomes=outcomes, fundamentals=fundamentals, synthetic=True
         )

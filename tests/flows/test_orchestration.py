@@ -51,16 +51,6 @@ def assert_same_warehouse(a: Path, b: Path, may_differ: frozenset[str] = frozens
         assert strip(left[name]).equals(strip(right[name])), name
 
 
-# The sample source derives fundamentals from the bars of the range it is asked
-# for (trailing-year prices, first price date), so a year-by-year backfill gets
-# different snapshots than one fetch from the start. Prices and every price mart
-# agree; the fix belongs in flows/sources/sample.py (pass the unfiltered bars to
-# sample_fundamentals).
-FUNDAMENTALS_DERIVED = frozenset(
-    {"fact_fundamentals", "mart_factor_scores", "mart_factor_metrics", "mart_factor_ic", "mart_factor_ic_summary"}
-)
-
-
 class CountingSource:
     """The sample market, counting fetches per batch of symbols."""
 
@@ -166,7 +156,7 @@ def test_backfill_resumes_by_year_and_matches_a_single_run(tmp_path, monkeypatch
 
     single = tmp_path / "single"
     nightly(source="sample", start=START, as_of=AS_OF, data_dir=str(single))
-    assert_same_warehouse(data, single, may_differ=FUNDAMENTALS_DERIVED)
+    assert_same_warehouse(data, single)
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -32,12 +32,10 @@ def nightly_screens() -> bool:
     return "screen(" in inspect.getsource(flows.nightly)
 
 
-@pytest.fixture
-def price_files(tmp_path):
+def write_price_files(folder, with_bad_bars: bool):
     from flows.calendar import sessions
 
     rng = np.random.default_rng(7)
-    folder = tmp_path / "prices"
     folder.mkdir()
 
     def write(name, dates, bad=False):
@@ -55,9 +53,19 @@ def price_files(tmp_path):
     days = pl.date_range(date(2023, 1, 1), AS_OF, eager=True).to_list()
     write("^RUT", equity)
     write("^GSPC", equity)
-    write("BTC-USD", days, bad=True)
+    write("BTC-USD", days, bad=with_bad_bars)
     write("ETH-USD", days)
     return folder
+
+
+@pytest.fixture
+def price_files(tmp_path):
+    return write_price_files(tmp_path / "prices", with_bad_bars=True)
+
+
+@pytest.fixture
+def clean_price_files(tmp_path):
+    return write_price_files(tmp_path / "clean", with_bad_bars=False)
 
 
 def published(data):
@@ -92,12 +100,13 @@ def test_bad_bars_are_quarantined_and_the_clean_rows_published(price_files, tmp_
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_failed_audit_publishes_nothing_and_says_what_failed(price_files, tmp_path, monkeypatch):
+def test_failed_audit_publishes_nothing_and_says_what_failed(clean_price_files, tmp_path, monkeypatch):
     import flows.nightly
     from warehouse.runs import RunLog
 
     data = tmp_path / "data"
-    assert flows.nightly.nightly(source="files", paths=[str(price_files)], as_of=AS_OF, data_dir=str(data)).status == "succeeded"
+    paths = [str(clean_price_files)]
+    assert flows.nightly.nightly(source="files", paths=paths, as_of=AS_OF, data_dir=str(data)).status == "succeeded"
     before = published(data)
     real = flows.nightly.build_marts
 
@@ -109,7 +118,7 @@ def test_failed_audit_publishes_nothing_and_says_what_failed(price_files, tmp_pa
 
     monkeypatch.setattr(flows.nightly, "build_marts", corrupt)
     with pytest.raises(Exception, match=r"audit failed, nothing published: mart_rolling_correlation: correlation"):
-        flows.nightly.nightly(source="files", paths=[str(price_files)], as_of=AS_OF, data_dir=str(data))
+        flows.nightly.nightly(source="files", paths=paths, as_of=AS_OF, data_dir=str(data))
     assert published(data) == before
     last = RunLog(data).runs().sort("started_at").row(-1, named=True)
     assert last["status"] == "failed" and last["audit"] == "failed"
