@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -56,6 +57,35 @@ def prepare_prefect(settings: Settings) -> None:
     if settings.prefect_quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
+
+
+def quiet_console_logs(settings: Settings) -> None:
+    """Keep the terminal to xasset's own progress, summary and one-line errors.
+
+    Call after Prefect is imported (it configures logging at import). Prefect's
+    crash report (a traceback), its per-task notes and yfinance's per-request
+    complaints all repeat what the run records itself (ingest_log, the run
+    report, the error line); they remain in the Prefect API's run logs.
+    """
+    if not settings.prefect_quiet:
+        return
+    for name in ("prefect.flow_runs", "prefect.task_runs", "yfinance"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def refuse_if_running(settings: Settings) -> None:
+    """Say so at once when another run holds the data directory, before paying Prefect's start-up.
+
+    The flow takes the lock again for real; this only spares the operator a
+    slow start and Prefect's crash report for a run that cannot proceed.
+    """
+    from warehouse.lock import RunLock, RunLockedError
+
+    try:
+        with RunLock(settings.data_dir):
+            pass
+    except RunLockedError as exc:
+        raise fail(str(exc)) from None
 
 
 def print_frame(frame, fmt: Format) -> None:
@@ -118,8 +148,11 @@ def run(
         raise fail(f"unknown source {source!r}: choose sample, files or live")
     if source == "files" and not path:
         raise fail("the files source needs --path DIR (repeatable)")
+    refuse_if_running(settings)
     prepare_prefect(settings)
     from flows.nightly import nightly
+
+    quiet_console_logs(settings)
 
     from flows.artifacts import print_report
 
@@ -296,8 +329,11 @@ def backfill(
         raise fail(f"bad date: {exc}") from None
     if source not in ("sample", "live"):
         raise fail(f"backfills fetch from sample or live, not {source!r}")
+    refuse_if_running(settings)
     prepare_prefect(settings)
     from flows.backfill import backfill as backfill_flow
+
+    quiet_console_logs(settings)
 
     try:
         with stage_progress():

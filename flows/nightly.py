@@ -37,11 +37,12 @@ from flows.universe import Universe, UniverseError, load_universe
 from transforms.factors import LabelThresholds
 from transforms.marts import MartParams, build_marts
 from warehouse import marts as mart_files
-from warehouse.audit import audit
+from warehouse.audit import audit, audit_warnings
 from warehouse.build import build_database, publish_database, staging_path
 from warehouse.files import remove_stale_temp_files
 from warehouse.lake import Lake
 from warehouse.lock import RunLock
+from warehouse.quality import screen
 from warehouse.runs import RunLog
 from warehouse.tables import INGEST_LOG
 
@@ -300,6 +301,9 @@ def transform(
     lake: Lake, settings: Settings, universe: Universe, as_of: date, synthetic: bool
 ) -> tuple[dict[str, pl.DataFrame], list[str]]:
     prices = lake.read_bars().filter(pl.col("date") <= as_of)
+    # Bad bars are set aside in the quarantine, not dropped or "fixed":
+    # everything derived is computed without them.
+    prices, quarantined = screen("fact_prices", prices, as_of)
     assets = lake.read_assets()
     if prices.is_empty() or assets is None:
         raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of}")
@@ -326,6 +330,7 @@ def transform(
             .otherwise(pl.col("name"))
             .alias("name")
         )
+    marts.tables["quarantine"] = quarantined
     return marts.tables, marts.warnings
 
 
@@ -448,6 +453,8 @@ def run_pipeline(
         for stale in remove_stale_temp_files(settings.data_dir):
             logger.info("removed temp file left by an interrupted run: %s", stale)
         log = RunLog(settings.data_dir)
+        for killed in log.mark_interrupted():
+            logger.warning("run %s did not finish (killed or crashed); marked interrupted", killed)
         history = log.runs()
         previous = history.filter((pl.col("status") == "succeeded") & (pl.col("source") == source))
         previous_as_of = previous["as_of"].max() if previous.height else None
@@ -512,12 +519,14 @@ def run_pipeline(
                  pl.DataFrame([{**record, "status": "succeeded"}], schema=history.schema)]
             )
             tables["ingest_log"] = log.ingest_log()
+            tables["quarantine"] = log.record_quarantine(run.run_id, tables.get("quarantine"))
             staged_db = staging_path(settings.warehouse_path, run.run_id)
             run.table_rows = load(tables, staged_db)
             stage_done("load")
             failures = audit(tables, as_of)
             if failures:
                 raise PipelineError("audit failed, nothing published: " + "; ".join(map(str, failures[:5])))
+            run.warnings += audit_warnings(tables, as_of, run.run_id)
             stage_done("audit")
             extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic}
             staged_marts = mart_files.stage_marts(tables, settings.marts_dir, run.run_id, extra)

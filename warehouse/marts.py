@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from warehouse.files import TMP_PREFIX, atomic_write_text, write_parquet_content_named
+from warehouse.files import TMP_PREFIX, atomic_write_text, fsync_dir, write_parquet_content_named
 from warehouse.schema import Table
 from warehouse.tables import TABLES
 
@@ -27,9 +27,14 @@ KEEP_VERSIONS = 2
 
 def write_version(table: Table, frame: pl.DataFrame, marts_dir: Path, run_id: str, extra: dict) -> Path:
     frame = table.conform(frame).sort(list(table.key) or table.column_names[:1], nulls_last=True)
-    version = marts_dir / VERSIONS / table.name / run_id
-    if version.exists():
-        shutil.rmtree(version)
+    final = marts_dir / VERSIONS / table.name / run_id
+    # Staged under a temp name and renamed when complete: a run killed midway
+    # leaves only a .tmp- directory, which the next run removes, never a
+    # half-written version that pruning would mistake for a real one.
+    version = final.with_name(f"{TMP_PREFIX}{run_id}")
+    for leftover in (version, final):
+        if leftover.exists():
+            shutil.rmtree(leftover)
     files: list[str] = []
     if table.partition_year_by and frame.height:
         years = frame.with_columns(pl.col(table.partition_year_by).dt.year().alias("_y"))
@@ -51,7 +56,9 @@ def write_version(table: Table, frame: pl.DataFrame, marts_dir: Path, run_id: st
         **extra,
     }
     atomic_write_text(json.dumps(manifest, indent=2, default=str) + "\n", version / "_manifest.json")
-    return version
+    os.rename(version, final)
+    fsync_dir(final.parent)
+    return final
 
 
 def swap_link(marts_dir: Path, name: str, version: Path) -> None:
@@ -67,7 +74,8 @@ def swap_link(marts_dir: Path, name: str, version: Path) -> None:
 def prune_versions(marts_dir: Path, name: str) -> None:
     root = marts_dir / VERSIONS / name
     current = (marts_dir / name).resolve()
-    versions = sorted(root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True) if root.exists() else []
+    complete = [p for p in root.iterdir() if not p.name.startswith(TMP_PREFIX)] if root.exists() else []
+    versions = sorted(complete, key=lambda p: p.stat().st_mtime, reverse=True)
     for old in versions[KEEP_VERSIONS:]:
         if old.resolve() != current:
             shutil.rmtree(old, ignore_errors=True)

@@ -39,6 +39,25 @@ class RunLog:
         merged = pl.concat([runs.filter(pl.col("run_id") != row["run_id"]), new]).sort("started_at")
         atomic_write_parquet(merged, self.dir / "pipeline_runs.parquet")
 
+    def mark_interrupted(self) -> list[str]:
+        """Runs still 'running' were killed: only the holder of the run lock calls this."""
+        runs = self.runs()
+        stuck = runs.filter(pl.col("status") == "running")
+        if stuck.is_empty():
+            return []
+        marked = runs.with_columns(
+            pl.when(pl.col("status") == "running")
+            .then(pl.lit("interrupted"))
+            .otherwise(pl.col("status"))
+            .alias("status"),
+            pl.when(pl.col("status") == "running")
+            .then(pl.lit("the process ended before the run finished (killed or crashed)"))
+            .otherwise(pl.col("error"))
+            .alias("error"),
+        )
+        atomic_write_parquet(marked, self.dir / "pipeline_runs.parquet")
+        return stuck["run_id"].to_list()
+
     def record_ingest(self, rows: pl.DataFrame) -> None:
         if rows.is_empty():
             return

@@ -78,12 +78,6 @@ def test_second_run_refuses_while_first_holds_the_lock(story):
     assert seen["published_during_concurrent"] == seen["before_kill"]["extract"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the refusal is raised inside the Prefect flow, so Prefect logs the flow's crash with a "
-    "traceback to stderr before the CLI's one-line error (and the refused run first pays ~20 s of "
-    "Prefect start-up); fix: flows/cli.py takes RunLock before starting Prefect and hands it to nightly()",
-)
 def test_refused_run_prints_no_traceback(story):
     _, seen = story
     assert "Traceback" not in seen["concurrent"].stderr
@@ -116,12 +110,6 @@ def test_next_run_completes_and_cleans_up(story):
     assert temp_leftovers(data) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a run killed while staging marts leaves .versions/<table>/<run_id>/ (not a .tmp- name), "
-    "which the next run keeps as one of the 2 newest and prunes the real previous version instead "
-    "(warehouse/marts.py: stage under .tmp-<run_id> and rename when complete)",
-)
 def test_killed_runs_leave_no_mart_versions(story):
     data, seen = story
     versions = data / "marts" / ".versions"
@@ -136,11 +124,6 @@ def test_a_run_killed_while_extracting_does_not_block_the_next_one(story):
     assert seen["next_run_gets_past_extraction"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline_runs keeps a SIGKILLed run as status 'running' forever; the next run, holding "
-    "the lock, should mark such rows 'interrupted' (flows/nightly.py after RunLock is taken)",
-)
 def test_killed_runs_are_not_left_running_in_the_run_log(story):
     data, seen = story
     runs = pl.read_parquet(data / "state" / "pipeline_runs.parquet")

@@ -158,3 +158,32 @@ def test_mart_reader_never_sees_two_runs_mixed(tmp_path):
     manifest = json.loads((marts / table.name / "_manifest.json").read_text())
     assert manifest["run_id"] == f"r{last:03}" and manifest["row_count"] == rows
     assert sorted(p.name for p in (marts / ".versions" / table.name).iterdir()) == [f"r{last - 1:03}", f"r{last:03}"]
+
+
+def test_run_killed_while_staging_leaves_no_version_pruning_could_keep(tmp_path, monkeypatch):
+    import warehouse.marts as marts_mod
+    from warehouse.files import remove_stale_temp_files
+
+    table = TABLES["mart_rolling_correlation"]
+    marts = tmp_path / "marts"
+    for v in (1, 2):
+        publish_marts({table.name: write_version(table, correlation_version(v), marts, f"r00{v}", {})}, marts)
+    real, calls = marts_mod.write_parquet_content_named, []
+
+    def dies_on_second_file(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(marts_mod, "write_parquet_content_named", dies_on_second_file)
+    try:
+        write_version(table, correlation_version(3), marts, "r003", {})
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    root = marts / ".versions" / table.name
+    assert not (root / "r003").exists(), "a half-written version must not look complete"
+    assert remove_stale_temp_files(tmp_path), "the next run's clean-up finds the staging directory"
+    publish_marts({table.name: write_version(table, correlation_version(4), marts, "r004", {})}, marts)
+    assert sorted(p.name for p in root.iterdir()) == ["r002", "r004"], "the real previous version is kept"
