@@ -110,6 +110,13 @@ def test_next_run_completes_and_cleans_up(story):
     assert temp_leftovers(data) == []
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a run killed after staging its marts (publish_marts/publish_db) leaves complete "
+    ".versions/<table>/<run_id>/ directories that no link points to; pruning keeps the newest two by "
+    "mtime, so an orphan can outlive the real previous version. Fixed by the one-switch publish of "
+    "issue 7 (stage .runs/<run_id>/ and swap a single `current` link)",
+)
 def test_killed_runs_leave_no_mart_versions(story):
     data, seen = story
     versions = data / "marts" / ".versions"

@@ -23,8 +23,10 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 AS_OF = date(2024, 3, 28)
 PENDING = pytest.mark.xfail(
     strict=True,
-    reason="flows/nightly.py does not yet screen fact_prices through warehouse.quality.screen: "
-    "the audit fails the whole run on the first bad row instead of quarantining it",
+    reason="bad bars are quarantined naming symbol, date and rule, but (1) not the source file: the lake "
+    "keeps no file provenance (flows/sources/files.py + warehouse/lake.py), and (2) an equity row dated "
+    "off the exchange calendar (a weekend) is not a quarantine rule yet: it drops out of returns but "
+    "stays in fact_prices (warehouse/quality.py screen)",
 )
 # (symbol, date, what is wrong, the CSV line)
 BAD = {
@@ -64,7 +66,6 @@ def run(tmp_path_factory):
     return data, summary
 
 
-@PENDING
 def test_run_with_bad_rows_publishes(run):
     _, summary = run
     assert not isinstance(summary, Exception), summary
@@ -80,7 +81,7 @@ def test_each_bad_row_is_quarantined_naming_symbol_date_and_file(run, case):
     keys = [json.loads(k) for k in q["key"]]
     hits = q.filter(pl.Series([k.get("symbol") == symbol and k.get("date") == str(day) for k in keys]))
     assert hits.height >= 1, case
-    assert (hits["table"] == "fact_prices").all()
+    assert (hits["table_name"] == "fact_prices").all()
     file = "BTC-USD.csv" if symbol == "BTC" else "^RUT.csv"
     assert hits["detail"].str.contains(file, literal=True).any(), hits["detail"].to_list()
 
