@@ -17,6 +17,7 @@ import duckdb
 import polars as pl
 
 from warehouse.files import TMP_PREFIX, fsync_dir
+from warehouse.query import read_sql_file
 from warehouse.schema import Table, ident, sql_literal
 from warehouse.tables import TABLES
 
@@ -54,7 +55,7 @@ def mart_views(tables: dict[str, Table]) -> list[str]:
 
 def create_views(con: duckdb.DuckDBPyConnection, tables: dict[str, Table]) -> list[str]:
     """Run every view file whose required tables exist; returns the skipped files."""
-    present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
+    present = {r[0] for r in con.execute(read_sql_file("catalog/main_tables.sql")).fetchall()}
     skipped = []
     for view in view_files():
         sql = view.read_text()
