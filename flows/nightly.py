@@ -192,12 +192,14 @@ def extract(
     runner: RunnerSettings,
     paths: list[Path],
     incremental: bool = True,
-    lookback: int = 10,
 ) -> SourceBatch:
     """Fetch every symbol in batches mapped over the task runner."""
     parts = batches(universe, runner.extract_batch_size, splittable=src.name != "files")
     last_dates = lake.last_dates() if incremental else {}
-    tail = lake.tail(lookback) if incremental else empty_bars()
+    # The stored tail must span the live source's look-back window so every
+    # re-fetched bar has a stored twin to compare for restated history; twice
+    # the window leaves room for a gap inside it.
+    tail = lake.tail(2 * settings.live.lookback_sessions) if incremental else empty_bars()
     retry = src.name == "live"
     task_ = extract_batch.with_options(
         # For an optional server-side limit across runs (docs/operations.md).
