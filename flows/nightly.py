@@ -37,8 +37,9 @@ from flows.universe import Universe, UniverseError, load_universe
 from transforms.factors import LabelThresholds
 from transforms.marts import MartParams, build_marts
 from warehouse import marts as mart_files
+from warehouse import snapshots
 from warehouse.audit import audit, audit_warnings
-from warehouse.build import build_database, publish_database, staging_path
+from warehouse.build import build_database
 from warehouse.files import remove_stale_temp_files
 from warehouse.lake import Lake
 from warehouse.lock import RunLock
@@ -455,8 +456,12 @@ def run_pipeline(
         for stale in remove_stale_temp_files(settings.data_dir):
             logger.info("removed temp file left by an interrupted run: %s", stale)
         log = RunLog(settings.data_dir)
-        for killed in log.mark_interrupted():
-            logger.warning("run %s did not finish (killed or crashed); marked interrupted", killed)
+        published_run = snapshots.current_run(settings.data_dir)
+        for killed in log.mark_interrupted(published=published_run):
+            if killed == published_run:
+                logger.warning("run %s was killed after publishing; marked succeeded", killed)
+            else:
+                logger.warning("run %s did not finish (killed or crashed); marked interrupted", killed)
         history = log.runs()
         previous = history.filter((pl.col("status") == "succeeded") & (pl.col("source") == source))
         previous_as_of = previous["as_of"].max() if previous.height else None
@@ -466,8 +471,7 @@ def run_pipeline(
             "table_rows": None, "audit": None, "code_version": code_version(),
         }
         log.record_run(record)
-        staged_db: Path | None = None
-        staged_marts: dict[str, Path] = {}
+        staging: snapshots.Staging | None = None
         tables: dict[str, pl.DataFrame] = {}
         outcomes: list[SymbolOutcome] = []
         clock = time.perf_counter()
@@ -522,8 +526,8 @@ def run_pipeline(
             )
             tables["ingest_log"] = log.ingest_log()
             tables["quarantine"] = log.record_quarantine(run.run_id, tables.get("quarantine"))
-            staged_db = staging_path(settings.warehouse_path, run.run_id)
-            run.table_rows = load(tables, staged_db)
+            staging = snapshots.stage(settings.data_dir, run.run_id)
+            run.table_rows = load(tables, staging.warehouse_path)
             stage_done("load")
             failures = audit(tables, as_of)
             if failures:
@@ -531,18 +535,18 @@ def run_pipeline(
             run.warnings += audit_warnings(tables, as_of, run.run_id)
             stage_done("audit")
             extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic}
-            staged_marts = mart_files.stage_marts(tables, settings.marts_dir, run.run_id, extra)
-            mart_files.publish_marts(staged_marts, settings.marts_dir)
-            publish_database(staged_db, settings.warehouse_path)
-            staged_db = None
+            mart_files.stage_marts(tables, staging.marts_dir, run.run_id, extra)
+            # The warehouse and every mart become visible together, or not at all.
+            snapshots.publish(settings.data_dir, staging, run.run_id)
+            staging = None
             stage_done("publish")
             checkpoint.clear()
             run.status = "succeeded"
         except Exception as exc:
             run.status = "failed"
             run.error = str(exc) if isinstance(exc, (PipelineError, SourceError, ValueError)) else repr(exc)
-            if staged_db is not None:
-                staged_db.unlink(missing_ok=True)
+            if staging is not None:
+                snapshots.discard(staging)
             raise
         finally:
             audit_result = "failed" if run.error and run.error.startswith("audit failed") else ("passed" if run.status == "succeeded" else None)

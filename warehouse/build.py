@@ -1,22 +1,20 @@
-"""Build a complete warehouse file apart from the published one, then swap it in.
+"""Build a complete warehouse file apart from the published one.
 
 DuckDB lets one process hold a database file open for writing and then no
 other process may open it, even read-only. So a run never writes into the
-published file: it builds ``.tmp-warehouse-<run>.duckdb`` from scratch and,
-after the audit passes, renames it over ``warehouse.duckdb``. An analyst who
-has the old file open keeps reading their snapshot (the old inode), and the
-next connection sees the new run whole.
+published file: it builds a new file from scratch in its staging directory,
+and after the audit passes the whole run is published with one switch
+(``warehouse.snapshots``). An analyst who has the old file open keeps reading
+their snapshot (the old inode), and the next connection sees the new run whole.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from warehouse.files import TMP_PREFIX, fsync_dir
 from warehouse.query import read_sql_file
 from warehouse.schema import Table, ident, sql_literal
 from warehouse.tables import TABLES
@@ -27,10 +25,6 @@ SQL_DIR = Path(__file__).with_name("sql")
 def insert_statement(table: Table, relation: str) -> str:
     # Generated from the contract, like the DDL: column order is the contract's.
     return f"INSERT INTO {table.name} SELECT {', '.join(map(ident, table.column_names))} FROM {relation}"
-
-
-def staging_path(warehouse_path: Path, run_id: str) -> Path:
-    return warehouse_path.with_name(f"{TMP_PREFIX}warehouse-{run_id}.duckdb")
 
 
 def view_files() -> list[Path]:
@@ -91,10 +85,3 @@ def build_database(path: Path, frames: dict[str, pl.DataFrame], tables: dict[str
     finally:
         con.close()
     return counts
-
-
-def publish_database(staged: Path, warehouse_path: Path) -> None:
-    with open(staged, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(staged, warehouse_path)
-    fsync_dir(warehouse_path.parent)

@@ -39,19 +39,26 @@ class RunLog:
         merged = pl.concat([runs.filter(pl.col("run_id") != row["run_id"]), new]).sort("started_at")
         atomic_write_parquet(merged, self.dir / "pipeline_runs.parquet")
 
-    def mark_interrupted(self) -> list[str]:
-        """Runs still 'running' were killed: only the holder of the run lock calls this."""
+    def mark_interrupted(self, published: str | None = None) -> list[str]:
+        """Runs still 'running' were killed: only the holder of the run lock calls this.
+
+        ``published`` is the run the data directory currently publishes: a run
+        killed after its publish switch but before it recorded success did
+        publish everything, so it is marked succeeded, not interrupted.
+        """
         runs = self.runs()
         stuck = runs.filter(pl.col("status") == "running")
         if stuck.is_empty():
             return []
+        running = pl.col("status") == "running"
+        was_published = running & (pl.col("run_id") == published)
         marked = runs.with_columns(
-            pl.when(pl.col("status") == "running")
-            .then(pl.lit("interrupted"))
+            pl.when(was_published).then(pl.lit("succeeded"))
+            .when(running).then(pl.lit("interrupted"))
             .otherwise(pl.col("status"))
             .alias("status"),
-            pl.when(pl.col("status") == "running")
-            .then(pl.lit("the process ended before the run finished (killed or crashed)"))
+            pl.when(was_published).then(pl.lit(None, pl.String))
+            .when(running).then(pl.lit("the process ended before the run finished (killed or crashed)"))
             .otherwise(pl.col("error"))
             .alias("error"),
         )

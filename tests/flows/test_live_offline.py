@@ -16,7 +16,8 @@ from pathlib import Path
 
 import polars as pl
 
-from warehouse.build import build_database, publish_database, staging_path
+from warehouse import snapshots
+from warehouse.build import build_database
 
 CLOSED = "http://127.0.0.1:9"  # discard port: nothing listens, every connection is refused
 
@@ -33,9 +34,9 @@ def test_no_network_fails_cleanly_and_keeps_the_published_warehouse(tmp_path):
         {"date": [date(2024, 1, 2)], "asset": ["BTC"], "benchmark": ["^RUT"], "window_days": [90],
          "correlation": [0.3], "beta": [1.0], "observations": [90]}
     )
-    staged = staging_path(published, "previous")
-    build_database(staged, {"mart_rolling_correlation": corr})
-    publish_database(staged, published)
+    staging = snapshots.stage(data, "previous")
+    build_database(staging.warehouse_path, {"mart_rolling_correlation": corr})
+    snapshots.publish(data, staging, "previous")
     before = digest(published)
 
     env = {

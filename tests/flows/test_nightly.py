@@ -101,17 +101,17 @@ def test_failed_run_leaves_published_warehouse_untouched(sample_run, tmp_path):
     data, _ = sample_run
     db = data / "warehouse.duckdb"
     before = digest(db)
-    link = os.readlink(data / "marts" / "mart_rolling_correlation")
+    link = os.readlink(data / "current")
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "^RUT.csv").write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,oops,10\n")
     with pytest.raises(Exception, match=r"\^RUT.csv: row 2: column 'close' is not a number"):
         nightly(source="files", paths=[str(bad)], data_dir=str(data))
     assert digest(db) == before
-    assert os.readlink(data / "marts" / "mart_rolling_correlation") == link
+    assert os.readlink(data / "current") == link
     last = pl.read_parquet(data / "state" / "pipeline_runs.parquet").sort("started_at").row(-1, named=True)
     assert last["status"] == "failed" and "^RUT.csv: row 2" in last["error"]
-    assert not list(data.glob(".tmp-*")), "no staging file left behind"
+    assert not list(data.glob(".tmp-*")) and not list((data / ".runs").glob(".tmp-*")), "no staging left behind"
 
 
 def test_files_acceptance_against_independent_computation(real_data, tmp_path):

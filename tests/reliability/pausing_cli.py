@@ -7,8 +7,10 @@ SIGKILL it at a known stage without a hook in ``flows/nightly.py``. The
 patches wrap the real functions; everything else is the production code path.
 
 Points: ``extract`` (source fetch starts, lock held), ``transform``
-(bars landed, marts not built), ``publish_marts`` (first mart link swapped,
-others not), ``publish_db`` (every mart swapped, warehouse not yet renamed).
+(bars landed, marts not built), ``stage`` (warehouse staged, marts not yet),
+``publish`` (warehouse and marts staged and
+audited, the ``current`` link not yet switched), ``switched`` (the link
+switched, the run not yet recorded as succeeded nor older runs pruned).
 """
 
 from __future__ import annotations
@@ -46,18 +48,19 @@ def install() -> None:
     # Imported only after prepare_prefect(): Prefect reads its settings at import.
     import flows.nightly as nightly
     from flows.sources.sample import SampleSource
-    from warehouse import marts
+    from warehouse import marts, snapshots
 
     SampleSource.fetch = before("extract", SampleSource.fetch)
     nightly.build_marts = before("transform", nightly.build_marts)
-    nightly.publish_database = before("publish_db", nightly.publish_database)
-    swapped = marts.swap_link
+    marts.stage_marts = before("stage", marts.stage_marts)
+    switch = snapshots.switch_current
 
-    def swap_then_pause(marts_dir, name, version):
-        swapped(marts_dir, name, version)
-        pause("publish_marts")
+    def switch_between_pauses(data_dir, run_dir):
+        pause("publish")
+        switch(data_dir, run_dir)
+        pause("switched")
 
-    marts.swap_link = swap_then_pause
+    snapshots.switch_current = switch_between_pauses
 
 
 def main() -> None:

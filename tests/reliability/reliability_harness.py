@@ -100,17 +100,12 @@ def digest(path: Path) -> str:
 
 
 def published(data_dir: Path) -> dict[str, str]:
-    """Everything a reader can see: the warehouse file and each mart's link and files."""
-    out = {"warehouse.duckdb": digest(data_dir / "warehouse.duckdb")}
+    """Everything a reader can see: the current run, the warehouse file and every mart file."""
+    out = {"current ->": os.readlink(data_dir / "current"), "warehouse.duckdb": digest(data_dir / "warehouse.duckdb")}
     marts = data_dir / "marts"
-    for name in sorted(os.listdir(marts)):
-        if name.startswith("."):
-            continue
-        out[f"{name} ->"] = os.readlink(marts / name)
-        version = (marts / name).resolve()
-        for p in sorted(version.rglob("*")):
-            if p.is_file():
-                out[f"{name}/{p.relative_to(version)}"] = digest(p)
+    for p in sorted(marts.resolve().rglob("*")):
+        if p.is_file():
+            out[f"marts/{p.relative_to(marts.resolve())}"] = digest(p)
     return out
 
 

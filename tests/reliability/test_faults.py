@@ -2,7 +2,8 @@
 
 One data directory goes through the whole story, because each ``xasset``
 process pays Prefect's start-up: a published run (D1); runs towards D2 killed
-while transforming and publishing; a run towards D3 killed while extracting,
+while transforming, while staging their outputs, just before the publish
+switch and just after it; a run towards D3 killed while extracting,
 with a second run started while it holds the lock and a third that must get
 past extraction after it; then a clean run to D2, compared with a fresh run to
 D2. The story is played once (module fixture) and each test checks one claim
@@ -12,6 +13,7 @@ about it. Runs to publish are in-process (cheaper); runs to kill are real
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import polars as pl
@@ -19,6 +21,7 @@ import pytest
 
 from flows.nightly import nightly
 from reliability_harness import published, reaches, read_table, run_xasset, start_paused, temp_leftovers
+from warehouse import snapshots
 from warehouse.tables import TABLES
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -35,12 +38,19 @@ def story(tmp_path_factory, prefect_home):
     first = nightly(source="sample", as_of=D1, data_dir=str(data))
     seen = {"first_run_id": first.run_id, "before": published(data), "before_kill": {}, "after_kill": {}}
 
-    for point in ("transform", "publish_marts", "publish_db"):
+    for point in ("transform", "stage", "publish", "switched"):
         seen["before_kill"][point] = published(data)
         paused = start_paused(prefect_home, point, marker, *args)
         paused.kill()
         seen["after_kill"][point] = published(data)
         seen[f"leftovers_{point}"] = temp_leftovers(data)
+        seen[f"runs_after_{point}"] = sorted(p.name for p in (data / ".runs").iterdir())
+    seen["switched_run"] = snapshots.current_run(data)
+    seen["switched_manifests"] = {
+        json.loads(m.read_text())["run_id"] for m in (data / "marts").glob("*/_manifest.json")
+    }
+    seen["switched_warehouse_runs"] = read_table(data / "warehouse.duckdb", "pipeline_runs").filter(
+        pl.col("status") == "succeeded")["run_id"].to_list()
 
     # Extraction last: a kill there strands the source's Prefect concurrency
     # slots in this Prefect home (see the xfail below), which would hang any
@@ -83,45 +93,36 @@ def test_refused_run_prints_no_traceback(story):
     assert "Traceback" not in seen["concurrent"].stderr
 
 
-@pytest.mark.parametrize("point", ["extract", "transform"])
-def test_kill_before_publishing_leaves_published_state_untouched(story, point):
+@pytest.mark.parametrize("point", ["extract", "transform", "stage", "publish"])
+def test_kill_before_the_switch_leaves_published_state_untouched(story, point):
     _, seen = story
     assert seen["after_kill"][point] == seen["before_kill"][point]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="publishing swaps each mart link and then the warehouse file one by one: a kill in between "
-    "leaves some marts from the new run, others and warehouse.duckdb from the old one "
-    "(flows/nightly.py + warehouse/marts.py; fix described in docs/performance.md#publish-atomicity)",
-)
-@pytest.mark.parametrize("point", ["publish_marts", "publish_db"])
-def test_kill_while_publishing_leaves_published_state_untouched(story, point):
+def test_kill_right_after_the_switch_publishes_that_run_whole(story):
     _, seen = story
-    assert seen["after_kill"][point] == seen["before_kill"][point]
+    run = seen["switched_run"]
+    assert run != seen["first_run_id"], "the killed run's switch happened"
+    assert seen["after_kill"]["switched"]["current ->"] == f".runs/{run}"
+    assert seen["switched_manifests"] == {run}, "every mart comes from the switched run"
+    assert run in seen["switched_warehouse_runs"], "and so does the warehouse"
 
 
 def test_next_run_completes_and_cleans_up(story):
     data, seen = story
     assert seen["final"].status == "succeeded"
-    # The killed runs did leave staging files behind ...
-    assert seen["leftovers_publish_db"], "the scenario should have left a staged warehouse"
-    # ... and the next run removed them.
+    # The killed runs did leave staging behind ...
+    assert seen["leftovers_stage"], "the scenario should have left a staging directory"
+    # ... and the next run removed it.
     assert temp_leftovers(data) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a run killed after staging its marts (publish_marts/publish_db) leaves complete "
-    ".versions/<table>/<run_id>/ directories that no link points to; pruning keeps the newest two by "
-    "mtime, so an orphan can outlive the real previous version. Fixed by the one-switch publish of "
-    "issue 7 (stage .runs/<run_id>/ and swap a single `current` link)",
-)
-def test_killed_runs_leave_no_mart_versions(story):
+def test_killed_runs_leave_no_run_directories(story):
     data, seen = story
-    versions = data / "marts" / ".versions"
-    orphans = [p for p in versions.glob("*/*") if p.name in seen["killed_runs"]]
-    assert orphans == []
+    # A run killed just before the switch leaves a complete, unpublished run directory ...
+    assert len(seen["runs_after_publish"]) == 2
+    # ... which the next publish removes: only the published run and the one before it stay.
+    assert sorted(p.name for p in (data / ".runs").iterdir()) == sorted([seen["switched_run"], seen["final"].run_id])
 
 
 def test_a_run_killed_while_extracting_does_not_block_the_next_one(story):
@@ -135,8 +136,11 @@ def test_killed_runs_are_not_left_running_in_the_run_log(story):
     data, seen = story
     runs = pl.read_parquet(data / "state" / "pipeline_runs.parquet")
     killed = runs.filter(pl.col("run_id").is_in(seen["killed_runs"]))
-    assert killed.height == len(seen["killed_runs"]) >= 4
-    assert set(killed["status"]) <= {"failed", "interrupted"}
+    assert killed.height == len(seen["killed_runs"]) >= 5
+    status = dict(zip(killed["run_id"], killed["status"], strict=True))
+    # Killed after its switch, a run did publish everything: the log says so.
+    assert status.pop(seen["switched_run"]) == "succeeded"
+    assert set(status.values()) <= {"failed", "interrupted"}
 
 
 def test_after_the_faults_the_warehouse_equals_a_clean_run(story, fresh_d2):

@@ -70,7 +70,7 @@ def clean_price_files(tmp_path):
 
 def published(data):
     db = hashlib.sha256((data / "warehouse.duckdb").read_bytes()).hexdigest()
-    return db, {p.name: os.readlink(p) for p in (data / "marts").iterdir() if p.is_symlink()}
+    return db, os.readlink(data / "current"), sorted(os.listdir(data / ".runs"))
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -122,4 +122,4 @@ def test_failed_audit_publishes_nothing_and_says_what_failed(clean_price_files, 
     assert published(data) == before
     last = RunLog(data).runs().sort("started_at").row(-1, named=True)
     assert last["status"] == "failed" and last["audit"] == "failed"
-    assert not list(data.glob(".tmp-*")) and not list((data / "marts" / ".versions").glob("*/.tmp-*"))
+    assert not list(data.glob(".tmp-*")) and not list((data / ".runs").glob(".tmp-*"))

@@ -18,8 +18,9 @@ import duckdb
 import polars as pl
 import pyarrow.dataset as ds
 
-from warehouse.build import build_database, publish_database, staging_path
-from warehouse.marts import publish_marts, write_version
+from warehouse import snapshots
+from warehouse.build import build_database
+from warehouse.marts import write_table
 from warehouse.tables import TABLES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,10 +39,15 @@ def version_frames(v: int) -> dict[str, pl.DataFrame]:
     }
 
 
-def publish_version(warehouse: Path, v: int) -> None:
-    staged = staging_path(warehouse, f"run{v}")
-    build_database(staged, version_frames(v))
-    publish_database(staged, warehouse)
+def publish_version(data: Path, v: int, correlation: pl.DataFrame | None = None) -> str:
+    """Publish run ``r{v:03}``: a warehouse with ``v`` assets and, if given, one correlation mart."""
+    run_id = f"r{v:03}"
+    staging = snapshots.stage(data, run_id)
+    build_database(staging.warehouse_path, version_frames(v))
+    if correlation is not None:
+        write_table(TABLES["mart_rolling_correlation"], correlation, staging.marts_dir, run_id, {})
+    snapshots.publish(data, staging, run_id)
+    return run_id
 
 
 def python(code: str, *args: str) -> subprocess.Popen:
@@ -65,11 +71,11 @@ con.close()
 
 def test_open_analyst_session_neither_blocks_nor_is_broken_by_a_publish(tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
-    publish_version(warehouse, 3)
+    publish_version(tmp_path, 3)
     reader = python(HOLDING_READER, str(warehouse))
     try:
         assert reader.stdout.readline().strip() == "(3, 'v3')"
-        publish_version(warehouse, 5)  # must not raise while the analyst holds the file
+        publish_version(tmp_path, 5)  # must not raise while the analyst holds the file
         con = duckdb.connect(str(warehouse), read_only=True)
         assert con.execute("SELECT count(*) FROM dim_asset").fetchone() == (5,)
         con.close()
@@ -99,12 +105,12 @@ for _ in range(100_000):
 
 def test_reader_opening_during_publishes_always_sees_one_complete_run(tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
-    publish_version(warehouse, 1)
+    publish_version(tmp_path, 1)
     last = 12
     reader = python(POLLING_READER, str(warehouse), str(last))
     try:
         for v in range(2, last + 1):
-            publish_version(warehouse, v)
+            publish_version(tmp_path, v)
         out, err = reader.communicate(timeout=300)
     finally:
         reader.kill()
@@ -125,23 +131,22 @@ def correlation_version(v: int) -> pl.DataFrame:
 
 def test_mart_reader_never_sees_two_runs_mixed(tmp_path):
     table = TABLES["mart_rolling_correlation"]
-    marts = tmp_path / "marts"
-    publish_marts({table.name: write_version(table, correlation_version(1), marts, "r001", {})}, marts)
+    publish_version(tmp_path, 1, correlation_version(1))
     last, rows = 30, correlation_version(1).height
     seen: list[tuple[str, set[int], int]] = []
     errors: list[BaseException] = []
 
     def read_until_last() -> None:
         for _ in range(100_000):
-            path = marts / table.name
+            path = tmp_path / "marts" / table.name
             try:
-                # A naive BI reader: glob through the link, then read each file.
+                # A naive BI reader: glob through the links, then read each file.
                 naive = duckdb.sql(f"SELECT observations FROM read_parquet('{path}/**/*.parquet')").pl()
                 seen.append(("duckdb", set(naive["observations"]), naive.height))
-                # A careful one resolves the link once and reads that version.
+                # A careful one resolves the links once and reads that run.
                 careful = ds.dataset(os.path.realpath(path), format="parquet", partitioning="hive").to_table()
                 seen.append(("pyarrow", set(careful.column("observations").to_pylist()), careful.num_rows))
-            except (OSError, duckdb.IOException) as exc:  # a pruned version vanished mid-read: retry
+            except (OSError, duckdb.IOException) as exc:  # a pruned run vanished mid-read: retry
                 errors.append(exc)
                 continue
             if seen[-1][1] == {last}:
@@ -150,24 +155,64 @@ def test_mart_reader_never_sees_two_runs_mixed(tmp_path):
     reader = threading.Thread(target=read_until_last)
     reader.start()
     for v in range(2, last + 1):
-        publish_marts({table.name: write_version(table, correlation_version(v), marts, f"r{v:03}", {})}, marts)
+        publish_version(tmp_path, v, correlation_version(v))
     reader.join()
     assert seen and seen[-1][1] == {last}
     for how, versions, n in seen:
         assert len(versions) == 1 and n == rows, f"{how} read a mix of runs {versions} ({n} rows)"
-    manifest = json.loads((marts / table.name / "_manifest.json").read_text())
+    manifest = json.loads((tmp_path / "marts" / table.name / "_manifest.json").read_text())
     assert manifest["run_id"] == f"r{last:03}" and manifest["row_count"] == rows
-    assert sorted(p.name for p in (marts / ".versions" / table.name).iterdir()) == [f"r{last - 1:03}", f"r{last:03}"]
+    assert sorted(p.name for p in (tmp_path / ".runs").iterdir()) == [f"r{last - 1:03}", f"r{last:03}"]
 
 
-def test_run_killed_while_staging_leaves_no_version_pruning_could_keep(tmp_path, monkeypatch):
+def published_state(data: Path) -> tuple[str | None, tuple[int, ...], str]:
+    """What a reader sees: the current run, the warehouse's asset count, the mart's run id."""
+    con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
+    try:
+        assets = con.execute("SELECT count(*) FROM dim_asset").fetchall()[0]
+    finally:
+        con.close()
+    manifest = json.loads((data / "marts" / "mart_rolling_correlation" / "_manifest.json").read_text())
+    return snapshots.current_run(data), assets, manifest["run_id"]
+
+
+def test_warehouse_and_marts_switch_together(tmp_path):
+    publish_version(tmp_path, 1, correlation_version(1))
+    assert published_state(tmp_path) == ("r001", (1,), "r001")
+    publish_version(tmp_path, 2, correlation_version(2))
+    assert published_state(tmp_path) == ("r002", (2,), "r002")
+    assert os.readlink(tmp_path / "warehouse.duckdb") == "current/warehouse.duckdb"
+    assert os.readlink(tmp_path / "marts") == "current/marts"
+
+
+def test_failure_at_the_switch_leaves_the_previous_run_published(tmp_path, monkeypatch):
+    publish_version(tmp_path, 1, correlation_version(1))
+    before = published_state(tmp_path)
+
+    def dies(*args, **kwargs):
+        raise OSError("killed at the switch")
+
+    monkeypatch.setattr(snapshots, "switch_current", dies)
+    try:
+        publish_version(tmp_path, 2, correlation_version(2))
+    except OSError:
+        pass
+    monkeypatch.undo()
+    assert published_state(tmp_path) == before
+    # The complete but unpublished run is an orphan: the next publish removes it.
+    assert (tmp_path / ".runs" / "r002").exists()
+    publish_version(tmp_path, 3, correlation_version(3))
+    assert sorted(p.name for p in (tmp_path / ".runs").iterdir()) == ["r001", "r003"]
+    assert published_state(tmp_path) == ("r003", (3,), "r003")
+
+
+def test_run_killed_while_staging_is_removed_and_never_published(tmp_path, monkeypatch):
     import warehouse.marts as marts_mod
     from warehouse.files import remove_stale_temp_files
 
     table = TABLES["mart_rolling_correlation"]
-    marts = tmp_path / "marts"
     for v in (1, 2):
-        publish_marts({table.name: write_version(table, correlation_version(v), marts, f"r00{v}", {})}, marts)
+        publish_version(tmp_path, v, correlation_version(v))
     real, calls = marts_mod.write_parquet_content_named, []
 
     def dies_on_second_file(*args, **kwargs):
@@ -177,13 +222,26 @@ def test_run_killed_while_staging_leaves_no_version_pruning_could_keep(tmp_path,
         return real(*args, **kwargs)
 
     monkeypatch.setattr(marts_mod, "write_parquet_content_named", dies_on_second_file)
+    staging = snapshots.stage(tmp_path, "r003")
     try:
-        write_version(table, correlation_version(3), marts, "r003", {})
+        write_table(table, correlation_version(3), staging.marts_dir, "r003", {})
     except KeyboardInterrupt:
         pass
     monkeypatch.undo()
-    root = marts / ".versions" / table.name
-    assert not (root / "r003").exists(), "a half-written version must not look complete"
+    assert published_state(tmp_path) == ("r002", (2,), "r002")
     assert remove_stale_temp_files(tmp_path), "the next run's clean-up finds the staging directory"
-    publish_marts({table.name: write_version(table, correlation_version(4), marts, "r004", {})}, marts)
-    assert sorted(p.name for p in root.iterdir()) == ["r002", "r004"], "the real previous version is kept"
+    assert not staging.root.exists()
+    publish_version(tmp_path, 4, correlation_version(4))
+    assert sorted(p.name for p in (tmp_path / ".runs").iterdir()) == ["r002", "r004"], "the real previous run is kept"
+
+
+def test_a_data_directory_from_before_snapshots_is_taken_over(tmp_path):
+    # The layout of earlier releases: a real warehouse file and a real marts directory.
+    build_database(tmp_path / "warehouse.duckdb", version_frames(1))
+    legacy = tmp_path / "marts" / ".versions" / "mart_rolling_correlation" / "old"
+    legacy.mkdir(parents=True)
+    (legacy / "part-x.parquet").write_bytes(b"old")
+    publish_version(tmp_path, 2, correlation_version(2))
+    assert published_state(tmp_path) == ("r002", (2,), "r002")
+    assert (tmp_path / "marts").is_symlink() and (tmp_path / "warehouse.duckdb").is_symlink()
+    assert not list(tmp_path.glob(".tmp-*"))

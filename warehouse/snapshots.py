@@ -1,0 +1,154 @@
+"""One switch publishes a whole run: the DuckDB warehouse and every Parquet mart.
+
+Layout under the data directory::
+
+    .runs/<run_id>/warehouse.duckdb      one run's complete, audited outputs
+    .runs/<run_id>/marts/<table>/...
+    current          -> .runs/<run_id>   the only link a publish changes
+    warehouse.duckdb -> current/warehouse.duckdb   (permanent)
+    marts            -> current/marts              (permanent)
+
+A run writes into ``.runs/.tmp-<run_id>/``, which nothing points at, renames
+it to ``.runs/<run_id>`` once it is complete and audited, and then replaces
+``current`` with one ``rename(2)`` of a symbolic link, which is atomic. So
+the warehouse and all marts change together: a process killed at any point
+leaves readers on exactly the previous run or exactly the new one, never a
+mix of tables from two runs (per-object swaps could do that).
+
+Readers resolve the links when they open a path. An analyst holding the old
+DuckDB file open keeps reading that inode; a BI tool that wants a stable view
+across several file opens resolves ``marts`` once (``os.path.realpath``). The
+run before the current one is kept for readers still in the middle of it;
+older runs, unpublished run directories of killed runs and ``.tmp-`` staging
+are removed by later runs (the latter by ``remove_stale_temp_files``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from warehouse.files import TMP_PREFIX, fsync_dir
+
+RUNS_DIR = ".runs"
+CURRENT = "current"
+WAREHOUSE_FILE = "warehouse.duckdb"
+MARTS_DIR = "marts"
+# The new run plus the one before it, which open readers may still be using.
+KEEP_RUNS = 2
+
+
+@dataclass(frozen=True)
+class Staging:
+    """Where one run builds its outputs before they are published."""
+
+    root: Path
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.root / WAREHOUSE_FILE
+
+    @property
+    def marts_dir(self) -> Path:
+        return self.root / MARTS_DIR
+
+
+def runs_dir(data_dir: Path) -> Path:
+    return data_dir / RUNS_DIR
+
+
+def stage(data_dir: Path, run_id: str) -> Staging:
+    """A fresh, empty staging directory for ``run_id``."""
+    root = runs_dir(data_dir) / f"{TMP_PREFIX}{run_id}"
+    if root.exists():
+        shutil.rmtree(root)
+    (root / MARTS_DIR).mkdir(parents=True)
+    return Staging(root)
+
+
+def current_run(data_dir: Path) -> str | None:
+    """The run id the published links resolve to, or None before the first publish."""
+    link = data_dir / CURRENT
+    return Path(os.readlink(link)).name if link.is_symlink() else None
+
+
+def publish(data_dir: Path, staging: Staging, run_id: str, keep: int = KEEP_RUNS) -> Path:
+    """Make ``staging`` the published run in one switch; returns its final directory."""
+    _fsync_tree(staging.root)
+    final = runs_dir(data_dir) / run_id
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(staging.root, final)
+    fsync_dir(final.parent)
+    previous = current_run(data_dir)
+    switch_current(data_dir, final)
+    ensure_links(data_dir)
+    prune(data_dir, keep=[run_id, previous][:keep])
+    return final
+
+
+def switch_current(data_dir: Path, run_dir: Path) -> None:
+    """The publish itself: point ``current`` at ``run_dir`` with one atomic rename."""
+    tmp = data_dir / f"{TMP_PREFIX}{CURRENT}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(run_dir, data_dir), tmp)
+    os.replace(tmp, data_dir / CURRENT)
+    fsync_dir(data_dir)
+
+
+def ensure_links(data_dir: Path) -> None:
+    """Create the permanent ``warehouse.duckdb`` and ``marts`` links through ``current``.
+
+    A data directory from before run snapshots has a real file and a real
+    directory there. The file is replaced by the link in one rename; the
+    directory cannot be (rename will not replace a non-empty directory), so it
+    is moved aside first: the only moment a reader can find no ``marts``, and
+    it happens once per data directory.
+    """
+    for name in (WAREHOUSE_FILE, MARTS_DIR):
+        link = data_dir / name
+        target = os.path.join(CURRENT, name)
+        if link.is_symlink() and os.readlink(link) == target:
+            continue
+        if link.is_dir() and not link.is_symlink():
+            legacy = data_dir / f"{TMP_PREFIX}legacy-{name}"
+            shutil.rmtree(legacy, ignore_errors=True)
+            os.rename(link, legacy)
+            shutil.rmtree(legacy, ignore_errors=True)
+        tmp = data_dir / f"{TMP_PREFIX}link-{name}"
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+    fsync_dir(data_dir)
+
+
+def prune(data_dir: Path, keep: list[str | None]) -> list[Path]:
+    """Remove every complete run directory not in ``keep``; returns what was removed.
+
+    Staging directories (``.tmp-``) are left alone: one may belong to a run in
+    progress, and the run lock's clean-up removes those of killed runs.
+    """
+    root = runs_dir(data_dir)
+    removed = []
+    for entry in sorted(root.iterdir()) if root.exists() else []:
+        if entry.name.startswith(TMP_PREFIX) or entry.name in keep:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def discard(staging: Staging) -> None:
+    shutil.rmtree(staging.root, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    # Parquet and manifest writers fsync their files; the DuckDB file and the
+    # directories are synced here so the renamed run survives a power cut whole.
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as fh:
+                os.fsync(fh.fileno())
+        fsync_dir(Path(dirpath))
