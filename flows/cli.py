@@ -366,5 +366,41 @@ def serve(
     serve_nightly({"source": source, "data_dir": str(settings.data_dir.resolve())}, cron, timezone)
 
 
+
+@app.command()
+def mirror(
+    to: Annotated[str | None, typer.Option("--to", help="fsspec URL (default $XASSET_MARTS_MIRROR_URL).")] = None,
+    keep: Annotated[int | None, typer.Option(min=2, help="Runs kept there (default $XASSET_MARTS_MIRROR_KEEP).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
+) -> None:
+    """Copy the published Parquet marts to object storage; readers resolve <url>/_current.json."""
+    from warehouse.lock import RunLock, RunLockedError
+    from warehouse.mirror import MirrorError, mirror_marts
+
+    settings = settings_for(data_dir)
+    url = to or settings.marts_mirror_url
+    if not url:
+        raise fail("no mirror URL: pass --to URL or set XASSET_MARTS_MIRROR_URL", 2)
+    try:
+        # Under the run lock: no run publishes while the marts are copied.
+        with RunLock(settings.data_dir):
+            summary = mirror_marts(settings.marts_dir, url, keep or settings.marts_mirror_keep)
+    except (RunLockedError, MirrorError) as exc:
+        raise fail(str(exc)) from None
+    except (OSError, ImportError, ValueError) as exc:  # unreachable store, missing backend (s3fs), bad URL
+        raise fail(f"mirror to {url} failed, its current run is unchanged: {exc!r}") from None
+    pointer = (f"now {summary.run_id} (was {summary.previous_run_id})" if summary.pointer_written
+               else f"already {summary.run_id}")
+    out.print(
+        f"mirrored {summary.tables} tables of run {summary.run_id} to {url}: {summary.uploaded} file(s) uploaded, "
+        f"{summary.copied} copied from earlier runs, {summary.skipped} already there; current run {pointer}",
+        highlight=False, soft_wrap=True,
+    )
+    if summary.pruned:
+        out.print(f"pruned runs: {', '.join(summary.pruned)}", highlight=False)
+    for w in summary.warnings:
+        out.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

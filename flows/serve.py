@@ -25,11 +25,28 @@ def nightly_schedule(cron: str = NIGHTLY_CRON, timezone: str = NIGHTLY_TIMEZONE)
     return Cron(cron, timezone=timezone)
 
 
+def with_resolved_annotations(flow):
+    """``flow`` with its parameter annotations evaluated, so it survives being pickled by value.
+
+    ``flow.serve`` runs each flow run in a spawned process that receives the
+    flow by cloudpickle. The function behind a ``@flow`` is not reachable by
+    its module path (the module attribute is the Flow object), so it is pickled
+    by value, with only the globals its body uses; the string annotations of
+    ``from __future__ import annotations`` (``date | None``) then name types
+    the copy cannot see, and Prefect's parameter validation fails every run.
+    Annotations evaluated here travel as the types themselves.
+    """
+    import typing
+
+    flow.fn.__annotations__ = typing.get_type_hints(flow.fn)
+    return flow
+
+
 def serve_nightly(parameters: dict[str, Any], cron: str = NIGHTLY_CRON, timezone: str = NIGHTLY_TIMEZONE) -> None:
     """Block, running the nightly flow on schedule until interrupted."""
     from flows.nightly import nightly
 
-    nightly.serve(
+    with_resolved_annotations(nightly).serve(
         name="nightly-served",
         schedules=[nightly_schedule(cron, timezone)],
         parameters=parameters,

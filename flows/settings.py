@@ -116,6 +116,21 @@ class Settings(ExecutionSettings):
         default_factory=LiveSettings,
         description="The live source (yfinance + ccxt): exchanges, look-back, retries, failure policy.",
     )
+    marts_mirror_url: str | None = Field(
+        None,
+        description=(
+            "fsspec URL the published Parquet marts are mirrored to (s3://bucket/xasset/marts, "
+            "file:///srv/bi/marts); no mirror when unset. Credentials come from the backend's own environment."
+        ),
+    )
+    marts_mirror_keep: int = Field(
+        3,
+        ge=2,
+        description=(
+            "Runs kept in the mirror: the current one and those before it that a reader may still be reading "
+            "(at least 2, so the run readers resolved last is never deleted under them)."
+        ),
+    )
     prefect_quiet: bool = Field(
         True, description="Silence Prefect's analytics and per-task INFO chatter for local runs."
     )
