@@ -43,6 +43,7 @@ from warehouse.build import build_database
 from warehouse.files import remove_stale_temp_files
 from warehouse.lake import Lake
 from warehouse.lock import RunLock
+from warehouse.mirror import mirror_marts
 from warehouse.quality import screen
 from warehouse.runs import RunLog
 from warehouse.tables import INGEST_LOG
@@ -540,6 +541,9 @@ def run_pipeline(
             snapshots.publish(settings.data_dir, staging, run.run_id)
             staging = None
             stage_done("publish")
+            if settings.marts_mirror_url:
+                mirror_published(settings, run, logger)
+                stage_done("mirror")
             checkpoint.clear()
             run.status = "succeeded"
         except Exception as exc:
@@ -558,6 +562,23 @@ def run_pipeline(
             log.record_run(record)
             run.report = report_run(run, tables, outcomes, previous_as_of, audit_result or "not reached")
     return run
+
+
+def mirror_published(settings: Settings, run: RunSummary, logger) -> None:
+    """Copy the just-published marts to object storage; a failure is a warning.
+
+    The run has already published locally, so failing it now would record a
+    published run as failed; the mirror keeps serving its previous run and the
+    next run (or ``xasset mirror``) catches up.
+    """
+    url = settings.marts_mirror_url
+    try:
+        done = mirror_marts(settings.marts_dir, url, settings.marts_mirror_keep)
+    except Exception as exc:
+        run.warnings.append(f"marts not mirrored to {url}: {exc}")
+        logger.warning(run.warnings[-1])
+        return
+    logger.info("marts mirrored to %s: run %s, %d file(s) uploaded", url, done.run_id, done.uploaded)
 
 
 def report_run(

@@ -1,7 +1,7 @@
 """Mirror the published Parquet marts to object storage (any fsspec URL).
 
-Object stores have no atomic rename, so a run's marts cannot be swapped in the
-way ``warehouse/marts.py`` swaps local links. Instead the mirror keeps every
+Object stores have no atomic rename, so a run's marts cannot be switched in
+the way ``warehouse/snapshots.py`` switches the local ``current`` link. Instead the mirror keeps every
 run in its own prefix and flips one small pointer object last::
 
     <url>/runs/<run_id>/<table>/year=YYYY/part-<hash>.parquet   data files (as in the local manifest)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from datetime import date
 from pathlib import Path
@@ -138,3 +139,42 @@ def test_files_acceptance_against_independent_computation(real_data, tmp_path):
             assert len(got) == len(expected), (coin, w)
             for d, v in expected.items():
                 assert got[d.date()] == pytest.approx(v, abs=1e-9), (coin, w, d)
+
+
+@pytest.fixture
+def mirror_url(tmp_path, monkeypatch):
+    from flows.settings import get_settings
+
+    url = (tmp_path / "bucket").as_uri()
+    monkeypatch.setenv("XASSET_MARTS_MIRROR_URL", url)
+    get_settings.cache_clear()
+    yield url
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_nightly_mirrors_what_it_published(mirror_url, tmp_path):
+    data = tmp_path / "data"
+    run = nightly(source="sample", start=date(2015, 6, 1), as_of=date(2016, 3, 31), data_dir=str(data))
+    assert run.status == "succeeded" and "mirror" in run.stage_seconds
+    pointer = json.loads((tmp_path / "bucket" / "_current.json").read_text())
+    assert pointer["run_id"] == run.run_id
+    local = pl.read_parquet(data / "marts" / "mart_rolling_correlation" / "**" / "*.parquet", hive_partitioning=True)
+    remote_dir = tmp_path / "bucket" / "runs" / run.run_id / "mart_rolling_correlation"
+    remote = pl.read_parquet(remote_dir / "**" / "*.parquet", hive_partitioning=True)
+    assert remote.sort(remote.columns).equals(local.sort(local.columns))
+
+
+def test_a_failed_mirror_is_a_warning_not_a_failed_run(tmp_path, monkeypatch):
+    from flows.settings import get_settings
+
+    monkeypatch.setenv("XASSET_MARTS_MIRROR_URL", "nosuchprotocol://bucket/marts")
+    get_settings.cache_clear()
+    try:
+        run = nightly(source="sample", start=date(2015, 6, 1), as_of=date(2016, 3, 31), data_dir=str(tmp_path))
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert run.status == "succeeded"
+    assert any(w.startswith("marts not mirrored to nosuchprotocol://bucket/marts") for w in run.warnings), run.warnings
+    assert (tmp_path / "marts" / "mart_rolling_correlation" / "_manifest.json").exists()
