@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.context import TaskRunContext
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.futures import as_completed
 from prefect.tasks import exponential_backoff
 from prefect.utilities.hashing import hash_objects
@@ -35,7 +35,7 @@ from flows.sources.base import ASSET_SCHEMA, Source, SourceBatch, SourceError, S
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe, UniverseError, load_universe
 from transforms.factors import LabelThresholds
-from transforms.marts import MartParams, build_marts
+from transforms.marts import MartParams, build_marts, serial_map
 from warehouse import marts as mart_files
 from warehouse import snapshots
 from warehouse.audit import audit, audit_warnings
@@ -301,9 +301,28 @@ def land(batch: SourceBatch, lake: Lake, ingested_at: datetime) -> int:
 
 
 @task(cache_policy=NO_CACHE)
+def transform_partition(fn, args: tuple):
+    return fn(*args)
+
+
+def map_on_runner(fn, arg_list: list[tuple]) -> list:
+    """``build_marts``'s independent partitions as tasks on the flow's task runner.
+
+    Outside a flow (tests, the benchmark) they simply run one after another.
+    """
+    if FlowRunContext.get() is None:
+        return serial_map(fn, arg_list)
+    futures = [
+        transform_partition.with_options(task_run_name=f"transform-{i + 1}of{len(arg_list)}").submit(fn, args)
+        for i, args in enumerate(arg_list)
+    ]
+    return [f.result() for f in futures]
+
+
 def transform(
     lake: Lake, settings: Settings, universe: Universe, as_of: date, synthetic: bool
 ) -> tuple[dict[str, pl.DataFrame], list[str]]:
+    """Read the lake, screen it, and build every mart; the heavy parts are mapped over the runner."""
     prices = lake.read_bars().filter(pl.col("date") <= as_of)
     # Bad bars are set aside in the quarantine, not dropped or "fixed":
     # everything derived is computed without them.
@@ -324,8 +343,11 @@ def transform(
         factor_weights=settings.factor_weights,
         factor_thresholds=LabelThresholds(strong=settings.factor_strong_at, moderate=settings.factor_moderate_at),
         factor_min_sector_size=settings.factor_min_sector_size,
+        correlation_block_size=settings.transform_block_size,
     )
-    marts = build_marts(prices, assets, sess, params, fundamentals=fundamentals_as_of(lake, as_of))
+    marts = build_marts(
+        prices, assets, sess, params, fundamentals=fundamentals_as_of(lake, as_of), map_partitions=map_on_runner
+    )
     if synthetic:
         # Indices built from synthetic prices are synthetic too.
         marts.tables["dim_asset"] = marts.tables["dim_asset"].with_columns(

@@ -52,6 +52,12 @@ class ExecutionSettings(BaseSettings):
     source_concurrency: int = Field(
         2, ge=1, description="Extraction batches of a run that may call the data source at the same time."
     )
+    transform_block_size: int = Field(
+        16,
+        ge=0,
+        description="Crypto assets per rolling-correlation task (0 = one task for all): the unit of transform "
+        "scale-out, next to one task per matrix window, milestones and the Alpha Score.",
+    )
 
 
 class Settings(ExecutionSettings):

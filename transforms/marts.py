@@ -4,12 +4,20 @@ The flow reads the lake, the calendar and the policy, calls ``build_marts`` and
 loads the result; the benchmark times the same function. Warnings (a missing
 benchmark, a skipped mix) are returned, not logged, to keep this module free
 of side effects.
+
+The independent pieces (rolling correlations and their events per block of
+crypto assets, the matrix per window, milestones, the Alpha Score) are
+handed to ``map_partitions``, which the flow backs with its task runner so
+they run in parallel, on Dask workers too. Every piece is a module-level
+function of frames, so it pickles; results are combined in a fixed order and
+sorted, so how they were run never changes what comes out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
@@ -41,6 +49,8 @@ class MartParams:
     factor_thresholds: LabelThresholds = LabelThresholds()
     factor_min_sector_size: int = 5
     factor_horizons: Sequence[int] = (21, 63)
+    # Crypto assets per rolling-correlation partition; 0 = all in one.
+    correlation_block_size: int = 0
 
 
 @dataclass
@@ -49,12 +59,70 @@ class Marts:
     warnings: list[str] = field(default_factory=list)
 
 
+# map_partitions(fn, [args, ...]) -> [fn(*args), ...] in the order given.
+PartitionMap = Callable[[Callable[..., Any], list[tuple]], list[Any]]
+
+
+def serial_map(fn: Callable[..., Any], arg_list: list[tuple]) -> list[Any]:
+    return [fn(*args) for args in arg_list]
+
+
+def blocks(items: Sequence[str], size: int) -> list[list[str]]:
+    items = list(items)
+    if size <= 0 or len(items) <= size:
+        return [items]
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def correlation_partition(
+    returns: pl.DataFrame,
+    sessions: pl.Series,
+    assets: list[str],
+    benchmarks: list[str],
+    windows: tuple[int, ...],
+    event_levels: tuple[float, ...],
+    confirm_sessions: int,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    # Events are per (asset, benchmark, window) series, so they partition with it.
+    corr = rolling_correlation(returns, sessions, assets, benchmarks, windows)
+    return corr, mart_correlation_events(corr, levels=event_levels, confirm_sessions=confirm_sessions)
+
+
+def milestone_partition(prices: pl.DataFrame, symbols: list[str], benchmark: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    return mart_market_milestones(prices, symbols), mart_period_returns(prices, symbols, benchmark=benchmark)
+
+
+def factor_partition(
+    stock_prices: pl.DataFrame,
+    assets: pl.DataFrame,
+    sessions: pl.Series,
+    fundamentals: pl.DataFrame | None,
+    params: MartParams,
+) -> tuple[pl.DataFrame, ...]:
+    scores, metrics = build_factor_marts(
+        stock_prices,
+        assets,
+        sessions,
+        fundamentals,
+        min_sector_size=params.factor_min_sector_size,
+        weights=params.factor_weights,
+        thresholds=params.factor_thresholds,
+    )
+    ic, ic_summary = evaluate_factors(scores, stock_prices, sessions, horizons=params.factor_horizons)
+    return scores, metrics, ic, ic_summary
+
+
+def _combine(frames: list[pl.DataFrame], key: Sequence[str]) -> pl.DataFrame:
+    return frames[0] if len(frames) == 1 else pl.concat(frames).sort(key)
+
+
 def build_marts(
     prices: pl.DataFrame,
     assets: pl.DataFrame,
     sessions: pl.Series,
     params: MartParams,
     fundamentals: pl.DataFrame | None = None,
+    map_partitions: PartitionMap = serial_map,
 ) -> Marts:
     """All marts from native-calendar ``prices`` (BAR_SCHEMA plus optional source/ingested_at).
 
@@ -85,14 +153,27 @@ def build_marts(
     crypto = all_assets.filter(pl.col("asset_class").is_in(CRYPTO_CLASSES))["symbol"].to_list()
     index_like = all_assets.filter(pl.col("asset_class").is_in(INDEX_CLASSES))["symbol"].to_list()
     returns = log_returns(all_prices, sessions)
-    corr = rolling_correlation(returns, sessions, crypto, benchmarks, params.windows)
-    events = mart_correlation_events(corr, levels=params.event_levels, confirm_sessions=params.event_confirm_sessions)
     matrix_symbols = sorted(set(benchmarks) | set(index_like) | set(crypto))
-    matrix = mart_correlation_matrix(returns, sessions, matrix_symbols, params.windows)
     milestone_symbols = sorted(set(benchmarks) | set(index_like))
-    milestones = mart_market_milestones(all_prices, milestone_symbols)
-    period_returns = mart_period_returns(all_prices, milestone_symbols, benchmark=params.period_benchmark)
+    windows = tuple(params.windows)
+    stocks = assets.filter(pl.col("asset_class") == "equity")["symbol"]
 
+    jobs: list[tuple[str, Callable[..., Any], tuple]] = [
+        ("corr", correlation_partition,
+         (returns, sessions, block, benchmarks, windows, tuple(params.event_levels), params.event_confirm_sessions))
+        for block in blocks(crypto, params.correlation_block_size)
+    ]
+    jobs += [("matrix", mart_correlation_matrix, (returns, sessions, matrix_symbols, (w,))) for w in windows]
+    jobs.append(("milestones", milestone_partition, (all_prices, milestone_symbols, params.period_benchmark)))
+    if stocks.len():
+        stock_prices = prices.filter(pl.col("symbol").is_in(stocks.implode()))
+        jobs.append(("factors", factor_partition, (stock_prices, assets, sessions, fundamentals, params)))
+    results = _run_jobs(jobs, map_partitions)
+
+    corr = _combine([c for c, _ in results["corr"]], ("asset", "benchmark", "window_days", "date"))
+    events = _combine([e for _, e in results["corr"]], ("date", "asset", "benchmark", "window_days", "event", "level"))
+    matrix = _combine(results["matrix"], ("date", "window_days", "asset_a", "asset_b"))
+    milestones, period_returns = results["milestones"][0]
     tables = {
         "fact_prices": all_prices,
         "dim_asset": all_assets,
@@ -104,18 +185,8 @@ def build_marts(
         "mart_market_milestones": milestones,
         "mart_period_returns": period_returns,
     }
-    stocks = assets.filter(pl.col("asset_class") == "equity")["symbol"]
-    if stocks.len():
-        scores, metrics = build_factor_marts(
-            prices.filter(pl.col("symbol").is_in(stocks.implode())),
-            assets,
-            sessions,
-            fundamentals,
-            min_sector_size=params.factor_min_sector_size,
-            weights=params.factor_weights,
-            thresholds=params.factor_thresholds,
-        )
-        ic, ic_summary = evaluate_factors(scores, prices, sessions, horizons=params.factor_horizons)
+    if "factors" in results:
+        scores, metrics, ic, ic_summary = results["factors"][0]
         tables |= {
             "mart_factor_scores": scores,
             "mart_factor_metrics": metrics,
@@ -136,3 +207,16 @@ def build_marts(
             "mart_band_breaches": mixes.breaches,
         }
     return Marts(tables=tables, warnings=warnings)
+
+
+def _run_jobs(jobs: list[tuple[str, Callable[..., Any], tuple]], map_partitions: PartitionMap) -> dict[str, list]:
+    """Run jobs of different functions through one map call: the runner sees them all at once."""
+    outputs = map_partitions(_call, [(fn, args) for _, fn, args in jobs])
+    results: dict[str, list] = {}
+    for (kind, _, _), out in zip(jobs, outputs, strict=True):
+        results.setdefault(kind, []).append(out)
+    return results
+
+
+def _call(fn: Callable[..., Any], args: tuple) -> Any:
+    return fn(*args)

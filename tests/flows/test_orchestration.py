@@ -159,6 +159,14 @@ def test_backfill_resumes_by_year_and_matches_a_single_run(tmp_path, monkeypatch
     assert_same_warehouse(data, single)
 
 
+def task_runs(flow_run_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_dask_runner_publishes_the_same_marts(tmp_path):
     from flows.runners import local_dask_runner
@@ -166,8 +174,13 @@ def test_dask_runner_publishes_the_same_marts(tmp_path):
     threads, dask = tmp_path / "threads", tmp_path / "dask"
     nightly(source="sample", start=START, as_of=AS_OF, data_dir=str(threads))
     on_dask = nightly.with_options(task_runner=local_dask_runner(2))
-    summary = on_dask(source="sample", start=START, as_of=AS_OF, data_dir=str(dask))
+    state = on_dask(source="sample", start=START, as_of=AS_OF, data_dir=str(dask), return_state=True)
+    summary = state.result()
     assert summary.status == "succeeded"
     assert_same_warehouse(threads, dask)
+    # The transform ran as partitions on the runner: one per block of crypto
+    # assets, per matrix window, milestones, the Alpha Score.
+    partitions = [t for t in task_runs(state.state_details.flow_run_id) if t.name.startswith("transform-")]
+    assert len(partitions) >= 7 and {t.state.type.value for t in partitions} == {"COMPLETED"}
     assert set(TABLES) - LOGS <= set(published(dask)) | {n for n, t in TABLES.items() if not t.publish}
 
