@@ -323,15 +323,19 @@ def transform(
     lake: Lake, settings: Settings, universe: Universe, as_of: date, synthetic: bool
 ) -> tuple[dict[str, pl.DataFrame], list[str]]:
     """Read the lake, screen it, and build every mart; the heavy parts are mapped over the runner."""
-    prices = lake.read_bars().filter(pl.col("date") <= as_of)
-    # Bad bars are set aside in the quarantine, not dropped or "fixed":
-    # everything derived is computed without them.
-    prices, quarantined = screen("fact_prices", prices, as_of)
+    stored = lake.read_bars().filter(pl.col("date") <= as_of)
     assets = lake.read_assets()
-    if prices.is_empty() or assets is None:
+    if stored.is_empty() or assets is None:
         raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of}")
+    calendar = exchange_sessions(stored["date"].min(), as_of, settings.exchange_calendar)
+    # Bad bars are set aside in the quarantine, naming where they came from
+    # (the lake's origin), not dropped or "fixed": everything derived is
+    # computed without them. An equity bar off the exchange calendar is one.
+    prices, quarantined = screen("fact_prices", stored, as_of, sessions=calendar, assets=assets)
+    if prices.is_empty():
+        raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of} pass the quality rules")
     assets = assets.filter(pl.col("symbol").is_in(prices["symbol"].unique().implode()))
-    sess = exchange_sessions(prices["date"].min(), as_of, settings.exchange_calendar)
+    sess = calendar.filter(calendar >= prices["date"].min())
     params = MartParams(
         benchmarks=tuple(settings.benchmarks or universe.benchmarks),
         windows=tuple(settings.correlation_windows),

@@ -5,9 +5,17 @@ percent-encoded (``^RUT`` -> ``%5ERUT``), so a nightly run rewrites only the
 current year's file of each symbol it touched. Each data directory keeps each
 source apart: the synthetic sample never mixes with real prices.
 
+Each bar file has ``fact_prices``'s columns plus ``origin``: where the bar
+came from, as the source said (``BTC-USD.csv line 42``, ``yahoo:^RUT
+2024-03-01..2024-03-28``, ``sample``), so a quarantined bar can be traced to
+its file and row. It is nullable: files written before it existed read as null.
+``origin`` stays in the lake: ``fact_prices`` does not publish it.
+
 Upserts are idempotent: re-landing identical bars changes nothing (not even
 ``ingested_at``); a revised bar replaces the stored one and gets a new
-``ingested_at``; bars outside the incoming dates are kept.
+``ingested_at``; a bar landed again with the same values but from elsewhere
+(e.g. rows inserted above it in its file) keeps ``ingested_at`` and takes the
+new ``origin``; bars outside the incoming dates are kept.
 """
 
 from __future__ import annotations
@@ -22,6 +30,15 @@ from warehouse.files import atomic_write_parquet
 from warehouse.tables import FACT_PRICES
 
 VALUE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
+ORIGIN = "origin"
+BARS_SCHEMA: dict[str, pl.DataType] = {**FACT_PRICES.polars_schema, ORIGIN: pl.String()}
+
+
+def conform_stored(frame: pl.DataFrame) -> pl.DataFrame:
+    """Bars as the lake keeps them: ``fact_prices``'s columns and ``origin`` (null if absent)."""
+    if ORIGIN not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, pl.String).alias(ORIGIN))
+    return frame.select([pl.col(c).cast(t) for c, t in BARS_SCHEMA.items()])
 
 
 def symbol_dir(symbol: str) -> str:
@@ -52,13 +69,15 @@ class Lake:
         return sorted(self.bars_dir.glob("*/*.parquet")) if self.bars_dir.exists() else []
 
     def read_bars(self, symbols: list[str] | None = None) -> pl.DataFrame:
+        """Stored bars (``BARS_SCHEMA``: ``fact_prices``'s columns and ``origin``)."""
         files = self._files()
         if symbols is not None:
             wanted = {symbol_dir(s) for s in symbols}
             files = [f for f in files if f.parent.name in wanted]
         if not files:
-            return pl.DataFrame(schema=FACT_PRICES.polars_schema)
-        return FACT_PRICES.conform(pl.read_parquet(files)).sort("symbol", "date")
+            return pl.DataFrame(schema=BARS_SCHEMA)
+        # One file at a time: files written before ``origin`` existed lack it.
+        return pl.concat([conform_stored(pl.read_parquet(f)) for f in files]).sort("symbol", "date")
 
     def last_dates(self) -> dict[str, date]:
         out: dict[str, date] = {}
@@ -76,7 +95,7 @@ class Lake:
         for sym_dir in self.bars_dir.iterdir() if self.bars_dir.exists() else []:
             years = sorted(sym_dir.glob("*.parquet"))[-2:]
             if years:
-                frames.append(pl.read_parquet(years).sort("date").tail(n))
+                frames.append(pl.concat([conform_stored(pl.read_parquet(y)) for y in years]).sort("date").tail(n))
         if not frames:
             return pl.DataFrame(schema=FACT_PRICES.polars_schema)
         return FACT_PRICES.conform(pl.concat(frames))
@@ -93,16 +112,25 @@ class Lake:
         written = 0
         for (symbol, year), part in incoming.group_by("symbol", "_year", maintain_order=True):
             path = self.bars_dir / symbol_dir(symbol) / f"{year}.parquet"
-            part = FACT_PRICES.conform(part.drop("_year")).unique("date", keep="last")
+            part = conform_stored(part.drop("_year")).unique("date", keep="last", maintain_order=True)
             if path.exists():
-                old = FACT_PRICES.conform(pl.read_parquet(path))
+                old = conform_stored(pl.read_parquet(path))
                 # A bar whose values did not change keeps its original
                 # ingested_at, so re-runs leave the lake byte-for-byte alike.
                 same = part.join(old, on=["date", *VALUE_COLUMNS], how="semi", nulls_equal=True)
                 changed = part.join(same, on="date", how="anti")
-                if changed.is_empty():
+                # ... but takes a new origin if it now comes from elsewhere.
+                moved = (
+                    same.filter(pl.col(ORIGIN).is_not_null())
+                    .join(old, on=["date", ORIGIN], how="anti", nulls_equal=True)
+                    .drop("ingested_at")
+                    .join(old.select("date", "ingested_at"), on="date", how="left", maintain_order="left")
+                    .select(BARS_SCHEMA.keys())
+                )
+                if changed.is_empty() and moved.is_empty():
                     continue
-                merged = pl.concat([old.join(changed, on="date", how="anti"), changed])
+                replaced = pl.concat([changed, moved])
+                merged = pl.concat([old.join(replaced, on="date", how="anti"), replaced])
             else:
                 changed = merged = part
             written += changed.height

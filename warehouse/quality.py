@@ -3,14 +3,16 @@
 Each ``Table`` declares its rules next to its columns (``warehouse.tables``):
 types and nullability, the key, value bounds on columns (``gt``/``ge``/``le``,
 floats finite by default) and row rules (``Rule``). Here they become one
-dataframely schema per table and run (rules may depend on ``as_of``), whose
+dataframely schema per table and run (rules may depend on ``as_of`` and, for
+the screen of raw inputs, on the exchange calendar: ``RuleInputs``), whose
 ``filter`` splits a frame into valid rows and per-rule failures.
 
 What a failure means depends on the table (``Table.quarantine_bad_rows``):
 
 * raw inputs (``fact_prices``): the row is *quarantined*, i.e. held out of
-  this run and written to the ``quarantine`` table; everything derived is
-  computed from the clean rows. The lake keeps the row as landed.
+  this run and written to the ``quarantine`` table, naming where it came from
+  (the lake's ``origin``: file and row, or the source's request); everything
+  derived is computed from the clean rows. The lake keeps the row as landed.
 * derived tables: any failing row fails the audit, and nothing is published.
 
 Some findings are not errors and only *flag* (a warning in the run summary):
@@ -29,7 +31,8 @@ from datetime import date
 import dataframely as dy
 import polars as pl
 
-from warehouse.schema import Column, LogicalType, Table
+from warehouse.lake import ORIGIN
+from warehouse.schema import Column, LogicalType, RuleInputs, Table
 from warehouse.tables import QUARANTINE, TABLES
 
 # Any column with one of these names, in any table (including tables whose
@@ -83,8 +86,10 @@ def _bounds(col: Column) -> dict[str, float]:
 _BOUND_TEXT = {"min_exclusive": ">", "min": ">=", "max": "<="}
 
 
-def compile_table(table: Table, as_of: date) -> Compiled:
-    namespace: dict[str, object] = {}
+def compile_table(table: Table, as_of: date | RuleInputs, carry: tuple[str, ...] = ()) -> Compiled:
+    """The table's rules as a dataframely schema; ``carry`` names extra columns let through unchecked."""
+    inputs = as_of if isinstance(as_of, RuleInputs) else RuleInputs(as_of)
+    namespace: dict[str, object] = {name: dy.Any() for name in carry}
     desc: dict[str, str] = {}
     for col in table.columns:
         kwargs: dict[str, object] = {
@@ -108,8 +113,8 @@ def compile_table(table: Table, as_of: date) -> Compiled:
         namespace["key_is_unique"] = dy.rule()(lambda _s, key=key: pl.struct(key).is_unique())
         desc["key_is_unique"] = f"({', '.join(key)}) is unique"
     for rule in table.rules:
-        namespace[rule.name] = dy.rule()(lambda _s, rule=rule: rule.check(as_of))
-        desc[rule.name] = rule.description.format(as_of=as_of)
+        namespace[rule.name] = dy.rule()(lambda _s, rule=rule: rule.check(inputs))
+        desc[rule.name] = rule.description.format(as_of=inputs.as_of)
     schema = type(f"{table.name}_rules", (dy.Schema,), namespace)
     return Compiled(schema, desc)
 
@@ -144,11 +149,19 @@ class Violation:
     first_key: dict
 
 
-def check_frame(table: Table, frame: pl.DataFrame, as_of: date) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """``(valid rows, failures)``: failures has the row's columns, ``_rule`` and ``_description``."""
-    frame = table.conform(frame)
-    compiled = compile_table(table, as_of)
+def check_frame(
+    table: Table, frame: pl.DataFrame, as_of: date | RuleInputs, carry: tuple[str, ...] = ()
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(valid rows, failures)``: failures has the row's columns, ``_rule`` and ``_description``.
+
+    Valid rows have exactly the contract's columns; failures also keep the
+    ``carry`` columns of ``frame`` (e.g. where the row came from).
+    """
+    carried = frame.select(carry)
+    frame = pl.concat([table.conform(frame), carried], how="horizontal")
+    compiled = compile_table(table, as_of, carry)
     good, result = compiled.schema.filter(frame, cast=False)
+    good = good.drop(carry)
     details = result.details()
     rule_cols = [c for c in details.columns if c not in frame.columns]
     if details.is_empty() or not rule_cols:
@@ -185,16 +198,45 @@ def violations(frames: dict[str, pl.DataFrame], as_of: date) -> list[Violation]:
     return out
 
 
-def screen(name: str, frame: pl.DataFrame, as_of: date, run_id: str = "") -> tuple[pl.DataFrame, pl.DataFrame]:
+def rule_inputs(
+    as_of: date, sessions: pl.Series | None = None, assets: pl.DataFrame | None = None
+) -> RuleInputs:
+    """What the screen's rules compare rows with: ``as_of``, the exchange ``sessions``
+    (a Date series covering the rows) and, from ``assets`` (symbol, asset_class),
+    the symbols that trade only on sessions. Without either, session rules hold."""
+    if sessions is None or assets is None:
+        return RuleInputs(as_of)
+    on_sessions = assets.filter(pl.col("asset_class").is_in(EQUITY_CLASSES))["symbol"]
+    return RuleInputs(as_of, tuple(sessions.to_list()), tuple(sorted(on_sessions.unique().to_list())))
+
+
+def origin_text(origin: str | None) -> str:
+    return origin if origin is not None else "unknown origin (landed before the lake kept origins)"
+
+
+def screen(
+    name: str,
+    frame: pl.DataFrame,
+    as_of: date,
+    run_id: str = "",
+    *,
+    sessions: pl.Series | None = None,
+    assets: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split a raw input into the rows a run may use and its ``quarantine`` rows.
 
-    A row breaking several rules gets one quarantine row per rule. ``run_id``
-    may be left empty and stamped later (``RunLog.record_quarantine``).
+    A row breaking several rules gets one quarantine row per rule, whose detail
+    names the rule, where the row came from (``frame``'s ``origin`` column when
+    it has one, e.g. ``BTC-USD.csv line 42``) and its values. ``sessions`` and
+    ``assets`` (see ``rule_inputs``) enable the exchange-calendar rule. ``run_id``
+    may be left empty and stamped later (``RunLog.record_quarantine``). The
+    clean rows have exactly the contract's columns.
     """
     table = TABLES[name]
     if not table.quarantine_bad_rows:
         raise ValueError(f"{name} is audited as a whole, not screened row by row")
-    good, failures = check_frame(table, frame, as_of)
+    carry = (ORIGIN,) if ORIGIN in frame.columns else ()
+    good, failures = check_frame(table, frame, rule_inputs(as_of, sessions, assets), carry)
     if failures.is_empty():
         return good, pl.DataFrame(schema=QUARANTINE.polars_schema)
     rows = [
@@ -203,7 +245,7 @@ def screen(name: str, frame: pl.DataFrame, as_of: date, run_id: str = "") -> tup
             "table_name": name,
             "key": _key_json(table, r),
             "rule": r["_rule"],
-            "detail": f"{r['_description']}; row: "
+            "detail": f"{r['_description']}; from {origin_text(r.get(ORIGIN))}; row: "
             + json.dumps({c: r[c] for c in table.column_names if c != "ingested_at"}, default=str),
         }
         for r in failures.iter_rows(named=True)

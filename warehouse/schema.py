@@ -70,16 +70,33 @@ class Column:
 
 
 @dataclass(frozen=True)
-class Rule:
-    """A data-quality rule over rows: ``check(as_of)`` is true where a row is valid.
+class RuleInputs:
+    """What a rule may compare a row with besides the row itself.
 
+    Always the run's ``as_of``; the exchange calendar only where the caller
+    knows it (the screen of raw inputs does; the audit of derived tables and
+    the data dictionary do not). A rule whose inputs are missing holds.
+    """
+
+    as_of: date
+    # Exchange sessions (the run's calendar, XNYS by default) covering the rows.
+    sessions: tuple[date, ...] | None = None
+    # Symbols that trade only on those sessions (equities, ETFs, indices).
+    session_symbols: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A data-quality rule over rows: ``check(inputs)`` is true where a row is valid.
+
+    ``inputs`` is a ``RuleInputs``; the description may mention ``{as_of}``.
     Null counts as valid (nullability is the column's business). Rules that
     compare a row with its neighbours use window expressions (``.over``).
     """
 
     name: str
     description: str
-    check: Callable[[date], pl.Expr] = field(compare=False)
+    check: Callable[[RuleInputs], pl.Expr] = field(compare=False)
 
 
 @dataclass(frozen=True)

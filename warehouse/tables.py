@@ -5,14 +5,31 @@ from __future__ import annotations
 import polars as pl
 
 from warehouse.schema import Column as C
-from warehouse.schema import Rule, Table
+from warehouse.schema import Rule, RuleInputs, Table
 
 # Tolerance for weights that must sum to 1: rounding of drifted weights, not
 # a real allocation error (1e-6 of NAV is far below a trade's size).
 WEIGHT_SUM_TOL = 1e-6
 CORRELATION = {"ge": -1.0, "le": 1.0}
 
-NOT_AFTER_AS_OF = Rule("not_after_as_of", "date <= as_of ({as_of})", lambda as_of: pl.col("date") <= as_of)
+NOT_AFTER_AS_OF = Rule("not_after_as_of", "date <= as_of ({as_of})", lambda i: pl.col("date") <= i.as_of)
+
+
+def _on_a_session(i: RuleInputs) -> pl.Expr:
+    if i.sessions is None or i.session_symbols is None:
+        return pl.lit(True)
+    sessions = pl.Series(i.sessions, dtype=pl.Date).implode()
+    symbols = pl.Series(i.session_symbols, dtype=pl.String).implode()
+    return ~pl.col("symbol").is_in(symbols) | pl.col("date").is_in(sessions)
+
+
+# Crypto trades every day; an equity bar on a weekend or holiday is a bad row
+# (a shifted time zone, a vendor's filler), not a session to keep.
+NOT_A_SESSION = Rule(
+    "not_a_session",
+    "equity, ETF and index bars are dated on an exchange session (not a weekend or holiday)",
+    _on_a_session,
+)
 
 DIM_ASSET = Table(
     "dim_asset",
@@ -50,6 +67,7 @@ FACT_PRICES = Table(
     rules=(
         Rule("high_ge_low", "high >= low", lambda _: pl.col("high") >= pl.col("low")),
         NOT_AFTER_AS_OF,
+        NOT_A_SESSION,
     ),
     quarantine_bad_rows=True,
 )
@@ -393,7 +411,8 @@ QUARANTINE = Table(
         C("table_name", "string", "Table the row was bound for.", False),
         C("key", "string", "The row's primary key as JSON, e.g. {\"symbol\": \"BTC\", \"date\": \"2026-01-05\"}.", False),
         C("rule", "string", "Rule broken (see docs/data_dictionary.md).", False),
-        C("detail", "string", "The offending values and where the row came from (source).", False),
+        C("detail", "string", "The rule in words, where the row came from (origin: file and row, or the source's "
+          "request; unknown for bars landed before origins were kept) and the offending values.", False),
     ),
     primary_key=("run_id", "table_name", "key", "rule"),
 )

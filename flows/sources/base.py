@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 import polars as pl
 
 from flows.universe import Universe
+from warehouse.lake import ORIGIN
 
 # One row per symbol and native-calendar date (crypto: UTC candle date; equities:
 # exchange session date). adj_close equals close where the source is already
@@ -23,6 +24,13 @@ BAR_SCHEMA: dict[str, pl.DataType] = {
     "adj_close": pl.Float64(),
     "volume": pl.Float64(),
 }
+
+# What a source yields: each bar and where it came from (``origin``, kept in
+# the lake so a quarantined bar names it): the file relative to the given
+# path and its line or row (``crypto/BTC-USD.csv line 42``), the request
+# (``yahoo:^RUT 2024-03-01..2024-03-28``, ``kraken:BTC/USD 2024-03-01..2024-03-28``)
+# or ``sample``. Deterministic: no absolute paths, no clock.
+SOURCE_BAR_SCHEMA: dict[str, pl.DataType] = {**BAR_SCHEMA, ORIGIN: pl.String()}
 
 ASSET_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
@@ -81,18 +89,26 @@ class Source(Protocol):
         ``last_dates`` is the last stored date per symbol, so an incremental
         source can fetch only what is new (plus its own look-back);
         ``stored_tail`` holds the most recent stored bars per symbol (BAR_SCHEMA)
-        so a source can detect restated history in the overlap.
+        so a source can detect restated history in the overlap. The bars
+        returned are SOURCE_BAR_SCHEMA: each says where it came from.
         """
         ...
 
 
 def empty_bars() -> pl.DataFrame:
-    return pl.DataFrame(schema=BAR_SCHEMA)
+    return pl.DataFrame(schema=SOURCE_BAR_SCHEMA)
 
 
 def conform_bars(frame: pl.DataFrame) -> pl.DataFrame:
-    """Select and cast to BAR_SCHEMA, sorted by symbol and date."""
-    return frame.select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()]).sort("symbol", "date")
+    """Select and cast to SOURCE_BAR_SCHEMA (``origin`` null if absent), sorted by symbol and date."""
+    if ORIGIN not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, pl.String).alias(ORIGIN))
+    return frame.select([pl.col(c).cast(t) for c, t in SOURCE_BAR_SCHEMA.items()]).sort("symbol", "date")
+
+
+def with_origin(bars: pl.DataFrame, origin: str) -> pl.DataFrame:
+    """``bars`` with every row's ``origin`` set to one text (a request, a generator)."""
+    return bars.with_columns(pl.lit(origin, pl.String).alias(ORIGIN))
 
 
 def conform_assets(frame: pl.DataFrame) -> pl.DataFrame:

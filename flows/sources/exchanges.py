@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from flows.sources.base import SymbolOutcome, conform_bars
+from flows.sources.base import SymbolOutcome, conform_bars, with_origin
 from flows.sources.live_config import (
     ExchangeConfig,
     LiveSettings,
@@ -353,7 +353,7 @@ def fetch_crypto(
             out.warnings.append(f"{sym} ({venue.id} {market}): {msg}")
         if open_or_late:
             notes.append(f"dropped {open_or_late} candle(s) after {end} (not closed or after as_of)")
-        out.bars.append(frame)
+        out.bars.append(with_origin(frame, f"{venue.id}:{market} {first}..{end}"))
         quote = venue.exchange.markets[market].get("quote") or market.split("/")[-1]
         out.assets.append(asset_row(asset, quote, venue.id, market))
         out.outcomes.append(

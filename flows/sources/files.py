@@ -15,6 +15,11 @@ and ``BTC_USDT-1d.json`` -> ``BTC``). A file that is not a price history is
 skipped with a warning naming it; a malformed value in a price history is an
 error naming file, row and column, and two different bars for one date (often
 mixed time zones) are an error naming file, symbol and date.
+
+Every bar keeps its ``origin``: the file relative to the ``--path`` it was
+found under (to its parent when several are given) and where in it, ``crypto/BTC-USD.csv line 42`` (a CSV's line, the
+header being line 1, as in the error messages and a spreadsheet's row numbers)
+or ``BTC.parquet row 7`` (1-based data row of JSON, Feather and Parquet files).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import polars as pl
 
 from flows.sources.base import (
     BAR_SCHEMA,
+    ORIGIN,
     SourceBatch,
     SourceError,
     SymbolOutcome,
@@ -61,6 +67,9 @@ _COLUMN_ALIASES = {
     "volume": "volume",
 }
 _PRICE_COLUMNS = ("open", "high", "low", "close")
+# Where in its file each row was (a CSV's line, otherwise the 1-based row),
+# added by every reader and turned into ``origin`` by ``FilesSource``.
+_AT = "_at"
 
 
 class NotAPriceHistory(Exception):
@@ -157,7 +166,7 @@ def read_csv(path: Path) -> pl.DataFrame:
     frame = frame.slice(skip)
     first_row = 2 + skip  # 1-based line numbers, after the header line
     frame = frame.with_columns(_parse_dates(frame["date"], path, first_row).alias("date"))
-    return _numeric(frame, path, first_row)
+    return _numeric(frame, path, first_row).with_row_index(_AT, offset=first_row)
 
 
 def read_json(path: Path) -> pl.DataFrame:
@@ -169,7 +178,7 @@ def read_json(path: Path) -> pl.DataFrame:
         raise NotAPriceHistory("not a list of [ms, open, high, low, close, volume] rows")
     for i, row in enumerate(data):
         if len(row) < 6 or not all(isinstance(v, (int, float)) or v is None for v in row[:6]):
-            raise FileFormatError(f"{path}: row {i}: expected [ms, open, high, low, close, volume], got {row!r}")
+            raise FileFormatError(f"{path}: row {i + 1}: expected [ms, open, high, low, close, volume], got {row!r}")
     ms = pl.Series([r[0] for r in data], dtype=pl.Int64)
     cols = list(zip(*[r[1:6] for r in data], strict=True))
     return pl.DataFrame(
@@ -177,7 +186,7 @@ def read_json(path: Path) -> pl.DataFrame:
             "date": ms.cast(pl.Datetime("ms", "UTC")).dt.date(),
             **{name: pl.Series(vals, dtype=pl.Float64) for name, vals in zip(("open", "high", "low", "close", "volume"), cols, strict=True)},
         }
-    )
+    ).with_row_index(_AT, offset=1)
 
 
 def _from_table(frame: pl.DataFrame) -> pl.DataFrame:
@@ -192,7 +201,11 @@ def _from_table(frame: pl.DataFrame) -> pl.DataFrame:
     elif dtype != pl.Date:
         frame = frame.with_columns(pl.col("date").cast(pl.String).str.slice(0, 10).str.to_date("%Y-%m-%d"))
     keep = [c for c in ("symbol", "date", *_PRICE_COLUMNS, "adj_close", "volume") if c in frame.columns]
-    return frame.select(keep).with_columns([pl.col(c).cast(pl.Float64) for c in keep if c not in ("symbol", "date")])
+    return (
+        frame.select(keep)
+        .with_columns([pl.col(c).cast(pl.Float64) for c in keep if c not in ("symbol", "date")])
+        .with_row_index(_AT, offset=1)
+    )
 
 
 def read_ipc(path: Path) -> pl.DataFrame:
@@ -229,10 +242,11 @@ def _complete(frame: pl.DataFrame) -> pl.DataFrame:
 def _one_bar_per_date(part: pl.DataFrame, path: Path, symbol: str, warnings: list[str]) -> pl.DataFrame:
     """Collapse exact repeats; two different bars for one date are an error, not a coin toss."""
     part = part.drop_nulls("date")
-    exact = part.height - part.unique().height
+    values = [c for c in part.columns if c != ORIGIN]
+    exact = part.height - part.unique(values).height
     if exact:
         warnings.append(f"{path}: {symbol}: {exact} exact duplicate row(s) collapsed")
-        part = part.unique(maintain_order=True)
+        part = part.unique(values, keep="first", maintain_order=True)
     clash = part.filter(pl.col("date").is_duplicated())
     if clash.height:
         day = clash["date"].min()
@@ -281,12 +295,16 @@ class FilesSource:
         self.overlap_rel_tol = overlap_rel_tol
 
     def discover(self) -> list[Path]:
-        files: list[Path] = []
+        return [f for f, _ in self._discover()]
+
+    def _discover(self) -> list[tuple[Path, str]]:
+        """Each file and its name relative to the path it was found under (a file path: its
+        name); with several paths, relative to that path's parent, so the names stay apart."""
+        files: list[tuple[Path, str]] = []
         for p in self.paths:
-            if p.is_file():
-                files.append(p)
-            else:
-                files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES))
+            base = p.parent if p.is_file() or len(self.paths) > 1 else p
+            found = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES)
+            files.extend((f, f.relative_to(base).as_posix()) for f in found)
         return files
 
     def read_all(self, universe: Universe) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
@@ -294,13 +312,15 @@ class FilesSource:
         warnings: list[str] = []
         by_symbol: dict[str, tuple[Path, pl.DataFrame]] = {}
         meta: dict[str, dict] = {}
-        for path in self.discover():
+        for path, rel in self._discover():
             kind = SUFFIXES.get(path.suffix.lower())
             try:
                 frame = READERS[kind](path)
             except NotAPriceHistory as why:
                 warnings.append(f"skipped {path}: not a price history ({why})")
                 continue
+            where = f"{rel} {'line' if kind == 'csv' else 'row'} "
+            frame = frame.with_columns((pl.lit(where) + pl.col(_AT).cast(pl.String)).alias(ORIGIN)).drop(_AT)
             if "symbol" in frame.columns:
                 parts = _symbols_of(frame, path, universe)
             else:

@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from flows.calendar import sessions as xnys_sessions
-from flows.sources.base import SourceBatch, SourceError, SymbolOutcome, conform_assets, conform_bars
+from flows.sources.base import SourceBatch, SourceError, SymbolOutcome, conform_assets, conform_bars, with_origin
 from flows.sources.sample_fundamentals import sample_fundamentals
 from flows.universe import Asset, Universe
 
@@ -237,7 +237,7 @@ class SampleSource:
             level0 = START_LEVEL.get(a.symbol, float(np.exp(rng.uniform(np.log(8), np.log(400)))))
             close = level0 * np.exp(np.cumsum(np.where(live, r, 0.0)))
             frames.append(self._ohlcv(a, days, close, r, live, rng))
-        return conform_bars(pl.concat(frames))
+        return conform_bars(with_origin(pl.concat(frames), self.name))
 
     @staticmethod
     def _ohlcv(

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
-from flows.sources.base import BAR_SCHEMA, FUNDAMENTALS_SCHEMA, SymbolOutcome, conform_bars
+from flows.sources.base import BAR_SCHEMA, FUNDAMENTALS_SCHEMA, SymbolOutcome, conform_bars, with_origin
 from flows.sources.live_config import LiveSettings, RetryPolicy, asset_row, short_error
 from flows.universe import Asset
 
@@ -419,6 +419,7 @@ def fetch_equities(
         attempts = 0
         note: str | None = None
         first = window_start(sym, start, last_dates, stored_tail, s.lookback_sessions)
+        asked = first  # the request the bars come from (their origin)
         try:
             bars, meta, n = client.history(sym, first, as_of)
             attempts += n
@@ -433,6 +434,7 @@ def fetch_equities(
                     )
                     out.warnings.append(f"{sym}: {note}")
                     bars, meta, n = client.history(sym, start, as_of)
+                    asked = start
                     attempts += n
             tz = meta.get("exchangeTimezoneName")
             still_open = [
@@ -464,7 +466,7 @@ def fetch_equities(
                 unreachable_streak = 0
             continue
         unreachable_streak = 0
-        out.bars.append(bars)
+        out.bars.append(with_origin(bars, f"{SOURCE}:{sym} {asked}..{as_of}"))
         out.assets.append(asset_row(asset, meta.get("currency") or asset.quote_currency, SOURCE, sym))
         out.outcomes.append(
             SymbolOutcome(

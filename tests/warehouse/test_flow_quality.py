@@ -87,6 +87,7 @@ def test_bad_bars_are_quarantined_and_the_clean_rows_published(price_files, tmp_
     con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
     try:
         rows = con.execute("SELECT run_id, table_name, key, rule FROM quarantine ORDER BY key").fetchall()
+        details = [d for (d,) in con.execute("SELECT detail FROM quarantine ORDER BY key").fetchall()]
         dates = {d for (d,) in con.execute("SELECT date FROM fact_prices WHERE symbol = 'BTC'").fetchall()}
     finally:
         con.close()
@@ -94,6 +95,10 @@ def test_bad_bars_are_quarantined_and_the_clean_rows_published(price_files, tmp_
         (run.run_id, "fact_prices", '{"symbol": "BTC", "date": "2024-03-05"}', "close|min_exclusive"),
         (run.run_id, "fact_prices", '{"symbol": "BTC", "date": "2024-03-06"}', "high_ge_low"),
     ]
+    # The header is line 1 and the first bar (2023-01-01) line 2: each bad bar's line in its file.
+    lines = [(day - date(2023, 1, 1)).days + 2 for day in (BAD_CLOSE, BAD_HIGH)]
+    assert [d.split("; row: ")[0] for d in details] == [
+        f"close > 0; from BTC-USD.csv line {lines[0]}", f"high >= low; from BTC-USD.csv line {lines[1]}"]
     assert BAD_CLOSE not in dates and BAD_HIGH not in dates and date(2024, 3, 7) in dates
     stored = Lake(data / "lake", "files").read_bars(["BTC"])
     assert {BAD_CLOSE, BAD_HIGH} <= set(stored["date"]), "the lake keeps the row as landed"

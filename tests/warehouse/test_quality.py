@@ -71,6 +71,50 @@ def test_row_breaking_two_rules_gets_two_quarantine_rows():
     assert quarantined["key"].n_unique() == 1
 
 
+def test_quarantine_detail_names_where_the_row_came_from():
+    frame = bars(bar(), bar(day=date(2024, 1, 3), close=-1.0)).with_columns(
+        pl.Series("origin", ["prices/BTC-USD.csv line 2", "prices/BTC-USD.csv line 3"])
+    )
+    clean, quarantined = screen("fact_prices", frame, AS_OF)
+    assert clean.columns == FACT_PRICES.column_names, "origin stays out of fact_prices"
+    (row,) = quarantined.rows(named=True)
+    assert row["detail"].startswith("close > 0; from prices/BTC-USD.csv line 3; row: {")
+    assert '"close": -1.0' in row["detail"]
+
+
+def test_quarantine_detail_says_when_the_origin_is_unknown():
+    frame = bars(bar(close=-1.0)).with_columns(pl.lit(None, pl.String).alias("origin"))
+    _, quarantined = screen("fact_prices", frame, AS_OF)
+    assert "from unknown origin (landed before the lake kept origins)" in quarantined["detail"][0]
+
+
+SAT, NEW_YEAR, FRI = date(2024, 1, 6), date(2024, 1, 1), date(2024, 1, 5)
+ASSET_CLASSES = pl.DataFrame({"symbol": ["^RUT", "SPY", "A", "BTC", "ALTS"],
+                              "asset_class": ["index", "etf", "equity", "crypto", "index_crypto"]})
+
+
+def test_equity_bar_off_the_exchange_calendar_is_quarantined_and_crypto_is_exempt():
+    from flows.calendar import sessions
+
+    cal = sessions(date(2023, 12, 1), AS_OF)
+    frame = bars(
+        bar("^RUT", FRI), bar("^RUT", SAT), bar("SPY", NEW_YEAR), bar("A", SAT),  # equities: weekend, holiday
+        bar("BTC", SAT), bar("ALTS", SAT), bar("UNLISTED", SAT),  # crypto trades every day; unknown class: no rule
+    )
+    clean, quarantined = screen("fact_prices", frame, AS_OF, sessions=cal, assets=ASSET_CLASSES)
+    assert sorted(map(tuple, clean.select("symbol", "date").rows())) == [
+        ("ALTS", SAT), ("BTC", SAT), ("UNLISTED", SAT), ("^RUT", FRI)]
+    assert set(quarantined["rule"]) == {"not_a_session"}
+    assert sorted(json.loads(k)["symbol"] + " " + json.loads(k)["date"] for k in quarantined["key"]) == [
+        "A 2024-01-06", "SPY 2024-01-01", "^RUT 2024-01-06"]
+    assert quarantined["detail"][0].startswith("equity, ETF and index bars are dated on an exchange session")
+
+
+def test_without_a_calendar_the_session_rule_holds():
+    clean, quarantined = screen("fact_prices", bars(bar("^RUT", SAT)), AS_OF, assets=ASSET_CLASSES)
+    assert clean.height == 1 and quarantined.is_empty()
+
+
 def test_derived_tables_cannot_be_screened():
     with pytest.raises(ValueError, match="audited as a whole"):
         screen("mart_rolling_correlation", pl.DataFrame(), AS_OF)

@@ -120,6 +120,8 @@ def test_unlisted_market_falls_through_to_next_exchange(server, binance, kraken)
     assert sol.status == "ok" and sol.source == "kraken" and sol.rows == 30
     (asset,) = res.assets
     assert asset["source_symbol"] == "SOL/USD" and asset["quote_currency"] == "USD"
+    (bars,) = res.bars
+    assert set(bars["origin"]) == {"kraken:SOL/USD 2022-06-01..2022-06-30"}  # the venue that served it
     assert kraken.ohlc_requests()[0].query["pair"] == "SOLUSD"
     doge = outcome(res, "DOGE")
     assert doge.status == "error"

@@ -128,3 +128,51 @@ def test_yfinance_three_line_header_and_long_parquet(tmp_path):
 def test_folder_with_no_price_history_is_an_error(real_data):
     with pytest.raises(SourceError, match="no price history"):
         FilesSource([real_data / "ccxt"]).read_all(UNIVERSE)
+
+
+def origins(bars: pl.DataFrame, symbol: str) -> dict[str, str]:
+    return {str(d): o for d, o in bars.filter(pl.col("symbol") == symbol).select("date", "origin").iter_rows()}
+
+
+def test_every_bar_names_its_file_relative_to_the_path_and_its_line_or_row(tmp_path):
+    (tmp_path / "eq").mkdir()
+    # yfinance's multi-index export: three header lines, so the first bar is on line 4.
+    (tmp_path / "eq" / "A.csv").write_text(
+        "Price,Close,High,Low,Open,Volume\nTicker,A,A,A,A,A\nDate,,,,,\n2024-01-02,10,11,9,9.5,100\n2024-01-03,10.5,11,9,10,200\n"
+    )
+    # Out of date order, with an exact repeat: each bar keeps the line it was read from.
+    (tmp_path / "SPY.csv").write_text(
+        "Date,Open,High,Low,Close,Volume\n2024-01-03,1,2,0.5,1.5,10\n2024-01-02,1,2,0.5,1.4,10\n2024-01-03,1,2,0.5,1.5,10\n"
+    )
+    pl.DataFrame(
+        {"symbol": ["ETH-USD", "^GSPC", "ETH-USD"], "date": [date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 2)],
+         **{c: [1.0, 2.0, 3.0] for c in ("open", "high", "low", "close", "volume")}}
+    ).write_parquet(tmp_path / "long.parquet")
+    (tmp_path / "SOL_USDT-1d.json").write_text(json.dumps([[1704067200000, 1, 2, 0.5, 1.5, 9], [1704153600000, 1, 2, 0.5, 1.6, 9]]))
+
+    bars, _, warnings = FilesSource([tmp_path]).read_all(UNIVERSE)
+
+    assert origins(bars, "A") == {"2024-01-02": "eq/A.csv line 4", "2024-01-03": "eq/A.csv line 5"}
+    assert origins(bars, "SPY") == {"2024-01-02": "SPY.csv line 3", "2024-01-03": "SPY.csv line 2"}
+    assert any("SPY" in w and "1 exact duplicate" in w for w in warnings)
+    assert origins(bars, "ETH") == {"2024-01-01": "long.parquet row 1", "2024-01-02": "long.parquet row 3"}
+    assert origins(bars, "^GSPC") == {"2024-01-02": "long.parquet row 2"}
+    assert origins(bars, "SOL") == {"2024-01-01": "SOL_USDT-1d.json row 1", "2024-01-02": "SOL_USDT-1d.json row 2"}
+    assert not bars["origin"].str.contains(str(tmp_path), literal=True).any(), "no absolute (temp) paths"
+
+
+def test_a_file_given_directly_is_named_by_its_file_name(tmp_path):
+    f = tmp_path / "SPY.csv"
+    f.write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.5,10\n")
+    bars, _, _ = FilesSource([f]).read_all(UNIVERSE)
+    assert bars["origin"].to_list() == ["SPY.csv line 2"]
+
+
+def test_merged_folders_keep_the_origin_of_the_bar_that_was_kept(tmp_path):
+    for folder, days in (("a", (2, 3)), ("b", (3, 4))):
+        (tmp_path / folder).mkdir()
+        rows = "".join(f"2024-01-0{d},1,2,0.5,1.5,10\n" for d in days)
+        (tmp_path / folder / "SPY.csv").write_text("Date,Open,High,Low,Close,Volume\n" + rows)
+    bars, _, _ = FilesSource([tmp_path / "a", tmp_path / "b"]).read_all(UNIVERSE)
+    # Two paths: each file is named from its path's parent, so the two SPY.csv stay apart.
+    assert origins(bars, "SPY") == {"2024-01-02": "a/SPY.csv line 2", "2024-01-03": "a/SPY.csv line 3", "2024-01-04": "b/SPY.csv line 3"}

@@ -19,7 +19,7 @@ from live_testkit import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from flows.sources.base import ASSET_SCHEMA, BAR_SCHEMA, FUNDAMENTALS_SCHEMA, SymbolOutcome
+from flows.sources.base import ASSET_SCHEMA, BAR_SCHEMA, FUNDAMENTALS_SCHEMA, SOURCE_BAR_SCHEMA, SymbolOutcome
 from flows.sources.exchanges import build_exchange
 from flows.sources.live import LiveSource, failure_policy
 from flows.sources.live_config import LiveSettings
@@ -69,7 +69,7 @@ def test_fetch_returns_contract_frames_and_one_outcome_per_symbol(server, real_d
     batch = src.fetch(universe(), date(2021, 2, 1), date(2022, 1, 31), {}, empty)
 
     assert src.name == "live" and batch.synthetic is False
-    assert batch.bars.schema == pl.Schema(BAR_SCHEMA)
+    assert batch.bars.schema == pl.Schema(SOURCE_BAR_SCHEMA)
     assert batch.assets.schema == pl.Schema(ASSET_SCHEMA)
     assert batch.fundamentals is not None
     assert batch.fundamentals.schema == pl.Schema(FUNDAMENTALS_SCHEMA)
@@ -85,6 +85,10 @@ def test_fetch_returns_contract_frames_and_one_outcome_per_symbol(server, real_d
     assert (batch.fundamentals["as_of"] == date(2022, 1, 31)).all()
     assert sorted(batch.assets["symbol"]) == ["BTC", "ETH", "MSFT", "NVDA"]
     assert batch.bars.select("symbol", "date").is_duplicated().sum() == 0
+    # Every bar names the request it came from (deterministic: no clock, no host).
+    origins = dict(batch.bars.group_by("symbol").agg(pl.col("origin").unique()).iter_rows())
+    assert origins["MSFT"] == ["yahoo:MSFT 2021-02-01..2022-01-31"]
+    assert origins["BTC"] == ["binance:BTC/USDT 2021-02-01..2022-01-31"]
     assert failure_policy(batch.outcomes, universe().benchmarks, 0.2) == (
         True,
         "1/5 symbols failed (20%)",

@@ -58,6 +58,10 @@ def test_bars_are_sane_and_fat_tailed(market):
     assert kurt > 4, f"excess kurtosis expected (fat tails), got {kurt:.2f}"
 
 
+def test_every_bar_says_it_is_sample(market):
+    assert set(market["origin"]) == {"sample"}
+
+
 def test_labelled_synthetic():
     assets = SampleSource().assets(UNIVERSE)
     assert assets["name"].str.contains("[synthetic]", literal=True).all()

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from live_testkit import Reply, Sleeps, fast_settings, load_recording
 
-from flows.sources.base import BAR_SCHEMA
+from flows.sources.base import BAR_SCHEMA, SOURCE_BAR_SCHEMA
 from flows.sources.live_config import RetryPolicy
 from flows.sources.yahoo import YahooClient, fetch_equities, window_start
 from flows.universe import Asset
@@ -63,7 +63,7 @@ def test_split_and_dividends_across_dst_parse_to_session_dates(real_data, yahoo)
     bars, meta, attempts = client(yahoo).history("AAPL", date(2020, 8, 31), date(2020, 11, 6))
 
     assert attempts == 1 and meta["exchangeTimezoneName"] == "America/New_York"
-    assert bars.schema == pl.Schema(BAR_SCHEMA)
+    assert bars.schema == pl.Schema(SOURCE_BAR_SCHEMA)
     assert bars.height == 49
     dates = bars["date"].to_list()
     assert dates[0] == date(2020, 8, 31) and dates[-1] == date(2020, 11, 6)
@@ -152,6 +152,10 @@ def test_restated_adjusted_close_refetches_that_symbol_only(real_data, yahoo):
     a = outcome(second, "AAPL")
     assert a.status == "ok" and a.rows == 49 and a.first_date == start and a.attempts == 2
     assert "restated" in a.error and "re-fetched full history" in a.error
+    # The bars name the request they came from: AAPL's full re-fetch, MSFT's look-back window.
+    bars = pl.concat(second.bars)
+    assert set(bars.filter(pl.col("symbol") == "AAPL")["origin"]) == {f"yahoo:AAPL {start}..{as_of}"}
+    assert set(bars.filter(pl.col("symbol") == "MSFT")["origin"]) == {f"yahoo:MSFT {msft_5th_last}..{as_of}"}
     assert any(w.startswith("AAPL: adjusted close restated") for w in second.warnings)
     assert outcome(second, "MSFT").rows == 5
 

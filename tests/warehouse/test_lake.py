@@ -1,0 +1,77 @@
+"""The lake keeps where each bar came from (``origin``), and still reads files written before it did."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import polars as pl
+
+from warehouse.lake import BARS_SCHEMA, Lake, symbol_dir
+from warehouse.tables import FACT_PRICES
+
+T1, T2 = datetime(2024, 1, 10, tzinfo=UTC), datetime(2024, 1, 11, tzinfo=UTC)
+
+
+def bars(*rows: tuple[str, date, float, str | None]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [{"symbol": s, "date": d, "open": c, "high": c, "low": c, "close": c, "adj_close": c, "volume": 1.0, "origin": o}
+         for s, d, c, o in rows],
+        schema={k: v for k, v in BARS_SCHEMA.items() if k not in ("source", "ingested_at")},
+    )
+
+
+def test_origin_is_stored_and_read_back(tmp_path):
+    lake = Lake(tmp_path, "files")
+    lake.upsert_bars(bars(("BTC", date(2024, 1, 2), 10.0, "BTC-USD.csv line 2")), T1)
+    got = lake.read_bars()
+    assert got.schema == pl.Schema(BARS_SCHEMA)
+    assert got["origin"].to_list() == ["BTC-USD.csv line 2"]
+    assert lake.tail(5).columns == FACT_PRICES.column_names, "the tail handed to sources is fact_prices' columns"
+
+
+def test_files_written_before_origin_existed_read_as_null_and_take_one_on_the_next_landing(tmp_path):
+    lake = Lake(tmp_path, "files")
+    old_file = lake.bars_dir / symbol_dir("BTC") / "2023.parquet"
+    old_file.parent.mkdir(parents=True)
+    FACT_PRICES.conform(
+        bars(("BTC", date(2023, 12, 29), 9.0, None)).with_columns(pl.lit("files").alias("source"), pl.lit(T1).alias("ingested_at"))
+    ).write_parquet(old_file)
+    assert "origin" not in pl.read_parquet(old_file).columns
+    lake.upsert_bars(bars(("BTC", date(2024, 1, 2), 10.0, "BTC-USD.csv line 3")), T1)
+
+    got = lake.read_bars()  # an old file and a new one together
+    assert got["origin"].to_list() == [None, "BTC-USD.csv line 3"]
+    assert lake.tail(5).height == 2
+
+    # Landed again unchanged, now with its origin: the origin is filled in, nothing else moves.
+    assert lake.upsert_bars(bars(("BTC", date(2023, 12, 29), 9.0, "BTC-USD.csv line 2")), T2) == 0
+    again = lake.read_bars().filter(pl.col("date") == date(2023, 12, 29)).row(0, named=True)
+    assert again["origin"] == "BTC-USD.csv line 2" and again["ingested_at"] == T1
+
+
+def test_same_bars_from_the_same_place_leave_the_files_untouched(tmp_path):
+    lake = Lake(tmp_path, "files")
+    batch = bars(("BTC", date(2024, 1, 2), 10.0, "BTC-USD.csv line 2"), ("BTC", date(2024, 1, 3), 11.0, "BTC-USD.csv line 3"))
+    lake.upsert_bars(batch, T1)
+    (path,) = lake.bars_dir.glob("*/*.parquet")
+    before = path.read_bytes()
+    assert lake.upsert_bars(batch, T2) == 0
+    assert path.read_bytes() == before
+
+
+def test_a_revised_bar_takes_its_new_origin_and_time_a_moved_one_only_its_origin(tmp_path):
+    lake = Lake(tmp_path, "files")
+    lake.upsert_bars(bars(("BTC", date(2024, 1, 2), 10.0, "BTC-USD.csv line 2"), ("BTC", date(2024, 1, 3), 11.0, "BTC-USD.csv line 3")), T1)
+    # A line was inserted above both; the second bar's value was also revised.
+    written = lake.upsert_bars(
+        bars(("BTC", date(2024, 1, 2), 10.0, "BTC-USD.csv line 3"), ("BTC", date(2024, 1, 3), 12.0, "BTC-USD.csv line 4")), T2)
+    assert written == 1
+    got = lake.read_bars().select("date", "close", "origin", "ingested_at").rows()
+    assert got == [(date(2024, 1, 2), 10.0, "BTC-USD.csv line 3", T1), (date(2024, 1, 3), 12.0, "BTC-USD.csv line 4", T2)]
+
+
+def test_a_source_without_origins_does_not_erase_a_known_one(tmp_path):
+    lake = Lake(tmp_path, "files")
+    lake.upsert_bars(bars(("BTC", date(2024, 1, 2), 10.0, "BTC-USD.csv line 2")), T1)
+    lake.upsert_bars(bars(("BTC", date(2024, 1, 2), 10.0, None)).drop("origin"), T2)
+    assert lake.read_bars()["origin"].to_list() == ["BTC-USD.csv line 2"]
