@@ -53,7 +53,7 @@ def story(tmp_path_factory, prefect_home):
         pl.col("status") == "succeeded")["run_id"].to_list()
 
     # Extraction last: a kill there strands the source's Prefect concurrency
-    # slots in this Prefect home (see the xfail below), which would hang any
+    # slots in this Prefect home (a bug since fixed, kept as a regression test), which would hang any
     # later run that uses it. A new as_of, because the runs above cached their
     # extraction for D2 and a re-run would not fetch at all.
     args_d3 = ("run", "--source", "sample", "--as-of", str(D3), "--data-dir", str(data))
