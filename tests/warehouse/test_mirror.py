@@ -16,15 +16,18 @@ from fsspec.implementations.memory import MemoryFileSystem
 from typer.testing import CliRunner
 
 from warehouse import marts as mart_files
+from warehouse import snapshots
 from warehouse.mirror import POINTER, MirrorError, mirror_marts
 
 RUN_A, RUN_B, RUN_C = "20260101T013000-aaaaaa", "20260102T013000-bbbbbb", "20260103T013000-cccccc"
 
 
 def publish(data_dir: Path, frames: dict[str, pl.DataFrame], run_id: str) -> Path:
-    marts = data_dir / "marts"
-    mart_files.publish_marts(mart_files.stage_marts(frames, marts, run_id, {"source": "sample"}), marts)
-    return marts
+    """Publish the marts of one run the way the flow does; returns the ``marts`` link."""
+    staging = snapshots.stage(data_dir, run_id)
+    mart_files.stage_marts(frames, staging.marts_dir, run_id, {"source": "sample"})
+    snapshots.publish(data_dir, staging, run_id)
+    return data_dir / "marts"
 
 
 def next_run(frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
@@ -158,11 +161,8 @@ def test_mirror_refuses_mixed_runs_and_going_back(tmp_path, tables, memory_url):
     with pytest.raises(MirrorError, match="newer than the local"):
         mirror_marts(older, memory_url, keep=3)
 
-    # A table left from another run (e.g. a publish cut short between two links).
-    mart_files.publish_marts(
-        {"dim_asset": mart_files.write_version(mart_files.TABLES["dim_asset"], tables["dim_asset"], marts, RUN_C, {})},
-        marts,
-    )
+    # A table of another run inside the published one (copied in by hand, say).
+    mart_files.write_table(mart_files.TABLES["dim_asset"], tables["dim_asset"], marts.resolve(), RUN_C, {})
     with pytest.raises(MirrorError, match="more than one run"):
         mirror_marts(marts, memory_url, keep=3)
     assert pointer_of(memory_url)["run_id"] == RUN_B
@@ -170,12 +170,13 @@ def test_mirror_refuses_mixed_runs_and_going_back(tmp_path, tables, memory_url):
         mirror_marts(tmp_path / "empty" / "marts", memory_url, keep=3)
 
 
-def test_mirror_follows_a_linked_marts_directory(tmp_path, tables, memory_url):
-    """The publish layout where <data>/marts is itself a link (through <data>/current) to one run's directory."""
-    real = publish(tmp_path / ".runs" / RUN_A, tables, RUN_A)
-    (tmp_path / "current").symlink_to(real.parent)
-    (tmp_path / "marts").symlink_to(Path("current") / "marts")
-    assert mirror_marts(tmp_path / "marts", memory_url, keep=3).run_id == RUN_A
+def test_mirror_follows_the_published_links(tmp_path, tables, memory_url):
+    """<data>/marts is a link through <data>/current to one run's directory; the mirror resolves it once."""
+    marts = publish(tmp_path, tables, RUN_A)
+    assert marts.is_symlink() and (tmp_path / "current").is_symlink()
+    assert mirror_marts(marts, memory_url, keep=3).run_id == RUN_A
+    publish(tmp_path, next_run(tables), RUN_B)
+    assert mirror_marts(marts, memory_url, keep=3).run_id == RUN_B
 
 
 def test_a_file_url_mirror_reads_the_same_rows_with_polars_pyarrow_and_duckdb(tmp_path, tables):
