@@ -165,13 +165,16 @@ def test_custom_metrics_equal_legacy(panel):
     # its own window expression, ranks the same as before.
     prices, assets, sessions, fund = panel
     px = pl.col("adj_close")
-    custom = (
-        METRICS[1],
-        Metric("reversal_5", "momentum", -(px / px.shift(5).over("symbol") - 1.0), True, "5-session reversal"),
-        Metric("pe", "value", pl.col("trailing_pe"), False, "P/E"),
-    )
-    want = legacy.build_factor_marts(prices, assets, sessions, fund, metrics=custom)
-    got = build_factor_marts(prices, assets, sessions, fund, metrics=custom)
+
+    def custom(metric_cls, momentum_6_1):
+        return (
+            momentum_6_1,
+            metric_cls("reversal_5", "momentum", -(px / px.shift(5).over("symbol") - 1.0), True, "5-session reversal"),
+            metric_cls("pe", "value", pl.col("trailing_pe"), False, "P/E"),
+        )
+
+    want = legacy.build_factor_marts(prices, assets, sessions, fund, metrics=custom(legacy.Metric, legacy.METRICS[1]))
+    got = build_factor_marts(prices, assets, sessions, fund, metrics=custom(Metric, METRICS[1]))
     for g, w in zip(got, want, strict=True):
         assert_same(g, w)
 
