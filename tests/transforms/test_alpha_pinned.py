@@ -195,3 +195,95 @@ def test_evaluation_equal_legacy(panel):
     assert want_ic.height > 1000
     assert_same(got_ic, want_ic)
     assert_same(got_summary, want_summary)
+
+
+def test_daily_stats_bucket_edges_equal_legacy():
+    # Many sessions with 5..60 stocks and integer (tied) scores: quantile
+    # edges fall exactly on 5 * rank / n, where evaluation order matters.
+    rng = np.random.default_rng(5)
+    rows_s, rows_f = [], []
+    for k, d in enumerate(SESSIONS[:200]):
+        n = 5 + k % 56
+        syms = [f"S{i:02d}" for i in range(n)]
+        score = rng.integers(0, 12, n).astype(float)
+        fwd = np.round(rng.normal(0, 0.05, n), 3)
+        rows_s += [{"date": d, "symbol": s, "alpha_score": v} for s, v in zip(syms, score, strict=True)]
+        rows_f += [{"date": d, "symbol": s, "horizon_sessions": 21, "fwd_return": v} for s, v in zip(syms, fwd, strict=True)]
+    scores, fwd = pl.DataFrame(rows_s), pl.DataFrame(rows_f)
+    factors = {"alpha": "alpha_score"}
+    from transforms.factor_eval import factor_daily_stats
+
+    want = legacy.factor_daily_stats(scores, fwd, factors=factors)
+    got = factor_daily_stats(scores.sample(fraction=1.0, shuffle=True, seed=1), fwd, factors=factors)
+    assert want["top_minus_bottom"].null_count() < want.height
+    cols = ["date", "factor", "horizon_sessions", "n"]
+    assert_frame_equal(got.select(cols), want.select(cols), check_exact=True)
+    for c in ("ic", "top_minus_bottom"):
+        assert_frame_equal(got.select(c), want.select(c), check_exact=False, rel_tol=0, abs_tol=1e-12)
+
+
+# ---------------------------------------------------------------- from_date
+
+
+@pytest.fixture(scope="module")
+def full_marts(panel):
+    prices, assets, sessions, fund = panel
+    return build_factor_marts(prices, assets, sessions, fund)
+
+
+@pytest.mark.parametrize(
+    "from_date",
+    [
+        SESSIONS[0],
+        SESSIONS[126],  # first 6-1 momentum
+        SESSIONS[215 + 252],  # its 252-session look-back starts inside S08's price gap
+        SESSIONS[479],  # S05's last session
+        SESSIONS[500] - timedelta(days=2),  # not a session (a weekend)
+        SESSIONS[-1],  # the nightly case: one new session
+        SESSIONS[-1] + timedelta(days=1),  # nothing to do
+    ],
+)
+def test_marts_from_date_equal_full_filtered(panel, full_marts, from_date):
+    prices, assets, sessions, fund = panel
+    scores, metrics = build_factor_marts(prices, assets, sessions, fund, from_date=from_date)
+    full_scores, full_metrics = full_marts
+    assert_frame_equal(scores, full_scores.filter(pl.col("date") >= from_date), check_exact=True)
+    assert_frame_equal(metrics, full_metrics.filter(pl.col("date") >= from_date), check_exact=True)
+    if from_date <= SESSIONS[-1]:
+        assert scores.height > 0
+
+
+def test_marts_from_date_with_options(panel):
+    prices, assets, sessions, fund = panel
+    kw = dict(min_sector_size=7, weights={"momentum": 2.0, "quality": 1.0}, fundamentals_tolerance=timedelta(days=40))
+    full = build_factor_marts(prices, assets, sessions, fund, **kw)
+    d = SESSIONS[400]
+    part = build_factor_marts(prices, assets, sessions, fund, from_date=d, **kw)
+    for p, f in zip(part, full, strict=True):
+        assert_frame_equal(p, f.filter(pl.col("date") >= d), check_exact=True)
+
+
+@pytest.mark.parametrize("from_idx", [0, 40, 300, 500, len(SESSIONS) - 1])
+def test_evaluation_from_date_equal_full_filtered(panel, full_marts, from_idx):
+    prices, assets, sessions, fund = panel
+    scores, _ = full_marts
+    horizons = (5, 21, 63)
+    full_ic, _ = evaluate_factors(scores, prices, sessions, horizons=horizons)
+    ic, _ = evaluate_factors(scores, prices, sessions, horizons=horizons, from_date=SESSIONS[from_idx])
+    since = SESSIONS[max(from_idx - max(horizons), 0)]
+    want = full_ic.filter(pl.col("date") >= since)
+    assert ic.height == want.height > 0
+    assert_frame_equal(ic, want, check_exact=True)
+
+
+def test_evaluation_from_date_uses_only_recent_rows(panel, full_marts):
+    # The incremental call needs only scores and prices from max(horizon)
+    # sessions before from_date: older rows may be absent.
+    prices, assets, sessions, fund = panel
+    scores, _ = full_marts
+    since = SESSIONS[-1 - 63]
+    full_ic, _ = evaluate_factors(scores, prices, sessions)
+    ic, _ = evaluate_factors(
+        scores.filter(pl.col("date") >= since), prices.filter(pl.col("date") >= since), sessions, from_date=SESSIONS[-1]
+    )
+    assert_frame_equal(ic, full_ic.filter(pl.col("date") >= since), check_exact=True)
