@@ -550,10 +550,11 @@ def _score_rows(
     names: pl.DataFrame,
     weights: Mapping[str, float] | None,
     thresholds: LabelThresholds,
-    headline_key: Sequence[str],
+    headline_key: str,
 ) -> pl.DataFrame:
     """``mart_factor_scores`` rows from ``date, symbol, sector, {family}_score``
-    (plus whatever ``headline_key`` names), kept in ``frame`` order.
+    and ``headline_key``, an integer code of the stock's (symbol, sector), kept
+    in ``frame`` order.
 
     The summary is a function of the Alpha Score and the four sub-score labels,
     the headline of the stock (name, sector) and its Alpha Score: a few
@@ -608,24 +609,32 @@ def _score_rows(
             pl.lit(" sector."),
         ]
     )
-    summary_key = ["alpha_score", *[f"{c}__code" for c in score_cols]]
-    h_key = [*headline_key, "alpha_score"]
-    summaries = (
-        base.lazy()
-        .group_by(summary_key)
-        .agg(pl.col("alpha_label", *score_cols).first())
-        .select(*summary_key, summary.alias("summary"))
+    # One small integer key per distinct string (alpha_score is 0-100 or
+    # null, label codes 0-3, sym < number of stocks).
+    alpha_key = pl.col("alpha_score").fill_null(-1) + 1
+    summary_key = alpha_key * 256
+    for i, c in enumerate(score_cols):
+        summary_key = summary_key + pl.col(f"{c}__code").cast(pl.Int64) * 4 ** (3 - i)
+    base = base.with_columns(
+        summary_key.alias("__skey"), (pl.col(headline_key).cast(pl.Int64) * 128 + alpha_key).alias("__hkey")
     )
-    headlines = (
-        base.lazy()
-        .group_by(h_key)
-        .agg(pl.col(*{"name", "symbol", "sector", "alpha_label"} - set(h_key)).first())
-        .select(*h_key, headline.alias("headline"))
-    )
-    summaries, headlines = pl.collect_all([summaries, headlines])
-    out = base.join(summaries, on=summary_key, how="left", nulls_equal=True, maintain_order="left").join(
-        headlines, on=h_key, how="left", nulls_equal=True, maintain_order="left"
-    )
+    return base.with_columns(
+        _by_key(base, "__skey", summary).alias("summary"), _by_key(base, "__hkey", headline).alias("headline")
+    ).select([pl.col(c).cast(t) for c, t in SCORES_SCHEMA.items()])
+
+
+def _by_key(frame: pl.DataFrame, key: str, expr: pl.Expr) -> pl.Series:
+    """``frame.select(expr)`` when ``expr`` depends on the row only through the
+    non-negative integer column ``key``: evaluated on one row per key value and
+    gathered back (no hashing; the gathered strings share their buffers)."""
+    keys = frame[key]
+    size = int(keys.max() or 0) + 1
+    # Any row of a key will do; scatter keeps one per key.
+    rep = pl.repeat(None, size, dtype=pl.Int64, eager=True).scatter(keys, pl.int_range(frame.height, eager=True))
+    rep = rep.drop_nulls()
+    values = frame[rep].select(expr).to_series()
+    lookup = pl.repeat(None, size, dtype=values.dtype, eager=True).scatter(keys.gather(rep), values)
+    return lookup.gather(keys)
     return out.select([pl.col(c).cast(t) for c, t in SCORES_SCHEMA.items()])
 
 
@@ -646,7 +655,8 @@ def mart_factor_scores(
     """
     names = _stocks(assets).select("symbol", "name")
     frame = panel.select("date", "symbol", "sector", *SCORE_COLUMNS).sort("date", "symbol")
-    return _score_rows(frame, names, weights, thresholds, headline_key=("symbol", "sector"))
+    frame = frame.with_columns(pl.struct("symbol", "sector").rank("dense").cast(pl.Int64).alias("__stock"))
+    return _score_rows(frame, names, weights, thresholds, headline_key="__stock")
 
 
 def build_factor_marts(
@@ -685,6 +695,6 @@ def build_factor_marts(
     )
     del values
     names = _stocks(assets).select("symbol", "name")
-    scores = _score_rows(frame, names, weights, thresholds, headline_key=("sym",))
+    scores = _score_rows(frame, names, weights, thresholds, headline_key="sym")
     del frame
     return scores, _metric_rows(ranked, metrics)
