@@ -125,7 +125,8 @@ def _daily_from_base(
     bucket = (quantiles * pl.col("rx") / pl.col("n")).ceil()
     queries = [
         base.lazy()
-        .select("date", pl.col(name).alias("x"), pl.col(f"fwd_{h}").alias("y"))
+        # base is in date order: the per-session windows and groups slice.
+        .select(pl.col("date").set_sorted(), pl.col(name).alias("x"), pl.col(f"fwd_{h}").alias("y"))
         .filter(x.is_finite() & y.is_finite())
         .with_columns(
             x.rank("average").over("date").alias("rx"),

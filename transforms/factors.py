@@ -364,23 +364,33 @@ def _ranked(values: pl.DataFrame, m: Metric, min_sector_size: int) -> pl.DataFra
     """
     v = pl.col("value")
     oriented = v if m.higher_is_better else -v
-    n_sector = v.count().over("session_idx", "sector_code")
+    # One integer partition key per (session, sector) hashes faster than two
+    # columns; sector codes start at 1, so a stock without sector gets 0 (and
+    # never uses its sector rank).
+    n_codes = int(values["sector_code"].max() or 0) + 1
+    group = pl.col("session_idx") * n_codes + pl.col("sector_code").fill_null(0).cast(pl.Int64)
+    n_sector = v.count().over("group")
     use_sector = pl.col("sector_code").is_not_null() & (n_sector >= min_sector_size)
-    pct_sector = 100.0 * oriented.rank("average").over("session_idx", "sector_code") / n_sector
+    pct_sector = 100.0 * oriented.rank("average").over("group") / n_sector
     pct_all = 100.0 * oriented.rank("average").over("session_idx") / v.count().over("session_idx")
-    return (
-        values.lazy()
-        .select("row", "session_idx", "sector_code", "date", "symbol", pl.col(m.name).alias("value"))
-        .filter(v.is_not_null())
-        .select(
-            "row",
-            "date",
-            "symbol",
-            "value",
-            pl.when(use_sector).then(pct_sector).otherwise(pct_all).alias("rank_pct"),
-            pl.when(use_sector).then(pl.lit("sector")).otherwise(pl.lit("all")).alias("rank_scope"),
-        )
-        .collect()
+    sub = values.select(
+        "row",
+        # values is in (date, symbol) order: telling Polars lets the per-session
+        # windows slice instead of hashing.
+        pl.col("session_idx").set_sorted(),
+        "sector_code",
+        group.alias("group"),
+        "date",
+        "symbol",
+        pl.col(m.name).alias("value"),
+    ).filter(v.is_not_null())
+    return sub.select(
+        "row",
+        "date",
+        "symbol",
+        "value",
+        pl.when(use_sector).then(pct_sector).otherwise(pct_all).alias("rank_pct"),
+        pl.when(use_sector).then(pl.lit("sector")).otherwise(pl.lit("all")).alias("rank_scope"),
     )
 
 
