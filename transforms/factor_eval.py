@@ -240,13 +240,18 @@ def factor_daily_stats_from_prices(
     located = (
         scores.lazy()
         .select("date", "symbol", *[pl.col(c).cast(pl.Float64).alias(f) for f, c in factors.items()])
-        .join(cal.lazy(), on="date", how="inner")
-        .join(runs.lazy(), on="symbol", how="inner")
+        .join(cal.lazy(), on="date", how="inner", maintain_order="left")
+        .join(runs.lazy(), on="symbol", how="inner", maintain_order="left")
         .filter((pl.col("session_idx") >= pl.col("first")) & (pl.col("session_idx") - pl.col("first") < pl.col("len")))
-        .with_columns((pl.col("offset").cast(pl.Int64) + pl.col("session_idx") - pl.col("first")).alias("pos"))
-        .sort(pl.col("session_idx") * (runs.height + 1) + pl.col("sym"))
+        .with_columns(
+            (pl.col("offset").cast(pl.Int64) + pl.col("session_idx") - pl.col("first")).alias("pos"),
+            (pl.col("session_idx") * (runs.height + 1) + pl.col("sym")).alias("order"),
+        )
         .collect()
     )
+    # mart_factor_scores already comes in (date, symbol) order: check, not sort.
+    if not located["order"].is_sorted():
+        located = located.sort("order")
     base = located.select("date", *factors).with_columns(
         [grid[f"fwd_{h}"].gather(located["pos"]).alias(f"fwd_{h}") for h in hs]
     )
