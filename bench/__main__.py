@@ -327,7 +327,8 @@ def stage_alpha_score_last_day(work: Path, args) -> None:
         }
     emit(
         "alpha_score_last_day", seconds, stock_prices.height, rss_before=before, cpu=cpu,
-        build_factor_marts_s=round(build_s, 3), evaluate_factors_s=round(seconds - build_s, 3),
+        build_factor_marts_s=round(build_s, 3), build_factor_marts_cpu_s=round(build_cpu, 3),
+        evaluate_factors_s=round(seconds - build_s, 3), evaluate_factors_cpu_s=round(cpu - build_cpu, 3),
         output_rows={"mart_factor_scores": scores.height, "mart_factor_metrics": metrics.height, "mart_factor_ic": ic.height},
         **checks,
     )

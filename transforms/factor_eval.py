@@ -331,9 +331,9 @@ def evaluate_factors(
 __all__ = [
     "FACTOR_COLUMNS",
     "evaluate_factors",
-    "factor_ic_summary",
-    "forward_returns",
     "factor_daily_stats",
     "factor_daily_stats_from_prices",
+    "factor_ic_summary",
+    "forward_returns",
     "mart_factor_ic",
 ]

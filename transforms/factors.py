@@ -645,7 +645,6 @@ def _by_key(frame: pl.DataFrame, key: str, expr: pl.Expr) -> pl.Series:
     values = frame[rep].select(expr).to_series()
     lookup = pl.repeat(None, size, dtype=values.dtype, eager=True).scatter(keys.gather(rep), values)
     return lookup.gather(keys)
-    return out.select([pl.col(c).cast(t) for c, t in SCORES_SCHEMA.items()])
 
 
 def mart_factor_scores(

@@ -26,7 +26,13 @@ from polars.testing import assert_frame_equal
 
 from flows.sources.sample_fundamentals import sample_fundamentals
 from transforms.factor_eval import evaluate_factors
-from transforms.factors import METRICS, Metric, build_factor_marts, factor_panel, mart_factor_metrics
+from transforms.factors import (
+    METRICS,
+    Metric,
+    build_factor_marts,
+    factor_panel,
+    mart_factor_metrics,
+)
 
 LEGACY_PATH = Path(__file__).resolve().parents[2] / "bench" / "legacy_alpha.py"
 
@@ -148,12 +154,12 @@ def test_marts_equal_legacy(panel, with_fundamentals):
 
 def test_marts_equal_legacy_with_options(panel):
     prices, assets, sessions, fund = panel
-    kw = dict(
-        min_sector_size=7,
-        weights={"momentum": 2.0, "value": 0.5, "sentiment": 1.0},
-        thresholds=legacy.LabelThresholds(strong=60, moderate=30),
-        fundamentals_tolerance=timedelta(days=40),
-    )
+    kw = {
+        "min_sector_size": 7,
+        "weights": {"momentum": 2.0, "value": 0.5, "sentiment": 1.0},
+        "thresholds": legacy.LabelThresholds(strong=60, moderate=30),
+        "fundamentals_tolerance": timedelta(days=40),
+    }
     want = legacy.build_factor_marts(prices, assets, sessions, fund, **kw)
     got = build_factor_marts(prices, assets, sessions, fund, **kw)
     for g, w in zip(got, want, strict=True):
@@ -255,7 +261,7 @@ def test_marts_from_date_equal_full_filtered(panel, full_marts, from_date):
 
 def test_marts_from_date_with_options(panel):
     prices, assets, sessions, fund = panel
-    kw = dict(min_sector_size=7, weights={"momentum": 2.0, "quality": 1.0}, fundamentals_tolerance=timedelta(days=40))
+    kw = {"min_sector_size": 7, "weights": {"momentum": 2.0, "quality": 1.0}, "fundamentals_tolerance": timedelta(days=40)}
     full = build_factor_marts(prices, assets, sessions, fund, **kw)
     d = SESSIONS[400]
     part = build_factor_marts(prices, assets, sessions, fund, from_date=d, **kw)
@@ -265,7 +271,7 @@ def test_marts_from_date_with_options(panel):
 
 @pytest.mark.parametrize("from_idx", [0, 40, 300, 500, len(SESSIONS) - 1])
 def test_evaluation_from_date_equal_full_filtered(panel, full_marts, from_idx):
-    prices, assets, sessions, fund = panel
+    prices, _, sessions, _ = panel
     scores, _ = full_marts
     horizons = (5, 21, 63)
     full_ic, _ = evaluate_factors(scores, prices, sessions, horizons=horizons)
@@ -279,7 +285,7 @@ def test_evaluation_from_date_equal_full_filtered(panel, full_marts, from_idx):
 def test_evaluation_from_date_uses_only_recent_rows(panel, full_marts):
     # The incremental call needs only scores and prices from max(horizon)
     # sessions before from_date: older rows may be absent.
-    prices, assets, sessions, fund = panel
+    prices, _, sessions, _ = panel
     scores, _ = full_marts
     since = SESSIONS[-1 - 63]
     full_ic, _ = evaluate_factors(scores, prices, sessions)
