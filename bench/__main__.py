@@ -232,6 +232,108 @@ def stage_ranks(work: Path, args) -> None:
     )
 
 
+def _legacy_alpha():
+    """``bench/legacy_alpha.py``: the Alpha Score before the performance rework."""
+    import importlib.util
+
+    name = "bench_legacy_alpha"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("legacy_alpha.py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+def _alpha_inputs(work: Path):
+    import polars as pl
+
+    prices, assets, sessions = _inputs(work)
+    # As build_marts calls it: the factor marts from the stocks' prices only.
+    stocks = assets.filter(pl.col("asset_class") == "equity")["symbol"]
+    return prices, prices.filter(pl.col("symbol").is_in(stocks.implode())), assets, sessions
+
+
+def _run_alpha_score(work: Path, stage: str, build, evaluate, keep: bool) -> None:
+    import polars as pl
+
+    prices, stock_prices, assets, sessions = _alpha_inputs(work)
+    before = rss_now()
+    t, c = time.perf_counter(), time.process_time()
+    scores, metrics = build(stock_prices, assets, sessions, None)
+    build_s, build_cpu = time.perf_counter() - t, time.process_time() - c
+    ic, summary = evaluate(scores, prices, sessions)
+    seconds, cpu = time.perf_counter() - t, time.process_time() - c
+    emit(
+        stage, seconds, stock_prices.height, rss_before=before, cpu=cpu,
+        build_factor_marts_s=round(build_s, 3), build_factor_marts_cpu_s=round(build_cpu, 3),
+        evaluate_factors_s=round(seconds - build_s, 3), evaluate_factors_cpu_s=round(cpu - build_cpu, 3),
+        output_rows={"mart_factor_scores": scores.height, "mart_factor_metrics": metrics.height,
+                     "mart_factor_ic": ic.height, "mart_factor_ic_summary": summary.height},
+    )
+    if keep:
+        # The tail alpha_score_last_day checks itself against (not the whole
+        # marts: writing 17M metric rows would cost more than the stage).
+        out = work / "alpha"
+        out.mkdir(exist_ok=True)
+        since = sessions.sort().tail(64).min()
+        scores.filter(pl.col("date") >= since).write_parquet(out / "scores_tail.parquet")
+        metrics.filter(pl.col("date") == sessions.max()).write_parquet(out / "metrics_last.parquet")
+        ic.filter(pl.col("date") >= since).write_parquet(out / "ic_tail.parquet")
+
+
+def stage_alpha_score(work: Path, args) -> None:
+    """build_factor_marts + evaluate_factors on the whole panel (no fundamentals, like transform_full)."""
+    from transforms.factor_eval import evaluate_factors
+    from transforms.factors import build_factor_marts
+
+    _run_alpha_score(work, "alpha_score", build_factor_marts, evaluate_factors, keep=True)
+
+
+def stage_alpha_score_legacy(work: Path, args) -> None:
+    """The same with the code before the performance rework (bench/legacy_alpha.py)."""
+    legacy = _legacy_alpha()
+    _run_alpha_score(work, "alpha_score_legacy", legacy.build_factor_marts, legacy.evaluate_factors, keep=False)
+
+
+def stage_alpha_score_last_day(work: Path, args) -> None:
+    """The nightly case: scores and metrics of the last session only
+    (``from_date``), and the IC rows that session completes, from the stored
+    scores of the last max(horizon) sessions. Checked equal to the full run's
+    rows when the alpha_score stage ran before in the same workdir."""
+    import polars as pl
+
+    from transforms.factor_eval import evaluate_factors
+    from transforms.factors import build_factor_marts
+
+    prices, stock_prices, assets, sessions = _alpha_inputs(work)
+    last = sessions.max()
+    tail = work / "alpha" / "scores_tail.parquet"
+    stored = pl.read_parquet(tail).filter(pl.col("date") < last) if tail.exists() else None
+    before = rss_now()
+    t, c = time.perf_counter(), time.process_time()
+    scores, metrics = build_factor_marts(stock_prices, assets, sessions, None, from_date=last)
+    build_s, build_cpu = time.perf_counter() - t, time.process_time() - c
+    recent = scores if stored is None else pl.concat([stored, scores])
+    ic, _ = evaluate_factors(recent, prices, sessions, from_date=last)
+    seconds, cpu = time.perf_counter() - t, time.process_time() - c
+    checks = {}
+    if stored is not None:
+        full_tail = pl.read_parquet(tail)
+        checks = {
+            "scores_equal_full": scores.equals(full_tail.filter(pl.col("date") == last)),
+            "metrics_equal_full": metrics.equals(pl.read_parquet(work / "alpha" / "metrics_last.parquet")),
+            "ic_equal_full": ic.equals(pl.read_parquet(work / "alpha" / "ic_tail.parquet").filter(pl.col("date") >= ic["date"].min())),
+        }
+    emit(
+        "alpha_score_last_day", seconds, stock_prices.height, rss_before=before, cpu=cpu,
+        build_factor_marts_s=round(build_s, 3), build_factor_marts_cpu_s=round(build_cpu, 3),
+        evaluate_factors_s=round(seconds - build_s, 3), evaluate_factors_cpu_s=round(cpu - build_cpu, 3),
+        output_rows={"mart_factor_scores": scores.height, "mart_factor_metrics": metrics.height, "mart_factor_ic": ic.height},
+        **checks,
+    )
+
+
 def stage_prefect(work: Path, args) -> None:
     home = work / "prefect_home"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -254,6 +356,9 @@ STAGES = {
     "load": stage_load,
     "correlation": stage_correlation,
     "ranks": stage_ranks,
+    "alpha_score": stage_alpha_score,
+    "alpha_score_last_day": stage_alpha_score_last_day,
+    "alpha_score_legacy": stage_alpha_score_legacy,
     "prefect": stage_prefect,
 }
 

@@ -7,10 +7,11 @@ fact and never feed one. Pure transforms: Polars frames in, frames out.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import date
 
 import polars as pl
 
-from transforms.factors import session_grid
+from transforms.factors import _calendar, _dense_grid
 
 # factor name in the IC marts -> column of mart_factor_scores
 FACTOR_COLUMNS: dict[str, str] = {
@@ -47,6 +48,28 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+def _check_horizons(horizons: Sequence[int]) -> None:
+    if any(h <= 0 for h in horizons):
+        raise ValueError(f"horizons must be positive session counts: {horizons}")
+
+
+def _forward_grid(
+    prices: pl.DataFrame, cal: pl.DataFrame, horizons: Sequence[int], symbols: Sequence[str] | None, start_idx: int = 0
+) -> pl.DataFrame:
+    """The session grid (symbol-major, sessions ``>= start_idx``) with one
+    ``fwd_{h}`` column per horizon: null unless finite."""
+    grid = _dense_grid(prices, cal, symbols, start_idx)
+    px = pl.col("adj_close")
+    fwd = [
+        # Within the stock's run of the grid, shift(-h) is h sessions later.
+        pl.when((pl.col("grid_rpos") >= h) & (px > 0)).then(px.shift(-h) / px - 1.0).alias(f"fwd_{h}")
+        for h in horizons
+    ]
+    return grid.with_columns(fwd).with_columns(
+        [pl.when(pl.col(f"fwd_{h}").is_finite()).then(pl.col(f"fwd_{h}")).alias(f"fwd_{h}") for h in horizons]
+    )
+
+
 def forward_returns(
     prices: pl.DataFrame,
     sessions: pl.Series,
@@ -57,25 +80,22 @@ def forward_returns(
 
     ``h`` counts sessions on the calendar (not bars), so a missing bar at t or
     t+h, or a stock delisted before t+h, gives no row rather than a stretched
-    window.
+    window. Sorted by horizon, date, symbol.
     """
-    if any(h <= 0 for h in horizons):
-        raise ValueError(f"horizons must be positive session counts: {horizons}")
-    grid = session_grid(prices, sessions, symbols).lazy()
-    px = pl.col("adj_close")
-    parts = [
-        grid.select(
-            "date",
-            "symbol",
-            pl.lit(h, dtype=pl.Int64).alias("horizon_sessions"),
-            pl.when(px > 0).then(px.shift(-h).over("symbol") / px - 1.0).alias("fwd_return"),
-        )
-        for h in horizons
-    ]
-    if not parts:
+    _check_horizons(horizons)
+    if not horizons:
         return pl.DataFrame(schema=FWD_SCHEMA)
-    out = pl.concat(parts).filter(pl.col("fwd_return").is_finite()).sort("horizon_sessions", "date", "symbol")
-    return out.collect().select([pl.col(c).cast(t) for c, t in FWD_SCHEMA.items()])
+    grid = _forward_grid(prices, _calendar(sessions), sorted(set(horizons)), symbols)
+    n_sym = int(grid["sym"].max() or 0) + 1
+    grid = grid.sort(pl.col("session_idx") * n_sym + pl.col("sym"))
+    parts = [
+        grid.lazy()
+        .filter(pl.col(f"fwd_{h}").is_not_null())
+        .select("date", "symbol", pl.lit(h, dtype=pl.Int64).alias("horizon_sessions"), pl.col(f"fwd_{h}").alias("fwd_return"))
+        for h in sorted(horizons)
+    ]
+    out = pl.concat(pl.collect_all(parts))
+    return out.select([pl.col(c).cast(t) for c, t in FWD_SCHEMA.items()])
 
 
 DAILY_SCHEMA: dict[str, pl.DataType] = {
@@ -86,6 +106,52 @@ DAILY_SCHEMA: dict[str, pl.DataType] = {
     "n": pl.Int64(),
     "top_minus_bottom": pl.Float64(),
 }
+
+
+def _daily_from_base(
+    base: pl.DataFrame, horizons: Sequence[int], factors: Mapping[str, str], min_obs: int, quantiles: int
+) -> pl.DataFrame:
+    """DAILY_SCHEMA rows from ``date, {factor}..., fwd_{h}...`` sorted by date
+    then symbol (the order fixes the float summation order of ``corr``).
+
+    The ranks and the count stay window expressions on purpose: the same
+    bucket expression written inside the group-by put a few rows in another
+    quantile on some sessions (seen at 1,000 stocks x 12 years), and the
+    buckets must not move.
+    """
+    if not horizons or not factors:
+        return pl.DataFrame(schema=DAILY_SCHEMA)
+    x, y = pl.col("x"), pl.col("y")
+    bucket = (quantiles * pl.col("rx") / pl.col("n")).ceil()
+    queries = [
+        base.lazy()
+        # base is in date order: the per-session windows and groups slice.
+        .select(pl.col("date").set_sorted(), pl.col(name).alias("x"), pl.col(f"fwd_{h}").alias("y"))
+        .filter(x.is_finite() & y.is_finite())
+        .with_columns(
+            x.rank("average").over("date").alias("rx"),
+            y.rank("average").over("date").alias("ry"),
+            pl.len().over("date").alias("n"),
+        )
+        .group_by("date", maintain_order=True)
+        .agg(
+            pl.corr("rx", "ry").alias("ic"),
+            pl.len().alias("n"),
+            (y.filter(bucket == quantiles).mean() - y.filter(bucket == 1).mean()).alias("top_minus_bottom"),
+        )
+        .select(
+            "date",
+            pl.lit(name).alias("factor"),
+            pl.lit(h, dtype=pl.Int64).alias("horizon_sessions"),
+            pl.when((pl.col("n") >= min_obs) & pl.col("ic").is_finite()).then(pl.col("ic")).alias("ic"),
+            "n",
+            "top_minus_bottom",
+        )
+        for h in horizons
+        for name in factors
+    ]
+    out = pl.concat(pl.collect_all(queries, engine="in-memory")).sort("factor", "horizon_sessions", "date")
+    return out.select([pl.col(c).cast(t) for c, t in DAILY_SCHEMA.items()])
 
 
 def factor_daily_stats(
@@ -106,6 +172,7 @@ def factor_daily_stats(
     average rank / n) so tied scores share a bucket; null when either bucket is
     empty. ``scores`` is ``mart_factor_scores`` (or any frame with ``date,
     symbol`` and the ``factors`` columns); ``fwd`` is ``forward_returns``.
+    ``factor_daily_stats_from_prices`` is the same from prices, faster.
     """
     horizons = fwd["horizon_sessions"].unique().sort().to_list()
     if not horizons or not factors:
@@ -120,41 +187,75 @@ def factor_daily_stats(
         scores.lazy()
         .select("date", "symbol", *[pl.col(c).cast(pl.Float64).alias(f) for f, c in factors.items()])
         .join(fwd_wide, on=["date", "symbol"], how="inner")
-        .sort("date")
+        .sort("date", "symbol")
         .collect()
     )
-    queries = []
-    for h in horizons:
-        for name in factors:
-            x, y = pl.col("x"), pl.col("y")
-            bucket = (quantiles * pl.col("rx") / pl.col("n")).ceil()
-            q = (
-                base.lazy()
-                .select("date", pl.col(name).alias("x"), pl.col(f"fwd_{h}").alias("y"))
-                .filter(x.is_finite() & y.is_finite())
-                .with_columns(
-                    x.rank("average").over("date").alias("rx"),
-                    y.rank("average").over("date").alias("ry"),
-                    pl.len().over("date").alias("n"),
-                )
-                .group_by("date")
-                .agg(
-                    pl.corr("rx", "ry").alias("ic"),
-                    pl.len().alias("n"),
-                    (y.filter(bucket == quantiles).mean() - y.filter(bucket == 1).mean()).alias("top_minus_bottom"),
-                )
-                .select(
-                    "date",
-                    pl.lit(name).alias("factor"),
-                    pl.lit(h, dtype=pl.Int64).alias("horizon_sessions"),
-                    pl.when((pl.col("n") >= min_obs) & pl.col("ic").is_finite()).then(pl.col("ic")).alias("ic"),
-                    "n",
-                    "top_minus_bottom",
-                )
-            )
-            queries.append(q)
-    out = pl.concat(pl.collect_all(queries)).sort("factor", "horizon_sessions", "date")
-    return out.select([pl.col(c).cast(t) for c, t in DAILY_SCHEMA.items()])
+    return _daily_from_base(base, horizons, factors, min_obs, quantiles)
+
+
+def factor_daily_stats_from_prices(
+    scores: pl.DataFrame,
+    prices: pl.DataFrame,
+    sessions: pl.Series,
+    *,
+    horizons: Sequence[int] = (21, 63),
+    factors: Mapping[str, str] = FACTOR_COLUMNS,
+    min_obs: int = 5,
+    quantiles: int = 5,
+    from_date: date | None = None,
+) -> pl.DataFrame:
+    """``factor_daily_stats(scores, forward_returns(prices, sessions, horizons))``
+    without the long forward-return frame: each score row finds its forward
+    returns by position in the session grid.
+
+    With ``from_date``, only the sessions whose forward window reaches a
+    session ``>= from_date`` are computed: those ``>= from_date - max(horizons)``
+    sessions. Only the scores and prices from that session on are read.
+    """
+    _check_horizons(horizons)
+    hs = sorted(set(horizons))
+    if not hs or not factors:
+        return pl.DataFrame(schema=DAILY_SCHEMA)
+    cal = _calendar(sessions)
+    start_idx = 0
+    if from_date is not None:
+        later = cal.filter(pl.col("date") >= from_date)["session_idx"]
+        first_idx = int(later.min()) if later.len() else cal.height
+        start_idx = max(first_idx - max(hs), 0)
+        if start_idx >= cal.height:
+            return pl.DataFrame(schema=DAILY_SCHEMA)
+        start_date = cal["date"][start_idx]
+        scores = scores.filter(pl.col("date") >= start_date)
+        prices = prices.filter(pl.col("date") >= start_date)
+    symbols = scores["symbol"].unique().to_list()
+    grid = _forward_grid(prices, cal, hs, symbols, start_idx)
+    # Where each stock's run starts in the symbol-major grid.
+    runs = (
+        grid.lazy()
+        .with_row_index("offset")
+        .filter(pl.col("grid_pos") == 0)
+        .select("symbol", "sym", pl.col("session_idx").alias("first"), "offset", (pl.col("grid_rpos") + 1).alias("len"))
+        .collect()
+    )
+    located = (
+        scores.lazy()
+        .select("date", "symbol", *[pl.col(c).cast(pl.Float64).alias(f) for f, c in factors.items()])
+        .join(cal.lazy(), on="date", how="inner", maintain_order="left")
+        .join(runs.lazy(), on="symbol", how="inner", maintain_order="left")
+        .filter((pl.col("session_idx") >= pl.col("first")) & (pl.col("session_idx") - pl.col("first") < pl.col("len")))
+        .with_columns(
+            (pl.col("offset").cast(pl.Int64) + pl.col("session_idx") - pl.col("first")).alias("pos"),
+            (pl.col("session_idx") * (runs.height + 1) + pl.col("sym")).alias("order"),
+        )
+        .collect()
+    )
+    # mart_factor_scores already comes in (date, symbol) order: check, not sort.
+    if not located["order"].is_sorted():
+        located = located.sort("order")
+    base = located.select("date", *factors).with_columns(
+        [grid[f"fwd_{h}"].gather(located["pos"]).alias(f"fwd_{h}") for h in hs]
+    )
+    return _daily_from_base(base, hs, factors, min_obs, quantiles)
 
 
 def mart_factor_ic(daily: pl.DataFrame) -> pl.DataFrame:
@@ -200,19 +301,39 @@ def evaluate_factors(
     factors: Mapping[str, str] = FACTOR_COLUMNS,
     min_obs: int = 5,
     quantiles: int = 5,
+    from_date: date | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """``(mart_factor_ic, summary)`` for ``mart_factor_scores`` against prices."""
-    symbols = scores["symbol"].unique().to_list()
-    fwd = forward_returns(prices, sessions, horizons, symbols)
-    daily = factor_daily_stats(scores, fwd, factors=factors, min_obs=min_obs, quantiles=quantiles)
+    """``(mart_factor_ic, summary)`` for ``mart_factor_scores`` against prices.
+
+    With ``from_date``, the IC rows are only those of the sessions whose
+    forward window is touched by sessions ``>= from_date``, i.e. sessions
+    ``>= from_date - max(horizons)`` sessions (equal to the full result
+    filtered on those dates); the caller replaces those dates in the stored
+    IC rows. The summary returned is then that of these rows alone: for the
+    full-history summary, keep the daily rows
+    (``factor_daily_stats_from_prices``, which also carry the daily
+    ``top_minus_bottom`` that ``mart_factor_ic`` leaves out) and call
+    ``factor_ic_summary`` on all of them.
+    """
+    daily = factor_daily_stats_from_prices(
+        scores,
+        prices,
+        sessions,
+        horizons=horizons,
+        factors=factors,
+        min_obs=min_obs,
+        quantiles=quantiles,
+        from_date=from_date,
+    )
     return mart_factor_ic(daily), factor_ic_summary(daily)
 
 
 __all__ = [
     "FACTOR_COLUMNS",
     "evaluate_factors",
+    "factor_daily_stats",
+    "factor_daily_stats_from_prices",
     "factor_ic_summary",
     "forward_returns",
-    "factor_daily_stats",
     "mart_factor_ic",
 ]

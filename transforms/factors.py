@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 import polars as pl
 
@@ -41,7 +41,14 @@ class Metric:
     ``formula`` is evaluated on the per-stock session grid (one row per stock
     and session, sorted by symbol then date, see ``session_grid``) joined with
     the point-in-time fundamentals snapshot; it must yield null, never zero or
-    a sentinel, when an input is missing.
+    a sentinel, when an input is missing. Besides the grid's columns it may
+    read ``grid_pos``: the row's position within its stock's run of the grid
+    (0 on the first row), so ``shift(k)`` stays inside the stock where
+    ``grid_pos >= k`` without a window expression.
+
+    ``lookback`` is how many sessions before *t* the formula reads (0: the row
+    itself only); ``build_factor_marts(from_date=...)`` keeps that many
+    sessions of history before ``from_date``.
     """
 
     name: str
@@ -49,14 +56,21 @@ class Metric:
     formula: pl.Expr
     higher_is_better: bool
     description: str
+    lookback: int = 0
+
+
+def _lag(column: str, k: int) -> pl.Expr:
+    # The value k rows up when that row is the same stock's: the same as
+    # ``shift(k).over("symbol")`` on the grid, without partitioning ~9M rows.
+    return pl.when(pl.col("grid_pos") >= k).then(pl.col(column).shift(k))
 
 
 def _lagged_return(recent: int, base: int) -> pl.Expr:
     # shift over the dense per-stock session grid counts sessions, not rows of
     # whatever bars happen to exist, so a data gap yields null rather than a
     # silently longer window; a non-positive base price has no meaningful return.
-    recent_px = pl.col("adj_close").shift(recent).over("symbol")
-    base_px = pl.col("adj_close").shift(base).over("symbol")
+    recent_px = _lag("adj_close", recent)
+    base_px = _lag("adj_close", base)
     return pl.when(base_px > 0).then(recent_px / base_px - 1.0)
 
 
@@ -74,6 +88,7 @@ METRICS: tuple[Metric, ...] = (
         _lagged_return(21, 252),
         True,
         "adj_close 21 sessions ago / adj_close 252 sessions ago - 1",
+        lookback=252,
     ),
     Metric(
         "momentum_6_1",
@@ -81,6 +96,7 @@ METRICS: tuple[Metric, ...] = (
         _lagged_return(21, 126),
         True,
         "adj_close 21 sessions ago / adj_close 126 sessions ago - 1",
+        lookback=126,
     ),
     Metric("earnings_yield", "value", _reciprocal("trailing_pe"), True, "1 / trailing P/E"),
     Metric("book_to_price", "value", _reciprocal("price_to_book"), True, "1 / price-to-book"),
@@ -150,10 +166,86 @@ def _check_metrics(metrics: Sequence[Metric]) -> None:
     bad = [m.name for m in metrics if m.family not in FAMILIES]
     if bad:
         raise ValueError(f"metrics with unknown family (expected one of {FAMILIES}): {bad}")
-    reserved = {"date", "symbol", "sector", "sector_code", "session_idx", "adj_close", *SCORE_COLUMNS}
+    reserved = {"date", "symbol", "sector", "sector_code", "session_idx", "adj_close", "grid_pos", *SCORE_COLUMNS}
     clash = [n for n in names if n in reserved or "__" in n]
     if clash:
         raise ValueError(f"metric names clash with panel columns: {clash}")
+    negative = [m.name for m in metrics if m.lookback < 0]
+    if negative:
+        raise ValueError(f"metric lookback must be >= 0 sessions: {negative}")
+
+
+def _calendar(sessions: pl.Series) -> pl.DataFrame:
+    """``session_idx, date``: the sessions, deduplicated and numbered from 0."""
+    return (
+        pl.DataFrame({"date": sessions.cast(pl.Date)})
+        .drop_nulls()
+        .unique("date")
+        .sort("date")
+        .with_row_index("session_idx")
+        .with_columns(pl.col("session_idx").cast(pl.Int64))
+    )
+
+
+def _dense_grid(
+    prices: pl.DataFrame, cal: pl.DataFrame, symbols: Sequence[str] | None = None, start_idx: int = 0
+) -> pl.DataFrame:
+    """``session_grid`` restricted to sessions ``>= start_idx``, plus helpers.
+
+    A stock's rows run from ``max(first priced session, start_idx)`` to its last
+    priced session, so every row the full grid has on those sessions is here
+    (a stock in a data gap at ``start_idx`` keeps its null rows). Extra
+    columns: ``sym`` (Int32 code of the symbol, in symbol order), ``grid_pos``
+    (row within the stock's run, from 0) and ``grid_rpos`` (rows after it).
+    """
+    px = prices.lazy().select("symbol", pl.col("date").cast(pl.Date), pl.col("adj_close").cast(pl.Float64))
+    if symbols is not None:
+        px = px.filter(pl.col("symbol").is_in(pl.Series(list(symbols), dtype=pl.String).implode()))
+    px = px.join(cal.lazy(), on="date", how="inner").drop("date")
+    if start_idx > 0:
+        # First/last over the whole history, bars only from start_idx on.
+        bounds = px.group_by("symbol").agg(
+            pl.col("session_idx").min().alias("first"), pl.col("session_idx").max().alias("last")
+        )
+        bars = px.filter(pl.col("session_idx") >= start_idx)
+        bounds, bars = pl.collect_all([bounds, bars])
+        bounds = bounds.filter(pl.col("last") >= start_idx).with_columns(
+            pl.max_horizontal("first", pl.lit(start_idx, dtype=pl.Int64)).alias("first")
+        )
+    else:
+        bars = px.collect()
+        bounds = bars.group_by("symbol").agg(
+            pl.col("session_idx").min().alias("first"), pl.col("session_idx").max().alias("last")
+        )
+    bounds = (
+        bounds.sort("symbol")
+        .with_row_index("sym")
+        .with_columns(
+            pl.col("sym").cast(pl.Int32),
+            (pl.col("last") - pl.col("first") + 1).alias("len"),
+        )
+        .with_columns((pl.col("len").cum_sum() - pl.col("len")).alias("offset"))
+    )
+    grid = bounds.select(
+        pl.col("symbol").repeat_by("len"),
+        pl.col("sym").repeat_by("len"),
+        pl.int_ranges("first", pl.col("last") + 1).alias("session_idx"),
+        pl.int_ranges(0, "len", dtype=pl.Int64).alias("grid_pos"),
+    ).explode(["symbol", "sym", "session_idx", "grid_pos"])
+    # session_idx numbers the calendar, so the date is a gather, not a join.
+    grid = grid.with_columns(
+        cal["date"].gather(grid["session_idx"]).alias("date"),
+        (bounds["len"].gather(grid["sym"]) - 1 - grid["grid_pos"]).alias("grid_rpos"),
+    )
+    # Place each bar at its row by arithmetic rather than a (symbol, date) join
+    # on the full grid: the grid is laid out symbol by symbol, session by session.
+    pos = bars.join(bounds.select("symbol", "first", "offset"), on="symbol", how="inner").select(
+        (pl.col("offset") + pl.col("session_idx") - pl.col("first")).alias("pos"), "adj_close"
+    )
+    adj = pl.repeat(None, grid.height, dtype=pl.Float64, eager=True).alias("adj_close")
+    if pos.height:
+        adj = adj.scatter(pos["pos"], pos["adj_close"])
+    return grid.with_columns(adj).select("symbol", "sym", "session_idx", "date", "adj_close", "grid_pos", "grid_rpos")
 
 
 def session_grid(prices: pl.DataFrame, sessions: pl.Series, symbols: Sequence[str] | None = None) -> pl.DataFrame:
@@ -164,42 +256,7 @@ def session_grid(prices: pl.DataFrame, sessions: pl.Series, symbols: Sequence[st
     the session calendar are dropped; bars are one per symbol and date (the
     BAR_SCHEMA contract). ``session_idx`` numbers ``sessions`` from 0.
     """
-    cal = (
-        pl.DataFrame({"date": sessions.cast(pl.Date)})
-        .drop_nulls()
-        .unique("date")
-        .sort("date")
-        .with_row_index("session_idx")
-        .with_columns(pl.col("session_idx").cast(pl.Int64))
-    )
-    px = prices.lazy().select("symbol", pl.col("date").cast(pl.Date), pl.col("adj_close").cast(pl.Float64))
-    if symbols is not None:
-        px = px.filter(pl.col("symbol").is_in(list(symbols)))
-    px = px.join(cal.lazy(), on="date", how="inner").drop("date").collect()
-    bounds = (
-        px.group_by("symbol")
-        .agg(pl.col("session_idx").min().alias("first"), pl.col("session_idx").max().alias("last"))
-        .sort("symbol")
-        .with_columns((pl.col("last") - pl.col("first") + 1).alias("len"))
-        .with_columns((pl.col("len").cum_sum() - pl.col("len")).alias("offset"))
-    )
-    grid = (
-        bounds.select(
-            pl.col("symbol").repeat_by("len"),
-            pl.int_ranges("first", pl.col("last") + 1).alias("session_idx"),
-        )
-        .explode(["symbol", "session_idx"])
-        .join(cal, on="session_idx", how="left", maintain_order="left")
-    )
-    # Place each bar at its row by arithmetic rather than a (symbol, date) join
-    # on the full grid: the grid is laid out symbol by symbol, session by session.
-    pos = px.join(bounds.select("symbol", "first", "offset"), on="symbol", how="inner").select(
-        (pl.col("offset") + pl.col("session_idx") - pl.col("first")).alias("pos"), "adj_close"
-    )
-    adj = pl.repeat(None, grid.height, dtype=pl.Float64, eager=True).alias("adj_close")
-    if pos.height:
-        adj = adj.scatter(pos["pos"], pos["adj_close"])
-    return grid.with_columns(adj).select("symbol", "session_idx", "date", "adj_close")
+    return _dense_grid(prices, _calendar(sessions), symbols).select("symbol", "session_idx", "date", "adj_close")
 
 
 def _stocks(assets: pl.DataFrame) -> pl.DataFrame:
@@ -234,6 +291,142 @@ def _with_fundamentals(
     )
 
 
+def _metric_values(
+    prices: pl.DataFrame,
+    assets: pl.DataFrame,
+    sessions: pl.Series,
+    fundamentals: pl.DataFrame | None,
+    metrics: Sequence[Metric],
+    fundamentals_tolerance: timedelta | None,
+    from_date: date | None,
+) -> pl.DataFrame:
+    """Metric values per stock and session, sessions ``>= from_date`` only.
+
+    ``row, session_idx, sym, date, symbol, sector, sector_code`` then one
+    column per metric (null when missing or not finite), sorted by date then
+    symbol; ``row`` numbers the rows. With ``from_date`` the grid starts
+    ``max(lookback)`` sessions earlier, which is all the formulas read.
+    """
+    _check_metrics(metrics)
+    stocks = _stocks(assets)
+    cal = _calendar(sessions)
+    first_idx = 0
+    if from_date is not None:
+        later = cal.filter(pl.col("date") >= from_date)["session_idx"]
+        first_idx = int(later.min()) if later.len() else cal.height
+    lookback = max((m.lookback for m in metrics), default=0)
+    grid = _dense_grid(prices, cal, stocks["symbol"].to_list(), max(first_idx - lookback, 0))
+    # Windows partition faster on an integer than on the sector string.
+    sectors = stocks.select(
+        "symbol", "sector", pl.col("sector").rank("dense").cast(pl.Int32).alias("sector_code")
+    )
+    # Time-series formulas (momentum) read rows in grid order, so every join
+    # on the way must keep the left frame's (symbol, date) order.
+    joined = _with_fundamentals(grid.lazy(), fundamentals, fundamentals_tolerance).join(
+        sectors.lazy(), on="symbol", how="left", maintain_order="left"
+    )
+    values = (
+        joined.select(
+            "session_idx",
+            "sym",
+            "date",
+            "symbol",
+            "sector",
+            "sector_code",
+            *[m.formula.cast(pl.Float64).alias(m.name) for m in metrics],
+        )
+        .with_columns(
+            # NaN/inf (e.g. from a zero price) would otherwise rank as extremes.
+            [pl.when(pl.col(m.name).is_finite()).then(pl.col(m.name)).alias(m.name) for m in metrics]
+        )
+        .collect()
+    )
+    del grid
+    # Filter eagerly, after the formulas: a lazy filter could be pushed below
+    # the row-order dependent shifts.
+    if first_idx > 0:
+        values = values.filter(pl.col("session_idx") >= first_idx)
+    # (date, symbol) order by one integer key instead of a string sort.
+    n_sym = int(values["sym"].max() or 0) + 1
+    values = values.sort(pl.col("session_idx") * n_sym + pl.col("sym"))
+    return values.with_row_index("row")
+
+
+def _ranked(values: pl.DataFrame, m: Metric, min_sector_size: int) -> pl.DataFrame:
+    """``row, date, symbol, value, rank_pct, rank_scope`` for the rows of
+    ``values`` where metric ``m`` has a value, in ``values`` order.
+
+    A metric ranks within the stock's sector when at least ``min_sector_size``
+    stocks of that sector have it on that session, otherwise across all stocks.
+    Ranking only the rows with a value gives the same ranks and counts as
+    ranking the whole cross-section with nulls (nulls are neither ranked nor
+    counted) at a fraction of the work for sparse metrics.
+    """
+    v = pl.col("value")
+    oriented = v if m.higher_is_better else -v
+    # One integer partition key per (session, sector) hashes faster than two
+    # columns; sector codes start at 1, so a stock without sector gets 0 (and
+    # never uses its sector rank).
+    n_codes = int(values["sector_code"].max() or 0) + 1
+    group = pl.col("session_idx") * n_codes + pl.col("sector_code").fill_null(0).cast(pl.Int64)
+    n_sector = v.count().over("group")
+    use_sector = pl.col("sector_code").is_not_null() & (n_sector >= min_sector_size)
+    pct_sector = 100.0 * oriented.rank("average").over("group") / n_sector
+    pct_all = 100.0 * oriented.rank("average").over("session_idx") / v.count().over("session_idx")
+    sub = values.select(
+        "row",
+        # values is in (date, symbol) order: telling Polars lets the per-session
+        # windows slice instead of hashing.
+        pl.col("session_idx").set_sorted(),
+        "sector_code",
+        group.alias("group"),
+        "date",
+        "symbol",
+        pl.col(m.name).alias("value"),
+    ).filter(v.is_not_null())
+    return sub.select(
+        "row",
+        "date",
+        "symbol",
+        "value",
+        pl.when(use_sector).then(pct_sector).otherwise(pct_all).alias("rank_pct"),
+        pl.when(use_sector).then(pl.lit("sector")).otherwise(pl.lit("all")).alias("rank_scope"),
+    )
+
+
+def _spread(n: int, ranked: pl.DataFrame, column: str, dtype: pl.DataType) -> pl.Series:
+    """A column of ``ranked`` placed back on its rows of an ``n``-row frame."""
+    out = pl.repeat(None, n, dtype=dtype, eager=True)
+    return out.scatter(ranked["row"], ranked[column]) if ranked.height else out
+
+
+def _family_scores(n: int, ranked: Mapping[str, pl.DataFrame], metrics: Sequence[Metric]) -> pl.DataFrame:
+    """``{family}_score`` = mean of the family's available ranks, per row."""
+    out = []
+    for fam in FAMILIES:
+        members = [m.name for m in metrics if m.family == fam]
+        if not members:
+            out.append(pl.repeat(None, n, dtype=pl.Float64, eager=True).alias(f"{fam}_score"))
+            continue
+        ranks = pl.DataFrame([_spread(n, ranked[name], "rank_pct", pl.Float64).alias(name) for name in members])
+        out.append(
+            ranks.select(pl.mean_horizontal(members, ignore_nulls=True).cast(pl.Float64).alias(f"{fam}_score")).to_series()
+        )
+    return pl.DataFrame(out)
+
+
+def _metric_rows(ranked: Mapping[str, pl.DataFrame], metrics: Sequence[Metric]) -> pl.DataFrame:
+    if not metrics:
+        return pl.DataFrame(schema=METRICS_SCHEMA)
+    parts = [
+        ranked[m.name].select("date", "symbol", pl.lit(m.name).alias("metric"), "value", "rank_pct", "rank_scope")
+        for m in metrics
+    ]
+    # Blocks in declaration order, each in (date, symbol) order, not rechunked.
+    out = pl.concat(parts, rechunk=False)
+    return out.select([pl.col(c).cast(t) for c, t in METRICS_SCHEMA.items()])
+
+
 def factor_panel(
     prices: pl.DataFrame,
     assets: pl.DataFrame,
@@ -255,62 +448,25 @@ def factor_panel(
     stocks of that sector have it on that session, otherwise across all stocks.
     ``fundamentals_tolerance`` (default None: no limit) ignores snapshots older
     than that on a session.
+
+    ``build_factor_marts`` does not go through this wide frame (it is large);
+    it is kept for inspection and tests.
     """
-    _check_metrics(metrics)
-    stocks = _stocks(assets)
-    grid = session_grid(prices, sessions, stocks["symbol"].to_list())
-    # Windows partition faster on an integer than on the sector string.
-    sectors = stocks.select(
-        "symbol", "sector", pl.col("sector").rank("dense").cast(pl.Int32).alias("sector_code")
-    )
-    # Time-series formulas (momentum) read rows in grid order, so every join
-    # on the way must keep the left frame's (symbol, date) order.
-    joined = _with_fundamentals(grid.lazy(), fundamentals, fundamentals_tolerance).join(
-        sectors.lazy(), on="symbol", how="left", maintain_order="left"
-    )
-
-    values = (
-        joined.select(
-            "date",
-            "symbol",
-            "sector",
-            "sector_code",
-            *[m.formula.cast(pl.Float64).alias(m.name) for m in metrics],
-        )
-        .with_columns(
-            # NaN/inf (e.g. from a zero price) would otherwise rank as extremes.
-            [pl.when(pl.col(m.name).is_finite()).then(pl.col(m.name)).alias(m.name) for m in metrics]
-        )
-        .sort("date", "symbol")
-    )
-
-    rank_cols: list[pl.Expr] = []
+    values = _metric_values(prices, assets, sessions, fundamentals, metrics, fundamentals_tolerance, None)
+    ranked = {m.name: _ranked(values, m, min_sector_size) for m in metrics}
+    n = values.height
+    cols = []
     for m in metrics:
-        v = pl.col(m.name)
-        oriented = v if m.higher_is_better else -v
-        n_sector = v.count().over("date", "sector_code")
-        use_sector = pl.col("sector_code").is_not_null() & (n_sector >= min_sector_size)
-        pct_sector = 100.0 * oriented.rank("average").over("date", "sector_code") / n_sector
-        pct_all = 100.0 * oriented.rank("average").over("date") / v.count().over("date")
-        rank_cols.append(
-            pl.when(v.is_null()).then(None).when(use_sector).then(pct_sector).otherwise(pct_all).alias(f"{m.name}__rank")
-        )
-        rank_cols.append(
-            pl.when(v.is_null())
-            .then(None)
-            .when(use_sector)
-            .then(pl.lit("sector"))
-            .otherwise(pl.lit("all"))
-            .alias(f"{m.name}__scope")
-        )
-    ranked = values.with_columns(rank_cols)
-
-    family_cols = []
-    for fam in FAMILIES:
-        members = [f"{m.name}__rank" for m in metrics if m.family == fam]
-        expr = pl.mean_horizontal(members, ignore_nulls=True) if members else pl.lit(None, dtype=pl.Float64)
-        family_cols.append(expr.cast(pl.Float64).alias(f"{fam}_score"))
-    return ranked.with_columns(family_cols).drop("sector_code").collect()
+        cols.append(_spread(n, ranked[m.name], "rank_pct", pl.Float64).alias(f"{m.name}__rank"))
+        cols.append(_spread(n, ranked[m.name], "rank_scope", pl.String).alias(f"{m.name}__scope"))
+    return pl.concat(
+        [
+            values.select("date", "symbol", "sector", *[m.name for m in metrics]),
+            pl.DataFrame(cols),
+            _family_scores(n, ranked, metrics),
+        ],
+        how="horizontal",
+    )
 
 
 def mart_factor_metrics(panel: pl.DataFrame, metrics: Sequence[Metric] = METRICS) -> pl.DataFrame:
@@ -384,32 +540,50 @@ def alpha_score_expr(weights: Mapping[str, float] | None = None) -> pl.Expr:
     return pl.when(den > 0).then(num / den)
 
 
-def mart_factor_scores(
-    panel: pl.DataFrame,
-    assets: pl.DataFrame,
-    *,
-    weights: Mapping[str, float] | None = None,
-    thresholds: LabelThresholds = LabelThresholds(),
-) -> pl.DataFrame:
-    """Scores per stock and session where at least one sub-score exists.
+def _label_code(score: pl.Expr, thresholds: LabelThresholds) -> pl.Expr:
+    """0 (null), 1 Weak, 2 Moderate, 3 Strong: ``label_expr`` as a small integer."""
+    r = round_half_up(score)
+    return (
+        pl.when(r.is_null())
+        .then(0)
+        .when(r >= thresholds.strong)
+        .then(3)
+        .when(r >= thresholds.moderate)
+        .then(2)
+        .otherwise(1)
+        .cast(pl.Int8)
+    )
 
-    Sub-scores stay unrounded (0-100 floats); ``alpha_score`` is an Int64
-    rounded half-up. Labels, of the Alpha Score and of each sub-score in the
-    summary, are taken on the half-up rounded integer so the label always
-    agrees with the integer an analyst sees. ``weights`` maps family -> weight
-    (default equal; a family left out weighs 0).
+
+def _score_rows(
+    frame: pl.DataFrame,
+    names: pl.DataFrame,
+    weights: Mapping[str, float] | None,
+    thresholds: LabelThresholds,
+    headline_key: str,
+) -> pl.DataFrame:
+    """``mart_factor_scores`` rows from ``date, symbol, sector, {family}_score``
+    and ``headline_key``, an integer code of the stock's (symbol, sector), kept
+    in ``frame`` order.
+
+    The summary is a function of the Alpha Score and the four sub-score labels,
+    the headline of the stock (name, sector) and its Alpha Score: a few
+    thousand distinct strings over millions of rows. Each is built once per
+    distinct key and joined back, which also lets the rows share the string
+    buffers instead of holding ~200 bytes of text each.
     """
-    names = _stocks(assets).select("symbol", "name")
     score_cols = list(SCORE_COLUMNS)
     base = (
-        panel.lazy()
-        .select("date", "symbol", "sector", *score_cols)
+        frame.lazy()
         .filter(pl.any_horizontal([pl.col(c).is_not_null() for c in score_cols]))
         .with_columns(
             round_half_up(alpha_score_expr(weights)).alias("alpha_score"),
             pl.sum_horizontal([pl.col(c).is_not_null().cast(pl.Int64) for c in score_cols]).alias("coverage"),
         )
         .with_columns(label_expr(pl.col("alpha_score"), thresholds).alias("alpha_label"))
+        .join(names.lazy(), on="symbol", how="left", maintain_order="left")
+        .with_columns([_label_code(pl.col(c), thresholds).alias(f"{c}__code") for c in score_cols])
+        .collect()
     )
     # A part is null when its family is unavailable (concat_str propagates
     # nulls); the outer concat_str then skips it, separators included.
@@ -445,13 +619,53 @@ def mart_factor_scores(
             pl.lit(" sector."),
         ]
     )
-    out = (
-        base.join(names.lazy(), on="symbol", how="left")
-        .with_columns(summary.alias("summary"), headline.alias("headline"))
-        .sort("date", "symbol")
-        .collect()
+    # One small integer key per distinct string (alpha_score is 0-100 or
+    # null, label codes 0-3, sym < number of stocks).
+    alpha_key = pl.col("alpha_score").fill_null(-1) + 1
+    summary_key = alpha_key * 256
+    for i, c in enumerate(score_cols):
+        summary_key = summary_key + pl.col(f"{c}__code").cast(pl.Int64) * 4 ** (3 - i)
+    base = base.with_columns(
+        summary_key.alias("__skey"), (pl.col(headline_key).cast(pl.Int64) * 128 + alpha_key).alias("__hkey")
     )
-    return out.select([pl.col(c).cast(t) for c, t in SCORES_SCHEMA.items()])
+    return base.with_columns(
+        _by_key(base, "__skey", summary).alias("summary"), _by_key(base, "__hkey", headline).alias("headline")
+    ).select([pl.col(c).cast(t) for c, t in SCORES_SCHEMA.items()])
+
+
+def _by_key(frame: pl.DataFrame, key: str, expr: pl.Expr) -> pl.Series:
+    """``frame.select(expr)`` when ``expr`` depends on the row only through the
+    non-negative integer column ``key``: evaluated on one row per key value and
+    gathered back (no hashing; the gathered strings share their buffers)."""
+    keys = frame[key]
+    size = int(keys.max() or 0) + 1
+    # Any row of a key will do; scatter keeps one per key.
+    rep = pl.repeat(None, size, dtype=pl.Int64, eager=True).scatter(keys, pl.int_range(frame.height, eager=True))
+    rep = rep.drop_nulls()
+    values = frame[rep].select(expr).to_series()
+    lookup = pl.repeat(None, size, dtype=values.dtype, eager=True).scatter(keys.gather(rep), values)
+    return lookup.gather(keys)
+
+
+def mart_factor_scores(
+    panel: pl.DataFrame,
+    assets: pl.DataFrame,
+    *,
+    weights: Mapping[str, float] | None = None,
+    thresholds: LabelThresholds = LabelThresholds(),
+) -> pl.DataFrame:
+    """Scores per stock and session where at least one sub-score exists.
+
+    Sub-scores stay unrounded (0-100 floats); ``alpha_score`` is an Int64
+    rounded half-up. Labels, of the Alpha Score and of each sub-score in the
+    summary, are taken on the half-up rounded integer so the label always
+    agrees with the integer an analyst sees. ``weights`` maps family -> weight
+    (default equal; a family left out weighs 0).
+    """
+    names = _stocks(assets).select("symbol", "name")
+    frame = panel.select("date", "symbol", "sector", *SCORE_COLUMNS).sort("date", "symbol")
+    frame = frame.with_columns(pl.struct("symbol", "sector").rank("dense").cast(pl.Int64).alias("__stock"))
+    return _score_rows(frame, names, weights, thresholds, headline_key="__stock")
 
 
 def build_factor_marts(
@@ -465,16 +679,31 @@ def build_factor_marts(
     weights: Mapping[str, float] | None = None,
     thresholds: LabelThresholds = LabelThresholds(),
     fundamentals_tolerance: timedelta | None = None,
+    from_date: date | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """``(mart_factor_scores, mart_factor_metrics)`` from raw inputs."""
-    panel = factor_panel(
-        prices,
-        assets,
-        sessions,
-        fundamentals,
-        metrics=metrics,
-        min_sector_size=min_sector_size,
-        fundamentals_tolerance=fundamentals_tolerance,
+    """``(mart_factor_scores, mart_factor_metrics)`` from raw inputs.
+
+    The same frames as ``mart_factor_scores(factor_panel(...))`` and
+    ``mart_factor_metrics(factor_panel(...))``, computed metric by metric
+    without the wide panel. With ``from_date``, only the rows of sessions
+    ``>= from_date`` are computed and returned (equal to the full result
+    filtered on ``date >= from_date``); the prices read are those of the
+    ``max(lookback)`` sessions before it and later, plus each stock's first
+    and last priced session, so a one-session run costs a small fraction of a
+    full one.
+    """
+    _normalised_weights(weights)  # fail before the heavy work
+    values = _metric_values(prices, assets, sessions, fundamentals, metrics, fundamentals_tolerance, from_date)
+    ranked = {}
+    for m in metrics:
+        ranked[m.name] = _ranked(values, m, min_sector_size)
+        values = values.drop(m.name)  # each value column is done with once ranked
+    frame = pl.concat(
+        [values.select("date", "symbol", "sector", "sym"), _family_scores(values.height, ranked, metrics)],
+        how="horizontal",
     )
-    scores = mart_factor_scores(panel, assets, weights=weights, thresholds=thresholds)
-    return scores, mart_factor_metrics(panel, metrics)
+    del values
+    names = _stocks(assets).select("symbol", "name")
+    scores = _score_rows(frame, names, weights, thresholds, headline_key="sym")
+    del frame
+    return scores, _metric_rows(ranked, metrics)
