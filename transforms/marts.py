@@ -41,6 +41,8 @@ class MartParams:
     factor_thresholds: LabelThresholds = LabelThresholds()
     factor_min_sector_size: int = 5
     factor_horizons: Sequence[int] = (21, 63)
+    # False leaves the Alpha Score marts out (a benchmark of everything else).
+    factors: bool = True
 
 
 @dataclass
@@ -105,7 +107,7 @@ def build_marts(
         "mart_period_returns": period_returns,
     }
     stocks = assets.filter(pl.col("asset_class") == "equity")["symbol"]
-    if stocks.len():
+    if stocks.len() and params.factors:
         scores, metrics = build_factor_marts(
             prices.filter(pl.col("symbol").is_in(stocks.implode())),
             assets,
