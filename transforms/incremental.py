@@ -34,7 +34,7 @@ import polars as pl
 
 from transforms.allocation import simulate_mixes
 from transforms.correlation import ROLLING_CORRELATION_SCHEMA, rolling_correlation
-from transforms.events import mart_correlation_events
+from transforms.events import correlation_events_since, mart_correlation_events
 from transforms.indices import build_crypto_indices_since
 from transforms.marts import CRYPTO_CLASSES, INDEX_CLASSES, MartParams, Marts, build_marts
 from transforms.matrix import CORRELATION_MATRIX_SCHEMA, as_of_sessions, mart_correlation_matrix
@@ -140,11 +140,23 @@ def build_marts_incremental(
             ]
         )
 
-    corr = _rolling_correlation_since(
+    kept_corr, new_corr, whole = _rolling_correlation_since(
         previous["mart_rolling_correlation"], prev_returns, tail_returns, sess, tail_idx, from_idx,
         crypto, benchmarks, windows,
     )  # fmt: skip
-    events = mart_correlation_events(corr, levels=params.event_levels, confirm_sessions=params.event_confirm_sessions)
+    corr = pl.concat([kept_corr, new_corr])
+    if params.event_confirm_sessions == 1 and from_session is not None and "mart_correlation_events" in previous:
+        prev_events = previous["mart_correlation_events"]
+        if whole.height:
+            prev_events = prev_events.join(whole, on=_PAIR, how="anti")
+        events = correlation_events_since(
+            kept_corr, prev_events, new_corr, sess, from_session, levels=params.event_levels
+        )
+    else:
+        # k > 1: an event depends on the run lengths before the new rows; replay everything.
+        events = mart_correlation_events(
+            corr, levels=params.event_levels, confirm_sessions=params.event_confirm_sessions
+        )
     matrix_symbols = sorted(set(benchmarks) | set(index_like) | set(crypto))
     matrix = _matrix_since(previous["mart_correlation_matrix"], tail_returns, sess, from_idx, matrix_symbols, windows)
     milestone_symbols = sorted(set(benchmarks) | set(index_like))
@@ -244,11 +256,12 @@ def _rolling_correlation_since(
     benchmarks: list[str],
     windows: list[int],
 ) -> pl.DataFrame:
-    """mart_rolling_correlation from the previous rows before the first changed
-    session and the rows on/after it computed from ``tail_returns`` (sessions
-    from ``tail_idx``)."""
+    """mart_rolling_correlation as (previous rows kept, rows recomputed, pairs
+    recomputed over their whole history): the previous rows before the first
+    changed session, the rows on/after it from ``tail_returns`` (sessions from
+    ``tail_idx``), and whole series for pairs that are new or resume after a gap."""
     if from_idx >= sess.len():
-        return prev_corr
+        return prev_corr, prev_corr.clear(), pl.DataFrame(schema={"asset": pl.String, "benchmark": pl.String})
     from_session, last_prev_session = sess[from_idx], sess[from_idx - 1]
     # Each previous pair's span (its rows are dense on sessions).
     spans = (
@@ -303,7 +316,8 @@ def _rolling_correlation_since(
         ).join(whole, on=_PAIR, how="semi")
         parts.append(recomputed)
     parts.append(tail)
-    return pl.concat([p.select(list(ROLLING_CORRELATION_SCHEMA)).cast(ROLLING_CORRELATION_SCHEMA) for p in parts])
+    out = [p.select(list(ROLLING_CORRELATION_SCHEMA)).cast(ROLLING_CORRELATION_SCHEMA) for p in parts]
+    return out[0], pl.concat(out[1:]), whole
 
 
 def _matrix_since(
