@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 import subprocess
 import sys
 import time
@@ -63,6 +64,11 @@ def _incremental(work: Path, args, factors: bool) -> None:
     from transforms.marts import build_marts
 
     label = "transform_incremental" if factors else "transform_incremental_no_factors"
+    if factors and not _factor_api_ready():
+        # Do not pay two full builds (~9 GiB each at full size) to print this.
+        print(json.dumps({"stage": label, "error": "build_factor_marts/evaluate_factors have no from_date yet "
+                          "(alpha branch); run transform_incremental_no_factors"}), flush=True)
+        return
     child = "incremental_previous" if factors else "incremental_previous_no_factors"
     cmd = [sys.executable, "-m", "bench", "--stage", child, "--workdir", str(work)]
     subprocess.run(cmd, check=True)
@@ -90,7 +96,7 @@ def _incremental(work: Path, args, factors: bool) -> None:
     try:
         inc = build_marts_incremental(prices, assets, sess, params, previous=previous, from_date=from_date)
     except TypeError as exc:  # the Alpha Score's from_date API is not there yet
-        print(f'{{"stage": "{label}", "error": "{exc}"}}', flush=True)
+        print(json.dumps({"stage": label, "error": str(exc)}), flush=True)
         return
     inc_s, inc_cpu = time.perf_counter() - t, time.process_time() - c
     inc_rows = {k: v.height for k, v in inc.tables.items()}
@@ -105,6 +111,15 @@ def _incremental(work: Path, args, factors: bool) -> None:
         last_day_corr_max_abs_diff=float((corr["correlation"] - full_corr["correlation"]).abs().max() or 0.0) if same_keys else None,
         last_day_events_equal=inc.tables["mart_correlation_events"].filter(pl.col("date") == last).sort([*keys, "event", "level"]).drop("correlation").equals(full_events.sort([*keys, "event", "level"]).drop("correlation")),
     )  # fmt: skip
+
+
+def _factor_api_ready() -> bool:
+    import inspect
+
+    from transforms.factor_eval import evaluate_factors
+    from transforms.factors import build_factor_marts
+
+    return all("from_date" in inspect.signature(f).parameters for f in (build_factor_marts, evaluate_factors))
 
 
 def stage_transform_incremental(work: Path, args) -> None:
