@@ -98,7 +98,9 @@ def build_marts_incremental(
         return build_marts(prices, assets, sess, params, fundamentals)
 
     warnings: list[str] = []
-    present = set(prices["symbol"].unique().to_list())
+    # Which benchmarks have prices, without hashing every symbol of the lake.
+    has = prices.select([(pl.col("symbol") == b).any().alias(str(i)) for i, b in enumerate(params.benchmarks)])
+    present = {b for i, b in enumerate(params.benchmarks) if has[str(i)].item()} if params.benchmarks else set()
     benchmarks = [b for b in params.benchmarks if b in present]
     for b in params.benchmarks:
         if b not in present:
@@ -118,7 +120,7 @@ def build_marts_incremental(
     else:
         index_bars = indices.bars
     # Not re-sorted (the lake's bars come sorted; the three index series are appended).
-    all_prices = pl.concat([prices, index_bars], how="diagonal_relaxed")
+    all_prices = pl.concat([prices, index_bars], how="diagonal_relaxed", rechunk=False)
     all_assets = pl.concat([assets, indices.assets], how="diagonal_relaxed").sort("symbol")
     crypto = all_assets.filter(pl.col("asset_class").is_in(CRYPTO_CLASSES))["symbol"].to_list()
     index_like = all_assets.filter(pl.col("asset_class").is_in(INDEX_CLASSES))["symbol"].to_list()
