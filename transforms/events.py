@@ -211,35 +211,45 @@ def correlation_events_since(
     With k = 1 an event on a new row depends only on the row before it and on
     the last earlier row of each state (for ``previous_date``), so each
     continuing series is replayed as: one row per state at its last date
-    before ``from_session``, a break, its last previous row, then the new rows;
-    row numbers are session distances from the series' first date.
+    before ``from_session``, a break, its last previous row, then the new rows.
+    Only series whose state changes in the new rows are replayed.
     """
     sess = sessions.cast(pl.Date).unique().sort()
-    idx = pl.DataFrame({"date": sess, "_sidx": pl.int_range(sess.len(), eager=True, dtype=pl.Int64)})
+    # Row numbers only enter as differences (sessions_since), and series are
+    # dense on sessions: the session index serves as the row number.
+    idx = pl.DataFrame({"date": sess, "_row": pl.int_range(sess.len(), eager=True, dtype=pl.Int64)})
     prev = previous_rolling.filter(pl.col("date") < from_session).select("date", *_KEYS, "correlation")
     new = new_rolling.select("date", *_KEYS, "correlation")
     families = _families(levels)
     last_date = sess.filter(sess < from_session).max()
     last_prev = prev.filter(pl.col("date") == last_date).join(new.select(_KEYS).unique(), on=_KEYS, how="semi")
-    # One pass over the previous rows: each series' first date and, per
-    # family, its last date in each state.
-    summary = (
-        prev.join(last_prev.select(_KEYS), on=_KEYS, how="semi")
+    # Only a series whose state changes somewhere in its new rows (the last
+    # previous row included) can have an event, and only those need the last
+    # previous date of each state: one pass over their previous rows.
+    head = pl.concat([last_prev.select(*_KEYS, "date", "correlation"), new.select(*_KEYS, "date", "correlation")])
+    changes = (
+        head.sort(*_KEYS, "date")
+        .with_columns([state.alias(f"_s{f}") for f, (state, *_) in enumerate(families)])
+        .group_by(_KEYS)
+        .agg([pl.col(f"_s{f}").n_unique().alias(f"_n{f}") for f in range(len(families))])
+        .filter(pl.any_horizontal([pl.col(f"_n{f}") > 1 for f in range(len(families))]))
+        .select(_KEYS)
+    )
+    anchors = (
+        prev.join(changes, on=_KEYS, how="semi")
         .group_by(_KEYS)
         .agg(
-            pl.col("date").min().alias("_start"),
             *[pl.col("date").filter(state == v).max().alias(f"_{f}_{v}") for f, (state, *_) in enumerate(families) for v in (1, -1)],
         )
     )  # fmt: skip
-    starts = pl.concat(
-        [summary.select(*_KEYS, "_start"), new.join(summary.select(_KEYS), on=_KEYS, how="anti").group_by(_KEYS).agg(pl.col("date").min().alias("_start"))]
-    ).join(idx.rename({"date": "_start", "_sidx": "_s0"}), on="_start", how="left").drop("_start")  # fmt: skip
+    last_prev = last_prev.join(changes, on=_KEYS, how="semi")
+    new = new.join(changes, on=_KEYS, how="semi")
     found = []
     for f, (state, up, down, level) in enumerate(families):
         replay = pl.concat(
             [
-                summary.select(*_KEYS, pl.col(f"_{f}_1").alias("date"), pl.lit(1.0).alias("correlation"), pl.lit(0).alias("_o")),
-                summary.select(*_KEYS, pl.col(f"_{f}_-1").alias("date"), pl.lit(-2.0).alias("correlation"), pl.lit(1).alias("_o")),
+                anchors.select(*_KEYS, pl.col(f"_{f}_1").alias("date"), pl.lit(1.0).alias("correlation"), pl.lit(0).alias("_o")),
+                anchors.select(*_KEYS, pl.col(f"_{f}_-1").alias("date"), pl.lit(-2.0).alias("correlation"), pl.lit(1).alias("_o")),
                 last_prev.select(*_KEYS, "date", pl.lit(None, dtype=pl.Float64).alias("correlation"), pl.lit(2).alias("_o")),
                 last_prev.select(*_KEYS, "date", "correlation", pl.lit(3).alias("_o")),
                 new.select(*_KEYS, "date", "correlation", pl.lit(4).alias("_o")),
@@ -248,8 +258,6 @@ def correlation_events_since(
         ).drop_nulls("date")  # fmt: skip
         replay = (
             replay.join(idx, on="date", how="left")
-            .join(starts, on=_KEYS, how="left")
-            .with_columns((pl.col("_sidx") - pl.col("_s0")).alias("_row"))
             .sort(*_KEYS, "_o", "date")
             .with_columns((pl.int_range(pl.len()) == 0).over(_KEYS).alias("_first"))
         )
@@ -263,7 +271,7 @@ def correlation_events_since(
             .select("date", *_KEYS, "correlation", "_row", "_previous_date", "_previous_row", "event", "level")
         )
     new_events = _finish(pl.concat(found), 1)
-    kept = previous_events.filter(pl.col("date") < from_session).select(list(CORRELATION_EVENTS_SCHEMA))
+    kept = previous_events.filter(pl.col("date") < from_session).select(list(CORRELATION_EVENTS_SCHEMA))  # small
     return pl.concat([kept.cast(CORRELATION_EVENTS_SCHEMA), new_events]).sort(
         *_KEYS, "date", "event", "level", nulls_last=False
     )

@@ -125,22 +125,23 @@ def build_marts_incremental(
     crypto = all_assets.filter(pl.col("asset_class").is_in(CRYPTO_CLASSES))["symbol"].to_list()
     index_like = all_assets.filter(pl.col("asset_class").is_in(INDEX_CLASSES))["symbol"].to_list()
 
-    # Returns: the tail from the session before the look-back.
+    # Returns: fact_returns gets the changed sessions (from the session before
+    # them); correlations and the matrix read the look-back of their symbols only.
     from_session = sess[from_idx] if from_idx < sess.len() else None
     tail_sessions = sess.slice(tail_idx - 1)
-    tail_returns = log_returns(all_prices.filter(pl.col("date") >= tail_sessions[0]), tail_sessions).filter(
-        pl.col("session_date") >= sess[tail_idx]
-    )
+    tail_prices = all_prices.filter(pl.col("date") >= tail_sessions[0])
+    matrix_symbols = sorted(set(benchmarks) | set(index_like) | set(crypto))
+    tail_returns = log_returns(
+        tail_prices.filter(pl.col("symbol").is_in(matrix_symbols)), tail_sessions
+    ).filter(pl.col("session_date") >= sess[tail_idx])
     prev_returns = previous["fact_returns"]
     if from_session is None:
         returns = prev_returns
     else:
-        returns = pl.concat(
-            [
-                prev_returns.filter(pl.col("session_date") < from_session),
-                tail_returns.filter(pl.col("session_date") >= from_session),
-            ]
-        )
+        changed = log_returns(
+            tail_prices.filter(pl.col("date") >= sess[from_idx - 1]), sess.slice(from_idx - 1)
+        ).filter(pl.col("session_date") >= from_session)
+        returns = pl.concat([_before(prev_returns, "session_date", from_session), changed], rechunk=False)
 
     kept_corr, new_corr, whole = _rolling_correlation_since(
         previous["mart_rolling_correlation"], prev_returns, tail_returns, sess, tail_idx, from_idx,
@@ -159,7 +160,6 @@ def build_marts_incremental(
         events = mart_correlation_events(
             corr, levels=params.event_levels, confirm_sessions=params.event_confirm_sessions
         )
-    matrix_symbols = sorted(set(benchmarks) | set(index_like) | set(crypto))
     matrix = _matrix_since(previous["mart_correlation_matrix"], tail_returns, sess, from_idx, matrix_symbols, windows)
     milestone_symbols = sorted(set(benchmarks) | set(index_like))
     milestone_prices = all_prices.filter(
@@ -303,7 +303,7 @@ def _rolling_correlation_since(
         spans=continuing.select(*_PAIR, "first", "last"),
     )  # fmt: skip
     tail = tail.join(continuing.select(_PAIR), on=_PAIR, how="semi").filter(pl.col("date") >= from_session)
-    parts = [prev_corr.filter(pl.col("date") < from_session)]
+    parts = [_before(prev_corr, "date", from_session)]
     if whole.height:
         parts[0] = parts[0].join(whole, on=_PAIR, how="anti")
         symbols = set(whole["asset"]) | set(whole["benchmark"])
@@ -322,6 +322,12 @@ def _rolling_correlation_since(
     return out[0], pl.concat(out[1:]), whole
 
 
+def _before(frame: pl.DataFrame, column: str, d: date) -> pl.DataFrame:
+    """Rows with ``column`` before ``d``; the frame itself (no copy) when that is all of them."""
+    last = frame[column].max()
+    return frame if last is None or last < d else frame.filter(pl.col(column) < d)
+
+
 def _matrix_since(
     prev_matrix: pl.DataFrame,
     tail_returns: pl.DataFrame,
@@ -337,8 +343,16 @@ def _matrix_since(
     if from_idx >= sess.len():
         return prev_matrix
     from_session = sess[from_idx]
-    targets = as_of_sessions(sess).implode()
-    kept = prev_matrix.filter((pl.col("date") < from_session) & pl.col("date").is_in(targets))
+    targets = as_of_sessions(sess)
+    kept = _before(prev_matrix, "date", from_session)
+    # Of the kept blocks only the last can have stopped being an as-of date
+    # (the previous run's latest session, when it is not a month-end).
+    if kept.height and not targets.is_in([kept["date"].max()]).any():
+        dates = kept["date"]
+        if dates.is_sorted():
+            kept = kept.slice(0, dates.search_sorted(dates.max(), side="left"))
+        else:
+            kept = kept.filter(pl.col("date").is_in(targets.implode()))
     prev_names = set(kept.filter(pl.col("date") == kept["date"].max())["asset_a"].unique().to_list()) if kept.height else set()
     if prev_names and prev_names != set(names):
         kept = kept.filter(pl.col("asset_a").is_in(names) & pl.col("asset_b").is_in(names))
