@@ -129,17 +129,19 @@ def build_marts_incremental(
     # them); correlations and the matrix read the look-back of their symbols only.
     from_session = sess[from_idx] if from_idx < sess.len() else None
     tail_sessions = sess.slice(tail_idx - 1)
-    tail_prices = all_prices.filter(pl.col("date") >= tail_sessions[0])
     matrix_symbols = sorted(set(benchmarks) | set(index_like) | set(crypto))
-    tail_returns = log_returns(
-        tail_prices.filter(pl.col("symbol").is_in(matrix_symbols)), tail_sessions
-    ).filter(pl.col("session_date") >= sess[tail_idx])
+    # One pass over the lake's bars for every symbol the marts below read whole
+    # (crypto, indices, benchmarks: a few percent of the rows).
+    focus = all_prices.filter(pl.col("symbol").is_in(sorted(set(matrix_symbols) | {params.period_benchmark})))
+    tail_returns = log_returns(focus.filter(pl.col("date") >= tail_sessions[0]), tail_sessions).filter(
+        pl.col("session_date") >= sess[tail_idx]
+    )
     prev_returns = previous["fact_returns"]
     if from_session is None:
         returns = prev_returns
     else:
         changed = log_returns(
-            tail_prices.filter(pl.col("date") >= sess[from_idx - 1]), sess.slice(from_idx - 1)
+            all_prices.filter(pl.col("date") >= sess[from_idx - 1]), sess.slice(from_idx - 1)
         ).filter(pl.col("session_date") >= from_session)
         returns = pl.concat([_before(prev_returns, "session_date", from_session), changed], rechunk=False)
 
@@ -162,7 +164,7 @@ def build_marts_incremental(
         )
     matrix = _matrix_since(previous["mart_correlation_matrix"], tail_returns, sess, from_idx, matrix_symbols, windows)
     milestone_symbols = sorted(set(benchmarks) | set(index_like))
-    milestone_prices = all_prices.filter(
+    milestone_prices = focus.filter(
         pl.col("symbol").is_in(milestone_symbols + [params.period_benchmark])
     ).sort("symbol", "date")
     milestones = mart_market_milestones(milestone_prices, milestone_symbols)
@@ -185,8 +187,11 @@ def build_marts_incremental(
     if fundamentals is not None:
         tables["fact_fundamentals"] = fundamentals
     if params.policy is not None:
-        crypto_prices = all_prices.filter(pl.col("symbol").is_in(crypto)).sort("symbol", "date")
-        rut = all_prices.filter(pl.col("symbol") == params.policy.regime.benchmark) if params.policy.regime else None
+        crypto_prices = focus.filter(pl.col("symbol").is_in(crypto)).sort("symbol", "date")
+        rut = None
+        if params.policy.regime:
+            regime = params.policy.regime.benchmark
+            rut = (focus if regime in matrix_symbols else all_prices).filter(pl.col("symbol") == regime)
         mixes = simulate_mixes(params.policy, crypto_prices, corr, rut)
         warnings += list(mixes.warnings)
         tables |= {
