@@ -32,11 +32,18 @@ from datetime import date
 
 import polars as pl
 
-from transforms.allocation import simulate_mixes
 from transforms.correlation import ROLLING_CORRELATION_SCHEMA, rolling_correlation
 from transforms.events import correlation_events_since, mart_correlation_events
-from transforms.indices import build_crypto_indices_since
-from transforms.marts import CRYPTO_CLASSES, INDEX_CLASSES, MartParams, Marts, build_marts
+from transforms.indices import build_crypto_indices
+from transforms.marts import (
+    CRYPTO_CLASSES,
+    INDEX_CLASSES,
+    MartParams,
+    Marts,
+    allocation_marts,
+    build_marts,
+    present_benchmarks,
+)
 from transforms.matrix import CORRELATION_MATRIX_SCHEMA, as_of_sessions, mart_correlation_matrix
 from transforms.milestones import mart_market_milestones, mart_period_returns
 from transforms.returns import log_returns
@@ -97,21 +104,17 @@ def build_marts_incremental(
     if tail_idx < 1 or any(t not in previous for t in REQUIRED):
         return build_marts(prices, assets, sess, params, fundamentals)
 
-    warnings: list[str] = []
     # Which benchmarks have prices, without hashing every symbol of the lake.
     has = prices.select([(pl.col("symbol") == b).any().alias(str(i)) for i, b in enumerate(params.benchmarks)])
     present = {b for i, b in enumerate(params.benchmarks) if has[str(i)].item()} if params.benchmarks else set()
-    benchmarks = [b for b in params.benchmarks if b in present]
-    for b in params.benchmarks:
-        if b not in present:
-            warnings.append(f"benchmark {b} has no prices in this run; correlations versus it are skipped")
+    benchmarks, warnings = present_benchmarks(params, present)
 
     # Derived indices and fact_prices.
     prev_prices = previous["fact_prices"]
-    indices = build_crypto_indices_since(
-        prices, assets, prev_prices.filter(pl.col("source") == "derived") if "source" in prev_prices.columns else prev_prices,
-        from_date,
-        stablecoins=params.stablecoins,
+    indices = build_crypto_indices(
+        prices, assets, stablecoins=params.stablecoins,
+        previous_bars=prev_prices.filter(pl.col("source") == "derived") if "source" in prev_prices.columns else prev_prices,
+        since=from_date,
     )  # fmt: skip
     if "ingested_at" in prices.columns and not indices.bars.is_empty():
         index_bars = indices.bars.with_columns(
@@ -192,14 +195,9 @@ def build_marts_incremental(
         if params.policy.regime:
             regime = params.policy.regime.benchmark
             rut = (focus if regime in matrix_symbols else all_prices).filter(pl.col("symbol") == regime)
-        mixes = simulate_mixes(params.policy, crypto_prices, corr, rut)
-        warnings += list(mixes.warnings)
-        tables |= {
-            "mart_allocation_weights": mixes.weights,
-            "mart_mix_performance": mixes.performance,
-            "mart_mix_summary": mixes.summary,
-            "mart_band_breaches": mixes.breaches,
-        }
+        allocation, mix_warnings = allocation_marts(params.policy, crypto_prices, corr, rut)
+        tables |= allocation
+        warnings += mix_warnings
     return Marts(tables=tables, warnings=warnings)
 
 

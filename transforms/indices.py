@@ -295,6 +295,8 @@ def build_crypto_indices(
     alts_symbol: str = "ALTS",
     majors_symbol: str = "MAJORS",
     alts_dv_symbol: str | None = "ALTS_DV",
+    previous_bars: pl.DataFrame | None = None,
+    since: date | None = None,
 ) -> CryptoIndices:
     """ALTS, MAJORS and ALTS_DV bars, their asset rows and their membership.
 
@@ -302,6 +304,12 @@ def build_crypto_indices(
     asset row either, so downstream marts never list an empty index. Its
     members are still recorded: they describe the rule, not the data.
     ``alts_dv_symbol=None`` leaves the dollar-volume variant out.
+
+    ``previous_bars`` and ``since`` (an incremental run: only bars dated
+    on/after ``since`` changed): each index keeps its previous bars before
+    ``since`` and chains the rest from the last published level; an index
+    without a usable published level is built whole. The result is the same,
+    bit for bit.
     """
     members = index_members(
         assets,
@@ -312,15 +320,27 @@ def build_crypto_indices(
         alts_dv_symbol=alts_dv_symbol,
     )
     builders = {EQUAL_WEIGHT_DAILY: equal_weight_index, DOLLAR_VOLUME_MONTHLY: dollar_volume_index}
+    chained = {EQUAL_WEIGHT_DAILY: equal_weight_index_since, DOLLAR_VOLUME_MONTHLY: dollar_volume_index_since}
     names = {
         alts_symbol: "Altcoins equal-weight index",
         majors_symbol: "BTC + ETH equal-weight index",
         alts_dv_symbol: "Altcoins dollar-volume-weighted index",
     }
+    prev = None
+    if previous_bars is not None and since is not None:
+        symbols = members["index_symbol"].unique().to_list()
+        prev = previous_bars.filter(pl.col("symbol").is_in(symbols)).select(list(INDEX_BAR_SCHEMA))
+        prev = prev.cast(INDEX_BAR_SCHEMA)
     bars, asset_rows = [], []
     for (index_symbol, method), group in members.group_by("index_symbol", "method", maintain_order=True):
         ms = group.get_column("member_symbol").to_list()
-        b = builders[method](prices, ms, index_symbol, base_level=base_level)
+        new = None
+        if prev is not None and since is not None:
+            mine = prev.filter(pl.col("symbol") == index_symbol)
+            new = chained[method](prices, ms, index_symbol, mine, since)
+            if new is not None:
+                new = pl.concat([mine.filter(pl.col("date") < since).sort("date"), new])
+        b = new if new is not None else builders[method](prices, ms, index_symbol, base_level=base_level)
         if b.is_empty():
             continue
         bars.append(b)
@@ -333,76 +353,6 @@ def build_crypto_indices(
                 "sector": None,
                 "industry": None,
                 # Only a single shared quote currency makes the level meaningful in it.
-                "quote_currency": quotes.item() if quotes.len() == 1 else None,
-                "source": "derived",
-                "source_symbol": index_symbol,
-            }
-        )
-    return CryptoIndices(
-        bars=pl.concat(bars).sort("symbol", "date") if bars else pl.DataFrame(schema=INDEX_BAR_SCHEMA),
-        assets=pl.DataFrame(asset_rows, schema=INDEX_ASSET_SCHEMA).sort("symbol"),
-        members=members,
-    )
-
-
-def build_crypto_indices_since(
-    prices: pl.DataFrame,
-    assets: pl.DataFrame,
-    previous_bars: pl.DataFrame,
-    since: date,
-    *,
-    majors: Sequence[str] = DEFAULT_MAJORS,
-    stablecoins: Sequence[str] = DEFAULT_STABLECOINS,
-    base_level: float = 100.0,
-    alts_symbol: str = "ALTS",
-    majors_symbol: str = "MAJORS",
-    alts_dv_symbol: str | None = "ALTS_DV",
-) -> CryptoIndices:
-    """``build_crypto_indices`` when only bars dated on/after ``since`` changed.
-
-    ``previous_bars`` are the previous run's bars (any symbols; the index
-    symbols are picked out). Each index keeps its previous bars before
-    ``since`` and chains the rest from the last published level; an index that
-    has no usable published level is built whole. Equal, bit for bit, to
-    ``build_crypto_indices`` on the same ``prices``.
-    """
-    members = index_members(
-        assets,
-        majors=majors,
-        stablecoins=stablecoins,
-        alts_symbol=alts_symbol,
-        majors_symbol=majors_symbol,
-        alts_dv_symbol=alts_dv_symbol,
-    )
-    whole = {EQUAL_WEIGHT_DAILY: equal_weight_index, DOLLAR_VOLUME_MONTHLY: dollar_volume_index}
-    tail = {EQUAL_WEIGHT_DAILY: equal_weight_index_since, DOLLAR_VOLUME_MONTHLY: dollar_volume_index_since}
-    names = {
-        alts_symbol: "Altcoins equal-weight index",
-        majors_symbol: "BTC + ETH equal-weight index",
-        alts_dv_symbol: "Altcoins dollar-volume-weighted index",
-    }
-    symbols = members["index_symbol"].unique().to_list()
-    prev = previous_bars.filter(pl.col("symbol").is_in(symbols)).select(list(INDEX_BAR_SCHEMA)).cast(INDEX_BAR_SCHEMA)
-    bars, asset_rows = [], []
-    for (index_symbol, method), group in members.group_by("index_symbol", "method", maintain_order=True):
-        ms = group.get_column("member_symbol").to_list()
-        mine = prev.filter(pl.col("symbol") == index_symbol)
-        new = tail[method](prices, ms, index_symbol, mine, since)
-        if new is None:
-            b = whole[method](prices, ms, index_symbol, base_level=base_level)
-        else:
-            b = pl.concat([mine.filter(pl.col("date") < since).sort("date"), new])
-        if b.is_empty():
-            continue
-        bars.append(b)
-        quotes = assets.filter(pl.col("symbol").is_in(ms)).get_column("quote_currency").drop_nulls().unique()
-        asset_rows.append(
-            {
-                "symbol": index_symbol,
-                "name": names[index_symbol],
-                "asset_class": "index_crypto",
-                "sector": None,
-                "industry": None,
                 "quote_currency": quotes.item() if quotes.len() == 1 else None,
                 "source": "derived",
                 "source_symbol": index_symbol,

@@ -66,12 +66,8 @@ def build_marts(
     Derived crypto indices are added to ``fact_prices`` and ``dim_asset`` and
     then flow through returns and correlations like any crypto asset.
     """
-    warnings: list[str] = []
     present = set(prices["symbol"].unique().to_list())
-    benchmarks = [b for b in params.benchmarks if b in present]
-    for b in params.benchmarks:
-        if b not in present:
-            warnings.append(f"benchmark {b} has no prices in this run; correlations versus it are skipped")
+    benchmarks, warnings = present_benchmarks(params, present)
 
     indices = build_crypto_indices(prices, assets, stablecoins=params.stablecoins)
     if "ingested_at" in prices.columns and not indices.bars.is_empty():
@@ -129,12 +125,32 @@ def build_marts(
     if params.policy is not None:
         crypto_prices = all_prices.filter(pl.col("symbol").is_in(crypto))
         rut = all_prices.filter(pl.col("symbol") == params.policy.regime.benchmark) if params.policy.regime else None
-        mixes = simulate_mixes(params.policy, crypto_prices, corr, rut)
-        warnings += list(mixes.warnings)
-        tables |= {
-            "mart_allocation_weights": mixes.weights,
-            "mart_mix_performance": mixes.performance,
-            "mart_mix_summary": mixes.summary,
-            "mart_band_breaches": mixes.breaches,
-        }
+        allocation, mix_warnings = allocation_marts(params.policy, crypto_prices, corr, rut)
+        tables |= allocation
+        warnings += mix_warnings
     return Marts(tables=tables, warnings=warnings)
+
+
+def present_benchmarks(params: MartParams, present: set[str]) -> tuple[list[str], list[str]]:
+    """(the benchmarks with prices, a warning for each one without)."""
+    benchmarks = [b for b in params.benchmarks if b in present]
+    warnings = [
+        f"benchmark {b} has no prices in this run; correlations versus it are skipped"
+        for b in params.benchmarks
+        if b not in present
+    ]
+    return benchmarks, warnings
+
+
+def allocation_marts(
+    policy: Policy, crypto_prices: pl.DataFrame, correlations: pl.DataFrame, benchmark_prices: pl.DataFrame | None
+) -> tuple[dict[str, pl.DataFrame], list[str]]:
+    """The four allocation marts of ``simulate_mixes`` and its warnings."""
+    mixes = simulate_mixes(policy, crypto_prices, correlations, benchmark_prices)
+    tables = {
+        "mart_allocation_weights": mixes.weights,
+        "mart_mix_performance": mixes.performance,
+        "mart_mix_summary": mixes.summary,
+        "mart_band_breaches": mixes.breaches,
+    }
+    return tables, list(mixes.warnings)

@@ -168,6 +168,18 @@ def test_alpha_score_marts(panel):
     assert "mart_factor_scores" in inc.tables
 
 
+@pytest.mark.parametrize("since", [date(2026, 11, 20), date(2026, 11, 1), date(2026, 10, 31), date(2026, 3, 15)])
+def test_indices_chained_from_published_levels_are_bit_identical(panel, since):
+    from transforms.indices import build_crypto_indices
+
+    prices, assets, _ = panel
+    whole = build_crypto_indices(prices, assets)
+    previous = build_crypto_indices(prices.filter(pl.col("date") < since), assets)
+    chained = build_crypto_indices(prices, assets, previous_bars=previous.bars, since=since)
+    assert_frame_equal(chained.bars, whole.bars, check_exact=True)
+    assert_frame_equal(chained.assets, whole.assets, check_exact=True)
+
+
 # --------------------------------------------------------------------------- first_changed_session
 
 
