@@ -232,21 +232,36 @@ def factor_marts_since(
     all_scores = pl.concat([previous["mart_factor_scores"].filter(pl.col("date") < from_date), scores])
     all_metrics = pl.concat([previous["mart_factor_metrics"].filter(pl.col("date") < from_date), metrics])
     ic, _ = evaluate_factors(all_scores, prices, sessions, horizons=params.factor_horizons, from_date=from_date)
-    # Keep, per horizon, the previous IC rows dated before the first one recomputed.
-    first = ic.group_by("horizon_sessions").agg(pl.col("date").min().alias("_first"))
+    # The IC of date t uses closes t..t+h sessions: touched from h sessions before the first changed one.
+    sess = sessions.cast(pl.Date).unique().sort()
+    from_idx = sess.search_sorted(from_date, side="left")
+    touched = pl.DataFrame(
+        {
+            "horizon_sessions": [int(h) for h in params.factor_horizons],
+            "_touched": [sess[max(from_idx - int(h), 0)] if sess.len() else None for h in params.factor_horizons],
+        },
+        schema={"horizon_sessions": pl.Int64, "_touched": pl.Date},
+    )
+    previous_ic = previous["mart_factor_ic"]
     kept = (
-        previous["mart_factor_ic"]
-        .join(first, on="horizon_sessions", how="left")
-        .filter(pl.col("_first").is_null() | (pl.col("date") < pl.col("_first")))
-        .drop("_first")
+        previous_ic.join(touched, on="horizon_sessions", how="left")
+        .filter(pl.col("_touched").is_null() | (pl.col("date") < pl.col("_touched")))
+        .drop("_touched")
+        .join(ic.select("date", "factor", "horizon_sessions"), on=["date", "factor", "horizon_sessions"], how="anti")
     )
     all_ic = pl.concat([kept, ic.select(kept.columns)]).sort("factor", "horizon_sessions", "date")
+    if "top_minus_bottom" in all_ic.columns:
+        summary = factor_ic_summary(all_ic)
+    else:
+        # The summary's top-minus-bottom spread is not in mart_factor_ic: only a
+        # whole evaluation gives it. Exact but slow; publishing the daily spread
+        # next to the IC would make this a summary over all_ic.
+        _, summary = evaluate_factors(all_scores, prices, sessions, horizons=params.factor_horizons)
     return {
         "mart_factor_scores": all_scores,
         "mart_factor_metrics": all_metrics,
         "mart_factor_ic": all_ic,
-        # Needs the daily top-minus-bottom spread next to the IC (see the report of #9).
-        "mart_factor_ic_summary": factor_ic_summary(all_ic),
+        "mart_factor_ic_summary": summary,
     }
 
 

@@ -180,6 +180,42 @@ def test_indices_chained_from_published_levels_are_bit_identical(panel, since):
     assert_frame_equal(chained.assets, whole.assets, check_exact=True)
 
 
+def test_alpha_score_merge_with_a_stand_in_from_date_api(panel, monkeypatch):
+    """The merge of factor rows, checked with stand-ins that honour the agreed
+    ``from_date`` contract by filtering a whole computation (the real ones come
+    from the alpha branch)."""
+    import transforms.factor_eval as fe
+    import transforms.factors as fa
+
+    whole_marts, whole_eval = fa.build_factor_marts, fe.evaluate_factors
+
+    def build_factor_marts(*args, from_date=None, **kwargs):
+        scores, metrics = whole_marts(*args, **kwargs)
+        if from_date is None:
+            return scores, metrics
+        return scores.filter(pl.col("date") >= from_date), metrics.filter(pl.col("date") >= from_date)
+
+    def evaluate_factors(scores, prices, sessions, *, horizons=(21, 63), from_date=None, **kwargs):
+        ic, summary = whole_eval(scores, prices, sessions, horizons=horizons, **kwargs)
+        if from_date is None:
+            return ic, summary
+        s = sessions.sort()
+        i = s.search_sorted(from_date, side="left")
+        touched = pl.DataFrame({"horizon_sessions": [int(h) for h in horizons], "_t": [s[max(i - int(h), 0)] for h in horizons]})
+        ic = ic.join(touched, on="horizon_sessions").filter(pl.col("date") >= pl.col("_t")).drop("_t")
+        return ic, summary
+
+    monkeypatch.setattr(fa, "build_factor_marts", build_factor_marts)
+    monkeypatch.setattr(fe, "evaluate_factors", evaluate_factors)
+    prices, assets, sessions = panel
+    params = dataclasses.replace(PARAMS, factors=True)
+    d, prev = sessions[-1], sessions[-4]
+    p, s = as_of(prices, sessions, d)
+    pp, ps = as_of(prices, sessions, prev)
+    full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), params)
+    assert full.tables["mart_factor_ic"].filter(pl.col("date") >= s[-70]).height
+
+
 # --------------------------------------------------------------------------- first_changed_session
 
 
