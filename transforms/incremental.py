@@ -153,7 +153,9 @@ def build_marts_incremental(
         crypto, benchmarks, windows,
     )  # fmt: skip
     corr = pl.concat([kept_corr, new_corr])
-    if params.event_confirm_sessions == 1 and from_session is not None and "mart_correlation_events" in previous:
+    if from_session is None and "mart_correlation_events" in previous:
+        events = previous["mart_correlation_events"]  # no new session: no new correlation row
+    elif params.event_confirm_sessions == 1 and from_session is not None and "mart_correlation_events" in previous:
         prev_events = previous["mart_correlation_events"]
         if whole.height:
             prev_events = prev_events.join(whole, on=_PAIR, how="anti")

@@ -88,6 +88,17 @@ def test_new_day_after_a_weekend_and_a_month_end(panel):
     check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
 
 
+def test_weekend_run_with_crypto_bars_only(panel):
+    """as_of on a Sunday: no new session, but two new crypto days (indices, milestones, allocation)."""
+    prices, assets, sessions = panel
+    friday = sessions.filter(sessions.dt.weekday() == 5)[-2]
+    sunday = friday + timedelta(days=2)
+    p, s = as_of(prices, sessions, sunday)
+    pp, ps = as_of(prices, sessions, friday)
+    full, _ = check(p, assets, s, sunday, pp, assets, ps, friday + timedelta(days=1))
+    assert full.tables["fact_prices"].filter((pl.col("symbol") == "ALTS") & (pl.col("date") == sunday)).height
+
+
 def test_restated_last_week(panel):
     prices, assets, sessions = panel
     d, prev = sessions[-1], sessions[-2]
@@ -137,6 +148,20 @@ def test_new_day_creates_a_correlation_event(panel):
     assert new.filter(pl.col("event").is_in(["turned_negative", "turned_positive"])).height
     # "for the first time since <date>" is carried from rows the incremental run did not rescan.
     assert new["previous_date"].drop_nulls().min() < prev
+
+
+def test_chained_nightly_runs(panel):
+    """Each night starts from the previous incremental run's tables (unsorted, partly carried)."""
+    prices, assets, sessions = panel
+    start = sessions.len() - 5
+    p, s = as_of(prices, sessions, sessions[start])
+    tables = build_marts(p, assets, s, PARAMS).tables
+    for i in range(start + 1, sessions.len()):
+        p, s = as_of(prices, sessions, sessions[i])
+        tables = build_marts_incremental(
+            p, assets, s, PARAMS, previous=tables, from_date=sessions[i - 1] + timedelta(days=1)
+        ).tables
+    assert_same_marts(build_marts(prices, assets, sessions, PARAMS).tables, tables)
 
 
 def test_confirm_sessions_above_one_rescans_events(panel):
