@@ -34,14 +34,18 @@ import polars as pl
 
 from transforms.correlation import ROLLING_CORRELATION_SCHEMA, rolling_correlation
 from transforms.events import correlation_events_since, mart_correlation_events
+from transforms.factor_eval import evaluate_factors, factor_ic_summary
 from transforms.indices import build_crypto_indices
 from transforms.marts import (
     CRYPTO_CLASSES,
     INDEX_CLASSES,
     MartParams,
     Marts,
+    FACTOR_TABLES,
     allocation_marts,
     build_marts,
+    factor_marts,
+    factor_scores,
     present_benchmarks,
 )
 from transforms.matrix import CORRELATION_MATRIX_SCHEMA, as_of_sessions, mart_correlation_matrix
@@ -188,7 +192,10 @@ def build_marts_incremental(
     }
     stocks = assets.filter(pl.col("asset_class") == "equity")["symbol"]
     if stocks.len() and params.factors:
-        tables |= factor_marts_since(prices, assets, sess, params, fundamentals, previous, from_date)
+        if all(t in previous for t in FACTOR_TABLES):
+            tables |= factor_marts_since(prices, assets, sess, params, fundamentals, previous, from_date)
+        else:
+            tables |= factor_marts(prices, assets, sess, params, fundamentals)
     if fundamentals is not None:
         tables["fact_fundamentals"] = fundamentals
     if params.policy is not None:
@@ -216,21 +223,7 @@ def factor_marts_since(
     ``from_date`` and the IC of dates whose forward window reaches it, from the
     ``from_date`` API of ``transforms.factors``/``transforms.factor_eval``,
     merged with the previous rows; the IC summary over all IC rows."""
-    from transforms.factor_eval import evaluate_factors, factor_ic_summary
-    from transforms.factors import build_factor_marts
-
-    stocks = assets.filter(pl.col("asset_class") == "equity")["symbol"]
-    stock_prices = prices.filter(pl.col("symbol").is_in(stocks.implode()))
-    scores, metrics = build_factor_marts(
-        stock_prices,
-        assets,
-        sessions,
-        fundamentals,
-        min_sector_size=params.factor_min_sector_size,
-        weights=params.factor_weights,
-        thresholds=params.factor_thresholds,
-        from_date=from_date,
-    )
+    scores, metrics = factor_scores(prices, assets, sessions, params, fundamentals, from_date=from_date)
     all_scores = pl.concat([previous["mart_factor_scores"].filter(pl.col("date") < from_date), scores])
     all_metrics = pl.concat([previous["mart_factor_metrics"].filter(pl.col("date") < from_date), metrics])
     ic, _ = evaluate_factors(all_scores, prices, sessions, horizons=params.factor_horizons, from_date=from_date)

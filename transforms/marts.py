@@ -104,22 +104,7 @@ def build_marts(
     }
     stocks = assets.filter(pl.col("asset_class") == "equity")["symbol"]
     if stocks.len() and params.factors:
-        scores, metrics = build_factor_marts(
-            prices.filter(pl.col("symbol").is_in(stocks.implode())),
-            assets,
-            sessions,
-            fundamentals,
-            min_sector_size=params.factor_min_sector_size,
-            weights=params.factor_weights,
-            thresholds=params.factor_thresholds,
-        )
-        ic, ic_summary = evaluate_factors(scores, prices, sessions, horizons=params.factor_horizons)
-        tables |= {
-            "mart_factor_scores": scores,
-            "mart_factor_metrics": metrics,
-            "mart_factor_ic": ic,
-            "mart_factor_ic_summary": ic_summary,
-        }
+        tables |= factor_marts(prices, assets, sessions, params, fundamentals)
     if fundamentals is not None:
         tables["fact_fundamentals"] = fundamentals
     if params.policy is not None:
@@ -129,6 +114,45 @@ def build_marts(
         tables |= allocation
         warnings += mix_warnings
     return Marts(tables=tables, warnings=warnings)
+
+
+FACTOR_TABLES = ("mart_factor_scores", "mart_factor_metrics", "mart_factor_ic", "mart_factor_ic_summary")
+
+
+def factor_scores(
+    prices: pl.DataFrame,
+    assets: pl.DataFrame,
+    sessions: pl.Series,
+    params: MartParams,
+    fundamentals: pl.DataFrame | None,
+    **kwargs,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(mart_factor_scores, mart_factor_metrics) of the run's stocks; ``kwargs``
+    go to ``build_factor_marts`` (an incremental run passes ``from_date``)."""
+    stocks = assets.filter(pl.col("asset_class") == "equity")["symbol"]
+    return build_factor_marts(
+        prices.filter(pl.col("symbol").is_in(stocks.implode())),
+        assets,
+        sessions,
+        fundamentals,
+        min_sector_size=params.factor_min_sector_size,
+        weights=params.factor_weights,
+        thresholds=params.factor_thresholds,
+        **kwargs,
+    )
+
+
+def factor_marts(
+    prices: pl.DataFrame,
+    assets: pl.DataFrame,
+    sessions: pl.Series,
+    params: MartParams,
+    fundamentals: pl.DataFrame | None,
+) -> dict[str, pl.DataFrame]:
+    """The Alpha Score marts (FACTOR_TABLES)."""
+    scores, metrics = factor_scores(prices, assets, sessions, params, fundamentals)
+    ic, ic_summary = evaluate_factors(scores, prices, sessions, horizons=params.factor_horizons)
+    return dict(zip(FACTOR_TABLES, (scores, metrics, ic, ic_summary), strict=True))
 
 
 def present_benchmarks(params: MartParams, present: set[str]) -> tuple[list[str], list[str]]:

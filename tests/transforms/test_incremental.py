@@ -209,10 +209,10 @@ def test_alpha_score_merge_with_a_stand_in_from_date_api(panel, monkeypatch):
     """The merge of factor rows, checked with stand-ins that honour the agreed
     ``from_date`` contract by filtering a whole computation (the real ones come
     from the alpha branch)."""
-    import transforms.factor_eval as fe
-    import transforms.factors as fa
+    import transforms.incremental as inc
+    import transforms.marts as marts
 
-    whole_marts, whole_eval = fa.build_factor_marts, fe.evaluate_factors
+    whole_marts, whole_eval = marts.build_factor_marts, inc.evaluate_factors
 
     def build_factor_marts(*args, from_date=None, **kwargs):
         scores, metrics = whole_marts(*args, **kwargs)
@@ -230,8 +230,8 @@ def test_alpha_score_merge_with_a_stand_in_from_date_api(panel, monkeypatch):
         ic = ic.join(touched, on="horizon_sessions").filter(pl.col("date") >= pl.col("_t")).drop("_t")
         return ic, summary
 
-    monkeypatch.setattr(fa, "build_factor_marts", build_factor_marts)
-    monkeypatch.setattr(fe, "evaluate_factors", evaluate_factors)
+    monkeypatch.setattr(marts, "build_factor_marts", build_factor_marts)
+    monkeypatch.setattr(inc, "evaluate_factors", evaluate_factors)
     prices, assets, sessions = panel
     params = dataclasses.replace(PARAMS, factors=True)
     d, prev = sessions[-1], sessions[-4]
