@@ -218,7 +218,9 @@ def correlation_events_since(
     # Row numbers only enter as differences (sessions_since), and series are
     # dense on sessions: the session index serves as the row number.
     idx = pl.DataFrame({"date": sess, "_row": pl.int_range(sess.len(), eager=True, dtype=pl.Int64)})
-    prev = previous_rolling.filter(pl.col("date") < from_session).select("date", *_KEYS, "correlation")
+    prev = previous_rolling.select("date", *_KEYS, "correlation")
+    if prev.height and prev["date"].max() >= from_session:  # no copy when all rows are before it
+        prev = prev.filter(pl.col("date") < from_session)
     new = new_rolling.select("date", *_KEYS, "correlation")
     families = _families(levels)
     last_date = sess.filter(sess < from_session).max()
