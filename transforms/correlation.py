@@ -11,6 +11,7 @@ flat), never a division artefact.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import date
 
 import numpy as np
 import polars as pl
@@ -149,13 +150,15 @@ def rolling_correlation(
     benchmarks: Iterable[str],
     windows: Sequence[int] = (30, 90, 180, 365),
     spans: pl.DataFrame | None = None,
+    since: date | None = None,
 ) -> pl.DataFrame:
     """mart_rolling_correlation: every asset versus every benchmark, per window.
 
     One row per pair, window and session of the pair's common span; correlation
     and beta are null until the window holds ``w`` paired returns. ``spans``:
     see ``paired_returns`` (rows whose window reaches before ``sessions`` are
-    then not meaningful; the caller drops them).
+    then not meaningful; the caller drops them). ``since``: only rows dated
+    on/after it are returned (an incremental run), ordered the same way.
     """
     grid = paired_returns(returns, sessions, assets, benchmarks, spans)
     if grid.is_empty():
@@ -174,6 +177,9 @@ def rolling_correlation(
         )
         for w in windows
     ]
+    if since is not None:
+        keys = ["asset", "benchmark", "window_days", "date"]
+        return pl.concat([f.filter(pl.col("date") >= since) for f in frames]).sort(keys).cast(ROLLING_CORRELATION_SCHEMA)
     # Each frame is in grid order (pair, date). The output wants (pair,
     # window, date): take each pair's slice of each window's frame in turn,
     # by position, rather than sorting millions of rows on string keys.

@@ -313,9 +313,9 @@ def _rolling_correlation_since(
 
     tail = rolling_correlation(
         tail_returns, sess.slice(tail_idx), assets, benchmarks, windows,
-        spans=continuing.select(*_PAIR, "first", "last"),
+        spans=continuing.select(*_PAIR, "first", "last"), since=from_session,
     )  # fmt: skip
-    tail = tail.join(continuing.select(_PAIR), on=_PAIR, how="semi").filter(pl.col("date") >= from_session)
+    tail = tail.join(continuing.select(_PAIR), on=_PAIR, how="semi")
     parts = [_before(prev_corr, "date", from_session)]
     if whole.height:
         parts[0] = parts[0].join(whole, on=_PAIR, how="anti")
