@@ -363,6 +363,16 @@ STAGES = {
 }
 
 
+def _more_stages() -> None:
+    # Stages kept in their own modules (one line each here, for easy merges).
+    from bench import incremental
+
+    STAGES.update(incremental.STAGES)
+
+
+_more_stages()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--equities", type=int, default=2000)

@@ -11,6 +11,7 @@ flat), never a division artefact.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import date
 
 import numpy as np
 import polars as pl
@@ -29,7 +30,11 @@ ROLLING_CORRELATION_SCHEMA = {
 
 
 def paired_returns(
-    returns: pl.DataFrame, sessions: pl.Series, assets: Iterable[str], benchmarks: Iterable[str]
+    returns: pl.DataFrame,
+    sessions: pl.Series,
+    assets: Iterable[str],
+    benchmarks: Iterable[str],
+    spans: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """(asset, benchmark, session_idx, session_date, x, y) on a dense session grid.
 
@@ -37,6 +42,12 @@ def paired_returns(
     first returns to the earlier of the two last returns, so row-count windows
     are session windows. x is the asset's return, y the benchmark's; either may
     be null (a gap).
+
+    ``spans`` (asset, benchmark, first, last: dates), when given, replaces the
+    spans derived from ``returns`` for the pairs it lists: an incremental run
+    passes only recent returns but knows each pair's span from the previous
+    run. Its ``first`` may precede ``sessions`` (the grid starts at the first
+    session then).
     """
     idx = session_index(sessions)
     r = returns.join(idx, on="session_date", how="inner").filter(pl.col("log_return").is_not_null())
@@ -48,7 +59,7 @@ def paired_returns(
     )
     span_x = x.group_by("asset").agg(pl.col("session_idx").min().alias("x0"), pl.col("session_idx").max().alias("x1"))
     span_y = y.group_by("benchmark").agg(pl.col("session_idx").min().alias("y0"), pl.col("session_idx").max().alias("y1"))
-    spans = (
+    derived = (
         span_x.join(span_y, how="cross")
         .filter(pl.col("asset") != pl.col("benchmark"))
         .select(
@@ -58,9 +69,18 @@ def paired_returns(
                 "session_idx"
             ),
         )
-        .explode("session_idx")
-        .drop_nulls("session_idx")
     )
+    if spans is not None:
+        # Span bounds (dates) to positions in ``sessions``: first session on/after ``first``
+        # up to the last on/before ``last``.
+        dates = idx["session_date"]
+        lo = pl.Series(dates.search_sorted(spans["first"].cast(pl.Date), side="left"), dtype=pl.Int32)
+        hi = pl.Series(dates.search_sorted(spans["last"].cast(pl.Date), side="right"), dtype=pl.Int32)
+        given = spans.select("asset", "benchmark").with_columns(
+            pl.int_ranges(lo, hi, dtype=pl.Int32).alias("session_idx")
+        )
+        derived = pl.concat([derived.join(given, on=["asset", "benchmark"], how="anti"), given])
+    spans = derived.explode("session_idx").drop_nulls("session_idx")
     return (
         spans.join(x, on=["asset", "session_idx"], how="left")
         .join(y, on=["benchmark", "session_idx"], how="left")
@@ -129,13 +149,18 @@ def rolling_correlation(
     assets: Iterable[str],
     benchmarks: Iterable[str],
     windows: Sequence[int] = (30, 90, 180, 365),
+    spans: pl.DataFrame | None = None,
+    since: date | None = None,
 ) -> pl.DataFrame:
     """mart_rolling_correlation: every asset versus every benchmark, per window.
 
     One row per pair, window and session of the pair's common span; correlation
-    and beta are null until the window holds ``w`` paired returns.
+    and beta are null until the window holds ``w`` paired returns. ``spans``:
+    see ``paired_returns`` (rows whose window reaches before ``sessions`` are
+    then not meaningful; the caller drops them). ``since``: only rows dated
+    on/after it are returned (an incremental run), ordered the same way.
     """
-    grid = paired_returns(returns, sessions, assets, benchmarks)
+    grid = paired_returns(returns, sessions, assets, benchmarks, spans)
     if grid.is_empty():
         return pl.DataFrame(schema=ROLLING_CORRELATION_SCHEMA)
     grid = _with_positions(grid)
@@ -152,6 +177,9 @@ def rolling_correlation(
         )
         for w in windows
     ]
+    if since is not None:
+        keys = ["asset", "benchmark", "window_days", "date"]
+        return pl.concat([f.filter(pl.col("date") >= since) for f in frames]).sort(keys).cast(ROLLING_CORRELATION_SCHEMA)
     # Each frame is in grid order (pair, date). The output wants (pair,
     # window, date): take each pair's slice of each window's frame in turn,
     # by position, rather than sorting millions of rows on string keys.

@@ -50,7 +50,9 @@ def _state_changes(series: pl.DataFrame, state: pl.Expr, k: int) -> pl.DataFrame
     # across ids. (Per-group window expressions over many small runs were the
     # slowest part of building the marts.)
     i = pl.int_range(pl.len())
-    series_start = pl.col("_row") == 0
+    # ``_first`` (optional) marks each series' first row when the frame holds
+    # only part of a series (incremental runs); otherwise that is row 0.
+    series_start = pl.col("_first") if "_first" in series.columns else pl.col("_row") == 0
     new_run = series_start | (s != s.shift(1)).fill_null(True)
     df = series.with_columns(state.cast(pl.Int8).alias("_state")).with_columns(
         series_start.cum_sum().alias("_series"),
@@ -148,8 +150,19 @@ def mart_correlation_events(
         raise ValueError("confirm_sessions must be at least 1")
     series = rolling.select("date", *_KEYS, "correlation").sort(*_KEYS, "date")
     series = series.with_columns(pl.int_range(pl.len()).over(_KEYS).alias("_row"))
+    found = [
+        _state_changes(series, state, confirm_sessions).with_columns(
+            pl.when(pl.col("_state") == 1).then(pl.lit(up)).otherwise(pl.lit(down)).alias("event"),
+            pl.lit(level, dtype=pl.Float64).alias("level"),
+        )
+        for state, up, down, level in _families(levels)
+    ]
+    return _finish(pl.concat(found), confirm_sessions)
+
+
+def _families(levels: Sequence[float]) -> list[tuple[pl.Expr, str, str, float | None]]:
+    """(state: +1 / -1 / null, event when it becomes +1, event when it becomes -1, level)."""
     c = pl.col("correlation")
-    # (state: +1 / -1 / null, event when it becomes +1, event when it becomes -1, level)
     families: list[tuple[pl.Expr, str, str, float | None]] = [
         (pl.when(c > 0).then(1).when(c < 0).then(-1), "turned_positive", "turned_negative", None)
     ]
@@ -157,14 +170,12 @@ def mart_correlation_events(
         (pl.when(c >= level).then(1).when(c < level).then(-1), "crossed_above", "crossed_below", float(level))
         for level in levels
     ]
-    found = [
-        _state_changes(series, state, confirm_sessions).with_columns(
-            pl.when(pl.col("_state") == 1).then(pl.lit(up)).otherwise(pl.lit(down)).alias("event"),
-            pl.lit(level, dtype=pl.Float64).alias("level"),
-        )
-        for state, up, down, level in families
-    ]
-    events = pl.concat(found).with_columns((pl.col("_row") - pl.col("_previous_row")).alias("sessions_since"))
+    return families
+
+
+def _finish(found: pl.DataFrame, confirm_sessions: int) -> pl.DataFrame:
+    """The published events from ``_state_changes`` rows tagged with event and level."""
+    events = found.with_columns((pl.col("_row") - pl.col("_previous_row")).alias("sessions_since"))
     descriptions = [
         _describe(r["window_days"], r["asset"], r["benchmark"], r["event"], r["correlation"],
                   r["_previous_date"], r["level"], confirm_sessions)
@@ -178,4 +189,91 @@ def mart_correlation_events(
         .select(list(CORRELATION_EVENTS_SCHEMA))
         .cast(CORRELATION_EVENTS_SCHEMA)
         .sort(*_KEYS, "date", "event", "level", nulls_last=False)
+    )
+
+
+def correlation_events_since(
+    previous_rolling: pl.DataFrame,
+    previous_events: pl.DataFrame,
+    new_rolling: pl.DataFrame,
+    sessions: pl.Series,
+    from_session: date,
+    *,
+    levels: Sequence[float] = (0.5, -0.5),
+) -> pl.DataFrame:
+    """``mart_correlation_events`` (``confirm_sessions`` = 1) of
+    ``previous_rolling`` (rows before ``from_session``) followed by
+    ``new_rolling`` (rows on/after it), given ``previous_events``, the events
+    of ``previous_rolling``. A series in ``new_rolling`` either continues one
+    of ``previous_rolling`` up to the session before ``from_session`` or is
+    given whole (and then must not be in the previous frames).
+
+    With k = 1 an event on a new row depends only on the row before it and on
+    the last earlier row of each state (for ``previous_date``), so each
+    continuing series is replayed as: one row per state at its last date
+    before ``from_session``, a break, its last previous row, then the new rows.
+    Only series whose state changes in the new rows are replayed.
+    """
+    sess = sessions.cast(pl.Date).unique().sort()
+    # Row numbers only enter as differences (sessions_since), and series are
+    # dense on sessions: the session index serves as the row number.
+    idx = pl.DataFrame({"date": sess, "_row": pl.int_range(sess.len(), eager=True, dtype=pl.Int64)})
+    prev = previous_rolling.select("date", *_KEYS, "correlation")
+    if prev.height and prev["date"].max() >= from_session:  # no copy when all rows are before it
+        prev = prev.filter(pl.col("date") < from_session)
+    new = new_rolling.select("date", *_KEYS, "correlation")
+    families = _families(levels)
+    last_date = sess.filter(sess < from_session).max()
+    last_prev = prev.filter(pl.col("date") == last_date).join(new.select(_KEYS).unique(), on=_KEYS, how="semi")
+    # Only a series whose state changes somewhere in its new rows (the last
+    # previous row included) can have an event, and only those need the last
+    # previous date of each state: one pass over their previous rows.
+    head = pl.concat([last_prev.select(*_KEYS, "date", "correlation"), new.select(*_KEYS, "date", "correlation")])
+    changes = (
+        head.sort(*_KEYS, "date")
+        .with_columns([state.alias(f"_s{f}") for f, (state, *_) in enumerate(families)])
+        .group_by(_KEYS)
+        .agg([pl.col(f"_s{f}").n_unique().alias(f"_n{f}") for f in range(len(families))])
+        .filter(pl.any_horizontal([pl.col(f"_n{f}") > 1 for f in range(len(families))]))
+        .select(_KEYS)
+    )
+    anchors = (
+        prev.join(changes, on=_KEYS, how="semi")
+        .group_by(_KEYS)
+        .agg(
+            *[pl.col("date").filter(state == v).max().alias(f"_{f}_{v}") for f, (state, *_) in enumerate(families) for v in (1, -1)],
+        )
+    )  # fmt: skip
+    last_prev = last_prev.join(changes, on=_KEYS, how="semi")
+    new = new.join(changes, on=_KEYS, how="semi")
+    found = []
+    for f, (state, up, down, level) in enumerate(families):
+        replay = pl.concat(
+            [
+                anchors.select(*_KEYS, pl.col(f"_{f}_1").alias("date"), pl.lit(1.0).alias("correlation"), pl.lit(0).alias("_o")),
+                anchors.select(*_KEYS, pl.col(f"_{f}_-1").alias("date"), pl.lit(-2.0).alias("correlation"), pl.lit(1).alias("_o")),
+                last_prev.select(*_KEYS, "date", pl.lit(None, dtype=pl.Float64).alias("correlation"), pl.lit(2).alias("_o")),
+                last_prev.select(*_KEYS, "date", "correlation", pl.lit(3).alias("_o")),
+                new.select(*_KEYS, "date", "correlation", pl.lit(4).alias("_o")),
+            ],
+            how="vertical_relaxed",
+        ).drop_nulls("date")  # fmt: skip
+        replay = (
+            replay.join(idx, on="date", how="left")
+            .sort(*_KEYS, "_o", "date")
+            .with_columns((pl.int_range(pl.len()) == 0).over(_KEYS).alias("_first"))
+        )
+        found.append(
+            _state_changes(replay, state, 1)
+            .filter(pl.col("_o") == 4)
+            .with_columns(
+                pl.when(pl.col("_state") == 1).then(pl.lit(up)).otherwise(pl.lit(down)).alias("event"),
+                pl.lit(level, dtype=pl.Float64).alias("level"),
+            )
+            .select("date", *_KEYS, "correlation", "_row", "_previous_date", "_previous_row", "event", "level")
+        )
+    new_events = _finish(pl.concat(found), 1)
+    kept = previous_events.filter(pl.col("date") < from_session).select(list(CORRELATION_EVENTS_SCHEMA))  # small
+    return pl.concat([kept.cast(CORRELATION_EVENTS_SCHEMA), new_events]).sort(
+        *_KEYS, "date", "event", "level", nulls_last=False
     )

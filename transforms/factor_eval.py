@@ -29,12 +29,15 @@ FWD_SCHEMA: dict[str, pl.DataType] = {
     "fwd_return": pl.Float64(),
 }
 
+# The daily spread is published with the IC so that the summary can be
+# recomputed from stored rows (an incremental run) instead of from all scores.
 IC_SCHEMA: dict[str, pl.DataType] = {
     "date": pl.Date(),
     "factor": pl.String(),
     "horizon_sessions": pl.Int64(),
     "ic": pl.Float64(),
     "n": pl.Int64(),
+    "top_minus_bottom": pl.Float64(),
 }
 
 SUMMARY_SCHEMA: dict[str, pl.DataType] = {
@@ -259,7 +262,7 @@ def factor_daily_stats_from_prices(
 
 
 def mart_factor_ic(daily: pl.DataFrame) -> pl.DataFrame:
-    """``date, factor, horizon_sessions, ic, n`` from ``factor_daily_stats``."""
+    """``date, factor, horizon_sessions, ic, n, top_minus_bottom`` from ``factor_daily_stats``."""
     return daily.select([pl.col(c).cast(t) for c, t in IC_SCHEMA.items()])
 
 
@@ -310,10 +313,8 @@ def evaluate_factors(
     ``>= from_date - max(horizons)`` sessions (equal to the full result
     filtered on those dates); the caller replaces those dates in the stored
     IC rows. The summary returned is then that of these rows alone: for the
-    full-history summary, keep the daily rows
-    (``factor_daily_stats_from_prices``, which also carry the daily
-    ``top_minus_bottom`` that ``mart_factor_ic`` leaves out) and call
-    ``factor_ic_summary`` on all of them.
+    full-history summary, call ``factor_ic_summary`` on all stored IC rows
+    (they carry the daily ``top_minus_bottom``).
     """
     daily = factor_daily_stats_from_prices(
         scores,

@@ -16,6 +16,7 @@ ALTS_DV is the investable cousin: see ``dollar_volume_index``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 from typing import NamedTuple
 
 import polars as pl
@@ -88,6 +89,48 @@ def equal_weight_index(
     volume (close x volume, in the quote currency) summed over the members
     with a bar that day; null when none of them reports a volume.
     """
+    daily = _equal_weight_daily(prices, members)
+    return_days = daily.filter(pl.col("_ret").is_not_null())
+    if return_days.is_empty():
+        return pl.DataFrame(schema=INDEX_BAR_SCHEMA)
+    base_day = return_days.select(pl.col("date").min().dt.offset_by("-1d")).item()
+    levels = pl.concat(
+        [
+            daily.filter(pl.col("date") == base_day).with_columns(pl.lit(0.0).alias("_ret")),
+            return_days,
+        ]
+    ).with_columns(_chain(base_level, 1.0 + pl.col("_ret")).alias("level"))
+    return _as_bars(levels, index_symbol)
+
+
+def _chain(start: float, growth: pl.Expr) -> pl.Expr:
+    """start, start*g1, (start*g1)*g2, ...: a left fold, so a run that starts from
+    a published level reproduces the later levels bit for bit (the first row's
+    growth is replaced by ``start``)."""
+    return pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(start, dtype=pl.Float64)).otherwise(growth).cum_prod()
+
+
+def equal_weight_index_since(
+    prices: pl.DataFrame, members: Sequence[str], index_symbol: str, previous: pl.DataFrame, since: date
+) -> pl.DataFrame | None:
+    """The bars of ``equal_weight_index`` dated on/after ``since``, chained from
+    ``previous`` (this index's bars of the previous run): only the members'
+    bars from the day before ``since`` are read. None when ``previous`` has no
+    bar before ``since`` (the index starts in the changed range: build it whole).
+    """
+    seed = previous.filter(pl.col("date") < since).sort("date").tail(1)
+    if seed.is_empty():
+        return None
+    p = prices.filter(pl.col("date") >= pl.lit(since).dt.offset_by("-1d"))
+    daily = _equal_weight_daily(p, members).filter(pl.col("date") >= since)
+    return_days = daily.filter(pl.col("_ret").is_not_null())
+    levels = pl.concat([seed.select("date", pl.lit(0.0).alias("_ret"), "volume"), return_days.select("date", "_ret", "volume")])
+    levels = levels.with_columns(_chain(seed["adj_close"].item(), 1.0 + pl.col("_ret")).alias("level")).slice(1)
+    return _as_bars(levels, index_symbol)
+
+
+def _equal_weight_daily(prices: pl.DataFrame, members: Sequence[str]) -> pl.DataFrame:
+    """(date, _ret, volume): the members' mean simple return and dollar volume per day."""
     p = (
         prices.filter(pl.col("symbol").is_in(list(members)))
         .select("symbol", "date", "close", "adj_close", "volume")
@@ -100,26 +143,20 @@ def equal_weight_index(
         pl.col("adj_close") / prev_close - 1.0
     )
     dollar_volume = pl.col("close") * pl.col("volume")
-    daily = (
+    # Sums over each day's members in symbol order, as lists: a plain group_by
+    # sum adds partial sums whose split depends on the frame's size, so the
+    # last bits would differ between a whole rebuild and an incremental one.
+    return (
         p.with_columns(ret.alias("_ret"), dollar_volume.alias("_dv"))
         .group_by("date")
-        .agg(
-            pl.col("_ret").mean().alias("_ret"),
-            pl.when(pl.col("_dv").count() > 0).then(pl.col("_dv").sum()).alias("volume"),
+        .agg(pl.col("_ret").drop_nulls(), pl.col("_dv").drop_nulls())
+        .select(
+            "date",
+            pl.when(pl.col("_ret").list.len() > 0).then(pl.col("_ret").list.mean()).alias("_ret"),
+            pl.when(pl.col("_dv").list.len() > 0).then(pl.col("_dv").list.sum()).alias("volume"),
         )
         .sort("date")
     )
-    return_days = daily.filter(pl.col("_ret").is_not_null())
-    if return_days.is_empty():
-        return pl.DataFrame(schema=INDEX_BAR_SCHEMA)
-    base_day = return_days.select(pl.col("date").min().dt.offset_by("-1d")).item()
-    levels = pl.concat(
-        [
-            daily.filter(pl.col("date") == base_day).with_columns(pl.lit(0.0).alias("_ret")),
-            return_days,
-        ]
-    ).with_columns((base_level * (1.0 + pl.col("_ret")).cum_prod()).alias("level"))
-    return _as_bars(levels, index_symbol)
 
 
 def dollar_volume_index(
@@ -138,24 +175,67 @@ def dollar_volume_index(
     traded members, at ``base_level``. ``volume`` is as for
     ``equal_weight_index``.
     """
-    p = (
+    p = _dv_member_bars(prices, members)
+    held, factors = _dv_held(p)
+    if held.filter(pl.col("_n") > 0).is_empty():
+        return pl.DataFrame(schema=INDEX_BAR_SCHEMA)
+    rows = _dv_rows(held, factors, base_level)
+    first_month = factors.get_column("hold_month").min()
+    base_day = p.filter(pl.col("month") == pl.lit(first_month).dt.offset_by("-1mo")).get_column("date").max()
+    levels = pl.concat([pl.DataFrame({"date": [base_day], "level": [base_level]}, schema=rows.schema), rows])
+    return _as_bars(levels.join(_dv_volume(p), on="date", how="left").sort("date"), index_symbol)
+
+
+def dollar_volume_index_since(
+    prices: pl.DataFrame, members: Sequence[str], index_symbol: str, previous: pl.DataFrame, since: date
+) -> pl.DataFrame | None:
+    """The bars of ``dollar_volume_index`` dated on/after ``since``, from the
+    members' bars of the month before ``since``'s month on, chained from the
+    rebalance level published in ``previous`` (the level on the last valued day
+    of the month before, which is where the month's weights are struck). None
+    when that level was not published (the index starts in the changed range,
+    or that day had no held member's close): build it whole.
+    """
+    month = since.replace(day=1)
+    p = _dv_member_bars(prices.filter(pl.col("date") >= pl.lit(month).dt.offset_by("-1mo")), members)
+    held, factors = _dv_held(p)
+    if factors.is_empty() or factors["hold_month"].min() != month:
+        return None
+    rebalance_day = held.filter(pl.col("hold_month") == pl.lit(month))["date"].min()
+    before = p.filter(pl.col("date") < month)["date"].max()
+    seed = previous.filter(pl.col("date") == before) if before is not None else previous.clear()
+    if rebalance_day is None or seed.is_empty():
+        return None
+    rows = _dv_rows(held, factors, seed["adj_close"].item()).filter(pl.col("date") >= since)
+    return _as_bars(rows.join(_dv_volume(p), on="date", how="left").sort("date"), index_symbol)
+
+
+def _dv_member_bars(prices: pl.DataFrame, members: Sequence[str]) -> pl.DataFrame:
+    return (
         prices.filter(pl.col("symbol").is_in(list(members)) & (pl.col("adj_close") > 0))
         .select("symbol", "date", "close", "adj_close", "volume", pl.col("date").dt.truncate("1mo").alias("month"))
         .sort("symbol", "date")
     )
-    holdings = (
+
+
+def _dv_held(p: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(held: per hold month and day the weighted relative value ``_rel`` and
+    the count of held members with a close ``_n``; factors: per hold month
+    the value at its last valued day ``_f``)."""
+    # Sums as list sums in a fixed order (see _equal_weight_daily).
+    monthly = (
         p.group_by("symbol", "month")
-        .agg((pl.col("close") * pl.col("volume")).sum().alias("_dv"), pl.col("adj_close").last().alias("_base"))
-        # group_by yields groups in any order; the month total below must sum
-        # in a fixed order or reruns differ in the last bits.
+        .agg((pl.col("close") * pl.col("volume")).alias("_dv"), pl.col("adj_close").last().alias("_base"))
+        .with_columns(pl.col("_dv").list.sum())
         .sort("month", "symbol")
         .filter(pl.col("_dv") > 0)
-        .select(
-            "symbol",
-            pl.col("month").dt.offset_by("1mo").alias("hold_month"),
-            (pl.col("_dv") / pl.col("_dv").sum().over("month")).alias("_w"),
-            "_base",
-        )
+    )
+    totals = monthly.group_by("month").agg(pl.col("_dv").alias("_total")).with_columns(pl.col("_total").list.sum())
+    holdings = monthly.join(totals, on="month", how="left", maintain_order="left").select(
+        "symbol",
+        pl.col("month").dt.offset_by("1mo").alias("hold_month"),
+        (pl.col("_dv") / pl.col("_total")).alias("_w"),
+        "_base",
     )
     days = p.select("date", "month").unique()
     held = (
@@ -167,33 +247,33 @@ def dollar_volume_index(
         )
         .group_by("hold_month", "date")
         .agg(
-            (pl.col("_w") * pl.col("_val") / pl.col("_base")).sum().alias("_rel"),
+            (pl.col("_w") * pl.col("_val") / pl.col("_base")).alias("_rel"),
             pl.col("_px").count().alias("_n"),
         )
+        .with_columns(pl.col("_rel").list.sum())
         .sort("date")
     )
     # Month factor = value at the month's last valued day, which is where the
     # next month's weights are struck.
-    factors = (
-        held.group_by("hold_month")
-        .agg(pl.col("_rel").last().alias("_f"))
-        .sort("hold_month")
-        .with_columns(pl.col("_f").cum_prod().shift(1, fill_value=1.0).alias("_before"))
+    factors = held.group_by("hold_month").agg(pl.col("_rel").last().alias("_f")).sort("hold_month")
+    return held, factors
+
+
+def _dv_rows(held: pl.DataFrame, factors: pl.DataFrame, start: float) -> pl.DataFrame:
+    """(date, level) of the valued days: the level of the month's rebalance
+    (``start`` for the first month, then chained by the month factors) times
+    the relative value."""
+    factors = factors.with_columns(_chain(start, pl.col("_f").shift(1)).alias("_level0"))
+    return held.filter(pl.col("_n") > 0).join(factors, on="hold_month").select(
+        "date", (pl.col("_level0") * pl.col("_rel")).alias("level")
     )
-    rows = held.filter(pl.col("_n") > 0).join(factors, on="hold_month").select(
-        "date", (base_level * pl.col("_before") * pl.col("_rel")).alias("level")
+
+
+def _dv_volume(p: pl.DataFrame) -> pl.DataFrame:
+    dv = (pl.col("close") * pl.col("volume")).drop_nulls()
+    return p.group_by("date").agg(dv.alias("volume")).with_columns(
+        pl.when(pl.col("volume").list.len() > 0).then(pl.col("volume").list.sum()).alias("volume")
     )
-    if rows.is_empty():
-        return pl.DataFrame(schema=INDEX_BAR_SCHEMA)
-    first_month = factors.get_column("hold_month").min()
-    base_day = p.filter(pl.col("month") == pl.lit(first_month).dt.offset_by("-1mo")).get_column("date").max()
-    levels = pl.concat([pl.DataFrame({"date": [base_day], "level": [base_level]}, schema=rows.schema), rows])
-    volume = p.group_by("date").agg(
-        pl.when((pl.col("close") * pl.col("volume")).count() > 0)
-        .then((pl.col("close") * pl.col("volume")).sum())
-        .alias("volume")
-    )
-    return _as_bars(levels.join(volume, on="date", how="left").sort("date"), index_symbol)
 
 
 def _as_bars(levels: pl.DataFrame, index_symbol: str) -> pl.DataFrame:
@@ -215,6 +295,8 @@ def build_crypto_indices(
     alts_symbol: str = "ALTS",
     majors_symbol: str = "MAJORS",
     alts_dv_symbol: str | None = "ALTS_DV",
+    previous_bars: pl.DataFrame | None = None,
+    since: date | None = None,
 ) -> CryptoIndices:
     """ALTS, MAJORS and ALTS_DV bars, their asset rows and their membership.
 
@@ -222,6 +304,12 @@ def build_crypto_indices(
     asset row either, so downstream marts never list an empty index. Its
     members are still recorded: they describe the rule, not the data.
     ``alts_dv_symbol=None`` leaves the dollar-volume variant out.
+
+    ``previous_bars`` and ``since`` (an incremental run: only bars dated
+    on/after ``since`` changed): each index keeps its previous bars before
+    ``since`` and chains the rest from the last published level; an index
+    without a usable published level is built whole. The result is the same,
+    bit for bit.
     """
     members = index_members(
         assets,
@@ -232,15 +320,27 @@ def build_crypto_indices(
         alts_dv_symbol=alts_dv_symbol,
     )
     builders = {EQUAL_WEIGHT_DAILY: equal_weight_index, DOLLAR_VOLUME_MONTHLY: dollar_volume_index}
+    chained = {EQUAL_WEIGHT_DAILY: equal_weight_index_since, DOLLAR_VOLUME_MONTHLY: dollar_volume_index_since}
     names = {
         alts_symbol: "Altcoins equal-weight index",
         majors_symbol: "BTC + ETH equal-weight index",
         alts_dv_symbol: "Altcoins dollar-volume-weighted index",
     }
+    prev = None
+    if previous_bars is not None and since is not None:
+        symbols = members["index_symbol"].unique().to_list()
+        prev = previous_bars.filter(pl.col("symbol").is_in(symbols)).select(list(INDEX_BAR_SCHEMA))
+        prev = prev.cast(INDEX_BAR_SCHEMA)
     bars, asset_rows = [], []
     for (index_symbol, method), group in members.group_by("index_symbol", "method", maintain_order=True):
         ms = group.get_column("member_symbol").to_list()
-        b = builders[method](prices, ms, index_symbol, base_level=base_level)
+        new = None
+        if prev is not None and since is not None:
+            mine = prev.filter(pl.col("symbol") == index_symbol)
+            new = chained[method](prices, ms, index_symbol, mine, since)
+            if new is not None:
+                new = pl.concat([mine.filter(pl.col("date") < since).sort("date"), new])
+        b = new if new is not None else builders[method](prices, ms, index_symbol, base_level=base_level)
         if b.is_empty():
             continue
         bars.append(b)

@@ -51,6 +51,8 @@ class MartParams:
     factor_horizons: Sequence[int] = (21, 63)
     # Crypto assets per rolling-correlation partition; 0 = all in one.
     correlation_block_size: int = 0
+    # False leaves the Alpha Score marts out (a benchmark of everything else).
+    factors: bool = True
 
 
 @dataclass
@@ -92,26 +94,6 @@ def milestone_partition(prices: pl.DataFrame, symbols: list[str], benchmark: str
     return mart_market_milestones(prices, symbols), mart_period_returns(prices, symbols, benchmark=benchmark)
 
 
-def factor_partition(
-    stock_prices: pl.DataFrame,
-    assets: pl.DataFrame,
-    sessions: pl.Series,
-    fundamentals: pl.DataFrame | None,
-    params: MartParams,
-) -> tuple[pl.DataFrame, ...]:
-    scores, metrics = build_factor_marts(
-        stock_prices,
-        assets,
-        sessions,
-        fundamentals,
-        min_sector_size=params.factor_min_sector_size,
-        weights=params.factor_weights,
-        thresholds=params.factor_thresholds,
-    )
-    ic, ic_summary = evaluate_factors(scores, stock_prices, sessions, horizons=params.factor_horizons)
-    return scores, metrics, ic, ic_summary
-
-
 def _combine(frames: list[pl.DataFrame], key: Sequence[str]) -> pl.DataFrame:
     return frames[0] if len(frames) == 1 else pl.concat(frames).sort(key)
 
@@ -132,12 +114,8 @@ def build_marts(
     Derived crypto indices are added to ``fact_prices`` and ``dim_asset`` and
     then flow through returns and correlations like any crypto asset.
     """
-    warnings: list[str] = []
     present = set(prices["symbol"].unique().to_list())
-    benchmarks = [b for b in params.benchmarks if b in present]
-    for b in params.benchmarks:
-        if b not in present:
-            warnings.append(f"benchmark {b} has no prices in this run; correlations versus it are skipped")
+    benchmarks, warnings = present_benchmarks(params, present)
 
     indices = build_crypto_indices(prices, assets, stablecoins=params.stablecoins)
     if "ingested_at" in prices.columns and not indices.bars.is_empty():
@@ -165,9 +143,10 @@ def build_marts(
     ]
     jobs += [("matrix", mart_correlation_matrix, (returns, sessions, matrix_symbols, (w,))) for w in windows]
     jobs.append(("milestones", milestone_partition, (all_prices, milestone_symbols, params.period_benchmark)))
-    if stocks.len():
+    if stocks.len() and params.factors:
+        # Only the stocks' bars travel to the partition: the rest is not read there.
         stock_prices = prices.filter(pl.col("symbol").is_in(stocks.implode()))
-        jobs.append(("factors", factor_partition, (stock_prices, assets, sessions, fundamentals, params)))
+        jobs.append(("factors", factor_marts, (stock_prices, assets, sessions, params, fundamentals)))
     results = _run_jobs(jobs, map_partitions)
 
     corr = _combine([c for c, _ in results["corr"]], ("asset", "benchmark", "window_days", "date"))
@@ -186,26 +165,15 @@ def build_marts(
         "mart_period_returns": period_returns,
     }
     if "factors" in results:
-        scores, metrics, ic, ic_summary = results["factors"][0]
-        tables |= {
-            "mart_factor_scores": scores,
-            "mart_factor_metrics": metrics,
-            "mart_factor_ic": ic,
-            "mart_factor_ic_summary": ic_summary,
-        }
+        tables |= results["factors"][0]
     if fundamentals is not None:
         tables["fact_fundamentals"] = fundamentals
     if params.policy is not None:
         crypto_prices = all_prices.filter(pl.col("symbol").is_in(crypto))
         rut = all_prices.filter(pl.col("symbol") == params.policy.regime.benchmark) if params.policy.regime else None
-        mixes = simulate_mixes(params.policy, crypto_prices, corr, rut)
-        warnings += list(mixes.warnings)
-        tables |= {
-            "mart_allocation_weights": mixes.weights,
-            "mart_mix_performance": mixes.performance,
-            "mart_mix_summary": mixes.summary,
-            "mart_band_breaches": mixes.breaches,
-        }
+        allocation, mix_warnings = allocation_marts(params.policy, crypto_prices, corr, rut)
+        tables |= allocation
+        warnings += mix_warnings
     return Marts(tables=tables, warnings=warnings)
 
 
@@ -220,3 +188,67 @@ def _run_jobs(jobs: list[tuple[str, Callable[..., Any], tuple]], map_partitions:
 
 def _call(fn: Callable[..., Any], args: tuple) -> Any:
     return fn(*args)
+
+
+FACTOR_TABLES = ("mart_factor_scores", "mart_factor_metrics", "mart_factor_ic", "mart_factor_ic_summary")
+
+
+def factor_scores(
+    prices: pl.DataFrame,
+    assets: pl.DataFrame,
+    sessions: pl.Series,
+    params: MartParams,
+    fundamentals: pl.DataFrame | None,
+    **kwargs,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(mart_factor_scores, mart_factor_metrics) of the run's stocks; ``kwargs``
+    go to ``build_factor_marts`` (an incremental run passes ``from_date``)."""
+    stocks = assets.filter(pl.col("asset_class") == "equity")["symbol"]
+    return build_factor_marts(
+        prices.filter(pl.col("symbol").is_in(stocks.implode())),
+        assets,
+        sessions,
+        fundamentals,
+        min_sector_size=params.factor_min_sector_size,
+        weights=params.factor_weights,
+        thresholds=params.factor_thresholds,
+        **kwargs,
+    )
+
+
+def factor_marts(
+    prices: pl.DataFrame,
+    assets: pl.DataFrame,
+    sessions: pl.Series,
+    params: MartParams,
+    fundamentals: pl.DataFrame | None,
+) -> dict[str, pl.DataFrame]:
+    """The Alpha Score marts (FACTOR_TABLES)."""
+    scores, metrics = factor_scores(prices, assets, sessions, params, fundamentals)
+    ic, ic_summary = evaluate_factors(scores, prices, sessions, horizons=params.factor_horizons)
+    return dict(zip(FACTOR_TABLES, (scores, metrics, ic, ic_summary), strict=True))
+
+
+def present_benchmarks(params: MartParams, present: set[str]) -> tuple[list[str], list[str]]:
+    """(the benchmarks with prices, a warning for each one without)."""
+    benchmarks = [b for b in params.benchmarks if b in present]
+    warnings = [
+        f"benchmark {b} has no prices in this run; correlations versus it are skipped"
+        for b in params.benchmarks
+        if b not in present
+    ]
+    return benchmarks, warnings
+
+
+def allocation_marts(
+    policy: Policy, crypto_prices: pl.DataFrame, correlations: pl.DataFrame, benchmark_prices: pl.DataFrame | None
+) -> tuple[dict[str, pl.DataFrame], list[str]]:
+    """The four allocation marts of ``simulate_mixes`` and its warnings."""
+    mixes = simulate_mixes(policy, crypto_prices, correlations, benchmark_prices)
+    tables = {
+        "mart_allocation_weights": mixes.weights,
+        "mart_mix_performance": mixes.performance,
+        "mart_mix_summary": mixes.summary,
+        "mart_band_breaches": mixes.breaches,
+    }
+    return tables, list(mixes.warnings)

@@ -10,6 +10,7 @@ a heatmap can be drawn from the frame without reshaping.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import date
 
 import numpy as np
 import polars as pl
@@ -59,6 +60,7 @@ def mart_correlation_matrix(
     sessions: pl.Series,
     symbols: Iterable[str],
     windows: Sequence[int] = (30, 90, 180, 365),
+    since: date | None = None,
 ) -> pl.DataFrame:
     """mart_correlation_matrix(date, window_days, asset_a, asset_b, correlation, observations).
 
@@ -68,6 +70,9 @@ def mart_correlation_matrix(
     calendar. ``observations`` is the number of sessions in the window where
     both have a return (for the diagonal: where the symbol has one).
     Symbols without any return are kept, with null correlations throughout.
+
+    ``since``: only the as-of dates on/after it (an incremental run); the
+    returns then need to cover the ``max(windows)`` sessions before it.
     """
     names = sorted(set(symbols))
     idx = session_index(sessions)
@@ -90,6 +95,8 @@ def mart_correlation_matrix(
     n = len(names)
     # One block per (as-of date, window) in output order, assembled once at the
     # end: building a frame per block from Python lists dominated the run time.
+    if since is not None:
+        targets = [t for t in targets if dates[t] >= since]
     blocks = [(t, w) for t in targets for w in sorted(set(windows)) if t + 1 >= w]
     if not blocks:
         return pl.DataFrame(schema=CORRELATION_MATRIX_SCHEMA)

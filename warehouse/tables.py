@@ -343,6 +343,7 @@ MART_FACTOR_IC = Table(
         C("horizon_sessions", "bigint", "Forward return horizon.", False, unit="sessions"),
         C("ic", "float", "Spearman rank correlation; null with fewer than 5 stocks or a constant side."),
         C("n", "bigint", "Stocks with both a score and a forward return.", unit="stocks"),
+        C("top_minus_bottom", "float", "Mean forward return of the top score quintile minus the bottom quintile that session; null when either is empty.", unit="fraction"),
     ),
     primary_key=("factor", "horizon_sessions", "date"),
     publish=True,

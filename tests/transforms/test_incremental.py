@@ -1,0 +1,367 @@
+"""The incremental build equals the full build.
+
+For generated panels (and real data when present): ``full(as_of=D)`` against
+``incremental(previous=full(as_of=D-1 session), from_date=...)``, table by
+table, sorted by every non-float column. Exact everywhere except the float
+columns of the rolling correlations and the events that quote them, where the
+full build's rolling sums run over the whole grid and so carry ~1e-13 of
+rounding that depends on where the grid starts (see docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from bench.panel import generate
+from flows.calendar import sessions as exchange_sessions
+from flows.policy import load_policy
+from transforms.incremental import build_marts_incremental, first_changed_session
+from transforms.marts import MartParams, build_marts
+
+AS_OF = date(2026, 11, 20)
+PARAMS = MartParams(policy=load_policy(), factors=False)
+# Float columns that legitimately differ by rolling-sum rounding.
+TOLERANT = {"mart_rolling_correlation", "mart_correlation_events"}
+ABS_TOL = 1e-12
+
+
+@pytest.fixture(scope="module", params=[7, 11], ids=["seed7", "seed11"])
+def panel(request):
+    prices, assets, sessions = generate(12, 14, 2, AS_OF, request.param)
+    return prices, assets, sessions.sort()
+
+
+def as_of(prices: pl.DataFrame, sessions: pl.Series, d: date) -> tuple[pl.DataFrame, pl.Series]:
+    return prices.filter(pl.col("date") <= d), sessions.filter(sessions <= d)
+
+
+def assert_same_marts(full: dict[str, pl.DataFrame], inc: dict[str, pl.DataFrame], tol: float = ABS_TOL) -> None:
+    assert set(full) == set(inc)
+    for name, f in full.items():
+        g = inc[name]
+        assert g.schema == f.schema, name
+        keys = [c for c, t in f.schema.items() if not t.is_float()]
+        f, g = f.sort(keys, nulls_last=True), g.sort(keys, nulls_last=True)
+        try:
+            if name in TOLERANT:
+                assert_frame_equal(f, g, check_exact=False, rel_tol=tol, abs_tol=tol)
+            else:
+                assert_frame_equal(f, g, check_exact=True)
+        except AssertionError as e:
+            raise AssertionError(f"{name}: {e}") from None
+
+
+def check(prices, assets, sessions, d, prev_prices, prev_assets, prev_sessions, from_date, params=PARAMS, tol=ABS_TOL):
+    previous = build_marts(prev_prices, prev_assets, prev_sessions, params)
+    full = build_marts(prices, assets, sessions, params)
+    inc = build_marts_incremental(prices, assets, sessions, params, previous=previous.tables, from_date=from_date)
+    assert_same_marts(full.tables, inc.tables, tol)
+    assert inc.warnings == full.warnings
+    return full, inc
+
+
+def test_one_new_day(panel):
+    prices, assets, sessions = panel
+    d, prev = sessions[-1], sessions[-2]
+    p, s = as_of(prices, sessions, d)
+    pp, ps = as_of(prices, sessions, prev)
+    full, _ = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+    # The new day has rows in the path-dependent marts, so the comparison means something.
+    assert full.tables["mart_rolling_correlation"].filter(pl.col("date") == d).height
+    assert full.tables["fact_prices"].filter((pl.col("symbol") == "ALTS_DV") & (pl.col("date") > prev)).height
+
+
+def test_new_day_after_a_weekend_and_a_month_end(panel):
+    prices, assets, sessions = panel
+    # The first session of November 2026 is a Monday: crypto bars of Sat/Sun are new too,
+    # the October block of the matrix becomes a month-end, ALTS_DV rebalances.
+    d = sessions.filter(sessions >= date(2026, 11, 1))[0]
+    prev = sessions.filter(sessions < d)[-1]
+    p, s = as_of(prices, sessions, d)
+    pp, ps = as_of(prices, sessions, prev)
+    check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+
+
+def test_weekend_run_with_crypto_bars_only(panel):
+    """as_of on a Sunday: no new session, but two new crypto days (indices, milestones, allocation)."""
+    prices, assets, sessions = panel
+    friday = sessions.filter(sessions.dt.weekday() == 5)[-2]
+    sunday = friday + timedelta(days=2)
+    p, s = as_of(prices, sessions, sunday)
+    pp, ps = as_of(prices, sessions, friday)
+    full, _ = check(p, assets, s, sunday, pp, assets, ps, friday + timedelta(days=1))
+    assert full.tables["fact_prices"].filter((pl.col("symbol") == "ALTS") & (pl.col("date") == sunday)).height
+
+
+def test_restated_last_week(panel):
+    prices, assets, sessions = panel
+    d, prev = sessions[-1], sessions[-2]
+    week = sessions[-6]
+    # A vendor restates five sessions of two coins and a benchmark.
+    restated = prices.with_columns(
+        pl.when(pl.col("symbol").is_in(["SOL", "ETH", "^RUT"]) & (pl.col("date") >= week))
+        .then(pl.col("adj_close") * 1.01)
+        .otherwise(pl.col("adj_close"))
+        .alias("adj_close")
+    )
+    p, s = as_of(restated, sessions, d)
+    pp, ps = as_of(prices, sessions, prev)
+    from_date = first_changed_session(pp, p)
+    assert from_date == week
+    check(p, assets, s, d, pp, assets, ps, from_date)
+
+
+def test_new_symbol_listed_on_the_new_day(panel):
+    prices, assets, sessions = panel
+    d, prev = sessions[-1], sessions[-2]
+    template = prices.filter(pl.col("symbol") == "SOL")
+    listing = template.filter(pl.col("date") > prev).with_columns(pl.lit("NEWC").alias("symbol"))
+    new_prices = pl.concat([prices, listing])
+    new_assets = pl.concat([assets, assets.filter(pl.col("symbol") == "SOL").with_columns(pl.lit("NEWC").alias("symbol"))])
+    p, s = as_of(new_prices, sessions, d)
+    pp, ps = as_of(prices, sessions, prev)
+    full, _ = check(p, new_assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+    assert full.tables["mart_correlation_matrix"].filter(pl.col("asset_a") == "NEWC").height
+
+
+def _last_event_day(panel) -> date:
+    prices, assets, sessions = panel
+    events = build_marts(prices, assets, sessions, PARAMS).tables["mart_correlation_events"]
+    signs = events.filter(pl.col("event").is_in(["turned_negative", "turned_positive"]) & pl.col("previous_date").is_not_null())
+    return signs["date"].max()
+
+
+def test_new_day_creates_a_correlation_event(panel):
+    prices, assets, sessions = panel
+    d = _last_event_day(panel)
+    prev = sessions.filter(sessions < d)[-1]
+    p, s = as_of(prices, sessions, d)
+    pp, ps = as_of(prices, sessions, prev)
+    full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+    new = inc.tables["mart_correlation_events"].filter(pl.col("date") == d)
+    assert new.filter(pl.col("event").is_in(["turned_negative", "turned_positive"])).height
+    # "for the first time since <date>" is carried from rows the incremental run did not rescan.
+    assert new["previous_date"].drop_nulls().min() < prev
+
+
+def test_chained_nightly_runs(panel):
+    """Each night starts from the previous incremental run's tables (unsorted, partly carried)."""
+    prices, assets, sessions = panel
+    start = sessions.len() - 5
+    p, s = as_of(prices, sessions, sessions[start])
+    tables = build_marts(p, assets, s, PARAMS).tables
+    for i in range(start + 1, sessions.len()):
+        p, s = as_of(prices, sessions, sessions[i])
+        tables = build_marts_incremental(
+            p, assets, s, PARAMS, previous=tables, from_date=sessions[i - 1] + timedelta(days=1)
+        ).tables
+    assert_same_marts(build_marts(prices, assets, sessions, PARAMS).tables, tables)
+
+
+def test_confirm_sessions_above_one_rescans_events(panel):
+    prices, assets, sessions = panel
+    d, prev = sessions[-1], sessions[-4]
+    params = dataclasses.replace(PARAMS, event_confirm_sessions=3)
+    p, s = as_of(prices, sessions, d)
+    pp, ps = as_of(prices, sessions, prev)
+    check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), params)
+
+
+def test_too_little_history_falls_back_to_the_full_build(panel):
+    prices, assets, sessions = panel
+    d = sessions[300]
+    prev = sessions[299]
+    p, s = as_of(prices, sessions, d)
+    pp, ps = as_of(prices, sessions, prev)
+    check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+
+
+def test_alpha_score_marts(panel):
+    prices, assets, sessions = panel
+    params = dataclasses.replace(PARAMS, factors=True)
+    d, prev = sessions[-1], sessions[-2]
+    p, s = as_of(prices, sessions, d)
+    pp, ps = as_of(prices, sessions, prev)
+    full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), params)
+    assert "mart_factor_scores" in inc.tables
+
+
+@pytest.mark.parametrize("since", [date(2026, 11, 20), date(2026, 11, 1), date(2026, 10, 31), date(2026, 3, 15)])
+def test_indices_chained_from_published_levels_are_bit_identical(panel, since):
+    from transforms.indices import build_crypto_indices
+
+    prices, assets, _ = panel
+    whole = build_crypto_indices(prices, assets)
+    previous = build_crypto_indices(prices.filter(pl.col("date") < since), assets)
+    chained = build_crypto_indices(prices, assets, previous_bars=previous.bars, since=since)
+    assert_frame_equal(chained.bars, whole.bars, check_exact=True)
+    assert_frame_equal(chained.assets, whole.assets, check_exact=True)
+
+
+def test_alpha_score_merge_with_a_stand_in_from_date_api(panel, monkeypatch):
+    """The merge of factor rows, checked with stand-ins that honour the agreed
+    ``from_date`` contract by filtering a whole computation (the real ones come
+    from the alpha branch)."""
+    import transforms.incremental as inc
+    import transforms.marts as marts
+
+    whole_marts, whole_eval = marts.build_factor_marts, inc.evaluate_factors
+
+    def build_factor_marts(*args, from_date=None, **kwargs):
+        scores, metrics = whole_marts(*args, **kwargs)
+        if from_date is None:
+            return scores, metrics
+        return scores.filter(pl.col("date") >= from_date), metrics.filter(pl.col("date") >= from_date)
+
+    def evaluate_factors(scores, prices, sessions, *, horizons=(21, 63), from_date=None, **kwargs):
+        ic, summary = whole_eval(scores, prices, sessions, horizons=horizons, **kwargs)
+        if from_date is None:
+            return ic, summary
+        s = sessions.sort()
+        i = s.search_sorted(from_date, side="left")
+        touched = pl.DataFrame({"horizon_sessions": [int(h) for h in horizons], "_t": [s[max(i - int(h), 0)] for h in horizons]})
+        ic = ic.join(touched, on="horizon_sessions").filter(pl.col("date") >= pl.col("_t")).drop("_t")
+        return ic, summary
+
+    monkeypatch.setattr(marts, "build_factor_marts", build_factor_marts)
+    monkeypatch.setattr(inc, "evaluate_factors", evaluate_factors)
+    prices, assets, sessions = panel
+    params = dataclasses.replace(PARAMS, factors=True)
+    d, prev = sessions[-1], sessions[-4]
+    p, s = as_of(prices, sessions, d)
+    pp, ps = as_of(prices, sessions, prev)
+    full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), params)
+    assert full.tables["mart_factor_ic"].filter(pl.col("date") >= s[-70]).height
+
+
+# --------------------------------------------------------------------------- first_changed_session
+
+
+def _bars(rows):
+    return pl.DataFrame(
+        rows, schema={"symbol": pl.String, "date": pl.Date, "close": pl.Float64, "adj_close": pl.Float64, "volume": pl.Float64},
+        orient="row",
+    )  # fmt: skip
+
+
+def test_first_changed_session():
+    base = [("A", date(2026, 1, d), 1.0 + d, 1.0 + d, None) for d in range(1, 10)]
+    old = _bars(base)
+    assert first_changed_session(old, old) is None
+    # Row order and ingested_at do not matter.
+    assert first_changed_session(old, old.reverse().with_columns(pl.lit(1).alias("ingested_at"))) is None
+    assert first_changed_session(old, _bars(base + [("A", date(2026, 1, 10), 1.0, 1.0, None)])) == date(2026, 1, 10)
+    assert first_changed_session(old, _bars(base[:3] + base[4:])) == date(2026, 1, 4)
+    changed = list(base)
+    changed[6] = ("A", date(2026, 1, 7), 8.0, 8.0, 5.0)  # a volume appears
+    changed[7] = ("A", date(2026, 1, 8), 9.0, 9.5, None)  # an adjusted close is restated
+    assert first_changed_session(old, _bars(changed)) == date(2026, 1, 7)
+    assert first_changed_session(old, _bars(base + [("B", date(2025, 12, 31), 1.0, 1.0, 1.0)])) == date(2025, 12, 31)
+
+
+# --------------------------------------------------------------------------- real data
+
+
+def _real(real_data: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    import pandas as pd
+
+    frames, assets = [], []
+    sources = [("^RUT", real_data / "alitalbi-storage_data_fy" / "^RUT.csv", None, "index")]
+    sources.append(("^GSPC", real_data / "alitalbi-storage_data_fy" / "SPY.csv", None, "index"))
+    for coin in ("BTC", "ETH", "SOL", "ADA", "XRP", "DOGE", "AVAX", "DOT", "LINK", "LTC", "BNB"):
+        sources.append((coin, real_data / "pratham093-AEGIS" / f"{coin}-USD.csv", [1], "crypto"))
+    for symbol, path, skip, klass in sources:
+        d = pd.read_csv(path, skiprows=skip)
+        frames.append(
+            pl.DataFrame(
+                {
+                    "symbol": symbol,
+                    "date": list(pd.to_datetime(d["Date"]).dt.date),
+                    **{c.lower(): d[c].astype(float).to_numpy() for c in ("Open", "High", "Low", "Close", "Volume")},
+                }
+            ).with_columns(pl.col("close").alias("adj_close"))
+        )
+        assets.append({"symbol": symbol, "name": symbol, "asset_class": klass, "sector": None, "industry": None,
+                       "quote_currency": "USD", "source": "files", "source_symbol": symbol})  # fmt: skip
+    prices = pl.concat(frames).filter(pl.col("date") >= date(2021, 1, 1)).sort("symbol", "date")
+    return prices, pl.DataFrame(assets)
+
+
+def test_real_data_one_new_day_and_a_restated_week(real_data):
+    prices, assets = _real(real_data)
+    end = min(prices.filter(pl.col("symbol") == s)["date"].max() for s in ("^RUT", "BTC"))
+    sessions = exchange_sessions(prices["date"].min(), end).sort()
+    d, prev = sessions[-1], sessions[-2]
+    p, s = as_of(prices, sessions, d)
+    pp, ps = as_of(prices, sessions, prev)
+    check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+    week = sessions[-6]
+    restated = p.with_columns(
+        pl.when((pl.col("symbol") == "BTC") & (pl.col("date") >= week)).then(pl.col("adj_close") * 0.97).otherwise(pl.col("adj_close")).alias("adj_close")
+    )  # fmt: skip
+    check(restated, assets, s, d, pp, assets, ps, first_changed_session(pp, restated))
+
+
+# --------------------------------------------------------------------------- properties
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SMALL = MartParams(windows=(3, 7), event_levels=(0.5, -0.5), factors=False)
+
+
+def _random_panel(seed: int, gap: float, n_days: int = 120) -> tuple[pl.DataFrame, pl.DataFrame, pl.Series]:
+    """Coins every day, benchmarks on weekdays, with random missing bars, a late
+    listing, a delisting and long benchmark gaps (pairs that resume)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    days = [date(2026, 1, 1) + timedelta(days=i) for i in range(n_days)]
+    sessions = pl.Series("session_date", [d for d in days if d.weekday() < 5], dtype=pl.Date)
+    rows = []
+    names = {"^RUT": "index", "^GSPC": "index", "BTC": "crypto", "ETH": "crypto", "SOL": "crypto", "ADA": "crypto", "XRP": "crypto"}
+    market = rng.normal(0, 0.01, n_days)
+    for symbol, klass in names.items():
+        level = 100.0
+        first = int(rng.integers(0, n_days // 2)) if symbol == "XRP" else 0
+        last = int(rng.integers(n_days // 2, n_days)) if symbol == "ADA" else n_days
+        hole = (int(rng.integers(0, n_days)), int(rng.integers(5, 40))) if symbol == "^GSPC" else (0, 0)
+        for i, d in enumerate(days):
+            level *= float(np.exp(market[i] * rng.uniform(0, 2) + rng.normal(0, 0.01)))
+            if klass == "index" and d.weekday() >= 5:
+                continue
+            if i < first or i >= last or hole[0] <= i < hole[0] + hole[1] or rng.random() < gap:
+                continue
+            # Round so exact repeats (flat windows, zero correlations) can happen.
+            px = round(level, 2)
+            rows.append((symbol, d, px, px, px, px, px, float(rng.integers(1, 1000))))
+    prices = pl.DataFrame(
+        rows, schema={"symbol": pl.String, "date": pl.Date, **{c: pl.Float64 for c in ("open", "high", "low", "close", "adj_close", "volume")}},
+        orient="row",
+    )  # fmt: skip
+    assets = pl.DataFrame(
+        [{"symbol": s, "name": s, "asset_class": k, "sector": None, "industry": None, "quote_currency": "USD",
+          "source": "t", "source_symbol": s} for s, k in names.items()]
+    )  # fmt: skip
+    return prices, assets, sessions
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), gap=st.sampled_from([0.0, 0.05, 0.3]), back=st.integers(1, 6),
+       at=st.integers(40, 85), k=st.sampled_from([1, 1, 2]))  # fmt: skip
+def test_property_incremental_equals_full(seed, gap, back, at, k):
+    prices, assets, sessions = _random_panel(seed, gap)
+    d = sessions[at]
+    prev = sessions[at - back]
+    params = dataclasses.replace(SMALL, event_confirm_sessions=k)
+    p, s = as_of(prices, sessions, d)
+    pp, ps = as_of(prices, sessions, prev)
+    # 3-session windows of cent-rounded prices: the rolling sums cancel more, so
+    # the same rounding reaches ~1e-11 here (absolute and relative).
+    check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), params, tol=1e-10)
