@@ -8,6 +8,7 @@ the run log.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -35,7 +36,8 @@ from flows.sources.base import ASSET_SCHEMA, Source, SourceBatch, SourceError, S
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe, UniverseError, load_universe
 from transforms.factors import LabelThresholds
-from transforms.marts import MartParams, build_marts, serial_map
+from transforms.incremental import build_marts_incremental
+from transforms.marts import FACTOR_TABLES, MartParams, build_marts, serial_map
 from warehouse import marts as mart_files
 from warehouse import snapshots
 from warehouse.audit import audit, audit_warnings
@@ -43,10 +45,11 @@ from warehouse.build import build_database
 from warehouse.files import remove_stale_temp_files
 from warehouse.lake import Lake
 from warehouse.lock import RunLock
+from warehouse.query import read_tables
 from warehouse.mirror import mirror_marts
 from warehouse.quality import screen
 from warehouse.runs import RunLog
-from warehouse.tables import INGEST_LOG
+from warehouse.tables import INGEST_LOG, TABLES
 
 SOURCES = ("sample", "files", "live")
 
@@ -70,6 +73,8 @@ class RunSummary:
     marts_dir: Path | None = None
     error: str | None = None
     report: RunReport | None = None
+    # First date rebuilt when the run built on the published one; None: full rebuild.
+    incremental_from: date | None = None
 
 
 def make_source(name: str, settings: Settings, paths: list[Path] | None) -> Source:
@@ -319,10 +324,84 @@ def map_on_runner(fn, arg_list: list[tuple]) -> list:
     return [f.result() for f in futures]
 
 
+@dataclass
+class Transformed:
+    tables: dict[str, pl.DataFrame]
+    warnings: list[str]
+    # What the next run needs to build on this one (warehouse.snapshots.RUN_STATE).
+    state: dict
+    # None: every mart was rebuilt from the whole lake.
+    incremental_from: date | None = None
+    full_because: str | None = None
+
+
+def transform_fingerprint(params: MartParams, settings: Settings, source: str) -> str:
+    """Everything besides the bars that decides the marts' values: two runs with
+    the same fingerprint build the same rows from the same bars."""
+    payload = repr((code_version(), source, settings.exchange_calendar, params))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# Tables an incremental rebuild reads back from the published warehouse.
+SEED_TABLES = (
+    "fact_prices", "dim_asset", "fact_returns", "mart_rolling_correlation", "mart_correlation_events",
+    "mart_correlation_matrix", "fact_fundamentals", *FACTOR_TABLES,
+)
+
+
+def incremental_base(
+    settings: Settings, source: str, fingerprint: str, as_of: date,
+    prices: pl.DataFrame, assets: pl.DataFrame, fundamentals: pl.DataFrame | None,
+) -> tuple[dict[str, pl.DataFrame], date] | str:
+    """The published tables and the first date to rebuild from, or why the run must rebuild everything.
+
+    The published run can seed this one only if it was built from the same
+    source, code and settings (its fingerprint) for an earlier or equal as-of,
+    with the same asset metadata; then everything before the first date of a
+    bar landed after it read the lake (``ingested_at``), of a new fundamentals
+    snapshot, or after its as-of is unchanged.
+    """
+    if not settings.incremental:
+        return "incremental rebuilds are switched off (XASSET_INCREMENTAL=false)"
+    state = snapshots.published_state(settings.data_dir)
+    if state is None:
+        return "there is no published run to build on"
+    if state.get("source") != source or state.get("fingerprint") != fingerprint:
+        return "the published run was built from another source, code version or settings"
+    previous_as_of = date.fromisoformat(state["as_of"])
+    if previous_as_of > as_of:
+        return f"the published run is as of {previous_as_of}, later than {as_of}"
+    candidates = [previous_as_of + timedelta(days=1)]
+    read_through = datetime.fromisoformat(state["ingested_through"])
+    landed = prices.filter(pl.col("ingested_at") > read_through)["date"].min()
+    if landed is not None:
+        candidates.append(landed)
+    previous = read_tables(settings.warehouse_path, list(SEED_TABLES))
+    dim = TABLES["dim_asset"]
+    before = previous.get("dim_asset", pl.DataFrame(schema=dim.polars_schema)).filter(pl.col("source") != "derived")
+    now = dim.conform(assets)
+    if before.join(now, on=dim.column_names, how="anti", nulls_equal=True).height:
+        return "asset metadata (names, classes, sectors) changed since the published run"
+    if fundamentals is not None and fundamentals.height:
+        fund = TABLES["fact_fundamentals"]
+        stored = previous.get("fact_fundamentals", pl.DataFrame(schema=fund.polars_schema))
+        new = fund.conform(fundamentals).join(stored, on=fund.column_names, how="anti", nulls_equal=True)
+        if stored.join(fund.conform(fundamentals), on=fund.column_names, how="anti", nulls_equal=True).height:
+            return "stored fundamentals snapshots changed since the published run"
+        if new.height:
+            candidates.append(new["as_of"].min())
+    return previous, min(candidates)
+
+
 def transform(
     lake: Lake, settings: Settings, universe: Universe, as_of: date, synthetic: bool
-) -> tuple[dict[str, pl.DataFrame], list[str]]:
-    """Read the lake, screen it, and build every mart; the heavy parts are mapped over the runner."""
+) -> Transformed:
+    """Read the lake, screen it, and build every mart; the heavy parts are mapped over the runner.
+
+    When the published run can seed it (``incremental_base``), only what the
+    newly landed bars touch is rebuilt (``build_marts_incremental``, equal to
+    the full build).
+    """
     stored = lake.read_bars().filter(pl.col("date") <= as_of)
     assets = lake.read_assets()
     if stored.is_empty() or assets is None:
@@ -349,9 +428,18 @@ def transform(
         factor_min_sector_size=settings.factor_min_sector_size,
         correlation_block_size=settings.transform_block_size,
     )
-    marts = build_marts(
-        prices, assets, sess, params, fundamentals=fundamentals_as_of(lake, as_of), map_partitions=map_on_runner
-    )
+    fundamentals = fundamentals_as_of(lake, as_of)
+    fingerprint = transform_fingerprint(params, settings, lake.source)
+    base = incremental_base(settings, lake.source, fingerprint, as_of, prices, assets, fundamentals)
+    if isinstance(base, str):
+        marts = build_marts(prices, assets, sess, params, fundamentals=fundamentals, map_partitions=map_on_runner)
+        incremental_from, full_because = None, base
+    else:
+        previous, incremental_from = base
+        marts = build_marts_incremental(
+            prices, assets, sess, params, fundamentals, previous=previous, from_date=incremental_from
+        )
+        full_because = None
     if synthetic:
         # Indices built from synthetic prices are synthetic too.
         marts.tables["dim_asset"] = marts.tables["dim_asset"].with_columns(
@@ -361,7 +449,11 @@ def transform(
             .alias("name")
         )
     marts.tables["quarantine"] = quarantined
-    return marts.tables, marts.warnings
+    state = {
+        "source": lake.source, "as_of": as_of, "fingerprint": fingerprint,
+        "ingested_through": prices["ingested_at"].max(),
+    }
+    return Transformed(marts.tables, marts.warnings, state, incremental_from, full_because)
 
 
 def fundamentals_as_of(lake: Lake, as_of: date) -> pl.DataFrame | None:
@@ -541,10 +633,16 @@ def run_pipeline(
                 run.rows_written += land(batch, lake, now)
                 checkpoint.mark(chunk)
                 stage_done("land")
-            tables, warnings = transform(lake, settings, universe, as_of, synthetic=source == "sample")
+            built = transform(lake, settings, universe, as_of, synthetic=source == "sample")
+            tables, warnings = built.tables, built.warnings
             run.warnings += warnings
             for w in warnings:
                 logger.warning(w)
+            run.incremental_from = built.incremental_from
+            if built.incremental_from:
+                logger.info("incremental rebuild from %s (the published run seeds the rest)", built.incremental_from)
+            else:
+                logger.info("full rebuild: %s", built.full_because)
             stage_done("transform")
             history = log.runs()
             tables["pipeline_runs"] = pl.concat(
@@ -554,6 +652,7 @@ def run_pipeline(
             tables["ingest_log"] = log.ingest_log()
             tables["quarantine"] = log.record_quarantine(run.run_id, tables.get("quarantine"))
             staging = snapshots.stage(settings.data_dir, run.run_id)
+            staging.write_state({**built.state, "run_id": run.run_id, "incremental_from": built.incremental_from})
             run.table_rows = load(tables, staging.warehouse_path)
             stage_done("load")
             failures = audit(tables, as_of)

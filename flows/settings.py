@@ -107,6 +107,11 @@ class Settings(ExecutionSettings):
     factor_min_sector_size: int = Field(
         5, description="Metrics are ranked within a sector only when it has this many stocks with the metric."
     )
+    incremental: bool = Field(
+        True,
+        description="Rebuild only what newly landed bars touch when the published run was built from the same "
+        "source, code and settings; false rebuilds every mart from the whole lake. Either way the tables are equal.",
+    )
     history_start: date = Field(
         date(2015, 1, 2), description="First date a full (non-incremental) run asks sources for."
     )

@@ -7,6 +7,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from warehouse.schema import ident
+
 READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
@@ -41,6 +43,16 @@ def run_query(db_path: Path, sql: str) -> pl.DataFrame:
         return con.sql(sql).pl()
     except duckdb.Error as exc:
         raise QueryError(str(exc).splitlines()[0]) from exc
+    finally:
+        con.close()
+
+
+def read_tables(db_path: Path, names: list[str]) -> dict[str, pl.DataFrame]:
+    """Whole tables of a warehouse, read-only; a name the warehouse lacks is left out."""
+    con = connect_read_only(db_path)
+    try:
+        present = {r[0] for r in con.execute(read_sql_file("catalog/main_tables.sql")).fetchall()}
+        return {n: con.sql(f"SELECT * FROM main.{ident(n)}").pl() for n in names if n in present}
     finally:
         con.close()
 

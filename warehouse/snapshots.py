@@ -25,17 +25,22 @@ are removed by later runs (the latter by ``remove_stale_temp_files``).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from warehouse.files import TMP_PREFIX, fsync_dir
+from warehouse.files import TMP_PREFIX, atomic_write_text, fsync_dir
 
 RUNS_DIR = ".runs"
 CURRENT = "current"
 WAREHOUSE_FILE = "warehouse.duckdb"
 MARTS_DIR = "marts"
+# What the next run needs to know about how this run's tables were built
+# (source, as-of, a fingerprint of the settings): it decides whether the
+# published tables can seed an incremental rebuild.
+RUN_STATE = "run.json"
 # The new run plus the one before it, which open readers may still be using.
 KEEP_RUNS = 2
 
@@ -53,6 +58,9 @@ class Staging:
     @property
     def marts_dir(self) -> Path:
         return self.root / MARTS_DIR
+
+    def write_state(self, state: dict) -> None:
+        atomic_write_text(json.dumps(state, indent=2, sort_keys=True, default=str) + "\n", self.root / RUN_STATE)
 
 
 def runs_dir(data_dir: Path) -> Path:
@@ -72,6 +80,15 @@ def current_run(data_dir: Path) -> str | None:
     """The run id the published links resolve to, or None before the first publish."""
     link = data_dir / CURRENT
     return Path(os.readlink(link)).name if link.is_symlink() else None
+
+
+def published_state(data_dir: Path) -> dict | None:
+    """The state the published run recorded, or None (no run yet, or one from before run state)."""
+    path = data_dir / CURRENT / RUN_STATE
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
 def publish(data_dir: Path, staging: Staging, run_id: str, keep: int = KEEP_RUNS) -> Path:

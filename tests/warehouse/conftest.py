@@ -26,7 +26,7 @@ def run_tables(tmp_path_factory) -> dict[str, pl.DataFrame]:
     batch = SampleSource(seed=settings.sample_seed).fetch(universe, START, AS_OF, {}, lake.tail(10))
     lake.upsert_bars(batch.bars, datetime(2024, 6, 29, tzinfo=UTC))
     lake.upsert_assets(batch.assets)
-    tables, _ = transform(lake, settings, universe, AS_OF, synthetic=True)
+    tables = transform(lake, settings, universe, AS_OF, synthetic=True).tables
     return tables
 
 
