@@ -51,7 +51,7 @@ def install() -> None:
     from warehouse import marts, snapshots
 
     SampleSource.fetch = before("extract", SampleSource.fetch)
-    nightly.build_marts = before("transform", nightly.build_marts)
+    nightly.transform = before("transform", nightly.transform)
     marts.stage_marts = before("stage", marts.stage_marts)
     switch = snapshots.switch_current
 

@@ -113,15 +113,18 @@ def test_failed_audit_publishes_nothing_and_says_what_failed(clean_price_files, 
     paths = [str(clean_price_files)]
     assert flows.nightly.nightly(source="files", paths=paths, as_of=AS_OF, data_dir=str(data)).status == "succeeded"
     before = published(data)
-    real = flows.nightly.build_marts
+    def corrupting(real):
+        def corrupt(*args, **kwargs):
+            marts = real(*args, **kwargs)
+            marts.tables["mart_rolling_correlation"] = marts.tables["mart_rolling_correlation"].with_columns(
+                pl.col("correlation") * 3)
+            return marts
 
-    def corrupt(*args, **kwargs):
-        marts = real(*args, **kwargs)
-        marts.tables["mart_rolling_correlation"] = marts.tables["mart_rolling_correlation"].with_columns(
-            pl.col("correlation") * 3)
-        return marts
+        return corrupt
 
-    monkeypatch.setattr(flows.nightly, "build_marts", corrupt)
+    # The second run builds on the first (incrementally); corrupt whichever build it takes.
+    for build in ("build_marts", "build_marts_incremental"):
+        monkeypatch.setattr(flows.nightly, build, corrupting(getattr(flows.nightly, build)))
     with pytest.raises(Exception, match=r"audit failed, nothing published: mart_rolling_correlation: correlation"):
         flows.nightly.nightly(source="files", paths=paths, as_of=AS_OF, data_dir=str(data))
     assert published(data) == before
