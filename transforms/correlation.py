@@ -89,37 +89,80 @@ def paired_returns(
     )
 
 
-def _with_positions(grid: pl.DataFrame) -> pl.DataFrame:
-    """Adds ``_pair`` (pair number), ``_pos`` (row number within its pair) and the running paired count, so
-    window statistics can be computed over the whole sorted grid at once instead
-    of per pair."""
+# Window sums are differences of cumulative sums that restart at every epoch of
+# this many sessions, counted from the calendar's first session. A row's value
+# then depends only on its own pair's returns since the start of the previous
+# epoch (or the pair's start): not on the other pairs of the grid, nor on where
+# the grid starts, so a partitioned build and an incremental rebuild whose
+# sessions start on an epoch boundary reproduce the full build bit for bit.
+# A window must fit in one epoch (it then spans at most two).
+EPOCH_SESSIONS = 512
+
+# Sums the moment formulas need, over paired rows (unpaired rows add zeros).
+_SUMS = ("x", "y", "xy", "xx", "yy")
+
+
+def _with_positions(grid: pl.DataFrame, epoch: int) -> pl.DataFrame:
+    """Adds ``_pair`` (pair number), ``_pos`` (row number within its pair), the running
+    paired count, and per sum its cumulative sum within the (pair, epoch)
+    segment (``_c_<sum>``) and the pair's last one of the previous epoch
+    (``_p_<sum>``), so window statistics can be computed over the whole sorted
+    grid at once instead of per pair."""
     i = pl.int_range(pl.len())
     first = (pl.col("asset") != pl.col("asset").shift(1)) | (pl.col("benchmark") != pl.col("benchmark").shift(1))
+    first = first.fill_null(True)
+    ep = pl.col("session_idx") // epoch
+    seg_first = first | (ep != ep.shift(1)).fill_null(True)
     paired = (pl.col("x").is_not_null() & pl.col("y").is_not_null()).cast(pl.Int32)
-    start = pl.when(first.fill_null(True)).then(i).forward_fill()
+    start = pl.when(first).then(i).forward_fill()
+    seg_start = pl.when(seg_first).then(i).forward_fill()
+    # Unpaired sessions contribute zeros to the sums; they are only ever used
+    # when the window is fully paired, so the zeros never reach a result.
+    px = pl.when(paired == 1).then(pl.col("x")).otherwise(0.0)
+    py = pl.when(paired == 1).then(pl.col("y")).otherwise(0.0)
+    terms = {"x": px, "y": py, "xy": px * py, "xx": px * px, "yy": py * py}
+    grid = grid.with_columns(
+        start.alias("_start"),
+        seg_start.alias("_seg_start"),
+        paired.cum_sum().alias("_cum"),
+        first.cum_sum().alias("_pair"),
+        seg_first.cum_sum().alias("_seg"),
+    )
+    # A cumulative sum that truly restarts per segment (a global one minus an
+    # offset would keep the rounding of every earlier row).
+    grid = grid.with_columns(terms[k].cum_sum().over("_seg").alias(f"_c_{k}") for k in _SUMS)
+    # The previous epoch's last cumulative value, when the pair has one (0 when
+    # the segment opens the pair).
+    has_prev = pl.col("_seg_start") > pl.col("_start")
+    before = (pl.col("_seg_start") - 1).clip(lower_bound=0)
     return grid.with_columns(
-        start.alias("_start"), paired.cum_sum().alias("_cum"), first.fill_null(True).cum_sum().alias("_pair")
-    ).with_columns(
         (i - pl.col("_start")).alias("_pos"),
+        (i - pl.col("_seg_start")).alias("_seg_pos"),
         # Paired rows of all earlier pairs, to turn the running count into the pair's own.
         (pl.col("_cum").gather(pl.col("_start")) - paired.gather(pl.col("_start"))).alias("_paired_before"),
+        *(
+            pl.when(has_prev).then(pl.col(f"_c_{k}").gather(before)).otherwise(0.0).alias(f"_p_{k}")
+            for k in _SUMS
+        ),
     )
 
 
 def _window_stats(w: int) -> list[pl.Expr]:
     # The grid is sorted by pair and session and dense within a pair, so a
     # window of w rows ending at a row whose position in its pair is >= w - 1
-    # lies inside that pair: plain rolling sums over the whole column are the
-    # per-pair ones there, and rows closer to the pair's start are never full.
+    # lies inside that pair; rows closer to the pair's start are never full.
     inside = pl.col("_pos") >= w - 1
     paired = pl.col("x").is_not_null() & pl.col("y").is_not_null()
-    # Unpaired sessions contribute zeros to the sums; they are only ever used
-    # when the window is fully paired, so the zeros never reach a result.
-    px = pl.when(paired).then(pl.col("x")).otherwise(0.0)
-    py = pl.when(paired).then(pl.col("y")).otherwise(0.0)
 
-    def rsum(e: pl.Expr) -> pl.Expr:
-        return e.rolling_sum(w, min_samples=w)
+    def wsum(k: str) -> pl.Expr:
+        # Sum over rows (t-w, t]: within the segment a difference of its
+        # cumulative sums; when t-w lies in the previous epoch, the rest of
+        # that epoch is its last cumulative value minus C(t-w). The row just
+        # before the pair (position w - 1) counts as 0. Only the pair's own
+        # rows from the previous epoch on enter, in a fixed order.
+        c = pl.col(f"_c_{k}")
+        back = pl.when(pl.col("_pos") >= w).then(c.shift(w)).otherwise(0.0)
+        return pl.when(pl.col("_seg_pos") >= w).then(c - back).otherwise(c + (pl.col(f"_p_{k}") - back))
 
     # ... so the paired count of a short window is a difference of cumulative counts.
     n = pl.when(inside).then(paired.cast(pl.Int32).rolling_sum(w, min_samples=w)).otherwise(
@@ -129,10 +172,10 @@ def _window_stats(w: int) -> list[pl.Expr]:
     # moment formula below would leave rounding noise instead of zero.
     flat_x = pl.col("x").rolling_max(w, min_samples=w) == pl.col("x").rolling_min(w, min_samples=w)
     flat_y = pl.col("y").rolling_max(w, min_samples=w) == pl.col("y").rolling_min(w, min_samples=w)
-    sx, sy = rsum(px), rsum(py)
-    cov = rsum(px * py) - sx * sy / w
-    vx = rsum(px * px) - sx * sx / w
-    vy = rsum(py * py) - sy * sy / w
+    sx, sy = wsum("x"), wsum("y")
+    cov = wsum("xy") - sx * sy / w
+    vx = wsum("xx") - sx * sx / w
+    vy = wsum("yy") - sy * sy / w
     full = inside & (n == w)
     corr = (cov / (vx * vy).sqrt()).clip(-1.0, 1.0)
     beta = cov / vy
@@ -151,6 +194,7 @@ def rolling_correlation(
     windows: Sequence[int] = (30, 90, 180, 365),
     spans: pl.DataFrame | None = None,
     since: date | None = None,
+    epoch: int = EPOCH_SESSIONS,
 ) -> pl.DataFrame:
     """mart_rolling_correlation: every asset versus every benchmark, per window.
 
@@ -159,12 +203,20 @@ def rolling_correlation(
     see ``paired_returns`` (rows whose window reaches before ``sessions`` are
     then not meaningful; the caller drops them). ``since``: only rows dated
     on/after it are returned (an incremental run), ordered the same way.
+
+    ``epoch``: see ``EPOCH_SESSIONS``; epochs count from ``sessions[0]``, so
+    a run over a later part of the calendar reproduces the values of a run
+    over the whole of it only if its first session is a multiple of
+    ``epoch`` sessions into the calendar (and the window reaches no further
+    back than its start). Raises ValueError for a window longer than ``epoch``.
     """
+    windows = sorted(set(windows))
+    if windows and windows[-1] > epoch:
+        raise ValueError(f"window of {windows[-1]} sessions is longer than the epoch of {epoch} sessions")
     grid = paired_returns(returns, sessions, assets, benchmarks, spans)
     if grid.is_empty():
         return pl.DataFrame(schema=ROLLING_CORRELATION_SCHEMA)
-    grid = _with_positions(grid)
-    windows = sorted(set(windows))
+    grid = _with_positions(grid, epoch)
     frames = [
         grid.with_columns(_window_stats(w)).select(
             pl.col("session_date").alias("date"),

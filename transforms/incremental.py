@@ -11,8 +11,9 @@ trailing look-back:
 - derived crypto indices: chained from the last published level;
 - ``fact_returns``: from the session before the first changed session;
 - ``mart_rolling_correlation``: from ``max(windows)`` (+ a margin) sessions of
-  returns, each pair's span taken from the previous rows; a pair that is new or
-  resumes after a gap is computed over its whole history;
+  returns, extended back to an epoch boundary of the calendar so the values are
+  the full build's bit for bit, each pair's span taken from the previous rows;
+  a pair that is new or resumes after a gap is computed over its whole history;
 - ``mart_correlation_matrix``: only the as-of blocks on/after the first changed
   session, plus null rows for a symbol that is new to the matrix;
 - ``mart_correlation_events``, milestones, period returns, allocation marts:
@@ -104,9 +105,15 @@ def build_marts_incremental(
     sess = sessions.cast(pl.Date).unique().sort()
     windows = sorted(set(params.windows))
     from_idx = sess.search_sorted(from_date, side="left")
-    tail_idx = from_idx - max(windows) - MARGIN_SESSIONS
-    if tail_idx < 1 or any(t not in previous for t in REQUIRED):
+    look_idx = from_idx - max(windows) - MARGIN_SESSIONS
+    if look_idx < 1 or any(t not in previous for t in REQUIRED):
         return build_marts(prices, assets, sess, params, fundamentals)
+    # The rolling correlations' sums restart at every epoch of the calendar
+    # (transforms.correlation.EPOCH_SESSIONS): a tail that starts on an epoch
+    # boundary at or before the look-back reproduces the full build's values
+    # bit for bit. The matrix needs only the look-back.
+    epoch = params.correlation_epoch_sessions
+    tail_idx = epoch * (look_idx // epoch)
 
     # Which benchmarks have prices, without hashing every symbol of the lake.
     has = prices.select([(pl.col("symbol") == b).any().alias(str(i)) for i, b in enumerate(params.benchmarks)])
@@ -135,7 +142,9 @@ def build_marts_incremental(
     # Returns: fact_returns gets the changed sessions (from the session before
     # them); correlations and the matrix read the look-back of their symbols only.
     from_session = sess[from_idx] if from_idx < sess.len() else None
-    tail_sessions = sess.slice(tail_idx - 1)
+    # From the session before the tail (its first return needs that close), or
+    # from the first session, whose return is null in the full build too.
+    tail_sessions = sess.slice(max(tail_idx - 1, 0))
     matrix_symbols = sorted(set(benchmarks) | set(index_like) | set(crypto))
     # One pass over the lake's bars for every symbol the marts below read whole
     # (crypto, indices, benchmarks: a few percent of the rows).
@@ -154,7 +163,7 @@ def build_marts_incremental(
 
     kept_corr, new_corr, whole = _rolling_correlation_since(
         previous["mart_rolling_correlation"], prev_returns, tail_returns, sess, tail_idx, from_idx,
-        crypto, benchmarks, windows,
+        crypto, benchmarks, windows, epoch,
     )  # fmt: skip
     corr = pl.concat([kept_corr, new_corr])
     if from_session is None and "mart_correlation_events" in previous:
@@ -171,7 +180,8 @@ def build_marts_incremental(
         events = mart_correlation_events(
             corr, levels=params.event_levels, confirm_sessions=params.event_confirm_sessions
         )
-    matrix = _matrix_since(previous["mart_correlation_matrix"], tail_returns, sess, from_idx, matrix_symbols, windows)
+    matrix_returns = tail_returns.filter(pl.col("session_date") >= sess[look_idx])
+    matrix = _matrix_since(previous["mart_correlation_matrix"], matrix_returns, sess, from_idx, matrix_symbols, windows)
     milestone_symbols = sorted(set(benchmarks) | set(index_like))
     milestone_prices = focus.filter(
         pl.col("symbol").is_in(milestone_symbols + [params.period_benchmark])
@@ -270,6 +280,7 @@ def _rolling_correlation_since(
     assets: list[str],
     benchmarks: list[str],
     windows: list[int],
+    epoch: int,
 ) -> pl.DataFrame:
     """mart_rolling_correlation as (previous rows kept, rows recomputed, pairs
     recomputed over their whole history): the previous rows before the first
@@ -311,9 +322,10 @@ def _rolling_correlation_since(
     new_pairs = pairs.join(spans.select(_PAIR), on=_PAIR, how="anti")
     whole = pl.concat([resumed.select(_PAIR), new_pairs.select(_PAIR)])
 
+    # ``tail_idx`` is on an epoch boundary, so the tail's epochs are the full build's.
     tail = rolling_correlation(
         tail_returns, sess.slice(tail_idx), assets, benchmarks, windows,
-        spans=continuing.select(*_PAIR, "first", "last"), since=from_session,
+        spans=continuing.select(*_PAIR, "first", "last"), since=from_session, epoch=epoch,
     )  # fmt: skip
     tail = tail.join(continuing.select(_PAIR), on=_PAIR, how="semi")
     parts = [_before(prev_corr, "date", from_session)]
@@ -327,7 +339,7 @@ def _rolling_correlation_since(
             ]
         )
         recomputed = rolling_correlation(
-            history, sess, sorted(set(whole["asset"])), sorted(set(whole["benchmark"])), windows
+            history, sess, sorted(set(whole["asset"])), sorted(set(whole["benchmark"])), windows, epoch=epoch
         ).join(whole, on=_PAIR, how="semi")
         parts.append(recomputed)
     parts.append(tail)

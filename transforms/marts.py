@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from transforms.allocation import simulate_mixes
-from transforms.correlation import rolling_correlation
+from transforms.correlation import EPOCH_SESSIONS, rolling_correlation
 from transforms.events import mart_correlation_events
 from transforms.factor_eval import evaluate_factors
 from transforms.factors import LabelThresholds, build_factor_marts
@@ -51,6 +51,9 @@ class MartParams:
     factor_horizons: Sequence[int] = (21, 63)
     # Crypto assets per rolling-correlation partition; 0 = all in one.
     correlation_block_size: int = 0
+    # Sessions per epoch of the rolling correlations' sums (see
+    # transforms.correlation.EPOCH_SESSIONS); at least max(windows).
+    correlation_epoch_sessions: int = EPOCH_SESSIONS
     # False leaves the Alpha Score marts out (a benchmark of everything else).
     factors: bool = True
 
@@ -84,9 +87,10 @@ def correlation_partition(
     windows: tuple[int, ...],
     event_levels: tuple[float, ...],
     confirm_sessions: int,
+    epoch: int = EPOCH_SESSIONS,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     # Events are per (asset, benchmark, window) series, so they partition with it.
-    corr = rolling_correlation(returns, sessions, assets, benchmarks, windows)
+    corr = rolling_correlation(returns, sessions, assets, benchmarks, windows, epoch=epoch)
     return corr, mart_correlation_events(corr, levels=event_levels, confirm_sessions=confirm_sessions)
 
 
@@ -138,7 +142,8 @@ def build_marts(
 
     jobs: list[tuple[str, Callable[..., Any], tuple]] = [
         ("corr", correlation_partition,
-         (returns, sessions, block, benchmarks, windows, tuple(params.event_levels), params.event_confirm_sessions))
+         (returns, sessions, block, benchmarks, windows, tuple(params.event_levels), params.event_confirm_sessions,
+          params.correlation_epoch_sessions))
         for block in blocks(crypto, params.correlation_block_size)
     ]
     jobs += [("matrix", mart_correlation_matrix, (returns, sessions, matrix_symbols, (w,))) for w in windows]

@@ -132,3 +132,47 @@ def test_real_crypto_versus_russell(real_data):
         assert got_by_date[d.date()] == pytest.approx(v, abs=1e-9)
         checked += 1
     assert checked > 900
+
+
+# --------------------------------------------------------------------------- epochs
+
+
+def test_matches_reference_across_epoch_boundaries(sessions):
+    """Small epochs: windows cross boundaries everywhere, one equals the epoch,
+    and the coin lists mid-epoch (the same data as the test above)."""
+    rng = np.random.default_rng(7)
+    bench = {d: float(v) for d, v in zip(sessions, rng.normal(0, 0.01, len(sessions)))}
+    coin = {d: float(0.8 * bench[d] + rng.normal(0, 0.02)) for d in sessions[41:]}
+    coin[sessions[90]] = None
+    del bench[sessions[120]]
+    frame = returns_frame({"SOL": coin, "^RUT": bench})
+    for epoch in (5, 7, 30):
+        windows = [w for w in (3, 5, 7, 30) if w <= epoch]
+        got = rolling_correlation(frame, pl.Series(sessions), ["SOL"], ["^RUT"], windows, epoch=epoch)
+        for w in windows:
+            compare(got, reference(coin, bench, sessions, w), "SOL", "^RUT", w)
+
+
+def test_a_window_longer_than_the_epoch_is_refused(sessions):
+    frame = returns_frame({"SOL": dict.fromkeys(sessions, 0.01), "^RUT": dict.fromkeys(sessions, 0.02)})
+    with pytest.raises(ValueError, match="longer than the epoch"):
+        rolling_correlation(frame, pl.Series(sessions), ["SOL"], ["^RUT"], [10, 30], epoch=20)
+
+
+def test_values_depend_only_on_the_pair_and_the_epochs(sessions):
+    """Bit for bit: a pair alone or among others, and a run whose sessions start
+    on an epoch boundary, give the whole run's values (its window permitting)."""
+    rng = np.random.default_rng(3)
+    series = {s: {d: float(v) for d, v in zip(sessions, rng.normal(0, 0.02, len(sessions)))} for s in ("A", "B", "C", "^RUT")}
+    frame = returns_frame(series)
+    sess = pl.Series(sessions)
+    whole = rolling_correlation(frame, sess, ["A", "B", "C"], ["^RUT"], [5, 20], epoch=32)
+    alone = rolling_correlation(frame, sess, ["B"], ["^RUT"], [5, 20], epoch=32)
+    assert alone.equals(whole.filter(pl.col("asset") == "B"))
+    # From session 64 (two epochs in): rows whose 20-session window lies inside.
+    start = sess[64]
+    tail = rolling_correlation(
+        frame.filter(pl.col("session_date") >= start), sess.slice(64), ["A", "B", "C"], ["^RUT"], [5, 20], epoch=32
+    )
+    since = sess[64 + 20]
+    assert tail.filter(pl.col("date") >= since).equals(whole.filter(pl.col("date") >= since))

@@ -2,10 +2,10 @@
 
 For generated panels (and real data when present): ``full(as_of=D)`` against
 ``incremental(previous=full(as_of=D-1 session), from_date=...)``, table by
-table, sorted by every non-float column. Exact everywhere except the float
-columns of the rolling correlations and the events that quote them, where the
-full build's rolling sums run over the whole grid and so carry ~1e-13 of
-rounding that depends on where the grid starts (see docs/performance.md).
+table, sorted by every non-float column, compared exactly: the rolling
+correlations' sums restart at epoch boundaries of the calendar and the
+incremental tail starts on one, so even their floats are the full build's bit
+for bit (see transforms/correlation.py).
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ from transforms.marts import MartParams, build_marts
 
 AS_OF = date(2026, 11, 20)
 PARAMS = MartParams(policy=load_policy(), factors=False)
-# Float columns that legitimately differ by rolling-sum rounding.
-TOLERANT = {"mart_rolling_correlation", "mart_correlation_events"}
-ABS_TOL = 1e-12
 
 
 @pytest.fixture(scope="module", params=[7, 11], ids=["seed7", "seed11"])
@@ -41,7 +38,7 @@ def as_of(prices: pl.DataFrame, sessions: pl.Series, d: date) -> tuple[pl.DataFr
     return prices.filter(pl.col("date") <= d), sessions.filter(sessions <= d)
 
 
-def assert_same_marts(full: dict[str, pl.DataFrame], inc: dict[str, pl.DataFrame], tol: float = ABS_TOL) -> None:
+def assert_same_marts(full: dict[str, pl.DataFrame], inc: dict[str, pl.DataFrame]) -> None:
     assert set(full) == set(inc)
     for name, f in full.items():
         g = inc[name]
@@ -49,19 +46,16 @@ def assert_same_marts(full: dict[str, pl.DataFrame], inc: dict[str, pl.DataFrame
         keys = [c for c, t in f.schema.items() if not t.is_float()]
         f, g = f.sort(keys, nulls_last=True), g.sort(keys, nulls_last=True)
         try:
-            if name in TOLERANT:
-                assert_frame_equal(f, g, check_exact=False, rel_tol=tol, abs_tol=tol)
-            else:
-                assert_frame_equal(f, g, check_exact=True)
+            assert_frame_equal(f, g, check_exact=True)
         except AssertionError as e:
             raise AssertionError(f"{name}: {e}") from None
 
 
-def check(prices, assets, sessions, d, prev_prices, prev_assets, prev_sessions, from_date, params=PARAMS, tol=ABS_TOL):
+def check(prices, assets, sessions, d, prev_prices, prev_assets, prev_sessions, from_date, params=PARAMS):
     previous = build_marts(prev_prices, prev_assets, prev_sessions, params)
     full = build_marts(prices, assets, sessions, params)
     inc = build_marts_incremental(prices, assets, sessions, params, previous=previous.tables, from_date=from_date)
-    assert_same_marts(full.tables, inc.tables, tol)
+    assert_same_marts(full.tables, inc.tables)
     assert inc.warnings == full.warnings
     return full, inc
 
@@ -313,7 +307,9 @@ def test_real_data_one_new_day_and_a_restated_week(real_data):
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-SMALL = MartParams(windows=(3, 7), event_levels=(0.5, -0.5), factors=False)
+# An epoch of 8 sessions: the tails start on nonzero epoch boundaries and the
+# windows cross epochs, which the default (512) never does on 120 days.
+SMALL = MartParams(windows=(3, 7), event_levels=(0.5, -0.5), factors=False, correlation_epoch_sessions=8)
 
 
 def _random_panel(seed: int, gap: float, n_days: int = 120) -> tuple[pl.DataFrame, pl.DataFrame, pl.Series]:
@@ -362,6 +358,4 @@ def test_property_incremental_equals_full(seed, gap, back, at, k):
     params = dataclasses.replace(SMALL, event_confirm_sessions=k)
     p, s = as_of(prices, sessions, d)
     pp, ps = as_of(prices, sessions, prev)
-    # 3-session windows of cent-rounded prices: the rolling sums cancel more, so
-    # the same rounding reaches ~1e-11 here (absolute and relative).
-    check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), params, tol=1e-10)
+    check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), params)

@@ -39,10 +39,10 @@ def keyed(name: str, frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def assert_same(name: str, got: pl.DataFrame, want: pl.DataFrame) -> None:
-    # Rolling sums run over the whole sorted grid of the partition's pairs, so a
-    # pair's floating-point rounding depends on the rows before it (~1e-13 here);
-    # everything else, nulls, counts and keys included, is exact.
-    assert_frame_equal(keyed(name, got), keyed(name, want), check_exact=False, rel_tol=1e-11, abs_tol=1e-12)
+    # Exact, floats included: a pair's rolling sums restart at the calendar's
+    # epochs and never read another pair's rows, so partitioning the pairs
+    # (any block size) cannot change a bit.
+    assert_frame_equal(keyed(name, got), keyed(name, want), check_exact=True)
 
 
 def backwards_map(fn, arg_list):
