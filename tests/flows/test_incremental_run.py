@@ -38,8 +38,8 @@ def assert_same_tables(a: Path, b: Path) -> None:
     assert left.keys() == right.keys()
     for name in left:
         try:
-            # Exact but for the last bits of rolling-sum floats (docs/performance.md, incremental path).
-            assert_frame_equal(left[name], right[name], check_exact=False, rel_tol=1e-11, abs_tol=1e-12)
+            # Bit for bit: rolling sums restart at fixed session epochs (transforms/correlation.py).
+            assert_frame_equal(left[name], right[name], check_exact=True)
         except AssertionError as exc:
             raise AssertionError(f"{name}: {exc}") from None
 

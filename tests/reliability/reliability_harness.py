@@ -127,16 +127,10 @@ def read_table(db: Path, name: str, drop: tuple[str, ...] = ()) -> pl.DataFrame:
 
 
 def assert_same_rows(got: pl.DataFrame, want: pl.DataFrame, name: str) -> None:
-    """Equal tables: exact, except floats to 1e-12.
-
-    An incremental rebuild starts its rolling sums at a later row than a full
-    one, so correlations and betas may differ in the last bits (measured
-    < 5e-13; docs/performance.md, incremental path). Keys, counts, nulls,
-    dates and text must match exactly.
-    """
+    """Equal tables, bit for bit: an incremental rebuild must equal a full one exactly."""
     from polars.testing import assert_frame_equal
 
     try:
-        assert_frame_equal(got, want, check_exact=False, rel_tol=1e-11, abs_tol=1e-12)
+        assert_frame_equal(got, want, check_exact=True)
     except AssertionError as exc:
         raise AssertionError(f"{name}: {exc}") from None
