@@ -335,10 +335,25 @@ class Transformed:
     full_because: str | None = None
 
 
+CODE_PACKAGES = ("flows", "transforms", "warehouse")
+
+
+def code_digest(root: Path = Path(__file__).resolve().parents[1], packages: tuple[str, ...] = CODE_PACKAGES) -> str:
+    """A hash of the pipeline's source files.
+
+    Not the git commit: a working tree with local edits, or an installed copy
+    without git, would then let tables built by other code seed a run.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for pkg in packages for p in (root / pkg).rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def transform_fingerprint(params: MartParams, settings: Settings, source: str) -> str:
     """Everything besides the bars that decides the marts' values: two runs with
     the same fingerprint build the same rows from the same bars."""
-    payload = repr((code_version(), source, settings.exchange_calendar, params))
+    payload = repr((code_digest(), source, settings.exchange_calendar, params))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -94,3 +94,18 @@ def test_switched_off_or_other_settings_rebuild_everything(tmp_path, monkeypatch
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
+
+
+def test_code_digest_follows_every_source_file(tmp_path):
+    from flows.nightly import code_digest
+
+    for pkg in ("flows", "transforms", "warehouse"):
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "m.py").write_text("x = 1\n")
+    before = code_digest(tmp_path)
+    assert code_digest(tmp_path) == before
+    (tmp_path / "transforms" / "m.py").write_text("x = 2\n")
+    assert code_digest(tmp_path) != before, "an edited transform must not reuse tables built by the old code"
+    (tmp_path / "transforms" / "m.py").write_text("x = 1\n")
+    (tmp_path / "warehouse" / "n.py").write_text("")
+    assert code_digest(tmp_path) != before, "a new module counts too"
