@@ -105,9 +105,8 @@ def cli(args: list[str], env: dict, timeout: float = 180) -> str:
     return done.stdout
 
 
-@pytest.mark.timeout(900)
-def test_deploy_and_run_nightly_through_a_server_and_worker(tmp_path):
-    port = free_port()
+def server_env(tmp_path: Path, port: int, **extra: str) -> tuple[str, dict[str, str]]:
+    """The API address and an environment for a local server on ``port`` and the processes talking to it."""
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "XASSET_"))}
     env |= {
@@ -115,13 +114,23 @@ def test_deploy_and_run_nightly_through_a_server_and_worker(tmp_path):
         "PREFECT_API_URL": api,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
-        # Only the run this test triggers: no scheduled nightly against live data.
+        # Only the runs a test triggers: never a scheduled nightly against live data.
         "PREFECT_API_SERVICES_SCHEDULER_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
-        "XASSET_REPO_DIR": str(REPO),
-        # The process worker starts flow runs with the `python` on PATH.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **extra,
     }
+    return api, env
+
+
+@pytest.mark.timeout(900)
+def test_deploy_and_run_nightly_through_a_server_and_worker(tmp_path):
+    port = free_port()
+    api, env = server_env(
+        tmp_path, port,
+        XASSET_REPO_DIR=str(REPO),
+        # The process worker starts flow runs with the `python` on PATH.
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
     data = tmp_path / "data"
     server = Proc([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                   env, tmp_path / "server.log")

@@ -11,7 +11,7 @@ import duckdb
 import httpx
 import pytest
 
-from tests.flows.test_deployments import TERMINAL, Proc, free_port, wait_for
+from tests.flows.test_deployments import TERMINAL, Proc, free_port, server_env, wait_for
 
 # Not the default schedule: proves the CLI's --cron/--timezone reach the server.
 CRON, TIMEZONE = "0 18 * * 1-5", "America/New_York"
@@ -40,19 +40,8 @@ def group_alive(pgid: int) -> bool:
 @pytest.mark.timeout(900)
 def test_serve_registers_its_schedule_and_runs_a_triggered_flow(tmp_path):
     port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "XASSET_"))}
-    env |= {
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        # Only the run this test triggers, never one the cron would schedule.
-        "PREFECT_API_SERVICES_SCHEDULER_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        # The served deployment polls for runs every 10 s by default.
-        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-    }
+    # The served deployment polls for runs every 10 s by default.
+    api, env = server_env(tmp_path, port, PREFECT_RUNNER_POLL_FREQUENCY="2")
     data = tmp_path / "data"
     server = Proc([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                   env, tmp_path / "server.log")
