@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pyarrow.dataset as ds
+import pytest
 
 from warehouse import snapshots
 from warehouse.build import build_database
@@ -193,10 +194,8 @@ def test_failure_at_the_switch_leaves_the_previous_run_published(tmp_path, monke
         raise OSError("killed at the switch")
 
     monkeypatch.setattr(snapshots, "switch_current", dies)
-    try:
+    with pytest.raises(OSError, match="killed at the switch"):
         publish_version(tmp_path, 2, correlation_version(2))
-    except OSError:
-        pass
     monkeypatch.undo()
     assert published_state(tmp_path) == before
     # The complete but unpublished run is an orphan: the next publish removes it.
@@ -223,10 +222,8 @@ def test_run_killed_while_staging_is_removed_and_never_published(tmp_path, monke
 
     monkeypatch.setattr(marts_mod, "write_parquet_content_named", dies_on_second_file)
     staging = snapshots.stage(tmp_path, "r003")
-    try:
+    with pytest.raises(KeyboardInterrupt):
         write_table(table, correlation_version(3), staging.marts_dir, "r003", {})
-    except KeyboardInterrupt:
-        pass
     monkeypatch.undo()
     assert published_state(tmp_path) == ("r002", (2,), "r002")
     assert remove_stale_temp_files(tmp_path), "the next run's clean-up finds the staging directory"
