@@ -391,20 +391,23 @@ def incremental_base(
     landed = prices.filter(pl.col("ingested_at") > read_through)["date"].min()
     if landed is not None:
         candidates.append(landed)
-    previous = read_tables(settings.warehouse_path, list(SEED_TABLES))
-    dim = TABLES["dim_asset"]
-    before = previous.get("dim_asset", pl.DataFrame(schema=dim.polars_schema)).filter(pl.col("source") != "derived")
-    now = dim.conform(assets)
-    if before.join(now, on=dim.column_names, how="anti", nulls_equal=True).height:
+    # The small tables first: a changed asset or snapshot rules the run out
+    # before the large seed tables (tens of millions of rows) are read.
+    dim, fund = TABLES["dim_asset"], TABLES["fact_fundamentals"]
+    small = read_tables(settings.warehouse_path, [dim.name, fund.name])
+    before = small.get(dim.name, pl.DataFrame(schema=dim.polars_schema)).filter(pl.col("source") != "derived")
+    if before.join(dim.conform(assets), on=dim.column_names, how="anti", nulls_equal=True).height:
         return "asset metadata (names, classes, sectors) changed since the published run"
     if fundamentals is not None and fundamentals.height:
-        fund = TABLES["fact_fundamentals"]
-        stored = previous.get("fact_fundamentals", pl.DataFrame(schema=fund.polars_schema))
-        new = fund.conform(fundamentals).join(stored, on=fund.column_names, how="anti", nulls_equal=True)
-        if stored.join(fund.conform(fundamentals), on=fund.column_names, how="anti", nulls_equal=True).height:
+        stored = small.get(fund.name, pl.DataFrame(schema=fund.polars_schema))
+        now = fund.conform(fundamentals)
+        if stored.join(now, on=fund.column_names, how="anti", nulls_equal=True).height:
             return "stored fundamentals snapshots changed since the published run"
+        new = now.join(stored, on=fund.column_names, how="anti", nulls_equal=True)
         if new.height:
             candidates.append(new["as_of"].min())
+    large = [t for t in SEED_TABLES if t not in small]
+    previous = small | read_tables(settings.warehouse_path, large)
     return previous, min(candidates)
 
 

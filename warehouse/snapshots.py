@@ -162,10 +162,10 @@ def discard(staging: Staging) -> None:
 
 
 def _fsync_tree(root: Path) -> None:
-    # Parquet and manifest writers fsync their files; the DuckDB file and the
-    # directories are synced here so the renamed run survives a power cut whole.
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            with open(os.path.join(dirpath, name), "rb") as fh:
-                os.fsync(fh.fileno())
+    # The Parquet, manifest and state writers fsync their own files; the
+    # DuckDB file and the directory entries are synced here, so the renamed
+    # run survives a power cut whole without reading every mart file again.
+    with open(root / WAREHOUSE_FILE, "rb") as fh:
+        os.fsync(fh.fileno())
+    for dirpath, _, _ in os.walk(root):
         fsync_dir(Path(dirpath))

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from warehouse import marts as mart_files
 from warehouse import snapshots
+from warehouse.build import build_database
 from warehouse.mirror import POINTER, MirrorError, mirror_marts
 
 RUN_A, RUN_B, RUN_C = "20260101T013000-aaaaaa", "20260102T013000-bbbbbb", "20260103T013000-cccccc"
@@ -25,6 +26,7 @@ RUN_A, RUN_B, RUN_C = "20260101T013000-aaaaaa", "20260102T013000-bbbbbb", "20260
 def publish(data_dir: Path, frames: dict[str, pl.DataFrame], run_id: str) -> Path:
     """Publish the marts of one run the way the flow does; returns the ``marts`` link."""
     staging = snapshots.stage(data_dir, run_id)
+    build_database(staging.warehouse_path, {})  # a run always publishes a warehouse beside its marts
     mart_files.stage_marts(frames, staging.marts_dir, run_id, {"source": "sample"})
     snapshots.publish(data_dir, staging, run_id)
     return data_dir / "marts"
