@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -120,6 +121,36 @@ def server_env(tmp_path: Path, port: int, **extra: str) -> tuple[str, dict[str, 
         **extra,
     }
     return api, env
+
+
+def answering(proc: Proc, url: str):
+    """A check for ``wait_for``: ``url`` answers 200; fails at once if ``proc`` died."""
+    def check() -> bool:
+        if proc.p.poll() is not None:
+            raise AssertionError(f"{proc.log.name} exited:\n{proc.tail()}")
+        try:
+            return httpx.get(url, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+@contextmanager
+def local_server(tmp_path: Path, **extra: str):
+    """A real ``prefect server start`` on a free 127.0.0.1 port, stopped on exit (also when the test fails).
+
+    Yields the API address, the environment for processes talking to it, and the server process.
+    """
+    port = free_port()
+    api, env = server_env(tmp_path, port, **extra)
+    server = Proc([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                  env, tmp_path / "server.log")
+    try:
+        wait_for("the Prefect server to answer", answering(server, f"{api}/health"), timeout=240)
+        yield api, env, server
+    finally:
+        server.stop()
 
 
 @pytest.mark.timeout(900)

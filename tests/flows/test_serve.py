@@ -17,18 +17,6 @@ from tests.flows.test_deployments import TERMINAL, Proc, free_port, server_env, 
 CRON, TIMEZONE = "0 18 * * 1-5", "America/New_York"
 
 
-def answering(proc: Proc, url: str):
-    def check() -> bool:
-        if proc.p.poll() is not None:
-            raise AssertionError(f"{proc.log.name} exited:\n{proc.tail()}")
-        try:
-            return httpx.get(url, timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    return check
-
-
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
