@@ -481,8 +481,8 @@ def fundamentals_as_of(lake: Lake, as_of: date) -> pl.DataFrame | None:
 
 
 @task(cache_policy=NO_CACHE)
-def load(tables: dict[str, pl.DataFrame], staged: Path) -> dict[str, int]:
-    return build_database(staged, tables)
+def load(tables: dict[str, pl.DataFrame], staged: Path, storage_version: str) -> dict[str, int]:
+    return build_database(staged, tables, storage_version=storage_version)
 
 
 def check_failures(batch: SourceBatch, source: str, settings: Settings, universe: Universe, run: RunSummary) -> None:
@@ -671,7 +671,7 @@ def run_pipeline(
             tables["quarantine"] = log.record_quarantine(run.run_id, tables.get("quarantine"))
             staging = snapshots.stage(settings.data_dir, run.run_id)
             staging.write_state({**built.state, "run_id": run.run_id, "incremental_from": built.incremental_from})
-            run.table_rows = load(tables, staging.warehouse_path)
+            run.table_rows = load(tables, staging.warehouse_path, settings.warehouse_storage_version)
             stage_done("load")
             failures = audit(tables, as_of)
             if failures:

@@ -142,6 +142,16 @@ class Settings(ExecutionSettings):
             "(at least 2, so the run readers resolved last is never deleted under them)."
         ),
     )
+    warehouse_storage_version: str = Field(
+        "v1.1.0",
+        pattern=r"^v\d+\.\d+\.\d+$",
+        description=(
+            "DuckDB storage format the published warehouse is written in, named by the oldest DuckDB release that "
+            "must open it (DuckDB's storage_compatibility_version). v1.1.0 (storage 64) is read by DuckDB 0.10 "
+            "to 2.x and the JDBC/ODBC drivers of BI tools on 1.x; duckdb 2.0's own format (v2.0.0) is not "
+            "readable by any 1.x client."
+        ),
+    )
     prefect_quiet: bool = Field(
         True, description="Silence Prefect's analytics and per-task INFO chatter for local runs."
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from flows.settings import Settings
 from warehouse.query import read_sql_file
 from warehouse.schema import Table, ident, sql_literal
 from warehouse.tables import TABLES
@@ -62,11 +63,18 @@ def create_views(con: duckdb.DuckDBPyConnection, tables: dict[str, Table]) -> li
     return skipped
 
 
-def build_database(path: Path, frames: dict[str, pl.DataFrame], tables: dict[str, Table] = TABLES) -> dict[str, int]:
-    """Create every contracted table in a new file at ``path``; returns row counts."""
+def build_database(
+    path: Path, frames: dict[str, pl.DataFrame], tables: dict[str, Table] = TABLES,
+    storage_version: str = Settings.model_fields["warehouse_storage_version"].default,
+) -> dict[str, int]:
+    """Create every contracted table in a new file at ``path``; returns row counts.
+
+    The file is written in the storage format of DuckDB ``storage_version``
+    (e.g. ``v1.1.0``), so clients of that release and later can open it.
+    """
     path.unlink(missing_ok=True)
     counts: dict[str, int] = {}
-    con = duckdb.connect(str(path))
+    con = duckdb.connect(str(path), config={"storage_compatibility_version": storage_version})
     try:
         for name, table in tables.items():
             con.execute(table.ddl())
