@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from datetime import date
 from enum import Enum
@@ -57,6 +60,10 @@ def prepare_prefect(settings: Settings) -> None:
     if settings.prefect_quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
+    # Prefect's temporary API server dies with this process, however it ends.
+    from flows.ephemeral_server import own_ephemeral_server
+
+    own_ephemeral_server()
 
 
 def quiet_console_logs(settings: Settings) -> None:
@@ -74,18 +81,83 @@ def quiet_console_logs(settings: Settings) -> None:
 
 
 def refuse_if_running(settings: Settings) -> None:
-    """Say so at once when another run holds the data directory, before paying Prefect's start-up.
+    """Queue behind a run holding the data directory (bounded, saying so), before paying Prefect's start-up.
 
-    The flow takes the lock again for real; this only spares the operator a
-    slow start and Prefect's crash report for a run that cannot proceed.
+    The flow takes the lock again for real (and would wait too); this spares
+    the operator a slow start for a run that cannot proceed yet, and fails
+    with one line when the wait (``XASSET_LOCK_WAIT_SECONDS``) runs out.
     """
     from warehouse.lock import RunLock, RunLockedError
 
+    def waiting(message: str) -> None:
+        err.print(f"[yellow]{message}[/] (Ctrl-C gives up)", highlight=False, soft_wrap=True)
+
     try:
-        with RunLock(settings.data_dir):
+        with RunLock(settings.data_dir, wait_s=settings.lock_wait_seconds, on_wait=waiting):
             pass
     except RunLockedError as exc:
         raise fail(str(exc)) from None
+
+
+_stopping = threading.Lock()
+_stopping_owner: int | None = None
+
+
+def stop_now(signum: int, run_id: str | None = None, published: bool = False) -> None:
+    """End a run stopped by Ctrl-C or SIGTERM: record it, print one line, stop Prefect's server, exit.
+
+    Called by the main thread once the run has recorded itself, by the
+    watchdog of ``flows.cancel`` when that takes longer than the grace period,
+    or by a second signal. It does not wait for Prefect's worker threads (one
+    blocked in a request would hold the exit for that request's timeout), so
+    it ends with ``os._exit``, after flushing what it printed.
+    """
+    global _stopping_owner
+    if not _stopping.acquire(blocking=False):
+        if _stopping_owner == threading.get_ident():
+            return  # a further signal while this thread is already stopping
+        while True:  # another thread is ending the process right now
+            time.sleep(1)
+    _stopping_owner = threading.get_ident()
+    from flows import cancel
+    from flows.ephemeral_server import stop_ephemeral_servers
+    from warehouse.runs import RunLog
+
+    name = signal.Signals(signum).name
+    current, data_dir = cancel.run_in_progress()
+    run_id = run_id or current
+    if run_id and data_dir and not published:
+        try:
+            RunLog(data_dir).mark_cancelled(run_id, f"cancelled by {name}; nothing published")
+        except Exception:  # noqa: BLE001 - the next run marks it interrupted instead
+            pass
+    if run_id is None:
+        line = f"stopped by {name} before the run started; nothing changed"
+    elif published:
+        line = f"run {run_id} stopped by {name} right after it published; recorded succeeded"
+    else:
+        line = f"run {run_id} cancelled by {name}; nothing published, the published data is unchanged"
+    err.print(f"[bold yellow]cancelled:[/] {line}", highlight=False, soft_wrap=True)
+    stop_ephemeral_servers(timeout_s=2)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(cancel.exit_code(signum))
+
+
+@contextmanager
+def stoppable(settings: Settings):
+    """Ctrl-C and SIGTERM end the run within seconds: recorded cancelled, one line, no traceback."""
+    from flows import cancel
+
+    cancel.install(settings.stop_grace_seconds, stop_now)
+    try:
+        yield
+    except BaseException as exc:
+        if not cancel.is_cancellation(exc):
+            raise
+        signum = cancel.requested() or getattr(exc, "signum", None) or signal.SIGINT
+        stop_now(signum, getattr(exc, "run_id", None), getattr(exc, "published", False))
+        raise
 
 
 def print_frame(frame, fmt: Format) -> None:
@@ -148,26 +220,30 @@ def run(
         raise fail(f"unknown source {source!r}: choose sample, files or live")
     if source == "files" and not path:
         raise fail("the files source needs --path DIR (repeatable)")
-    refuse_if_running(settings)
-    prepare_prefect(settings)
-    from flows.nightly import nightly
+    with stoppable(settings):
+        refuse_if_running(settings)
+        prepare_prefect(settings)
+        from flows.nightly import nightly
 
-    quiet_console_logs(settings)
+        quiet_console_logs(settings)
 
-    from flows.artifacts import print_report
+        from flows.artifacts import print_report
 
-    err.print(f"[dim]running {source} pipeline into {settings.data_dir} (Prefect starts first) ...[/]")
-    try:
-        with stage_progress():
-            summary = nightly(
-                source=source,
-                paths=[str(p) for p in path or []],
-                start=start_d,
-                as_of=as_of_d,
-                data_dir=str(settings.data_dir),
-            )
-    except Exception as exc:  # one line for the operator, never a traceback
-        raise fail(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
+        err.print(
+            f"[dim]running {source} pipeline into {settings.data_dir} (Prefect starts first) ...[/]",
+            highlight=False, soft_wrap=True,
+        )
+        try:
+            with stage_progress():
+                summary = nightly(
+                    source=source,
+                    paths=[str(p) for p in path or []],
+                    start=start_d,
+                    as_of=as_of_d,
+                    data_dir=str(settings.data_dir),
+                )
+        except Exception as exc:  # one line for the operator, never a traceback
+            raise fail(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
     label = " [bold yellow](SYNTHETIC sample market)[/]" if summary.synthetic else ""
     out.print(f"[bold green]run {summary.run_id} succeeded[/]{label}: source {summary.source}, as of {summary.as_of}")
     out.print(f"bars landed: {summary.rows_written}; stages (s): {summary.stage_seconds}")
@@ -315,11 +391,11 @@ def report(
 @app.command()
 def backfill(
     start: Annotated[str, typer.Option(help="First date (YYYY-MM-DD).")],
-    end: Annotated[str, typer.Option(help="Last date (YYYY-MM-DD); the published as-of.")],
+    end: Annotated[str, typer.Option(help="Last date (YYYY-MM-DD) to land; published as of the later of it and the current as-of.")],
     source: Annotated[str, typer.Option(help="sample or live.")] = "live",
     data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
 ) -> None:
-    """Land a history year by year (resumable), then publish once as of --end."""
+    """Land a history year by year (resumable), then publish once; never rewinds the published as-of."""
     from flows.artifacts import print_report
 
     settings = settings_for(data_dir)
@@ -329,18 +405,24 @@ def backfill(
         raise fail(f"bad date: {exc}") from None
     if source not in ("sample", "live"):
         raise fail(f"backfills fetch from sample or live, not {source!r}")
-    refuse_if_running(settings)
-    prepare_prefect(settings)
-    from flows.backfill import backfill as backfill_flow
+    with stoppable(settings):
+        refuse_if_running(settings)
+        prepare_prefect(settings)
+        from flows.backfill import backfill as backfill_flow
 
-    quiet_console_logs(settings)
+        quiet_console_logs(settings)
 
-    try:
-        with stage_progress():
-            summary = backfill_flow(start=start_d, end=end_d, source=source, data_dir=str(settings.data_dir))
-    except Exception as exc:
-        raise fail((str(exc).splitlines()[0] if str(exc) else repr(exc)) + " (re-run the same command to resume)") from None
-    out.print(f"[bold green]backfill {summary.run_id} succeeded[/]: {start_d}..{end_d}, bars landed: {summary.rows_written}")
+        try:
+            with stage_progress():
+                summary = backfill_flow(start=start_d, end=end_d, source=source, data_dir=str(settings.data_dir))
+        except Exception as exc:
+            raise fail((str(exc).splitlines()[0] if str(exc) else repr(exc)) + " (re-run the same command to resume)") from None
+    out.print(
+        f"[bold green]backfill {summary.run_id} succeeded[/]: {start_d}..{end_d}, bars landed: {summary.rows_written}; "
+        f"published as of {summary.as_of}", highlight=False,
+    )
+    for w in summary.warnings:
+        out.print(f"[yellow]warning:[/] {w}", highlight=False)
     if summary.report is not None:
         print_report(out, summary.report)
 

@@ -25,7 +25,7 @@ from prefect.futures import as_completed
 from prefect.tasks import exponential_backoff
 from prefect.utilities.hashing import hash_objects
 
-from flows import __version__
+from flows import __version__, cancel
 from flows.calendar import sessions as exchange_sessions
 from flows import progress
 from flows.artifacts import RunReport, publish_artifacts, summarize
@@ -33,6 +33,7 @@ from flows.policy import load_policy
 from flows.runners import RunnerSettings, build_task_runner
 from flows.settings import Settings, get_settings
 from flows.sources.base import ASSET_SCHEMA, Source, SourceBatch, SourceError, SymbolOutcome, empty_bars
+from flows.sources.live_config import deadline as source_deadline
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe, UniverseError, load_universe
 from transforms.factors import LabelThresholds
@@ -149,8 +150,13 @@ def extract_batch(
     stored_tail: pl.DataFrame,
     fingerprint: str,
     batch: str = "all",
+    deadline_at: float | None = None,
 ) -> SourceBatch:
-    return source.fetch(universe, start, as_of, last_dates, stored_tail)
+    # The stage's deadline (epoch seconds): the live source cuts every request
+    # to the time left and records what it could not fetch by then as failed.
+    # (Prefect's task timeout cannot interrupt a request blocked in a worker thread.)
+    with source_deadline(None if deadline_at is None else deadline_at - time.time()):
+        return source.fetch(universe, start, as_of, last_dates, stored_tail)
 
 
 def source_fingerprint(name: str, settings: Settings, paths: list[Path]) -> str:
@@ -211,9 +217,12 @@ def extract(
     task_ = extract_batch.with_options(
         # For an optional server-side limit across runs (docs/operations.md).
         tags=[f"xasset-source-{src.name}"],
-        # The live source's every request has its own timeout; this bounds a
-        # whole batch. The sample and files sources call nothing external.
-        timeout_seconds=runner.extract_timeout_seconds if retry else None,
+        # The stage deadline below is what bounds a batch; this is only a
+        # backstop for code that ignores it, past the last request it allows.
+        timeout_seconds=(
+            runner.extract_timeout_seconds + 2 * (settings.live.request_timeout_s + settings.live.connect_timeout_s) + 60
+            if retry else None
+        ),
         retries=runner.extract_retries if retry else 0,
         retry_delay_seconds=exponential_backoff(runner.extract_retry_backoff_seconds) if retry else 0,
         retry_jitter_factor=0.5 if retry else None,
@@ -224,6 +233,7 @@ def extract(
         persist_result=src.name != "files",
     )
     fingerprint = source_fingerprint(src.name, settings, paths)
+    deadline_at = time.time() + runner.extract_timeout_seconds
 
     def submit(i: int, refresh: bool = False):
         part = parts[i]
@@ -237,6 +247,7 @@ def extract(
             tail.filter(pl.col("symbol").is_in(list(symbols))),
             fingerprint,
             batch=f"{i + 1}of{len(parts)}",
+            deadline_at=deadline_at,
         )
 
     tracker = ProgressArtifact(f"Extracting {len(universe.assets)} symbols from {src.name} in {len(parts)} batches")
@@ -589,7 +600,11 @@ def run_pipeline(
         marts_dir=settings.marts_dir,
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(settings.data_dir):
+    # Prefect bridges SIGTERM to its own exception during a flow; a command-line
+    # run wants Ctrl-C and SIGTERM handled alike (flows.cancel).
+    cancel.rearm()
+    # Nightly and backfill queue behind each other: a bounded, announced wait.
+    with RunLock(settings.data_dir, wait_s=settings.lock_wait_seconds, on_wait=logger.warning):
         for stale in remove_stale_temp_files(settings.data_dir):
             logger.info("removed temp file left by an interrupted run: %s", stale)
         log = RunLog(settings.data_dir)
@@ -602,13 +617,24 @@ def run_pipeline(
         history = log.runs()
         previous = history.filter((pl.col("status") == "succeeded") & (pl.col("source") == source))
         previous_as_of = previous["as_of"].max() if previous.height else None
+        # A backfill extends history; it never rewinds what analysts see.
+        end = as_of
+        if chunked:
+            as_of = publish_as_of(snapshots.published_state(settings.data_dir), source, end)
+            run.as_of = as_of
+            if as_of != end:
+                run.warnings.append(
+                    f"backfill {start}..{end} extends history; the published as-of stays {as_of}"
+                )
         record = {
             "run_id": run.run_id, "started_at": now, "finished_at": None, "source": source, "as_of": as_of,
             "status": "running", "rows_written": None, "error": None, "stage_seconds": None,
             "table_rows": None, "audit": None, "code_version": code_version(),
         }
         log.record_run(record)
+        cancel.current_run(run.run_id, settings.data_dir)
         staging: snapshots.Staging | None = None
+        published = False
         tables: dict[str, pl.DataFrame] = {}
         outcomes: list[SymbolOutcome] = []
         clock = time.perf_counter()
@@ -626,9 +652,9 @@ def run_pipeline(
             src_paths = [Path(p) for p in paths or []]
             src = make_source(source, settings, src_paths)
             lake = Lake(settings.lake_dir, source)
-            chunks = year_chunks(start, as_of) if chunked else [(start, as_of)]
+            chunks = year_chunks(start, end) if chunked else [(start, as_of)]
             checkpoint = Checkpoint.open(
-                settings.data_dir / "state" / "backfill" / f"{source}-{start}-{as_of}.json" if chunked else None
+                settings.data_dir / "state" / "backfill" / f"{source}-{start}-{end}.json" if chunked else None
             )
             for chunk in chunks:
                 if chunk_id(chunk) in checkpoint.done:
@@ -680,9 +706,12 @@ def run_pipeline(
             stage_done("audit")
             extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic}
             mart_files.stage_marts(tables, staging.marts_dir, run.run_id, extra)
-            # The warehouse and every mart become visible together, or not at all.
-            snapshots.publish(settings.data_dir, staging, run.run_id)
-            staging = None
+            # The warehouse and every mart become visible together, or not at all;
+            # a stop request waits for the switch (and is honoured right after).
+            with cancel.shielded():
+                snapshots.publish(settings.data_dir, staging, run.run_id)
+                staging = None
+                published = True
             stage_done("publish")
             if settings.marts_mirror_url:
                 mirror_published(settings, run, logger)
@@ -695,6 +724,19 @@ def run_pipeline(
             if staging is not None:
                 snapshots.discard(staging)
             raise
+        except BaseException as exc:
+            if not cancel.is_cancellation(exc):
+                raise
+            if published:  # stopped after the switch: the run did publish, only the mirror was skipped
+                run.status = "succeeded"
+                run.warnings.append(f"stopped ({cancel.describe(exc)}) after publishing; mirror not updated")
+            else:
+                run.status = "cancelled"
+                run.error = f"{cancel.describe(exc)}; nothing published"
+            if staging is not None:
+                snapshots.discard(staging)
+            exc.run_id, exc.published = run.run_id, published  # type: ignore[attr-defined]
+            raise
         finally:
             audit_result = "failed" if run.error and run.error.startswith("audit failed") else ("passed" if run.status == "succeeded" else None)
             record.update(
@@ -705,6 +747,17 @@ def run_pipeline(
             log.record_run(record)
             run.report = report_run(run, tables, outcomes, previous_as_of, audit_result or "not reached")
     return run
+
+
+def publish_as_of(published: dict | None, source: str, end: date) -> date:
+    """What a backfill ending ``end`` publishes as of: the later of ``end`` and the published as-of.
+
+    Only a published run of the same source counts (its lake holds the later
+    bars); another source's warehouse is replaced as of ``end``.
+    """
+    if not published or published.get("source") != source or not published.get("as_of"):
+        return end
+    return max(end, date.fromisoformat(str(published["as_of"])))
 
 
 def mirror_published(settings: Settings, run: RunSummary, logger) -> None:

@@ -38,7 +38,11 @@ class ExecutionSettings(BaseSettings):
         16, ge=1, description="Symbols per extraction task: the unit of retry, caching and scale-out."
     )
     extract_timeout_seconds: float = Field(
-        1800, gt=0, description="Upper bound on one extraction task, retries of single requests included."
+        1800,
+        gt=0,
+        description="Deadline of the extract stage (of each year of a backfill), retries of single requests "
+        "included: when it passes, requests in flight are cut short and the symbols not fetched by then are "
+        "recorded failed (the failure policy then decides whether the run publishes).",
     )
     extract_retries: int = Field(
         2, ge=0, description="Task-level retries of a failed extraction batch (live source only)."
@@ -57,6 +61,18 @@ class ExecutionSettings(BaseSettings):
         ge=0,
         description="Crypto assets per rolling-correlation task (0 = one task for all): the unit of transform "
         "scale-out, next to one task per matrix window, milestones and the Alpha Score.",
+    )
+    lock_wait_seconds: float = Field(
+        3600,
+        ge=0,
+        description="How long a run (nightly or backfill) started while another holds the data directory waits "
+        "for it, saying so, before giving up with an error (0: refuse at once).",
+    )
+    stop_grace_seconds: float = Field(
+        6,
+        gt=0,
+        description="After Ctrl-C or SIGTERM, how long `xasset run`/`backfill` may take to record the run "
+        "cancelled and stop cleanly before it stops at once (a second signal stops at once too).",
     )
 
 

@@ -65,6 +65,26 @@ class RunLog:
         atomic_write_parquet(marked, self.dir / "pipeline_runs.parquet")
         return stuck["run_id"].to_list()
 
+    def mark_cancelled(self, run_id: str, reason: str) -> bool:
+        """Record ``run_id`` cancelled if it is still 'running' (a stop that could not wait for the run)."""
+        runs = self.runs()
+        hit = (pl.col("run_id") == run_id) & (pl.col("status") == "running")
+        if runs.filter(hit).is_empty():
+            return False
+        from datetime import UTC, datetime
+
+        marked = runs.with_columns(
+            pl.when(hit).then(pl.lit("cancelled")).otherwise(pl.col("status")).alias("status"),
+            pl.when(hit).then(pl.lit(reason)).otherwise(pl.col("error")).alias("error"),
+            pl.when(hit).then(pl.lit(datetime.now(UTC))).otherwise(pl.col("finished_at")).alias("finished_at"),
+        )
+        atomic_write_parquet(PIPELINE_RUNS.conform(marked), self.dir / "pipeline_runs.parquet")
+        return True
+
+    def status(self, run_id: str) -> str | None:
+        hit = self.runs().filter(pl.col("run_id") == run_id)
+        return hit["status"][0] if hit.height else None
+
     def record_ingest(self, rows: pl.DataFrame) -> None:
         if rows.is_empty():
             return

@@ -374,7 +374,7 @@ PIPELINE_RUNS = Table(
         C("finished_at", "timestamp", "Run end; null while running.", unit="UTC"),
         C("source", "string", "sample, files or live.", False),
         C("as_of", "date", "Last date the run covers.", False),
-        C("status", "string", "running, succeeded or failed.", False),
+        C("status", "string", "running, succeeded, failed, cancelled (Ctrl-C or SIGTERM) or interrupted (killed).", False),
         C("rows_written", "bigint", "Bars landed in the lake (new or revised).", unit="rows"),
         C("error", "string", "Why the run failed; null otherwise."),
         C("stage_seconds", "string", "JSON object: seconds per stage.", unit="seconds"),

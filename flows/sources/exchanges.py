@@ -26,10 +26,13 @@ import polars as pl
 
 from flows.sources.base import SymbolOutcome, conform_bars, with_origin
 from flows.sources.live_config import (
+    DeadlineExceeded,
     ExchangeConfig,
     LiveSettings,
     RetryPolicy,
     asset_row,
+    bounded_timeout,
+    current_deadline,
     short_error,
 )
 from flows.universe import Asset
@@ -93,6 +96,8 @@ def describe_error(exc: BaseException, attempts: int, secrets: list[str]) -> str
 
     tries = f" (after {attempts} attempt{'s' if attempts != 1 else ''})"
     text = short_error(exc, secrets)
+    if isinstance(exc, DeadlineExceeded):
+        return f"{exc}{tries}"
     if isinstance(exc, ccxt.RequestTimeout):
         return f"request timed out{tries}: {text}"
     if is_unreachable(exc):
@@ -134,13 +139,18 @@ class Venue:
             self._loaded = True
             try:
                 self.exchange = self.factory(self.cfg, self.settings)
-                self.retry.call(lambda: self.exchange.load_markets(), is_retryable)
+                self.retry.call(lambda: self.bounded().load_markets(), is_retryable)
             except Exception as exc:  # noqa: BLE001 - the venue is skipped, the run goes on
                 attempts = getattr(exc, "attempts", 1)
                 self.error = "markets unavailable: " + describe_error(
                     exc, attempts, self.settings.secrets()
                 )
         return self.error is None
+
+    def bounded(self) -> Any:
+        """The exchange, its ccxt ``timeout`` (ms) cut to what the extract deadline leaves."""
+        self.exchange.timeout = int(bounded_timeout(self.settings.request_timeout_s) * 1000)
+        return self.exchange
 
     def lists(self, market: str) -> bool:
         return market in (self.exchange.markets or {})
@@ -164,7 +174,7 @@ def fetch_candles(venue: Venue, market: str, since_ms: int, until_ms: int) -> Fe
         s = since
 
         def call(s: int = s) -> Any:
-            return ex.fetch_ohlcv(market, "1d", s, page)
+            return venue.bounded().fetch_ohlcv(market, "1d", s, page)
 
         try:
             rows, n = venue.retry.call(call, is_retryable)
@@ -273,8 +283,12 @@ def fetch_crypto(
     last_closed = now_utc.date() - timedelta(days=1)
     end = min(as_of, last_closed)
     warned_down: set[str] = set()
+    deadline = current_deadline()
     for asset in assets:
         sym = asset.symbol
+        if deadline is not None and deadline.remaining() <= 0:
+            out.outcomes.append(SymbolOutcome(sym, "ccxt", "error", attempts=0, error=f"not fetched: {deadline.message()}"))
+            continue
         last = last_dates.get(sym)
         first = start if last is None or last < start else max(
             start, last - timedelta(days=settings.lookback_sessions)

@@ -12,7 +12,10 @@ applied: bounded attempts, exponential backoff with jitter, an injectable sleep.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -134,7 +137,15 @@ class LiveSettings(BaseModel):
         0.25, ge=0, le=1, description="Each wait is scaled by a random factor in [1-j, 1+j]."
     )
     request_timeout_s: float = Field(
-        20.0, gt=0, description="Timeout of one HTTP request (Yahoo and ccxt)."
+        20.0,
+        gt=0,
+        description=(
+            "Read timeout of one HTTP request: how long a server may stay silent (Yahoo; ccxt's "
+            "``timeout``, which bounds connecting too)."
+        ),
+    )
+    connect_timeout_s: float = Field(
+        10.0, gt=0, description="Timeout of opening one HTTP connection to Yahoo (TCP and TLS)."
     )
     unreachable_after: int = Field(
         3,
@@ -166,6 +177,66 @@ class LiveSettings(BaseModel):
 
     def secrets(self) -> list[str]:
         return [s for c in self.api_keys.values() for s in c.secrets()]
+
+
+class DeadlineExceeded(Exception):
+    """The extract stage's deadline passed (``XASSET_EXTRACT_TIMEOUT_SECONDS``)."""
+
+
+class Deadline:
+    """When the current extraction must end; a monotonic clock, so wall-clock jumps do not matter."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.at = clock() + seconds
+
+    def remaining(self) -> float:
+        return self.at - self.clock()
+
+    def message(self) -> str:
+        return f"extract deadline of {self.seconds:g} s passed (XASSET_EXTRACT_TIMEOUT_SECONDS)"
+
+    def check(self) -> None:
+        if self.remaining() <= 0:
+            raise DeadlineExceeded(self.message())
+
+
+_DEADLINE: ContextVar[Deadline | None] = ContextVar("xasset_extract_deadline", default=None)
+
+
+@contextmanager
+def deadline(seconds: float | None) -> Iterator[Deadline | None]:
+    """Bound everything the live source does in this block (this thread) to ``seconds``.
+
+    Every HTTP request's timeout is cut to the time left, a retry never sleeps
+    past it, and once it has passed no request starts: the symbols not fetched
+    by then are recorded failed with the deadline as the reason. ``None``: no
+    deadline beyond each request's own timeouts.
+    """
+    token = _DEADLINE.set(Deadline(seconds) if seconds is not None else None)
+    try:
+        yield _DEADLINE.get()
+    finally:
+        _DEADLINE.reset(token)
+
+
+def current_deadline() -> Deadline | None:
+    return _DEADLINE.get()
+
+
+def bounded_timeout(timeout: float) -> float:
+    """``timeout`` cut to the time left before the deadline; raises once it has passed."""
+    d = _DEADLINE.get()
+    if d is None:
+        return timeout
+    d.check()
+    return max(0.001, min(timeout, d.remaining()))
+
+
+def deadline_passed() -> bool:
+    d = _DEADLINE.get()
+    return d is not None and d.remaining() <= 0
 
 
 class RetryPolicy:
@@ -209,16 +280,25 @@ class RetryPolicy:
         attempt = 0
         while True:
             attempt += 1
+            d = current_deadline()
+            if d is not None:
+                d.check()  # nothing starts after the extract deadline
             try:
                 return fn(), attempt
             except Exception as exc:
-                if attempt >= self.max_attempts or not retryable(exc):
+                wait = self.delay(attempt)
+                out_of_time = d is not None and d.remaining() <= wait
+                if attempt >= self.max_attempts or not retryable(exc) or out_of_time:
                     try:
                         exc.attempts = attempt  # type: ignore[attr-defined]
                     except Exception:  # noqa: BLE001 - some exceptions forbid attributes
                         pass
+                    if out_of_time and retryable(exc):
+                        late = DeadlineExceeded(f"{d.message()}; last attempt: {short_error(exc, [])}")
+                        late.attempts = attempt  # type: ignore[attr-defined]
+                        raise late from exc
                     raise
-                self.sleep(self.delay(attempt))
+                self.sleep(wait)
 
 
 def scrub(message: str, secrets: list[str]) -> str:

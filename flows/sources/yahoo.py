@@ -33,7 +33,15 @@ import numpy as np
 import polars as pl
 
 from flows.sources.base import BAR_SCHEMA, FUNDAMENTALS_SCHEMA, SymbolOutcome, conform_bars, with_origin
-from flows.sources.live_config import LiveSettings, RetryPolicy, asset_row, short_error
+from flows.sources.live_config import (
+    DeadlineExceeded,
+    LiveSettings,
+    RetryPolicy,
+    asset_row,
+    bounded_timeout,
+    current_deadline,
+    short_error,
+)
 from flows.universe import Asset
 
 SOURCE = "yahoo"
@@ -71,8 +79,10 @@ class StatusCheckingSessionMixin:
     local server).
     """
 
-    # yfinance hard-codes 30 s for its cookie/crumb calls; cap every request.
+    # yfinance hard-codes 30 s for its cookie/crumb calls; cap every request:
+    # (connect, read) timeouts, both cut to what the extract deadline leaves.
     timeout_cap_s: float | None = None
+    connect_timeout_s: float | None = None
 
     def rewrite_url(self, url: str) -> str:
         return url
@@ -82,7 +92,9 @@ class StatusCheckingSessionMixin:
         cap = self.timeout_cap_s
         if cap is not None:
             t = kwargs.get("timeout")
-            kwargs["timeout"] = cap if not isinstance(t, (int, float)) else min(t, cap)
+            read = bounded_timeout(cap if not isinstance(t, (int, float)) else min(t, cap))
+            connect = min(read, self.connect_timeout_s or read)
+            kwargs["timeout"] = (connect, read)
         response = super().request(method, url, *args, **kwargs)  # type: ignore[misc]
         # Only data endpoints: yfinance itself degrades gracefully when the cookie or
         # crumb calls (fc.yahoo.com, /v1/test/getcrumb, consent pages) are rate-limited.
@@ -149,6 +161,8 @@ def describe_error(exc: BaseException, attempts: int, timeout_s: float) -> str:
     from yfinance.exceptions import YFPricesMissingError, YFRateLimitError, YFTzMissingError
 
     tries = f" (after {attempts} attempt{'s' if attempts != 1 else ''})"
+    if isinstance(exc, DeadlineExceeded):
+        return f"{exc}{tries}"
     if isinstance(exc, _timeout_errors()):
         return f"request timed out after {timeout_s:g}s{tries}: {short_error(exc, [])}"
     if is_unreachable(exc):
@@ -326,6 +340,7 @@ class YahooClient:
                 cap = self.settings.request_timeout_s
                 old = session.timeout_cap_s
                 session.timeout_cap_s = cap if old is None else min(old, cap)
+                session.connect_timeout_s = self.settings.connect_timeout_s
             self._session = session
         return self._session
 
@@ -398,10 +413,16 @@ def fetch_equities(
     client.reset_cache()
     unreachable_streak = 0
     last_unreachable = ""
+    deadline = current_deadline()
     for i, asset in enumerate(assets):
+        sym = asset.symbol
+        if deadline is not None and deadline.remaining() <= 0:
+            out.outcomes.append(
+                SymbolOutcome(sym, SOURCE, "error", attempts=0, error=f"not fetched: {deadline.message()}")
+            )
+            continue
         if i and i % s.yahoo_batch_size == 0 and s.yahoo_batch_pause_s:
             sleep(s.yahoo_batch_pause_s)
-        sym = asset.symbol
         if unreachable_streak >= s.unreachable_after:
             out.outcomes.append(
                 SymbolOutcome(

@@ -40,9 +40,10 @@ def xasset_cmd(*args: str) -> list[str]:
     return [sys.executable, str(PAUSING_CLI), *args]
 
 
-def run_xasset(prefect_home: Path, *args: str) -> subprocess.CompletedProcess:
+def run_xasset(prefect_home: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        xasset_cmd(*args), env=cli_env(prefect_home), cwd=REPO, capture_output=True, text=True, timeout=START_TIMEOUT + 120
+        xasset_cmd(*args), env=cli_env(prefect_home, **env), cwd=REPO, capture_output=True, text=True,
+        timeout=START_TIMEOUT + 120,
     )
 
 
@@ -56,13 +57,17 @@ class Paused:
         self.proc.wait(timeout=30)
 
 
-def start_paused(prefect_home: Path, point: str, marker: Path, *args: str) -> Paused:
-    """Start ``xasset`` and return once it is frozen at ``point`` (or fail, bounded)."""
+def start_paused(prefect_home: Path, point: str, marker: Path, *args: str, new_session: bool = False) -> Paused:
+    """Start ``xasset`` and return once it is frozen at ``point`` (or fail, bounded).
+
+    ``new_session``: its own process group, as a shell gives a foreground
+    command, so a test can deliver a terminal's Ctrl-C to the whole group.
+    """
     marker.unlink(missing_ok=True)
     proc = subprocess.Popen(
         xasset_cmd(*args),
         env=cli_env(prefect_home, XASSET_TEST_PAUSE_AT=point, XASSET_TEST_PAUSE_FILE=str(marker)),
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=new_session,
     )
     deadline = time.monotonic() + START_TIMEOUT
     while not marker.exists():
