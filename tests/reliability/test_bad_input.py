@@ -12,7 +12,7 @@ import pytest
 
 from flows.policy import PolicyFileError, load_policy
 from flows.sources.base import SourceError
-from flows.sources.files import FileFormatError, FilesSource
+from flows.sources.files import FilesSource
 from flows.universe import UniverseError, load_universe
 from warehouse.lake import Lake, symbol_dir
 
@@ -36,10 +36,16 @@ def write(folder: Path, name: str, text: str | bytes) -> Path:
     return p
 
 
-def test_duplicate_date_with_different_values_names_file_and_date(tmp_path):
+def test_duplicate_date_with_different_values_holds_back_every_version_and_keeps_the_rest(tmp_path):
     write(tmp_path, "AAA.csv", HEADER + bar("2024-01-02", 10) + bar("2024-01-03", 11) + bar("2024-01-02", 12))
-    with pytest.raises(FileFormatError, match=r"AAA\.csv: AAA: date 2024-01-02 appears 2 times with different values"):
-        fetch(tmp_path)
+    batch = fetch(tmp_path)
+    assert batch.bars["date"].to_list() == [date(2024, 1, 3)]
+    assert [p.text() for p in batch.problems] == [
+        f"AAA.csv line {n}: AAA: date 2024-01-02 appears 2 times with different values (close {c}); mixed time "
+        "zones can map two timestamps to one date; every version of the date held back (1 date(s)), the rest of "
+        "the file kept"
+        for n, c in ((2, 10.0), (4, 12.0))
+    ]
 
 
 def test_exact_duplicate_rows_collapse_with_a_warning(tmp_path):
@@ -63,12 +69,14 @@ def test_daylight_saving_offsets_keep_each_rows_written_date(tmp_path):
     assert fetch(tmp_path).bars["date"].to_list() == [date(2024, 3, 8), date(2024, 3, 11), date(2024, 3, 12)]
 
 
-def test_mixed_time_zones_that_collide_on_a_date_are_an_error(tmp_path):
+def test_mixed_time_zones_that_collide_on_a_date_are_held_back(tmp_path):
     # The same session written once in UTC and once in New York time, with different closes.
-    text = HEADER + bar("2024-03-12 00:00:00-04:00", 10) + bar("2024-03-12T04:00:00Z", 10.5)
+    text = HEADER + bar("2024-03-12 00:00:00-04:00", 10) + bar("2024-03-12T04:00:00Z", 10.5) + bar("2024-03-13", 11)
     write(tmp_path, "AAA.csv", text)
-    with pytest.raises(FileFormatError, match=r"AAA\.csv: AAA: date 2024-03-12 appears 2 times.*mixed time zones"):
-        fetch(tmp_path)
+    batch = fetch(tmp_path)
+    assert batch.bars["date"].to_list() == [date(2024, 3, 13)]
+    assert [p.line for p in batch.problems] == ["line 2", "line 3"]
+    assert all("date 2024-03-12 appears 2 times" in p.problem and "mixed time zones" in p.problem for p in batch.problems)
 
 
 @pytest.mark.parametrize(
@@ -86,21 +94,30 @@ def test_files_that_are_not_price_histories_are_skipped_saying_why(tmp_path, nam
     write(tmp_path / "in", "AAA.csv", HEADER + bar("2024-01-02", 10))
     batch = fetch(tmp_path / "in")
     assert set(batch.bars["symbol"]) == {"AAA"}
-    assert any(name in w and reason in w for w in batch.warnings), batch.warnings
+    [p] = batch.problems
+    assert (p.file, p.symbol, p.action, p.kind) == (name, "BBB", "file skipped", "file_not_price_history")
+    assert reason in p.problem
+    assert next(o for o in batch.outcomes if o.symbol == "BBB").status == "skipped"
     # Alone, the skip reason is the error: "no price history found" would not say why.
     with pytest.raises(SourceError, match=rf"no price history found under .*{name}.*{reason}"):
         fetch(tmp_path / "in" / name)
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".feather"])
-def test_truncated_binary_file_is_an_error_naming_it(tmp_path, suffix):
+def test_truncated_binary_file_is_skipped_naming_it(tmp_path, suffix):
     frame = pl.DataFrame({"date": [date(2024, 1, 2), date(2024, 1, 3)], "open": [1.0, 1.0], "high": [2.0, 2.0],
                           "low": [0.5, 0.5], "close": [1.0, 1.1]})
     path = tmp_path / f"DDD{suffix}"
     frame.write_parquet(path) if suffix == ".parquet" else frame.write_ipc(path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(FileFormatError, match=rf"DDD\{suffix}: unreadable"):
-        fetch(tmp_path)
+    write(tmp_path, "AAA.csv", HEADER + bar("2024-01-02", 10))
+    batch = fetch(tmp_path)
+    assert set(batch.bars["symbol"]) == {"AAA"}
+    [p] = batch.problems
+    assert (p.file, p.symbol, p.kind, p.action) == (f"DDD{suffix}", "DDD", "file_unreadable", "file skipped")
+    assert p.problem.startswith("unreadable") and str(tmp_path) not in p.problem
+    failed = next(o for o in batch.outcomes if o.symbol == "DDD")
+    assert failed.status == "error" and failed.error.startswith(f"DDD{suffix}: unreadable")
 
 
 @pytest.mark.parametrize(
@@ -110,8 +127,11 @@ def test_truncated_binary_file_is_an_error_naming_it(tmp_path, suffix):
 def test_hostile_symbol_in_a_long_file_names_file_and_row(tmp_path, symbol):
     good = {"symbol": "AAA", "date": date(2024, 1, 2), "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.0}
     pl.DataFrame([good, {**good, "symbol": symbol}]).write_parquet(tmp_path / "long.parquet")
-    with pytest.raises(FileFormatError, match=r"long\.parquet: row 2: column 'symbol': invalid symbol"):
-        fetch(tmp_path)
+    batch = fetch(tmp_path)
+    assert set(batch.bars["symbol"]) == {"AAA"}
+    [p] = batch.problems
+    assert (p.file, p.line, p.action) == ("long.parquet", "row 2", "row held back")
+    assert p.problem.startswith("column 'symbol': invalid symbol")
 
 
 @pytest.mark.parametrize(
@@ -122,7 +142,9 @@ def test_hostile_file_names_are_skipped_and_never_stored(tmp_path, stem):
     write(tmp_path / "in", "AAA.csv", HEADER + bar("2024-01-02", 10))
     batch = fetch(tmp_path / "in")
     assert set(batch.bars["symbol"]) == {"AAA"}
-    assert any(f"{stem}.csv" in w and "invalid symbol" in w for w in batch.warnings), batch.warnings
+    [p] = batch.problems
+    assert (p.file, p.kind, p.symbol) == (f"{stem}.csv", "file_name_not_symbol", None)
+    assert "invalid symbol" in p.problem
 
 
 def test_symbols_with_legal_punctuation_stay_inside_the_lake(tmp_path):
@@ -150,8 +172,8 @@ def test_a_bad_file_loses_nothing_already_stored(tmp_path):
     lake.upsert_bars(fetch(good.parent).bars, datetime(2024, 1, 4, tzinfo=UTC))
     before = lake.read_bars()
     write(tmp_path / "bad", "AAA.csv", HEADER + bar("2024-01-04", 12) + bar("2024-01-04", 13))
-    with pytest.raises(FileFormatError):
-        fetch(tmp_path / "bad")  # the flow lands nothing when extraction raises
+    with pytest.raises(SourceError, match=r"no price history found .*AAA\.csv line 2: AAA: date 2024-01-04 appears 2"):
+        fetch(tmp_path / "bad")  # every row held back: the flow lands nothing when extraction raises
     assert lake.read_bars().equals(before)
 
 

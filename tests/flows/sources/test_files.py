@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.sources.files import FileFormatError, FilesSource, symbol_from_filename
+from flows.sources.files import FilesSource, symbol_from_filename
 from flows.sources.base import SourceError
 from flows.universe import load_universe
 
@@ -89,21 +89,62 @@ def test_symbol_from_filename(name, symbol, cls, quote):
         assert s.quote_currency == quote
 
 
-def test_conflicting_files_name_both(tmp_path):
+def conflict_folders(tmp_path: Path, factor: float, days: int = 10) -> tuple[Path, Path]:
+    """Two folders holding IWM and SPY; b's closes are a's times ``factor``, QQQ agrees."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, f in ((a, 1.0), (b, factor)):
+        folder.mkdir()
+        for sym, k in (("IWM", f), ("SPY", f), ("QQQ", 1.0)):
+            rows = "".join(f"2024-01-{d + 2:02d},1,2,0.5,{(10 + d) * k},10\n" for d in range(days))
+            (folder / f"{sym}.csv").write_text("Date,Open,High,Low,Close,Volume\n" + rows)
+    return a, b
+
+
+def test_every_conflicting_symbol_is_named_at_once_with_its_likely_cause(tmp_path):
+    a, b = conflict_folders(tmp_path, 0.97)
+    done = FilesSource([a, b]).read(UNIVERSE)
+    [warning] = [w for w in done.warnings if "disagree" in w]
+    assert warning.startswith("2 symbol(s) are in more than one file and disagree: IWM (a/IWM.csv vs b/IWM.csv: ")
+    assert "SPY (a/SPY.csv vs b/SPY.csv" in warning and "QQQ" not in warning
+    assert "close ratio roughly constant (1.0309" in warning and "adjusted vs raw" in warning
+    assert "XASSET_FILES_ON_CONFLICT=first-path" in warning
+    # Refused: neither version is published, the rest is, and each conflict is a failed symbol.
+    assert set(done.bars["symbol"]) == {"QQQ"}
+    assert done.failed["IWM"][0] == "error" and "b/IWM.csv" in done.failed["IWM"][1]
+    assert {(p.symbol, p.kind) for p in done.problems} == {("IWM", "symbol_conflict"), ("SPY", "symbol_conflict")}
+
+
+def test_the_first_path_wins_when_the_user_says_so(tmp_path):
+    a, b = conflict_folders(tmp_path, 0.97)
+    (b / "IWM.csv").write_text((b / "IWM.csv").read_text() + "2024-02-01,1,2,0.5,99,10\n")
+    bars = FilesSource([a, b], on_conflict="first-path").read(UNIVERSE).bars
+    iwm = bars.filter(pl.col("symbol") == "IWM").sort("date")
+    assert iwm["close"].to_list()[:10] == [10.0 + d for d in range(10)], "a's bars on shared dates"
+    assert iwm.row(-1, named=True)["close"] == 99 and iwm["origin"][-1] == "b/IWM.csv line 12"
+    # The order of --path decides.
+    bars = FilesSource([b, a], on_conflict="first-path").read(UNIVERSE).bars
+    assert bars.filter(pl.col("symbol") == "IWM").sort("date")["close"][0] == pytest.approx(9.7)
+
+
+def test_adjusted_vs_raw_is_recognised_from_the_adj_close_column(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
-    (a / "IWM.csv").write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.5,10\n")
-    (b / "IWM.csv").write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.9,10\n")
-    with pytest.raises(SourceError) as e:
-        FilesSource([a, b]).read_all(UNIVERSE)
-    assert str(a / "IWM.csv") in str(e.value) and str(b / "IWM.csv") in str(e.value)
+    raw = "".join(f"2024-01-{d + 2:02d},1,2,0.5,{10 + d},{(10 + d) * 0.9 - d * 0.01},10\n" for d in range(8))
+    adj = "".join(f"2024-01-{d + 2:02d},1,2,0.5,{(10 + d) * 0.9 - d * 0.01},10\n" for d in range(8))
+    (a / "IWM.csv").write_text("Date,Open,High,Low,Close,Adj Close,Volume\n" + raw)
+    (b / "IWM.csv").write_text("Date,Open,High,Low,Close,Volume\n" + adj)
+    (b / "QQQ.csv").write_text("Date,Open,High,Low,Close,Volume\n" + adj)
+    [w] = FilesSource([a, b]).read(UNIVERSE).warnings
+    assert "the first file's Adj Close is the second's close: adjusted vs raw prices" in w
 
 
-def test_malformed_value_names_file_row_and_column(tmp_path):
+def test_a_malformed_value_holds_back_its_row_naming_file_line_and_column(tmp_path):
     f = tmp_path / "SPY.csv"
     f.write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.5,10\n2024-01-03,1,2,0.5,abc,10\n")
-    with pytest.raises(FileFormatError, match=r"SPY.csv: row 3: column 'close' is not a number: 'abc'"):
-        FilesSource([tmp_path]).read_all(UNIVERSE)
+    done = FilesSource([tmp_path]).read(UNIVERSE)
+    assert done.bars["date"].to_list() == [date(2024, 1, 2)]
+    [p] = done.problems
+    assert p.text() == "SPY.csv line 3: SPY: column 'close' is not a number: 'abc'; row held back"
 
 
 def test_yfinance_three_line_header_and_long_parquet(tmp_path):
