@@ -7,18 +7,25 @@ report plus table artifacts) and the CLI prints the same report with rich.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 import polars as pl
 
-from flows.sources.base import SymbolOutcome
+from flows.sources.base import InputProblem, SymbolOutcome
 
 # Alpha Scores come from another mart that may not be in a given build yet.
 ALPHA_TABLE = "mart_factor_scores"
 ALPHA_COLUMNS = ("alpha_score", "score", "composite_score")
 MAX_ROWS = 15
+# Rows of the input problems table; the quarantine table has every one.
+MAX_PROBLEM_ROWS = 100
+# Lines listed per row of the input problems table.
+MAX_LINES_LISTED = 5
+EQUITY_CLASSES = ("index", "etf", "equity")
 
 
 @dataclass
@@ -31,6 +38,8 @@ class RunReport:
     audit: str
     freshness: list[dict[str, Any]] = field(default_factory=list)
     problems: list[dict[str, Any]] = field(default_factory=list)
+    # Files skipped and rows held back: file, symbol, problem, action.
+    input_problems: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     events_since: date | None = None
     alpha_moves: list[dict[str, Any]] = field(default_factory=list)
@@ -48,6 +57,7 @@ class RunReport:
         if self.error:
             lines += ["", f"> Error: {self.error}"]
         sections = [
+            ("Input problems (files skipped, rows held back)", self.input_problems, "None."),
             ("Data freshness per source", self.freshness, ""),
             ("Symbols that failed or are stale", self.problems, "None: every symbol is current."),
             (
@@ -78,6 +88,94 @@ def fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:,.0f}"
     return str(v)
+
+
+def stale_symbols(
+    prices: pl.DataFrame, assets: pl.DataFrame, as_of: date, sessions: pl.Series, max_behind: int
+) -> list[dict]:
+    """Each stored asset whose last bar is more than ``max_behind`` sessions before ``as_of``.
+
+    Judged against the run's as-of for every asset class: exchange ``sessions``
+    (a Date series reaching ``as_of``) for equities and indices, calendar days
+    for crypto. Derived indices follow their members and are left out.
+    """
+    if prices.is_empty():
+        return []
+    last = (
+        prices.filter(pl.col("source") != "derived")
+        .group_by("symbol").agg(pl.col("date").max().alias("last_bar"))
+        .join(assets.select("symbol", "asset_class"), on="symbol", how="left")
+        .sort("symbol")
+    )
+    cal = sessions.filter(sessions <= as_of).sort()
+    rows = []
+    for r in last.iter_rows(named=True):
+        if r["asset_class"] in EQUITY_CLASSES:
+            behind, unit = int((cal > r["last_bar"]).sum()), "session(s)"
+        else:
+            behind, unit = (as_of - r["last_bar"]).days, "day(s)"
+        if behind > max_behind:
+            rows.append({
+                "symbol": r["symbol"], "status": "stale",
+                "detail": f"last bar {r['last_bar']}, {behind} {unit} before the as-of {as_of}",
+            })
+    return rows
+
+
+def stale_warning(stale: list[dict], max_behind: int, as_of: date) -> str | None:
+    """One line naming every stale asset, grouped by how far behind it is."""
+    if not stale:
+        return None
+    groups: dict[str, list[str]] = {}
+    for r in stale:
+        groups.setdefault(r["detail"].removesuffix(f" before the as-of {as_of}"), []).append(r["symbol"])
+    listed = "; ".join(f"{', '.join(syms)} ({how})" for how, syms in groups.items())
+    return f"stale: {len(stale)} asset(s) end more than {max_behind} session(s) before the as-of {as_of}: {listed}"
+
+
+_SCREEN_ORIGIN = re.compile(r"; from (?P<file>.+?) (?P<line>(?:line|row) \d+); row: ")
+
+
+def input_problems(problems: list[InputProblem], quarantine: pl.DataFrame | None, run_id: str) -> list[dict]:
+    """One compact row per file, symbol and kind of problem: what the source worked
+    around (``problems``) and the rows this run's screen held back (``quarantine``)."""
+    groups: dict[tuple, dict] = {}
+
+    def add(file: str, symbol: str | None, kind: str, problem: str, action: str, line: str | None) -> None:
+        g = groups.setdefault((file, symbol, kind, action), {"problem": problem, "lines": [], "n": 0})
+        g["n"] += 1
+        if line:
+            g["lines"].append(line)
+
+    for p in problems:
+        add(p.file, p.symbol, p.kind, p.problem, p.action, p.line)
+    if quarantine is not None and not quarantine.is_empty():
+        mine = quarantine.filter(pl.col("run_id").is_in([run_id, ""]) & (pl.col("table_name") == "fact_prices"))
+        for r in mine.iter_rows(named=True):
+            for detail in r["detail"].split(" | "):
+                m = _SCREEN_ORIGIN.search(detail)
+                if m is None:  # a source problem (already listed) or a bar without origin
+                    continue
+                symbol = json.loads(r["key"]).get("symbol")
+                add(m["file"], symbol, r["rule"], detail[: m.start()], "row held back", m["line"])
+    rows = []
+    for (file, symbol, _, action), g in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        problem = g["problem"]
+        if g["n"] > 1:
+            shown = ", ".join(x.split(" ")[-1] for x in g["lines"][:MAX_LINES_LISTED])
+            more = ", ..." if len(g["lines"]) > MAX_LINES_LISTED else ""
+            unit = g["lines"][0].split(" ")[0] if g["lines"] else "row"
+            problem = f"{problem} (and {g['n'] - 1} more; {unit}s {shown}{more})"
+        elif g["lines"]:
+            problem = f"{g['lines'][0]}: {problem}"
+        rows.append({"file": file, "symbol": symbol, "problem": problem, "action": action})
+    if len(rows) > MAX_PROBLEM_ROWS:
+        rest = rows[MAX_PROBLEM_ROWS - 1 :]
+        rows = rows[: MAX_PROBLEM_ROWS - 1] + [{
+            "file": f"... {len({r['file'] for r in rest})} more file(s)", "symbol": None,
+            "problem": f"{len(rest)} more row(s) of this table", "action": "see the quarantine table",
+        }]
+    return rows
 
 
 def freshness(prices: pl.DataFrame, assets: pl.DataFrame) -> tuple[list[dict], list[dict]]:
@@ -190,18 +288,24 @@ def summarize(
     outcomes: list[SymbolOutcome],
     previous_as_of: date | None,
     error: str | None = None,
+    problems: list[InputProblem] | None = None,
+    stale: list[dict] | None = None,
 ) -> RunReport:
+    """The run's report. ``stale`` (``stale_symbols``, judged against the as-of)
+    replaces the default staleness rule (behind the rest of the asset class)."""
     report = RunReport(run_id, source, as_of, status, synthetic, audit, error=error)
+    report.input_problems = input_problems(problems or [], tables.get("quarantine"), run_id)
     failed = [
         {"symbol": o.symbol, "status": "failed", "detail": o.error or ""} for o in outcomes if o.status == "error"
     ]
     prices, assets = tables.get("fact_prices"), tables.get("dim_asset")
     if prices is not None and assets is not None:
-        report.freshness, stale = freshness(prices, assets)
+        report.freshness, behind = freshness(prices, assets)
+        stale = behind if stale is None else stale
         failed_symbols = {f["symbol"] for f in failed}
         report.problems = failed + [s for s in stale if s["symbol"] not in failed_symbols]
     else:
-        report.problems = failed
+        report.problems = failed + [s for s in stale or [] if s["symbol"] not in {f["symbol"] for f in failed}]
     if "mart_correlation_events" in tables:
         report.events_since = previous_as_of
         report.events = new_events(tables["mart_correlation_events"], previous_as_of, as_of)
@@ -218,7 +322,7 @@ def publish_artifacts(report: RunReport) -> None:
         report.markdown(), key="xasset-run-report", description=f"xasset run {report.run_id} ({report.status})"
     )
     for key, rows in (("xasset-freshness", report.freshness), ("xasset-allocation-bands", report.allocation),
-                      ("xasset-symbol-problems", report.problems)):
+                      ("xasset-symbol-problems", report.problems), ("xasset-input-problems", report.input_problems)):
         if rows:
             create_table_artifact(jsonable(rows), key=key, description=f"run {report.run_id}, as of {report.as_of}")
 
@@ -238,12 +342,17 @@ def print_report(console, report: RunReport) -> None:
             return
         table = Table(title=title, title_justify="left", title_style="bold", show_header=True, header_style="bold")
         for col in rows[0]:
-            table.add_column(col, justify="right" if isinstance(rows[0][col], (int, float)) else "left")
+            # Folded, not cut: a file name or an error must stay whole.
+            table.add_column(
+                col, justify="right" if isinstance(rows[0][col], (int, float)) else "left", overflow="fold"
+            )
         for r in rows:
             # Text, not markup: "[synthetic]" and error messages print as they are.
             table.add_row(*[Text(fmt(v)) for v in r.values()])
         console.print(table)
 
+    if report.input_problems:
+        section("Input problems (files skipped, rows held back)", report.input_problems, "none")
     section("Data freshness per source", report.freshness, "no prices")
     section("Symbols that failed or are stale", report.problems, "none")
     since = f" since {report.events_since}" if report.events_since else ""

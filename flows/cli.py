@@ -220,6 +220,14 @@ def run(
         raise fail(f"unknown source {source!r}: choose sample, files or live")
     if source == "files" and not path:
         raise fail("the files source needs --path DIR (repeatable)")
+    if source == "files":
+        from flows.sources.base import SourceError
+        from flows.sources.files import check_paths
+
+        try:  # before Prefect's start-up: a typo costs a second, not a minute
+            check_paths(path)
+        except SourceError as exc:
+            raise fail(str(exc)) from None
     with stoppable(settings):
         refuse_if_running(settings)
         prepare_prefect(settings)

@@ -28,11 +28,13 @@ from prefect.utilities.hashing import hash_objects
 from flows import __version__, cancel
 from flows.calendar import sessions as exchange_sessions
 from flows import progress
-from flows.artifacts import RunReport, publish_artifacts, summarize
+from flows.artifacts import RunReport, publish_artifacts, stale_symbols, stale_warning, summarize
 from flows.policy import load_policy
 from flows.runners import RunnerSettings, build_task_runner
 from flows.settings import Settings, get_settings
-from flows.sources.base import ASSET_SCHEMA, Source, SourceBatch, SourceError, SymbolOutcome, empty_bars
+from flows.sources.base import (
+    ASSET_SCHEMA, InputProblem, Source, SourceBatch, SourceError, SymbolOutcome, empty_bars, problems_frame,
+)
 from flows.sources.live_config import deadline as source_deadline
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe, UniverseError, load_universe
@@ -50,7 +52,7 @@ from warehouse.query import read_tables
 from warehouse.mirror import mirror_marts
 from warehouse.quality import screen
 from warehouse.runs import RunLog
-from warehouse.tables import INGEST_LOG, TABLES
+from warehouse.tables import INGEST_LOG, QUARANTINE, TABLES
 
 SOURCES = ("sample", "files", "live")
 
@@ -76,6 +78,8 @@ class RunSummary:
     report: RunReport | None = None
     # First date rebuilt when the run built on the published one; None: full rebuild.
     incremental_from: date | None = None
+    # Assets whose last bar is too far before the as-of (artifacts.stale_symbols); None: not judged.
+    stale: list[dict] | None = None
 
 
 def make_source(name: str, settings: Settings, paths: list[Path] | None) -> Source:
@@ -86,7 +90,9 @@ def make_source(name: str, settings: Settings, paths: list[Path] | None) -> Sour
     if name == "files":
         from flows.sources.files import FilesSource
 
-        return FilesSource(paths or [], overlap_rel_tol=settings.files_overlap_rel_tol)
+        return FilesSource(
+            paths or [], overlap_rel_tol=settings.files_overlap_rel_tol, on_conflict=settings.files_on_conflict
+        )
     if name == "live":
         try:
             from flows.sources.live import LiveSource
@@ -96,9 +102,16 @@ def make_source(name: str, settings: Settings, paths: list[Path] | None) -> Sour
     raise PipelineError(f"unknown source {name!r}: choose one of {', '.join(SOURCES)}")
 
 
-def default_as_of(source: str, today: date) -> date:
-    # The nightly run covers the last complete day: the UTC candle of
-    # yesterday and the US session that closed before it.
+def default_as_of(source: str, today: date, inputs_end: date | None = None) -> date:
+    """The as-of of a run not given one.
+
+    Sources that fetch (sample, live) cover the last complete day: the UTC
+    candle of yesterday and the US session that closed before it. The files
+    source covers what its inputs cover: their last date (``inputs_end``),
+    never later than today; today's date is no claim about a folder of files.
+    """
+    if source == "files" and inputs_end is not None:
+        return min(inputs_end, today)
     return today if source == "files" else today - timedelta(days=1)
 
 
@@ -192,6 +205,7 @@ def merge_batches(parts: list[SourceBatch]) -> SourceBatch:
         fundamentals=pl.concat(fundamentals, how="diagonal_relaxed") if fundamentals else None,
         synthetic=any(p.synthetic for p in parts),
         warnings=[w for p in parts for w in p.warnings],
+        problems=[x for p in parts for x in p.problems],
     )
 
 
@@ -497,21 +511,29 @@ def load(tables: dict[str, pl.DataFrame], staged: Path, storage_version: str) ->
 
 
 def check_failures(batch: SourceBatch, source: str, settings: Settings, universe: Universe, run: RunSummary) -> None:
-    """The partial-failure policy: one bad symbol never sinks a run, a bad benchmark or many do."""
+    """The partial-failure policy: one bad symbol never sinks a run, a bad benchmark or many do.
+
+    One policy and one setting (``live.max_failed_share``) for the live and
+    the files source. The files source publishes what its inputs hold: a
+    benchmark absent from every file is not a failure, one whose files are
+    all unusable (or in conflict) is.
+    """
     failed = [o for o in batch.outcomes if o.status == "error"]
     if failed and len(failed) == len(batch.outcomes):
         raise PipelineError(f"every symbol failed, e.g. {failed[0].symbol}: {failed[0].error}")
-    if source == "live":
+    if source in ("live", "files"):
         from flows.sources.live import failure_policy
 
-        ok, reason = failure_policy(
-            batch.outcomes, settings.benchmarks or universe.benchmarks, settings.live.max_failed_share
-        )
+        benchmarks = settings.benchmarks or universe.benchmarks
+        if source == "files":
+            benchmarks = [b for b in benchmarks if any(o.symbol == b for o in batch.outcomes)]
+        ok, reason = failure_policy(batch.outcomes, benchmarks, settings.live.max_failed_share)
         if not ok:
             raise PipelineError(f"not publishing: {reason}")
     if failed:
+        what = "fetch failed" if source == "live" else "no usable input"
         run.warnings.append(
-            "stale (fetch failed, previous data kept): " + ", ".join(f"{o.symbol} ({o.error})" for o in failed)
+            f"stale ({what}, previous data kept): " + ", ".join(f"{o.symbol} ({o.error})" for o in failed)
         )
 
 
@@ -589,6 +611,8 @@ def run_pipeline(
     runner = RunnerSettings()
     logger = get_run_logger()
     now = datetime.now(UTC)
+    # The files source's default as-of is its inputs' last date, known once they are read (below).
+    as_of_given = as_of is not None
     as_of = as_of or default_as_of(source, now.date())
     start = start or settings.history_start
     run = RunSummary(
@@ -637,6 +661,7 @@ def run_pipeline(
         published = False
         tables: dict[str, pl.DataFrame] = {}
         outcomes: list[SymbolOutcome] = []
+        problems: list[InputProblem] = []
         clock = time.perf_counter()
 
         def stage_done(name: str) -> None:
@@ -652,6 +677,9 @@ def run_pipeline(
             src_paths = [Path(p) for p in paths or []]
             src = make_source(source, settings, src_paths)
             lake = Lake(settings.lake_dir, source)
+            if source == "files" and not as_of_given:
+                as_of = end = run.as_of = record["as_of"] = default_as_of(source, now.date(), src.last_date(universe))
+                logger.info("as of %s: the last date the input files cover", as_of)
             chunks = year_chunks(start, end) if chunked else [(start, as_of)]
             checkpoint = Checkpoint.open(
                 settings.data_dir / "state" / "backfill" / f"{source}-{start}-{end}.json" if chunked else None
@@ -666,6 +694,7 @@ def run_pipeline(
                 run.synthetic |= batch.synthetic
                 run.warnings += batch.warnings
                 outcomes += batch.outcomes
+                problems += batch.problems
                 log.record_ingest(
                     pl.DataFrame(
                         [{"run_id": run.run_id, **o.__dict__} for o in combine_outcomes(outcomes)],
@@ -679,6 +708,12 @@ def run_pipeline(
                 stage_done("land")
             built = transform(lake, settings, universe, as_of, synthetic=source == "sample")
             tables, warnings = built.tables, built.warnings
+            run.stale = stale_symbols(
+                tables["fact_prices"], tables["dim_asset"], as_of,
+                exchange_sessions(tables["fact_prices"]["date"].min(), as_of, settings.exchange_calendar),
+                settings.stale_after_sessions,
+            )
+            warnings = warnings + [w for w in [stale_warning(run.stale, settings.stale_after_sessions, as_of)] if w]
             run.warnings += warnings
             for w in warnings:
                 logger.warning(w)
@@ -694,7 +729,9 @@ def run_pipeline(
                  pl.DataFrame([{**record, "status": "succeeded"}], schema=history.schema)]
             )
             tables["ingest_log"] = log.ingest_log()
-            tables["quarantine"] = log.record_quarantine(run.run_id, tables.get("quarantine"))
+            # What the source held back (files skipped, rows it could not read) next to what the screen did.
+            held = [q for q in (problems_frame(problems), tables.get("quarantine")) if q is not None]
+            tables["quarantine"] = log.record_quarantine(run.run_id, pl.concat(held).unique(QUARANTINE.primary_key, keep="first", maintain_order=True))
             staging = snapshots.stage(settings.data_dir, run.run_id)
             staging.write_state({**built.state, "run_id": run.run_id, "incremental_from": built.incremental_from})
             run.table_rows = load(tables, staging.warehouse_path, settings.warehouse_storage_version)
@@ -745,7 +782,7 @@ def run_pipeline(
                 audit=audit_result,
             )
             log.record_run(record)
-            run.report = report_run(run, tables, outcomes, previous_as_of, audit_result or "not reached")
+            run.report = report_run(run, tables, outcomes, previous_as_of, audit_result or "not reached", problems)
     return run
 
 
@@ -778,7 +815,8 @@ def mirror_published(settings: Settings, run: RunSummary, logger) -> None:
 
 
 def report_run(
-    run: RunSummary, tables: dict[str, pl.DataFrame], outcomes: list, previous_as_of: date | None, audit_result: str
+    run: RunSummary, tables: dict[str, pl.DataFrame], outcomes: list, previous_as_of: date | None, audit_result: str,
+    problems: list | None = None,
 ) -> RunReport | None:
     """The run report and its artifacts; never the reason a run fails."""
     logger = get_run_logger()
@@ -786,7 +824,7 @@ def report_run(
         report = summarize(
             tables, run_id=run.run_id, source=run.source, as_of=run.as_of, status=run.status,
             synthetic=run.synthetic, audit=audit_result, outcomes=outcomes, previous_as_of=previous_as_of,
-            error=run.error,
+            error=run.error, problems=problems, stale=run.stale,
         )
     except Exception as exc:
         logger.warning("could not summarise the run: %r", exc)

@@ -136,7 +136,23 @@ class Settings(ExecutionSettings):
         1e-4,
         description=(
             "Two files of one run may both hold a symbol if their prices agree on shared dates "
-            "within this relative tolerance; otherwise the run stops naming both files."
+            "within this relative tolerance; otherwise they conflict (see files_on_conflict)."
+        ),
+    )
+    files_on_conflict: Literal["refuse", "first-path"] = Field(
+        "refuse",
+        description=(
+            "A symbol in two files that disagree on shared dates: refuse publishes neither (the symbol fails, "
+            "every conflict is named in one warning with its likely cause); first-path keeps the file found "
+            "first (the earlier --path, then by file name) on shared dates and adds the other's other dates."
+        ),
+    )
+    stale_after_sessions: int = Field(
+        5,
+        ge=0,
+        description=(
+            "A warning names each asset whose last bar is more than this many sessions before the run's as-of "
+            "(exchange sessions for equities and indices, days for crypto)."
         ),
     )
     live: LiveSettings = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal, Protocol
@@ -62,6 +63,48 @@ class SymbolOutcome:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class InputProblem:
+    """Something wrong in the input that the run worked around: a file skipped, a row
+    held back. Recorded in ``quarantine`` (table ``fact_prices``) and listed in the
+    run report; ``kind`` is the quarantine rule."""
+
+    file: str
+    problem: str
+    action: str
+    kind: str
+    symbol: str | None = None
+    # Where in the file: "line 42" (CSV) or "row 7" (JSON, Feather, Parquet).
+    line: str | None = None
+    date: date | None = None
+
+    @property
+    def origin(self) -> str:
+        return f"{self.file} {self.line}" if self.line else self.file
+
+    def text(self) -> str:
+        who = f" {self.symbol}:" if self.symbol else ""
+        return f"{self.origin}:{who} {self.problem}; {self.action}"
+
+
+def problems_frame(problems: list[InputProblem], run_id: str = "") -> pl.DataFrame:
+    """``problems`` as ``quarantine`` rows: one per problem, keyed by what is known of the row."""
+    from warehouse.tables import QUARANTINE
+
+    rows = {}
+    for p in problems:
+        key = {k: v for k, v in (("symbol", p.symbol), ("date", p.date), ("origin", p.origin)) if v is not None}
+        row = {
+            "run_id": run_id,
+            "table_name": "fact_prices",
+            "key": json.dumps(key, default=str),
+            "rule": p.kind,
+            "detail": f"{p.problem}; from {p.origin}; {p.action}",
+        }
+        rows.setdefault((row["key"], row["rule"]), row)
+    return pl.DataFrame(list(rows.values()), schema=QUARANTINE.polars_schema)
+
+
 @dataclass
 class SourceBatch:
     bars: pl.DataFrame
@@ -71,6 +114,8 @@ class SourceBatch:
     fundamentals: pl.DataFrame | None = None
     synthetic: bool = False
     warnings: list[str] = field(default_factory=list)
+    # Files skipped and rows held back by the source itself (the files source).
+    problems: list[InputProblem] = field(default_factory=list)
 
 
 class Source(Protocol):

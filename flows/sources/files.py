@@ -24,8 +24,12 @@ or ``BTC.parquet row 7`` (1-based data row of JSON, Feather and Parquet files).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
+import math
+import os
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -36,6 +40,7 @@ import polars as pl
 from flows.sources.base import (
     BAR_SCHEMA,
     ORIGIN,
+    InputProblem,
     SourceBatch,
     SourceError,
     SymbolOutcome,
@@ -70,6 +75,8 @@ _PRICE_COLUMNS = ("open", "high", "low", "close")
 # Where in its file each row was (a CSV's line, otherwise the 1-based row),
 # added by every reader and turned into ``origin`` by ``FilesSource``.
 _AT = "_at"
+# Why a row is held back (null: the row is fine), set by the readers.
+_WHY = "_why"
 
 
 class NotAPriceHistory(Exception):
@@ -112,116 +119,247 @@ def classify_symbol(symbol: str, universe: Universe | None = None) -> SymbolName
     return SymbolName(symbol, "equity", "USD", symbol)
 
 
-def _parse_dates(values: pl.Series, path: Path, first_row: int) -> pl.Series:
+# Cell texts that mean "no value" and "not a number" (compared lower-cased).
+_NULL_TEXT = ("", "null", "none")
+_NAN_TEXT = ("nan", "-nan", "+nan")
+# Error messages quote at most this much of a value, a header or a library's
+# message: a 300 MB line of NUL bytes must not become a 300 MB warning.
+MAX_QUOTE = 40
+MAX_MESSAGE = 240
+# What the files source may see of a binary file before calling it not text.
+_SNIFF_BYTES = 1 << 16
+# JSON timestamps outside 1900..2100 are not daily candles (milliseconds).
+_MS_RANGE = (-2_208_988_800_000, 4_102_444_800_000)
+CONFLICT_POLICIES = ("refuse", "first-path")
+
+
+def quote(value: object, limit: int = MAX_QUOTE) -> str:
+    """``repr(value)``, cut to ``limit`` characters (saying how long it was)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    """One line of at most ``limit`` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[:limit] + " ..."
+
+
+def _date_text(text: pl.Expr) -> pl.Expr:
     """Date of each cell as written: an ISO timestamp's own local date, whatever its zone.
 
     Yahoo writes equities at midnight exchange time and crypto at midnight UTC;
     either way the calendar date in the text is the trading date.
     """
-    text = values.str.strip_chars()
+    text = text.str.strip_chars()
     iso = text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
-    us = text.str.to_date("%m/%d/%Y", strict=False)
-    parsed = iso.fill_null(us)
-    bad = parsed.is_null() & text.is_not_null()
-    if bad.any():
-        i = int(bad.arg_max())
-        raise FileFormatError(f"{path}: row {first_row + i}: cannot read date {values[i]!r}")
-    return parsed
+    return iso.fill_null(text.str.to_date("%m/%d/%Y", strict=False))
 
 
-def _numeric(frame: pl.DataFrame, path: Path, first_row: int) -> pl.DataFrame:
-    out = {}
-    for col in frame.columns:
-        if col == "date":
-            continue
-        s = frame[col].str.strip_chars()
-        s = pl.Series(col, s).replace({"": None, "null": None, "NaN": None, "nan": None})
-        f = s.cast(pl.Float64, strict=False)
-        bad = f.is_null() & s.is_not_null()
-        if bad.any():
-            i = int(bad.arg_max())
-            raise FileFormatError(f"{path}: row {first_row + i}: column {col!r} is not a number: {s[i]!r}")
-        out[col] = f
-    return frame.with_columns(**out)
+def _why(*reasons: pl.Expr) -> pl.Expr:
+    """The first reason that applies to a row, or null."""
+    return pl.coalesce([*reasons, pl.col(_WHY)]) if reasons else pl.col(_WHY)
+
+
+def _numbers_from_text(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """Text cells to floats; a cell that is not a number (or is the text NaN) marks its row."""
+    reasons, values = [], {}
+    for col in columns:
+        text = pl.col(col).cast(pl.String).str.strip_chars()
+        low = text.str.to_lowercase()
+        missing = text.is_null() | low.is_in(_NULL_TEXT)
+        number = pl.when(missing | low.is_in(_NAN_TEXT)).then(None).otherwise(text).cast(pl.Float64, strict=False)
+        shown = text.str.slice(0, MAX_QUOTE)
+        reasons.append(
+            pl.when(low.is_in(_NAN_TEXT)).then(pl.lit(f"column {col!r} is NaN, not a price" if col != "volume" else None, pl.String))
+            .when(~missing & ~low.is_in(_NAN_TEXT) & number.is_null())
+            .then(pl.format(f"column {col!r} is not a number: '{{}}'", shown))
+        )
+        values[col] = number
+    return frame.with_columns(_why(*reasons).alias(_WHY)).with_columns(**values)
+
+
+def _refuse_missing(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows without a usable close, all-empty rows and blank Adj Close are held back, never guessed."""
+    prices = [c for c in _PRICE_COLUMNS if c in frame.columns]
+    reasons = [
+        pl.when(pl.all_horizontal(pl.col(c).is_null() for c in prices)).then(pl.lit("an empty row (no price)")),
+        pl.when(pl.col("date").is_null()).then(pl.lit("no date")),
+        pl.when(pl.col("close").is_null()).then(pl.lit("no close")),
+    ]
+    if "adj_close" in frame.columns:
+        reasons.append(
+            pl.when(pl.col("adj_close").is_null() & pl.col("close").is_not_null())
+            .then(pl.lit("Adj Close is blank; the raw close is not an adjusted close"))
+        )
+    # A reason found while reading (a shifted row, a bad date or number) comes first.
+    return frame.with_columns(pl.coalesce([pl.col(_WHY), *reasons]).alias(_WHY))
+
+
+def _sniff_text(path: Path) -> bytes:
+    """The file's bytes, refusing binary data before reading more than its first 64 KiB."""
+    with path.open("rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+        nul = head.find(b"\x00")
+        if nul >= 0:
+            raise FileFormatError(f"{path}: binary data (a NUL byte at offset {nul}), not text")
+        return head + fh.read()
 
 
 def read_csv(path: Path) -> pl.DataFrame:
+    data = _sniff_text(path)
+    if not data.strip():
+        raise NotAPriceHistory("empty file")
     try:
-        raw = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=True)
-    except pl.exceptions.NoDataError as exc:
-        raise NotAPriceHistory("empty file") from exc
-    rename = {c: _COLUMN_ALIASES[c.strip().lower()] for c in raw.columns if c.strip().lower() in _COLUMN_ALIASES}
-    frame = raw.rename(rename)
-    missing = [c for c in ("date", *_PRICE_COLUMNS) if c not in frame.columns]
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise FileFormatError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    reader = csv.reader(io.StringIO(text))
+    header: list[str] | None = None
+    lines: list[int] = []
+    rows: list[list[str] | None] = []
+    shifted: list[str | None] = []
+    try:
+        for row in reader:
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if header is None:
+                header = row
+                continue
+            lines.append(reader.line_num)
+            if len(row) != len(header):
+                rows.append(None)
+                shifted.append(f"{len(row)} fields where the header has {len(header)} (a shifted row)")
+            else:
+                rows.append(row)
+                shifted.append(None)
+    except csv.Error as exc:
+        raise FileFormatError(f"{path}: line {reader.line_num}: unreadable CSV: {clip(str(exc))}") from None
+    if header is None:
+        raise NotAPriceHistory("empty file")
+    names = {i: _COLUMN_ALIASES[c.strip().lower()] for i, c in enumerate(header) if c.strip().lower() in _COLUMN_ALIASES}
+    found = set(names.values())
+    missing = [c for c in ("date", *_PRICE_COLUMNS) if c not in found]
     if missing:
-        raise NotAPriceHistory(f"no {', '.join(missing)} column(s); columns are {raw.columns}")
-    frame = frame.select([c for c in ("date", *_PRICE_COLUMNS, "adj_close", "volume") if c in frame.columns])
+        shown = ", ".join(quote(c, 30) for c in header[:10]) + (f", ... ({len(header)} columns)" if len(header) > 10 else "")
+        raise NotAPriceHistory(f"no {', '.join(missing)} column(s); columns are [{shown}]")
+    keep = {}
+    for i, name in names.items():
+        keep.setdefault(name, i)  # the first column of a name wins
+    frame = pl.DataFrame(
+        {name: [r[i] if r is not None else None for r in rows] for name, i in keep.items()}
+        | {_AT: lines, _WHY: shifted},
+        schema={**{name: pl.String for name in keep}, _AT: pl.Int64, _WHY: pl.String},
+    )
+    frame = frame.select([c for c in ("date", *_PRICE_COLUMNS, "adj_close", "volume", _AT, _WHY) if c in frame.columns])
     # Skip the header rows yfinance's multi-index export adds (ticker row,
     # "Ticker"/"Date" rows): everything before the first row with a date.
-    is_date = frame["date"].str.strip_chars().str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False).is_not_null()
-    is_date = is_date | frame["date"].str.to_date("%m/%d/%Y", strict=False).is_not_null()
-    if not is_date.any():
+    parsed = frame.select(_date_text(pl.col("date"))).to_series()
+    if not parsed.is_not_null().any():
         raise NotAPriceHistory("no row with a date")
-    skip = int(is_date.arg_max())
-    frame = frame.slice(skip)
-    first_row = 2 + skip  # 1-based line numbers, after the header line
-    frame = frame.with_columns(_parse_dates(frame["date"], path, first_row).alias("date"))
-    return _numeric(frame, path, first_row).with_row_index(_AT, offset=first_row)
+    skip = int(parsed.is_not_null().arg_max())
+    frame = frame.slice(skip).with_columns(date=parsed.slice(skip), _date_text=pl.col("date"))
+    frame = frame.with_columns(
+        _why(
+            pl.when(pl.col("date").is_null() & pl.col(_WHY).is_null())
+            .then(pl.format("cannot read date '{}'", pl.col("_date_text").str.slice(0, MAX_QUOTE)))
+        ).alias(_WHY)
+    ).drop("_date_text")
+    return _numbers_from_text(frame, [c for c in (*_PRICE_COLUMNS, "adj_close", "volume") if c in frame.columns])
 
 
 def read_json(path: Path) -> pl.DataFrame:
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise FileFormatError(f"{path}: not valid JSON: {exc}") from exc
+        data = json.loads(_sniff_text(path))
+    except UnicodeDecodeError as exc:
+        raise FileFormatError(f"{path}: not UTF-8 text (at offset {exc.start})") from None
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+        raise FileFormatError(f"{path}: not valid JSON: {clip(str(exc))}") from None
     if not isinstance(data, list) or not data or not all(isinstance(r, list) for r in data[:5]):
         raise NotAPriceHistory("not a list of [ms, open, high, low, close, volume] rows")
-    for i, row in enumerate(data):
-        if len(row) < 6 or not all(isinstance(v, (int, float)) or v is None for v in row[:6]):
-            raise FileFormatError(f"{path}: row {i + 1}: expected [ms, open, high, low, close, volume], got {row!r}")
-    ms = pl.Series([r[0] for r in data], dtype=pl.Int64)
-    cols = list(zip(*[r[1:6] for r in data], strict=True))
-    return pl.DataFrame(
-        {
-            "date": ms.cast(pl.Datetime("ms", "UTC")).dt.date(),
-            **{name: pl.Series(vals, dtype=pl.Float64) for name, vals in zip(("open", "high", "low", "close", "volume"), cols, strict=True)},
-        }
-    ).with_row_index(_AT, offset=1)
+    names = ("open", "high", "low", "close", "volume")
+    cols: dict[str, list] = {"ms": [], **{n: [] for n in names}, _WHY: []}
+    for row in data:
+        why = None
+        if not isinstance(row, list) or len(row) < 6:
+            why = f"expected [ms, open, high, low, close, volume], got {quote(row)}"
+        elif type(row[0]) is not int or not _MS_RANGE[0] <= row[0] < _MS_RANGE[1]:
+            why = f"timestamp {quote(row[0])} is not milliseconds between 1900 and 2100"
+        else:
+            for name, v in zip(names, row[1:6], strict=True):
+                if isinstance(v, bool) or not isinstance(v, (int, float, type(None))):
+                    why = f"{name} is {quote(v)}, not a number"
+                elif isinstance(v, float) and not math.isfinite(v) and name != "volume":
+                    why = f"{name} is {v}, not a price"
+                if why:
+                    break
+        ok = why is None
+        cols["ms"].append(row[0] if ok else None)
+        for i, name in enumerate(names, start=1):
+            v = row[i] if ok else None
+            cols[name].append(float(v) if v is not None else None)
+        cols[_WHY].append(why)
+    frame = pl.DataFrame(cols, schema={"ms": pl.Int64, **{n: pl.Float64 for n in names}, _WHY: pl.String})
+    return (
+        frame.with_columns(date=pl.col("ms").cast(pl.Datetime("ms", "UTC")).dt.date())
+        .select("date", *names, _WHY)
+        .with_row_index(_AT, offset=1)
+    )
 
 
-def _from_table(frame: pl.DataFrame) -> pl.DataFrame:
+def _from_table(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
     rename = {c: _COLUMN_ALIASES.get(c.strip().lower(), c) for c in frame.columns}
+    if len(set(rename.values())) < len(rename):
+        frame = frame.select(list({v: k for k, v in reversed(rename.items())}.values()))
+        rename = {c: _COLUMN_ALIASES.get(c.strip().lower(), c) for c in frame.columns}
     frame = frame.rename(rename)
     missing = [c for c in ("date", *_PRICE_COLUMNS) if c not in frame.columns]
     if missing:
-        raise NotAPriceHistory(f"no {', '.join(missing)} column(s); columns are {frame.columns}")
+        shown = ", ".join(quote(c, 30) for c in frame.columns[:10])
+        raise NotAPriceHistory(f"no {', '.join(missing)} column(s); columns are [{shown}]")
+    keep = [c for c in ("symbol", "date", *_PRICE_COLUMNS, "adj_close", "volume") if c in frame.columns]
+    frame = frame.select(keep).with_row_index(_AT, offset=1).with_columns(pl.lit(None, pl.String).alias(_WHY))
     dtype = frame.schema["date"]
     if isinstance(dtype, pl.Datetime):
         frame = frame.with_columns(pl.col("date").dt.date())
+    elif dtype == pl.String:
+        text = pl.col("date")
+        frame = frame.with_columns(
+            date=_date_text(text),
+            **{_WHY: pl.when(_date_text(text).is_null()).then(pl.format("cannot read date '{}'", text.str.slice(0, MAX_QUOTE)))},
+        )
     elif dtype != pl.Date:
-        frame = frame.with_columns(pl.col("date").cast(pl.String).str.slice(0, 10).str.to_date("%Y-%m-%d"))
-    keep = [c for c in ("symbol", "date", *_PRICE_COLUMNS, "adj_close", "volume") if c in frame.columns]
-    return (
-        frame.select(keep)
-        .with_columns([pl.col(c).cast(pl.Float64) for c in keep if c not in ("symbol", "date")])
-        .with_row_index(_AT, offset=1)
-    )
+        raise FileFormatError(f"{path}: column 'date' holds {dtype}, not dates")
+    numbers = [c for c in keep if c not in ("symbol", "date")]
+    for c in numbers:
+        if frame.schema[c] == pl.Boolean or not (frame.schema[c].is_numeric() or frame.schema[c] == pl.String):
+            raise FileFormatError(f"{path}: column {c!r} holds {frame.schema[c]}, not numbers")
+    text = [c for c in numbers if frame.schema[c] == pl.String]
+    frame = _numbers_from_text(frame, text) if text else frame
+    nan = [
+        pl.when(pl.col(c).is_nan()).then(pl.lit(f"column {c!r} is NaN, not a price"))
+        for c in numbers if c != "volume"
+    ]
+    return frame.with_columns([pl.col(c).cast(pl.Float64) for c in numbers]).with_columns(_why(*nan).alias(_WHY))
 
 
 def read_ipc(path: Path) -> pl.DataFrame:
     try:
         frame = pl.read_ipc(path)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise FileFormatError(f"{path}: unreadable Feather/Arrow file: {exc}") from exc
-    return _from_table(frame)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        raise FileFormatError(f"{path}: unreadable Feather/Arrow file: {clip(str(exc))}") from None
+    return _from_table(frame, path)
 
 
 def read_parquet(path: Path) -> pl.DataFrame:
     try:
         frame = pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise FileFormatError(f"{path}: unreadable Parquet: {exc}") from exc
-    return _from_table(frame)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        raise FileFormatError(f"{path}: unreadable Parquet: {clip(str(exc))}") from None
+    return _from_table(frame, path)
 
 
 READERS = {"csv": read_csv, "json": read_json, "ipc": read_ipc, "parquet": read_parquet}
@@ -231,75 +369,127 @@ def _complete(frame: pl.DataFrame) -> pl.DataFrame:
     if "adj_close" not in frame.columns:
         # Files without Adj Close (yfinance auto_adjust=True, exchanges) are
         # already adjusted or never adjusted: the close is the adjusted close.
+        # A blank Adj Close in a file that has the column is held back
+        # (``_refuse_missing``), never filled with the raw close.
         frame = frame.with_columns(pl.col("close").alias("adj_close"))
-    else:
-        frame = frame.with_columns(pl.col("adj_close").fill_null(pl.col("close")))
     if "volume" not in frame.columns:
         frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias("volume"))
     return frame
 
 
-def _one_bar_per_date(part: pl.DataFrame, path: Path, symbol: str, warnings: list[str]) -> pl.DataFrame:
-    """Collapse exact repeats; two different bars for one date are an error, not a coin toss."""
-    part = part.drop_nulls("date")
+def _line_of(origin: str, rel: str) -> str:
+    return origin[len(rel) + 1 :]
+
+
+def _one_bar_per_date(
+    part: pl.DataFrame, rel: str, symbol: str, warnings: list[str], problems: list[InputProblem]
+) -> pl.DataFrame:
+    """Collapse exact repeats; every version of a date written twice with different values is held back."""
     values = [c for c in part.columns if c != ORIGIN]
     exact = part.height - part.unique(values).height
     if exact:
-        warnings.append(f"{path}: {symbol}: {exact} exact duplicate row(s) collapsed")
+        warnings.append(f"{rel}: {symbol}: {exact} exact duplicate row(s) collapsed")
         part = part.unique(values, keep="first", maintain_order=True)
     clash = part.filter(pl.col("date").is_duplicated())
     if clash.height:
-        day = clash["date"].min()
-        n = clash.filter(pl.col("date") == day).height
-        raise FileFormatError(
-            f"{path}: {symbol}: date {day} appears {n} times with different values "
-            f"({clash.select(pl.col('date').n_unique()).item()} date(s) affected); "
-            "keep one bar per date (mixed time zones can map two timestamps to one date)"
-        )
+        days = clash["date"].n_unique()
+        for r in clash.sort("date").iter_rows(named=True):
+            n = clash.filter(pl.col("date") == r["date"]).height
+            problems.append(InputProblem(
+                rel,
+                f"date {r['date']} appears {n} times with different values (close {r['close']}); "
+                "mixed time zones can map two timestamps to one date",
+                f"every version of the date held back ({days} date(s)), the rest of the file kept",
+                "duplicate_date_conflict", symbol, _line_of(r[ORIGIN], rel), r["date"],
+            ))
+        part = part.filter(~pl.col("date").is_duplicated())
     return part.sort("date")
 
 
-def _symbols_of(frame: pl.DataFrame, path: Path, universe: Universe) -> list[tuple[SymbolName, pl.DataFrame]]:
-    """A long file's symbols; a symbol that could not be a ticker names its file and row."""
+def _symbols_of(frame: pl.DataFrame, rel: str, universe: Universe, problems: list[InputProblem]):
+    """A long file's symbols; rows whose symbol could not be a ticker are held back, naming the row."""
     parts = []
-    rows = frame.with_row_index("_row", offset=1)
-    for (s,), g in rows.group_by("symbol", maintain_order=True):
+    for (s,), g in frame.group_by("symbol", maintain_order=True):
         try:
-            parts.append((classify_symbol(s, universe), g.drop("symbol", "_row")))
+            parts.append((classify_symbol(s, universe), g.drop("symbol")))
         except (ValueError, TypeError) as why:
-            raise FileFormatError(f"{path}: row {g['_row'][0]}: column 'symbol': {why}") from None
+            for origin in g[ORIGIN]:
+                problems.append(InputProblem(
+                    rel, f"column 'symbol': {clip(str(why))}", "row held back", "row_unreadable",
+                    line=_line_of(origin, rel),
+                ))
     return parts
 
 
-def _agree(a: pl.DataFrame, b: pl.DataFrame, rel_tol: float) -> tuple[bool, str]:
-    j = a.join(b, on="date", suffix="_b")
-    for col in ("open", "high", "low", "close", "adj_close"):
-        diff = ((pl.col(col) - pl.col(f"{col}_b")).abs() / pl.col(f"{col}_b").abs().clip(lower_bound=1e-12)) > rel_tol
-        bad = j.filter(diff)
-        if bad.height:
-            r = bad.row(0, named=True)
-            return False, f"{col} on {r['date']}: {r[col]} vs {r[col + '_b']}"
-    return True, ""
+def _disagreement(a: pl.DataFrame, b: pl.DataFrame, rel_tol: float) -> str | None:
+    """Why two files' bars for one symbol differ on shared dates, with the likely cause; None if they agree."""
+    j = a.join(b, on="date", suffix="_b").sort("date")
+    cols = ("close", "adj_close", "open", "high", "low")
+
+    def off(x: str, y: str) -> pl.Expr:
+        return ((pl.col(x) - pl.col(y)).abs() / pl.col(y).abs().clip(lower_bound=1e-12)) > rel_tol
+
+    bad = j.filter(pl.any_horizontal(off(c, f"{c}_b").fill_null(False) for c in cols))
+    if bad.is_empty():
+        return None
+    r = bad.row(0, named=True)
+    col = next(c for c in cols if r[c] is not None and r[f"{c}_b"] is not None
+               and abs(r[c] - r[f"{c}_b"]) / max(abs(r[f"{c}_b"]), 1e-12) > rel_tol)
+    first = f"{col} on {r['date']}: {r[col]} vs {r[col + '_b']}"
+    share = f"{bad.height} of {j.height} shared dates differ"
+    crossed = [
+        (x, y) for x, y in (("close", "adj_close_b"), ("adj_close", "close_b"))
+        if j.select(off(x, y).fill_null(True).any()).item() is False
+        and j.select(off("close", "close_b").any()).item()
+    ]
+    if crossed:
+        who = "the first file's close is the second's Adj Close" if crossed[0][0] == "close" else (
+            "the first file's Adj Close is the second's close")
+        return f"{first}; {share}; {who}: adjusted vs raw prices"
+    ratio = j.select((pl.col("close") / pl.col("close_b")).alias("r")).to_series().drop_nulls()
+    lo, hi, mid = ratio.min(), ratio.max(), ratio.median()
+    if j.height < 5:
+        return f"{first}; {share}"
+    if bad.height * 2 >= j.height and lo > 0 and hi / lo - 1 < 0.05:
+        return (f"{first}; {share}; close ratio roughly constant ({mid:.4f}, {lo:.4f}..{hi:.4f}): "
+                "likely adjusted vs raw prices (or adjusted at different dates)")
+    if bad.height * 2 >= j.height:
+        return (f"{first}; {share}; close ratio drifts from {ratio[0]:.4f} to {ratio[-1]:.4f}: "
+                "likely a different adjustment basis (dividend-adjusted vs raw) or another instrument")
+    return f"{first}; {share}: likely revised or bad rows in one of the files"
+
+
+@dataclass
+class FilesRead:
+    """Everything one pass over the inputs found."""
+
+    bars: pl.DataFrame
+    assets: pl.DataFrame
+    warnings: list[str]
+    problems: list[InputProblem]
+    # Per symbol not published: (status, why) for ingest_log.
+    failed: dict[str, tuple[str, str]]
 
 
 class FilesSource:
     name = "files"
 
-    def __init__(self, paths: list[Path], overlap_rel_tol: float = 1e-4) -> None:
-        if not paths:
-            raise SourceError("the files source needs at least one --path")
-        for p in paths:
-            if not Path(p).exists():
-                raise SourceError(f"path not found: {p}")
+    def __init__(self, paths: list[Path], overlap_rel_tol: float = 1e-4, on_conflict: str = "refuse") -> None:
+        check_paths(paths)
+        if on_conflict not in CONFLICT_POLICIES:
+            raise SourceError(f"unknown conflict policy {on_conflict!r}: choose {' or '.join(CONFLICT_POLICIES)}")
         self.paths = [Path(p) for p in paths]
         self.overlap_rel_tol = overlap_rel_tol
+        self.on_conflict = on_conflict
+        self._memo: tuple[Universe, FilesRead] | None = None
 
     def discover(self) -> list[Path]:
         return [f for f, _ in self._discover()]
 
     def _discover(self) -> list[tuple[Path, str]]:
         """Each file and its name relative to the path it was found under (a file path: its
-        name); with several paths, relative to that path's parent, so the names stay apart."""
+        name); with several paths, relative to that path's parent, so the names stay apart.
+        In the order of the paths given, then by name: the order "first path wins" follows."""
         files: list[tuple[Path, str]] = []
         for p in self.paths:
             base = p.parent if p.is_file() or len(self.paths) > 1 else p
@@ -308,62 +498,128 @@ class FilesSource:
         return files
 
     def read_all(self, universe: Universe) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
-        """(bars, assets, warnings) over every file; raises on conflicting duplicates."""
+        """(bars, assets, warnings) over every file; every problem is one of the warnings."""
+        done = self.read(universe)
+        return done.bars, done.assets, done.warnings + [p.text() for p in done.problems]
+
+    def read(self, universe: Universe) -> FilesRead:
+        """One pass over every file: what is valid, and every problem found (never only the first)."""
+        if self._memo is not None and self._memo[0] == universe:
+            return self._memo[1]
         warnings: list[str] = []
-        by_symbol: dict[str, tuple[Path, pl.DataFrame]] = {}
-        meta: dict[str, dict] = {}
+        problems: list[InputProblem] = []
+        parts: dict[str, list[tuple[str, pl.DataFrame]]] = {}
+        names: dict[str, SymbolName] = {}
+        failed_files: dict[str, tuple[str, str]] = {}
         for path, rel in self._discover():
             kind = SUFFIXES.get(path.suffix.lower())
             try:
+                name = symbol_from_filename(path, universe)
+            except ValueError as why:
+                name = None
+                naming = clip(str(why))
+            try:
+                if kind is None:
+                    raise NotAPriceHistory(f"unknown file type {quote(path.suffix or path.name, 20)}")
                 frame = READERS[kind](path)
             except NotAPriceHistory as why:
-                warnings.append(f"skipped {path}: not a price history ({why})")
+                problems.append(InputProblem(rel, f"not a price history ({clip(str(why))})", "file skipped",
+                                             "file_not_price_history", name.symbol if name else None))
+                if name:
+                    failed_files.setdefault(name.symbol, ("skipped", f"{rel}: not a price history ({clip(str(why))})"))
+                continue
+            except (FileFormatError, OSError) as why:
+                text = clip(str(why).replace(str(path), rel))
+                text = text[len(rel) + 2:] if text.startswith(rel + ": ") else text
+                problems.append(InputProblem(rel, text, "file skipped", "file_unreadable", name.symbol if name else None))
+                if name:
+                    failed_files[name.symbol] = ("error", f"{rel}: {text}")
                 continue
             where = f"{rel} {'line' if kind == 'csv' else 'row'} "
             frame = frame.with_columns((pl.lit(where) + pl.col(_AT).cast(pl.String)).alias(ORIGIN)).drop(_AT)
             if "symbol" in frame.columns:
-                parts = _symbols_of(frame, path, universe)
+                found = _symbols_of(frame, rel, universe, problems)
+            elif name is None:
+                problems.append(InputProblem(rel, f"file name is not a symbol: {naming}", "file skipped",
+                                             "file_name_not_symbol"))
+                continue
             else:
-                try:
-                    name = symbol_from_filename(path, universe)
-                except ValueError as why:
-                    warnings.append(f"skipped {path}: {why}")
-                    continue
-                parts = [(name, frame)]
-            for name, part in parts:
-                part = _one_bar_per_date(_complete(part), path, name.symbol, warnings)
-                if name.symbol in by_symbol:
-                    other_path, other = by_symbol[name.symbol]
-                    ok, detail = _agree(other, part, self.overlap_rel_tol)
-                    if not ok:
-                        raise SourceError(
-                            f"symbol {name.symbol} is in both {other_path} and {path} and they disagree ({detail})"
-                        )
-                    merged = pl.concat([other, part.filter(~pl.col("date").is_in(other["date"].implode()))], how="diagonal_relaxed")
-                    by_symbol[name.symbol] = (other_path, merged.sort("date"))
-                else:
-                    by_symbol[name.symbol] = (path, part)
-                    known = universe.get(name.symbol)
-                    meta[name.symbol] = {
-                        "symbol": name.symbol,
-                        "name": known.name if known else name.symbol,
-                        "asset_class": name.asset_class,
-                        "sector": known.sector if known else None,
-                        "industry": known.industry if known else None,
-                        "quote_currency": name.quote_currency,
-                        "source": self.name,
-                        "source_symbol": name.source_symbol,
-                    }
+                found = [(name, frame)]
+            for sym, part in found:
+                part = _refuse_missing(part)
+                for r in part.filter(pl.col(_WHY).is_not_null()).select(ORIGIN, "date", _WHY).iter_rows(named=True):
+                    problems.append(InputProblem(rel, r[_WHY], "row held back", _row_kind(r[_WHY]), sym.symbol,
+                                                 _line_of(r[ORIGIN], rel), r["date"]))
+                part = _complete(part.filter(pl.col(_WHY).is_null()).drop(_WHY))
+                part = _one_bar_per_date(part, rel, sym.symbol, warnings, problems)
+                names.setdefault(sym.symbol, sym)
+                parts.setdefault(sym.symbol, []).append((rel, part))
+        by_symbol, conflicts = self._merge(parts)
+        failed = {s: v for s, v in failed_files.items() if s not in by_symbol}
+        for sym, (rel, other, detail) in conflicts.items():
+            refused = self.on_conflict == "refuse"
+            action = ("symbol not published (XASSET_FILES_ON_CONFLICT=first-path lets the earlier --path win)"
+                      if refused else f"{rel} wins on shared dates (XASSET_FILES_ON_CONFLICT=first-path)")
+            problems.append(InputProblem(other, f"{sym} disagrees with {rel}: {detail}", action, "symbol_conflict", sym))
+            if refused:
+                failed[sym] = ("error", f"{rel} and {other} disagree: {detail}")
+        if conflicts:
+            listed = "; ".join(f"{s} ({r} vs {o}: {d})" for s, (r, o, d) in conflicts.items())
+            warnings.append(
+                f"{len(conflicts)} symbol(s) are in more than one file and disagree: {listed}. "
+                + ("Not published; set XASSET_FILES_ON_CONFLICT=first-path to let the file of the earlier --path win."
+                   if self.on_conflict == "refuse" else "The file of the earlier --path wins on shared dates.")
+            )
+        for sym in [s for s, f in by_symbol.items() if f.is_empty()]:
+            del by_symbol[sym]
+            failed.setdefault(sym, ("error", "every row was held back (see the quarantine table)"))
         if not by_symbol:
-            # The skip warnings are the only explanation: put them in the error.
-            why = "; ".join(warnings[:5]) + (f"; and {len(warnings) - 5} more" if len(warnings) > 5 else "")
+            # The problems are the only explanation: put them in the error.
+            why = "; ".join(clip(p.text(), 160) for p in problems[:5]) + (
+                f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise SourceError(
                 f"no price history found under {', '.join(map(str, self.paths))}" + (f" ({why})" if why else "")
             )
-        bars = pl.concat(
-            [conform_bars(f.with_columns(pl.lit(sym).alias("symbol"))) for sym, (_, f) in by_symbol.items()]
-        )
-        return bars, conform_assets(pl.DataFrame(list(meta.values()))), warnings
+        meta = []
+        for sym in by_symbol:
+            name, known = names[sym], universe.get(sym)
+            meta.append({
+                "symbol": sym,
+                "name": known.name if known else sym,
+                "asset_class": name.asset_class,
+                "sector": known.sector if known else None,
+                "industry": known.industry if known else None,
+                "quote_currency": name.quote_currency,
+                "source": self.name,
+                "source_symbol": name.source_symbol,
+            })
+        bars = pl.concat([conform_bars(f.with_columns(pl.lit(sym).alias("symbol"))) for sym, f in by_symbol.items()])
+        done = FilesRead(bars, conform_assets(pl.DataFrame(meta)), warnings, problems, failed)
+        self._memo = (universe, done)
+        return done
+
+    def _merge(self, parts: dict[str, list[tuple[str, pl.DataFrame]]]):
+        """One history per symbol from every file holding it; files that disagree are conflicts."""
+        by_symbol: dict[str, pl.DataFrame] = {}
+        conflicts: dict[str, tuple[str, str, str]] = {}
+        for sym, found in parts.items():
+            first_rel, merged = found[0]
+            for rel, part in found[1:]:
+                detail = _disagreement(merged, part, self.overlap_rel_tol)
+                if detail is not None and sym not in conflicts:
+                    conflicts[sym] = (first_rel, rel, detail)
+                if detail is not None and self.on_conflict == "refuse":
+                    continue
+                new = part.filter(~pl.col("date").is_in(merged["date"].implode()))
+                merged = pl.concat([merged, new], how="diagonal_relaxed").sort("date")
+            if sym in conflicts and self.on_conflict == "refuse":
+                continue
+            by_symbol[sym] = merged
+        return by_symbol, conflicts
+
+    def last_date(self, universe: Universe) -> date:
+        """The last date the inputs cover."""
+        return self.read(universe).bars["date"].max()
 
     def fetch(
         self,
@@ -373,12 +629,19 @@ class FilesSource:
         last_dates: dict[str, date],
         stored_tail: pl.DataFrame,
     ) -> SourceBatch:
-        bars, assets, warnings = self.read_all(universe)
-        bars = bars.filter(pl.col("date").is_between(start, as_of))
+        done = self.read(universe)
+        bars = done.bars.filter(pl.col("date").is_between(start, as_of))
+        warnings = list(done.warnings)
+        if done.problems:
+            files = len({p.file for p in done.problems})
+            warnings.append(
+                f"{len(done.problems)} input problem(s) in {files} file(s) worked around (files skipped, rows held "
+                "back): see the input problems table and the quarantine table"
+            )
         for w in warnings:
             log.warning(w)
         outcomes = []
-        for sym in assets["symbol"]:
+        for sym in done.assets["symbol"]:
             rows = bars.filter(pl.col("symbol") == sym)
             outcomes.append(
                 SymbolOutcome(
@@ -391,7 +654,32 @@ class FilesSource:
                     error=None if rows.height else f"no rows between {start} and {as_of}",
                 )
             )
-        return SourceBatch(bars=bars, assets=assets, outcomes=outcomes, warnings=warnings)
+        for sym, (status, why) in sorted(done.failed.items()):
+            outcomes.append(SymbolOutcome(symbol=sym, source=self.name, status=status, error=clip(why, 500)))
+        return SourceBatch(bars=bars, assets=done.assets, outcomes=outcomes, warnings=warnings, problems=done.problems)
 
 
-__all__ = ["FilesSource", "FileFormatError", "NotAPriceHistory", "symbol_from_filename", "BAR_SCHEMA"]
+def _row_kind(why: str) -> str:
+    if why.startswith("Adj Close"):
+        return "adj_close_missing"
+    if why in ("no close", "an empty row (no price)") or "is NaN" in why:
+        return "price_missing"
+    return "row_unreadable"
+
+
+def check_paths(paths: list[Path]) -> None:
+    """The one-line error for --path values that cannot be read, before any work starts."""
+    if not paths:
+        raise SourceError("the files source needs at least one --path")
+    for p in map(Path, paths):
+        if not p.exists():
+            raise SourceError(f"--path {p}: no such file or directory")
+        if p.is_file() and p.suffix.lower() not in SUFFIXES:
+            raise SourceError(
+                f"--path {p}: not a price file (expected a folder or a {', '.join(sorted(SUFFIXES))} file)"
+            )
+        if not os.access(p, os.R_OK) or (p.is_dir() and not os.access(p, os.X_OK)):
+            raise SourceError(f"--path {p}: not readable")
+
+
+__all__ = ["FilesSource", "FileFormatError", "NotAPriceHistory", "symbol_from_filename", "check_paths", "BAR_SCHEMA"]

@@ -168,7 +168,8 @@ class LiveSettings(BaseModel):
         0.2,
         ge=0,
         le=1,
-        description="The run fails when more than this share of symbols failed (or a benchmark).",
+        description="The run fails when more than this share of symbols failed (or a benchmark); applies to the "
+        "files source too (one policy for both).",
     )
     api_keys: dict[str, ExchangeCredentials] = Field(
         default_factory=dict,

@@ -106,12 +106,12 @@ def test_failed_run_leaves_published_warehouse_untouched(sample_run, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "^RUT.csv").write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,oops,10\n")
-    with pytest.raises(Exception, match=r"\^RUT.csv: row 2: column 'close' is not a number"):
+    with pytest.raises(Exception, match=r"\^RUT.csv line 2: \^RUT: column 'close' is not a number"):
         nightly(source="files", paths=[str(bad)], data_dir=str(data))
     assert digest(db) == before
     assert os.readlink(data / "current") == link
     last = pl.read_parquet(data / "state" / "pipeline_runs.parquet").sort("started_at").row(-1, named=True)
-    assert last["status"] == "failed" and "^RUT.csv: row 2" in last["error"]
+    assert last["status"] == "failed" and "^RUT.csv line 2" in last["error"]
     assert not list(data.glob(".tmp-*")) and not list((data / ".runs").glob(".tmp-*")), "no staging left behind"
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from flows.sources.files import FileFormatError, FilesSource, symbol_from_filename
+from flows.sources.files import FilesSource, symbol_from_filename
 from flows.sources.base import SourceError
 from flows.universe import load_universe
 
@@ -89,21 +89,62 @@ def test_symbol_from_filename(name, symbol, cls, quote):
         assert s.quote_currency == quote
 
 
-def test_conflicting_files_name_both(tmp_path):
+def conflict_folders(tmp_path: Path, factor: float, days: int = 10) -> tuple[Path, Path]:
+    """Two folders holding IWM and SPY; b's closes are a's times ``factor``, QQQ agrees."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, f in ((a, 1.0), (b, factor)):
+        folder.mkdir()
+        for sym, k in (("IWM", f), ("SPY", f), ("QQQ", 1.0)):
+            rows = "".join(f"2024-01-{d + 2:02d},1,2,0.5,{(10 + d) * k},10\n" for d in range(days))
+            (folder / f"{sym}.csv").write_text("Date,Open,High,Low,Close,Volume\n" + rows)
+    return a, b
+
+
+def test_every_conflicting_symbol_is_named_at_once_with_its_likely_cause(tmp_path):
+    a, b = conflict_folders(tmp_path, 0.97)
+    done = FilesSource([a, b]).read(UNIVERSE)
+    [warning] = [w for w in done.warnings if "disagree" in w]
+    assert warning.startswith("2 symbol(s) are in more than one file and disagree: IWM (a/IWM.csv vs b/IWM.csv: ")
+    assert "SPY (a/SPY.csv vs b/SPY.csv" in warning and "QQQ" not in warning
+    assert "close ratio roughly constant (1.0309" in warning and "adjusted vs raw" in warning
+    assert "XASSET_FILES_ON_CONFLICT=first-path" in warning
+    # Refused: neither version is published, the rest is, and each conflict is a failed symbol.
+    assert set(done.bars["symbol"]) == {"QQQ"}
+    assert done.failed["IWM"][0] == "error" and "b/IWM.csv" in done.failed["IWM"][1]
+    assert {(p.symbol, p.kind) for p in done.problems} == {("IWM", "symbol_conflict"), ("SPY", "symbol_conflict")}
+
+
+def test_the_first_path_wins_when_the_user_says_so(tmp_path):
+    a, b = conflict_folders(tmp_path, 0.97)
+    (b / "IWM.csv").write_text((b / "IWM.csv").read_text() + "2024-02-01,1,2,0.5,99,10\n")
+    bars = FilesSource([a, b], on_conflict="first-path").read(UNIVERSE).bars
+    iwm = bars.filter(pl.col("symbol") == "IWM").sort("date")
+    assert iwm["close"].to_list()[:10] == [10.0 + d for d in range(10)], "a's bars on shared dates"
+    assert iwm.row(-1, named=True)["close"] == 99 and iwm["origin"][-1] == "b/IWM.csv line 12"
+    # The order of --path decides.
+    bars = FilesSource([b, a], on_conflict="first-path").read(UNIVERSE).bars
+    assert bars.filter(pl.col("symbol") == "IWM").sort("date")["close"][0] == pytest.approx(9.7)
+
+
+def test_adjusted_vs_raw_is_recognised_from_the_adj_close_column(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
-    (a / "IWM.csv").write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.5,10\n")
-    (b / "IWM.csv").write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.9,10\n")
-    with pytest.raises(SourceError) as e:
-        FilesSource([a, b]).read_all(UNIVERSE)
-    assert str(a / "IWM.csv") in str(e.value) and str(b / "IWM.csv") in str(e.value)
+    raw = "".join(f"2024-01-{d + 2:02d},1,2,0.5,{10 + d},{(10 + d) * 0.9 - d * 0.01},10\n" for d in range(8))
+    adj = "".join(f"2024-01-{d + 2:02d},1,2,0.5,{(10 + d) * 0.9 - d * 0.01},10\n" for d in range(8))
+    (a / "IWM.csv").write_text("Date,Open,High,Low,Close,Adj Close,Volume\n" + raw)
+    (b / "IWM.csv").write_text("Date,Open,High,Low,Close,Volume\n" + adj)
+    (b / "QQQ.csv").write_text("Date,Open,High,Low,Close,Volume\n" + adj)
+    [w] = FilesSource([a, b]).read(UNIVERSE).warnings
+    assert "the first file's Adj Close is the second's close: adjusted vs raw prices" in w
 
 
-def test_malformed_value_names_file_row_and_column(tmp_path):
+def test_a_malformed_value_holds_back_its_row_naming_file_line_and_column(tmp_path):
     f = tmp_path / "SPY.csv"
     f.write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.5,10\n2024-01-03,1,2,0.5,abc,10\n")
-    with pytest.raises(FileFormatError, match=r"SPY.csv: row 3: column 'close' is not a number: 'abc'"):
-        FilesSource([tmp_path]).read_all(UNIVERSE)
+    done = FilesSource([tmp_path]).read(UNIVERSE)
+    assert done.bars["date"].to_list() == [date(2024, 1, 2)]
+    [p] = done.problems
+    assert p.text() == "SPY.csv line 3: SPY: column 'close' is not a number: 'abc'; row held back"
 
 
 def test_yfinance_three_line_header_and_long_parquet(tmp_path):
@@ -176,3 +217,107 @@ def test_merged_folders_keep_the_origin_of_the_bar_that_was_kept(tmp_path):
     bars, _, _ = FilesSource([tmp_path / "a", tmp_path / "b"]).read_all(UNIVERSE)
     # Two paths: each file is named from its path's parent, so the two SPY.csv stay apart.
     assert origins(bars, "SPY") == {"2024-01-02": "a/SPY.csv line 2", "2024-01-03": "a/SPY.csv line 3", "2024-01-04": "b/SPY.csv line 3"}
+
+
+# The files source in the flow: its as-of, its failure policy, staleness (issues 14 and 15).
+
+
+def test_default_as_of_of_real_folders_is_the_last_date_they_cover(real_data):
+    from flows.nightly import default_as_of
+
+    today = date(2026, 12, 5)
+    both = FilesSource([real_data / "pratham093-AEGIS", real_data / "alitalbi-storage_data_fy"])
+    assert default_as_of("files", today, both.last_date(UNIVERSE)) == date(2026, 2, 23)
+    crypto = FilesSource([real_data / "pratham093-AEGIS"])
+    assert default_as_of("files", today, crypto.last_date(UNIVERSE)) == date(2025, 6, 14)
+    # Never later than today; the other sources cover the last complete day.
+    assert default_as_of("files", date(2025, 6, 1), crypto.last_date(UNIVERSE)) == date(2025, 6, 1)
+    assert default_as_of("live", today) == default_as_of("sample", today) == date(2026, 12, 4)
+
+
+def outcome(symbol: str, status: str = "ok", error: str | None = None):
+    from flows.sources.base import SymbolOutcome
+
+    return SymbolOutcome(symbol, "files", status, rows=1 if status == "ok" else 0, error=error)
+
+
+def check(outcomes, share: float = 0.2):
+    from flows.nightly import RunSummary, check_failures
+    from flows.settings import Settings
+    from flows.sources.base import SourceBatch
+    from flows.sources.live_config import LiveSettings
+
+    settings = Settings(live=LiveSettings(max_failed_share=share))
+    run = RunSummary(run_id="r", source="files", as_of=date(2024, 1, 5), status="running")
+    batch = SourceBatch(bars=pl.DataFrame(), assets=pl.DataFrame(), outcomes=outcomes)
+    check_failures(batch, "files", settings, UNIVERSE, run)
+    return run
+
+
+def test_files_follow_the_live_failure_policy_with_one_setting():
+    from flows.nightly import PipelineError
+
+    good = [outcome(s) for s in ("^RUT", "BTC", "ETH", "SOL", "IWM", "SPY", "QQQ", "DIA", "ADA")]
+    # One failed symbol of ten: published, with a warning naming it.
+    run = check([*good, outcome("TRUNC", "error", "TRUNC.parquet: unreadable Parquet")])
+    assert run.warnings == ["stale (no usable input, previous data kept): TRUNC (TRUNC.parquet: unreadable Parquet)"]
+    # Skipped files (not price histories) are not failures; a benchmark absent from the files is none either.
+    check([*good, outcome("notes", "skipped", "not a price history")])
+    # A benchmark whose files are all unusable stops the run, so does a failed share above the setting.
+    with pytest.raises(PipelineError, match=r"not publishing: benchmark failed \(\^RUT: \^RUT.csv: unreadable"):
+        check([*good[1:], outcome("^RUT", "error", "^RUT.csv: unreadable")])
+    three = [outcome(s, "error", "bad") for s in ("A", "B", "C")]
+    with pytest.raises(PipelineError, match=r"not publishing: 3/12 symbols failed \(25%\) > 20% allowed: A, B, C"):
+        check([*good, *three])
+    check([*good, *three], share=0.3)
+
+
+def test_staleness_is_judged_against_the_as_of_for_every_asset_class():
+    from flows.artifacts import stale_symbols, stale_warning
+    from flows.calendar import sessions
+
+    as_of = date(2024, 3, 28)
+    prices = pl.DataFrame({
+        "symbol": ["BTC", "ETH", "^RUT", "IWM", "ALTS"],
+        "date": [date(2024, 3, 28), date(2024, 3, 20), date(2024, 3, 20), date(2024, 3, 21), date(2024, 1, 1)],
+        "source": ["files", "files", "files", "files", "derived"],
+    })
+    assets = pl.DataFrame({"symbol": ["BTC", "ETH", "^RUT", "IWM", "ALTS"],
+                           "asset_class": ["crypto", "crypto", "index", "etf", "index_crypto"]})
+    stale = stale_symbols(prices, assets, as_of, sessions(date(2024, 3, 1), as_of), 5)
+    # ETH: 8 days behind; ^RUT: 6 sessions (3/21, 22, 25, 26, 27, 28); IWM: 5 sessions, not more than 5.
+    assert stale == [
+        {"symbol": "ETH", "status": "stale", "detail": "last bar 2024-03-20, 8 day(s) before the as-of 2024-03-28"},
+        {"symbol": "^RUT", "status": "stale", "detail": "last bar 2024-03-20, 6 session(s) before the as-of 2024-03-28"},
+    ]
+    assert stale_warning(stale, 5, as_of) == (
+        "stale: 2 asset(s) end more than 5 session(s) before the as-of 2024-03-28: ETH (last bar 2024-03-20, 8 day(s)); "
+        "^RUT (last bar 2024-03-20, 6 session(s))"
+    )
+
+
+def test_input_problems_table_lists_source_problems_and_screened_rows_per_file():
+    from flows.artifacts import input_problems
+    from flows.sources.base import InputProblem, problems_frame
+    from warehouse.quality import screen
+
+    problems = [
+        InputProblem("bad/EMPTY.csv", "not a price history (empty file)", "file skipped", "file_not_price_history", "EMPTY"),
+        *[InputProblem("bad/R.csv", "7 fields where the header has 6 (a shifted row)", "row held back", "row_unreadable",
+                       "R", f"line {n}") for n in (3, 9)],
+    ]
+    bars = pl.DataFrame({
+        "symbol": ["NEG", "NEG"], "date": [date(2024, 1, 2), date(2024, 1, 3)], "open": [1.0, 1.0], "high": [2.0, 2.0],
+        "low": [0.5, 0.5], "close": [1.5, -5.0], "adj_close": [1.5, -5.0], "volume": [1.0, 1.0], "source": ["files"] * 2,
+        "ingested_at": [datetime(2024, 1, 5, tzinfo=UTC)] * 2, "origin": ["bad/NEG.csv line 2", "bad/NEG.csv line 3"],
+    })
+    _, screened = screen("fact_prices", bars, date(2024, 1, 5))
+    quarantine = pl.concat([problems_frame(problems), screened]).with_columns(pl.lit("r").alias("run_id"))
+    rows = input_problems(problems, quarantine, "r")
+    assert rows == [
+        {"file": "bad/EMPTY.csv", "symbol": "EMPTY", "problem": "not a price history (empty file)", "action": "file skipped"},
+        {"file": "bad/NEG.csv", "symbol": "NEG", "problem": "line 3: adj_close > 0", "action": "row held back"},
+        {"file": "bad/NEG.csv", "symbol": "NEG", "problem": "line 3: close > 0", "action": "row held back"},
+        {"file": "bad/R.csv", "symbol": "R", "problem": "7 fields where the header has 6 (a shifted row) (and 1 more; "
+         "lines 3, 9)", "action": "row held back"},
+    ]
