@@ -36,7 +36,7 @@ from flows.sources.base import ASSET_SCHEMA, Source, SourceBatch, SourceError, S
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe, UniverseError, load_universe
 from transforms.factors import LabelThresholds
-from transforms.incremental import build_marts_incremental
+from transforms.incremental import build_marts_incremental, first_changed_session
 from transforms.marts import FACTOR_TABLES, MartParams, build_marts, serial_map
 from warehouse import marts as mart_files
 from warehouse import snapshots
@@ -394,7 +394,10 @@ def incremental_base(
     # The small tables first: a changed asset or snapshot rules the run out
     # before the large seed tables (tens of millions of rows) are read.
     dim, fund = TABLES["dim_asset"], TABLES["fact_fundamentals"]
-    small = read_tables(settings.warehouse_path, [dim.name, fund.name])
+    try:
+        small = _read_seed(settings.warehouse_path, [dim.name, fund.name])
+    except Exception as exc:
+        return unreadable_warehouse(settings.warehouse_path, exc)
     before = small.get(dim.name, pl.DataFrame(schema=dim.polars_schema)).filter(pl.col("source") != "derived")
     if before.join(dim.conform(assets), on=dim.column_names, how="anti", nulls_equal=True).height:
         return "asset metadata (names, classes, sectors) changed since the published run"
@@ -407,8 +410,36 @@ def incremental_base(
         if new.height:
             candidates.append(new["as_of"].min())
     large = [t for t in SEED_TABLES if t not in small]
-    previous = small | read_tables(settings.warehouse_path, large)
+    try:
+        previous = small | _read_seed(settings.warehouse_path, large)
+    except Exception as exc:
+        return unreadable_warehouse(settings.warehouse_path, exc)
+    if "fact_prices" not in previous:
+        return unreadable_warehouse(settings.warehouse_path, "it has no fact_prices table")
+    # The published bars against the clean bars now: a stored bar revised
+    # into a quarantined value, one withdrawn from the input, or one whose
+    # plausibility changed with its neighbours (a jump the next bar reverts)
+    # differs from what the published run read though nothing new was landed.
+    published_bars = previous["fact_prices"].filter(pl.col("source") != "derived")
+    changed = first_changed_session(published_bars, prices)
+    if changed is not None:
+        candidates.append(changed)
     return previous, min(candidates)
+
+
+# How a full rebuild's reason starts when the published warehouse cannot be
+# read: that one is a warning, not a routine note.
+UNREADABLE_WAREHOUSE = "cannot read the published warehouse"
+
+
+def unreadable_warehouse(path: Path, reason: object) -> str:
+    text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    return f"{UNREADABLE_WAREHOUSE} {path} ({text[:300]}); rebuilding every table from the lake"
+
+
+def _read_seed(path: Path, names: list[str]) -> dict[str, pl.DataFrame]:
+    """Published tables, each conformed to its contract (a table of another shape is an error)."""
+    return {n: TABLES[n].conform(f) if n in TABLES else f for n, f in read_tables(path, names).items()}
 
 
 def transform(
@@ -428,7 +459,9 @@ def transform(
     # Bad bars are set aside in the quarantine, naming where they came from
     # (the lake's origin), not dropped or "fixed": everything derived is
     # computed without them. An equity bar off the exchange calendar is one.
-    prices, quarantined = screen("fact_prices", stored, as_of, sessions=calendar, assets=assets)
+    prices, quarantined = screen(
+        "fact_prices", stored, as_of, sessions=calendar, assets=assets, jump_bounds=settings.jump_bounds
+    )
     if prices.is_empty():
         raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of} pass the quality rules")
     assets = assets.filter(pl.col("symbol").is_in(prices["symbol"].unique().implode()))
@@ -452,6 +485,8 @@ def transform(
     if isinstance(base, str):
         marts = build_marts(prices, assets, sess, params, fundamentals=fundamentals, map_partitions=map_on_runner)
         incremental_from, full_because = None, base
+        if base.startswith(UNREADABLE_WAREHOUSE):
+            marts.warnings.append(base)
     else:
         previous, incremental_from = base
         marts = build_marts_incremental(
@@ -592,6 +627,8 @@ def run_pipeline(
     with RunLock(settings.data_dir):
         for stale in remove_stale_temp_files(settings.data_dir):
             logger.info("removed temp file left by an interrupted run: %s", stale)
+        if snapshots.recover(settings.data_dir):
+            logger.warning("a publish was interrupted after its switch; its links were completed")
         log = RunLog(settings.data_dir)
         published_run = snapshots.current_run(settings.data_dir)
         for killed in log.mark_interrupted(published=published_run):

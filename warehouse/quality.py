@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -199,15 +199,36 @@ def violations(frames: dict[str, pl.DataFrame], as_of: date) -> list[Violation]:
 
 
 def rule_inputs(
-    as_of: date, sessions: pl.Series | None = None, assets: pl.DataFrame | None = None
+    as_of: date,
+    sessions: pl.Series | None = None,
+    assets: pl.DataFrame | None = None,
+    jump_bounds: Mapping[str, float] | None = None,
 ) -> RuleInputs:
     """What the screen's rules compare rows with: ``as_of``, the exchange ``sessions``
     (a Date series covering the rows) and, from ``assets`` (symbol, asset_class),
-    the symbols that trade only on sessions. Without either, session rules hold."""
-    if sessions is None or assets is None:
-        return RuleInputs(as_of)
-    on_sessions = assets.filter(pl.col("asset_class").is_in(EQUITY_CLASSES))["symbol"]
-    return RuleInputs(as_of, tuple(sessions.to_list()), tuple(sorted(on_sessions.unique().to_list())))
+    the symbols that trade only on sessions and each symbol's jump bound
+    (``jump_bounds``: asset class -> largest one-day move factor, every class
+    of ``assets`` must have one). Without them, those rules hold."""
+    session_inputs: dict[str, object] = {}
+    if sessions is not None and assets is not None:
+        on_sessions = assets.filter(pl.col("asset_class").is_in(EQUITY_CLASSES))["symbol"]
+        session_inputs = {
+            "sessions": tuple(sessions.to_list()),
+            "session_symbols": tuple(sorted(on_sessions.unique().to_list())),
+        }
+    jumps = None
+    if jump_bounds is not None and assets is not None:
+        missing = sorted(set(assets["asset_class"].drop_nulls()) - set(jump_bounds))
+        if missing:
+            raise ValueError(
+                f"no jump bound for asset class(es) {', '.join(missing)}: add them to XASSET_JUMP_BOUNDS"
+            )
+        pairs = assets.select("symbol", "asset_class").unique("symbol", keep="last").sort("symbol")
+        jumps = tuple(
+            (r["symbol"], float(jump_bounds[r["asset_class"]]))
+            for r in pairs.iter_rows(named=True) if r["asset_class"] is not None
+        )
+    return RuleInputs(as_of, jump_bounds=jumps, **session_inputs)
 
 
 def origin_text(origin: str | None) -> str:
@@ -222,13 +243,15 @@ def screen(
     *,
     sessions: pl.Series | None = None,
     assets: pl.DataFrame | None = None,
+    jump_bounds: Mapping[str, float] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split a raw input into the rows a run may use and its ``quarantine`` rows.
 
     A row breaking several rules gets one quarantine row per rule, whose detail
     names the rule, where the row came from (``frame``'s ``origin`` column when
     it has one, e.g. ``BTC-USD.csv line 42``) and its values. ``sessions`` and
-    ``assets`` (see ``rule_inputs``) enable the exchange-calendar rule. ``run_id``
+    ``assets`` (see ``rule_inputs``) enable the exchange-calendar rule, ``assets``
+    and ``jump_bounds`` the jump rules. ``run_id``
     may be left empty and stamped later (``RunLog.record_quarantine``). The
     clean rows have exactly the contract's columns.
     """
@@ -236,7 +259,7 @@ def screen(
     if not table.quarantine_bad_rows:
         raise ValueError(f"{name} is audited as a whole, not screened row by row")
     carry = (ORIGIN,) if ORIGIN in frame.columns else ()
-    good, failures = check_frame(table, frame, rule_inputs(as_of, sessions, assets), carry)
+    good, failures = check_frame(table, frame, rule_inputs(as_of, sessions, assets, jump_bounds), carry)
     if failures.is_empty():
         return good, pl.DataFrame(schema=QUARANTINE.polars_schema)
     rows = [

@@ -83,6 +83,9 @@ class RuleInputs:
     sessions: tuple[date, ...] | None = None
     # Symbols that trade only on those sessions (equities, ETFs, indices).
     session_symbols: tuple[str, ...] | None = None
+    # Per symbol, the largest one-day move (a factor, e.g. 5.0: x5 or /5) its
+    # asset class's jump bound lets through unconfirmed (settings.jump_bounds).
+    jump_bounds: tuple[tuple[str, float], ...] | None = None
 
 
 @dataclass(frozen=True)
