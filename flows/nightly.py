@@ -47,7 +47,7 @@ from warehouse.lake import Lake
 from warehouse.lock import RunLock
 from warehouse.query import read_tables
 from warehouse.mirror import mirror_marts
-from warehouse.quality import screen
+from warehouse.quality import screen, withdrawal_summary, withdrawn_quarantine
 from warehouse.runs import RunLog
 from warehouse.tables import INGEST_LOG, TABLES
 
@@ -539,6 +539,33 @@ def check_failures(batch: SourceBatch, source: str, settings: Settings, universe
         )
 
 
+def withdraw_absent(
+    batch: SourceBatch, lake: Lake, span: tuple[date, date], now: datetime, run: RunSummary, logger
+) -> tuple[pl.DataFrame, list[SymbolOutcome]]:
+    """The files source's input is a snapshot: stored bars in the run's dates that it no
+    longer holds are withdrawn (a warning, quarantine rows, ``withdrawn`` in ingest_log).
+
+    A symbol the source failed to read keeps its bars (stale, as check_failures says).
+    """
+    failed = {o.symbol for o in batch.outcomes if o.status == "error"}
+    withdrawn = lake.withdraw_absent(batch.bars, span[0], span[1], now, keep=failed)
+    removed = set(withdrawn["symbol"].unique().to_list()) - {o.symbol for o in batch.outcomes}
+    line = withdrawal_summary(withdrawn, removed)
+    if line:
+        run.warnings.append(line)
+        logger.warning(line)
+    gone = [
+        SymbolOutcome(
+            symbol=sym, source=lake.source, status="withdrawn", rows=0, attempts=0,
+            error=f"no longer in the input: {rows.height} stored bar(s) "
+            f"{rows['date'].min()}..{rows['date'].max()} withdrawn",
+        )
+        for sym in sorted(removed)
+        for rows in [withdrawn.filter(pl.col("symbol") == sym)]
+    ]
+    return withdrawn, gone
+
+
 def year_chunks(start: date, end: date) -> list[tuple[date, date]]:
     """Calendar-year slices of ``start``..``end``: the unit a backfill resumes from."""
     return [
@@ -646,6 +673,7 @@ def run_pipeline(
         }
         log.record_run(record)
         staging: snapshots.Staging | None = None
+        withdrawn = empty_bars()
         tables: dict[str, pl.DataFrame] = {}
         outcomes: list[SymbolOutcome] = []
         clock = time.perf_counter()
@@ -686,6 +714,13 @@ def run_pipeline(
                 check_failures(batch, source, settings, universe, run)
                 stage_done("extract")
                 run.rows_written += land(batch, lake, now)
+                if source == "files" and not chunked:
+                    withdrawn, gone = withdraw_absent(batch, lake, chunk, now, run, logger)
+                    outcomes += gone
+                    log.record_ingest(pl.DataFrame(
+                        [{"run_id": run.run_id, **o.__dict__} for o in combine_outcomes(outcomes)],
+                        schema=INGEST_LOG.polars_schema,
+                    ))
                 checkpoint.mark(chunk)
                 stage_done("land")
             built = transform(lake, settings, universe, as_of, synthetic=source == "sample")
@@ -705,7 +740,9 @@ def run_pipeline(
                  pl.DataFrame([{**record, "status": "succeeded"}], schema=history.schema)]
             )
             tables["ingest_log"] = log.ingest_log()
-            tables["quarantine"] = log.record_quarantine(run.run_id, tables.get("quarantine"))
+            tables["quarantine"] = log.record_quarantine(
+                run.run_id, pl.concat([tables["quarantine"], withdrawn_quarantine(withdrawn)])
+            )
             staging = snapshots.stage(settings.data_dir, run.run_id)
             staging.write_state({**built.state, "run_id": run.run_id, "incremental_from": built.incremental_from})
             run.table_rows = load(tables, staging.warehouse_path)

@@ -282,6 +282,49 @@ def screen(
     return good, QUARANTINE.conform(merged)
 
 
+WITHDRAWN_RULE = "withdrawn"
+
+
+def withdrawn_quarantine(withdrawn: pl.DataFrame, run_id: str = "") -> pl.DataFrame:
+    """``quarantine`` rows for bars withdrawn because the input no longer holds them."""
+    table = TABLES["fact_prices"]
+    rows = [
+        {
+            "run_id": run_id,
+            "table_name": table.name,
+            "key": _key_json(table, r),
+            "rule": WITHDRAWN_RULE,
+            "detail": f"no longer in the input (a files run's input is a snapshot): withdrawn; "
+            f"was from {origin_text(r.get(ORIGIN))}; row: "
+            + json.dumps({c: r[c] for c in table.column_names if c != "ingested_at"}, default=str),
+        }
+        for r in withdrawn.iter_rows(named=True)
+    ]
+    return QUARANTINE.conform(pl.DataFrame(rows, schema=QUARANTINE.polars_schema))
+
+
+def withdrawal_summary(withdrawn: pl.DataFrame, removed: set[str]) -> str | None:
+    """One warning line: which symbols lost how many bars, and which left the input entirely."""
+    if withdrawn.is_empty():
+        return None
+    per = (
+        withdrawn.group_by("symbol")
+        .agg(pl.len().alias("n"), pl.col("date").min().alias("first"), pl.col(ORIGIN).first().alias("origin"))
+        .sort("symbol")
+    )
+    listed = ", ".join(
+        f"{r['symbol']} ({r['n']} bar(s) from {r['first']}"
+        + ("; no file holds it any more" if r["symbol"] in removed else f", was {origin_text(r['origin'])}")
+        + ")"
+        for r in per.head(MAX_LISTED).iter_rows(named=True)
+    )
+    more = f" and {per.height - MAX_LISTED} more symbol(s)" if per.height > MAX_LISTED else ""
+    return (
+        f"withdrawn {withdrawn.height} stored bar(s) the input no longer holds: {listed}{more} "
+        "-- see the quarantine table (rule withdrawn)"
+    )
+
+
 def quarantine_summary(quarantined: pl.DataFrame) -> str | None:
     """One line for the run summary, or None when nothing was quarantined."""
     if quarantined.is_empty():

@@ -458,7 +458,8 @@ INGEST_LOG = Table(
         C("run_id", "string", "Run id (pipeline_runs.run_id).", False),
         C("symbol", "string", "Asset key.", False),
         C("source", "string", "Source asked (sample, files, yfinance, an exchange id).", False),
-        C("status", "string", "ok, error or skipped.", False),
+        C("status", "string", "ok, error, skipped, or withdrawn (a files run's input no longer holds the symbol: "
+          "its stored bars were withdrawn).", False),
         C("rows", "bigint", "Bars received.", unit="rows"),
         C("first_date", "date", "First bar date received."),
         C("last_date", "date", "Last bar date received."),
@@ -471,7 +472,9 @@ INGEST_LOG = Table(
 QUARANTINE = Table(
     "quarantine",
     "Input rows held back because they broke a row-level data-quality rule, one row per (row, rule) and run. "
-    "They stay in the lake untouched and are re-checked by every run until the source corrects them.",
+    "They stay in the lake untouched and are re-checked by every run until the source corrects them; "
+    "rule withdrawn: a stored bar a files run's input no longer holds, moved out of the lake's bars "
+    "(lake/withdrawn/), recorded once by the run that withdrew it.",
     (
         C("run_id", "string", "Run that quarantined the row (pipeline_runs.run_id).", False),
         # Not `table`: a keyword, which every analyst query would have to quote.
