@@ -86,12 +86,21 @@ def _bounds(col: Column) -> dict[str, float]:
 _BOUND_TEXT = {"min_exclusive": ">", "min": ">=", "max": "<="}
 
 
-def compile_table(table: Table, as_of: date | RuleInputs, carry: tuple[str, ...] = ()) -> Compiled:
-    """The table's rules as a dataframely schema; ``carry`` names extra columns let through unchecked."""
+def compile_table(
+    table: Table, as_of: date | RuleInputs, carry: tuple[str, ...] = (), neighbours: bool = False
+) -> Compiled:
+    """The table's rules as a dataframely schema; ``carry`` names extra columns let through unchecked.
+
+    ``neighbours``: the second pass, only the rules ``on_clean_rows`` (run over
+    the rows that passed the first); otherwise every other rule. The
+    descriptions cover every rule either way.
+    """
     inputs = as_of if isinstance(as_of, RuleInputs) else RuleInputs(as_of)
     namespace: dict[str, object] = {name: dy.Any() for name in carry}
     desc: dict[str, str] = {}
-    for col in table.columns:
+    if neighbours:
+        namespace |= {col.name: dy.Any() for col in table.columns}
+    for col in table.columns if not neighbours else ():
         kwargs: dict[str, object] = {
             "nullable": col.nullable and col.name not in table.primary_key,
             "primary_key": col.name in table.primary_key,
@@ -108,12 +117,13 @@ def compile_table(table: Table, as_of: date | RuleInputs, carry: tuple[str, ...]
                 desc[f"{col.name}|{k}"] = f"{col.name} {op} {kwargs[k]:g}"
     if table.primary_key:
         desc["primary_key"] = f"({', '.join(table.primary_key)}) is unique"
-    if table.unique:
+    if table.unique and not neighbours:
         key = list(table.unique)
         namespace["key_is_unique"] = dy.rule()(lambda _s, key=key: pl.struct(key).is_unique())
         desc["key_is_unique"] = f"({', '.join(key)}) is unique"
     for rule in table.rules:
-        namespace[rule.name] = dy.rule()(lambda _s, rule=rule: rule.check(inputs))
+        if rule.on_clean_rows == neighbours:
+            namespace[rule.name] = dy.rule()(lambda _s, rule=rule: rule.check(inputs))
         desc[rule.name] = rule.description.format(as_of=inputs.as_of)
     schema = type(f"{table.name}_rules", (dy.Schema,), namespace)
     return Compiled(schema, desc)
@@ -159,9 +169,16 @@ def check_frame(
     """
     carried = frame.select(carry)
     frame = pl.concat([table.conform(frame), carried], how="horizontal")
-    compiled = compile_table(table, as_of, carry)
+    good, failures = _filter(compile_table(table, as_of, carry), frame)
+    if any(r.on_clean_rows for r in table.rules) and not good.is_empty():
+        good, more = _filter(compile_table(table, as_of, carry, neighbours=True), good)
+        failures = pl.concat([failures, more])
+    return good.drop(carry), failures
+
+
+def _filter(compiled: Compiled, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     good, result = compiled.schema.filter(frame, cast=False)
-    good = good.drop(carry)
+    good = good.select(frame.columns)
     details = result.details()
     rule_cols = [c for c in details.columns if c not in frame.columns]
     if details.is_empty() or not rule_cols:
@@ -173,6 +190,7 @@ def check_frame(
         .sort("_row", "_rule")
         .drop("_row", "_state")
         .with_columns(pl.col("_rule").replace_strict(compiled.descriptions, default=pl.col("_rule")).alias("_description"))
+        .select(*frame.columns, "_rule", "_description")
     )
     return good, failures
 

@@ -100,6 +100,10 @@ class Rule:
     name: str
     description: str
     check: Callable[[RuleInputs], pl.Expr] = field(compare=False)
+    # Compares a row with its neighbours among the rows that pass every other
+    # rule (a bar with its previous and next clean bars), so one bad row
+    # never vouches for, or condemns, another: checked in a second pass.
+    on_clean_rows: bool = False
 
 
 @dataclass(frozen=True)

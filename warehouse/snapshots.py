@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +43,6 @@ MARTS_DIR = "marts"
 RUN_STATE = "run.json"
 # The new run plus the one before it, which open readers may still be using.
 KEEP_RUNS = 2
-# Run ids as ``flows.nightly`` makes them (``20261121T203506-a33917``): only
-# staging directories with such a name are the run's to clean up.
-RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")
 # The temp names publishing uses next to the links (see switch_current, ensure_links).
 LINK_TEMPS = (
     f"{TMP_PREFIX}{CURRENT}",
@@ -174,11 +170,14 @@ def recover(data_dir: Path) -> bool:
 
 
 def stale_temp_paths(data_dir: Path) -> list[Path]:
-    """What a killed publish leaves: ``.runs/.tmp-<run_id>`` staging and the link temps."""
+    """What a killed publish leaves: ``.runs/.tmp-<run_id>`` staging and the link temps.
+
+    ``.runs/`` is the run's own (``prune`` removes anything there it does not keep).
+    """
     root = runs_dir(data_dir)
     staging = [
-        p for p in (sorted(root.glob(f"{TMP_PREFIX}*")) if root.is_dir() else [])
-        if RUN_ID.fullmatch(p.name[len(TMP_PREFIX):]) and p.is_dir() and not p.is_symlink()
+        p for p in (sorted(root.glob(f"{TMP_PREFIX}*")) if root.is_dir() and not root.is_symlink() else [])
+        if p.is_dir() and not p.is_symlink()
     ]
     return staging + [data_dir / n for n in LINK_TEMPS if os.path.lexists(data_dir / n)]
 

@@ -43,7 +43,7 @@ MAX_VOLUME = 1e18
 
 
 def _log_move(a: pl.Expr, b: pl.Expr) -> pl.Expr:
-    """|log(a / b)| where both are positive and finite; null otherwise (another rule's business)."""
+    """log(a / b) where both are positive and finite; null otherwise (a null close: nothing to compare)."""
     ok = (a > 0) & (b > 0) & a.is_finite() & b.is_finite()
     return pl.when(ok).then((a / b).log())
 
@@ -125,12 +125,14 @@ FACT_PRICES = Table(
             "a one-day move of close beyond its asset class's jump bound (XASSET_JUMP_BOUNDS) is confirmed "
             "by the next bar (a move the next bar reverts, or that no later bar confirms yet, is held out)",
             _jump_confirmed("close"),
+            on_clean_rows=True,
         ),
         Rule(
             "adj_close_jump_confirmed",
             "a one-day move of adj_close beyond its asset class's jump bound (XASSET_JUMP_BOUNDS) is confirmed "
             "by the next bar (a move the next bar reverts, or that no later bar confirms yet, is held out)",
             _jump_confirmed("adj_close"),
+            on_clean_rows=True,
         ),
         NOT_AFTER_AS_OF,
         NOT_A_SESSION,
