@@ -39,7 +39,7 @@ from flows.sources.live_config import deadline as source_deadline
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe, UniverseError, load_universe
 from transforms.factors import LabelThresholds
-from transforms.incremental import build_marts_incremental
+from transforms.incremental import build_marts_incremental, first_changed_session
 from transforms.marts import FACTOR_TABLES, MartParams, build_marts, serial_map
 from warehouse import marts as mart_files
 from warehouse import snapshots
@@ -50,7 +50,7 @@ from warehouse.lake import Lake
 from warehouse.lock import RunLock
 from warehouse.query import read_tables
 from warehouse.mirror import mirror_marts
-from warehouse.quality import screen
+from warehouse.quality import screen, withdrawal_summary, withdrawn_quarantine
 from warehouse.runs import RunLog
 from warehouse.tables import INGEST_LOG, QUARANTINE, TABLES
 
@@ -419,7 +419,10 @@ def incremental_base(
     # The small tables first: a changed asset or snapshot rules the run out
     # before the large seed tables (tens of millions of rows) are read.
     dim, fund = TABLES["dim_asset"], TABLES["fact_fundamentals"]
-    small = read_tables(settings.warehouse_path, [dim.name, fund.name])
+    try:
+        small = _read_seed(settings.warehouse_path, [dim.name, fund.name])
+    except Exception as exc:
+        return unreadable_warehouse(settings.warehouse_path, exc)
     before = small.get(dim.name, pl.DataFrame(schema=dim.polars_schema)).filter(pl.col("source") != "derived")
     if before.join(dim.conform(assets), on=dim.column_names, how="anti", nulls_equal=True).height:
         return "asset metadata (names, classes, sectors) changed since the published run"
@@ -432,8 +435,36 @@ def incremental_base(
         if new.height:
             candidates.append(new["as_of"].min())
     large = [t for t in SEED_TABLES if t not in small]
-    previous = small | read_tables(settings.warehouse_path, large)
+    try:
+        previous = small | _read_seed(settings.warehouse_path, large)
+    except Exception as exc:
+        return unreadable_warehouse(settings.warehouse_path, exc)
+    if "fact_prices" not in previous:
+        return unreadable_warehouse(settings.warehouse_path, "it has no fact_prices table")
+    # The published bars against the clean bars now: a stored bar revised
+    # into a quarantined value, one withdrawn from the input, or one whose
+    # plausibility changed with its neighbours (a jump the next bar reverts)
+    # differs from what the published run read though nothing new was landed.
+    published_bars = previous["fact_prices"].filter(pl.col("source") != "derived")
+    changed = first_changed_session(published_bars, prices)
+    if changed is not None:
+        candidates.append(changed)
     return previous, min(candidates)
+
+
+# How a full rebuild's reason starts when the published warehouse cannot be
+# read: that one is a warning, not a routine note.
+UNREADABLE_WAREHOUSE = "cannot read the published warehouse"
+
+
+def unreadable_warehouse(path: Path, reason: object) -> str:
+    text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    return f"{UNREADABLE_WAREHOUSE} {path} ({text[:300]}); rebuilding every table from the lake"
+
+
+def _read_seed(path: Path, names: list[str]) -> dict[str, pl.DataFrame]:
+    """Published tables, each conformed to its contract (a table of another shape is an error)."""
+    return {n: TABLES[n].conform(f) if n in TABLES else f for n, f in read_tables(path, names).items()}
 
 
 def transform(
@@ -453,7 +484,9 @@ def transform(
     # Bad bars are set aside in the quarantine, naming where they came from
     # (the lake's origin), not dropped or "fixed": everything derived is
     # computed without them. An equity bar off the exchange calendar is one.
-    prices, quarantined = screen("fact_prices", stored, as_of, sessions=calendar, assets=assets)
+    prices, quarantined = screen(
+        "fact_prices", stored, as_of, sessions=calendar, assets=assets, jump_bounds=settings.jump_bounds
+    )
     if prices.is_empty():
         raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of} pass the quality rules")
     assets = assets.filter(pl.col("symbol").is_in(prices["symbol"].unique().implode()))
@@ -477,6 +510,8 @@ def transform(
     if isinstance(base, str):
         marts = build_marts(prices, assets, sess, params, fundamentals=fundamentals, map_partitions=map_on_runner)
         incremental_from, full_because = None, base
+        if base.startswith(UNREADABLE_WAREHOUSE):
+            marts.warnings.append(base)
     else:
         previous, incremental_from = base
         marts = build_marts_incremental(
@@ -535,6 +570,33 @@ def check_failures(batch: SourceBatch, source: str, settings: Settings, universe
         run.warnings.append(
             f"stale ({what}, previous data kept): " + ", ".join(f"{o.symbol} ({o.error})" for o in failed)
         )
+
+
+def withdraw_absent(
+    batch: SourceBatch, lake: Lake, span: tuple[date, date], now: datetime, run: RunSummary, logger
+) -> tuple[pl.DataFrame, list[SymbolOutcome]]:
+    """The files source's input is a snapshot: stored bars in the run's dates that it no
+    longer holds are withdrawn (a warning, quarantine rows, ``withdrawn`` in ingest_log).
+
+    A symbol the source failed to read keeps its bars (stale, as check_failures says).
+    """
+    failed = {o.symbol for o in batch.outcomes if o.status == "error"}
+    withdrawn = lake.withdraw_absent(batch.bars, span[0], span[1], now, keep=failed)
+    removed = set(withdrawn["symbol"].unique().to_list()) - {o.symbol for o in batch.outcomes}
+    line = withdrawal_summary(withdrawn, removed)
+    if line:
+        run.warnings.append(line)
+        logger.warning(line)
+    gone = [
+        SymbolOutcome(
+            symbol=sym, source=lake.source, status="withdrawn", rows=0, attempts=0,
+            error=f"no longer in the input: {rows.height} stored bar(s) "
+            f"{rows['date'].min()}..{rows['date'].max()} withdrawn",
+        )
+        for sym in sorted(removed)
+        for rows in [withdrawn.filter(pl.col("symbol") == sym)]
+    ]
+    return withdrawn, gone
 
 
 def year_chunks(start: date, end: date) -> list[tuple[date, date]]:
@@ -631,6 +693,8 @@ def run_pipeline(
     with RunLock(settings.data_dir, wait_s=settings.lock_wait_seconds, on_wait=logger.warning):
         for stale in remove_stale_temp_files(settings.data_dir):
             logger.info("removed temp file left by an interrupted run: %s", stale)
+        if snapshots.recover(settings.data_dir):
+            logger.warning("a publish was interrupted after its switch; its links were completed")
         log = RunLog(settings.data_dir)
         published_run = snapshots.current_run(settings.data_dir)
         for killed in log.mark_interrupted(published=published_run):
@@ -659,6 +723,7 @@ def run_pipeline(
         cancel.current_run(run.run_id, settings.data_dir)
         staging: snapshots.Staging | None = None
         published = False
+        withdrawn = empty_bars()
         tables: dict[str, pl.DataFrame] = {}
         outcomes: list[SymbolOutcome] = []
         problems: list[InputProblem] = []
@@ -704,6 +769,13 @@ def run_pipeline(
                 check_failures(batch, source, settings, universe, run)
                 stage_done("extract")
                 run.rows_written += land(batch, lake, now)
+                if source == "files" and not chunked:
+                    withdrawn, gone = withdraw_absent(batch, lake, chunk, now, run, logger)
+                    outcomes += gone
+                    log.record_ingest(pl.DataFrame(
+                        [{"run_id": run.run_id, **o.__dict__} for o in combine_outcomes(outcomes)],
+                        schema=INGEST_LOG.polars_schema,
+                    ))
                 checkpoint.mark(chunk)
                 stage_done("land")
             built = transform(lake, settings, universe, as_of, synthetic=source == "sample")
@@ -729,9 +801,13 @@ def run_pipeline(
                  pl.DataFrame([{**record, "status": "succeeded"}], schema=history.schema)]
             )
             tables["ingest_log"] = log.ingest_log()
-            # What the source held back (files skipped, rows it could not read) next to what the screen did.
-            held = [q for q in (problems_frame(problems), tables.get("quarantine")) if q is not None]
-            tables["quarantine"] = log.record_quarantine(run.run_id, pl.concat(held).unique(QUARANTINE.primary_key, keep="first", maintain_order=True))
+            # What the source held back (files skipped, rows it could not read) next to what the screen
+            # did, and the bars withdrawn because the input no longer holds them.
+            held = [q for q in (problems_frame(problems), tables.get("quarantine"), withdrawn_quarantine(withdrawn))
+                    if q is not None]
+            tables["quarantine"] = log.record_quarantine(
+                run.run_id, pl.concat(held).unique(QUARANTINE.primary_key, keep="first", maintain_order=True)
+            )
             staging = snapshots.stage(settings.data_dir, run.run_id)
             staging.write_state({**built.state, "run_id": run.run_id, "incremental_from": built.incremental_from})
             run.table_rows = load(tables, staging.warehouse_path, settings.warehouse_storage_version)

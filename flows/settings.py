@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flows.sources.live_config import LiveSettings
@@ -155,6 +155,15 @@ class Settings(ExecutionSettings):
             "(exchange sessions for equities and indices, days for crypto)."
         ),
     )
+    jump_bounds: dict[str, float] = Field(
+        {"index": 1.5, "etf": 2.0, "equity": 3.0, "crypto": 5.0, "index_crypto": 5.0},
+        description=(
+            "Per asset class, the largest one-day move (a factor: 3.0 is x3 or /3) of close or adj_close a bar "
+            "may make without the next bar confirming it. A bar beyond it that the next bar reverts (by more "
+            "than the bound, back the other way), or that no later bar confirms yet, is quarantined; a move "
+            "that persists is published. Every asset class in a run needs a bound."
+        ),
+    )
     live: LiveSettings = Field(
         default_factory=LiveSettings,
         description="The live source (yfinance + ccxt): exchanges, look-back, retries, failure policy.",
@@ -187,6 +196,14 @@ class Settings(ExecutionSettings):
     prefect_quiet: bool = Field(
         True, description="Silence Prefect's analytics and per-task INFO chatter for local runs."
     )
+
+    @field_validator("jump_bounds")
+    @classmethod
+    def _jump_bounds_above_one(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = sorted(k for k, v in value.items() if not v > 1)
+        if bad:
+            raise ValueError(f"jump bounds must be factors above 1, not for {', '.join(bad)}")
+        return value
 
     @property
     def warehouse_path(self) -> Path:

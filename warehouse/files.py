@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -83,15 +85,37 @@ def atomic_write_text(text: str, path: Path) -> None:
         raise
 
 
+# The names ``tempfile.mkstemp(prefix=TMP_PREFIX, ...)`` gives the writers
+# above: eight characters of its alphabet, then the writer's suffix.
+MKSTEMP_NAME = re.compile(re.escape(TMP_PREFIX) + r"[a-z0-9_]{8}(\.parquet)?")
+# The data directory's areas the run's atomic writers write into (the lake and
+# the run state); anything else under the data directory is not the run's.
+WRITER_AREAS = ("lake", "state")
+
+
 def remove_stale_temp_files(root: Path) -> list[Path]:
-    """Temp files left by a killed run; call only while holding the run lock."""
+    """Temp paths a killed run left; call only while holding the run lock.
+
+    Only what the run's own writers create, where they create it: the atomic
+    writers' ``mkstemp`` names under ``lake/`` and ``state/``, and the publish
+    layout's staging directories and link temps (``warehouse.snapshots``).
+    A user's own ``.tmp-`` file anywhere else, or with another name, is never
+    touched.
+    """
+    from warehouse import snapshots
+
     if not root.exists():
         return []
-    stale = [p for p in root.rglob(TMP_PREFIX + "*")]
+    stale = snapshots.stale_temp_paths(root)
+    for area in WRITER_AREAS:
+        base = root / area
+        if base.is_dir() and not base.is_symlink():
+            stale += sorted(
+                p for p in base.rglob(TMP_PREFIX + "*")
+                if MKSTEMP_NAME.fullmatch(p.name) and p.is_file() and not p.is_symlink()
+            )
     for p in stale:
-        if p.is_dir():
-            import shutil
-
+        if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)

@@ -16,6 +16,11 @@ Upserts are idempotent: re-landing identical bars changes nothing (not even
 ``ingested_at``; a bar landed again with the same values but from elsewhere
 (e.g. rows inserted above it in its file) keeps ``ingested_at`` and takes the
 new ``origin``; bars outside the incoming dates are kept.
+
+Withdrawals (``withdraw_absent``, for a source whose input is a snapshot)
+move stored bars the input no longer holds to
+``<lake>/withdrawn/source=<source>.parquet``, stamped ``withdrawn_at``:
+out of every later run, never deleted.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from warehouse.tables import FACT_PRICES
 VALUE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
 ORIGIN = "origin"
 BARS_SCHEMA: dict[str, pl.DataType] = {**FACT_PRICES.polars_schema, ORIGIN: pl.String()}
+WITHDRAWN_AT = "withdrawn_at"
 
 
 def conform_stored(frame: pl.DataFrame) -> pl.DataFrame:
@@ -136,6 +142,60 @@ class Lake:
             written += changed.height
             atomic_write_parquet(merged.sort("date"), path)
         return written
+
+    @property
+    def withdrawn_path(self) -> Path:
+        return self.root / "withdrawn" / f"source={self.source}.parquet"
+
+    def read_withdrawn(self) -> pl.DataFrame:
+        """Bars withdrawn from the lake (``BARS_SCHEMA`` and ``withdrawn_at``), oldest first."""
+        if not self.withdrawn_path.exists():
+            return pl.DataFrame(schema={**BARS_SCHEMA, WITHDRAWN_AT: pl.Datetime("us", "UTC")})
+        return pl.read_parquet(self.withdrawn_path)
+
+    def withdraw_absent(
+        self, present: pl.DataFrame, start: date, end: date, withdrawn_at: datetime, keep: set[str] = frozenset()
+    ) -> pl.DataFrame:
+        """Withdraw stored bars dated ``start``..``end`` that ``present`` (symbol, date) lacks.
+
+        For a source whose input is a snapshot (the files source): what is no
+        longer there is no longer vouched for. A symbol in ``keep`` (one the
+        source failed to read) is left alone. Nothing is deleted: the bars are
+        moved to ``withdrawn/source=<source>.parquet`` with ``withdrawn_at``
+        (landing them again brings them back). Returns the withdrawn bars.
+        """
+        seen = present.select("symbol", "date").unique()
+        out = []
+        for sym_dir in sorted(self.bars_dir.iterdir()) if self.bars_dir.exists() else []:
+            symbol = unquote(sym_dir.name)
+            if symbol in keep:
+                continue
+            for path in sorted(sym_dir.glob("*.parquet")):
+                year = int(path.stem) if path.stem.isdigit() else None
+                if year is None or not start.year <= year <= end.year:
+                    continue
+                stored = conform_stored(pl.read_parquet(path))
+                in_range = pl.col("date").is_between(start, end)
+                gone = stored.filter(in_range).join(seen, on=["symbol", "date"], how="anti")
+                if gone.is_empty():
+                    continue
+                out.append(gone)
+                kept = stored.join(gone.select("date"), on="date", how="anti")
+                # The record first: a kill between the two writes leaves the
+                # bar in both places (withdrawn again by the next run), never in neither.
+                self._record_withdrawn(gone, withdrawn_at)
+                if kept.is_empty():
+                    path.unlink()
+                else:
+                    atomic_write_parquet(kept.sort("date"), path)
+            if sym_dir.is_dir() and not any(sym_dir.iterdir()):
+                sym_dir.rmdir()
+        return pl.concat(out).sort("symbol", "date") if out else pl.DataFrame(schema=BARS_SCHEMA)
+
+    def _record_withdrawn(self, bars: pl.DataFrame, withdrawn_at: datetime) -> None:
+        new = bars.with_columns(pl.lit(withdrawn_at).cast(pl.Datetime("us", "UTC")).alias(WITHDRAWN_AT))
+        old = self.read_withdrawn()
+        atomic_write_parquet(pl.concat([old, new], how="diagonal_relaxed"), self.withdrawn_path)
 
     def read_assets(self) -> pl.DataFrame | None:
         return pl.read_parquet(self.assets_path) if self.assets_path.exists() else None

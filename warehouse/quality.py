@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -86,12 +86,21 @@ def _bounds(col: Column) -> dict[str, float]:
 _BOUND_TEXT = {"min_exclusive": ">", "min": ">=", "max": "<="}
 
 
-def compile_table(table: Table, as_of: date | RuleInputs, carry: tuple[str, ...] = ()) -> Compiled:
-    """The table's rules as a dataframely schema; ``carry`` names extra columns let through unchecked."""
+def compile_table(
+    table: Table, as_of: date | RuleInputs, carry: tuple[str, ...] = (), neighbours: bool = False
+) -> Compiled:
+    """The table's rules as a dataframely schema; ``carry`` names extra columns let through unchecked.
+
+    ``neighbours``: the second pass, only the rules ``on_clean_rows`` (run over
+    the rows that passed the first); otherwise every other rule. The
+    descriptions cover every rule either way.
+    """
     inputs = as_of if isinstance(as_of, RuleInputs) else RuleInputs(as_of)
     namespace: dict[str, object] = {name: dy.Any() for name in carry}
     desc: dict[str, str] = {}
-    for col in table.columns:
+    if neighbours:
+        namespace |= {col.name: dy.Any() for col in table.columns}
+    for col in table.columns if not neighbours else ():
         kwargs: dict[str, object] = {
             "nullable": col.nullable and col.name not in table.primary_key,
             "primary_key": col.name in table.primary_key,
@@ -108,12 +117,13 @@ def compile_table(table: Table, as_of: date | RuleInputs, carry: tuple[str, ...]
                 desc[f"{col.name}|{k}"] = f"{col.name} {op} {kwargs[k]:g}"
     if table.primary_key:
         desc["primary_key"] = f"({', '.join(table.primary_key)}) is unique"
-    if table.unique:
+    if table.unique and not neighbours:
         key = list(table.unique)
         namespace["key_is_unique"] = dy.rule()(lambda _s, key=key: pl.struct(key).is_unique())
         desc["key_is_unique"] = f"({', '.join(key)}) is unique"
     for rule in table.rules:
-        namespace[rule.name] = dy.rule()(lambda _s, rule=rule: rule.check(inputs))
+        if rule.on_clean_rows == neighbours:
+            namespace[rule.name] = dy.rule()(lambda _s, rule=rule: rule.check(inputs))
         desc[rule.name] = rule.description.format(as_of=inputs.as_of)
     schema = type(f"{table.name}_rules", (dy.Schema,), namespace)
     return Compiled(schema, desc)
@@ -159,9 +169,16 @@ def check_frame(
     """
     carried = frame.select(carry)
     frame = pl.concat([table.conform(frame), carried], how="horizontal")
-    compiled = compile_table(table, as_of, carry)
+    good, failures = _filter(compile_table(table, as_of, carry), frame)
+    if any(r.on_clean_rows for r in table.rules) and not good.is_empty():
+        good, more = _filter(compile_table(table, as_of, carry, neighbours=True), good)
+        failures = pl.concat([failures, more])
+    return good.drop(carry), failures
+
+
+def _filter(compiled: Compiled, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     good, result = compiled.schema.filter(frame, cast=False)
-    good = good.drop(carry)
+    good = good.select(frame.columns)
     details = result.details()
     rule_cols = [c for c in details.columns if c not in frame.columns]
     if details.is_empty() or not rule_cols:
@@ -173,6 +190,7 @@ def check_frame(
         .sort("_row", "_rule")
         .drop("_row", "_state")
         .with_columns(pl.col("_rule").replace_strict(compiled.descriptions, default=pl.col("_rule")).alias("_description"))
+        .select(*frame.columns, "_rule", "_description")
     )
     return good, failures
 
@@ -199,15 +217,36 @@ def violations(frames: dict[str, pl.DataFrame], as_of: date) -> list[Violation]:
 
 
 def rule_inputs(
-    as_of: date, sessions: pl.Series | None = None, assets: pl.DataFrame | None = None
+    as_of: date,
+    sessions: pl.Series | None = None,
+    assets: pl.DataFrame | None = None,
+    jump_bounds: Mapping[str, float] | None = None,
 ) -> RuleInputs:
     """What the screen's rules compare rows with: ``as_of``, the exchange ``sessions``
     (a Date series covering the rows) and, from ``assets`` (symbol, asset_class),
-    the symbols that trade only on sessions. Without either, session rules hold."""
-    if sessions is None or assets is None:
-        return RuleInputs(as_of)
-    on_sessions = assets.filter(pl.col("asset_class").is_in(EQUITY_CLASSES))["symbol"]
-    return RuleInputs(as_of, tuple(sessions.to_list()), tuple(sorted(on_sessions.unique().to_list())))
+    the symbols that trade only on sessions and each symbol's jump bound
+    (``jump_bounds``: asset class -> largest one-day move factor, every class
+    of ``assets`` must have one). Without them, those rules hold."""
+    session_inputs: dict[str, object] = {}
+    if sessions is not None and assets is not None:
+        on_sessions = assets.filter(pl.col("asset_class").is_in(EQUITY_CLASSES))["symbol"]
+        session_inputs = {
+            "sessions": tuple(sessions.to_list()),
+            "session_symbols": tuple(sorted(on_sessions.unique().to_list())),
+        }
+    jumps = None
+    if jump_bounds is not None and assets is not None:
+        missing = sorted(set(assets["asset_class"].drop_nulls()) - set(jump_bounds))
+        if missing:
+            raise ValueError(
+                f"no jump bound for asset class(es) {', '.join(missing)}: add them to XASSET_JUMP_BOUNDS"
+            )
+        pairs = assets.select("symbol", "asset_class").unique("symbol", keep="last").sort("symbol")
+        jumps = tuple(
+            (r["symbol"], float(jump_bounds[r["asset_class"]]))
+            for r in pairs.iter_rows(named=True) if r["asset_class"] is not None
+        )
+    return RuleInputs(as_of, jump_bounds=jumps, **session_inputs)
 
 
 def origin_text(origin: str | None) -> str:
@@ -222,13 +261,15 @@ def screen(
     *,
     sessions: pl.Series | None = None,
     assets: pl.DataFrame | None = None,
+    jump_bounds: Mapping[str, float] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split a raw input into the rows a run may use and its ``quarantine`` rows.
 
     A row breaking several rules gets one quarantine row per rule, whose detail
     names the rule, where the row came from (``frame``'s ``origin`` column when
     it has one, e.g. ``BTC-USD.csv line 42``) and its values. ``sessions`` and
-    ``assets`` (see ``rule_inputs``) enable the exchange-calendar rule. ``run_id``
+    ``assets`` (see ``rule_inputs``) enable the exchange-calendar rule, ``assets``
+    and ``jump_bounds`` the jump rules. ``run_id``
     may be left empty and stamped later (``RunLog.record_quarantine``). The
     clean rows have exactly the contract's columns.
     """
@@ -236,7 +277,7 @@ def screen(
     if not table.quarantine_bad_rows:
         raise ValueError(f"{name} is audited as a whole, not screened row by row")
     carry = (ORIGIN,) if ORIGIN in frame.columns else ()
-    good, failures = check_frame(table, frame, rule_inputs(as_of, sessions, assets), carry)
+    good, failures = check_frame(table, frame, rule_inputs(as_of, sessions, assets, jump_bounds), carry)
     if failures.is_empty():
         return good, pl.DataFrame(schema=QUARANTINE.polars_schema)
     rows = [
@@ -257,6 +298,49 @@ def screen(
         .agg(pl.col("detail").unique(maintain_order=True).str.join(" | "))
     )
     return good, QUARANTINE.conform(merged)
+
+
+WITHDRAWN_RULE = "withdrawn"
+
+
+def withdrawn_quarantine(withdrawn: pl.DataFrame, run_id: str = "") -> pl.DataFrame:
+    """``quarantine`` rows for bars withdrawn because the input no longer holds them."""
+    table = TABLES["fact_prices"]
+    rows = [
+        {
+            "run_id": run_id,
+            "table_name": table.name,
+            "key": _key_json(table, r),
+            "rule": WITHDRAWN_RULE,
+            "detail": f"no longer in the input (a files run's input is a snapshot): withdrawn; "
+            f"was from {origin_text(r.get(ORIGIN))}; row: "
+            + json.dumps({c: r[c] for c in table.column_names if c != "ingested_at"}, default=str),
+        }
+        for r in withdrawn.iter_rows(named=True)
+    ]
+    return QUARANTINE.conform(pl.DataFrame(rows, schema=QUARANTINE.polars_schema))
+
+
+def withdrawal_summary(withdrawn: pl.DataFrame, removed: set[str]) -> str | None:
+    """One warning line: which symbols lost how many bars, and which left the input entirely."""
+    if withdrawn.is_empty():
+        return None
+    per = (
+        withdrawn.group_by("symbol")
+        .agg(pl.len().alias("n"), pl.col("date").min().alias("first"), pl.col(ORIGIN).first().alias("origin"))
+        .sort("symbol")
+    )
+    listed = ", ".join(
+        f"{r['symbol']} ({r['n']} bar(s) from {r['first']}"
+        + ("; no file holds it any more" if r["symbol"] in removed else f", was {origin_text(r['origin'])}")
+        + ")"
+        for r in per.head(MAX_LISTED).iter_rows(named=True)
+    )
+    more = f" and {per.height - MAX_LISTED} more symbol(s)" if per.height > MAX_LISTED else ""
+    return (
+        f"withdrawn {withdrawn.height} stored bar(s) the input no longer holds: {listed}{more} "
+        "-- see the quarantine table (rule withdrawn)"
+    )
 
 
 def quarantine_summary(quarantined: pl.DataFrame) -> str | None:

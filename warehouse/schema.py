@@ -83,6 +83,9 @@ class RuleInputs:
     sessions: tuple[date, ...] | None = None
     # Symbols that trade only on those sessions (equities, ETFs, indices).
     session_symbols: tuple[str, ...] | None = None
+    # Per symbol, the largest one-day move (a factor, e.g. 5.0: x5 or /5) its
+    # asset class's jump bound lets through unconfirmed (settings.jump_bounds).
+    jump_bounds: tuple[tuple[str, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,10 @@ class Rule:
     name: str
     description: str
     check: Callable[[RuleInputs], pl.Expr] = field(compare=False)
+    # Compares a row with its neighbours among the rows that pass every other
+    # rule (a bar with its previous and next clean bars), so one bad row
+    # never vouches for, or condemns, another: checked in a second pass.
+    on_clean_rows: bool = False
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,11 @@ MARTS_DIR = "marts"
 RUN_STATE = "run.json"
 # The new run plus the one before it, which open readers may still be using.
 KEEP_RUNS = 2
+# The temp names publishing uses next to the links (see switch_current, ensure_links).
+LINK_TEMPS = (
+    f"{TMP_PREFIX}{CURRENT}",
+    *(f"{TMP_PREFIX}{kind}-{name}" for kind in ("link", "legacy") for name in (WAREHOUSE_FILE, MARTS_DIR)),
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,10 @@ def publish(data_dir: Path, staging: Staging, run_id: str, keep: int = KEEP_RUNS
     os.rename(staging.root, final)
     fsync_dir(final.parent)
     previous = current_run(data_dir)
+    # On a first publish the permanent links are made before ``current``
+    # exists (they dangle for a moment: "no warehouse yet", as before), so a
+    # kill right after the switch cannot leave a published run without links.
+    ensure_links(data_dir, only_missing=True)
     switch_current(data_dir, final)
     ensure_links(data_dir)
     prune(data_dir, keep=[run_id, previous][:keep])
@@ -115,18 +124,21 @@ def switch_current(data_dir: Path, run_dir: Path) -> None:
     fsync_dir(data_dir)
 
 
-def ensure_links(data_dir: Path) -> None:
+def ensure_links(data_dir: Path, only_missing: bool = False) -> None:
     """Create the permanent ``warehouse.duckdb`` and ``marts`` links through ``current``.
 
     A data directory from before run snapshots has a real file and a real
     directory there. The file is replaced by the link in one rename; the
     directory cannot be (rename will not replace a non-empty directory), so it
     is moved aside first: the only moment a reader can find no ``marts``, and
-    it happens once per data directory.
+    it happens once per data directory. ``only_missing`` creates only links
+    whose name does not exist at all (the legacy take-over waits for the switch).
     """
     for name in (WAREHOUSE_FILE, MARTS_DIR):
         link = data_dir / name
         target = os.path.join(CURRENT, name)
+        if only_missing and os.path.lexists(link):
+            continue
         if link.is_symlink() and os.readlink(link) == target:
             continue
         if link.is_dir() and not link.is_symlink():
@@ -139,6 +151,35 @@ def ensure_links(data_dir: Path) -> None:
         os.symlink(target, tmp)
         os.replace(tmp, link)
     fsync_dir(data_dir)
+
+
+def recover(data_dir: Path) -> bool:
+    """Finish a publish a kill interrupted: ``current`` switched but a link not made.
+
+    Call while holding the run lock. Returns whether anything was repaired.
+    """
+    if not (data_dir / CURRENT).is_symlink():
+        return False
+    wrong = [
+        n for n in (WAREHOUSE_FILE, MARTS_DIR)
+        if not ((data_dir / n).is_symlink() and os.readlink(data_dir / n) == os.path.join(CURRENT, n))
+    ]
+    if wrong:
+        ensure_links(data_dir)
+    return bool(wrong)
+
+
+def stale_temp_paths(data_dir: Path) -> list[Path]:
+    """What a killed publish leaves: ``.runs/.tmp-<run_id>`` staging and the link temps.
+
+    ``.runs/`` is the run's own (``prune`` removes anything there it does not keep).
+    """
+    root = runs_dir(data_dir)
+    staging = [
+        p for p in (sorted(root.glob(f"{TMP_PREFIX}*")) if root.is_dir() and not root.is_symlink() else [])
+        if p.is_dir() and not p.is_symlink()
+    ]
+    return staging + [data_dir / n for n in LINK_TEMPS if os.path.lexists(data_dir / n)]
 
 
 def prune(data_dir: Path, keep: list[str | None]) -> list[Path]:

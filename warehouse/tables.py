@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import polars as pl
 
 from warehouse.schema import Column as C
@@ -31,6 +34,55 @@ NOT_A_SESSION = Rule(
     _on_a_session,
 )
 
+# Upper bounds of a plausible bar: no traded price reaches a trillion units of
+# its quote currency, nor a day's volume 1e18 base units (the finest-grained
+# meme tokens trade about 1e14). Beyond them a value is a corrupt cell or a
+# fat finger, however finite (1.7e308), and would overflow what is derived.
+MAX_PRICE = 1e12
+MAX_VOLUME = 1e18
+
+
+def _log_move(a: pl.Expr, b: pl.Expr) -> pl.Expr:
+    """log(a / b) where both are positive and finite; null otherwise (a null close: nothing to compare)."""
+    ok = (a > 0) & (b > 0) & a.is_finite() & b.is_finite()
+    return pl.when(ok).then((a / b).log())
+
+
+def _jump_confirmed(column: str) -> Callable[[RuleInputs], pl.Expr]:
+    def check(i: RuleInputs) -> pl.Expr:
+        if not i.jump_bounds:
+            return pl.lit(True)
+        bounds = dict(i.jump_bounds)
+        limit = pl.col("symbol").replace_strict(
+            list(bounds), [math.log(f) for f in bounds.values()], default=None, return_dtype=pl.Float64
+        )
+        value = pl.col(column)
+        prev = value.shift(1).over("symbol", order_by="date")
+        nxt = value.shift(-1).over("symbol", order_by="date")
+        moved = _log_move(value, prev)
+        back = _log_move(value, nxt)
+        jumped = moved.abs() > limit
+        # Confirmed: the next bar stays on the far side (within the bound of
+        # this bar, or moving on the same way). Reverted: it comes back by
+        # more than the bound. No usable next bar: not confirmed yet.
+        reverted = (back.abs() > limit) & (back.sign() == moved.sign())
+        return ~(jumped & (reverted | back.is_null())).fill_null(False)
+
+    return check
+
+
+# Relative slack of the OHLC range rules: auto-adjusted prices (yfinance
+# multiplies each column by the same factor) put a close at its low or high
+# off by float rounding (1e-14 relative in real files), not by a real amount.
+OHLC_REL_TOL = 1e-9
+
+
+def _in_range(column: str) -> Callable[[RuleInputs], pl.Expr]:
+    return lambda _: (pl.col("low") * (1 - OHLC_REL_TOL) <= pl.col(column)) & (
+        pl.col(column) <= pl.col("high") * (1 + OHLC_REL_TOL)
+    )
+
+
 DIM_ASSET = Table(
     "dim_asset",
     "One row per asset in the run: what it is and where its prices come from.",
@@ -54,18 +106,34 @@ FACT_PRICES = Table(
     (
         C("symbol", "string", "Asset key (dim_asset.symbol).", False),
         C("date", "date", "Trading date: the exchange session date, or the UTC candle date for crypto.", False),
-        C("open", "float", "Opening price.", unit="quote currency", gt=0),
-        C("high", "float", "Highest price.", unit="quote currency", gt=0),
-        C("low", "float", "Lowest price.", unit="quote currency", gt=0),
-        C("close", "float", "Closing price as traded (not adjusted).", unit="quote currency", gt=0),
-        C("adj_close", "float", "Close adjusted for splits and dividends; equals close where there is nothing to adjust.", unit="quote currency", gt=0),
-        C("volume", "float", "Traded volume.", unit="base units", ge=0),
+        C("open", "float", "Opening price.", unit="quote currency", gt=0, le=MAX_PRICE),
+        C("high", "float", "Highest price.", unit="quote currency", gt=0, le=MAX_PRICE),
+        C("low", "float", "Lowest price.", unit="quote currency", gt=0, le=MAX_PRICE),
+        C("close", "float", "Closing price as traded (not adjusted).", unit="quote currency", gt=0, le=MAX_PRICE),
+        C("adj_close", "float", "Close adjusted for splits and dividends; equals close where there is nothing to adjust.", unit="quote currency", gt=0, le=MAX_PRICE),
+        C("volume", "float", "Traded volume.", unit="base units", ge=0, le=MAX_VOLUME),
         C("source", "string", "Source of the bar.", False),
         C("ingested_at", "timestamp", "When this version of the bar was first stored.", False, unit="UTC"),
     ),
     primary_key=("symbol", "date"),
     rules=(
         Rule("high_ge_low", "high >= low", lambda _: pl.col("high") >= pl.col("low")),
+        Rule("open_in_range", f"low <= open <= high (within {OHLC_REL_TOL:g} relative)", _in_range("open")),
+        Rule("close_in_range", f"low <= close <= high (within {OHLC_REL_TOL:g} relative)", _in_range("close")),
+        Rule(
+            "close_jump_confirmed",
+            "a one-day move of close beyond its asset class's jump bound (XASSET_JUMP_BOUNDS) is confirmed "
+            "by the next bar (a move the next bar reverts, or that no later bar confirms yet, is held out)",
+            _jump_confirmed("close"),
+            on_clean_rows=True,
+        ),
+        Rule(
+            "adj_close_jump_confirmed",
+            "a one-day move of adj_close beyond its asset class's jump bound (XASSET_JUMP_BOUNDS) is confirmed "
+            "by the next bar (a move the next bar reverts, or that no later bar confirms yet, is held out)",
+            _jump_confirmed("adj_close"),
+            on_clean_rows=True,
+        ),
         NOT_AFTER_AS_OF,
         NOT_A_SESSION,
     ),
@@ -392,7 +460,8 @@ INGEST_LOG = Table(
         C("run_id", "string", "Run id (pipeline_runs.run_id).", False),
         C("symbol", "string", "Asset key.", False),
         C("source", "string", "Source asked (sample, files, yfinance, an exchange id).", False),
-        C("status", "string", "ok, error or skipped.", False),
+        C("status", "string", "ok, error, skipped, or withdrawn (a files run's input no longer holds the symbol: "
+          "its stored bars were withdrawn).", False),
         C("rows", "bigint", "Bars received.", unit="rows"),
         C("first_date", "date", "First bar date received."),
         C("last_date", "date", "Last bar date received."),
@@ -405,7 +474,9 @@ INGEST_LOG = Table(
 QUARANTINE = Table(
     "quarantine",
     "Input rows held back because they broke a row-level data-quality rule, one row per (row, rule) and run. "
-    "They stay in the lake untouched and are re-checked by every run until the source corrects them.",
+    "They stay in the lake untouched and are re-checked by every run until the source corrects them; "
+    "rule withdrawn: a stored bar a files run's input no longer holds, moved out of the lake's bars "
+    "(lake/withdrawn/), recorded once by the run that withdrew it.",
     (
         C("run_id", "string", "Run that quarantined the row (pipeline_runs.run_id).", False),
         # Not `table`: a keyword, which every analyst query would have to quote.

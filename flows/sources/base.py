@@ -55,7 +55,7 @@ class SymbolOutcome:
 
     symbol: str
     source: str
-    status: Literal["ok", "error", "skipped"]
+    status: Literal["ok", "error", "skipped", "withdrawn"]
     rows: int = 0
     first_date: date | None = None
     last_date: date | None = None

@@ -25,6 +25,11 @@ BAD = {
     "infinite_close": ("BTC", date(2024, 2, 3), "2024-02-03,100,110,90,inf,5", "close|inf"),
     "high_below_low": ("BTC", date(2024, 2, 4), "2024-02-04,100,80,95,90,5", "high_ge_low"),
     "weekend_equity_row": ("^RUT", date(2024, 2, 3), "2024-02-03,100,110,90,100,5", "not_a_session"),
+    # Plausibility (issue 19, items 6 and 8): a close outside its own day's range (JSON `true` read as 1.0
+    # below a low of 108), a fat-finger crypto close x1e5 the next bar reverts, a finite extreme value.
+    "close_below_low": ("BTC", date(2024, 2, 5), "2024-02-05,110,112,108,1,5", "close_in_range"),
+    "fat_finger_crypto_close": ("BTC", date(2024, 2, 6), "2024-02-06,110,11500000,108,11000000,5", "close_jump_confirmed"),
+    "extreme_finite_close": ("BTC", date(2024, 2, 7), "2024-02-07,110,112,108,1.7e308,5", "close|max"),
 }
 FILES = {"BTC": "BTC-USD.csv", "^RUT": "^RUT.csv"}
 
@@ -85,6 +90,15 @@ def test_only_the_bad_rows_are_quarantined(run):
     data, _, _ = run
     q = read_table(data / "warehouse.duckdb", "quarantine")
     assert sorted(set(q["key"])) == sorted(json.dumps({"symbol": s, "date": str(d)}) for s, d, _, _ in BAD.values())
+
+
+def test_derived_indices_never_see_the_implausible_bars(run):
+    data, _, _ = run
+    prices = read_table(data / "warehouse.duckdb", "fact_prices")
+    derived = prices.filter(pl.col("source") == "derived").sort("symbol", "date")
+    assert derived.height, "the run builds crypto indices from BTC"
+    moves = derived.select((pl.col("close") / pl.col("close").shift(1).over("symbol")).log().abs().max()).item()
+    assert moves < 1.0, f"a derived index moved x{moves:.1f} (log) in a day"
 
 
 def test_bad_rows_stay_out_of_prices_and_good_rows_stay_in(run):

@@ -242,3 +242,62 @@ def test_a_data_directory_from_before_snapshots_is_taken_over(tmp_path):
     assert published_state(tmp_path) == ("r002", (2,), "r002")
     assert (tmp_path / "marts").is_symlink() and (tmp_path / "warehouse.duckdb").is_symlink()
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_temp_cleanup_removes_only_what_runs_create(tmp_path):
+    """Issue 19 item 4: a user's own ``.tmp-`` files under the data directory survive a run's clean-up."""
+    from warehouse.files import atomic_write_parquet, remove_stale_temp_files
+
+    publish_version(tmp_path, 1, correlation_version(1))
+    before = published_state(tmp_path)
+    # What killed runs leave: a staging directory, link temps, a writer's temp file in the lake and state.
+    staging = snapshots.stage(tmp_path, "20240101T000000-abcdef")
+    os.symlink(".runs/r001", tmp_path / ".tmp-current")
+    os.symlink("current/marts", tmp_path / ".tmp-link-marts")
+    bars = tmp_path / "lake" / "bars" / "source=files" / "BTC"
+    atomic_write_parquet(pl.DataFrame({"x": [1]}), bars / "2024.parquet")
+    lake_temp = bars / ".tmp-ab12_x9z.parquet"
+    state_temp = tmp_path / "state" / ".tmp-q1w2e3r4"
+    for p in (lake_temp, state_temp):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half")
+    # The user's own: anywhere else, or not a writer's temp name.
+    mine = [tmp_path / ".tmp-notes.txt", tmp_path / "notebooks" / ".tmp-draft.ipynb",
+            tmp_path / "lake" / ".tmp-my-export.csv", tmp_path / "state" / ".tmp-keep-this-one.txt"]
+    for p in mine:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("mine")
+    my_dir = tmp_path / "exports" / ".tmp-scratch"
+    (my_dir / "deep").mkdir(parents=True)
+    (my_dir / "deep" / "f.csv").write_text("mine")
+
+    removed = remove_stale_temp_files(tmp_path)
+
+    assert sorted(removed) == sorted([staging.root, tmp_path / ".tmp-current", tmp_path / ".tmp-link-marts",
+                                      lake_temp, state_temp])
+    assert not any(os.path.lexists(p) for p in removed)
+    assert all(p.read_text() == "mine" for p in mine)
+    assert (my_dir / "deep" / "f.csv").read_text() == "mine"
+    assert (bars / "2024.parquet").exists()
+    assert published_state(tmp_path) == before
+
+
+def test_a_first_publish_killed_right_after_the_switch_is_readable_and_recovered(tmp_path, monkeypatch):
+    """Issue 19 item 5, by direct injection: the process dies right after ``current`` is switched."""
+    def switch_then_die(data_dir, run_dir):
+        real_switch(data_dir, run_dir)
+        raise KeyboardInterrupt("killed after the switch")
+
+    real_switch = snapshots.switch_current
+    monkeypatch.setattr(snapshots, "switch_current", switch_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        publish_version(tmp_path, 1, correlation_version(1))
+    monkeypatch.undo()
+    # The links were made before the switch: readers already see the whole first run.
+    assert published_state(tmp_path) == ("r001", (1,), "r001")
+    # A data directory left by the earlier order (current switched, no links yet) is completed by recover().
+    for name in ("warehouse.duckdb", "marts"):
+        (tmp_path / name).unlink()
+    assert snapshots.recover(tmp_path) is True
+    assert published_state(tmp_path) == ("r001", (1,), "r001")
+    assert snapshots.recover(tmp_path) is False, "nothing left to repair"

@@ -50,7 +50,9 @@ def test_bad_bar_is_quarantined_and_clean_bars_kept(values, rule):
     clean, quarantined = screen("fact_prices", bars(*good_rows, bad), AS_OF, run_id="r1")
     assert clean.equals(bars(*good_rows))
     assert quarantined.columns == QUARANTINE.column_names
-    assert quarantined["rule"].to_list() == [rule]
+    # The rule named, and only for the bad row (a value out of range may break a range rule too).
+    assert rule in quarantined["rule"].to_list()
+    assert quarantined["key"].unique().to_list() == [json.dumps({"symbol": "ETH", "date": str(bad["date"])})]
     row = quarantined.row(0, named=True)
     assert row["run_id"] == "r1" and row["table_name"] == "fact_prices"
     assert json.loads(row["key"]) == {"symbol": "ETH", "date": str(bad["date"])}
@@ -67,7 +69,7 @@ def test_duplicate_bars_are_both_quarantined_under_one_key(tmp_path):
 
 def test_row_breaking_two_rules_gets_two_quarantine_rows():
     _, quarantined = screen("fact_prices", bars(bar(close=-1.0, high=1.0, low=2.0)), AS_OF)
-    assert sorted(quarantined["rule"]) == ["close|min_exclusive", "high_ge_low"]
+    assert sorted(quarantined["rule"]) == ["close_in_range", "close|min_exclusive", "high_ge_low", "open_in_range"]
     assert quarantined["key"].n_unique() == 1
 
 
@@ -77,7 +79,8 @@ def test_quarantine_detail_names_where_the_row_came_from():
     )
     clean, quarantined = screen("fact_prices", frame, AS_OF)
     assert clean.columns == FACT_PRICES.column_names, "origin stays out of fact_prices"
-    (row,) = quarantined.rows(named=True)
+    (row,) = quarantined.filter(pl.col("rule") == "close|min_exclusive").rows(named=True)
+    assert set(quarantined["key"]) == {json.dumps({"symbol": "BTC", "date": "2024-01-03"})}
     assert row["detail"].startswith("close > 0; from prices/BTC-USD.csv line 3; row: {")
     assert '"close": -1.0' in row["detail"]
 
@@ -209,16 +212,74 @@ def test_quarantine_is_persisted_stamped_and_published(tmp_path):
     log = RunLog(tmp_path)
     log.record_run({"run_id": "r1", "started_at": datetime(2024, 7, 1, tzinfo=UTC), "source": "files",
                     "as_of": AS_OF, "status": "running"})
-    _, quarantined = screen("fact_prices", bars(bar(close=-1.0)), AS_OF)
+    _, quarantined = screen("fact_prices", bars(bar(volume=-1.0)), AS_OF)
     history = log.record_quarantine("r1", quarantined)
     assert history["run_id"].to_list() == ["r1"]
     assert RunLog(tmp_path).quarantine().equals(history)
     warnings = audit_warnings({"quarantine": history}, AS_OF, run_id="r1")
-    assert warnings[0].startswith("quarantined 1 input row(s), published the clean rows (fact_prices.close|min_exclusive: 1)")
+    assert warnings[0].startswith("quarantined 1 input row(s), published the clean rows (fact_prices.volume|min: 1)")
     db = tmp_path / "w.duckdb"
     build_database(db, {"quarantine": history})
     con = duckdb.connect(str(db), read_only=True)
     try:
-        assert con.sql("SELECT table_name, rule FROM quarantine").fetchall() == [("fact_prices", "close|min_exclusive")]
+        assert con.sql("SELECT table_name, rule FROM quarantine").fetchall() == [("fact_prices", "volume|min")]
     finally:
         con.close()
+
+
+# Plausibility: jump bounds per asset class, confirmed by the next bar (issue 19, items 6 and 8).
+JUMPS = {"index": 1.5, "etf": 2.0, "equity": 3.0, "crypto": 5.0, "index_crypto": 5.0}
+CLASSES = pl.DataFrame({"symbol": ["BTC", "A"], "asset_class": ["crypto", "equity"]})
+
+
+def path(symbol: str, closes: list[float]) -> pl.DataFrame:
+    rows = [
+        bar(symbol, date(2024, 1, 1) + timedelta(days=i), open=c, high=c, low=c, close=c, adj_close=c)
+        for i, c in enumerate(closes)
+    ]
+    return bars(*rows)
+
+
+def jump_screen(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    return screen("fact_prices", frame, AS_OF, assets=CLASSES, jump_bounds=JUMPS)
+
+
+def test_a_fat_finger_crypto_close_that_the_next_bar_reverts_is_quarantined():
+    clean, quarantined = jump_screen(path("BTC", [100.0, 101.0, 101.0 * 1e5, 102.0, 103.0]))
+    assert clean["close"].to_list() == [100.0, 101.0, 102.0, 103.0]
+    assert set(quarantined["key"]) == {json.dumps({"symbol": "BTC", "date": "2024-01-03"})}
+    assert {"close_jump_confirmed", "adj_close_jump_confirmed"} <= set(quarantined["rule"])
+
+
+def test_a_jump_the_next_bar_confirms_is_a_real_move():
+    closes = [100.0, 101.0, 101.0 * 1e5, 101.0 * 1e5 * 1.01, 101.0 * 1e5 * 1.02]
+    clean, quarantined = jump_screen(path("BTC", closes))
+    assert quarantined.is_empty() and clean["close"].to_list() == closes
+
+
+def test_a_jump_on_the_last_bar_waits_for_the_next_bar():
+    clean, quarantined = jump_screen(path("BTC", [100.0, 101.0, 101.0 * 1e5]))
+    assert clean["close"].to_list() == [100.0, 101.0]
+    assert set(quarantined["key"]) == {json.dumps({"symbol": "BTC", "date": "2024-01-03"})}
+
+
+def test_the_bound_is_per_asset_class():
+    # x4 and back: within crypto's x5, beyond equity's x3.
+    spike = [100.0, 100.0, 400.0, 100.0, 100.0]
+    _, crypto = jump_screen(path("BTC", spike))
+    _, equity = jump_screen(path("A", spike))
+    assert crypto.is_empty()
+    assert set(equity["key"]) == {json.dumps({"symbol": "A", "date": "2024-01-03"})}
+
+
+def test_every_asset_class_needs_a_jump_bound():
+    with pytest.raises(ValueError, match="no jump bound for asset class\\(es\\) crypto: add them to XASSET_JUMP_BOUNDS"):
+        screen("fact_prices", path("BTC", [1.0, 2.0]), AS_OF, assets=CLASSES, jump_bounds={"equity": 3.0})
+
+
+@pytest.mark.parametrize("column", ["open", "high", "low", "close", "adj_close", "volume"])
+def test_a_finite_extreme_value_is_quarantined_at_the_input(column):
+    extreme = bar(day=date(2024, 1, 3), **{column: 1.7e308})
+    clean, quarantined = screen("fact_prices", bars(bar(), extreme), AS_OF)
+    assert clean["date"].to_list() == [date(2024, 1, 2)]
+    assert f"{column}|max" in quarantined["rule"].to_list()
