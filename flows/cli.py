@@ -159,6 +159,42 @@ def stoppable(settings: Settings):
         stop_now(signum, getattr(exc, "run_id", None), getattr(exc, "published", False))
         raise
 
+def short_values(frame, name: str, width: int = 40) -> bool:
+    """Whether every value of a column fits ``width`` characters (names, symbols, ids: never wrapped)."""
+    if frame.is_empty():
+        return True
+    longest = frame[name].cast(str).str.len_chars().max()
+    return longest is None or longest <= width
+
+
+def frame_table(frame) -> RichTable:
+    """A rich table of a frame: numbers right-aligned, short values (ids, names, dates) never wrapped."""
+    table = RichTable(show_header=True, header_style="bold")
+    for name in frame.columns:
+        table.add_column(
+            name,
+            justify="right" if frame.schema[name].is_numeric() else "left",
+            no_wrap=short_values(frame, name),
+        )
+    for row in frame.iter_rows():
+        # Text, not markup: a value like "[synthetic]" must print as is.
+        table.add_row(*[Text("" if v is None else str(v)) for v in row])
+    return table
+
+
+def print_table(table: RichTable) -> None:
+    """Print a rich table: fitted to a terminal, at its natural width into a pipe, file or log.
+
+    Outside a terminal rich assumes 80 columns and folds every cell to fit;
+    a log or ``| less -S`` reads better with whole lines.
+    """
+    if out.is_terminal:
+        out.print(table)
+        return
+    wide = Console(file=out.file, width=100_000, color_system=None, soft_wrap=False)
+    width = wide.measure(table).maximum
+    Console(file=out.file, width=max(width, 20), color_system=None).print(table)
+
 
 def print_frame(frame, fmt: Format) -> None:
     if fmt is Format.csv:
@@ -166,13 +202,7 @@ def print_frame(frame, fmt: Format) -> None:
     elif fmt is Format.json:
         sys.stdout.write(frame.write_json() + "\n")
     else:
-        table = RichTable(show_header=True, header_style="bold")
-        for name in frame.columns:
-            table.add_column(name, justify="right" if frame.schema[name].is_numeric() else "left")
-        for row in frame.iter_rows():
-            # Text, not markup: a value like "[synthetic]" must print as is.
-            table.add_row(*[Text("" if v is None else str(v)) for v in row])
-        out.print(table)
+        print_table(frame_table(frame))
 
 
 @contextmanager
@@ -216,6 +246,8 @@ def run(
         as_of_d = date.fromisoformat(as_of) if as_of else None
     except ValueError as exc:
         raise fail(f"bad date: {exc}") from None
+    if start_d and as_of_d and start_d > as_of_d:
+        raise fail(f"--start {start_d} is after --as-of {as_of_d}")
     if source not in ("sample", "files", "live"):
         raise fail(f"unknown source {source!r}: choose sample, files or live")
     if source == "files" and not path:
@@ -254,7 +286,7 @@ def run(
             raise fail(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
     label = " [bold yellow](SYNTHETIC sample market)[/]" if summary.synthetic else ""
     out.print(f"[bold green]run {summary.run_id} succeeded[/]{label}: source {summary.source}, as of {summary.as_of}")
-    out.print(f"bars landed: {summary.rows_written}; stages (s): {summary.stage_seconds}")
+    out.print(f"bars landed: {summary.rows_written}; stages: {format_stages(summary.stage_seconds)}", highlight=False)
     for w in summary.warnings:
         out.print(f"[yellow]warning:[/] {w}", highlight=False)
     if summary.report is not None:
@@ -270,11 +302,59 @@ class SqlFormat(str, Enum):
     parquet = "parquet"
 
 
+# Rows a terminal table shows unless --limit/--all say otherwise: rendering is
+# the slow part (20,000 rows took 20 s); CSV, JSON and Parquet are not capped.
+TABLE_ROWS = 1000
+
+DataDir = Annotated[
+    Path | None, typer.Option(help="Data directory (default $XASSET_DATA_DIR or ./data).")
+]
+
+
+def read_settings(data_dir: Path | None) -> Settings:
+    """Settings for a read-only command, with a data directory that can be one."""
+    settings = settings_for(data_dir)
+    if settings.data_dir.exists() and not settings.data_dir.is_dir():
+        raise fail(f"data directory {settings.data_dir} is a file, not a directory", 2)
+    return settings
+
+
+def refuse_inside_data_dir(output: Path, settings: Settings) -> None:
+    """A read-only command never writes into the data directory.
+
+    ``-o data/warehouse.duckdb`` would write through the ``warehouse.duckdb``
+    link into the published run, around the atomic publish; links are
+    resolved, so no path that ends up under the data directory gets through.
+    """
+    data = settings.data_dir.resolve()
+    target = output.resolve()
+    inside = target == data or target.is_relative_to(data)
+    if not inside and target.is_file():
+        # A hard link to a published file is the same file under another name.
+        st = target.stat()
+        inside = any(
+            f.is_file() and (f.stat().st_dev, f.stat().st_ino) == (st.st_dev, st.st_ino)
+            for f in (settings.warehouse_path,)
+        )
+    if inside:
+        raise fail(f"refused: {output} is inside the data directory {settings.data_dir}; write results elsewhere", 2)
+
+
+def _target(fmt: SqlFormat):
+    from warehouse.query import Target
+
+    return {SqlFormat.json: Target.json, SqlFormat.parquet: Target.parquet}.get(fmt, Target.text)
+
+
 def emit_frame(frame, fmt: SqlFormat, output: Path | None) -> None:
-    """Print, or write to ``output``; parquet only goes to a file (binary on a terminal helps no one)."""
+    """Print, or write to ``output``; parquet goes to a file or a pipe, never to a terminal."""
     if output is None:
         if fmt is SqlFormat.parquet:
-            raise fail("--format parquet needs --output FILE", 2)
+            if out.is_terminal:
+                raise fail("--format parquet needs --output FILE (or a pipe)", 2)
+            frame.write_parquet(sys.stdout.buffer, compression="zstd", statistics=True)
+            sys.stdout.buffer.flush()
+            return
         print_frame(frame, Format(fmt.value))
         return
     try:
@@ -286,51 +366,74 @@ def emit_frame(frame, fmt: SqlFormat, output: Path | None) -> None:
             frame.write_csv(output)
         else:
             with open(output, "w") as fh:
-                Console(file=fh, width=200).print(frame)
+                Console(file=fh, width=100_000, color_system=None).print(frame_table(frame))
     except OSError as exc:
         raise fail(f"cannot write {output}: {exc.strerror}", 2) from None
-    err.print(f"[dim]{frame.height} row(s) written to {output}[/]")
+    err.print(f"[dim]{frame.height} row(s) written to {output}[/]", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def sql(
     query: Annotated[str | None, typer.Argument(help="A read-only SQL query.")] = None,
-    file: Annotated[Path | None, typer.Option("--file", help="Read the query from this .sql file ('-' for stdin).")] = None,
-    format: Annotated[SqlFormat, typer.Option("--format", "-f")] = SqlFormat.table,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to this file.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", help="Read the query from this .sql file ('-' for stdin).",
+        exists=True, dir_okay=False, readable=True, allow_dash=True,
+    )] = None,
+    format: Annotated[SqlFormat, typer.Option("--format", "-f", help="table for people; csv, json or parquet for scripts.")] = SqlFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to this file (never inside the data directory).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=0, help=f"At most N rows (default: {TABLE_ROWS} for a table, every row for csv/json/parquet).")] = None,
+    all_rows: Annotated[bool, typer.Option("--all", help="Every row, also as a table.")] = False,
+    data_dir: DataDir = None,
 ) -> None:
     """Answer a read-only SQL query against the published warehouse."""
-    from warehouse.query import QueryError, run_query
+    from warehouse.query import QueryError, run_query_result
 
     if (query is None) == (file is None):
         raise fail("give a query or --file FILE (one of them)", 2)
-    if format is SqlFormat.parquet and output is None:
-        raise fail("--format parquet needs --output FILE", 2)
+    if limit is not None and all_rows:
+        raise fail("--limit and --all contradict each other: give one", 2)
+    if format is SqlFormat.parquet and output is None and out.is_terminal:
+        raise fail("--format parquet needs --output FILE (or a pipe)", 2)
+    settings = read_settings(data_dir)
+    if output is not None:
+        refuse_inside_data_dir(output, settings)
     if file is not None:
         try:
             query = sys.stdin.read() if str(file) == "-" else file.read_text()
-        except OSError as exc:
-            raise fail(f"cannot read {file}: {exc.strerror}", 2) from None
-    settings = settings_for(data_dir)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise fail(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}", 2) from None
+    cap = None if all_rows else limit if limit is not None else TABLE_ROWS if format is SqlFormat.table and output is None else None
     try:
-        frame = run_query(settings.warehouse_path, query)
+        result = run_query_result(settings.warehouse_path, query, _target(format), cap)
     except QueryError as exc:
         raise fail(str(exc)) from None
-    emit_frame(frame, format, output)
+    emit_frame(result.frame, format, output)
+    if result.truncated:
+        more = "--all for every row" if limit is None else "--all or a larger --limit for more"
+        err.print(f"[dim]first {cap} row(s) shown; the result has more ({more}, or --format csv)[/]", highlight=False, soft_wrap=True)
+
+
+def _suggest(name: str, known: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.8)
+    if not close:
+        bare = name.rpartition(".")[2]
+        close = difflib.get_close_matches(bare, known, n=3, cutoff=0.8)
+    return f"; did you mean {', '.join(close)}?" if close else "; `xasset tables` lists them"
 
 
 @app.command()
 def tables(
     format: Annotated[SqlFormat, typer.Option("--format", "-f")] = SqlFormat.table,
-    data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
+    data_dir: DataDir = None,
 ) -> None:
     """List the warehouse's tables and views with their descriptions (and row counts once built)."""
     from warehouse.catalog import list_objects
     from warehouse.query import QueryError
 
     try:
-        frame = list_objects(settings_for(data_dir).warehouse_path)
+        frame = list_objects(read_settings(data_dir).warehouse_path)
     except QueryError as exc:
         raise fail(str(exc)) from None
     emit_frame(frame, format, None)
@@ -340,59 +443,86 @@ def tables(
 def describe(
     table: Annotated[str, typer.Argument(help="Table or view, e.g. mart_rolling_correlation or analytics.latest_correlations.")],
     format: Annotated[SqlFormat, typer.Option("--format", "-f")] = SqlFormat.table,
-    data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Print a table's columns from its contract (a view's from the warehouse)."""
+    from warehouse.catalog import UnknownObject
     from warehouse.catalog import describe as describe_table
     from warehouse.query import QueryError
 
     try:
-        description, frame = describe_table(settings_for(data_dir).warehouse_path, table)
+        description, frame = describe_table(read_settings(data_dir).warehouse_path, table)
+    except UnknownObject as exc:
+        raise fail(str(exc) + _suggest(table, exc.known)) from None
     except QueryError as exc:
         raise fail(str(exc)) from None
     if format is SqlFormat.table:
-        out.print(f"[bold]{table}[/]: {description}", highlight=False)
+        out.print(f"[bold]{table}[/]: {description}", highlight=False, soft_wrap=not out.is_terminal)
     emit_frame(frame, format, None)
+
+
+def format_stages(stage_seconds) -> str:
+    """``extract 1.2s, land 0.3s, ...`` from a stage->seconds dict or its JSON text."""
+    import json
+
+    if stage_seconds is None:
+        return ""
+    if isinstance(stage_seconds, str):
+        try:
+            stage_seconds = json.loads(stage_seconds)
+        except ValueError:
+            return stage_seconds
+    if not isinstance(stage_seconds, dict):
+        return str(stage_seconds)
+    return ", ".join(f"{k} {v:.1f}s" if isinstance(v, int | float) else f"{k} {v}" for k, v in stage_seconds.items())
 
 
 @app.command()
 def runs(
-    limit: Annotated[int, typer.Option("--limit", "-n", help="Most recent runs to show.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most recent runs to show.")] = 20,
     format: Annotated[SqlFormat, typer.Option("--format", "-f")] = SqlFormat.table,
-    data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
+    data_dir: DataDir = None,
 ) -> None:
     """List recent pipeline runs: status, timings, audit result, error (failed runs too)."""
+    import polars as pl
+
     from warehouse.runs import RunLog, summarize_runs
 
-    frame = summarize_runs(RunLog(settings_for(data_dir).data_dir).runs(), limit)
+    log = RunLog(read_settings(data_dir).data_dir)
+    try:
+        frame = summarize_runs(log.runs(), limit)
+    except Exception as exc:  # a corrupt or foreign state/pipeline_runs.parquet: one line, naming it
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise fail(f"cannot read the run log {log.dir / 'pipeline_runs.parquet'}: {first}") from None
     if frame.is_empty():
         err.print("no runs recorded yet")
         return
+    if format is SqlFormat.table:
+        frame = frame.with_columns(pl.col("stage_seconds").map_elements(format_stages, return_dtype=pl.String))
     emit_frame(frame, format, None)
 
 
 @app.command()
 def report(
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Report day (default: the newest in the warehouse).")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
+    as_of: Annotated[date | None, typer.Option("--as-of", formats=["%Y-%m-%d"], help="Report day (default: the newest in the warehouse).")] = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Write charts and one self-contained HTML page to <data dir>/reports/<date>/."""
     from flows.report import ReportError, write_report
     from warehouse.query import QueryError
 
-    settings = settings_for(data_dir)
-    try:
-        day = date.fromisoformat(as_of) if as_of else None
-    except ValueError as exc:
-        raise fail(f"bad date: {exc}") from None
+    settings = read_settings(data_dir)
+    day = as_of.date() if as_of is not None else None
     try:
         result = write_report(settings.warehouse_path, settings.data_dir / "reports", day)
     except (ReportError, QueryError) as exc:
         raise fail(str(exc)) from None
+    except OSError as exc:  # a read-only data directory, a full disk
+        raise fail(f"cannot write the report under {settings.data_dir / 'reports'}: {exc.strerror or exc}") from None
     label = " [bold yellow](SYNTHETIC sample market)[/]" if result.synthetic else ""
     out.print(f"report as of {result.as_of}{label}: {len(result.charts)} charts", highlight=False)
     for skipped in result.skipped:
-        out.print(f"[yellow]skipped:[/] {skipped}", highlight=False)
+        out.print(f"[yellow]skipped:[/] {skipped}", highlight=False, soft_wrap=True)
     out.print(f"{result.html_path}", highlight=False, soft_wrap=True)
 
 

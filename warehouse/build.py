@@ -10,6 +10,7 @@ their snapshot (the old inode), and the next connection sees the new run whole.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
@@ -45,6 +46,7 @@ def mart_views(tables: dict[str, Table]) -> list[str]:
         if t.publish:
             out.append(f"CREATE VIEW marts.{t.name} AS SELECT * FROM main.{t.name};")
             out.append(f"COMMENT ON VIEW marts.{t.name} IS {sql_literal(t.description)};")
+            out.extend(t.comments("marts")[1:])  # its columns' (the first is COMMENT ON TABLE)
     return out
 
 
@@ -58,9 +60,28 @@ def create_views(con: duckdb.DuckDBPyConnection, tables: dict[str, Table]) -> li
             skipped.append(view.name)
             continue
         con.execute(sql)
+        inherit_column_comments(con, sql, [tables[t] for t in view_requires(sql) if t in tables])
     for stmt in mart_views(tables):
         con.execute(stmt)
     return skipped
+
+
+def inherit_column_comments(con: duckdb.DuckDBPyConnection, sql: str, sources: list[Table]) -> None:
+    """Comment a view's columns that pass a contracted column through with that column's comment.
+
+    Derived columns are commented in the view's own file; a column that merely
+    repeats ``mart_x.asset`` takes the contract's words instead of a copy.
+    """
+    for view in re.findall(r"CREATE VIEW (\w+\.\w+)", sql):
+        schema, name = view.split(".")
+        rows = con.execute(read_sql_file("catalog/columns.sql"), {"schema": schema, "name": name}).fetchall()
+        for column, _type, _nullable, comment in rows:
+            if comment:
+                continue
+            source = next((c for t in sources for c in t.columns if c.name == column), None)
+            if source is not None:
+                text = source.description + (f" [{source.unit}]" if source.unit else "")
+                con.execute(f"COMMENT ON COLUMN {view}.{ident(column)} IS {sql_literal(text)}")
 
 
 def build_database(

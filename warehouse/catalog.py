@@ -9,10 +9,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
-from warehouse.query import QueryError, connect_read_only, read_sql_file
+from warehouse.query import QueryError, connect_read_only, one_line, read_sql_file
+from warehouse.schema import ident
 from warehouse.tables import TABLES
+
+
+class UnknownObject(QueryError):
+    """No table or view of that name; ``known`` lists the names there are (for suggestions)."""
+
+    def __init__(self, message: str, known: list[str]) -> None:
+        super().__init__(message)
+        self.known = known
 
 
 def list_objects(db_path: Path) -> pl.DataFrame:
@@ -27,9 +37,11 @@ def list_objects(db_path: Path) -> pl.DataFrame:
     try:
         objects = con.sql(read_sql_file("catalog/objects.sql")).pl()
         rows = [
-            con.execute(f'SELECT count(*) FROM "{r["schema"]}"."{r["name"]}"').fetchone()[0] if r["kind"] == "table" else None
+            con.execute(f"SELECT count(*) FROM {ident(r['schema'])}.{ident(r['name'])}").fetchone()[0] if r["kind"] == "table" else None
             for r in objects.iter_rows(named=True)
         ]
+    except duckdb.Error as exc:  # a damaged block found while counting
+        raise QueryError(f"cannot read {db_path}: {one_line(exc)}") from exc
     finally:
         con.close()
     return objects.with_columns(pl.Series("rows", rows, dtype=pl.Int64)).select("schema", "name", "kind", "rows", "description")
@@ -61,16 +73,19 @@ def describe(db_path: Path, name: str) -> tuple[str, pl.DataFrame]:
             ]
         )
         return t.description, frame
+    contracted = [t.name for t in TABLES.values()] + [f"marts.{t.name}" for t in TABLES.values() if t.publish]
     if not Path(db_path).exists():
-        raise QueryError(f"no table {name!r} in the contracts, and no warehouse at {db_path} to look for a view")
+        raise UnknownObject(f"no table {name!r} in the contracts, and no warehouse at {db_path} to look for a view", contracted)
     con = connect_read_only(db_path)
     try:
         cols = con.sql(read_sql_file("catalog/columns.sql"), params={"schema": schema, "name": table}).pl()
         objects = con.sql(read_sql_file("catalog/objects.sql")).pl()
+    except duckdb.Error as exc:
+        raise QueryError(f"cannot read {db_path}: {one_line(exc)}") from exc
     finally:
         con.close()
     if cols.is_empty():
-        known = ", ".join(f"{s}.{n}" if s != "main" else n for s, n in objects.select("schema", "name").iter_rows())
-        raise QueryError(f"no table or view {name!r}; known: {known}")
+        known = [f"{s}.{n}" if s != "main" else n for s, n in objects.select("schema", "name").iter_rows()]
+        raise UnknownObject(f"no table or view {name!r}", known)
     hit = objects.filter((pl.col("schema") == schema) & (pl.col("name") == table))
     return (hit["description"][0] or "") if hit.height else "", cols

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import duckdb
@@ -10,17 +12,43 @@ import polars as pl
 from warehouse.schema import ident
 
 READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+# DuckDB's own advice, kept when an error is cut to one line (the LINE/caret
+# lines that follow only repeat the query).
+HINT_PREFIXES = ("Did you mean", "Candidate bindings", "Candidate tables", "HINT:")
 
 
 class QueryError(ValueError):
     pass
 
 
+class Target(str, Enum):
+    """What a result is converted for: what each output can hold decides which columns become text."""
+
+    text = "text"  # a terminal table or CSV: flat values only
+    json = "json"  # nested lists and structs stay nested
+    parquet = "parquet"  # every type Parquet holds stays typed
+
+
+@dataclass(frozen=True)
+class Result:
+    frame: pl.DataFrame
+    truncated: bool  # more rows than the limit
+
+
+def one_line(exc: BaseException) -> str:
+    """DuckDB's first error line, plus its hints ("Did you mean ...") on the same line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    hints = [line for line in lines[1:] if line.startswith(HINT_PREFIXES)]
+    return " ".join([lines[0], *hints])
+
+
 def check_read_only(sql: str) -> None:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise QueryError(f"cannot parse query: {exc}") from exc
+        raise QueryError(f"cannot parse query: {one_line(exc)}") from exc
     if not statements:
         raise QueryError("empty query")
     for st in statements:
@@ -29,22 +57,90 @@ def check_read_only(sql: str) -> None:
 
 
 def connect_read_only(db_path: Path) -> duckdb.DuckDBPyConnection:
-    if not Path(db_path).exists():
+    """Open the warehouse read-only; every way that can fail is one QueryError naming the file."""
+    db_path = Path(db_path)
+    if not db_path.exists():
         raise QueryError(f"no warehouse at {db_path}: run `xasset run` first")
-    # No file system access from analyst SQL: a query can read the warehouse,
-    # never write or read files around it.
-    return duckdb.connect(str(db_path), read_only=True, config={"enable_external_access": False})
+    if not db_path.is_file():
+        raise QueryError(f"{db_path} is not a warehouse file (a directory?)")
+    try:
+        # No file system access from analyst SQL: a query can read the warehouse,
+        # never write or read files around it.
+        return duckdb.connect(str(db_path), read_only=True, config={"enable_external_access": False})
+    except duckdb.IOException as exc:
+        text = str(exc)
+        if "lock" in text.lower():
+            holder = text.split("Conflicting lock is held in", 1)[-1].split(". See also")[0].strip() if "held in" in text else ""
+            raise QueryError(
+                f"cannot open {db_path}: another process holds it open for writing"
+                + (f" ({holder})" if holder else "")
+                + "; close it there, or open it with read_only=True"
+            ) from exc
+        if "not a valid DuckDB database" in text:
+            raise QueryError(f"cannot open {db_path}: not a DuckDB database (empty, truncated or another kind of file)") from exc
+        raise QueryError(f"cannot open {db_path}: {one_line(exc)}") from exc
+    except duckdb.Error as exc:  # corrupt blocks, a file of a newer DuckDB version
+        raise QueryError(f"cannot open {db_path}: {one_line(exc)}") from exc
 
 
-def run_query(db_path: Path, sql: str) -> pl.DataFrame:
+def _needs_text(t: duckdb.typing.DuckDBPyType, target: Target) -> bool:
+    """Whether a column of this type must be rendered by DuckDB as text for ``target``.
+
+    Polars cannot import INTERVAL, UNION, BIT, BIGNUM or TIME WITH TIME ZONE at
+    all; CSV and a terminal table hold no nesting or bytes; JSON holds no bytes;
+    and polars cannot format DuckDB's infinite dates, so text and JSON get
+    DuckDB's own rendering of every date and timestamp ('infinity' included).
+    """
+    kind = t.id
+    if kind in ("interval", "union", "bit", "bignum", "varint", "time with time zone"):
+        return True
+    if target is Target.parquet:
+        pass
+    elif kind in ("blob",) or kind.startswith(("date", "timestamp")):
+        return True
+    elif target is Target.text and kind in ("list", "struct", "map", "array"):
+        return True
+    if kind in ("list", "struct", "map", "array"):
+        return any(_needs_text(child, target) for _, child in t.children)
+    return False
+
+
+def _convertible(rel: duckdb.DuckDBPyRelation, target: Target) -> duckdb.DuckDBPyRelation:
+    if not any(_needs_text(t, target) for t in rel.types):
+        return rel
+    # Positional references (#n): a result may repeat a column name.
+    return rel.project(", ".join(
+        f"#{i}::VARCHAR AS {ident(name)}" if _needs_text(t, target) else f"#{i} AS {ident(name)}"
+        for i, (name, t) in enumerate(zip(rel.columns, rel.types, strict=True), start=1)
+    ))
+
+
+def run_query_result(db_path: Path, sql: str, target: Target = Target.text, limit: int | None = None) -> Result:
+    """Run a read-only query; at most ``limit`` rows, converted for ``target``."""
     check_read_only(sql)
     con = connect_read_only(db_path)
     try:
-        return con.sql(sql).pl()
+        rel = con.sql(sql)
+        if rel is None:  # only statements without a result (cannot pass check_read_only today)
+            return Result(pl.DataFrame(), False)
+        rel = _convertible(rel, target)
+        if limit is not None:
+            rel = rel.limit(limit + 1)
+        frame = rel.pl()
     except duckdb.Error as exc:
-        raise QueryError(str(exc).splitlines()[0]) from exc
+        raise QueryError(one_line(exc)) from exc
+    except (pl.exceptions.PolarsError, ValueError, TypeError) as exc:  # a type polars cannot take
+        raise QueryError(f"cannot convert the result: {one_line(exc)}") from exc
     finally:
         con.close()
+    if limit is not None and frame.height > limit:
+        return Result(frame.head(limit), True)
+    return Result(frame, False)
+
+
+def run_query(db_path: Path, sql: str) -> pl.DataFrame:
+    """Every row of a read-only query, with DuckDB's own types where polars has them."""
+    return run_query_result(db_path, sql, Target.parquet).frame
 
 
 def read_tables(db_path: Path, names: list[str]) -> dict[str, pl.DataFrame]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -107,7 +108,8 @@ def test_sql_formats_and_output_files(data_dir, tmp_path):
         assert read(out).equals(expected), fmt
     result = cli("sql", q, "--format", "json", "--data-dir", str(data_dir))
     assert [r["symbol"] for r in json.loads(result.stdout)] == expected["symbol"].to_list()
-    assert cli("sql", q, "--format", "parquet", "--data-dir", str(data_dir)).exit_code == 2
+    piped = cli("sql", q, "--format", "parquet", "--data-dir", str(data_dir))  # CliRunner's stdout is a pipe
+    assert piped.exit_code == 0 and pl.read_parquet(io.BytesIO(piped.stdout_bytes)).equals(expected)
 
 
 def test_tables_and_describe(data_dir):
@@ -123,7 +125,11 @@ def test_tables_and_describe(data_dir):
     view = cli("describe", "analytics.allocation_vs_bands", "--data-dir", str(data_dir))
     assert view.exit_code == 0 and "outside_band_by" in view.stdout
     missing = cli("describe", "no_such_table", "--data-dir", str(data_dir))
-    assert missing.exit_code == 1 and "latest_correlations" in missing.stderr
+    assert missing.exit_code == 1 and missing.stderr.splitlines() == [
+        "error: no table or view 'no_such_table'; `xasset tables` lists them"]
+    close = cli("describe", "analytics.latest_correlation", "--data-dir", str(data_dir))
+    assert close.exit_code == 1 and close.stderr.splitlines() == [
+        "error: no table or view 'analytics.latest_correlation'; did you mean analytics.latest_correlations?"]
 
 
 def test_describe_and_tables_work_before_any_run(tmp_path):
@@ -146,3 +152,18 @@ def test_runs_lists_newest_first_with_failures(tmp_path):
     assert [(r["run_id"], r["status"], r["seconds"]) for r in rows] == [("b", "failed", 30.0), ("a", "succeeded", 60.0)]
     assert rows[0]["error"].startswith("audit failed")
     assert len(json.loads(cli("runs", "-n", "1", "--format", "json", "--data-dir", str(tmp_path)).stdout)) == 1
+
+
+@pytest.mark.parametrize("schema", ["marts", "analytics"])
+def test_every_column_of_every_view_has_a_comment(db, schema):
+    """An analyst browsing marts.* or analytics.* in a SQL client sees every column documented."""
+    columns = run_query(db, "SELECT table_name, column_name, comment FROM duckdb_columns() "
+                            f"WHERE schema_name = '{schema}' ORDER BY ALL")
+    assert columns.height > 0
+    missing = columns.filter(pl.col("comment").is_null() | (pl.col("comment").str.strip_chars() == ""))
+    assert missing.is_empty(), missing.select("table_name", "column_name").rows()
+    objects = run_query(db, f"SELECT view_name, comment FROM duckdb_views() WHERE schema_name = '{schema}'")
+    assert objects["comment"].is_not_null().all(), objects.rows()
+    if schema == "marts":  # the words come from the contracts, not a copy
+        symbol = columns.filter((pl.col("table_name") == "dim_asset") & (pl.col("column_name") == "symbol"))
+        assert symbol["comment"].item() == TABLES["dim_asset"].columns[0].description

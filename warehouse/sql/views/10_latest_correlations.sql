@@ -34,3 +34,8 @@ ASOF LEFT JOIN readings AS w4
     ON w4.asset = l.asset AND w4.benchmark = l.benchmark AND w4.window_days = l.window_days
     AND w4.date <= l.date - 28;
 COMMENT ON VIEW analytics.latest_correlations IS 'Latest rolling correlation per asset, benchmark and window, with its change over 1 and 4 weeks.';
+COMMENT ON COLUMN analytics.latest_correlations.date IS 'Latest session with a correlation for this asset, benchmark and window.';
+COMMENT ON COLUMN analytics.latest_correlations.change_1w IS 'correlation minus the reading on date_1w (null when the history is shorter).';
+COMMENT ON COLUMN analytics.latest_correlations.change_4w IS 'correlation minus the reading on date_4w (null when the history is shorter).';
+COMMENT ON COLUMN analytics.latest_correlations.date_1w IS 'Date of the last reading on or before date - 7 days, which change_1w compares with.';
+COMMENT ON COLUMN analytics.latest_correlations.date_4w IS 'Date of the last reading on or before date - 28 days, which change_4w compares with.';

@@ -17,3 +17,4 @@ SELECT
 FROM main.mart_factor_scores
 WHERE date = (SELECT max(date) FROM main.mart_factor_scores);
 COMMENT ON VIEW analytics.latest_alpha_scores IS 'Alpha Scores on the latest scored date, ranked within each sector.';
+COMMENT ON COLUMN analytics.latest_alpha_scores.rank_in_sector IS 'Rank of alpha_score within the sector on this date (1 = highest; ties share a rank).';

@@ -32,3 +32,9 @@ SELECT
     END AS outside_band_by
 FROM sleeves;
 COMMENT ON VIEW analytics.allocation_vs_bands IS 'Current weight of each sleeve of each allocation mix against its policy band.';
+COMMENT ON COLUMN analytics.allocation_vs_bands.date IS 'Latest date of this mix in mart_allocation_weights.';
+COMMENT ON COLUMN analytics.allocation_vs_bands.target_weight IS 'Sum of the sleeve members'' target weights.';
+COMMENT ON COLUMN analytics.allocation_vs_bands.weight IS 'Sum of the sleeve members'' drifted weights on date.';
+COMMENT ON COLUMN analytics.allocation_vs_bands.in_band IS 'Whether every member of the sleeve is within the band (the mart''s own verdict).';
+COMMENT ON COLUMN analytics.allocation_vs_bands.members IS 'The sleeve''s symbols, heaviest first.';
+COMMENT ON COLUMN analytics.allocation_vs_bands.outside_band_by IS 'weight minus the nearest band edge when outside the band (negative: under it); 0 inside.';
