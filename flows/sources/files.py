@@ -456,24 +456,33 @@ def _disagreement(a: pl.DataFrame, b: pl.DataFrame, rel_tol: float) -> str | Non
                and abs(r[c] - r[f"{c}_b"]) / max(abs(r[f"{c}_b"]), 1e-12) > rel_tol)
     first = f"{col} on {r['date']}: {r[col]} vs {r[col + '_b']}"
     share = f"{bad.height} of {j.height} shared dates differ"
-    crossed = [
-        (x, y) for x, y in (("close", "adj_close_b"), ("adj_close", "close_b"))
-        if j.select(off(x, y).fill_null(True).any()).item() is False
-        and j.select(off("close", "close_b").any()).item()
-    ]
-    if crossed:
-        who = "the first file's close is the second's Adj Close" if crossed[0][0] == "close" else (
-            "the first file's Adj Close is the second's close")
-        return f"{first}; {share}; {who}: adjusted vs raw prices"
-    ratio = j.select((pl.col("close") / pl.col("close_b")).alias("r")).to_series().drop_nulls()
-    lo, hi, mid = ratio.min(), ratio.max(), ratio.median()
     if j.height < 5:
         return f"{first}; {share}"
-    if bad.height * 2 >= j.height and lo > 0 and hi / lo - 1 < 0.05:
+    many = bad.height * 2 >= j.height
+
+    def ratio(x: str, y: str) -> tuple[float, float, float] | None:
+        """(median, min, max) of x / y over the shared dates."""
+        r = j.select((pl.col(x) / pl.col(y)).alias("r")).to_series().drop_nulls()
+        r = r.filter(r.is_finite() & (r > 0))
+        return (r.median(), r.min(), r.max()) if r.len() else None
+
+    def spread(q: tuple[float, float, float] | None) -> float:
+        return float("inf") if q is None else q[2] / q[1] - 1
+
+    closes = ratio("close", "close_b")
+    # One file's Adj Close following the other's close more steadily than the closes follow each other.
+    for x, y, who in (("adj_close", "close_b", "the first file's Adj Close tracks the second's close"),
+                      ("close", "adj_close_b", "the first file's close tracks the second's Adj Close")):
+        q = ratio(x, y)
+        if many and spread(q) < 0.02 and spread(q) < spread(closes):
+            return (f"{first}; {share}; {who} (ratio {q[0]:.4f}, {q[1]:.4f}..{q[2]:.4f}), closer than the closes "
+                    f"do: adjusted vs raw prices")
+    if many and spread(closes) < 0.05:
+        mid, lo, hi = closes
         return (f"{first}; {share}; close ratio roughly constant ({mid:.4f}, {lo:.4f}..{hi:.4f}): "
                 "likely adjusted vs raw prices (or adjusted at different dates)")
-    if bad.height * 2 >= j.height:
-        return (f"{first}; {share}; close ratio drifts from {ratio[0]:.4f} to {ratio[-1]:.4f}: "
+    if many and closes is not None:
+        return (f"{first}; {share}; close ratio drifts from {closes[1]:.4f} to {closes[2]:.4f}: "
                 "likely a different adjustment basis (dividend-adjusted vs raw) or another instrument")
     return f"{first}; {share}: likely revised or bad rows in one of the files"
 
