@@ -331,6 +331,5 @@ def test_input_problems_table_lists_source_problems_and_screened_rows_per_file()
         {"file": "bad/EMPTY.csv", "symbol": "EMPTY", "problem": "not a price history (empty file)", "action": "file skipped"},
         {"file": "bad/NEG.csv", "symbol": "NEG", "problem": "line 3: adj_close > 0", "action": "row held back"},
         {"file": "bad/NEG.csv", "symbol": "NEG", "problem": "line 3: close > 0", "action": "row held back"},
-        {"file": "bad/R.csv", "symbol": "R", "problem": "7 fields where the header has 6 (a shifted row) (and 1 more; "
-         "lines 3, 9)", "action": "row held back"},
+        {"file": "bad/R.csv", "symbol": "R", "problem": "7 fields where the header has 6 (a shifted row) (2 lines: 3, 9)", "action": "row held back"},
     ]
