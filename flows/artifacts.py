@@ -165,7 +165,7 @@ def input_problems(problems: list[InputProblem], quarantine: pl.DataFrame | None
             shown = ", ".join(x.split(" ")[-1] for x in g["lines"][:MAX_LINES_LISTED])
             more = ", ..." if len(g["lines"]) > MAX_LINES_LISTED else ""
             unit = g["lines"][0].split(" ")[0] if g["lines"] else "row"
-            problem = f"{problem} (and {g['n'] - 1} more; {unit}s {shown}{more})"
+            problem = f"{problem} ({g['n']} {unit}s: {shown}{more})"
         elif g["lines"]:
             problem = f"{g['lines'][0]}: {problem}"
         rows.append({"file": file, "symbol": symbol, "problem": problem, "action": action})

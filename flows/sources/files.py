@@ -11,10 +11,14 @@ Formats recognised (by extension, then by content):
   a ``symbol`` column.
 
 The symbol comes from the file name (``^RUT.csv`` -> ``^RUT``, ``BTC-USD.csv``
-and ``BTC_USDT-1d.json`` -> ``BTC``). A file that is not a price history is
-skipped with a warning naming it; a malformed value in a price history is an
-error naming file, row and column, and two different bars for one date (often
-mixed time zones) are an error naming file, symbol and date.
+and ``BTC_USDT-1d.json`` -> ``BTC``). One pass reads every file and collects
+every problem (``InputProblem``: file, symbol, problem, action, line): a file
+that cannot be read or is not a price history is skipped; a row with a value
+the parser cannot vouch for (a shifted CSV row, a bad date or number, the
+text NaN, an empty row, a blank Adj Close, a JSON ``true``) is held back;
+every version of a date written twice with different values is held back;
+two files disagreeing about one symbol are a conflict (``on_conflict``).
+Nothing is guessed, and no message quotes more than a few hundred characters.
 
 Every bar keeps its ``origin``: the file relative to the ``--path`` it was
 found under (to its parent when several are given) and where in it, ``crypto/BTC-USD.csv line 42`` (a CSV's line, the
@@ -130,6 +134,8 @@ MAX_MESSAGE = 240
 _SNIFF_BYTES = 1 << 16
 # JSON timestamps outside 1900..2100 are not daily candles (milliseconds).
 _MS_RANGE = (-2_208_988_800_000, 4_102_444_800_000)
+# Larger JSON integers are no price (and no float can hold them).
+_MAX_JSON_INT = 10**300
 CONFLICT_POLICIES = ("refuse", "first-path")
 
 
@@ -157,8 +163,8 @@ def _date_text(text: pl.Expr) -> pl.Expr:
 
 
 def _why(*reasons: pl.Expr) -> pl.Expr:
-    """The first reason that applies to a row, or null."""
-    return pl.coalesce([*reasons, pl.col(_WHY)]) if reasons else pl.col(_WHY)
+    """The reason a row already has, else the first of ``reasons`` that applies, else null."""
+    return pl.coalesce([pl.col(_WHY), *reasons]) if reasons else pl.col(_WHY)
 
 
 def _numbers_from_text(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
@@ -170,8 +176,10 @@ def _numbers_from_text(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
         missing = text.is_null() | low.is_in(_NULL_TEXT)
         number = pl.when(missing | low.is_in(_NAN_TEXT)).then(None).otherwise(text).cast(pl.Float64, strict=False)
         shown = text.str.slice(0, MAX_QUOTE)
+        # A NaN volume is no volume; a NaN price is refused.
+        nan = pl.lit(None, pl.String) if col == "volume" else pl.lit(f"column {col!r} is NaN, not a price")
         reasons.append(
-            pl.when(low.is_in(_NAN_TEXT)).then(pl.lit(f"column {col!r} is NaN, not a price" if col != "volume" else None, pl.String))
+            pl.when(low.is_in(_NAN_TEXT)).then(nan)
             .when(~missing & ~low.is_in(_NAN_TEXT) & number.is_null())
             .then(pl.format(f"column {col!r} is not a number: '{{}}'", shown))
         )
@@ -193,7 +201,7 @@ def _refuse_missing(frame: pl.DataFrame) -> pl.DataFrame:
             .then(pl.lit("Adj Close is blank; the raw close is not an adjusted close"))
         )
     # A reason found while reading (a shifted row, a bad date or number) comes first.
-    return frame.with_columns(pl.coalesce([pl.col(_WHY), *reasons]).alias(_WHY))
+    return frame.with_columns(_why(*reasons).alias(_WHY))
 
 
 def _sniff_text(path: Path) -> bytes:
@@ -286,18 +294,20 @@ def read_json(path: Path) -> pl.DataFrame:
         why = None
         if not isinstance(row, list) or len(row) < 6:
             why = f"expected [ms, open, high, low, close, volume], got {quote(row)}"
-        elif type(row[0]) is not int or not _MS_RANGE[0] <= row[0] < _MS_RANGE[1]:
+        elif not _is_ms(row[0]):
             why = f"timestamp {quote(row[0])} is not milliseconds between 1900 and 2100"
         else:
             for name, v in zip(names, row[1:6], strict=True):
                 if isinstance(v, bool) or not isinstance(v, (int, float, type(None))):
                     why = f"{name} is {quote(v)}, not a number"
+                elif isinstance(v, int) and abs(v) > _MAX_JSON_INT:
+                    why = f"{name} is {quote(v)}, out of range"
                 elif isinstance(v, float) and not math.isfinite(v) and name != "volume":
                     why = f"{name} is {v}, not a price"
                 if why:
                     break
         ok = why is None
-        cols["ms"].append(row[0] if ok else None)
+        cols["ms"].append(int(row[0]) if ok else None)
         for i, name in enumerate(names, start=1):
             v = row[i] if ok else None
             cols[name].append(float(v) if v is not None else None)
@@ -308,6 +318,15 @@ def read_json(path: Path) -> pl.DataFrame:
         .select("date", *names, _WHY)
         .with_row_index(_AT, offset=1)
     )
+
+
+def _is_ms(value: object) -> bool:
+    """A JSON candle's timestamp: whole milliseconds (written as an integer or an integral float) in 1900..2100."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return False
+    return _MS_RANGE[0] <= value < _MS_RANGE[1]
 
 
 def _from_table(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
@@ -437,24 +456,33 @@ def _disagreement(a: pl.DataFrame, b: pl.DataFrame, rel_tol: float) -> str | Non
                and abs(r[c] - r[f"{c}_b"]) / max(abs(r[f"{c}_b"]), 1e-12) > rel_tol)
     first = f"{col} on {r['date']}: {r[col]} vs {r[col + '_b']}"
     share = f"{bad.height} of {j.height} shared dates differ"
-    crossed = [
-        (x, y) for x, y in (("close", "adj_close_b"), ("adj_close", "close_b"))
-        if j.select(off(x, y).fill_null(True).any()).item() is False
-        and j.select(off("close", "close_b").any()).item()
-    ]
-    if crossed:
-        who = "the first file's close is the second's Adj Close" if crossed[0][0] == "close" else (
-            "the first file's Adj Close is the second's close")
-        return f"{first}; {share}; {who}: adjusted vs raw prices"
-    ratio = j.select((pl.col("close") / pl.col("close_b")).alias("r")).to_series().drop_nulls()
-    lo, hi, mid = ratio.min(), ratio.max(), ratio.median()
     if j.height < 5:
         return f"{first}; {share}"
-    if bad.height * 2 >= j.height and lo > 0 and hi / lo - 1 < 0.05:
+    many = bad.height * 2 >= j.height
+
+    def ratio(x: str, y: str) -> tuple[float, float, float] | None:
+        """(median, min, max) of x / y over the shared dates."""
+        r = j.select((pl.col(x) / pl.col(y)).alias("r")).to_series().drop_nulls()
+        r = r.filter(r.is_finite() & (r > 0))
+        return (r.median(), r.min(), r.max()) if r.len() else None
+
+    def spread(q: tuple[float, float, float] | None) -> float:
+        return float("inf") if q is None else q[2] / q[1] - 1
+
+    closes = ratio("close", "close_b")
+    # One file's Adj Close following the other's close more steadily than the closes follow each other.
+    for x, y, who in (("adj_close", "close_b", "the first file's Adj Close tracks the second's close"),
+                      ("close", "adj_close_b", "the first file's close tracks the second's Adj Close")):
+        q = ratio(x, y)
+        if many and spread(q) < 0.02 and spread(q) < spread(closes):
+            return (f"{first}; {share}; {who} (ratio {q[0]:.4f}, {q[1]:.4f}..{q[2]:.4f}), closer than the closes "
+                    f"do: adjusted vs raw prices")
+    if many and spread(closes) < 0.05:
+        mid, lo, hi = closes
         return (f"{first}; {share}; close ratio roughly constant ({mid:.4f}, {lo:.4f}..{hi:.4f}): "
                 "likely adjusted vs raw prices (or adjusted at different dates)")
-    if bad.height * 2 >= j.height:
-        return (f"{first}; {share}; close ratio drifts from {ratio[0]:.4f} to {ratio[-1]:.4f}: "
+    if many and closes is not None:
+        return (f"{first}; {share}; close ratio drifts from {closes[1]:.4f} to {closes[2]:.4f}: "
                 "likely a different adjustment basis (dividend-adjusted vs raw) or another instrument")
     return f"{first}; {share}: likely revised or bad rows in one of the files"
 

@@ -253,6 +253,7 @@ def test_a_row_with_a_missing_field_is_held_back(tmp_path):
         ('"108"', "close is '108', not a number"),
         ("NaN", "close is nan, not a price"),
         ("null", "no close"),
+        ("1" + "0" * 400, "close is 1000000000000000000000000000000000000000... (401 characters), out of range"),
     ],
 )
 def test_a_json_price_that_is_not_a_number_is_held_back(tmp_path, value, why):
@@ -263,13 +264,21 @@ def test_a_json_price_that_is_not_a_number_is_held_back(tmp_path, value, why):
     assert held(batch, "BTC_USDT-1d.json") == {"row 2": why}
 
 
-@pytest.mark.parametrize("ms", ["1e300", "99999999999999999999999", "-99999999999999", "true", '"2024-01-02"'])
+@pytest.mark.parametrize(
+    "ms", ["1e300", "99999999999999999999999", "-99999999999999", "true", '"2024-01-02"', "1704153600000.5", "NaN"]
+)
 def test_a_json_timestamp_out_of_range_is_held_back_naming_the_row(tmp_path, ms):
     write(tmp_path, "BTC_USDT-1d.json", f"[[1704067200000, 1, 2, 0.5, 1.5, 9], [{ms}, 1, 2, 0.5, 1.5, 9]]")
     batch = fetch(tmp_path)
     assert batch.bars["date"].to_list() == [date(2024, 1, 1)]
     [(line, why)] = held(batch, "BTC_USDT-1d.json").items()
     assert line == "row 2" and why.startswith("timestamp ") and why.endswith("is not milliseconds between 1900 and 2100")
+
+
+def test_a_json_timestamp_written_as_an_integral_float_is_read(tmp_path):
+    write(tmp_path, "BTC_USDT-1d.json", "[[1704067200000.0, 1, 2, 0.5, 1.5, 9]]")
+    batch = fetch(tmp_path)
+    assert batch.bars["date"].to_list() == [date(2024, 1, 1)] and not batch.problems
 
 
 def test_the_text_nan_and_an_empty_row_never_replace_a_valid_bar(tmp_path):

@@ -135,7 +135,20 @@ def test_adjusted_vs_raw_is_recognised_from_the_adj_close_column(tmp_path):
     (b / "IWM.csv").write_text("Date,Open,High,Low,Close,Volume\n" + adj)
     (b / "QQQ.csv").write_text("Date,Open,High,Low,Close,Volume\n" + adj)
     [w] = FilesSource([a, b]).read(UNIVERSE).warnings
-    assert "the first file's Adj Close is the second's close: adjusted vs raw prices" in w
+    assert "the first file's Adj Close tracks the second's close (ratio 1.0000, 1.0000..1.0000)" in w
+    assert w.endswith("adjusted vs raw prices). Not published; set XASSET_FILES_ON_CONFLICT=first-path to let the file "
+                      "of the earlier --path win.")
+
+
+def test_real_raw_and_auto_adjusted_downloads_are_told_apart(real_data):
+    """xjcarter-data has raw Close and Adj Close (2022); alitalbi's closes are adjusted (2026)."""
+    done = FilesSource([real_data / "xjcarter-data", real_data / "alitalbi-storage_data_fy"]).read(UNIVERSE)
+    [w] = [w for w in done.warnings if "disagree" in w]
+    assert w.startswith("2 symbol(s) are in more than one file and disagree: IWM (xjcarter-data/IWM.csv vs "
+                        "alitalbi-storage_data_fy/IWM.csv: close on 2000-05-26: 45.71875 vs 32.929141998291016; "
+                        "5658 of 5658 shared dates differ; the first file's Adj Close tracks the second's close (ratio 1.04")
+    assert "SPY (xjcarter-data/SPY.csv vs alitalbi-storage_data_fy/SPY.csv" in w and "^RUT" not in w
+    assert {"IWM", "SPY"} == set(done.failed) and "^RUT" in set(done.bars["symbol"])
 
 
 def test_a_malformed_value_holds_back_its_row_naming_file_line_and_column(tmp_path):
@@ -318,6 +331,5 @@ def test_input_problems_table_lists_source_problems_and_screened_rows_per_file()
         {"file": "bad/EMPTY.csv", "symbol": "EMPTY", "problem": "not a price history (empty file)", "action": "file skipped"},
         {"file": "bad/NEG.csv", "symbol": "NEG", "problem": "line 3: adj_close > 0", "action": "row held back"},
         {"file": "bad/NEG.csv", "symbol": "NEG", "problem": "line 3: close > 0", "action": "row held back"},
-        {"file": "bad/R.csv", "symbol": "R", "problem": "7 fields where the header has 6 (a shifted row) (and 1 more; "
-         "lines 3, 9)", "action": "row held back"},
+        {"file": "bad/R.csv", "symbol": "R", "problem": "7 fields where the header has 6 (a shifted row) (2 lines: 3, 9)", "action": "row held back"},
     ]
