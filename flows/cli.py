@@ -60,14 +60,21 @@ def prepare_prefect(settings: Settings) -> None:
         os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 
 
-def check_configured_server() -> str | None:
-    """The PREFECT_API_URL in use, after checking it answers: one line at once instead of Prefect's retries."""
-    from flows.serve import api_healthy
+def check_configured_server(reuse_served: bool = True) -> str | None:
+    """The Prefect server to use, before Prefect is imported; None: Prefect's temporary one.
+
+    PREFECT_API_URL if set (checked: one line at once instead of Prefect's
+    retries); else, with ``reuse_served``, the server a running ``xasset serve``
+    owns for this PREFECT_HOME, which spares the temporary server's start-up.
+    """
+    from flows.serve import announced_api_server, api_healthy
 
     api = os.environ.get("PREFECT_API_URL")
     if api and not api_healthy(api):
         raise fail(f"the Prefect server at PREFECT_API_URL={api} does not answer (start it, or unset "
                    "PREFECT_API_URL to run with a temporary local one)")
+    if not api and reuse_served and (api := announced_api_server(Path(os.environ["PREFECT_HOME"]))):
+        os.environ["PREFECT_API_URL"] = api
     return api
 
 
@@ -174,7 +181,7 @@ def run(
     check_configured_server()
     # Before importing Prefect (seconds by itself): the wait starts here.
     err.print(f"[dim]running {source} pipeline into {settings.data_dir} ({prefect_startup_note()}) ...[/]",
-              highlight=False)
+              highlight=False, soft_wrap=True)
     from flows.nightly import nightly
 
     quiet_console_logs(settings)
@@ -395,7 +402,8 @@ def serve(
     # Before anything imports Prefect: it reads PREFECT_HOME and PREFECT_API_URL at import.
     prepare_prefect(settings)
     with ExitStack() as owned:
-        api = check_configured_server()
+        # Not another serve's server: it stops when that serve does.
+        api = check_configured_server(reuse_served=False)
         if api:
             err.print(f"[dim]using the Prefect server at {api}[/]", highlight=False)
         else:

@@ -46,6 +46,10 @@ def nightly_schedule(cron: str = NIGHTLY_CRON, timezone: str = NIGHTLY_TIMEZONE)
     return Cron(cron, timezone=timezone)
 
 
+# In PREFECT_HOME while ``xasset serve``'s own server is up: its API URL.
+ANNOUNCE_FILE = "xasset-serve-api-url"
+
+
 class ServerStartError(RuntimeError):
     """The local Prefect server did not come up; the message names its log."""
 
@@ -120,9 +124,24 @@ def owned_api_server(home: Path, startup_timeout: float, say: Callable[[str], No
                 )
             time.sleep(0.5)
         say(f"Prefect server ready after {time.monotonic() - started:.0f} s: UI http://127.0.0.1:{port}")
-        yield api
+        # Other xasset commands on this PREFECT_HOME use it instead of starting their own.
+        announce = home / ANNOUNCE_FILE
+        announce.write_text(api + "\n")
+        try:
+            yield api
+        finally:
+            announce.unlink(missing_ok=True)
     finally:
         stop_process_group(proc)
+
+
+def announced_api_server(home: Path) -> str | None:
+    """The API of a server ``xasset serve`` runs for ``home``, if one is up and answering."""
+    try:
+        api = (home / ANNOUNCE_FILE).read_text().strip()
+    except OSError:
+        return None
+    return api if api and api_healthy(api) else None
 
 
 def with_resolved_annotations(flow):

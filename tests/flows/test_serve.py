@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import sys
 from datetime import date
 from pathlib import Path
@@ -135,7 +136,28 @@ def test_serve_alone_starts_its_own_server_and_the_schedule_fires_twice(tmp_path
                 return done if len(done) >= 2 else None
 
             done = wait_for("two scheduled runs to complete", two_completed, timeout=600, interval=3)
-        assert len({r["expected_start_time"] for r in done}) == len(done)
+            assert len({r["expected_start_time"] for r in done}) == len(done)
+
+            # An ad-hoc `xasset run` on the same data directory meanwhile uses serve's server
+            # instead of starting Prefect's temporary one. Pause the schedule so no run holds the lock.
+            deployment = client.get("/deployments/name/nightly/nightly-served").raise_for_status().json()
+            client.patch(f"/deployments/{deployment['id']}", json={"paused": True}).raise_for_status()
+
+            def idle():
+                runs = client.post("/flow_runs/filter", json={
+                    "flow_runs": {"state": {"type": {"any_": ["PENDING", "RUNNING"]}}}}).raise_for_status().json()
+                return not runs
+
+            wait_for("the served runs to finish", idle, timeout=300, interval=2)
+            adhoc = subprocess.run(
+                [sys.executable, "-m", "flows.cli", "run", "--source", "sample", "--start", "2024-01-02",
+                 "--as-of", "2024-03-28", "--data-dir", str(data)],
+                env=env, capture_output=True, text=True, timeout=600,
+            )
+            assert adhoc.returncode == 0, adhoc.stderr[-2000:]
+            assert f"Prefect server {api}" in adhoc.stderr.replace("\n", "")
+            flow_runs = client.post("/flow_runs/filter", json={}).raise_for_status().json()
+            assert [r for r in flow_runs if r["deployment_id"] is None and r["state"]["type"] == "COMPLETED"]
         # Ctrl-C in a terminal: SIGINT to the foreground process group.
         os.killpg(serve.p.pid, signal.SIGINT)
         serve.p.wait(timeout=120)
@@ -159,8 +181,6 @@ def test_serve_alone_starts_its_own_server_and_the_schedule_fires_twice(tmp_path
 
 def test_serve_refuses_a_configured_server_that_does_not_answer(tmp_path):
     """PREFECT_API_URL set but nothing listening: one line and exit 1, not Prefect's retries and traceback."""
-    import subprocess
-
     api = f"http://127.0.0.1:{free_port()}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "XASSET_"))} | {"PREFECT_API_URL": api}
     done = subprocess.run([sys.executable, "-m", "flows.cli", "serve", "--source", "sample",
