@@ -188,3 +188,18 @@ def test_serve_refuses_a_configured_server_that_does_not_answer(tmp_path):
     assert done.returncode == 1
     assert f"the Prefect server at PREFECT_API_URL={api} does not answer" in done.stderr.replace("\n", "")
     assert "Traceback" not in done.stderr
+
+
+def test_serve_checks_its_options_without_importing_prefect(tmp_path):
+    """Prefect reads PREFECT_HOME and friends at import: nothing before prepare_prefect() may import it."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import flows.cli, flows.serve\n"
+        "flows.serve.check_timezone('America/New_York')\n"
+        "assert flows.serve.announced_api_server(Path(sys.argv[1])) is None\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
