@@ -365,9 +365,10 @@ STAGES = {
 
 def _more_stages() -> None:
     # Stages kept in their own modules (one line each here, for easy merges).
-    from bench import incremental
+    from bench import incremental, prefect_overhead
 
     STAGES.update(incremental.STAGES)
+    STAGES.update(prefect_overhead.STAGES)
 
 
 _more_stages()

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date
 from enum import Enum
 from pathlib import Path
@@ -56,7 +56,8 @@ def prepare_prefect(settings: Settings) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     # A fresh PREFECT_HOME migrates its database on first start, which can
     # take longer than Prefect's 20 s default on a busy 2-core machine.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+                          str(settings.prefect_server_startup_timeout_seconds))
     if settings.prefect_quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
@@ -64,6 +65,33 @@ def prepare_prefect(settings: Settings) -> None:
     from flows.ephemeral_server import own_ephemeral_server
 
     own_ephemeral_server()
+
+
+def check_configured_server(reuse_served: bool = True) -> str | None:
+    """The Prefect server to use, before Prefect is imported; None: Prefect's temporary one.
+
+    PREFECT_API_URL if set (checked: one line at once instead of Prefect's
+    retries); else, with ``reuse_served``, the server a running ``xasset serve``
+    owns for this PREFECT_HOME, which spares the temporary server's start-up.
+    """
+    from flows.serve import announced_api_server, api_healthy
+
+    api = os.environ.get("PREFECT_API_URL")
+    if api and not api_healthy(api):
+        raise fail(f"the Prefect server at PREFECT_API_URL={api} does not answer (start it, or unset "
+                   "PREFECT_API_URL to run with a temporary local one)")
+    if not api and reuse_served and (api := announced_api_server(Path(os.environ["PREFECT_HOME"]))):
+        os.environ["PREFECT_API_URL"] = api
+    return api
+
+
+def prefect_startup_note() -> str:
+    """What the operator waits for before the first stage: a running server, or Prefect's temporary one."""
+    api = os.environ.get("PREFECT_API_URL")
+    if api:
+        return f"Prefect server {api}"
+    return ("Prefect starts a temporary local API first, 20-60 s; a running server named by PREFECT_API_URL "
+            "skips that, see docs/operations.md")
 
 
 def quiet_console_logs(settings: Settings) -> None:
@@ -263,16 +291,16 @@ def run(
     with stoppable(settings):
         refuse_if_running(settings)
         prepare_prefect(settings)
+        check_configured_server()
+        # Before importing Prefect (seconds by itself): the wait starts here.
+        err.print(f"[dim]running {source} pipeline into {settings.data_dir} ({prefect_startup_note()}) ...[/]",
+                  highlight=False, soft_wrap=True)
         from flows.nightly import nightly
 
         quiet_console_logs(settings)
 
         from flows.artifacts import print_report
 
-        err.print(
-            f"[dim]running {source} pipeline into {settings.data_dir} (Prefect starts first) ...[/]",
-            highlight=False, soft_wrap=True,
-        )
         try:
             with stage_progress():
                 summary = nightly(
@@ -546,6 +574,7 @@ def backfill(
     with stoppable(settings):
         refuse_if_running(settings)
         prepare_prefect(settings)
+        check_configured_server()
         from flows.backfill import backfill as backfill_flow
 
         quiet_console_logs(settings)
@@ -572,19 +601,47 @@ def serve(
     timezone: Annotated[str | None, typer.Option(help="IANA time zone of the cron (default UTC).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
 ) -> None:
-    """Run the nightly schedule in this process until interrupted (no work pool needed)."""
-    from flows.serve import NIGHTLY_CRON, NIGHTLY_TIMEZONE, nightly_schedule, serve_nightly
+    """Run the nightly schedule until interrupted (no work pool needed).
+
+    Uses the Prefect server at PREFECT_API_URL; when it is unset, starts a
+    local one (state under <data dir>/.prefect) and stops it on exit.
+    """
+    from flows.serve import (
+        NIGHTLY_CRON, NIGHTLY_TIMEZONE, ServerStartError, check_timezone, owned_api_server,
+    )
 
     settings = settings_for(data_dir)
     cron, timezone = cron or NIGHTLY_CRON, timezone or NIGHTLY_TIMEZONE
     try:
-        nightly_schedule(cron, timezone)
+        check_timezone(timezone)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    # Before anything imports Prefect: it reads PREFECT_HOME and PREFECT_API_URL at import.
     prepare_prefect(settings)
-    err.print(f"[dim]serving nightly ({cron}, {timezone}, source {source}) into {settings.data_dir}; Ctrl-C stops[/]")
-    serve_nightly({"source": source, "data_dir": str(settings.data_dir.resolve())}, cron, timezone)
+    with ExitStack() as owned:
+        # Not another serve's server: it stops when that serve does.
+        api = check_configured_server(reuse_served=False)
+        if api:
+            err.print(f"[dim]using the Prefect server at {api}[/]", highlight=False)
+        else:
+            try:
+                api = owned.enter_context(owned_api_server(
+                    Path(os.environ["PREFECT_HOME"]), settings.prefect_server_startup_timeout_seconds,
+                    say=lambda line: err.print(f"[dim]{line}[/]", highlight=False),
+                ))
+            except ServerStartError as exc:
+                raise fail(str(exc)) from None
+            os.environ["PREFECT_API_URL"] = api
+        from flows.serve import nightly_schedule, serve_nightly
 
+        try:
+            nightly_schedule(cron, timezone)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        err.print(f"[dim]serving nightly ({cron}, {timezone}, source {source}) into {settings.data_dir}; "
+                  "Ctrl-C stops[/]", highlight=False)
+        serve_nightly({"source": source, "data_dir": str(settings.data_dir.resolve())}, cron, timezone)
+    err.print("[dim]xasset serve stopped[/]")
 
 
 @app.command()

@@ -193,6 +193,14 @@ class Settings(ExecutionSettings):
             "readable by any 1.x client."
         ),
     )
+    prefect_server_startup_timeout_seconds: float = Field(
+        180, gt=0,
+        description=(
+            "Bound on a local Prefect API server's start-up: the one `xasset serve` starts when PREFECT_API_URL "
+            "is unset, and a run's ephemeral one (a fresh PREFECT_HOME migrates its database first, which can "
+            "take over a minute on a busy 2-core machine)."
+        ),
+    )
     prefect_quiet: bool = Field(
         True, description="Silence Prefect's analytics and per-task INFO chatter for local runs."
     )

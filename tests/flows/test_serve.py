@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import subprocess
 import sys
 from datetime import date
 from pathlib import Path
@@ -11,7 +14,7 @@ import duckdb
 import httpx
 import pytest
 
-from tests.flows.test_deployments import TERMINAL, Proc, free_port, server_env, wait_for
+from tests.flows.test_deployments import TERMINAL, Proc, answering, free_port, server_env, wait_for
 
 # Not the default schedule: proves the CLI's --cron/--timezone reach the server.
 CRON, TIMEZONE = "0 18 * * 1-5", "America/New_York"
@@ -79,3 +82,124 @@ def test_serve_registers_its_schedule_and_runs_a_triggered_flow(tmp_path):
         assert con.sql("SELECT list(status) FROM pipeline_runs").fetchall()[0][0] == ["succeeded"]
     finally:
         con.close()
+
+
+def processes_with(needle: str) -> list[int]:
+    """Pids whose command line contains ``needle`` (from /proc: no third-party helper)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if needle in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="checks for leftover processes through /proc (Linux)")
+@pytest.mark.timeout(900)
+def test_serve_alone_starts_its_own_server_and_the_schedule_fires_twice(tmp_path):
+    """No PREFECT_API_URL, nothing else running: serve starts a server, every-minute runs happen, Ctrl-C stops all."""
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "XASSET_"))}
+    env |= {"DO_NOT_TRACK": "1", "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    serve = Proc([sys.executable, "-m", "flows.cli", "serve", "--source", "sample", "--data-dir", str(data),
+                  "--cron", "* * * * *"], env, tmp_path / "serve.log")
+    port = None
+    try:
+        def serving() -> str | None:
+            if serve.p.poll() is not None:
+                raise AssertionError(f"xasset serve exited:\n{serve.tail()}")
+            found = re.search(r"server ready after \d+ s: UI http://127\.0\.0\.1:(\d+)", serve.tail())
+            return found.group(1) if found and "serving nightly" in serve.tail() else None
+
+        port = wait_for("xasset serve to start its Prefect server", serving, timeout=300)
+        api = f"http://127.0.0.1:{port}/api"
+        with httpx.Client(base_url=api, timeout=30) as client:
+            def two_completed():
+                if serve.p.poll() is not None:
+                    raise AssertionError(f"xasset serve exited:\n{serve.tail()}")
+                try:
+                    deployment = client.get("/deployments/name/nightly/nightly-served")
+                except httpx.HTTPError:
+                    return None
+                if deployment.status_code != 200:
+                    return None
+                runs = client.post("/flow_runs/filter", json={
+                    "deployments": {"id": {"any_": [deployment.json()["id"]]}},
+                }).raise_for_status().json()
+                failed = [r for r in runs if r["state"] and r["state"]["type"] in TERMINAL - {"COMPLETED"}]
+                assert not failed, f"{failed[0]['state']}\nserve log:\n{serve.tail()}"
+                done = [r for r in runs if r["auto_scheduled"] and r["state"]["type"] == "COMPLETED"]
+                return done if len(done) >= 2 else None
+
+            done = wait_for("two scheduled runs to complete", two_completed, timeout=600, interval=3)
+            assert len({r["expected_start_time"] for r in done}) == len(done)
+
+            # An ad-hoc `xasset run` on the same data directory meanwhile uses serve's server
+            # instead of starting Prefect's temporary one. Pause the schedule so no run holds the lock.
+            deployment = client.get("/deployments/name/nightly/nightly-served").raise_for_status().json()
+            client.patch(f"/deployments/{deployment['id']}", json={"paused": True}).raise_for_status()
+
+            def idle():
+                runs = client.post("/flow_runs/filter", json={
+                    "flow_runs": {"state": {"type": {"any_": ["PENDING", "RUNNING"]}}}}).raise_for_status().json()
+                return not runs
+
+            wait_for("the served runs to finish", idle, timeout=300, interval=2)
+            adhoc = subprocess.run(
+                [sys.executable, "-m", "flows.cli", "run", "--source", "sample", "--start", "2024-01-02",
+                 "--as-of", "2024-03-28", "--data-dir", str(data)],
+                env=env, capture_output=True, text=True, timeout=600,
+            )
+            assert adhoc.returncode == 0, adhoc.stderr[-2000:]
+            assert f"Prefect server {api}" in adhoc.stderr.replace("\n", "")
+            flow_runs = client.post("/flow_runs/filter", json={}).raise_for_status().json()
+            assert [r for r in flow_runs if r["deployment_id"] is None and r["state"]["type"] == "COMPLETED"]
+        # Ctrl-C in a terminal: SIGINT to the foreground process group.
+        os.killpg(serve.p.pid, signal.SIGINT)
+        serve.p.wait(timeout=120)
+    finally:
+        serve.stop()
+
+    assert serve.p.returncode == 0, serve.tail()
+    # Nothing left: not the flow-run children (serve's group) nor the server it started (its own group).
+    wait_for("every process of xasset serve to exit", lambda: not group_alive(serve.p.pid), timeout=60, interval=0.5)
+    wait_for("the server xasset serve started to exit", lambda: not processes_with(f"--port {port}"),
+             timeout=60, interval=0.5)
+    assert "xasset serve stopped" in serve.tail()
+
+    con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
+    try:
+        statuses = con.execute("SELECT list(status) FROM pipeline_runs").fetchone()[0]
+        assert statuses.count("succeeded") >= 1
+    finally:
+        con.close()
+
+
+def test_serve_refuses_a_configured_server_that_does_not_answer(tmp_path):
+    """PREFECT_API_URL set but nothing listening: one line and exit 1, not Prefect's retries and traceback."""
+    api = f"http://127.0.0.1:{free_port()}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "XASSET_"))} | {"PREFECT_API_URL": api}
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "serve", "--source", "sample",
+                           "--data-dir", str(tmp_path / "data")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert f"the Prefect server at PREFECT_API_URL={api} does not answer" in done.stderr.replace("\n", "")
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_checks_its_options_without_importing_prefect(tmp_path):
+    """Prefect reads PREFECT_HOME and friends at import: nothing before prepare_prefect() may import it."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import flows.cli, flows.serve\n"
+        "flows.serve.check_timezone('America/New_York')\n"
+        "assert flows.serve.announced_api_server(Path(sys.argv[1])) is None\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

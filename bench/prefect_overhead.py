@@ -1,0 +1,138 @@
+"""Bench stage ``prefect_overhead``: what one ``xasset run`` spends outside the pipeline (issue #13).
+
+Runs the real CLI (``python -m flows.cli run --source sample``, a short
+range so the pipeline itself is small) in fresh processes and splits each
+run's wall time with the run's own record (``pipeline_runs.started_at`` /
+``finished_at``, written by the flow):
+
+* ``before_s``: process start to the pipeline's start: interpreter, imports,
+  Prefect start-up (the ephemeral API server, or the client against a running
+  one), flow-run creation;
+* ``pipeline_s``: the run as the run log records it;
+* ``after_s``: the pipeline's end to process exit (reporting, Prefect shutdown).
+
+Modes, each twice (the second run finds no new data):
+
+* ``ephemeral``: nothing configured, as a new user runs it; Prefect starts its
+  in-process API server with a fresh, then a warm ``PREFECT_HOME``;
+* ``server``: ``PREFECT_API_URL`` points at a ``prefect server start`` that is
+  already running (started before, its start-up timed separately).
+
+Also, in the same run: ``import prefect`` and ``import flows.nightly`` alone, a
+no-op flow in each mode (Prefect's own cost, without xasset's imports), the
+load average at each line, and the ratios of the ephemeral to the server mode. ``python -m bench --stages prefect_overhead``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RANGE = ("--start", "2024-01-02", "--as-of", "2024-06-28")
+
+
+def _env(home: Path, api_url: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "XASSET_"))}
+    env |= {"PREFECT_HOME": str(home), "DO_NOT_TRACK": "1"}
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def _cli_run(data: Path, env: dict[str, str]) -> dict:
+    from warehouse.runs import RunLog
+
+    launched = datetime.now(UTC)
+    t = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--source", "sample", *RANGE,
+                           "--data-dir", str(data)], env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    wall = time.perf_counter() - t
+    exited = datetime.now(UTC)
+    if done.returncode != 0:
+        raise RuntimeError(f"xasset run failed:\n{done.stderr[-2000:]}")
+    last = RunLog(data).runs().sort("started_at").row(-1, named=True)
+    started, finished = (last[k].replace(tzinfo=UTC) if last[k].tzinfo is None else last[k]
+                         for k in ("started_at", "finished_at"))
+    return {
+        "wall_s": round(wall, 2),
+        "before_s": round((started - launched).total_seconds(), 2),
+        "pipeline_s": round((finished - started).total_seconds(), 2),
+        "after_s": round((exited - finished).total_seconds(), 2),
+        "rows_written": last["rows_written"],
+    }
+
+
+NOOP_FLOW = """
+import time
+from prefect import flow
+
+@flow
+def noop():
+    print(time.time(), flush=True)
+
+noop()
+"""
+
+
+def _noop_flow(env: dict[str, str]) -> dict:
+    """A flow that does nothing: Prefect's own fixed cost, without xasset's imports."""
+    launched = time.time()
+    t = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", NOOP_FLOW], env=env | {"PREFECT_LOGGING_LEVEL": "WARNING"},
+                          capture_output=True, text=True, timeout=900, check=True)
+    wall = time.perf_counter() - t
+    entered = float(done.stdout.split()[0])
+    return {"wall_s": round(wall, 2), "before_s": round(entered - launched, 2)}
+
+
+def _import_seconds(module: str, env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import {module}"], env=env, cwd=REPO, check=True, capture_output=True,
+                   timeout=600)
+    return round(time.perf_counter() - t, 2)
+
+
+def _emit(stage: str, **fields) -> None:
+    print(json.dumps({"stage": stage, "load_avg_1m": round(os.getloadavg()[0], 2), **fields}), flush=True)
+
+
+def stage_prefect_overhead(work: Path, args) -> None:
+    from flows.serve import owned_api_server
+
+    root = work / "prefect_overhead"
+    _emit("import_prefect", seconds=_import_seconds("prefect", _env(root / "import-home", None)))
+    _emit("import_flows_nightly", seconds=_import_seconds("flows.nightly", _env(root / "import-home", None)),
+          note="prefect plus the pipeline's libraries (polars, duckdb, exchange_calendars, dataframely)")
+
+    results: dict[str, list[dict]] = {"ephemeral": [], "server": []}
+    _emit("noop_flow_ephemeral", **_noop_flow(_env(root / "noop-home", None)))
+    for attempt in ("first", "second"):
+        r = _cli_run(root / "ephemeral-data", _env(root / "ephemeral-home", None))
+        results["ephemeral"].append(r)
+        _emit(f"cli_run_ephemeral_{attempt}", **r)
+
+    home = root / "server-home"
+    t = time.perf_counter()
+    with owned_api_server(home, startup_timeout=600) as api:
+        _emit("prefect_server_start", seconds=round(time.perf_counter() - t, 2), note="once per server, not per run")
+        _emit("noop_flow_server", **_noop_flow(_env(root / "client-home", api)))
+        for attempt in ("first", "second"):
+            r = _cli_run(root / "server-data", _env(root / "client-home", api))
+            results["server"].append(r)
+            _emit(f"cli_run_server_{attempt}", **r)
+
+    ratios = {}
+    for i, attempt in enumerate(("first", "second")):
+        eph, srv = results["ephemeral"][i], results["server"][i]
+        ratios[f"before_{attempt}"] = round(eph["before_s"] / srv["before_s"], 1) if srv["before_s"] > 0 else None
+        ratios[f"wall_{attempt}"] = round(eph["wall_s"] / srv["wall_s"], 1) if srv["wall_s"] > 0 else None
+    _emit("prefect_overhead_ratio_ephemeral_to_server", **ratios)
+
+
+STAGES = {"prefect_overhead": stage_prefect_overhead}
