@@ -41,7 +41,11 @@ def test_backfill_of_an_older_range_keeps_the_published_as_of_and_adds_the_histo
     # Every bar analysts saw is still there with the same close. (A longer
     # history may add a few rows inside the old range: the first days of a
     # series no longer lack the previous session they are aligned against.)
-    same = prices_before.join(prices, on=["symbol", "date"], how="left", suffix="_after")
+    # Derived indices (ALTS, MAJORS) are rebased to 100 on their first date, which moves back.
+    derived = read_table(data / "warehouse.duckdb", "dim_asset").filter(pl.col("source") == "derived")["symbol"]
+    assert derived.len() > 0
+    observed = prices_before.filter(~pl.col("symbol").is_in(derived.implode()))
+    same = observed.join(prices, on=["symbol", "date"], how="left", suffix="_after")
     assert same["close_after"].null_count() == 0
     assert (same["close"] == same["close_after"]).all()
     # ... and the older history is there.
