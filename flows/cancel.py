@@ -81,13 +81,24 @@ def _handler(signum: int, frame) -> None:
     raise RunCancelled(signum)
 
 
-def install(grace_s: float, on_timeout: Callable[[int], None]) -> None:
-    """Turn SIGINT and SIGTERM into ``RunCancelled`` (main thread only)."""
+def install(grace_s: float, on_timeout: Callable[[int], None]) -> dict:
+    """Turn SIGINT and SIGTERM into ``RunCancelled`` (main thread only); returns the handlers replaced."""
     _state.installed = True
+    _state.requested, _state.raised, _state.shield_depth = None, False, 0
     _state.grace_s = grace_s
     _state.on_timeout = on_timeout
-    for s in SIGNALS:
-        signal.signal(s, _handler)
+    return {s: signal.signal(s, _handler) for s in SIGNALS}
+
+
+def uninstall(previous: dict) -> None:
+    """Put back the handlers ``install`` replaced (a command run in-process, e.g. by a test, ends)."""
+    _state.installed = False
+    _state.on_timeout = None
+    if _state.watchdog is not None:
+        _state.watchdog.cancel()
+        _state.watchdog = None
+    for s, handler in previous.items():
+        signal.signal(s, handler)
 
 
 def rearm() -> None:

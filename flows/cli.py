@@ -177,7 +177,7 @@ def stoppable(settings: Settings):
     """Ctrl-C and SIGTERM end the run within seconds: recorded cancelled, one line, no traceback."""
     from flows import cancel
 
-    cancel.install(settings.stop_grace_seconds, stop_now)
+    previous = cancel.install(settings.stop_grace_seconds, stop_now)
     try:
         yield
     except BaseException as exc:
@@ -186,6 +186,8 @@ def stoppable(settings: Settings):
         signum = cancel.requested() or getattr(exc, "signum", None) or signal.SIGINT
         stop_now(signum, getattr(exc, "run_id", None), getattr(exc, "published", False))
         raise
+    finally:
+        cancel.uninstall(previous)
 
 def short_values(frame, name: str, width: int = 40) -> bool:
     """Whether every value of a column fits ``width`` characters (names, symbols, ids: never wrapped)."""

@@ -7,8 +7,11 @@ place, never copied); tests that need it skip with a clear reason when absent.
 from __future__ import annotations
 
 import os
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +35,10 @@ def prefect_harness():
     """One throwaway local Prefect API for every in-process flow test of the session."""
     from prefect.testing.utilities import prefect_test_harness
 
+    from flows.ephemeral_server import own_ephemeral_server
+
+    # Its server dies with this process even when pytest itself is killed.
+    own_ephemeral_server()
     # A fresh database migrates on start; give a loaded 2-core CI machine time.
     with prefect_test_harness(server_startup_timeout=180):
         yield
@@ -58,3 +65,57 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.process)
         if item.get_closest_marker("process") or fixtures & SLOW_FIXTURES:
             item.add_marker(pytest.mark.slow)
+
+# ----------------------------------------------------------------- no process left behind
+# Every process a test starts must be gone when the session ends, also the
+# ones a test killed the parent of (Prefect's temporary API server was the
+# usual survivor: parent 1, ~240 MB each). Checked once, at the end.
+SESSION_STARTED = time.time()
+LEFTOVER_GRACE_S = 20  # a server whose run was just killed needs a moment to notice
+
+
+def _ours(p: psutil.Process) -> bool:
+    """A process of this checkout's environment started during this session."""
+    try:
+        cmd = p.cmdline()
+        return bool(cmd) and cmd[0].startswith(str(REPO / ".venv")) and p.create_time() >= SESSION_STARTED - 1
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def leftover_processes() -> list[psutil.Process]:
+    """Children of this pytest process still running, and orphans (parent 1) of this checkout's .venv."""
+    me = psutil.Process()
+    found = {p.pid: p for p in me.children(recursive=True)}
+    for p in psutil.process_iter(["ppid"]):
+        if p.info["ppid"] == 1 and p.pid != me.pid and _ours(p):
+            found.setdefault(p.pid, p)
+    alive = []
+    for p in found.values():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def pytest_sessionfinish(session, exitstatus):
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    left = leftover_processes()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = leftover_processes()
+    if not left:
+        return
+    lines = []
+    for p in left:
+        try:
+            lines.append(f"  pid {p.pid} (parent {p.ppid()}): {' '.join(p.cmdline())[:200]}")
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    sys.stderr.write(
+        "\nERROR: the test session left processes running (now killed):\n" + "\n".join(lines) + "\n"
+    )
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

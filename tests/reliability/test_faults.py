@@ -68,7 +68,8 @@ def story(tmp_path_factory, prefect_home):
     seen["before_kill"]["extract"] = published(data)
     paused = start_paused(prefect_home, "extract", marker, *args_d3)
     seen["lock_holder_pid"] = paused.proc.pid
-    seen["concurrent"] = run_xasset(prefect_home, *args_d3)
+    # No queueing here (test_signals covers the wait): the refusal itself is the claim.
+    seen["concurrent"] = run_xasset(prefect_home, *args_d3, XASSET_LOCK_WAIT_SECONDS="0")
     seen["published_during_concurrent"] = published(data)
     paused.kill()
     seen["after_kill"]["extract"] = published(data)

@@ -41,8 +41,10 @@ def data(tmp_path_factory):
     return data
 
 
-def run_args(data) -> tuple[str, ...]:
-    return ("run", "--source", "sample", "--as-of", str(D2), "--data-dir", str(data))
+def run_args(data, as_of: date = D2) -> tuple[str, ...]:
+    # Each test its own as-of: a run that got past extraction cached it, and a
+    # later run to the same date would not fetch (nor pause there) at all.
+    return ("run", "--source", "sample", "--as-of", str(as_of), "--data-dir", str(data))
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -97,17 +99,17 @@ def stderr_lines(stderr: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("point", "how"),
+    ("point", "how", "as_of"),
     [
-        ("extract", "ctrl-c"),    # a worker thread blocked in the source: the main thread cannot wait for it
-        ("transform", "ctrl-c"),  # the main thread itself busy
-        ("extract", "sigterm"),
-        ("stage", "sigterm"),     # outputs half staged
+        ("extract", "ctrl-c", date(2019, 7, 1)),     # a worker thread blocked in the source: the main thread cannot wait for it
+        ("transform", "ctrl-c", date(2019, 7, 2)),   # the main thread itself busy
+        ("extract", "sigterm", date(2019, 7, 3)),
+        ("stage", "sigterm", date(2019, 7, 5)),      # outputs half staged
     ],
 )
-def test_signal_stops_the_run_cleanly(data, prefect_home, tmp_path, point, how):
+def test_signal_stops_the_run_cleanly(data, prefect_home, tmp_path, point, how, as_of):
     before = published(data)
-    paused = start_paused(prefect_home, point, tmp_path / "paused", *run_args(data), new_session=True)
+    paused = start_paused(prefect_home, point, tmp_path / "paused", *run_args(data, as_of), new_session=True)
     proc = paused.proc
     children = descendants(proc.pid)
     assert server_children(children), "the run's Prefect API server should be running"
@@ -139,7 +141,7 @@ def test_signal_stops_the_run_cleanly(data, prefect_home, tmp_path, point, how):
 
 
 def test_kill_9_leaves_no_process_and_the_next_run_cleans_up(data, prefect_home, tmp_path):
-    paused = start_paused(prefect_home, "stage", tmp_path / "paused", *run_args(data))
+    paused = start_paused(prefect_home, "stage", tmp_path / "paused", *run_args(data, date(2019, 7, 8)))
     children = descendants(paused.proc.pid)
     servers = server_children(children)
     assert servers, "the run's Prefect API server should be running"
@@ -161,7 +163,7 @@ def test_ctrl_c_during_prefect_start_up_stops_promptly(data, tmp_path):
     """A fresh Prefect home migrates its database first (the slowest start-up): Ctrl-C in the middle of it."""
     home = tmp_path / "fresh-prefect-home"
     proc = subprocess.Popen(
-        xasset_cmd(*run_args(data)), env=cli_env(home), cwd=REPO,
+        xasset_cmd(*run_args(data, date(2019, 7, 9))), env=cli_env(home), cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     seen: list[psutil.Process] = []
@@ -202,7 +204,8 @@ def test_a_second_run_queues_behind_the_first_and_then_runs(data, prefect_home, 
         assert holder.stdout.readline().strip() == "held"
         with open(err_path, "w") as err_file:
             run = subprocess.Popen(
-                xasset_cmd(*run_args(data)), env=cli_env(prefect_home, XASSET_LOCK_WAIT_SECONDS="600"), cwd=REPO,
+                xasset_cmd(*run_args(data, date(2019, 7, 10))), env=cli_env(prefect_home, XASSET_LOCK_WAIT_SECONDS="600"),
+                cwd=REPO,
                 stdout=subprocess.PIPE, stderr=err_file, text=True,
             )
         try:
@@ -266,3 +269,26 @@ def test_lock_wait_proceeds_when_the_holder_releases(tmp_path):
     finally:
         release.set()
         t.join(30)
+
+
+def test_a_stop_during_the_publish_switch_waits_for_its_end():
+    from flows import cancel
+
+    timeouts: list[int] = []
+    previous = cancel.install(60, timeouts.append)
+    try:
+        steps = []
+        with pytest.raises(cancel.RunCancelled) as stopped:
+            with cancel.shielded():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)  # the handler has run by now, and did not interrupt the block
+                steps.append("switched")
+            steps.append("after")  # never reached: the stop takes effect right after the block
+        assert steps == ["switched"]
+        assert stopped.value.signum == signal.SIGTERM and cancel.describe(stopped.value) == "cancelled by SIGTERM"
+        os.kill(os.getpid(), signal.SIGINT)  # a second signal: stop at once, no waiting for the grace period
+        time.sleep(0.2)
+        assert timeouts == [signal.SIGTERM]
+    finally:
+        cancel.uninstall(previous)
+    assert signal.getsignal(signal.SIGINT) is previous[signal.SIGINT]
