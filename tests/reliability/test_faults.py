@@ -171,3 +171,33 @@ def test_published_fundamentals_never_postdate_the_runs_as_of(story):
         pytest.skip("no later snapshot was landed by the probe run, so nothing to leak")
     published_ = read_table(data / "warehouse.duckdb", "fact_fundamentals")
     assert published_["as_of"].max() <= D2
+
+
+def test_a_first_publish_killed_right_after_the_switch_is_readable_and_not_stuck(tmp_path_factory, prefect_home):
+    """Issue 19 item 5: kill -9 between the ``current`` switch and the links on a data directory's first
+    publish. The links are made before the switch, so readers see the run whole; a directory left by the
+    earlier order (switched, no links) is completed by the next run instead of failing it forever."""
+    data = tmp_path_factory.mktemp("first-publish")
+    marker = data.parent / f"{data.name}.paused"
+    span = ("--start", "2019-01-02", "--as-of", str(D1), "--data-dir", str(data))
+    assert not (data / "current").exists() and not (data / "warehouse.duckdb").exists(), "nothing published yet"
+    paused = start_paused(prefect_home, "switched", marker, "run", "--source", "sample", *span)
+    paused.kill()
+    killed = snapshots.current_run(data)
+    assert killed is not None
+    after = published(data)  # reads the warehouse and every mart through the links
+    assert after["current ->"] == f".runs/{killed}"
+    query = ("sql", "SELECT count(*) AS n FROM fact_prices", "--format", "csv", "--data-dir", str(data))
+    ok = run_xasset(prefect_home, *query)
+    assert ok.returncode == 0 and ok.stdout.splitlines()[0] == "n", ok.stderr
+    # The state the earlier publish order left at this kill point: switched, no links.
+    for name in ("warehouse.duckdb", "marts"):
+        (data / name).unlink()
+    stuck = run_xasset(prefect_home, *query)
+    assert stuck.returncode != 0 and "no warehouse" in stuck.stderr
+    nxt = nightly(source="sample", start=date(2019, 1, 2), as_of=D1, data_dir=str(data))
+    assert nxt.status == "succeeded"
+    assert published(data)["current ->"] == f".runs/{nxt.run_id}"
+    runs = pl.read_parquet(data / "state" / "pipeline_runs.parquet")
+    assert runs.filter(pl.col("run_id") == killed)["status"].to_list() == ["succeeded"], "it did publish"
+    assert run_xasset(prefect_home, *query).returncode == 0

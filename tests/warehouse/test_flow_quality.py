@@ -86,14 +86,20 @@ def test_bad_bars_are_quarantined_and_the_clean_rows_published(price_files, tmp_
     assert any(w.startswith("quarantined 2 input row(s), published the clean rows") for w in run.warnings), run.warnings
     con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
     try:
-        rows = con.execute("SELECT run_id, table_name, key, rule FROM quarantine ORDER BY key").fetchall()
-        details = [d for (d,) in con.execute("SELECT detail FROM quarantine ORDER BY key").fetchall()]
+        rows = con.execute("SELECT run_id, table_name, key, rule FROM quarantine ORDER BY key, rule").fetchall()
+        details = [d for (d,) in con.execute(
+            "SELECT detail FROM quarantine WHERE rule IN ('close|min_exclusive', 'high_ge_low') ORDER BY key"
+        ).fetchall()]
         dates = {d for (d,) in con.execute("SELECT date FROM fact_prices WHERE symbol = 'BTC'").fetchall()}
     finally:
         con.close()
+    # Each bad bar breaks its own rule and the OHLC range rules it takes with it.
     assert rows == [
+        (run.run_id, "fact_prices", '{"symbol": "BTC", "date": "2024-03-05"}', "close_in_range"),
         (run.run_id, "fact_prices", '{"symbol": "BTC", "date": "2024-03-05"}', "close|min_exclusive"),
+        (run.run_id, "fact_prices", '{"symbol": "BTC", "date": "2024-03-06"}', "close_in_range"),
         (run.run_id, "fact_prices", '{"symbol": "BTC", "date": "2024-03-06"}', "high_ge_low"),
+        (run.run_id, "fact_prices", '{"symbol": "BTC", "date": "2024-03-06"}', "open_in_range"),
     ]
     # The header is line 1 and the first bar (2023-01-01) line 2: each bad bar's line in its file.
     lines = [(day - date(2023, 1, 1)).days + 2 for day in (BAD_CLOSE, BAD_HIGH)]

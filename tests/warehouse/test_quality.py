@@ -283,3 +283,28 @@ def test_a_finite_extreme_value_is_quarantined_at_the_input(column):
     clean, quarantined = screen("fact_prices", bars(bar(), extreme), AS_OF)
     assert clean["date"].to_list() == [date(2024, 1, 2)]
     assert f"{column}|max" in quarantined["rule"].to_list()
+
+
+def test_real_files_pass_the_plausibility_rules(real_data):
+    """The OHLC and jump rules against real Yahoo and exchange files: only genuinely inconsistent bars."""
+    from flows.calendar import sessions
+    from flows.settings import Settings
+    from flows.sources.files import FilesSource
+    from flows.universe import load_universe
+
+    universe, settings = load_universe(None), Settings()
+    held: dict[str, set[str]] = {}
+    for folder in ("alitalbi-storage_data_fy", "Harthor-marketlab", "djienne-3EMA_SRSI_ATR"):
+        batch = FilesSource([real_data / folder]).fetch(universe, date(1990, 1, 2), date(2026, 2, 24), {}, pl.DataFrame())
+        raw = batch.bars.with_columns(pl.lit("files").alias("source"), pl.lit(datetime(2026, 2, 25, tzinfo=UTC)).alias("ingested_at"))
+        calendar = sessions(raw["date"].min(), date(2026, 2, 24))
+        clean, quarantined = screen("fact_prices", raw, date(2026, 2, 24), sessions=calendar, assets=batch.assets,
+                                    jump_bounds=settings.jump_bounds)
+        assert clean.height + quarantined["key"].n_unique() == raw.height
+        for r in quarantined.filter(pl.col("rule") != "not_a_session").iter_rows(named=True):
+            held.setdefault(r["key"], set()).add(r["rule"])
+    # RTY=F (a futures continuation) has two bars whose close is above their own high.
+    assert held == {
+        json.dumps({"symbol": "RTY=F", "date": "2025-07-13"}): {"close_in_range"},
+        json.dumps({"symbol": "RTY=F", "date": "2025-09-15"}): {"close_in_range", "open_in_range"},
+    }
