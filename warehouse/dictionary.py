@@ -44,7 +44,8 @@ def table_section(table: Table) -> str:
     if table.unique:
         facts.append(f"Unique: ({', '.join(table.unique)}), checked by the audit")
     if table.publish:
-        part = f", partitioned by `year=` of `{table.partition_year_by}`" if table.partition_year_by else ""
+        part = (f", split by year of `{table.partition_year_by}` (`<year>/` directories, an INTEGER `year` column in the files)"
+                if table.partition_year_by else "")
         facts.append(f"Parquet mart: `marts/{table.name}/`{part}; DuckDB view `marts.{table.name}`")
     facts.append(
         "Bad rows: quarantined (row-level rules)" if table.quarantine_bad_rows else "Bad rows: fail the audit (table-level)"
