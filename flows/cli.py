@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -429,7 +429,7 @@ def report(
     from warehouse.query import QueryError
 
     settings = read_settings(data_dir)
-    day = as_of.date() if as_of is not None else None
+    day = as_of.date() if isinstance(as_of, datetime) else as_of  # click parses dates as datetimes
     try:
         result = write_report(settings.warehouse_path, settings.data_dir / "reports", day)
     except (ReportError, QueryError) as exc:
