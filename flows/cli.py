@@ -112,17 +112,10 @@ def frame_table(frame) -> RichTable:
 
 
 def print_table(table: RichTable) -> None:
-    """Print a rich table: fitted to a terminal, at its natural width into a pipe, file or log.
+    """A table fitted to a terminal, whole (one line per row) into a pipe, file or log."""
+    from flows.artifacts import print_whole
 
-    Outside a terminal rich assumes 80 columns and folds every cell to fit;
-    a log or ``| less -S`` reads better with whole lines.
-    """
-    if out.is_terminal:
-        out.print(table)
-        return
-    wide = Console(file=out.file, width=100_000, color_system=None, soft_wrap=False)
-    width = wide.measure(table).maximum
-    Console(file=out.file, width=max(width, 20), color_system=None).print(table)
+    print_whole(out, table)
 
 
 def print_frame(frame, fmt: Format) -> None:
