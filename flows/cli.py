@@ -242,9 +242,9 @@ def refuse_inside_data_dir(output: Path, settings: Settings) -> None:
     if not inside and target.is_file():
         # A hard link to a published file is the same file under another name.
         st = target.stat()
+        published = [settings.warehouse_path, *(settings.marts_dir.rglob("*") if settings.marts_dir.is_dir() else [])]
         inside = any(
-            f.is_file() and (f.stat().st_dev, f.stat().st_ino) == (st.st_dev, st.st_ino)
-            for f in (settings.warehouse_path,)
+            f.is_file() and (f.stat().st_dev, f.stat().st_ino) == (st.st_dev, st.st_ino) for f in published
         )
     if inside:
         raise fail(f"refused: {output} is inside the data directory {settings.data_dir}; write results elsewhere", 2)
