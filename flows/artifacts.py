@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from flows.sources.base import InputProblem, SymbolOutcome
+from warehouse.markdown import markdown_table
 
 # Alpha Scores come from another mart that may not be in a given build yet.
 ALPHA_TABLE = "mart_factor_scores"
@@ -70,16 +71,13 @@ class RunReport:
         ]
         for title, rows, empty in sections:
             lines += ["", f"## {title}", ""]
-            lines += markdown_table(rows) if rows else [empty]
+            lines += records_table(rows) if rows else [empty]
         return "\n".join(lines) + "\n"
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
+def records_table(rows: list[dict[str, Any]]) -> list[str]:
     cols = list(rows[0])
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        out.append("| " + " | ".join(fmt(r[c]).replace("|", "\\|") for c in cols) + " |")
-    return out
+    return markdown_table(cols, ([fmt(r[c]) for c in cols] for r in rows))
 
 
 def fmt(v: Any) -> str:
@@ -331,6 +329,21 @@ def jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: (v if v is None or isinstance(v, (int, float, str, bool)) else str(v)) for k, v in r.items()} for r in rows]
 
 
+def print_whole(console, renderable) -> None:
+    """Print fitted to a terminal; into a pipe, file or log at the renderable's natural width.
+
+    Outside a terminal rich assumes 80 columns and folds every cell to fit;
+    cron mail, CI and ``| less -S`` read better with one line per row.
+    """
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    from rich.console import Console
+
+    width = Console(width=100_000).measure(renderable).maximum
+    Console(file=console.file, width=max(width, 20), color_system=None).print(renderable)
+
+
 def print_report(console, report: RunReport) -> None:
     """The report for a terminal: the same sections as the markdown artifact."""
     from rich.table import Table
@@ -349,7 +362,7 @@ def print_report(console, report: RunReport) -> None:
         for r in rows:
             # Text, not markup: "[synthetic]" and error messages print as they are.
             table.add_row(*[Text(fmt(v)) for v in r.values()])
-        console.print(table)
+        print_whole(console, table)
 
     if report.input_problems:
         section("Input problems (files skipped, rows held back)", report.input_problems, "none")

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from contextlib import ExitStack, contextmanager
-from datetime import date
+from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -213,17 +213,10 @@ def frame_table(frame) -> RichTable:
 
 
 def print_table(table: RichTable) -> None:
-    """Print a rich table: fitted to a terminal, at its natural width into a pipe, file or log.
+    """A table fitted to a terminal, whole (one line per row) into a pipe, file or log."""
+    from flows.artifacts import print_whole
 
-    Outside a terminal rich assumes 80 columns and folds every cell to fit;
-    a log or ``| less -S`` reads better with whole lines.
-    """
-    if out.is_terminal:
-        out.print(table)
-        return
-    wide = Console(file=out.file, width=100_000, color_system=None, soft_wrap=False)
-    width = wide.measure(table).maximum
-    Console(file=out.file, width=max(width, 20), color_system=None).print(table)
+    print_whole(out, table)
 
 
 def print_frame(frame, fmt: Format) -> None:
@@ -362,9 +355,9 @@ def refuse_inside_data_dir(output: Path, settings: Settings) -> None:
     if not inside and target.is_file():
         # A hard link to a published file is the same file under another name.
         st = target.stat()
+        published = [settings.warehouse_path, *(settings.marts_dir.rglob("*") if settings.marts_dir.is_dir() else [])]
         inside = any(
-            f.is_file() and (f.stat().st_dev, f.stat().st_ino) == (st.st_dev, st.st_ino)
-            for f in (settings.warehouse_path,)
+            f.is_file() and (f.stat().st_dev, f.stat().st_ino) == (st.st_dev, st.st_ino) for f in published
         )
     if inside:
         raise fail(f"refused: {output} is inside the data directory {settings.data_dir}; write results elsewhere", 2)
@@ -542,7 +535,7 @@ def report(
     from warehouse.query import QueryError
 
     settings = read_settings(data_dir)
-    day = as_of.date() if as_of is not None else None
+    day = as_of.date() if isinstance(as_of, datetime) else as_of  # click parses dates as datetimes
     try:
         result = write_report(settings.warehouse_path, settings.data_dir / "reports", day)
     except (ReportError, QueryError) as exc:

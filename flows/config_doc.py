@@ -13,8 +13,10 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from flows.settings import Settings
+from warehouse.markdown import markdown_table
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+COLUMNS = ("variable", "default", "meaning")
 
 
 def _default(value) -> str:
@@ -32,10 +34,8 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        env = f"{prefix}{name.upper()}"
-        desc = (field.description or "").replace("\n", " ").replace("|", "\\|")
-        rows.append(f"| `{env}` | {_default(default)} | {desc} |")
-    return rows
+        rows.append((f"`{prefix}{name.upper()}`", _default(default), field.description or ""))
+    return markdown_table(COLUMNS, rows)
 
 
 def render() -> str:
@@ -49,15 +49,12 @@ def render() -> str:
         "underscore: `XASSET_LIVE__LOOKBACK_SESSIONS=10`. List values are JSON:",
         "`XASSET_CORRELATION_WINDOWS='[60, 120]'`.",
         "",
-        "| variable | default | meaning |",
-        "|---|---|---|",
         *_rows(Settings, "XASSET_"),
     ]
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
         if isinstance(default, BaseModel):
-            out += ["", f"## `{name}`", "", "| variable | default | meaning |", "|---|---|---|"]
-            out += _rows(type(default), f"XASSET_{name.upper()}__")
+            out += ["", f"## `{name}`", "", *_rows(type(default), f"XASSET_{name.upper()}__")]
     return "\n".join(out) + "\n"
 
 

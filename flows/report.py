@@ -2,8 +2,11 @@
 
 ``write_report`` reads the published warehouse read-only (queries live in
 ``flows/report_sql/``), draws each chart with matplotlib and writes
-``<data dir>/reports/<as_of>/`` with the PNGs and ``index.html``, whose images
-are embedded as base64 so the page can be mailed or attached as one file.
+``<data dir>/reports/<as_of>/`` with the PNGs and ``index.html`` (a jinja2
+template in ``flows/report_templates/``), whose images are embedded as base64
+so the page can be mailed or attached as one file. Its first screen answers
+the question: the day's 90-session ALTS vs ^RUT correlation, its change over
+1 and 4 weeks, and the latest regime event; every chart is of the page's day.
 
 A chart whose table is not in the warehouse is listed as skipped, never an
 error: the report works on any build that has the core marts.
@@ -12,7 +15,6 @@ error: the report works on any build that has the core marts.
 from __future__ import annotations
 
 import base64
-import html
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import jinja2
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers and in CI
@@ -29,9 +32,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from transforms.matrix import mart_correlation_matrix  # noqa: E402
 from warehouse.query import connect_read_only  # noqa: E402
 
 SQL_DIR = Path(__file__).with_name("report_sql")
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).with_name("report_templates")),
+    autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+)
 SYNTHETIC_TAG = "[synthetic]"
 
 BENCHMARK = "^RUT"
@@ -53,6 +61,7 @@ class Chart:
     title: str
     caption: str
     png: bytes
+    day: date | None = None  # the day a single-day chart shows (the heatmap)
 
 
 @dataclass
@@ -63,6 +72,7 @@ class Report:
     charts: list[Chart] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     events: pl.DataFrame | None = None
+    headline: dict | None = None
 
     @property
     def html_path(self) -> Path:
@@ -172,8 +182,31 @@ def chart_milestones(wh: Warehouse, note: str) -> Chart | None:
     return Chart("milestones", f"{BENCHMARK} market milestones", caption, _finish(fig, note))
 
 
-def chart_heatmap(wh: Warehouse, note: str) -> Chart | None:
+def heatmap_matrix(wh: Warehouse) -> pl.DataFrame:
+    """The page day's matrix: the mart's, or computed the mart's way when the mart has none for that day.
+
+    The mart keeps month ends and the build's latest session; a report for
+    another day would otherwise show an older matrix than the page's date.
+    """
     m = wh.query("correlation_matrix", window=HEATMAP_WINDOW)
+    if m.is_empty() or m["date"][0] == wh.as_of or "fact_returns" not in wh.tables:
+        return m
+    day = day_matrix(wh, sorted(set(m["asset_a"].to_list())))
+    return day if day.height else m
+
+
+def day_matrix(wh: Warehouse, symbols: list[str]) -> pl.DataFrame:
+    """``symbols``' matrix for the report day, by the mart's own function; empty if the day is no session."""
+    returns = wh.query("returns_window", symbols=symbols)
+    sessions = returns["session_date"].unique().sort()
+    if sessions.is_empty() or sessions[-1] != wh.as_of:
+        return pl.DataFrame(schema={"asset_a": pl.String, "asset_b": pl.String, "correlation": pl.Float64, "date": pl.Date})
+    day = mart_correlation_matrix(returns, sessions, symbols, [HEATMAP_WINDOW], since=wh.as_of)
+    return day.filter(pl.col("date") == wh.as_of).select("asset_a", "asset_b", "correlation", "date").sort("asset_a", "asset_b")
+
+
+def chart_heatmap(wh: Warehouse, note: str) -> Chart | None:
+    m = heatmap_matrix(wh)
     if m.is_empty():
         return None
     symbols = sorted(set(m["asset_a"].to_list()))
@@ -182,8 +215,14 @@ def chart_heatmap(wh: Warehouse, note: str) -> Chart | None:
     for a, b, c, _ in m.iter_rows():
         if c is not None:
             grid[idx[a], idx[b]] = c
-    fig, ax = plt.subplots(figsize=(9.5, 8))
+    fig, ax = plt.subplots(figsize=(10.5, 9))
     im = ax.imshow(grid, cmap="RdBu_r", vmin=-1, vmax=1)
+    # Each cell says its value: colours alone cannot be read to two decimals.
+    size = max(4.0, min(9.0, 170 / max(len(symbols), 1)))
+    for (i, j), c in np.ndenumerate(grid):
+        if not np.isnan(c):
+            ax.text(j, i, f"{c:.2f}", ha="center", va="center", fontsize=size,
+                    color="white" if abs(c) > 0.6 else "black")
     ax.set_xticks(range(len(symbols)), symbols, rotation=90, fontsize=7)
     ax.set_yticks(range(len(symbols)), symbols, fontsize=7)
     ax.set_xlabel("Asset")
@@ -192,7 +231,11 @@ def chart_heatmap(wh: Warehouse, note: str) -> Chart | None:
     ax.set_title(f"Correlation matrix, {HEATMAP_WINDOW}-session window ending {day}")
     fig.colorbar(im, ax=ax, shrink=0.8, label="Pearson correlation of daily log returns (unitless)")
     caption = "Blank cells: not enough paired sessions in the window (e.g. an asset listed later)."
-    return Chart("correlation_heatmap", "Correlation heatmap", caption, _finish(fig, note))
+    if day != wh.as_of:
+        caption = f"The newest matrix on or before {wh.as_of} is of {day}. " + caption
+    chart = Chart("correlation_heatmap", f"Correlation heatmap, {day}", caption, _finish(fig, note))
+    chart.day = day
+    return chart
 
 
 def chart_alpha_by_sector(wh: Warehouse, note: str) -> Chart | None:
@@ -246,6 +289,56 @@ def chart_allocation(wh: Warehouse, note: str) -> Chart | None:
     return Chart("allocation_mix", "Allocation mix: weights, bands and NAV", caption, _finish(fig, note))
 
 
+def _figure(value: float, level: float | None = None) -> str:
+    """Two decimals, more when two would round onto the level crossed ("fell below 0.50 (0.50)")."""
+    for places in (2, 3, 4, 6):
+        text = f"{value:.{places}f}"
+        if level is None or float(text) != level:
+            return text
+    return f"{value}"
+
+
+EVENT_WORDS = {
+    "turned_positive": "turned positive",
+    "turned_negative": "turned negative",
+    "crossed_above": "rose above {level}",
+    "crossed_below": "fell below {level}",
+}
+
+
+def headline(wh: Warehouse, asset: str = CORRELATION_ASSETS[0]) -> dict | None:
+    """The day's correlation of ``asset`` with the benchmark, its changes and the latest regime event."""
+    today = wh.query("headline", asset=asset, benchmark=BENCHMARK, window=CORRELATION_WINDOW)
+    if today.is_empty():
+        return None
+    row = today.row(0, named=True)
+    changes = []
+    for key, since, span in (("change_1w", "date_1w", "1 week"), ("change_4w", "date_4w", "4 weeks")):
+        if row[key] is None:
+            changes.append({"text": f"no reading {span} earlier", "direction": ""})
+        else:
+            sign = "+" if row[key] >= 0 else "\u2212"
+            changes.append({"text": f"{sign}{abs(row[key]):.2f} over {span} (since {row[since]})",
+                            "direction": "up" if row[key] > 0 else "down" if row[key] < 0 else ""})
+    event_text = f"none held {EVENT_MIN_SESSIONS}+ sessions on record"
+    if "mart_correlation_events" in wh.tables:
+        ev = wh.query("latest_event", asset=asset, benchmark=BENCHMARK, window=CORRELATION_WINDOW,
+                      min_sessions=EVENT_MIN_SESSIONS)
+        if ev.height:
+            e = ev.row(0, named=True)
+            level = e["level"]
+            words = EVENT_WORDS.get(e["event"], e["event"].replace("_", " "))
+            words = words.format(level=f"{level:.2f}" if level is not None else "")
+            after = (f", after {e['sessions_since']} sessions on the other side (since {e['previous_date']})"
+                     if e["sessions_since"] is not None else ", the first on record")
+            event_text = f"on {e['date']} the correlation {words} ({_figure(e['correlation'], level)}){after}."
+    return {
+        "asset": asset, "benchmark": BENCHMARK, "window": CORRELATION_WINDOW, "date": row["date"],
+        "correlation": _figure(row["correlation"]), "value": row["correlation"],
+        "changes": changes, "event": event_text,
+    }
+
+
 CHARTS: list[tuple[str, tuple[str, ...], Callable[[Warehouse, str], Chart | None]]] = [
     ("Rolling correlation", ("mart_rolling_correlation", "mart_correlation_events"), chart_rolling_correlation),
     ("Market milestones", ("mart_market_milestones",), chart_milestones),
@@ -281,6 +374,7 @@ def write_report(warehouse_path: Path, reports_dir: Path, as_of: date | None = N
                 report.charts.append(chart)
         if "mart_correlation_events" in wh.tables:
             report.events = wh.query("recent_events")
+        report.headline = headline(wh)
     finally:
         con.close()
     report.directory.mkdir(parents=True, exist_ok=True)
@@ -291,51 +385,10 @@ def write_report(warehouse_path: Path, reports_dir: Path, as_of: date | None = N
 
 
 def render_html(report: Report) -> str:
-    e = html.escape
-    banner = (
-        '<p class="synthetic">SYNTHETIC: these charts show the offline sample market; prices are made up.</p>'
-        if report.synthetic
-        else ""
-    )
-    parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>xasset report {report.as_of}</title>",
-        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-        "figure{margin:2em 0}img{max-width:100%;border:1px solid #ddd}"
-        "figcaption{color:#555;font-size:.9em}.synthetic{background:#fff3cd;padding:.6em;font-weight:bold}"
-        "#image-check.bad{background:#f8d7da;padding:.6em}"
-        "table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:.2em .5em}</style>",
-        "</head><body>",
-        f"<h1>xasset report, as of {report.as_of}</h1>",
-        banner,
-        '<p id="image-check"></p>',
+    charts = [
+        {"name": c.name, "title": c.title, "caption": c.caption, "data": base64.b64encode(c.png).decode("ascii")}
+        for c in report.charts
     ]
-    for chart in report.charts:
-        data = base64.b64encode(chart.png).decode("ascii")
-        parts += [
-            f'<figure id="{e(chart.name)}"><h2>{e(chart.title)}</h2>',
-            f'<img alt="{e(chart.title)}" src="data:image/png;base64,{data}">',
-            f"<figcaption>{e(chart.caption)}</figcaption></figure>",
-        ]
-    if report.events is not None and report.events.height:
-        parts.append("<h2>Correlation events in the last 30 days</h2><table><tr>")
-        parts += [f"<th>{e(c)}</th>" for c in report.events.columns]
-        parts.append("</tr>")
-        for row in report.events.iter_rows():
-            parts.append("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>")
-        parts.append("</table>")
-    if report.skipped:
-        parts.append("<h2>Skipped</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in report.skipped) + "</ul>")
-    # Tells a reader (and the report's browser test) when an image failed to decode.
-    parts.append(
-        "<script>window.addEventListener('load',function(){"
-        "var imgs=Array.from(document.images);"
-        "var ok=imgs.filter(function(i){return i.complete&&i.naturalWidth>0;}).length;"
-        "var el=document.getElementById('image-check');"
-        "document.body.setAttribute('data-images-loaded',ok+'/'+imgs.length);"
-        "if(ok<imgs.length){el.className='bad';el.textContent=(imgs.length-ok)+' chart(s) failed to load.';}"
-        "});</script>"
+    return TEMPLATES.get_template("index.html.j2").render(
+        report=report, charts=charts, headline=report.headline, events=report.events,
     )
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"

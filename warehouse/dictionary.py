@@ -13,6 +13,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from warehouse.markdown import markdown_table
 from warehouse.quality import SCORE_BOUNDS, compile_table
 from warehouse.schema import Table
 from warehouse.tables import TABLES
@@ -20,10 +21,6 @@ from warehouse.tables import TABLES
 DOC = Path(__file__).resolve().parents[1] / "docs" / "data_dictionary.md"
 # Rule texts mention as_of; render them with a placeholder date, never today's.
 _AS_OF = date(2000, 1, 1)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _rules(table: Table) -> list[str]:
@@ -44,7 +41,8 @@ def table_section(table: Table) -> str:
     if table.unique:
         facts.append(f"Unique: ({', '.join(table.unique)}), checked by the audit")
     if table.publish:
-        part = f", partitioned by `year=` of `{table.partition_year_by}`" if table.partition_year_by else ""
+        part = (f", split by year of `{table.partition_year_by}` (`<year>/` directories, an INTEGER `year` column in the files)"
+                if table.partition_year_by else "")
         facts.append(f"Parquet mart: `marts/{table.name}/`{part}; DuckDB view `marts.{table.name}`")
     facts.append(
         "Bad rows: quarantined (row-level rules)" if table.quarantine_bad_rows else "Bad rows: fail the audit (table-level)"
@@ -53,10 +51,11 @@ def table_section(table: Table) -> str:
     rules = _rules(table)
     if rules:
         lines += ["- Rules: " + "; ".join(rules)]
-    lines += ["", "| column | type | null | unit | description |", "| --- | --- | --- | --- | --- |"]
-    for c in table.columns:
-        nullable = "yes" if c.nullable and c.name not in table.primary_key else "no"
-        lines.append(f"| `{c.name}` | {c.duckdb_type} | {nullable} | {_cell(c.unit or '')} | {_cell(c.description)} |")
+    lines += ["", *markdown_table(
+        ("column", "type", "null", "unit", "description"),
+        ((f"`{c.name}`", c.duckdb_type, "yes" if c.nullable and c.name not in table.primary_key else "no",
+          c.unit or "", c.description) for c in table.columns),
+    )]
     return "\n".join(lines) + "\n"
 
 
@@ -71,12 +70,11 @@ def render(tables: dict[str, Table] = TABLES) -> str:
         f"any column named `*_score` must lie in [{SCORE_BOUNDS[0]:g}, {SCORE_BOUNDS[1]:g}]. "
         "See docs/warehouse.md for how rules, quarantine and publishing work.",
         "",
-        "| table | rows are | description |",
-        "| --- | --- | --- |",
+        *markdown_table(
+            ("table", "rows are", "description"),
+            ((f"[`{t.name}`](#{t.name})", "mart" if t.publish else "internal", t.description) for t in tables.values()),
+        ),
     ]
-    for t in tables.values():
-        kind = "mart" if t.publish else "internal"
-        head.append(f"| [`{t.name}`](#{t.name}) | {kind} | {_cell(t.description)} |")
     return "\n".join(head) + "\n\n" + "\n".join(table_section(t) for t in tables.values())
 
 

@@ -56,10 +56,8 @@ def write_parquet_content_named(frame: pl.DataFrame, directory: Path, prefix: st
     try:
         frame.write_parquet(tmp, compression="zstd", statistics=True)
         os.chmod(tmp, PUBLISHED_MODE)
-        digest = hashlib.sha256()
         with open(tmp, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+            digest = hashlib.file_digest(fh, "sha256")
             os.fsync(fh.fileno())
         name = f"{prefix}{digest.hexdigest()[:16]}.parquet"
         os.replace(tmp, directory / name)

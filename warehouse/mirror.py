@@ -4,8 +4,8 @@ Object stores have no atomic rename, so a run's marts cannot be switched in
 the way ``warehouse/snapshots.py`` switches the local ``current`` link. Instead the mirror keeps every
 run in its own prefix and flips one small pointer object last::
 
-    <url>/runs/<run_id>/<table>/year=YYYY/part-<hash>.parquet   data files (as in the local manifest)
-    <url>/runs/<run_id>/<table>/_manifest.json                   the local manifest, byte for byte
+    <url>/runs/<run_id>/<table>/[YYYY/]part-<hash>.parquet      data files (as in the local manifest)
+    <url>/runs/<run_id>/<table>.manifest.json                   the local manifest, byte for byte
     <url>/_current.json                                           {"run_id", "tables", "history", ...}
 
 Upload order: every data file of every table, then every table's manifest,
@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from warehouse.marts import MANIFEST_SUFFIX, manifest_path
+
 POINTER = "_current.json"
 RUNS = "runs"
-MANIFEST = "_manifest.json"
+MANIFEST = MANIFEST_SUFFIX  # <table>.manifest.json, beside the table's directory
 
 
 class MirrorError(RuntimeError):
@@ -76,16 +78,16 @@ def read_published(marts_dir: Path) -> tuple[str, list[LocalTable]]:
         if entry.name.startswith("."):  # .versions, temp files: never read directly
             continue
         directory = Path(os.path.realpath(entry))
-        manifest_path = directory / MANIFEST
-        if not directory.is_dir() or not manifest_path.is_file():
+        manifest_file = manifest_path(root, entry.name)
+        if not directory.is_dir() or not manifest_file.is_file():
             continue
-        raw = manifest_path.read_bytes()
+        raw = manifest_file.read_bytes()
         manifest = json.loads(raw)
         files = list(manifest["files"])
         for name in files:
             rel = PurePosixPath(name)
             if rel.is_absolute() or ".." in rel.parts:
-                raise MirrorError(f"{manifest_path}: unsafe file name {name!r}")
+                raise MirrorError(f"{manifest_file}: unsafe file name {name!r}")
         tables.append(LocalTable(entry.name, manifest["run_id"], directory, raw, files, int(manifest["row_count"])))
     if not tables:
         raise MirrorError(f"no published marts at {marts_dir}: run the pipeline first")
@@ -162,7 +164,7 @@ def _upload_data(fs, run_root: str, tables: list[LocalTable], remote: dict, summ
 
 def _upload_manifests(fs, run_root: str, tables: list[LocalTable], remote: dict, summary: MirrorSummary) -> None:
     for table in tables:
-        dst = f"{run_root}/{table.name}/{MANIFEST}"
+        dst = f"{run_root}/{table.name}{MANIFEST}"
         if remote.get(dst) == len(table.manifest) and fs.cat_file(dst) == table.manifest:
             continue
         fs.pipe_file(_parent_for(fs, dst), table.manifest)
@@ -214,7 +216,7 @@ def mirror_marts(marts_dir: Path, url: str, keep: int = 3, *, fs=None) -> Mirror
     earlier = (pointer or {}).get("history", [previous] if previous else [])
     history = ([run_id] + [r for r in earlier if r != run_id])[:keep]
     entries = {
-        t.name: {"path": f"{RUNS}/{run_id}/{t.name}", "manifest": f"{RUNS}/{run_id}/{t.name}/{MANIFEST}",
+        t.name: {"path": f"{RUNS}/{run_id}/{t.name}", "manifest": f"{RUNS}/{run_id}/{t.name}{MANIFEST}",
                  "row_count": t.row_count, "files": t.files}
         for t in tables
     }

@@ -123,8 +123,10 @@ def test_sql_output_never_lands_inside_the_data_directory(published, tmp_path):
     os.symlink(mart, outside_link)
     hard = tmp_path / "hard.duckdb"
     os.link(warehouse, hard)
+    hard_mart = tmp_path / "hard.parquet"
+    os.link(mart, hard_mart)
     targets = [published / "warehouse.duckdb", published / "marts" / "dim_asset" / "part-abc.parquet",
-               published / "new.csv", outside_link, hard]
+               published / "new.csv", outside_link, hard, hard_mart, published]
     for target in targets:
         res = runner.invoke(app, ["sql", "SELECT 1 AS x", "-f", "csv", "-o", str(target), "--data-dir", str(published)])
         assert res.exit_code == 2, target
@@ -302,3 +304,12 @@ def test_piped_sql_table_does_not_wrap_names_and_caps_rows(warehouse):
     assert len(xasset("sql", query, "-f", "csv", "--data-dir", str(warehouse)).stdout.splitlines()) == 1501, "csv is never capped"
     everything = xasset("sql", query, "--all", "--data-dir", str(warehouse))
     assert sum(long_name in line for line in everything.stdout.splitlines()) == 1500 and everything.stderr == ""
+
+
+def test_report_into_an_unwritable_place_is_one_line(warehouse):
+    """The reports directory cannot be made (here: a file stands in its place): one line, no traceback."""
+    (warehouse / "reports").write_text("not a directory")
+    res = xasset("report", "--data-dir", str(warehouse))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    (line,) = res.stderr.splitlines()
+    assert line.startswith(f"error: cannot write the report under {warehouse / 'reports'}: ")

@@ -177,4 +177,4 @@ def test_a_failed_mirror_is_a_warning_not_a_failed_run(tmp_path, monkeypatch):
         get_settings.cache_clear()
     assert run.status == "succeeded"
     assert any(w.startswith("marts not mirrored to nosuchprotocol://bucket/marts") for w in run.warnings), run.warnings
-    assert (tmp_path / "marts" / "mart_rolling_correlation" / "_manifest.json").exists()
+    assert (tmp_path / "marts" / "mart_rolling_correlation.manifest.json").exists()

@@ -134,6 +134,69 @@ def test_report_writes_charts_and_one_self_contained_page(published):
     assert "SYNTHETIC" in page and not re.search(r'src="(?!data:)', page), "nothing loads from outside the page"
 
 
+def test_report_first_screen_answers_the_question(published, tmp_path):
+    """Headline: the day's 90-session ALTS vs ^RUT correlation, its change, the latest regime event."""
+    data, _ = published
+    db = data / "warehouse.duckdb"
+    report = write_report(db, tmp_path / "reports")
+    con = duckdb.connect(str(db), read_only=True)
+    history = con.sql("SELECT date, correlation FROM mart_rolling_correlation WHERE asset = 'ALTS' AND benchmark = '^RUT' "
+                      "AND window_days = 90 AND correlation IS NOT NULL ORDER BY date").pl()
+    latest = con.sql("SELECT * FROM analytics.latest_correlations WHERE asset = 'ALTS' AND benchmark = '^RUT' "
+                     "AND window_days = 90").pl().row(0, named=True)
+    event = con.sql("SELECT date, event FROM mart_correlation_events WHERE asset = 'ALTS' AND benchmark = '^RUT' "
+                    "AND window_days = 90 AND (sessions_since IS NULL OR sessions_since >= 20) ORDER BY date DESC LIMIT 1").pl()
+    con.close()
+    h = report.headline
+    assert h["date"] == report.as_of == history["date"][-1] == latest["date"]
+    assert h["value"] == pytest.approx(history["correlation"][-1])
+    assert h["correlation"] == f"{history['correlation'][-1]:.2f}"
+    sign = "+" if latest["change_1w"] >= 0 else "\u2212"
+    week = f"{sign}{abs(latest['change_1w']):.2f} over 1 week (since {latest['date_1w']})"
+    assert h["changes"][0]["text"] == week, "the same change analytics.latest_correlations reports"
+    if event.height:
+        assert h["event"].startswith(f"on {event['date'][0]} the correlation ")
+    page = report.html_path.read_text()
+    top = page.index('id="headline"')
+    assert top < page.index("<figure"), "the headline comes before every chart"
+    assert f'<p class="figure" id="headline-correlation">{h["correlation"]}</p>' in page
+
+
+@pytest.mark.parametrize("level,value,text", [(0.5, 0.4954905386395126, "0.495"), (0.5, 0.51, "0.51"),
+                                              (0.0, -0.0012, "-0.001"), (0.3, 0.29999999, "0.29999999")])
+def test_event_figures_never_round_onto_the_level(level, value, text):
+    from flows.report import _figure
+
+    assert _figure(value, level) == text
+
+
+def test_heatmap_is_of_the_page_day(published, tmp_path):
+    """On a day the mart keeps no matrix for (not a month end), the heatmap is still of that day."""
+    from flows.report import HEATMAP_WINDOW, Warehouse, day_matrix
+    from warehouse.query import connect_read_only
+
+    data, _ = published
+    db = data / "warehouse.duckdb"
+    report = write_report(db, tmp_path / "reports", date(2017, 2, 15))
+    heat = next(c for c in report.charts if c.name == "correlation_heatmap")
+    assert report.as_of == heat.day == date(2017, 2, 15) and str(report.as_of) in heat.title
+    # The day's matrix is computed by the mart's own function: on a day the mart has, they agree.
+    con = connect_read_only(db)
+    try:
+        month_end = con.sql(f"SELECT max(date) AS d FROM mart_correlation_matrix WHERE window_days = {HEATMAP_WINDOW} "
+                            "AND date < DATE '2017-03-01'").pl()["d"][0]
+        wh = Warehouse(con, month_end)
+        mart = wh.query("correlation_matrix", window=HEATMAP_WINDOW)
+        computed = day_matrix(wh, sorted(set(mart["asset_a"].to_list())))
+    finally:
+        con.close()
+    assert computed.height == mart.height > 0
+    assert computed["date"].unique().to_list() == [month_end]
+    joined = mart.join(computed, on=["asset_a", "asset_b"], suffix="_c")
+    assert ((joined["correlation"] - joined["correlation_c"]).abs().max() or 0) < 1e-12
+    assert joined["correlation"].is_null().sum() == joined["correlation_c"].is_null().sum()
+
+
 def test_report_as_of_an_earlier_day_with_and_without_alpha_scores(published, tmp_path):
     data, _ = published
     with_scores, without = tmp_path / "with.duckdb", tmp_path / "without.duckdb"
@@ -175,14 +238,20 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def loaded_images(page: Path, profile: Path) -> str:
+def rendered_dom(page: Path, profile: Path) -> str:
     out = subprocess.run(
         [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000",
-         "--dump-dom", page.as_uri()],
+         "--window-size=1280,800", "--dump-dom", page.as_uri()],
         capture_output=True, text=True, timeout=120,
     )
-    match = re.search(r'<body[^>]*data-images-loaded="(\d+/\d+)"', out.stdout)
-    assert match, f"no image check in the DOM (exit {out.returncode}): {out.stderr[-500:]}"
+    assert "<body" in out.stdout, f"no DOM (exit {out.returncode}): {out.stderr[-500:]}"
+    return out.stdout
+
+
+def loaded_images(page: Path, profile: Path) -> str:
+    dom = rendered_dom(page, profile)
+    match = re.search(r'<body[^>]*data-images-loaded="(\d+/\d+)"', dom)
+    assert match, "no image check in the DOM"
     return match.group(1)
 
 
@@ -200,3 +269,7 @@ def test_every_chart_loads_in_headless_chromium(published, tmp_path):
     page = report.html_path.read_text()
     broken.write_text(page.replace("data:image/png;base64,iVBOR", "data:image/png;base64,AAAA", 1))
     assert loaded_images(broken, tmp_path / "profile2") == f"{n - 1}/{n}"
+    # The first screen (1280x800) answers the question: the headline is whole above the fold.
+    dom = rendered_dom(report.html_path, tmp_path / "profile3")
+    assert re.search(r'<body[^>]*data-headline-on-first-screen="true"', dom)
+    assert f'id="headline-correlation">{report.headline["correlation"]}<' in dom

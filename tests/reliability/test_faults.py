@@ -55,7 +55,7 @@ def story(tmp_path_factory, prefect_home):
         seen[f"runs_after_{point}"] = sorted(p.name for p in (data / ".runs").iterdir())
     seen["switched_run"] = snapshots.current_run(data)
     seen["switched_manifests"] = {
-        json.loads(m.read_text())["run_id"] for m in (data / "marts").glob("*/_manifest.json")
+        json.loads(m.read_text())["run_id"] for m in (data / "marts").glob("*.manifest.json")
     }
     seen["switched_warehouse_runs"] = read_table(data / "warehouse.duckdb", "pipeline_runs").filter(
         pl.col("status") == "succeeded")["run_id"].to_list()

@@ -16,6 +16,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 from typer.testing import CliRunner
 
 from warehouse import marts as mart_files
+from warehouse.marts import manifest_path
 from warehouse import snapshots
 from warehouse.build import build_database
 from warehouse.mirror import POINTER, MirrorError, mirror_marts
@@ -60,7 +61,8 @@ def remote_files(url: str) -> dict[str, int]:
 
 
 def local_tables(marts: Path) -> dict[str, dict]:
-    return {p.name: json.loads((p / "_manifest.json").read_text()) for p in marts.iterdir() if not p.name.startswith(".")}
+    return {p.name: json.loads(manifest_path(marts, p.name).read_text())
+            for p in marts.iterdir() if p.is_dir() and not p.name.startswith(".")}
 
 
 def test_mirror_copies_every_published_file_and_manifest_then_the_pointer(tmp_path, tables, memory_url):
@@ -74,8 +76,8 @@ def test_mirror_copies_every_published_file_and_manifest_then_the_pointer(tmp_pa
     for name, manifest in local.items():
         for f in manifest["files"]:
             assert files[f"runs/{RUN_A}/{name}/{f}"] == (marts / name / f).stat().st_size
-        remote_manifest = fsspec.open(f"{memory_url}/runs/{RUN_A}/{name}/_manifest.json").open().read()
-        assert remote_manifest == (marts / name / "_manifest.json").read_bytes()
+        remote_manifest = fsspec.open(f"{memory_url}/runs/{RUN_A}/{name}.manifest.json").open().read()
+        assert remote_manifest == manifest_path(marts, name).read_bytes()
     pointer = pointer_of(memory_url)
     assert pointer["run_id"] == RUN_A and pointer["history"] == [RUN_A]
     assert {n: t["row_count"] for n, t in pointer["tables"].items()} == {n: m["row_count"] for n, m in local.items()}
@@ -138,7 +140,7 @@ def test_the_pointer_is_written_last_and_a_failed_upload_leaves_the_previous_run
     root = memory_url.removeprefix("memory://")
     recording = FailingMemoryFS()
     mirror_marts(publish(tmp_path, tables, RUN_A), memory_url, keep=3, fs=recording)
-    kinds = ["pointer" if w.endswith(POINTER) else "manifest" if w.endswith("_manifest.json") else "data"
+    kinds = ["pointer" if w.endswith(POINTER) else "manifest" if w.endswith(".manifest.json") else "data"
              for w in recording.writes]
     assert kinds[-1] == "pointer" and kinds.count("pointer") == 1
     assert kinds == sorted(kinds, key=["data", "manifest", "pointer"].index), "data, then manifests, then pointer"
@@ -200,12 +202,12 @@ def test_a_file_url_mirror_reads_the_same_rows_with_polars_pyarrow_and_duckdb(tm
                 continue
             by_polars = pl.read_parquet(remote)
             assert by_polars.equals(local), name
-            # A whole table directory: pyarrow skips _manifest.json (its "_" prefix is ignored).
-            table_dir = ds.dataset(f"{url}/{entry['path']}", format="parquet", partitioning="hive")
+            # A whole table directory: only Parquet files in it (the manifest is beside it).
+            table_dir = ds.dataset(f"{url}/{entry['path']}", format="parquet")
             assert table_dir.count_rows() == entry["row_count"]
             assert con.execute("SELECT count(*) FROM read_parquet(?)", [remote]).fetchone()[0] == entry["row_count"]
         glob = f"{url}/{pointer['tables']['fact_returns']['path']}/**/*.parquet"
-        assert con.execute("SELECT count(*) FROM read_parquet(?, hive_partitioning = true)", [glob]).fetchone()[0] \
+        assert con.execute("SELECT count(*) FROM read_parquet(?)", [glob]).fetchone()[0] \
             == pointer["tables"]["fact_returns"]["row_count"]
     finally:
         con.close()

@@ -161,7 +161,7 @@ def test_mart_reader_never_sees_two_runs_mixed(tmp_path):
     assert seen and seen[-1][1] == {last}
     for how, versions, n in seen:
         assert len(versions) == 1 and n == rows, f"{how} read a mix of runs {versions} ({n} rows)"
-    manifest = json.loads((tmp_path / "marts" / table.name / "_manifest.json").read_text())
+    manifest = json.loads((tmp_path / "marts" / f"{table.name}.manifest.json").read_text())
     assert manifest["run_id"] == f"r{last:03}" and manifest["row_count"] == rows
     assert sorted(p.name for p in (tmp_path / ".runs").iterdir()) == [f"r{last - 1:03}", f"r{last:03}"]
 
@@ -173,7 +173,7 @@ def published_state(data: Path) -> tuple[str | None, tuple[int, ...], str]:
         assets = con.execute("SELECT count(*) FROM dim_asset").fetchall()[0]
     finally:
         con.close()
-    manifest = json.loads((data / "marts" / "mart_rolling_correlation" / "_manifest.json").read_text())
+    manifest = json.loads((data / "marts" / "mart_rolling_correlation.manifest.json").read_text())
     return snapshots.current_run(data), assets, manifest["run_id"]
 
 
