@@ -438,12 +438,14 @@ def transform(
         windows=tuple(settings.correlation_windows),
         event_levels=tuple(settings.event_levels),
         event_confirm_sessions=settings.event_confirm_sessions,
+        event_dead_band=settings.event_dead_band,
         period_benchmark=settings.period_benchmark,
         stablecoins=tuple(settings.stablecoins),
         policy=load_policy(settings.policy_path),
         factor_weights=settings.factor_weights,
         factor_thresholds=LabelThresholds(strong=settings.factor_strong_at, moderate=settings.factor_moderate_at),
         factor_min_sector_size=settings.factor_min_sector_size,
+        factor_min_cross_section=settings.factor_min_cross_section,
         correlation_block_size=settings.transform_block_size,
     )
     fundamentals = fundamentals_as_of(lake, as_of)

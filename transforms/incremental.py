@@ -173,12 +173,14 @@ def build_marts_incremental(
         if whole.height:
             prev_events = prev_events.join(whole, on=_PAIR, how="anti")
         events = correlation_events_since(
-            kept_corr, prev_events, new_corr, sess, from_session, levels=params.event_levels
+            kept_corr, prev_events, new_corr, sess, from_session, levels=params.event_levels,
+            dead_band=params.event_dead_band,
         )
     else:
         # k > 1: an event depends on the run lengths before the new rows; replay everything.
         events = mart_correlation_events(
-            corr, levels=params.event_levels, confirm_sessions=params.event_confirm_sessions
+            corr, levels=params.event_levels, confirm_sessions=params.event_confirm_sessions,
+            dead_band=params.event_dead_band,
         )
     matrix_returns = tail_returns.filter(pl.col("session_date") >= sess[look_idx])
     matrix = _matrix_since(previous["mart_correlation_matrix"], matrix_returns, sess, from_idx, matrix_symbols, windows)

@@ -23,9 +23,9 @@ import polars as pl
 
 from transforms.allocation import simulate_mixes
 from transforms.correlation import EPOCH_SESSIONS, rolling_correlation
-from transforms.events import mart_correlation_events
+from transforms.events import DEFAULT_DEAD_BAND, mart_correlation_events
 from transforms.factor_eval import evaluate_factors
-from transforms.factors import LabelThresholds, build_factor_marts
+from transforms.factors import DEFAULT_MIN_CROSS_SECTION, LabelThresholds, build_factor_marts
 from transforms.indices import DEFAULT_STABLECOINS, build_crypto_indices
 from transforms.matrix import mart_correlation_matrix
 from transforms.milestones import mart_market_milestones, mart_period_returns
@@ -42,12 +42,15 @@ class MartParams:
     windows: Sequence[int] = (30, 90, 180, 365)
     event_levels: Sequence[float] = (0.5, -0.5)
     event_confirm_sessions: int = 1
+    # How far past zero a correlation must go for its sign to count (events.py).
+    event_dead_band: float = DEFAULT_DEAD_BAND
     period_benchmark: str = "^GSPC"
     stablecoins: Sequence[str] = DEFAULT_STABLECOINS
     policy: Policy | None = None
     factor_weights: dict[str, float] | None = None
     factor_thresholds: LabelThresholds = LabelThresholds()
     factor_min_sector_size: int = 5
+    factor_min_cross_section: int = DEFAULT_MIN_CROSS_SECTION
     factor_horizons: Sequence[int] = (21, 63)
     # Crypto assets per rolling-correlation partition; 0 = all in one.
     correlation_block_size: int = 0
@@ -88,10 +91,12 @@ def correlation_partition(
     event_levels: tuple[float, ...],
     confirm_sessions: int,
     epoch: int = EPOCH_SESSIONS,
+    dead_band: float = DEFAULT_DEAD_BAND,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     # Events are per (asset, benchmark, window) series, so they partition with it.
     corr = rolling_correlation(returns, sessions, assets, benchmarks, windows, epoch=epoch)
-    return corr, mart_correlation_events(corr, levels=event_levels, confirm_sessions=confirm_sessions)
+    events = mart_correlation_events(corr, levels=event_levels, confirm_sessions=confirm_sessions, dead_band=dead_band)
+    return corr, events
 
 
 def milestone_partition(prices: pl.DataFrame, symbols: list[str], benchmark: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -143,7 +148,7 @@ def build_marts(
     jobs: list[tuple[str, Callable[..., Any], tuple]] = [
         ("corr", correlation_partition,
          (returns, sessions, block, benchmarks, windows, tuple(params.event_levels), params.event_confirm_sessions,
-          params.correlation_epoch_sessions))
+          params.correlation_epoch_sessions, params.event_dead_band))
         for block in blocks(crypto, params.correlation_block_size)
     ]
     jobs += [("matrix", mart_correlation_matrix, (returns, sessions, matrix_symbols, (w,))) for w in windows]
@@ -215,6 +220,7 @@ def factor_scores(
         sessions,
         fundamentals,
         min_sector_size=params.factor_min_sector_size,
+        min_cross_section=params.factor_min_cross_section,
         weights=params.factor_weights,
         thresholds=params.factor_thresholds,
         **kwargs,

@@ -37,7 +37,7 @@ DIM_ASSET = Table(
     (
         C("symbol", "string", "Canonical key: Yahoo ticker for equities and indices, base asset for crypto (BTC).", False),
         C("name", "string", "Display name; '[synthetic]' marks the offline sample market."),
-        C("asset_class", "string", "index, etf, equity, crypto or index_crypto.", False),
+        C("asset_class", "string", "index, etf, equity, future, crypto or index_crypto (only equity gets an Alpha Score).", False),
         C("sector", "string", "GICS-style sector for stocks; null otherwise."),
         C("industry", "string", "Industry for stocks; null otherwise."),
         C("quote_currency", "string", "Currency prices are quoted in (USD, USDT)."),
@@ -351,13 +351,17 @@ MART_FACTOR_IC = Table(
 
 MART_FACTOR_IC_SUMMARY = Table(
     "mart_factor_ic_summary",
-    "Factor evaluation summary: mean IC, its t-stat (overlapping windows inflate it) and the top-minus-bottom quintile return.",
+    "Factor evaluation summary: mean IC, its t-stat (Newey-West for the overlapping forward windows) and the "
+    "top-minus-bottom quintile return.",
     (
         C("factor", "string", "Score evaluated.", False),
         C("horizon_sessions", "bigint", "Forward return horizon.", False, unit="sessions"),
         C("mean_ic", "float", "Mean daily IC."),
         C("ic_std", "float", "Standard deviation of daily IC."),
-        C("ic_tstat", "float", "mean_ic / (ic_std / sqrt(n_dates))."),
+        C("ic_tstat", "float", "t-stat of mean_ic with a Newey-West variance over horizon - 1 lags (the overlap of forward windows)."),
+        # issue 14: the method is published with the t-stat; the naive one only labelled.
+        C("ic_tstat_method", "string", "How ic_tstat accounts for overlapping windows (newey_west_h-1_lags)."),
+        C("ic_tstat_naive", "float", "mean_ic / (ic_std / sqrt(n_dates)) as if sessions were independent: overstated, for comparison only."),
         C("n_dates", "bigint", "Sessions with an IC.", unit="sessions"),
         C("top_minus_bottom_quintile_return", "float", "Mean forward return of the top quintile minus the bottom.", unit="fraction"),
     ),

@@ -42,7 +42,7 @@ from flows.sources.base import (
     conform_assets,
     conform_bars,
 )
-from flows.universe import Universe, check_symbol
+from flows.universe import Universe, check_symbol, infer_asset_class
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,7 @@ def classify_symbol(symbol: str, universe: Universe | None = None) -> SymbolName
     pair = _PAIR.match(symbol)
     if pair and pair["quote"].upper() in CRYPTO_QUOTES:
         return SymbolName(pair["base"].upper(), "crypto", pair["quote"].upper(), symbol)
-    if symbol.startswith("^"):
-        return SymbolName(symbol, "index", "USD", symbol)
-    return SymbolName(symbol, "equity", "USD", symbol)
+    return SymbolName(symbol, infer_asset_class(symbol), "USD", symbol)
 
 
 def _parse_dates(values: pl.Series, path: Path, first_row: int) -> pl.Series:
