@@ -99,8 +99,24 @@ def correlation_partition(
     return corr, events
 
 
-def milestone_partition(prices: pl.DataFrame, symbols: list[str], benchmark: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    return mart_market_milestones(prices, symbols), mart_period_returns(prices, symbols, benchmark=benchmark)
+def milestone_partition(
+    prices: pl.DataFrame,
+    symbols: list[str],
+    benchmark: str,
+    sessions: pl.Series | None = None,
+    daily_symbols: Sequence[str] = (),
+    history: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Milestones and period returns; gaps judged on each symbol's own calendar
+    (every day for ``daily_symbols``, else ``sessions``), highs looking back
+    into ``history`` too."""
+    milestones = mart_market_milestones(
+        prices, symbols, sessions=sessions, daily_symbols=daily_symbols, history=history
+    )
+    period_returns = mart_period_returns(
+        prices, symbols, benchmark=benchmark, sessions=sessions, daily_symbols=daily_symbols
+    )
+    return milestones, period_returns
 
 
 def _combine(frames: list[pl.DataFrame], key: Sequence[str]) -> pl.DataFrame:
@@ -114,11 +130,14 @@ def build_marts(
     params: MartParams,
     fundamentals: pl.DataFrame | None = None,
     map_partitions: PartitionMap = serial_map,
+    history: pl.DataFrame | None = None,
 ) -> Marts:
     """All marts from native-calendar ``prices`` (BAR_SCHEMA plus optional source/ingested_at).
 
     ``fundamentals`` are the stored point-in-time snapshots (FUNDAMENTALS_SCHEMA);
-    without them the Alpha Score has momentum only.
+    without them the Alpha Score has momentum only. ``history``: bars from
+    before ``prices`` (the whole record a source provides) that only the
+    milestones read, so highs are measured over all of it.
 
     Derived crypto indices are added to ``fact_prices`` and ``dim_asset`` and
     then flow through returns and correlations like any crypto asset.
@@ -152,7 +171,10 @@ def build_marts(
         for block in blocks(crypto, params.correlation_block_size)
     ]
     jobs += [("matrix", mart_correlation_matrix, (returns, sessions, matrix_symbols, (w,))) for w in windows]
-    jobs.append(("milestones", milestone_partition, (all_prices, milestone_symbols, params.period_benchmark)))
+    jobs.append(
+        ("milestones", milestone_partition,
+         (all_prices, milestone_symbols, params.period_benchmark, sessions, crypto, history))
+    )  # fmt: skip
     if stocks.len() and params.factors:
         # Only the stocks' bars travel to the partition: the rest is not read there.
         stock_prices = prices.filter(pl.col("symbol").is_in(stocks.implode()))
