@@ -431,6 +431,16 @@ def transform(
     prices, quarantined = screen("fact_prices", stored, as_of, sessions=calendar, assets=assets)
     if prices.is_empty():
         raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of} pass the quality rules")
+    # Index bars from before every other asset's first bar (a source's whole
+    # record of an index, e.g. ^RUT from 1987, see FilesSource.fetch) only feed
+    # the milestones' highs; every other mart starts where the rest does (issue 14).
+    others = prices.join(assets.filter(pl.col("asset_class") != "index").select("symbol"), on="symbol", how="semi")
+    history = None
+    if others.height:
+        start = others["date"].min()
+        if prices["date"].min() < start:
+            history = prices.filter(pl.col("date") < start)
+            prices = prices.filter(pl.col("date") >= start)
     assets = assets.filter(pl.col("symbol").is_in(prices["symbol"].unique().implode()))
     sess = calendar.filter(calendar >= prices["date"].min())
     params = MartParams(
@@ -452,12 +462,15 @@ def transform(
     fingerprint = transform_fingerprint(params, settings, lake.source)
     base = incremental_base(settings, lake.source, fingerprint, as_of, prices, assets, fundamentals)
     if isinstance(base, str):
-        marts = build_marts(prices, assets, sess, params, fundamentals=fundamentals, map_partitions=map_on_runner)
+        marts = build_marts(
+            prices, assets, sess, params, fundamentals=fundamentals, map_partitions=map_on_runner, history=history
+        )
         incremental_from, full_because = None, base
     else:
         previous, incremental_from = base
         marts = build_marts_incremental(
-            prices, assets, sess, params, fundamentals, previous=previous, from_date=incremental_from
+            prices, assets, sess, params, fundamentals, previous=previous, from_date=incremental_from,
+            history=history,
         )
         full_because = None
     if synthetic:

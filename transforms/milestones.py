@@ -104,11 +104,13 @@ def _period_ends(closes: pl.DataFrame, every: str) -> pl.DataFrame:
             pl.col("date").last().alias("period_end"),
             pl.col("close").last().alias("period_close"),
             pl.col("_gaps").last().alias("_end_gaps"),
+            pl.col("gap_days").first().alias("_start_gap"),
         )
         .sort("symbol", "period_start")
         .with_columns(
             pl.col("period_close").shift(1).over("symbol").alias("prior_close"),
             pl.col("_end_gaps").shift(1).over("symbol").alias("_prior_gaps"),
+            pl.col("_start_gap").shift(-1).over("symbol").alias("_next_start_gap"),
         )
     )
 
@@ -232,20 +234,37 @@ def mart_period_returns(
     return - benchmark_return. The benchmark gets rows of its own (excess 0)
     when it is among ``symbols``. A period whose span (from the close before
     it to its last close) crosses a gap has ``spans_gap`` true and a null
-    return: what happened in the gap was not measured.
+    return: what happened in the gap was not measured. So is a period whose
+    data stops before its last expected date with a gap after it (a series
+    resuming a year later must not publish January-October as "the year").
     """
     c = _closes(prices, symbols, sessions, daily_symbols)
     bench = _closes(prices, [benchmark], sessions, daily_symbols)
+    daily = list(daily_symbols)
     frames = []
     for period in periods:
         every = _PERIOD_EVERY[period]
+        # The last date a series is expected on in each period: its last UTC
+        # day for daily series, its last session for the others.
+        if sessions is not None and sessions.len():
+            last_session = (
+                pl.DataFrame({"d": sessions.cast(pl.Date)})
+                .group_by(pl.col("d").dt.truncate(every).alias("period_start"))
+                .agg(pl.col("d").max().alias("_last_session"))
+            )
+        else:
+            last_session = pl.DataFrame(schema={"period_start": pl.Date, "_last_session": pl.Date})
 
-        def completed(closes: pl.DataFrame, every: str = every) -> pl.DataFrame:
+        def completed(closes: pl.DataFrame, every: str = every, last_session: pl.DataFrame = last_session) -> pl.DataFrame:
+            last_day = pl.col("period_start").dt.offset_by(every).dt.offset_by("-1d")
+            expected_last = pl.when(pl.col("symbol").is_in(daily)).then(last_day).otherwise(pl.col("_last_session"))
+            cut_short = (pl.col("_next_start_gap") > 0) & (pl.col("period_end") < expected_last).fill_null(False)
             return (
                 _period_ends(closes, every)
+                .join(last_session, on="period_start", how="left")
                 .filter(pl.col("period_start") < pl.col("period_start").max().over("symbol"))
                 .filter(pl.col("prior_close").is_not_null())
-                .with_columns((pl.col("_end_gaps") != pl.col("_prior_gaps")).alias("spans_gap"))
+                .with_columns(((pl.col("_end_gaps") != pl.col("_prior_gaps")) | cut_short).alias("spans_gap"))
                 .with_columns(
                     pl.when(~pl.col("spans_gap"))
                     .then(pl.col("period_close") / pl.col("prior_close") - 1.0)

@@ -372,7 +372,10 @@ class FilesSource:
         stored_tail: pl.DataFrame,
     ) -> SourceBatch:
         bars, assets, warnings = self.read_all(universe)
-        bars = bars.filter(pl.col("date").is_between(start, as_of))
+        # An index keeps its whole record before ``start``: all-time highs
+        # look back over all of it (the transform uses it for milestones only).
+        indices = assets.filter(pl.col("asset_class") == "index")["symbol"].implode()
+        bars = bars.filter(pl.col("date").is_between(start, as_of) | ((pl.col("date") < start) & pl.col("symbol").is_in(indices)))
         for w in warnings:
             log.warning(w)
         outcomes = []

@@ -106,6 +106,13 @@ def test_milestones_and_period_returns_spanning_the_hole_are_null(real):
     pr = mart_period_returns(prices, ["ALTS"], benchmark="BTC", daily_symbols=["ALTS", "BTC"])
     y2024 = pr.filter((pl.col("period") == "year") & (pl.col("period_end").dt.year() == 2024)).row(0, named=True)
     assert y2024["spans_gap"] and y2024["return"] is None and y2024["benchmark_return"] is None
+    # 2022 stops on 2022-10-10 with the hole after it: not a year's return either.
+    y2022 = pr.filter((pl.col("period") == "year") & (pl.col("period_end") == LAST_BEFORE)).row(0, named=True)
+    assert y2022["spans_gap"] and y2022["return"] is None
+    oct22 = pr.filter((pl.col("period") == "month") & (pl.col("period_end") == LAST_BEFORE)).row(0, named=True)
+    assert oct22["spans_gap"]
+    sep22 = pr.filter((pl.col("period") == "month") & (pl.col("period_end") == date(2022, 9, 30))).row(0, named=True)
+    assert not sep22["spans_gap"] and sep22["return"] is not None
     y2025 = pr.filter((pl.col("period") == "year") & (pl.col("period_end").dt.year() == 2025)).row(0, named=True)
     assert not y2025["spans_gap"] and y2025["return"] is not None
 
