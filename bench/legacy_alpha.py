@@ -1,7 +1,9 @@
 """Frozen copy of the Alpha Score before the performance rework (commit 1efa463).
 
 ``transforms/factors.py`` + ``transforms/factor_eval.py`` as they were, kept
-verbatim as a yardstick: ``tests/transforms/test_alpha_pinned.py`` checks the
+as a yardstick, with the rules issue 14 changed on purpose written in (each
+marked "Issue 14": default weights 30/25/25/20, no rank below a cross-section
+of 10 stocks, balanced qcut buckets, Newey-West IC t-stat): ``tests/transforms/test_alpha_pinned.py`` checks the
 new code against it on generated panels, and the ``alpha_score_legacy`` bench
 stage times it. Not used by the pipeline.
 """
@@ -239,6 +241,7 @@ def factor_panel(
     metrics: Sequence[Metric] = METRICS,
     min_sector_size: int = 5,
     fundamentals_tolerance: timedelta | None = None,
+    min_cross_section: int = 10,
 ) -> pl.DataFrame:
     """Wide per-(date, symbol) frame of metric values and percentile ranks.
 
@@ -278,6 +281,14 @@ def factor_panel(
             [pl.when(pl.col(m.name).is_finite()).then(pl.col(m.name)).alias(m.name) for m in metrics]
         )
         .sort("date", "symbol")
+    )
+    # Issue 14 rule: a metric held by fewer than min_cross_section stocks on a
+    # session is not ranked there (treated as not held).
+    values = values.with_columns(
+        [
+            pl.when(pl.col(m.name).count().over("date") >= min_cross_section).then(pl.col(m.name)).alias(m.name)
+            for m in metrics
+        ]
     )
 
     rank_cols: list[pl.Expr] = []
@@ -359,7 +370,8 @@ def label_expr(score: pl.Expr, thresholds: LabelThresholds = LabelThresholds()) 
 
 def _normalised_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     if weights is None:
-        return dict.fromkeys(FAMILIES, 1.0)
+        # Issue 14: the published reference weighting.
+        return {"momentum": 30.0, "value": 25.0, "quality": 25.0, "sentiment": 20.0}
     unknown = set(weights) - set(FAMILIES)
     if unknown:
         raise ValueError(f"unknown families in weights: {sorted(unknown)}")
@@ -461,6 +473,7 @@ def build_factor_marts(
     weights: Mapping[str, float] | None = None,
     thresholds: LabelThresholds = LabelThresholds(),
     fundamentals_tolerance: timedelta | None = None,
+    min_cross_section: int = 10,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``(mart_factor_scores, mart_factor_metrics)`` from raw inputs."""
     panel = factor_panel(
@@ -471,6 +484,7 @@ def build_factor_marts(
         metrics=metrics,
         min_sector_size=min_sector_size,
         fundamentals_tolerance=fundamentals_tolerance,
+        min_cross_section=min_cross_section,
     )
     scores = mart_factor_scores(panel, assets, weights=weights, thresholds=thresholds)
     return scores, mart_factor_metrics(panel, metrics)
@@ -505,6 +519,8 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "mean_ic": pl.Float64(),
     "ic_std": pl.Float64(),
     "ic_tstat": pl.Float64(),
+    "ic_tstat_method": pl.String(),
+    "ic_tstat_naive": pl.Float64(),
     "n_dates": pl.Int64(),
     "top_minus_bottom_quintile_return": pl.Float64(),
 }
@@ -590,7 +606,10 @@ def factor_daily_stats(
     for h in horizons:
         for name in factors:
             x, y = pl.col("x"), pl.col("y")
-            bucket = (quantiles * pl.col("rx") / pl.col("n")).ceil()
+            # Issue 14: balanced buckets, pandas qcut's edges 1 + (n-1)k/q on the ranks.
+            bucket = pl.when(pl.col("n") > 1).then(
+                (quantiles * (pl.col("rx") - 1.0) / (pl.col("n") - 1.0)).ceil().clip(lower_bound=1.0)
+            )
             q = (
                 base.lazy()
                 .select("date", pl.col(name).alias("x"), pl.col(f"fwd_{h}").alias("y"))
@@ -647,10 +666,28 @@ def factor_ic_summary(daily: pl.DataFrame) -> pl.DataFrame:
         .with_columns(
             pl.when(pl.col("ic_std") > 0)
             .then(pl.col("mean_ic") / (pl.col("ic_std") / pl.col("n_dates").cast(pl.Float64).sqrt()))
-            .alias("ic_tstat")
+            .alias("ic_tstat_naive"),
+            pl.lit("newey_west_h-1_lags").alias("ic_tstat_method"),
         )
         .sort("factor", "horizon_sessions")
     )
+    # Issue 14: the published t-stat is Newey-West with h - 1 lags (Bartlett).
+    tstats = []
+    for factor, h in out.select("factor", "horizon_sessions").iter_rows():
+        x = (
+            daily.filter((pl.col("factor") == factor) & (pl.col("horizon_sessions") == h))
+            .sort("date")["ic"].drop_nulls().to_list()
+        )
+        n = len(x)
+        if n < 2:
+            tstats.append(None)
+            continue
+        m = sum(x) / n
+        var = sum((v - m) ** 2 for v in x) / n
+        for j in range(1, min(h - 1, n - 1) + 1):
+            var += 2 * (1 - j / h) * sum((x[t] - m) * (x[t - j] - m) for t in range(j, n)) / n
+        tstats.append(m / math.sqrt(var / n) if var > 0 else None)
+    out = out.with_columns(pl.Series("ic_tstat", tstats, dtype=pl.Float64))
     return out.select([pl.col(c).cast(t) for c, t in SUMMARY_SCHEMA.items()])
 
 

@@ -489,6 +489,16 @@ def transform(
     )
     if prices.is_empty():
         raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of} pass the quality rules")
+    # Index bars from before every other asset's first bar (a source's whole
+    # record of an index, e.g. ^RUT from 1987, see FilesSource.fetch) only feed
+    # the milestones' highs; every other mart starts where the rest does (issue 14).
+    others = prices.join(assets.filter(pl.col("asset_class") != "index").select("symbol"), on="symbol", how="semi")
+    history = None
+    if others.height:
+        start = others["date"].min()
+        if prices["date"].min() < start:
+            history = prices.filter(pl.col("date") < start)
+            prices = prices.filter(pl.col("date") >= start)
     assets = assets.filter(pl.col("symbol").is_in(prices["symbol"].unique().implode()))
     sess = calendar.filter(calendar >= prices["date"].min())
     params = MartParams(
@@ -496,26 +506,31 @@ def transform(
         windows=tuple(settings.correlation_windows),
         event_levels=tuple(settings.event_levels),
         event_confirm_sessions=settings.event_confirm_sessions,
+        event_dead_band=settings.event_dead_band,
         period_benchmark=settings.period_benchmark,
         stablecoins=tuple(settings.stablecoins),
         policy=load_policy(settings.policy_path),
         factor_weights=settings.factor_weights,
         factor_thresholds=LabelThresholds(strong=settings.factor_strong_at, moderate=settings.factor_moderate_at),
         factor_min_sector_size=settings.factor_min_sector_size,
+        factor_min_cross_section=settings.factor_min_cross_section,
         correlation_block_size=settings.transform_block_size,
     )
     fundamentals = fundamentals_as_of(lake, as_of)
     fingerprint = transform_fingerprint(params, settings, lake.source)
     base = incremental_base(settings, lake.source, fingerprint, as_of, prices, assets, fundamentals)
     if isinstance(base, str):
-        marts = build_marts(prices, assets, sess, params, fundamentals=fundamentals, map_partitions=map_on_runner)
+        marts = build_marts(
+            prices, assets, sess, params, fundamentals=fundamentals, map_partitions=map_on_runner, history=history
+        )
         incremental_from, full_because = None, base
         if base.startswith(UNREADABLE_WAREHOUSE):
             marts.warnings.append(base)
     else:
         previous, incremental_from = base
         marts = build_marts_incremental(
-            prices, assets, sess, params, fundamentals, previous=previous, from_date=incremental_from
+            prices, assets, sess, params, fundamentals, previous=previous, from_date=incremental_from,
+            history=history,
         )
         full_because = None
     if synthetic:

@@ -19,6 +19,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flows.sources.live_config import LiveSettings
+from transforms.events import DEFAULT_DEAD_BAND
+from transforms.factors import DEFAULT_FAMILY_WEIGHTS, DEFAULT_MIN_CROSS_SECTION
 
 
 class ExecutionSettings(BaseSettings):
@@ -106,6 +108,13 @@ class Settings(ExecutionSettings):
     event_confirm_sessions: int = Field(
         1, ge=1, description="Sessions a new correlation sign or side of a level must hold before it is an event."
     )
+    event_dead_band: float = Field(
+        DEFAULT_DEAD_BAND,
+        ge=0.0,
+        lt=1.0,
+        description="A correlation's sign changes only once it goes beyond +-this on the new side; inside the band "
+        "the series keeps its sign (no turned_positive/negative events from noise around zero).",
+    )
     period_benchmark: str = Field("^GSPC", description="Benchmark of mart_period_returns' excess returns.")
     stablecoins: list[str] = Field(
         ["USDT", "USDC", "DAI", "BUSD", "TUSD", "USDP", "FDUSD", "PYUSD", "USDE"],
@@ -114,14 +123,21 @@ class Settings(ExecutionSettings):
     policy_path: Path | None = Field(
         None, description="Allocation policy YAML; the packaged flows/policy.yaml when unset."
     )
-    factor_weights: dict[str, float] | None = Field(
-        None,
-        description="Alpha Score weights of the momentum, value, quality and sentiment sub-scores; equal when unset.",
+    factor_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_FAMILY_WEIGHTS),
+        description="Alpha Score weights of the momentum, value, quality and sentiment sub-scores (the published "
+        "reference product's); a missing sub-score's weight is spread over the others in proportion.",
     )
     factor_strong_at: int = Field(75, description="Scores at or above this are labelled Strong.")
     factor_moderate_at: int = Field(40, description="Scores at or above this (and below Strong) are Moderate; below, Weak.")
     factor_min_sector_size: int = Field(
         5, description="Metrics are ranked within a sector only when it has this many stocks with the metric."
+    )
+    factor_min_cross_section: int = Field(
+        DEFAULT_MIN_CROSS_SECTION,
+        ge=1,
+        description="A metric is ranked (and so scored) on a session only when at least this many stocks have it; "
+        "fewer publish no score.",
     )
     incremental: bool = Field(
         True,

@@ -18,7 +18,33 @@ from flows.yamlfile import read_yaml_mapping
 
 DEFAULT_UNIVERSE_PATH = Path(__file__).with_name("universe.yaml")
 
-AssetClass = Literal["index", "etf", "equity", "crypto", "index_crypto"]
+AssetClass = Literal["index", "etf", "equity", "future", "crypto", "index_crypto"]
+
+# Exchange-traded funds a symbol alone identifies (issue 14: QQQ and DIA were
+# scored as stocks). Not exhaustive: a fund missing here is named in the
+# universe file with ``asset_class: etf``, which always wins.
+KNOWN_ETFS: frozenset[str] = frozenset(
+    {
+        "SPY", "IVV", "VOO", "VTI", "QQQ", "QQQM", "DIA", "IWM", "IWB", "IWF", "IWD", "IWN", "IWO", "IJH", "IJR",
+        "MDY", "RSP", "VTV", "VUG", "VB", "VO", "VEA", "VWO", "EFA", "EEM", "IEMG", "AGG", "BND", "TLT", "IEF",
+        "SHY", "LQD", "HYG", "GLD", "SLV", "USO", "UNG", "XLB", "XLC", "XLE", "XLF", "XLI", "XLK", "XLP", "XLRE",
+        "XLU", "XLV", "XLY", "SMH", "SOXX", "XBI", "KRE", "ARKK", "SCHD", "VXX", "TQQQ", "SQQQ",
+    }
+)  # fmt: skip
+
+
+def infer_asset_class(symbol: str) -> AssetClass:
+    """The asset class a bare (Yahoo-style) ticker implies, for symbols the
+    universe does not list: ``=F`` futures (RTY=F), ``^`` indices (^RUT),
+    ``KNOWN_ETFS``, otherwise a stock (``equity``). Only stocks get an Alpha
+    Score. Crypto pairs are recognised by the sources from their quote."""
+    if symbol.upper().endswith("=F"):
+        return "future"
+    if symbol.startswith("^"):
+        return "index"
+    if symbol.upper() in KNOWN_ETFS:
+        return "etf"
+    return "equity"
 
 # Symbols end up in file names and SQL literals; restrict them to what real
 # tickers use so nothing hostile can reach a path or a query.

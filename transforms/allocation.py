@@ -43,6 +43,7 @@ PERFORMANCE_SCHEMA: dict[str, pl.DataType] = {
     "drawdown": pl.Float64(),
     "turnover": pl.Float64(),
     "cost": pl.Float64(),
+    "spans_gap": pl.Boolean(),
 }
 SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "mix": pl.String(),
@@ -155,7 +156,8 @@ class _Market:
     dates: np.ndarray  # datetime64[D], every UTC day from the first to the last price
     symbols: tuple[str, ...]  # columns of prices; the last one is CASH
     prices: np.ndarray  # T x N, forward-filled after listing, NaN before
-    returns: np.ndarray  # T x N simple daily returns, NaN where undefined
+    returns: np.ndarray  # T x N simple daily returns, NaN where undefined or not priced on both days
+    fresh: np.ndarray  # T x N, True where the price is that day's own (not carried forward)
 
     def col(self, symbol: str) -> int:
         return self.symbols.index(symbol)
@@ -183,11 +185,14 @@ def _market(prices: pl.DataFrame, symbols: Sequence[str]) -> _Market:
             {"date": pl.date_range(rows["date"].min(), rows["date"].max(), "1d", eager=True)}
         )
     wide = calendar
+    cols = (*present, CASH)
+    fresh = np.ones((calendar.height, len(cols)), dtype=bool)
     if present:
         pivot = rows.pivot(on="symbol", index="date", values="px")
         wide = calendar.join(pivot, on="date", how="left").sort("date")
+        for j, s in enumerate(present):
+            fresh[:, j] = wide[s].is_not_null().to_numpy()
         wide = wide.with_columns(pl.col(present).forward_fill())
-    cols = (*present, CASH)
     px = np.empty((wide.height, len(cols)))
     for j, s in enumerate(present):
         px[:, j] = wide[s].cast(pl.Float64).fill_null(np.nan).to_numpy()
@@ -195,7 +200,9 @@ def _market(prices: pl.DataFrame, symbols: Sequence[str]) -> _Market:
     ret = np.full_like(px, np.nan)
     if len(px) > 1:
         ret[1:] = px[1:] / px[:-1] - 1.0
-    return _Market(wide["date"].to_numpy().astype("datetime64[D]"), cols, px, ret)
+        # A carried price is not a move: no return unless priced on both days.
+        ret[1:][~(fresh[1:] & fresh[:-1])] = np.nan
+    return _Market(wide["date"].to_numpy().astype("datetime64[D]"), cols, px, ret, fresh)
 
 
 def _asof(days: np.ndarray, frame: pl.DataFrame, value: str) -> np.ndarray:
@@ -456,8 +463,7 @@ def _frames(
         }
     )
     nav = path.nav
-    daily = np.full(len(nav), np.nan)
-    daily[1:] = nav[1:] / nav[:-1] - 1.0
+    daily, spans_gap = _measured_returns(nav, path.weights, market.fresh[path.start : path.start + len(nav)])
     performance = pl.DataFrame(
         {
             "date": pl.Series(dates, dtype=pl.Date),
@@ -467,9 +473,31 @@ def _frames(
             "drawdown": nav / np.maximum.accumulate(nav) - 1.0,
             "turnover": pl.Series(path.turnover).fill_nan(None),
             "cost": path.cost,
+            "spans_gap": spans_gap,
         }
     )
     return weights, performance
+
+
+def _measured_returns(nav: np.ndarray, weights: np.ndarray, fresh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(daily_return, spans_gap) of a NAV path. A day's return is measured when
+    every member held into the day (weight > 0 the day before) has its own
+    price that day; otherwise it is NaN (a carried price is not a move). The
+    first measured day after unmeasured ones is **bridged**: its return is the
+    NAV move since the last measured day, flagged ``spans_gap``, so a move
+    across a gap is never booked silently as one day's."""
+    n = len(nav)
+    daily = np.full(n, np.nan)
+    spans = np.zeros(n, dtype=bool)
+    last = 0
+    for t in range(1, n):
+        held = weights[t - 1] > 0
+        if not fresh[t, held].all():
+            continue
+        daily[t] = nav[t] / nav[last] - 1.0
+        spans[t] = last != t - 1
+        last = t
+    return daily, spans
 
 
 def _sleeve_weight() -> pl.Expr:
@@ -496,9 +524,16 @@ def band_breaches(weights: pl.DataFrame) -> pl.DataFrame:
 def mix_summary(
     performance: pl.DataFrame, breaches: pl.DataFrame, risk_free: float = 0.0
 ) -> pl.DataFrame:
-    """Per-mix CAGR (365-day years), annualised volatility and Sharpe, drawdown and breaches."""
+    """Per-mix CAGR (365-day years), annualised volatility and Sharpe, drawdown and breaches.
+
+    Volatility and Sharpe read the one-day returns only: a bridged return
+    (``spans_gap``) covers several days and would pass for one big day."""
     order = pl.DataFrame({"mix": performance["mix"].unique(maintain_order=True)})
     perf = performance.sort("mix", "date")
+    if "spans_gap" in perf.columns:
+        perf = perf.with_columns(
+            pl.when(pl.col("spans_gap")).then(None).otherwise(pl.col("daily_return")).alias("daily_return")
+        )
     base = perf.group_by("mix", maintain_order=True).agg(
         start_date=pl.col("date").first(),
         end_date=pl.col("date").last(),

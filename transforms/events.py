@@ -8,8 +8,17 @@ dated on the session that confirms it: that is the first day a daily run can
 know about it, so an event is never back-dated and appears in exactly one run.
 
 A null correlation (window not full, zero variance) breaks a series: the state
-is forgotten and the next confirmed state is a start, not a change. For the
-sign, an exact zero is "no sign" and breaks the series the same way.
+is forgotten and the next confirmed state is a start, not a change.
+
+The sign has a dead band (``dead_band``, default ``DEFAULT_DEAD_BAND``): a
+correlation is positive only above +band and negative only below -band; inside
+[-band, +band] the series keeps the sign it had (hysteresis), so a correlation
+wobbling around zero is not a stream of sign changes. A series that starts
+inside the band has no sign until it leaves it.
+
+Sentences print the correlation with two decimals, or with as many more (up to
+six) as it takes for the printed number to be on the side the sentence claims:
+never "fell below 0.50 (0.50)" or "turned negative (-0.00)".
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ CORRELATION_EVENTS_SCHEMA: dict[str, pl.DataType] = {
     "level": pl.Float64(),
 }
 _KEYS = ["asset", "benchmark", "window_days"]
+# Published default of the sign's dead band (flows.settings.Settings.event_dead_band).
+DEFAULT_DEAD_BAND = 0.05
 
 
 def _state_changes(series: pl.DataFrame, state: pl.Expr, k: int) -> pl.DataFrame:
@@ -96,6 +107,22 @@ def _fmt(x: float) -> str:
     return f"{x:.2f}"
 
 
+def _fmt_on_side(x: float, event: str, level: float | None) -> str:
+    """``x`` with 2 decimals, or the fewest more (up to 6) that keep the printed
+    number on the side ``event`` claims (above/below ``level``, or the sign)."""
+    claims = {
+        "turned_negative": lambda v: v < 0,
+        "turned_positive": lambda v: v > 0,
+        "crossed_above": lambda v: level is None or v >= level,
+        "crossed_below": lambda v: level is None or v < level,
+    }[event]
+    for decimals in range(2, 7):
+        text = f"{x:.{decimals}f}"
+        if claims(float(text)):
+            return text
+    return f"{x:.6g}"
+
+
 def _describe(
     window: int,
     asset: str,
@@ -116,7 +143,7 @@ def _describe(
     since = f"since {previous.isoformat()}" if previous is not None else "on record"
     return (
         f"The {window}-session correlation between {benchmark} and {asset} {what} "
-        f"({_fmt(correlation)}){held} for the first time {since}."
+        f"({_fmt_on_side(correlation, event, level)}){held} for the first time {since}."
     )
 
 
@@ -125,6 +152,7 @@ def mart_correlation_events(
     *,
     levels: Sequence[float] = (0.5, -0.5),
     confirm_sessions: int = 1,
+    dead_band: float = DEFAULT_DEAD_BAND,
 ) -> pl.DataFrame:
     """mart_correlation_events from a rolling correlation frame.
 
@@ -134,9 +162,10 @@ def mart_correlation_events(
     Events, each on the session that confirms it (``confirm_sessions`` = k):
 
     - ``turned_negative`` / ``turned_positive``: the sign held k sessions and the
-      sign confirmed before it (with no null or zero in between) was opposite.
-      With k = 1 this is "both non-null and the sign differs from the previous
-      session's".
+      sign confirmed before it (with no null in between) was opposite. The
+      sign is +1 above ``dead_band``, -1 below ``-dead_band`` and, inside the
+      band, the sign the series last had (none at its start or after a null):
+      a change needs the correlation to go past the band on the new side.
     - ``crossed_above`` L: the correlation is >= L for k sessions after having
       been < L (confirmed); ``crossed_below`` L: < L for k sessions after >= L.
       A value equal to L counts as at/above, so the two are exact opposites.
@@ -148,8 +177,10 @@ def mart_correlation_events(
     """
     if confirm_sessions < 1:
         raise ValueError("confirm_sessions must be at least 1")
+    _check_band(dead_band)
     series = rolling.select("date", *_KEYS, "correlation").sort(*_KEYS, "date")
     series = series.with_columns(pl.int_range(pl.len()).over(_KEYS).alias("_row"))
+    series = series.with_columns(_held_sign(dead_band, pl.col("_row") == 0).alias("_sign"))
     found = [
         _state_changes(series, state, confirm_sessions).with_columns(
             pl.when(pl.col("_state") == 1).then(pl.lit(up)).otherwise(pl.lit(down)).alias("event"),
@@ -160,11 +191,28 @@ def mart_correlation_events(
     return _finish(pl.concat(found), confirm_sessions)
 
 
+def _check_band(dead_band: float) -> None:
+    if not 0.0 <= dead_band < 1.0:
+        raise ValueError(f"the sign's dead band must be in [0, 1): {dead_band}")
+
+
+def _held_sign(dead_band: float, series_start: pl.Expr, column: str = "correlation") -> pl.Expr:
+    """The sign with hysteresis on a frame sorted by series then date: +1 above
+    the band, -1 below it, inside it the last sign of the same unbroken run
+    (a run ends at a null correlation or a new series)."""
+    c = pl.col(column)
+    raw = pl.when(c > dead_band).then(1).when(c < -dead_band).then(-1)
+    run = (series_start | c.is_null()).cum_sum()
+    return pl.when(c.is_not_null()).then(raw.forward_fill().over(run)).cast(pl.Int8)
+
+
 def _families(levels: Sequence[float]) -> list[tuple[pl.Expr, str, str, float | None]]:
-    """(state: +1 / -1 / null, event when it becomes +1, event when it becomes -1, level)."""
+    """(state: +1 / -1 / null, event when it becomes +1, event when it becomes -1, level).
+
+    The sign's state is the ``_sign`` column (``_held_sign``) the caller adds."""
     c = pl.col("correlation")
     families: list[tuple[pl.Expr, str, str, float | None]] = [
-        (pl.when(c > 0).then(1).when(c < 0).then(-1), "turned_positive", "turned_negative", None)
+        (pl.col("_sign"), "turned_positive", "turned_negative", None)
     ]
     families += [
         (pl.when(c >= level).then(1).when(c < level).then(-1), "crossed_above", "crossed_below", float(level))
@@ -200,6 +248,7 @@ def correlation_events_since(
     from_session: date,
     *,
     levels: Sequence[float] = (0.5, -0.5),
+    dead_band: float = DEFAULT_DEAD_BAND,
 ) -> pl.DataFrame:
     """``mart_correlation_events`` (``confirm_sessions`` = 1) of
     ``previous_rolling`` (rows before ``from_session``) followed by
@@ -212,8 +261,11 @@ def correlation_events_since(
     the last earlier row of each state (for ``previous_date``), so each
     continuing series is replayed as: one row per state at its last date
     before ``from_session``, a break, its last previous row, then the new rows.
-    Only series whose state changes in the new rows are replayed.
+    Only series whose state changes in the new rows are replayed. The sign
+    held inside the dead band is carried into the replay as the last previous
+    row's sign (the sign of its run's last correlation outside the band).
     """
+    _check_band(dead_band)
     sess = sessions.cast(pl.Date).unique().sort()
     # Row numbers only enter as differences (sessions_since), and series are
     # dense on sessions: the session index serves as the row number.
@@ -225,12 +277,33 @@ def correlation_events_since(
     families = _families(levels)
     last_date = sess.filter(sess < from_session).max()
     last_prev = prev.filter(pl.col("date") == last_date).join(new.select(_KEYS).unique(), on=_KEYS, how="semi")
+    # The sign each continuing series holds on its last previous row: that of
+    # the last correlation outside the band, unless a null (a break) came later.
+    c = pl.col("correlation")
+    held = (
+        prev.join(last_prev.select(_KEYS), on=_KEYS, how="semi")
+        .filter(c.is_null() | (c.abs() > dead_band))
+        .group_by(_KEYS)
+        .agg(c.sort_by("date").last().alias("_held"))
+    )
+    last_prev = last_prev.join(held, on=_KEYS, how="left").with_columns(
+        pl.when(c.is_null()).then(None)
+        .when(pl.col("_held") > dead_band).then(1.0)
+        .when(pl.col("_held") < -dead_band).then(-1.0)
+        .otherwise(0.0)  # inside the band with no sign yet
+        .alias("_sc")
+    )  # fmt: skip
+    new = new.with_columns(c.alias("_sc"))
     # Only a series whose state changes somewhere in its new rows (the last
     # previous row included) can have an event, and only those need the last
     # previous date of each state: one pass over their previous rows.
-    head = pl.concat([last_prev.select(*_KEYS, "date", "correlation"), new.select(*_KEYS, "date", "correlation")])
+    head = pl.concat(
+        [last_prev.select(*_KEYS, "date", "correlation", "_sc"), new.select(*_KEYS, "date", "correlation", "_sc")]
+    )
+    first_of_series = pl.int_range(pl.len()).over(_KEYS) == 0
     changes = (
         head.sort(*_KEYS, "date")
+        .with_columns(_held_sign(dead_band, first_of_series, "_sc").alias("_sign"))
         .with_columns([state.alias(f"_s{f}") for f, (state, *_) in enumerate(families)])
         .group_by(_KEYS)
         .agg([pl.col(f"_s{f}").n_unique().alias(f"_n{f}") for f in range(len(families))])
@@ -239,6 +312,8 @@ def correlation_events_since(
     )
     anchors = (
         prev.join(changes, on=_KEYS, how="semi")
+        .sort(*_KEYS, "date")
+        .with_columns(_held_sign(dead_band, first_of_series).alias("_sign"))
         .group_by(_KEYS)
         .agg(
             *[pl.col("date").filter(state == v).max().alias(f"_{f}_{v}") for f, (state, *_) in enumerate(families) for v in (1, -1)],
@@ -253,7 +328,9 @@ def correlation_events_since(
                 anchors.select(*_KEYS, pl.col(f"_{f}_1").alias("date"), pl.lit(1.0).alias("correlation"), pl.lit(0).alias("_o")),
                 anchors.select(*_KEYS, pl.col(f"_{f}_-1").alias("date"), pl.lit(-2.0).alias("correlation"), pl.lit(1).alias("_o")),
                 last_prev.select(*_KEYS, "date", pl.lit(None, dtype=pl.Float64).alias("correlation"), pl.lit(2).alias("_o")),
-                last_prev.select(*_KEYS, "date", "correlation", pl.lit(3).alias("_o")),
+                # The sign family reads the sign held on that row, the levels its value.
+                last_prev.select(*_KEYS, "date", pl.col("_sc" if f == 0 else "correlation").alias("correlation"),
+                                 pl.lit(3).alias("_o")),
                 new.select(*_KEYS, "date", "correlation", pl.lit(4).alias("_o")),
             ],
             how="vertical_relaxed",
@@ -263,6 +340,7 @@ def correlation_events_since(
             .sort(*_KEYS, "_o", "date")
             .with_columns((pl.int_range(pl.len()) == 0).over(_KEYS).alias("_first"))
         )
+        replay = replay.with_columns(_held_sign(dead_band, pl.col("_first")).alias("_sign"))
         found.append(
             _state_changes(replay, state, 1)
             .filter(pl.col("_o") == 4)

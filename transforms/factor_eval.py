@@ -6,9 +6,11 @@ fact and never feed one. Pure transforms: Polars frames in, frames out.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import date
 
+import numpy as np
 import polars as pl
 
 from transforms.factors import _calendar, _dense_grid
@@ -46,9 +48,44 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "mean_ic": pl.Float64(),
     "ic_std": pl.Float64(),
     "ic_tstat": pl.Float64(),
+    "ic_tstat_method": pl.String(),
+    "ic_tstat_naive": pl.Float64(),
     "n_dates": pl.Int64(),
     "top_minus_bottom_quintile_return": pl.Float64(),
 }
+
+
+# How ``ic_tstat`` accounts for the overlap of forward windows (published with it).
+TSTAT_METHOD = "newey_west_h-1_lags"
+
+
+def quantile_bucket(rank: pl.Expr, n: pl.Expr, quantiles: int) -> pl.Expr:
+    """Balanced quantile (1..``quantiles``) of an average rank among ``n``: the
+    rule of pandas ``qcut`` (and so alphalens) applied to the ranks. The ranks
+    1..n are cut at the ``quantiles`` equal steps of (rank - 1) / (n - 1), bins
+    closed on the right and the lowest rank in the first bin, so bucket sizes
+    differ by at most one (33 stocks: 7, 6, 7, 6, 7, where ceil(5 x rank / n)
+    gave 6 at the bottom and 7 at the top). Tied scores share a rank and so a bucket. Null when n < 2."""
+    position = quantiles * (rank - 1.0) / (n - 1.0)
+    return pl.when(n > 1).then(position.ceil().clip(lower_bound=1.0))
+
+
+def newey_west_tstat(values: Sequence[float], lags: int) -> float | None:
+    """t-stat of the mean of ``values`` (in time order) with the Newey-West
+    (Bartlett kernel) long-run variance over ``lags`` lags:
+    var = g0 + 2 sum_{j=1..L} (1 - j/(L+1)) g_j, g_j = sum_t e_t e_{t-j} / T,
+    t = mean / sqrt(var / T). None with fewer than 2 values or no variance."""
+    x = np.asarray(values, dtype=float)
+    n = x.size
+    if n < 2:
+        return None
+    e = x - x.mean()
+    var = float(e @ e) / n
+    for j in range(1, min(lags, n - 1) + 1):
+        var += 2.0 * (1.0 - j / (lags + 1.0)) * float(e[j:] @ e[:-j]) / n
+    if not var > 0:
+        return None
+    return float(x.mean() / math.sqrt(var / n))
 
 
 def _check_horizons(horizons: Sequence[int]) -> None:
@@ -125,7 +162,7 @@ def _daily_from_base(
     if not horizons or not factors:
         return pl.DataFrame(schema=DAILY_SCHEMA)
     x, y = pl.col("x"), pl.col("y")
-    bucket = (quantiles * pl.col("rx") / pl.col("n")).ceil()
+    bucket = quantile_bucket(pl.col("rx"), pl.col("n"), quantiles)
     queries = [
         base.lazy()
         # base is in date order: the per-session windows and groups slice.
@@ -171,9 +208,9 @@ def factor_daily_stats(
     are handled as pandas does) between the score and the forward return over
     the ``n`` stocks having both; null when ``n < min_obs`` or either side is
     constant that session. ``top_minus_bottom`` is the mean forward return of
-    the top quantile minus that of the bottom one, quantile = ceil(quantiles x
-    average rank / n) so tied scores share a bucket; null when either bucket is
-    empty. ``scores`` is ``mart_factor_scores`` (or any frame with ``date,
+    the top quantile minus that of the bottom one, quantiles balanced as
+    pandas ``qcut`` cuts the ranks (``quantile_bucket``), so tied scores share
+    a bucket; null when either bucket is empty. ``scores`` is ``mart_factor_scores`` (or any frame with ``date,
     symbol`` and the ``factors`` columns); ``fwd`` is ``forward_returns``.
     ``factor_daily_stats_from_prices`` is the same from prices, faster.
     """
@@ -268,30 +305,45 @@ def mart_factor_ic(daily: pl.DataFrame) -> pl.DataFrame:
 
 def factor_ic_summary(daily: pl.DataFrame) -> pl.DataFrame:
     """Per factor and horizon: ``mean_ic``, ``ic_std`` (sample, ddof=1),
-    ``ic_tstat`` = mean_ic / (ic_std / sqrt(n_dates)), ``n_dates`` (sessions
-    with an IC) and ``top_minus_bottom_quintile_return`` (mean over sessions of
-    the daily top-minus-bottom spread).
+    ``n_dates`` (sessions with an IC), ``top_minus_bottom_quintile_return``
+    (mean over sessions of the daily top-minus-bottom spread) and two t-stats
+    of the mean IC:
 
-    Forward windows of consecutive sessions overlap, so the IC series is
-    autocorrelated and the t-stat overstates significance; read it as a
-    ranking of factors, not as a p-value.
+    - ``ic_tstat``: Newey-West, h - 1 lags for horizon h (``ic_tstat_method``
+      says so). The forward windows of consecutive sessions share h - 1 days,
+      so the daily ICs are autocorrelated up to lag h - 1; the Bartlett-kernel
+      long-run variance counts that, where the plain formula would take about
+      h times too many independent observations.
+    - ``ic_tstat_naive`` = mean_ic / (ic_std / sqrt(n_dates)), as if the
+      sessions were independent: it overstates significance (kept, labelled,
+      for comparison only).
+
+    The ICs are taken in date order over the sessions that have one.
     """
     ic = pl.col("ic").drop_nulls()
     out = (
-        daily.group_by("factor", "horizon_sessions")
+        daily.sort("factor", "horizon_sessions", "date")
+        .group_by("factor", "horizon_sessions", maintain_order=True)
         .agg(
             ic.mean().alias("mean_ic"),
             ic.std(ddof=1).alias("ic_std"),
             ic.count().alias("n_dates"),
             pl.col("top_minus_bottom").mean().alias("top_minus_bottom_quintile_return"),
+            ic.alias("_ics"),
         )
         .with_columns(
             pl.when(pl.col("ic_std") > 0)
             .then(pl.col("mean_ic") / (pl.col("ic_std") / pl.col("n_dates").cast(pl.Float64).sqrt()))
-            .alias("ic_tstat")
+            .alias("ic_tstat_naive"),
+            pl.lit(TSTAT_METHOD).alias("ic_tstat_method"),
         )
         .sort("factor", "horizon_sessions")
     )
+    tstats = [
+        newey_west_tstat(ics, max(int(h) - 1, 0))
+        for ics, h in zip(out["_ics"].to_list(), out["horizon_sessions"].to_list(), strict=True)
+    ]
+    out = out.with_columns(pl.Series("ic_tstat", tstats, dtype=pl.Float64))
     return out.select([pl.col(c).cast(t) for c, t in SUMMARY_SCHEMA.items()])
 
 

@@ -21,6 +21,17 @@ import polars as pl
 
 FAMILIES: tuple[str, ...] = ("momentum", "value", "quality", "sentiment")
 
+# The Alpha Score's published reference weighting (docs/alpha_score.md): a
+# family without a sub-score on a row gives its weight to the others in
+# proportion (the weights are renormalised over the families present).
+DEFAULT_FAMILY_WEIGHTS: dict[str, float] = {"momentum": 30.0, "value": 25.0, "quality": 25.0, "sentiment": 20.0}
+
+# Fewest stocks with a metric on a session for that metric to be ranked at
+# all: a percentile rank of one stock among two or three is not a score
+# (a lone stock would be "100, strong"). Below it the metric has no rank that
+# session, so a sub-score or Alpha Score resting on it is not published.
+DEFAULT_MIN_CROSS_SECTION = 10
+
 # Fundamentals columns the metric formulas read; absent ones are added as nulls
 # so a source without fundamentals still yields momentum-only scores.
 FUNDAMENTAL_INPUTS: tuple[str, ...] = (
@@ -352,9 +363,13 @@ def _metric_values(
     return values.with_row_index("row")
 
 
-def _ranked(values: pl.DataFrame, m: Metric, min_sector_size: int) -> pl.DataFrame:
+def _ranked(
+    values: pl.DataFrame, m: Metric, min_sector_size: int, min_cross_section: int = DEFAULT_MIN_CROSS_SECTION
+) -> pl.DataFrame:
     """``row, date, symbol, value, rank_pct, rank_scope`` for the rows of
-    ``values`` where metric ``m`` has a value, in ``values`` order.
+    ``values`` where metric ``m`` has a value, in ``values`` order, on the
+    sessions where at least ``min_cross_section`` stocks have it (fewer: the
+    metric is not ranked that session, so nothing resting on it is scored).
 
     A metric ranks within the stock's sector when at least ``min_sector_size``
     stocks of that sector have it on that session, otherwise across all stocks.
@@ -384,6 +399,8 @@ def _ranked(values: pl.DataFrame, m: Metric, min_sector_size: int) -> pl.DataFra
         "symbol",
         pl.col(m.name).alias("value"),
     ).filter(v.is_not_null())
+    # A whole session is kept or dropped, so the ranks of the kept ones do not move.
+    sub = sub.filter(pl.len().over("session_idx") >= min_cross_section)
     return sub.select(
         "row",
         "date",
@@ -436,6 +453,7 @@ def factor_panel(
     metrics: Sequence[Metric] = METRICS,
     min_sector_size: int = 5,
     fundamentals_tolerance: timedelta | None = None,
+    min_cross_section: int = DEFAULT_MIN_CROSS_SECTION,
 ) -> pl.DataFrame:
     """Wide per-(date, symbol) frame of metric values and percentile ranks.
 
@@ -447,13 +465,14 @@ def factor_panel(
     A metric ranks within the stock's sector when at least ``min_sector_size``
     stocks of that sector have it on that session, otherwise across all stocks.
     ``fundamentals_tolerance`` (default None: no limit) ignores snapshots older
-    than that on a session.
+    than that on a session. A metric held by fewer than ``min_cross_section``
+    stocks on a session is not ranked there.
 
     ``build_factor_marts`` does not go through this wide frame (it is large);
     it is kept for inspection and tests.
     """
     values = _metric_values(prices, assets, sessions, fundamentals, metrics, fundamentals_tolerance, None)
-    ranked = {m.name: _ranked(values, m, min_sector_size) for m in metrics}
+    ranked = {m.name: _ranked(values, m, min_sector_size, min_cross_section) for m in metrics}
     n = values.height
     cols = []
     for m in metrics:
@@ -519,7 +538,7 @@ def label_expr(score: pl.Expr, thresholds: LabelThresholds = LabelThresholds()) 
 
 def _normalised_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     if weights is None:
-        return dict.fromkeys(FAMILIES, 1.0)
+        return dict(DEFAULT_FAMILY_WEIGHTS)
     unknown = set(weights) - set(FAMILIES)
     if unknown:
         raise ValueError(f"unknown families in weights: {sorted(unknown)}")
@@ -660,7 +679,7 @@ def mart_factor_scores(
     rounded half-up. Labels, of the Alpha Score and of each sub-score in the
     summary, are taken on the half-up rounded integer so the label always
     agrees with the integer an analyst sees. ``weights`` maps family -> weight
-    (default equal; a family left out weighs 0).
+    (default ``DEFAULT_FAMILY_WEIGHTS``; a family left out weighs 0).
     """
     names = _stocks(assets).select("symbol", "name")
     frame = panel.select("date", "symbol", "sector", *SCORE_COLUMNS).sort("date", "symbol")
@@ -680,6 +699,7 @@ def build_factor_marts(
     thresholds: LabelThresholds = LabelThresholds(),
     fundamentals_tolerance: timedelta | None = None,
     from_date: date | None = None,
+    min_cross_section: int = DEFAULT_MIN_CROSS_SECTION,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``(mart_factor_scores, mart_factor_metrics)`` from raw inputs.
 
@@ -696,7 +716,7 @@ def build_factor_marts(
     values = _metric_values(prices, assets, sessions, fundamentals, metrics, fundamentals_tolerance, from_date)
     ranked = {}
     for m in metrics:
-        ranked[m.name] = _ranked(values, m, min_sector_size)
+        ranked[m.name] = _ranked(values, m, min_sector_size, min_cross_section)
         values = values.drop(m.name)  # each value column is done with once ranked
     frame = pl.concat(
         [values.select("date", "symbol", "sector", "sym"), _family_scores(values.height, ranked, metrics)],

@@ -47,10 +47,10 @@ from transforms.marts import (
     build_marts,
     factor_marts,
     factor_scores,
+    milestone_partition,
     present_benchmarks,
 )
 from transforms.matrix import CORRELATION_MATRIX_SCHEMA, as_of_sessions, mart_correlation_matrix
-from transforms.milestones import mart_market_milestones, mart_period_returns
 from transforms.returns import log_returns
 
 # Sessions of look-back beyond max(windows): pairs whose previous span ended
@@ -93,6 +93,7 @@ def build_marts_incremental(
     *,
     previous: Mapping[str, pl.DataFrame],
     from_date: date,
+    history: pl.DataFrame | None = None,
 ) -> Marts:
     """``build_marts(prices, assets, sessions, params, fundamentals)``, reusing
     ``previous`` (the tables of a run whose inputs equal these before
@@ -101,13 +102,14 @@ def build_marts_incremental(
 
     Falls back to the full build when ``previous`` lacks a table it needs or
     the changed range starts within ``max(windows)`` sessions of the first.
+    ``history`` is ``build_marts``'.
     """
     sess = sessions.cast(pl.Date).unique().sort()
     windows = sorted(set(params.windows))
     from_idx = sess.search_sorted(from_date, side="left")
     look_idx = from_idx - max(windows) - MARGIN_SESSIONS
     if look_idx < 1 or any(t not in previous for t in REQUIRED):
-        return build_marts(prices, assets, sess, params, fundamentals)
+        return build_marts(prices, assets, sess, params, fundamentals, history=history)
     # The rolling correlations' sums restart at every epoch of the calendar
     # (transforms.correlation.EPOCH_SESSIONS): a tail that starts on an epoch
     # boundary at or before the look-back reproduces the full build's values
@@ -173,12 +175,14 @@ def build_marts_incremental(
         if whole.height:
             prev_events = prev_events.join(whole, on=_PAIR, how="anti")
         events = correlation_events_since(
-            kept_corr, prev_events, new_corr, sess, from_session, levels=params.event_levels
+            kept_corr, prev_events, new_corr, sess, from_session, levels=params.event_levels,
+            dead_band=params.event_dead_band,
         )
     else:
         # k > 1: an event depends on the run lengths before the new rows; replay everything.
         events = mart_correlation_events(
-            corr, levels=params.event_levels, confirm_sessions=params.event_confirm_sessions
+            corr, levels=params.event_levels, confirm_sessions=params.event_confirm_sessions,
+            dead_band=params.event_dead_band,
         )
     matrix_returns = tail_returns.filter(pl.col("session_date") >= sess[look_idx])
     matrix = _matrix_since(previous["mart_correlation_matrix"], matrix_returns, sess, from_idx, matrix_symbols, windows)
@@ -186,8 +190,9 @@ def build_marts_incremental(
     milestone_prices = focus.filter(
         pl.col("symbol").is_in(milestone_symbols + [params.period_benchmark])
     ).sort("symbol", "date")
-    milestones = mart_market_milestones(milestone_prices, milestone_symbols)
-    period_returns = mart_period_returns(milestone_prices, milestone_symbols, benchmark=params.period_benchmark)
+    milestones, period_returns = milestone_partition(
+        milestone_prices, milestone_symbols, params.period_benchmark, sess, crypto, history
+    )
 
     tables = {
         "fact_prices": all_prices,

@@ -10,13 +10,24 @@ booked as one daily return. The index level starts at ``base_level`` on the
 day before its first return (a day on which at least one member has a close),
 so the index never exists before it has members.
 
+Where no member is priced on both ends of a day the index has no bar that
+day. When members are priced again after such a gap, the first day back is
+**bridged**: its return is the mean, over the members priced on both the
+index's last bar before the gap and that day, of their simple return across
+the gap (equal-weight buy-and-hold over the gap, as no daily rebalance could
+happen). The bar is then more than one day after the previous one, which is
+how every mart downstream recognises it (``gap_days`` in the milestones,
+``spans_gap`` in period returns): a bridged level is never a flat line, and a
+return across it is never passed off as one day's. Without any member priced
+on both ends, the day gets no bar and the next consecutive day chains on.
+
 ALTS_DV is the investable cousin: see ``dollar_volume_index``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 from typing import NamedTuple
 
 import polars as pl
@@ -87,13 +98,15 @@ def equal_weight_index(
     open = high = low = close = adj_close = the level: an index built from
     daily closes has no intraday path. ``volume`` is the members' dollar
     volume (close x volume, in the quote currency) summed over the members
-    with a bar that day; null when none of them reports a volume.
+    with a bar that day; null when none of them reports a volume. Days after
+    a gap are bridged (module docstring).
     """
     daily = _equal_weight_daily(prices, members)
-    return_days = daily.filter(pl.col("_ret").is_not_null())
-    if return_days.is_empty():
+    consecutive = daily.filter(pl.col("_ret").is_not_null())
+    if consecutive.is_empty():
         return pl.DataFrame(schema=INDEX_BAR_SCHEMA)
-    base_day = return_days.select(pl.col("date").min().dt.offset_by("-1d")).item()
+    base_day = consecutive.select(pl.col("date").min().dt.offset_by("-1d")).item()
+    return_days = _bridged(daily, _member_closes(prices, members), base_day)
     levels = pl.concat(
         [
             daily.filter(pl.col("date") == base_day).with_columns(pl.lit(0.0).alias("_ret")),
@@ -115,22 +128,68 @@ def equal_weight_index_since(
 ) -> pl.DataFrame | None:
     """The bars of ``equal_weight_index`` dated on/after ``since``, chained from
     ``previous`` (this index's bars of the previous run): only the members'
-    bars from the day before ``since`` are read. None when ``previous`` has no
-    bar before ``since`` (the index starts in the changed range: build it whole).
+    bars from the last previous bar before ``since`` on are read. None when
+    ``previous`` has no bar before ``since`` (the index starts in the changed
+    range: build it whole).
     """
     seed = previous.filter(pl.col("date") < since).sort("date").tail(1)
     if seed.is_empty():
         return None
-    p = prices.filter(pl.col("date") >= pl.lit(since).dt.offset_by("-1d"))
-    daily = _equal_weight_daily(p, members).filter(pl.col("date") >= since)
-    return_days = daily.filter(pl.col("_ret").is_not_null())
+    seed_day = seed["date"].item()
+    p = prices.filter(pl.col("date") >= pl.lit(min(seed_day, since - timedelta(days=1))))
+    daily = _equal_weight_daily(p, members).filter(pl.col("date") > seed_day)
+    return_days = _bridged(daily, _member_closes(p, members), seed_day).filter(pl.col("date") >= since)
     levels = pl.concat([seed.select("date", pl.lit(0.0).alias("_ret"), "volume"), return_days.select("date", "_ret", "volume")])
     levels = levels.with_columns(_chain(seed["adj_close"].item(), 1.0 + pl.col("_ret")).alias("level")).slice(1)
     return _as_bars(levels, index_symbol)
 
 
+def _member_closes(prices: pl.DataFrame, members: Sequence[str]) -> pl.DataFrame:
+    return (
+        prices.filter(pl.col("symbol").is_in(list(members)) & (pl.col("adj_close") > 0))
+        .select("symbol", "date", "adj_close")
+        .sort("date", "symbol")
+    )
+
+
+def _bridged(daily: pl.DataFrame, closes: pl.DataFrame, last_bar: date) -> pl.DataFrame:
+    """(date, _ret, volume) of the bar days after ``last_bar``: the days with a
+    daily return, plus the bridged days (a day with member closes but no daily
+    return, some member also priced on the index's last bar before it: its
+    ``_ret`` is those members' mean return since that bar)."""
+    after = daily.filter(pl.col("date") > last_bar)
+    gaps = after.filter(pl.col("_ret").is_null())
+    if gaps.is_empty():
+        return after.filter(pl.col("_ret").is_not_null())
+    bar_days = after.filter(pl.col("_ret").is_not_null())["date"].to_list()
+    by_day: dict[date, dict[str, float]] = {}
+    for (day,), rows in closes.filter(pl.col("date") >= last_bar).group_by("date"):
+        by_day[day] = dict(zip(rows["symbol"].to_list(), rows["adj_close"].to_list(), strict=True))
+    bridged: dict[date, float] = {}
+    consecutive_i, previous = 0, last_bar
+    for day in gaps["date"].to_list():
+        while consecutive_i < len(bar_days) and bar_days[consecutive_i] < day:
+            previous = max(previous, bar_days[consecutive_i])
+            consecutive_i += 1
+        before, now = by_day.get(previous, {}), by_day.get(day, {})
+        both = sorted(set(before) & set(now))
+        if both:
+            bridged[day] = sum(now[s] / before[s] - 1.0 for s in both) / len(both)
+            previous = day
+    fill = pl.DataFrame({"date": list(bridged), "_b": list(bridged.values())}, schema={"date": pl.Date, "_b": pl.Float64})
+    return (
+        after.join(fill, on="date", how="left")
+        .with_columns(pl.coalesce("_ret", "_b").alias("_ret"))
+        .filter(pl.col("_ret").is_not_null())
+        .drop("_b")
+        .sort("date")
+    )
+
+
 def _equal_weight_daily(prices: pl.DataFrame, members: Sequence[str]) -> pl.DataFrame:
-    """(date, _ret, volume): the members' mean simple return and dollar volume per day."""
+    """(date, _ret, volume): per day with a member close, the members' mean
+    simple return (null without a member priced on the day before too) and
+    dollar volume."""
     p = (
         prices.filter(pl.col("symbol").is_in(list(members)))
         .select("symbol", "date", "close", "adj_close", "volume")

@@ -23,9 +23,9 @@ import polars as pl
 
 from transforms.allocation import simulate_mixes
 from transforms.correlation import EPOCH_SESSIONS, rolling_correlation
-from transforms.events import mart_correlation_events
+from transforms.events import DEFAULT_DEAD_BAND, mart_correlation_events
 from transforms.factor_eval import evaluate_factors
-from transforms.factors import LabelThresholds, build_factor_marts
+from transforms.factors import DEFAULT_MIN_CROSS_SECTION, LabelThresholds, build_factor_marts
 from transforms.indices import DEFAULT_STABLECOINS, build_crypto_indices
 from transforms.matrix import mart_correlation_matrix
 from transforms.milestones import mart_market_milestones, mart_period_returns
@@ -42,12 +42,15 @@ class MartParams:
     windows: Sequence[int] = (30, 90, 180, 365)
     event_levels: Sequence[float] = (0.5, -0.5)
     event_confirm_sessions: int = 1
+    # How far past zero a correlation must go for its sign to count (events.py).
+    event_dead_band: float = DEFAULT_DEAD_BAND
     period_benchmark: str = "^GSPC"
     stablecoins: Sequence[str] = DEFAULT_STABLECOINS
     policy: Policy | None = None
     factor_weights: dict[str, float] | None = None
     factor_thresholds: LabelThresholds = LabelThresholds()
     factor_min_sector_size: int = 5
+    factor_min_cross_section: int = DEFAULT_MIN_CROSS_SECTION
     factor_horizons: Sequence[int] = (21, 63)
     # Crypto assets per rolling-correlation partition; 0 = all in one.
     correlation_block_size: int = 0
@@ -88,14 +91,32 @@ def correlation_partition(
     event_levels: tuple[float, ...],
     confirm_sessions: int,
     epoch: int = EPOCH_SESSIONS,
+    dead_band: float = DEFAULT_DEAD_BAND,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     # Events are per (asset, benchmark, window) series, so they partition with it.
     corr = rolling_correlation(returns, sessions, assets, benchmarks, windows, epoch=epoch)
-    return corr, mart_correlation_events(corr, levels=event_levels, confirm_sessions=confirm_sessions)
+    events = mart_correlation_events(corr, levels=event_levels, confirm_sessions=confirm_sessions, dead_band=dead_band)
+    return corr, events
 
 
-def milestone_partition(prices: pl.DataFrame, symbols: list[str], benchmark: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    return mart_market_milestones(prices, symbols), mart_period_returns(prices, symbols, benchmark=benchmark)
+def milestone_partition(
+    prices: pl.DataFrame,
+    symbols: list[str],
+    benchmark: str,
+    sessions: pl.Series | None = None,
+    daily_symbols: Sequence[str] = (),
+    history: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Milestones and period returns; gaps judged on each symbol's own calendar
+    (every day for ``daily_symbols``, else ``sessions``), highs looking back
+    into ``history`` too."""
+    milestones = mart_market_milestones(
+        prices, symbols, sessions=sessions, daily_symbols=daily_symbols, history=history
+    )
+    period_returns = mart_period_returns(
+        prices, symbols, benchmark=benchmark, sessions=sessions, daily_symbols=daily_symbols
+    )
+    return milestones, period_returns
 
 
 def _combine(frames: list[pl.DataFrame], key: Sequence[str]) -> pl.DataFrame:
@@ -109,11 +130,14 @@ def build_marts(
     params: MartParams,
     fundamentals: pl.DataFrame | None = None,
     map_partitions: PartitionMap = serial_map,
+    history: pl.DataFrame | None = None,
 ) -> Marts:
     """All marts from native-calendar ``prices`` (BAR_SCHEMA plus optional source/ingested_at).
 
     ``fundamentals`` are the stored point-in-time snapshots (FUNDAMENTALS_SCHEMA);
-    without them the Alpha Score has momentum only.
+    without them the Alpha Score has momentum only. ``history``: bars from
+    before ``prices`` (the whole record a source provides) that only the
+    milestones read, so highs are measured over all of it.
 
     Derived crypto indices are added to ``fact_prices`` and ``dim_asset`` and
     then flow through returns and correlations like any crypto asset.
@@ -143,11 +167,14 @@ def build_marts(
     jobs: list[tuple[str, Callable[..., Any], tuple]] = [
         ("corr", correlation_partition,
          (returns, sessions, block, benchmarks, windows, tuple(params.event_levels), params.event_confirm_sessions,
-          params.correlation_epoch_sessions))
+          params.correlation_epoch_sessions, params.event_dead_band))
         for block in blocks(crypto, params.correlation_block_size)
     ]
     jobs += [("matrix", mart_correlation_matrix, (returns, sessions, matrix_symbols, (w,))) for w in windows]
-    jobs.append(("milestones", milestone_partition, (all_prices, milestone_symbols, params.period_benchmark)))
+    jobs.append(
+        ("milestones", milestone_partition,
+         (all_prices, milestone_symbols, params.period_benchmark, sessions, crypto, history))
+    )  # fmt: skip
     if stocks.len() and params.factors:
         # Only the stocks' bars travel to the partition: the rest is not read there.
         stock_prices = prices.filter(pl.col("symbol").is_in(stocks.implode()))
@@ -215,6 +242,7 @@ def factor_scores(
         sessions,
         fundamentals,
         min_sector_size=params.factor_min_sector_size,
+        min_cross_section=params.factor_min_cross_section,
         weights=params.factor_weights,
         thresholds=params.factor_thresholds,
         **kwargs,

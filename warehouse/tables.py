@@ -89,7 +89,7 @@ DIM_ASSET = Table(
     (
         C("symbol", "string", "Canonical key: Yahoo ticker for equities and indices, base asset for crypto (BTC).", False),
         C("name", "string", "Display name; '[synthetic]' marks the offline sample market."),
-        C("asset_class", "string", "index, etf, equity, crypto or index_crypto.", False),
+        C("asset_class", "string", "index, etf, equity, future, crypto or index_crypto (only equity gets an Alpha Score).", False),
         C("sector", "string", "GICS-style sector for stocks; null otherwise."),
         C("industry", "string", "Industry for stocks; null otherwise."),
         C("quote_currency", "string", "Currency prices are quoted in (USD, USDT)."),
@@ -230,7 +230,9 @@ MART_MARKET_MILESTONES = Table(
         C("symbol", "string", "Benchmark or index.", False),
         C("close", "float", "Adjusted close.", unit="index points or quote currency", gt=0),
         C("ath_close", "float", "Highest close up to and including this date.", unit="index points or quote currency", gt=0),
-        C("is_new_ath", "bool", "Close strictly above every earlier close."),
+        C("is_new_ath", "bool", "Close strictly above every earlier close since ath_since."),
+        # issue 14: what the high looks back to, and where the series has holes.
+        C("ath_since", "date", "First date the high looks back to: 'highest since', all-time only if the asset's first day."),
         C("drawdown_from_ath", "float", "close / ath_close - 1.", unit="fraction"),
         C("low_21d", "float", "Lowest close of the last 21 rows including today.", unit="index points or quote currency"),
         C("rally_from_low_21d", "float", "close / low_21d - 1.", unit="fraction"),
@@ -239,6 +241,8 @@ MART_MARKET_MILESTONES = Table(
         C("ret_qtd", "float", "Versus the last close of the previous quarter.", unit="fraction"),
         C("ret_ytd", "float", "Versus the last close of the previous year.", unit="fraction"),
         C("ret_1y", "float", "Versus the last close on or before the same date one year earlier.", unit="fraction"),
+        C("gap_days", "int", "Expected dates (UTC days for crypto, sessions otherwise) missing right before this row; "
+          "> 0 flags ret_1d as a move across a gap, and figures spanning a gap are null.", unit="days or sessions"),
     ),
     primary_key=("symbol", "date"),
     publish=True,
@@ -262,6 +266,7 @@ MART_PERIOD_RETURNS = Table(
         C("benchmark", "string", "Comparison benchmark."),
         C("benchmark_return", "float", "The benchmark's return over the same calendar period.", unit="fraction"),
         C("excess_return", "float", "return - benchmark_return.", unit="fraction"),
+        C("spans_gap", "bool", "The period's span has expected dates missing: return is null (not measured)."),
     ),
     primary_key=("symbol", "period", "period_end"),
     publish=True,
@@ -299,10 +304,12 @@ MART_MIX_PERFORMANCE = Table(
         C("date", "date", "UTC day.", False),
         C("mix", "string", "Allocation mix.", False),
         C("nav", "float", "Net asset value after costs.", unit="multiple of start", gt=0),
-        C("daily_return", "float", "Simple return of the NAV.", unit="fraction"),
+        C("daily_return", "float", "Simple return of the NAV; null when a held member has no price of its own that day.", unit="fraction"),
         C("drawdown", "float", "nav / running max nav - 1.", unit="fraction"),
         C("turnover", "float", "One-way turnover on rebalance days: 1/2 sum |target - drifted|; null otherwise.", unit="fraction of NAV"),
         C("cost", "float", "Transaction cost charged that day.", unit="fraction of NAV"),
+        C("spans_gap", "bool", "daily_return is bridged: the NAV move since the last day every held member had its "
+          "own price (the days between have a null daily_return)."),
     ),
     primary_key=("mix", "date"),
     publish=True,
@@ -419,13 +426,17 @@ MART_FACTOR_IC = Table(
 
 MART_FACTOR_IC_SUMMARY = Table(
     "mart_factor_ic_summary",
-    "Factor evaluation summary: mean IC, its t-stat (overlapping windows inflate it) and the top-minus-bottom quintile return.",
+    "Factor evaluation summary: mean IC, its t-stat (Newey-West for the overlapping forward windows) and the "
+    "top-minus-bottom quintile return.",
     (
         C("factor", "string", "Score evaluated.", False),
         C("horizon_sessions", "bigint", "Forward return horizon.", False, unit="sessions"),
         C("mean_ic", "float", "Mean daily IC."),
         C("ic_std", "float", "Standard deviation of daily IC."),
-        C("ic_tstat", "float", "mean_ic / (ic_std / sqrt(n_dates))."),
+        C("ic_tstat", "float", "t-stat of mean_ic with a Newey-West variance over horizon - 1 lags (the overlap of forward windows)."),
+        # issue 14: the method is published with the t-stat; the naive one only labelled.
+        C("ic_tstat_method", "string", "How ic_tstat accounts for overlapping windows (newey_west_h-1_lags)."),
+        C("ic_tstat_naive", "float", "mean_ic / (ic_std / sqrt(n_dates)) as if sessions were independent: overstated, for comparison only."),
         C("n_dates", "bigint", "Sessions with an IC.", unit="sessions"),
         C("top_minus_bottom_quintile_return", "float", "Mean forward return of the top quintile minus the bottom.", unit="fraction"),
     ),

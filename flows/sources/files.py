@@ -51,7 +51,7 @@ from flows.sources.base import (
     conform_assets,
     conform_bars,
 )
-from flows.universe import Universe, check_symbol
+from flows.universe import Universe, check_symbol, infer_asset_class
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +118,7 @@ def classify_symbol(symbol: str, universe: Universe | None = None) -> SymbolName
     pair = _PAIR.match(symbol)
     if pair and pair["quote"].upper() in CRYPTO_QUOTES:
         return SymbolName(pair["base"].upper(), "crypto", pair["quote"].upper(), symbol)
-    if symbol.startswith("^"):
-        return SymbolName(symbol, "index", "USD", symbol)
-    return SymbolName(symbol, "equity", "USD", symbol)
+    return SymbolName(symbol, infer_asset_class(symbol), "USD", symbol)
 
 
 # Cell texts that mean "no value" and "not a number" (compared lower-cased).
@@ -658,7 +656,12 @@ class FilesSource:
         stored_tail: pl.DataFrame,
     ) -> SourceBatch:
         done = self.read(universe)
-        bars = done.bars.filter(pl.col("date").is_between(start, as_of))
+        # An index keeps its whole record before ``start``: all-time highs
+        # look back over all of it (the transform uses it for milestones only).
+        indices = done.assets.filter(pl.col("asset_class") == "index")["symbol"].implode()
+        bars = done.bars.filter(
+            pl.col("date").is_between(start, as_of) | ((pl.col("date") < start) & pl.col("symbol").is_in(indices))
+        )
         warnings = list(done.warnings)
         if done.problems:
             files = len({p.file for p in done.problems})

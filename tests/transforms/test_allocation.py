@@ -628,12 +628,24 @@ def test_duplicate_price_rows_are_rejected(market):
         simulate_mixes(make_policy(), pl.concat([market, market.head(1)]))
 
 
-def test_price_gaps_are_forward_filled(market):
+def test_price_gaps_are_not_returns_and_the_day_after_is_bridged(market):
+    # BTC has no candle on 2020-03-10: the NAV carries its last price (the row
+    # exists, every day is valued), but that day's return is not measured
+    # (null, not a fabricated 0) and the next day's is the two-day move,
+    # flagged spans_gap; the summary's volatility leaves the bridged day out.
     gappy = market.filter(~((pl.col("symbol") == "BTC") & (pl.col("date") == date(2020, 3, 10))))
     res = simulate_mixes(make_policy(), gappy)
-    perf = res.performance.filter(pl.col("mix") == "btc_only")
-    assert perf.filter(pl.col("date") == date(2020, 3, 10))["daily_return"].item() == 0.0
+    perf = res.performance.filter(pl.col("mix") == "btc_only").sort("date")
     assert perf["date"].n_unique() == DAYS
+    day = perf.filter(pl.col("date") == date(2020, 3, 10)).row(0, named=True)
+    after = perf.filter(pl.col("date") == date(2020, 3, 11)).row(0, named=True)
+    before = perf.filter(pl.col("date") == date(2020, 3, 9)).row(0, named=True)
+    assert day["daily_return"] is None and not day["spans_gap"]
+    assert after["spans_gap"] and after["daily_return"] == pytest.approx(after["nav"] / before["nav"] - 1.0, rel=1e-12)
+    assert perf.filter(pl.col("spans_gap")).height == 1
+    one_day = perf.filter(~pl.col("spans_gap"))["daily_return"].drop_nulls()
+    vol = res.summary.filter(pl.col("mix") == "btc_only")["volatility"].item()
+    assert vol == pytest.approx(one_day.std() * math.sqrt(365), rel=1e-12)
 
 
 # --------------------------------------------------------------------------- scale and real data

@@ -128,7 +128,9 @@ def panel():
     return make_panel()
 
 
-FLOAT_NOISE_COLUMNS = ("ic", "top_minus_bottom", "top_minus_bottom_quintile_return", "mean_ic", "ic_std", "ic_tstat")
+FLOAT_NOISE_COLUMNS = (
+    "ic", "top_minus_bottom", "top_minus_bottom_quintile_return", "mean_ic", "ic_std", "ic_tstat", "ic_tstat_naive"
+)
 
 
 def assert_same(got: pl.DataFrame, want: pl.DataFrame) -> None:

@@ -8,7 +8,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from transforms.events import mart_correlation_events
+from transforms.events import DEFAULT_DEAD_BAND, correlation_events_since, mart_correlation_events
 
 
 def _series(values: list[float | None], *, asset: str = "ALTS", benchmark: str = "^RUT", window: int = 90,
@@ -26,15 +26,31 @@ def _series(values: list[float | None], *, asset: str = "ALTS", benchmark: str =
     )
 
 
-def _reference(frame: pd.DataFrame, k: int, levels: tuple[float, ...]) -> list[tuple]:
+def _held_signs(values: list[float | None], band: float) -> list[int | None]:
+    """The sign with a dead band, one row at a time: beyond the band it is the
+    value's sign, inside it the sign held before (none after a null)."""
+    out, held = [], None
+    for c in values:
+        if c is None:
+            held = None
+        elif c > band:
+            held = 1
+        elif c < -band:
+            held = -1
+        out.append(held)
+    return out
+
+
+def _reference(frame: pd.DataFrame, k: int, levels: tuple[float, ...], band: float = DEFAULT_DEAD_BAND) -> list[tuple]:
     """A per-row loop over each series, one state machine per event family."""
     out = []
     for (asset, bench, window), g in frame.sort_values("date").groupby(["asset", "benchmark", "window_days"]):
         dates, corr = list(g["date"]), list(g["correlation"])
-        families = [("sign", None, lambda c: None if c is None or c == 0 else (1 if c > 0 else -1))]
+        clean = [None if c is None or np.isnan(c) else c for c in corr]
+        families = [("sign", None, None)]
         families += [("level", L, lambda c, L=L: None if c is None else (1 if c >= L else -1)) for L in levels]
         for family, level, state_of in families:
-            states = [state_of(None if c is None or np.isnan(c) else c) for c in corr]
+            states = _held_signs(clean, band) if state_of is None else [state_of(c) for c in clean]
             confirmed = None
             run_len, run_start = 0, 0
             for i, s in enumerate(states):
@@ -93,15 +109,72 @@ def test_flicker_back_to_the_confirmed_sign_is_not_an_event() -> None:
     assert len(mart_correlation_events(f, levels=(), confirm_sessions=1)) == 2
 
 
-def test_nulls_and_zero_break_the_series() -> None:
+def test_nulls_break_the_series_and_zero_holds_the_sign() -> None:
     f = _series([0.3, None, -0.2, 0.0, 0.2, -0.1])
     ev = mart_correlation_events(f, levels=())
-    # 0.3 -> null -> -0.2: no event (not both non-null); -0.2 -> 0 -> 0.2: no
-    # sign on the zero day, so no event; 0.2 -> -0.1 is one.
-    assert [(r[0], r[4], r[6], r[7]) for r in _rows(ev)] == [(date(2024, 1, 6), "turned_negative", date(2024, 1, 3), 3)]
-    assert ev["description"][0] == (
-        "The 90-session correlation between ^RUT and ALTS turned negative (-0.10) for the first time since 2024-01-03."
+    # 0.3 -> null -> -0.2: no event (the null breaks the series); the zero is
+    # inside the dead band and keeps the negative sign, so -> 0.2 is a change;
+    # 0.2 -> -0.1 is another ("since" the zero day, which was held negative).
+    assert [(r[0], r[4], r[6], r[7]) for r in _rows(ev)] == [
+        (date(2024, 1, 5), "turned_positive", date(2024, 1, 1), 4),
+        (date(2024, 1, 6), "turned_negative", date(2024, 1, 4), 2),
+    ]
+    assert ev["description"][1] == (
+        "The 90-session correlation between ^RUT and ALTS turned negative (-0.10) for the first time since 2024-01-04."
     )
+
+
+def test_sign_changes_only_past_the_dead_band() -> None:
+    # Wobbles inside +-0.05 keep the positive sign; -0.06 is past the band on
+    # the negative side, then 0.051 past it on the positive side.
+    values = [0.3, 0.04, -0.03, 0.02, -0.04, -0.06, 0.01, 0.049, -0.05, 0.051]
+    ev = mart_correlation_events(_series(values), levels=())
+    assert [(r[0], r[4]) for r in _rows(ev)] == [
+        (date(2024, 1, 6), "turned_negative"),
+        (date(2024, 1, 10), "turned_positive"),
+    ]
+    # Without a band every crossing of zero is an event.
+    assert mart_correlation_events(_series(values), levels=(), dead_band=0.0).height == 6
+    # A wider band sees no change at all; the band is a setting.
+    assert mart_correlation_events(_series(values), levels=(), dead_band=0.1).is_empty()
+    with pytest.raises(ValueError):
+        mart_correlation_events(_series(values), dead_band=-0.01)
+
+
+def test_a_series_starting_inside_the_band_has_no_sign_until_it_leaves() -> None:
+    ev = mart_correlation_events(_series([0.01, -0.02, 0.03, -0.2, 0.3]), levels=())
+    assert [(r[0], r[4], r[6]) for r in _rows(ev)] == [(date(2024, 1, 5), "turned_positive", None)]
+
+
+def test_descriptions_never_contradict_their_rounding() -> None:
+    ev = mart_correlation_events(_series([0.6, 0.4996, 0.5001, -0.3]), levels=(0.5,))
+    text = dict(zip(ev["date"].to_list(), ev["description"].to_list(), strict=False))
+    assert "fell below 0.50 (0.4996)" in text[date(2024, 1, 2)]
+    assert "rose above 0.50 (0.50)" in text[date(2024, 1, 3)]
+    zero = mart_correlation_events(_series([0.2, -0.001, 0.0004]), levels=(), dead_band=0.0)
+    assert [d.split("(")[1].split(")")[0] for d in zero["description"]] == ["-0.001", "0.0004"]
+    assert not zero["description"].str.contains(r"\(-?0\.00\)").any()
+
+
+@pytest.mark.parametrize("band", [0.0, 0.05, 0.2])
+def test_events_since_carry_the_held_sign(band: float) -> None:
+    # The incremental path must see the sign held inside the band before the
+    # new rows, and the earlier dates of each held sign, as the full build does.
+    rng = np.random.default_rng(7)
+    values = list(np.round(0.25 * np.sin(np.arange(160) / 5) + rng.normal(0, 0.06, 160), 3))
+    values[40] = None
+    frames = [_series(values, asset=a) for a in ("A", "B")]
+    whole = pl.concat(frames)
+    sessions = whole["date"].unique().sort()
+    full = mart_correlation_events(whole, levels=(0.3,), dead_band=band)
+    assert full.filter(pl.col("level").is_null()).height > 3
+    for cut in (sessions[30], sessions[41], sessions[100], sessions[-1]):
+        prev = whole.filter(pl.col("date") < cut)
+        got = correlation_events_since(
+            prev, mart_correlation_events(prev, levels=(0.3,), dead_band=band), whole.filter(pl.col("date") >= cut),
+            sessions, cut, levels=(0.3,), dead_band=band,
+        )  # fmt: skip
+        assert got.equals(full), cut
 
 
 def test_level_crossings_and_first_time_on_record() -> None:
@@ -156,6 +229,10 @@ def _real_correlations(real_data: Path) -> pl.DataFrame:
 def test_events_match_reference_loop_on_real_correlations(real_data: Path, k: int) -> None:
     corr = _real_correlations(real_data)
     ev = mart_correlation_events(corr, levels=(0.5, -0.5, 0.3), confirm_sessions=k)
+    # The dead band is what keeps real correlations near zero from flickering.
+    assert ev.filter(pl.col("level").is_null()).height < mart_correlation_events(
+        corr, levels=(), confirm_sessions=k, dead_band=0.0
+    ).height
     pdf = corr.to_pandas()
     pdf["date"] = pdf["date"].dt.date
     pdf["correlation"] = pdf["correlation"].astype(object).where(pdf["correlation"].notna(), None)

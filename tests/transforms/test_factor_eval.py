@@ -12,6 +12,7 @@ import pytest
 
 from flows.sources.sample_fundamentals import sample_fundamentals
 from transforms.factor_eval import (
+    quantile_bucket,
     FACTOR_COLUMNS,
     evaluate_factors,
     factor_daily_stats,
@@ -68,14 +69,21 @@ def ref_forward(prices: pd.DataFrame, sessions: list[date], h: int) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def ref_buckets(ranks: np.ndarray, quantiles: int) -> np.ndarray:
+    """Balanced buckets by hand: the edges of pandas qcut on the ranks 1..n
+    (1 + (n - 1) k / q), each rank in the first bin whose upper edge it does not exceed."""
+    n = len(ranks)
+    edges = [1 + (n - 1) * k / quantiles for k in range(1, quantiles + 1)]
+    return np.array([next(k + 1 for k, e in enumerate(edges) if r <= e + 1e-12) for r in ranks])
+
+
 def reference_daily(scores: pd.DataFrame, fwd: pd.DataFrame, factor_col: str, min_obs=5) -> dict:
     df = scores[["date", "symbol", factor_col]].merge(fwd, on=["date", "symbol"]).dropna()
     out = {}
     for d, g in df.groupby("date"):
         n = len(g)
         ic = g[[factor_col, "fwd"]].astype(float).corr(method="spearman").iloc[0, 1] if n >= min_obs else np.nan
-        pct = g[factor_col].rank(pct=True)
-        q = np.ceil(5 * pct - 1e-12)  # 5*rank/n; guard 5*(k/n) float fuzz
+        q = pd.Series(ref_buckets(g[factor_col].rank().to_numpy(), 5), index=g.index)
         top, bottom = g["fwd"][q == 5], g["fwd"][q == 1]
         spread = top.mean() - bottom.mean() if len(top) and len(bottom) else np.nan
         out[d] = (ic, n, spread)
@@ -112,6 +120,8 @@ def test_ic_and_spread_match_pandas(panel):
         "mean_ic",
         "ic_std",
         "ic_tstat",
+        "ic_tstat_method",
+        "ic_tstat_naive",
         "n_dates",
         "top_minus_bottom_quintile_return",
     ]
@@ -152,8 +162,71 @@ def test_ic_and_spread_match_pandas(panel):
             assert s["n_dates"] == len(ics)
             assert s["mean_ic"] == pytest.approx(ics.mean(), abs=1e-12)
             assert s["ic_std"] == pytest.approx(ics.std(ddof=1), abs=1e-12)
-            assert s["ic_tstat"] == pytest.approx(ics.mean() / (ics.std(ddof=1) / math.sqrt(len(ics))), rel=1e-9)
+            assert s["ic_tstat_naive"] == pytest.approx(ics.mean() / (ics.std(ddof=1) / math.sqrt(len(ics))), rel=1e-9)
+            assert s["ic_tstat"] == pytest.approx(ref_newey_west(ics, h - 1), rel=1e-9)
+            assert s["ic_tstat_method"] == "newey_west_h-1_lags"
             assert s["top_minus_bottom_quintile_return"] == pytest.approx(spreads.mean(), abs=1e-12)
+
+
+def ref_newey_west(x: np.ndarray, lags: int) -> float:
+    """Newey-West t-stat of a mean, written out as a double loop."""
+    n, m = len(x), x.mean()
+    e = x - m
+    var = sum(e[t] * e[t] for t in range(n)) / n
+    for j in range(1, lags + 1):
+        var += 2 * (1 - j / (lags + 1)) * sum(e[t] * e[t - j] for t in range(j, n)) / n
+    return m / math.sqrt(var / n)
+
+
+@pytest.mark.parametrize("n", [5, 7, 10, 11, 33, 34, 50, 101])
+def test_quintile_buckets_are_balanced_like_qcut(n):
+    rng = np.random.default_rng(n)
+    scores = rng.normal(size=n)
+    ranks = pd.Series(scores).rank()
+    got = pl.select(quantile_bucket(pl.Series(ranks.to_numpy()), pl.lit(n), 5)).to_series().cast(pl.Int64).to_list()
+    assert got == list(pd.qcut(scores, 5, labels=False) + 1)
+    sizes = np.bincount(got, minlength=6)[1:]
+    assert sizes.max() - sizes.min() <= 1
+    if n == 33:
+        assert list(sizes) == [7, 6, 7, 6, 7]  # was 6 at the bottom and 7 at the top
+
+
+def test_ic_tstat_accounts_for_overlapping_windows():
+    # A persistent score with a small real edge and 21-session forward
+    # windows: consecutive daily ICs share 20 of 21 days. The reference is the
+    # t-stat on non-overlapping samples (every 21st session), averaged over
+    # the 21 possible offsets so that one lucky offset cannot decide. The
+    # Newey-West t-stat must land near it; the naive one is several times
+    # larger (the issue saw 4-7x on real data).
+    rng = np.random.default_rng(3)
+    n_stocks, n_days, h = 40, 1500, 21
+    sessions = weekdays(date(2015, 1, 1), n_days)
+    skill = rng.normal(0, 1, n_stocks)
+    rets = rng.normal(0.0002 * skill[:, None], 0.02, (n_stocks, n_days))
+    closes = 10 * np.exp(np.cumsum(rets, axis=1))
+    symbols = [f"S{i:02d}" for i in range(n_stocks)]
+    prices = pl.DataFrame(
+        {"symbol": np.repeat(symbols, n_days), "date": sessions * n_stocks, "adj_close": closes.ravel()}
+    )
+    score = np.broadcast_to(skill[:, None] + rng.normal(0, 1, (n_stocks, 1)), (n_stocks, n_days))
+    scores = pl.DataFrame(
+        {"date": sessions * n_stocks, "symbol": np.repeat(symbols, n_days), "alpha_score": score.ravel()}
+    )
+    ic, summary = evaluate_factors(
+        scores, prices, pl.Series(sessions), horizons=(h,), factors={"alpha": "alpha_score"}
+    )
+    s = summary.row(0, named=True)
+    ics = ic.sort("date")["ic"].drop_nulls().to_numpy()
+
+    def plain_t(x: np.ndarray) -> float:
+        return x.mean() / (x.std(ddof=1) / math.sqrt(len(x)))
+
+    non_overlapping = float(np.mean([plain_t(ics[offset::h]) for offset in range(h)]))
+    assert s["ic_tstat"] == pytest.approx(ref_newey_west(ics, h - 1), rel=1e-9)
+    assert s["ic_tstat_naive"] == pytest.approx(plain_t(ics), rel=1e-9)
+    assert non_overlapping > 2
+    assert s["ic_tstat_naive"] > 3 * non_overlapping
+    assert 1 / 1.5 < s["ic_tstat"] / non_overlapping < 1.5
 
 
 def test_ic_ties_small_samples_and_perfect_signal():

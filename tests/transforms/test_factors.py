@@ -19,6 +19,7 @@ import pytest
 
 from flows.sources.sample_fundamentals import sample_fundamentals
 from transforms.factors import (
+    DEFAULT_MIN_CROSS_SECTION,
     FAMILIES,
     METRICS,
     LabelThresholds,
@@ -52,6 +53,9 @@ def _nan(x):
 def _recip(x):
     x = _nan(x)
     return np.nan if np.isnan(x) or x == 0 else 1.0 / x
+
+
+EQUAL = dict.fromkeys(FAMILIES, 1.0)
 
 
 def reference_metrics(prices: pl.DataFrame, assets: pl.DataFrame, sessions: list[date], fund: pl.DataFrame | None):
@@ -121,7 +125,7 @@ def ref_label(score: int, strong=75, moderate=40) -> str:
 
 def reference_scores(ref_metrics: pd.DataFrame, assets: pl.DataFrame, weights=None) -> dict:
     names = {r["symbol"]: r["name"] for r in assets.to_dicts()}
-    weights = weights or dict.fromkeys(FAMILIES, 1.0)
+    weights = weights or {"momentum": 30.0, "value": 25.0, "quality": 25.0, "sentiment": 20.0}
     df = ref_metrics.copy()
     df["family"] = [REF_METRICS[m][0] for m in df["metric"]]
     fam = df.groupby(["date", "symbol", "sector", "family"], dropna=False)["rank_pct"].mean().unstack("family")
@@ -148,7 +152,11 @@ def reference_scores(ref_metrics: pd.DataFrame, assets: pl.DataFrame, weights=No
 
 
 def assert_matches_reference(prices, assets, sessions, fund, weights=None):
-    scores, metrics = build_factor_marts(prices, assets, pl.Series(sessions, dtype=pl.Date), fund, weights=weights)
+    # The golden panels are a handful of stocks: the formulas are checked here
+    # without the minimum cross-section (test_thin_cross_section_is_not_scored).
+    scores, metrics = build_factor_marts(
+        prices, assets, pl.Series(sessions, dtype=pl.Date), fund, weights=weights, min_cross_section=1
+    )
     ref = reference_metrics(prices, assets, sessions, fund)
 
     got = pd.DataFrame(metrics.to_dicts()).set_index(["date", "symbol", "metric"]).sort_index()
@@ -295,7 +303,7 @@ def test_golden_matches_reference_with_weights(golden):
 
 def test_golden_specific_cases(golden):
     prices, assets, fund = golden
-    panel = factor_panel(prices, assets, pl.Series(SESSIONS), fund)
+    panel = factor_panel(prices, assets, pl.Series(SESSIONS), fund, min_cross_section=1)
     metrics = mart_factor_metrics(panel)
     scores = mart_factor_scores(panel, assets)
 
@@ -407,7 +415,8 @@ def test_summary_and_headline_strings():
             {"date": d, "symbol": "MYST", "sector": None, "quality_score": 74.5},
         ]
     )  # fmt: skip
-    out = {r["symbol"]: r for r in mart_factor_scores(panel, ASSETS).to_dicts()}
+    # Equal weights keep the arithmetic in the comments simple.
+    out = {r["symbol"]: r for r in mart_factor_scores(panel, ASSETS, weights=EQUAL).to_dicts()}
     assert set(out) == {"AAPL", "XOM", "JPM", "MYST"}  # no sub-score -> no row
     assert out["AAPL"]["alpha_score"] == 51 and out["AAPL"]["coverage"] == 4
     assert out["AAPL"]["summary"] == (
@@ -449,7 +458,7 @@ def test_alpha_rounding_half_up(scores, expected):
     cols = ["momentum_score", "value_score"]
     row = {"date": date(2024, 1, 2), "symbol": "AAPL", "sector": "Information Technology"}
     row.update(dict(zip(cols, scores, strict=False)))
-    out = mart_factor_scores(_panel([row]), ASSETS)
+    out = mart_factor_scores(_panel([row]), ASSETS, weights=EQUAL)
     assert out["alpha_score"].item() == expected
 
 
@@ -459,9 +468,12 @@ def test_labels_thresholds_and_weights():
         [{"date": d, "symbol": "AAPL", "sector": "X", "momentum_score": 80.0, "value_score": 20.0, "quality_score": None,
           "sentiment_score": 60.0}]
     )  # fmt: skip
-    # Equal weights: (80 + 20 + 60) / 3 = 53.33 -> 53 Moderate
+    # Default weights 30/25/25/20, quality's 25 spread over the rest:
+    # (30*80 + 25*20 + 20*60) / 75 = 54.67 -> 55 Moderate
     r = mart_factor_scores(panel, ASSETS).to_dicts()[0]
-    assert (r["alpha_score"], r["alpha_label"], r["coverage"]) == (53, "Moderate", 3)
+    assert (r["alpha_score"], r["alpha_label"], r["coverage"]) == (55, "Moderate", 3)
+    r = mart_factor_scores(panel, ASSETS, weights=dict.fromkeys(FAMILIES, 1.0)).to_dicts()[0]
+    assert r["alpha_score"] == 53  # equal weights: (80 + 20 + 60) / 3
     # Weights renormalise over available families: quality's weight drops out.
     r = mart_factor_scores(panel, ASSETS, weights={"momentum": 2, "value": 1, "quality": 5, "sentiment": 1}).to_dicts()[0]
     assert r["alpha_score"] == round((2 * 80 + 20 + 60) / 4)
@@ -484,7 +496,7 @@ def test_metric_declarations_are_consistent():
 
 def test_no_fundamentals_gives_momentum_only(golden):
     prices, assets, _ = golden
-    scores, metrics = build_factor_marts(prices, assets, pl.Series(SESSIONS), None)
+    scores, metrics = build_factor_marts(prices, assets, pl.Series(SESSIONS), None, min_cross_section=1)
     assert set(metrics["metric"].unique()) == {"momentum_12_1", "momentum_6_1"}
     assert scores["coverage"].max() == 1
     assert scores["value_score"].null_count() == scores.height
@@ -527,3 +539,68 @@ def test_generated_panel_matches_reference():
     assert set(metrics["rank_scope"].unique()) == {"sector", "all"}
     assert scores["alpha_score"].min() >= 0 and scores["alpha_score"].max() <= 100
     assert set(scores["coverage"].unique()) <= {1, 2, 3, 4}
+
+
+# ---------------------------------------------------------------- who is scored
+
+
+def _stock_panel(n: int, days: int = 300) -> tuple[pl.DataFrame, pl.DataFrame, list[date]]:
+    rng = np.random.default_rng(n)
+    sessions = [d for d in (date(2020, 1, 1) + timedelta(days=i) for i in range(days * 2)) if d.weekday() < 5][:days]
+    symbols = [f"T{i:02d}" for i in range(n)]
+    prices = pl.concat(
+        pl.DataFrame({"symbol": s, "date": sessions, "adj_close": 20 * np.exp(np.cumsum(rng.normal(0, 0.02, days)))})
+        for s in symbols
+    )
+    assets = pl.DataFrame({"symbol": symbols, "name": symbols, "asset_class": "equity", "sector": "X", "industry": "Y"})
+    return prices, assets, sessions
+
+
+@pytest.mark.parametrize(("n", "scored"), [(1, False), (3, False), (9, False), (10, True)])
+def test_thin_cross_section_is_not_scored(n, scored):
+    # One stock used to be "Alpha Score of 100 ... strong": a rank among too
+    # few is not a score. DEFAULT_MIN_CROSS_SECTION (10) is the documented floor.
+    assert DEFAULT_MIN_CROSS_SECTION == 10
+    prices, assets, sessions = _stock_panel(n)
+    scores, metrics = build_factor_marts(prices, assets, pl.Series(sessions), None)
+    assert (scores.height > 0) == scored
+    assert (metrics.height > 0) == scored
+    if scored:
+        assert scores["alpha_score"].null_count() == 0
+    loose, _ = build_factor_marts(prices, assets, pl.Series(sessions), None, min_cross_section=1)
+    assert loose.height > 0  # the floor, not the data, is what withheld the scores
+
+
+def test_real_futures_etfs_and_indices_are_not_scored(real_data):
+    # The universe: RTY=F, QQQ, DIA, IWM, SPY (and ^RUT) from the real
+    # files, classified from their names as the files source does.
+    from flows.sources.files import symbol_from_filename
+
+    files = [
+        real_data / "alitalbi-storage_data_fy" / "RTY=F.csv",
+        real_data / "alitalbi-storage_data_fy" / "^RUT.csv",
+        *[real_data / "pratham093-AEGIS" / f"{s}.csv" for s in ("QQQ", "DIA", "IWM", "SPY")],
+    ]
+    classes = {symbol_from_filename(f).symbol: symbol_from_filename(f).asset_class for f in files}
+    assert classes == {"RTY=F": "future", "^RUT": "index", "QQQ": "etf", "DIA": "etf", "IWM": "etf", "SPY": "etf"}
+    frames = []
+    for f in files:
+        skip = [1] if "pratham093" in str(f) else []
+        pdf = pd.read_csv(f, skiprows=skip)
+        frames.append(
+            pl.DataFrame({"symbol": symbol_from_filename(f).symbol, "date": pd.to_datetime(pdf["Date"]).dt.date,
+                          "adj_close": pdf["Close"].astype(float)})  # fmt: skip
+        )
+    prices = pl.concat(frames).filter(pl.col("date") >= date(2021, 1, 1))
+    assets = pl.DataFrame(
+        {"symbol": list(classes), "name": list(classes), "asset_class": list(classes.values()),
+         "sector": None, "industry": None}, schema_overrides={"sector": pl.String, "industry": pl.String},
+    )  # fmt: skip
+    sessions = pl.Series(sorted(set(prices.filter(pl.col("symbol") == "SPY")["date"].to_list())), dtype=pl.Date)
+    scores, metrics = build_factor_marts(prices, assets, sessions, None)
+    assert scores.is_empty() and metrics.is_empty()
+    # An explicit universe entry wins over the name.
+    from flows.universe import Asset, Universe
+
+    u = Universe(benchmarks=(), assets=(Asset(symbol="DIA", name="Treated as a stock", asset_class="equity"),))
+    assert symbol_from_filename(files[3], u).asset_class == "equity"

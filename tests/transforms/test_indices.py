@@ -213,15 +213,17 @@ def test_listing_inside_history_gap_day_and_base_day() -> None:
             ("B", day(2), 50.0, 4.0),
             ("B", day(3), 40.0, 1.0),
             ("A", day(3), 13.31, 1.0),
-            # Day 4: nobody has two closes (A missing on day 4, B missing day 4).
-            # Day 5: A back, but day 4 is missing: no return, so no row either.
+            # Day 4: nobody has a close: no bar. Day 5: A is back, but not
+            # priced on day 4: day 5 is bridged from day 3 (the last bar) with
+            # A's move across the gap, never a flat line.
             ("A", day(5), 20.0, 1.0),
             ("A", day(6), 22.0, 1.0),
         ]
     )
     got = equal_weight_index(bars, ["A", "B"], "X").sort("date")
-    assert got["date"].to_list() == [day(0), day(1), day(2), day(3), day(6)]
-    levels = [100.0, 110.0, 121.0, 121.0 * (1 + (0.1 + -0.2) / 2), 121.0 * (1 + (0.1 + -0.2) / 2) * 1.1]
+    assert got["date"].to_list() == [day(0), day(1), day(2), day(3), day(5), day(6)]
+    l3 = 121.0 * (1 + (0.1 + -0.2) / 2)
+    levels = [100.0, 110.0, 121.0, l3, l3 * 20.0 / 13.31, l3 * 20.0 / 13.31 * 1.1]
     np.testing.assert_allclose(got["close"].to_numpy(), levels, rtol=1e-12)
     # Volume: sum of close x volume over members with a bar; null when none reports one.
     assert got["volume"].to_list()[:3] == [10.0, None, 12.1 * 2.0 + 50.0 * 4.0]

@@ -88,7 +88,9 @@ def test_partitions_equal_the_unpartitioned_functions(market):
     crypto = all_assets.filter(pl.col("asset_class").is_in(CRYPTO_CLASSES))["symbol"].to_list()
     returns = log_returns(marts.tables["fact_prices"], sess)
     corr = rolling_correlation(returns, sess, crypto, ["^RUT", "^GSPC"], params.windows)
-    events = mart_correlation_events(corr, levels=params.event_levels, confirm_sessions=params.event_confirm_sessions)
+    events = mart_correlation_events(
+        corr, levels=params.event_levels, confirm_sessions=params.event_confirm_sessions, dead_band=params.event_dead_band
+    )
     index_like = all_assets.filter(pl.col("asset_class").is_in(("index", "index_crypto")))["symbol"].to_list()
     matrix = mart_correlation_matrix(returns, sess, sorted({"^RUT", "^GSPC", *index_like, *crypto}), params.windows)
     assert events.height > 0

@@ -171,3 +171,69 @@ def test_period_returns_gap_month_and_missing_benchmark() -> None:
         (date(2024, 3, 28), pytest.approx(0.2), "^GSPC", None),
         (date(2024, 4, 1), pytest.approx(0.25), "^GSPC", None),
     ]
+
+
+def test_highs_look_back_over_the_whole_real_rut_history(real_data):
+    # The Yahoo file holds ^RUT from 1987-09-10; a run starting 2015-01-02
+    # used to call 2015-01-26, 02-05 and 02-12 new all-time highs although
+    # the 2014-12-29 close (1219.11) was higher.
+    pdf = pd.read_csv(real_data / "alitalbi-storage_data_fy" / "^RUT.csv")
+    bars = pl.DataFrame(
+        {"symbol": "^RUT", "date": pd.to_datetime(pdf["Date"]).dt.date, "adj_close": pdf["Close"].astype(float)}
+    )
+    start = date(2015, 1, 2)
+    window, history = bars.filter(pl.col("date") >= start), bars.filter(pl.col("date") < start)
+    claimed = [date(2015, 1, 26), date(2015, 2, 5), date(2015, 2, 12)]
+    short = mart_market_milestones(window, ["^RUT"])
+    assert short.filter(pl.col("date").is_in(claimed))["is_new_ath"].all()  # the old, false claim
+    assert short["ath_since"].unique().to_list() == [start]  # ...which now at least says "since 2015-01-02"
+    full = mart_market_milestones(window, ["^RUT"], history=history)
+    assert full.height == short.height and full["date"].min() == start  # rows of the window only
+    assert full["ath_since"].unique().to_list() == [date(1987, 9, 10)]
+    early = full.filter(pl.col("date").is_in(claimed))
+    assert not early["is_new_ath"].any()
+    assert (early["ath_close"] >= 1219.11 - 0.01).all()
+    assert (early["drawdown_from_ath"] < 0).all()
+    # The record is the same as a run over the whole file.
+    whole = mart_market_milestones(bars, ["^RUT"]).filter(pl.col("date") >= start)
+    assert full.drop("ath_since").equals(whole.drop("ath_since"))
+
+
+def test_session_gaps_are_counted_on_the_exchange_calendar():
+    # An index on weekday sessions loses 2024-03-13..03-15 (three sessions).
+    sessions = [d for d in (date(2024, 1, 1) + timedelta(days=i) for i in range(200)) if d.weekday() < 5]
+    missing = {date(2024, 3, 13), date(2024, 3, 14), date(2024, 3, 15)}
+    rows = [d for d in sessions if d not in missing]
+    closes = 100 * np.exp(np.cumsum(np.random.default_rng(1).normal(0, 0.01, len(rows))))
+    prices = pl.DataFrame({"symbol": "IDX", "date": rows, "adj_close": closes})
+    sess = pl.Series(sessions, dtype=pl.Date)
+    ms = mart_market_milestones(prices, ["IDX"], sessions=sess).sort("date")
+    assert ms.filter(pl.col("gap_days") > 0).select("date", "gap_days").rows() == [(date(2024, 3, 18), 3)]
+    march = ms.filter(pl.col("date").dt.month() == 3)
+    # Before the gap the month-to-date is measured; from the gap on it spans it.
+    assert march.filter(pl.col("date") < date(2024, 3, 13))["ret_mtd"].null_count() == 0
+    assert march.filter(pl.col("date") > date(2024, 3, 13))["ret_mtd"].null_count() == march.filter(
+        pl.col("date") > date(2024, 3, 13)
+    ).height
+    # A weekend is not a gap on the exchange calendar (no session missing).
+    assert ms.filter(pl.col("date") == date(2024, 1, 8))["gap_days"].item() == 0
+    pr = mart_period_returns(prices, ["IDX"], benchmark="IDX", sessions=sess)
+    months = {r["period_end"].month: r for r in pr.filter(pl.col("period") == "month").to_dicts()}
+    assert months[3]["spans_gap"] and months[3]["return"] is None
+    assert not months[2]["spans_gap"] and not months[4]["spans_gap"]
+    # Without the calendar, nothing can be judged for a non-daily series.
+    assert mart_market_milestones(prices, ["IDX"])["gap_days"].max() == 0
+
+
+def test_a_series_stopping_mid_period_before_a_gap_is_not_a_full_period():
+    # Daily series: data to 2024-02-10, nothing until 2024-04-03.
+    days = [date(2024, 1, 1) + timedelta(days=i) for i in range(0, 130)]
+    keep = [d for d in days if d <= date(2024, 2, 10) or d >= date(2024, 4, 3)]
+    prices = pl.DataFrame({"symbol": "C", "date": keep, "adj_close": np.linspace(10, 20, len(keep))})
+    pr = mart_period_returns(prices, ["C"], benchmark="C", daily_symbols=["C"])
+    months = {r["period_end"]: r for r in pr.filter(pl.col("period") == "month").to_dicts()}
+    assert months[date(2024, 2, 10)]["spans_gap"] and months[date(2024, 2, 10)]["return"] is None
+    assert months[date(2024, 4, 30)]["spans_gap"]  # measured from 2024-02-10, across the hole
+    assert date(2024, 1, 31) not in months  # January is the series' first period: no base
+    may = pr.filter((pl.col("period") == "month") & (pl.col("period_end") == date(2024, 5, 9)))
+    assert may.is_empty()  # May is the running (last) period
