@@ -181,3 +181,51 @@ def test_a_warehouse_held_open_read_write_by_another_process_does_not_freeze_the
     assert str(data / "warehouse.duckdb") in warning and "lock" in warning.lower()
     assert (data / "current").resolve().name == second.run_id
     assert_same_tables(data, full_rebuild(folder, tmp_path))
+
+
+def test_a_jump_held_on_the_last_day_is_published_once_the_next_bar_confirms_it(tmp_path):
+    """The jump rule compares a bar with its next one: a real x10 move on the as-of day is held out,
+    and the next run, whose new bar confirms it, publishes it and equals a full rebuild."""
+    folder, data = tmp_path / "in", tmp_path / "data"
+    rows = write_inputs(folder)
+    day = D1  # a Thursday: a crypto bar every day
+    base = float(rows["SOL"][day].split(",")[4])
+    for i, d in enumerate(d for d in rows["SOL"] if d >= day):
+        px = base * 10 * (1 + 0.001 * i)
+        rows["SOL"][d] = f"{d},{px:.6f},{px * 1.01:.6f},{px * 0.99:.6f},{px:.6f},1000"
+    save(folder, "SOL", rows["SOL"])
+    first = run(folder, data, D1)
+    held = published(data, "quarantine").filter(pl.col("run_id") == first.run_id)
+    assert bar(data, "SOL", day).is_empty(), "an unconfirmed x10 jump is held out"
+    assert "close_jump_confirmed" in held.filter(pl.col("key").str.contains('"SOL"'))["rule"].to_list()
+    second = run(folder, data, D2)
+    assert second.incremental_from == day
+    assert bar(data, "SOL", day)["close"].to_list() == [pytest.approx(base * 10)]
+    assert_same_tables(data, full_rebuild(folder, tmp_path))
+
+
+def test_first_published_difference_looks_at_the_touched_range_and_the_bar_before_it():
+    from flows.nightly import first_published_difference
+
+    days = [date(2024, 1, 1) + timedelta(days=i) for i in range(60)]
+    bars = pl.DataFrame({"symbol": ["A"] * 60 + ["B"] * 60, "date": days * 2, "close": [1.0] * 120})
+    as_of = days[49]
+    published_ = bars.filter(pl.col("date") <= as_of)
+    nothing = bars.clear().select("symbol", "date")
+    new_days = bars.filter(pl.col("date") > as_of).select("symbol", "date")
+    # A plain next night: the first new day.
+    assert first_published_difference(published_, bars, new_days, as_of) == days[50]
+    # The published as-of bar of B is no longer clean (its new next bar reverts it): found, though untouched.
+    gone = bars.filter(~((pl.col("symbol") == "B") & (pl.col("date") == as_of)))
+    assert first_published_difference(published_, gone, new_days, as_of) == as_of
+    # A touched bar deep in history (revised into a quarantined value): found, and the bar before it is compared.
+    deep = days[10]
+    revised = bars.filter(~((pl.col("symbol") == "A") & (pl.col("date") == deep)))
+    touched = pl.concat([new_days, pl.DataFrame({"symbol": ["A"], "date": [deep]})])
+    assert first_published_difference(published_, revised, touched, as_of) == deep
+    earlier = bars.filter(~((pl.col("symbol") == "A") & (pl.col("date") == days[9])))
+    assert first_published_difference(published_, earlier, touched, as_of) == days[9]
+    # A symbol new to the lake is compared whole; so is one withdrawn whole (every bar touched).
+    assert first_published_difference(published_.filter(pl.col("symbol") == "A"), bars, nothing, as_of) == days[0]
+    withdrawn_b = published_.filter(pl.col("symbol") == "B").select("symbol", "date")
+    assert first_published_difference(published_, bars.filter(pl.col("symbol") == "A"), withdrawn_b, as_of) == days[0]
