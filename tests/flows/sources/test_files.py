@@ -330,6 +330,9 @@ def test_input_problems_table_lists_source_problems_and_screened_rows_per_file()
     assert rows == [
         {"file": "bad/EMPTY.csv", "symbol": "EMPTY", "problem": "not a price history (empty file)", "action": "file skipped"},
         {"file": "bad/NEG.csv", "symbol": "NEG", "problem": "line 3: adj_close > 0", "action": "row held back"},
+        # -5 also lies below the bar's own low (0.5): the OHLC range rule names it too.
+        {"file": "bad/NEG.csv", "symbol": "NEG", "problem": "line 3: low <= close <= high (within 1e-09 relative)",
+         "action": "row held back"},
         {"file": "bad/NEG.csv", "symbol": "NEG", "problem": "line 3: close > 0", "action": "row held back"},
         {"file": "bad/R.csv", "symbol": "R", "problem": "7 fields where the header has 6 (a shifted row) (2 lines: 3, 9)", "action": "row held back"},
     ]
