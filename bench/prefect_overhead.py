@@ -109,6 +109,14 @@ def _import(module: str, env: dict[str, str]) -> dict:
     return {"seconds": round(time.perf_counter() - t, 2), "cpu_s": round(_children_cpu() - cpu, 2)}
 
 
+def _attempt(measure, *args) -> dict:
+    """A failed measurement is a result too (on a saturated machine Prefect's start-up times out)."""
+    try:
+        return measure(*args)
+    except RuntimeError as exc:
+        return {"error": str(exc).strip().splitlines()[-1]}
+
+
 def _emit(stage: str, **fields) -> None:
     print(json.dumps({"stage": stage, "load_avg_1m": round(os.getloadavg()[0], 2), **fields}), flush=True)
 
@@ -122,7 +130,7 @@ def stage_prefect_overhead(work: Path, args) -> None:
           note="prefect plus the pipeline's libraries (polars, duckdb, exchange_calendars, dataframely)")
 
     results: dict[str, list[dict]] = {"ephemeral": [], "server": []}
-    _emit("noop_flow_ephemeral", **_noop_flow(_env(root / "noop-home", None)))
+    _emit("noop_flow_ephemeral", **_attempt(_noop_flow, _env(root / "noop-home", None)))
     for attempt in ("first", "second"):
         r = _cli_run(root / "ephemeral-data", _env(root / "ephemeral-home", None))
         results["ephemeral"].append(r)
@@ -132,7 +140,7 @@ def stage_prefect_overhead(work: Path, args) -> None:
     t = time.perf_counter()
     with owned_api_server(home, startup_timeout=600) as api:
         _emit("prefect_server_start", seconds=round(time.perf_counter() - t, 2), note="once per server, not per run")
-        _emit("noop_flow_server", **_noop_flow(_env(root / "client-home", api)))
+        _emit("noop_flow_server", **_attempt(_noop_flow, _env(root / "client-home", api)))
         for attempt in ("first", "second"):
             r = _cli_run(root / "server-data", _env(root / "client-home", api))
             results["server"].append(r)
