@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from typer.testing import CliRunner
 
 from flows import cli, progress
@@ -31,17 +33,36 @@ def test_a_broken_listener_never_fails_a_run():
 def test_serve_passes_schedule_and_parameters(monkeypatch, tmp_path):
     import flows.serve
 
+    from contextlib import contextmanager
+
     seen = {}
     monkeypatch.setattr(cli, "prepare_prefect", lambda settings: None)
-    monkeypatch.setattr(flows.serve, "serve_nightly", lambda params, cron, tz: seen.update(params=params, cron=cron, tz=tz))
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.setenv("PREFECT_API_URL", "unset below; restored after the test")
+    monkeypatch.delenv("PREFECT_API_URL")
+
+    @contextmanager
+    def owned(home, timeout, say):  # no PREFECT_API_URL: serve starts and owns a server
+        seen["home"] = home
+        yield "http://127.0.0.1:1/api"
+        seen["stopped"] = True
+
+    def serve_nightly(params, cron, tz):
+        seen.update(params=params, cron=cron, tz=tz, api=os.environ.get("PREFECT_API_URL"))
+
+    monkeypatch.setattr(flows.serve, "owned_api_server", owned)
+    monkeypatch.setattr(flows.serve, "serve_nightly", serve_nightly)
     result = CliRunner().invoke(
         cli.app, ["serve", "--source", "sample", "--timezone", "America/New_York", "--data-dir", str(tmp_path)]
     )
     assert result.exit_code == 0, result.output
     assert seen == {
+        "home": tmp_path / "prefect",
         "params": {"source": "sample", "data_dir": str(tmp_path.resolve())},
         "cron": flows.serve.NIGHTLY_CRON,
         "tz": "America/New_York",
+        "api": "http://127.0.0.1:1/api",
+        "stopped": True,
     }
 
 
