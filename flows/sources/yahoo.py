@@ -92,8 +92,14 @@ class StatusCheckingSessionMixin:
         cap = self.timeout_cap_s
         if cap is not None:
             t = kwargs.get("timeout")
-            read = bounded_timeout(cap if not isinstance(t, (int, float)) else min(t, cap))
+            read = cap if not isinstance(t, (int, float)) else min(t, cap)
             connect = min(read, self.connect_timeout_s or read)
+            # curl_cffi bounds the whole request by connect + read: keep that
+            # within what the extract deadline leaves (raises once it passed).
+            left = bounded_timeout(connect + read)
+            if connect + read > left:
+                connect = min(connect, left / 2)
+                read = left - connect
             kwargs["timeout"] = (connect, read)
         response = super().request(method, url, *args, **kwargs)  # type: ignore[misc]
         # Only data endpoints: yfinance itself degrades gracefully when the cookie or

@@ -52,24 +52,29 @@ class BlackHole:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
+        self.sock.settimeout(0.2)  # so the accept loop sees close() promptly
+        self.closed = threading.Event()
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.accepted: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
     def _accept(self) -> None:
-        while True:
+        while not self.closed.is_set():
             try:
                 conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             self.accepted.append(conn)
 
     def close(self) -> None:
+        self.closed.set()
+        self._thread.join(10)
         self.sock.close()
         for c in self.accepted:
             c.close()
-        self._thread.join(10)
 
 
 @pytest.fixture
