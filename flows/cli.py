@@ -19,8 +19,8 @@ from rich.text import Text
 from flows.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="xasset: Russell 2000 vs crypto market-data pipeline.")
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=not sys.stdout.isatty())  # pipes and logs: one line per message
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
 
 class Format(str, Enum):
@@ -92,7 +92,10 @@ def short_values(frame, name: str, width: int = 40) -> bool:
     """Whether every value of a column fits ``width`` characters (names, symbols, ids: never wrapped)."""
     if frame.is_empty():
         return True
-    longest = frame[name].cast(str).str.len_chars().max()
+    try:
+        longest = frame[name].cast(str).str.len_chars().max()
+    except Exception:  # a type polars cannot cast to text: let rich fold it
+        return False
     return longest is None or longest <= width
 
 

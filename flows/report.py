@@ -317,9 +317,11 @@ def headline(wh: Warehouse, asset: str = CORRELATION_ASSETS[0]) -> dict | None:
         if row[key] is None:
             changes.append({"text": f"no reading {span} earlier", "direction": ""})
         else:
-            sign = "+" if row[key] >= 0 else "\u2212"
-            changes.append({"text": f"{sign}{abs(row[key]):.2f} over {span} (since {row[since]})",
-                            "direction": "up" if row[key] > 0 else "down" if row[key] < 0 else ""})
+            size = f"{abs(row[key]):.2f}"
+            # The sign of what is printed: a change that rounds to 0.00 is neither up nor down.
+            direction = "" if size == "0.00" else "up" if row[key] > 0 else "down"
+            sign = {"up": "+", "down": "\u2212", "": "\u00b1"}[direction]
+            changes.append({"text": f"{sign}{size} over {span} (since {row[since]})", "direction": direction})
     event_text = f"none held {EVENT_MIN_SESSIONS}+ sessions on record"
     if "mart_correlation_events" in wh.tables:
         ev = wh.query("latest_event", asset=asset, benchmark=BENCHMARK, window=CORRELATION_WINDOW,

@@ -151,8 +151,9 @@ def test_report_first_screen_answers_the_question(published, tmp_path):
     assert h["date"] == report.as_of == history["date"][-1] == latest["date"]
     assert h["value"] == pytest.approx(history["correlation"][-1])
     assert h["correlation"] == f"{history['correlation'][-1]:.2f}"
-    sign = "+" if latest["change_1w"] >= 0 else "\u2212"
-    week = f"{sign}{abs(latest['change_1w']):.2f} over 1 week (since {latest['date_1w']})"
+    size = f"{abs(latest['change_1w']):.2f}"
+    sign = "\u00b1" if size == "0.00" else "+" if latest["change_1w"] > 0 else "\u2212"
+    week = f"{sign}{size} over 1 week (since {latest['date_1w']})"
     assert h["changes"][0]["text"] == week, "the same change analytics.latest_correlations reports"
     if event.height:
         assert h["event"].startswith(f"on {event['date'][0]} the correlation ")
