@@ -171,6 +171,16 @@ def test_event_figures_never_round_onto_the_level(level, value, text):
     assert _figure(value, level) == text
 
 
+def test_event_sentences_never_contradict_their_level():
+    from flows.report import event_sentence
+
+    base = {"previous_date": date(2025, 5, 23), "sessions_since": 7}
+    assert event_sentence({**base, "event": "turned_negative", "level": None, "correlation": -0.0012}) == \
+        "turned negative (-0.001), after 7 sessions on the other side (since 2025-05-23)."
+    assert event_sentence({**base, "event": "crossed_below", "level": 0.5, "correlation": 0.4954905,
+                           "sessions_since": None}) == "fell below 0.50 (0.495), the first on record."
+
+
 def test_heatmap_is_of_the_page_day(published, tmp_path):
     """On a day the mart keeps no matrix for (not a month end), the heatmap is still of that day."""
     from flows.report import HEATMAP_WINDOW, Warehouse, day_matrix
