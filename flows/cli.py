@@ -288,10 +288,8 @@ def emit_frame(frame, fmt: SqlFormat, output: Path | None) -> None:
 @app.command()
 def sql(
     query: Annotated[str | None, typer.Argument(help="A read-only SQL query.")] = None,
-    file: Annotated[Path | None, typer.Option(
-        "--file", help="Read the query from this .sql file ('-' for stdin).",
-        exists=True, dir_okay=False, readable=True, allow_dash=True,
-    )] = None,
+    # Not exists=True: Typer's check refuses '-' (stdin); a missing file is one line below.
+    file: Annotated[Path | None, typer.Option("--file", help="Read the query from this .sql file ('-' for stdin).")] = None,
     format: Annotated[SqlFormat, typer.Option("--format", "-f", help="table for people; csv, json or parquet for scripts.")] = SqlFormat.table,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to this file (never inside the data directory).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=0, help=f"At most N rows (default: {TABLE_ROWS} for a table, every row for csv/json/parquet).")] = None,
