@@ -22,8 +22,8 @@ from rich.text import Text
 from flows.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="xasset: Russell 2000 vs crypto market-data pipeline.")
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=not sys.stdout.isatty())  # pipes and logs: one line per message
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
 
 class Format(str, Enum):
@@ -193,7 +193,10 @@ def short_values(frame, name: str, width: int = 40) -> bool:
     """Whether every value of a column fits ``width`` characters (names, symbols, ids: never wrapped)."""
     if frame.is_empty():
         return True
-    longest = frame[name].cast(str).str.len_chars().max()
+    try:
+        longest = frame[name].cast(str).str.len_chars().max()
+    except Exception:  # a type polars cannot cast to text: let rich fold it
+        return False
     return longest is None or longest <= width
 
 
@@ -398,10 +401,8 @@ def emit_frame(frame, fmt: SqlFormat, output: Path | None) -> None:
 @app.command()
 def sql(
     query: Annotated[str | None, typer.Argument(help="A read-only SQL query.")] = None,
-    file: Annotated[Path | None, typer.Option(
-        "--file", help="Read the query from this .sql file ('-' for stdin).",
-        exists=True, dir_okay=False, readable=True, allow_dash=True,
-    )] = None,
+    # Not exists=True: Typer's check refuses '-' (stdin); a missing file is one line below.
+    file: Annotated[Path | None, typer.Option("--file", help="Read the query from this .sql file ('-' for stdin).")] = None,
     format: Annotated[SqlFormat, typer.Option("--format", "-f", help="table for people; csv, json or parquet for scripts.")] = SqlFormat.table,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to this file (never inside the data directory).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=0, help=f"At most N rows (default: {TABLE_ROWS} for a table, every row for csv/json/parquet).")] = None,

@@ -306,6 +306,26 @@ EVENT_WORDS = {
 }
 
 
+def event_sentence(e: dict) -> str:
+    """What happened, with a figure that never contradicts the level: "fell below 0.50 (0.495), after ..."."""
+    level = e["level"]
+    words = EVENT_WORDS.get(e["event"], e["event"].replace("_", " "))
+    words = words.format(level=f"{level:.2f}" if level is not None else "")
+    after = (f", after {e['sessions_since']} sessions on the other side (since {e['previous_date']})"
+             if e["sessions_since"] is not None else ", the first on record")
+    # A sign change's level is 0: "turned negative (-0.00)" would contradict itself too.
+    return f"{words} ({_figure(e['correlation'], level if level is not None else 0.0)}){after}."
+
+
+def events_table(events: pl.DataFrame) -> pl.DataFrame:
+    """The recent events for the page: who, when, and one sentence each."""
+    return events.select(
+        "date", "asset", "benchmark", "window_days",
+        pl.Series("what happened", [event_sentence(e).capitalize() for e in events.iter_rows(named=True)],
+                  dtype=pl.String),
+    )
+
+
 def headline(wh: Warehouse, asset: str = CORRELATION_ASSETS[0]) -> dict | None:
     """The day's correlation of ``asset`` with the benchmark, its changes and the latest regime event."""
     today = wh.query("headline", asset=asset, benchmark=BENCHMARK, window=CORRELATION_WINDOW)
@@ -317,21 +337,18 @@ def headline(wh: Warehouse, asset: str = CORRELATION_ASSETS[0]) -> dict | None:
         if row[key] is None:
             changes.append({"text": f"no reading {span} earlier", "direction": ""})
         else:
-            sign = "+" if row[key] >= 0 else "\u2212"
-            changes.append({"text": f"{sign}{abs(row[key]):.2f} over {span} (since {row[since]})",
-                            "direction": "up" if row[key] > 0 else "down" if row[key] < 0 else ""})
+            size = f"{abs(row[key]):.2f}"
+            # The sign of what is printed: a change that rounds to 0.00 is neither up nor down.
+            direction = "" if size == "0.00" else "up" if row[key] > 0 else "down"
+            sign = {"up": "+", "down": "\u2212", "": "\u00b1"}[direction]
+            changes.append({"text": f"{sign}{size} over {span} (since {row[since]})", "direction": direction})
     event_text = f"none held {EVENT_MIN_SESSIONS}+ sessions on record"
     if "mart_correlation_events" in wh.tables:
         ev = wh.query("latest_event", asset=asset, benchmark=BENCHMARK, window=CORRELATION_WINDOW,
                       min_sessions=EVENT_MIN_SESSIONS)
         if ev.height:
             e = ev.row(0, named=True)
-            level = e["level"]
-            words = EVENT_WORDS.get(e["event"], e["event"].replace("_", " "))
-            words = words.format(level=f"{level:.2f}" if level is not None else "")
-            after = (f", after {e['sessions_since']} sessions on the other side (since {e['previous_date']})"
-                     if e["sessions_since"] is not None else ", the first on record")
-            event_text = f"on {e['date']} the correlation {words} ({_figure(e['correlation'], level)}){after}."
+            event_text = f"on {e['date']} the correlation {event_sentence(e)}"
     return {
         "asset": asset, "benchmark": BENCHMARK, "window": CORRELATION_WINDOW, "date": row["date"],
         "correlation": _figure(row["correlation"]), "value": row["correlation"],
@@ -373,7 +390,7 @@ def write_report(warehouse_path: Path, reports_dir: Path, as_of: date | None = N
             else:
                 report.charts.append(chart)
         if "mart_correlation_events" in wh.tables:
-            report.events = wh.query("recent_events")
+            report.events = events_table(wh.query("recent_events"))
         report.headline = headline(wh)
     finally:
         con.close()

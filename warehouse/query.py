@@ -21,6 +21,14 @@ class QueryError(ValueError):
     pass
 
 
+class WarehouseUnavailable(QueryError, duckdb.Error):
+    """The warehouse file cannot be opened (missing, locked, corrupt, not DuckDB); the message names it.
+
+    Also a ``duckdb.Error``: callers that fall back when DuckDB cannot open
+    the file (the nightly run's incremental seed) keep catching it as before.
+    """
+
+
 class Target(str, Enum):
     """What a result is converted for: what each output can hold decides which columns become text."""
 
@@ -60,9 +68,9 @@ def connect_read_only(db_path: Path) -> duckdb.DuckDBPyConnection:
     """Open the warehouse read-only; every way that can fail is one QueryError naming the file."""
     db_path = Path(db_path)
     if not db_path.exists():
-        raise QueryError(f"no warehouse at {db_path}: run `xasset run` first")
+        raise WarehouseUnavailable(f"no warehouse at {db_path}: run `xasset run` first")
     if not db_path.is_file():
-        raise QueryError(f"{db_path} is not a warehouse file (a directory?)")
+        raise WarehouseUnavailable(f"{db_path} is not a warehouse file (a directory?)")
     try:
         # No file system access from analyst SQL: a query can read the warehouse,
         # never write or read files around it.
@@ -71,16 +79,16 @@ def connect_read_only(db_path: Path) -> duckdb.DuckDBPyConnection:
         text = str(exc)
         if "lock" in text.lower():
             holder = text.split("Conflicting lock is held in", 1)[-1].split(". See also")[0].strip() if "held in" in text else ""
-            raise QueryError(
+            raise WarehouseUnavailable(
                 f"cannot open {db_path}: another process holds it open for writing"
                 + (f" ({holder})" if holder else "")
                 + "; close it there, or open it with read_only=True"
             ) from exc
         if "not a valid DuckDB database" in text:
-            raise QueryError(f"cannot open {db_path}: not a DuckDB database (empty, truncated or another kind of file)") from exc
-        raise QueryError(f"cannot open {db_path}: {one_line(exc)}") from exc
+            raise WarehouseUnavailable(f"cannot open {db_path}: not a DuckDB database (empty, truncated or another kind of file)") from exc
+        raise WarehouseUnavailable(f"cannot open {db_path}: {one_line(exc)}") from exc
     except duckdb.Error as exc:  # corrupt blocks, a file of a newer DuckDB version
-        raise QueryError(f"cannot open {db_path}: {one_line(exc)}") from exc
+        raise WarehouseUnavailable(f"cannot open {db_path}: {one_line(exc)}") from exc
 
 
 def _needs_text(t: duckdb.typing.DuckDBPyType, target: Target) -> bool:

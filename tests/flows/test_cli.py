@@ -44,6 +44,14 @@ def test_sql_from_file_starting_with_a_comment(warehouse, tmp_path):
     assert res.exit_code == 0 and res.stdout.splitlines() == ["n", "2"]
 
 
+def test_sql_from_stdin_and_a_missing_file(warehouse, tmp_path):
+    res = runner.invoke(app, ["sql", "--file", "-", "-f", "csv", "--data-dir", str(warehouse)], input="SELECT 1 AS x\n")
+    assert res.exit_code == 0 and res.stdout.splitlines() == ["x", "1"]
+    missing = tmp_path / "nope.sql"
+    res = runner.invoke(app, ["sql", "--file", str(missing), "--data-dir", str(warehouse)])
+    assert res.exit_code == 2 and res.stderr.splitlines() == [f"error: cannot read {missing}: No such file or directory"]
+
+
 @pytest.mark.parametrize(
     "query", ["DROP TABLE dim_asset", "SELECT 1; DELETE FROM dim_asset", "INSERT INTO dim_asset VALUES ('x')",
               "COPY dim_asset TO '/tmp/x.csv'", "ATTACH '/tmp/other.duckdb'"],

@@ -151,8 +151,9 @@ def test_report_first_screen_answers_the_question(published, tmp_path):
     assert h["date"] == report.as_of == history["date"][-1] == latest["date"]
     assert h["value"] == pytest.approx(history["correlation"][-1])
     assert h["correlation"] == f"{history['correlation'][-1]:.2f}"
-    sign = "+" if latest["change_1w"] >= 0 else "\u2212"
-    week = f"{sign}{abs(latest['change_1w']):.2f} over 1 week (since {latest['date_1w']})"
+    size = f"{abs(latest['change_1w']):.2f}"
+    sign = "\u00b1" if size == "0.00" else "+" if latest["change_1w"] > 0 else "\u2212"
+    week = f"{sign}{size} over 1 week (since {latest['date_1w']})"
     assert h["changes"][0]["text"] == week, "the same change analytics.latest_correlations reports"
     if event.height:
         assert h["event"].startswith(f"on {event['date'][0]} the correlation ")
@@ -168,6 +169,16 @@ def test_event_figures_never_round_onto_the_level(level, value, text):
     from flows.report import _figure
 
     assert _figure(value, level) == text
+
+
+def test_event_sentences_never_contradict_their_level():
+    from flows.report import event_sentence
+
+    base = {"previous_date": date(2025, 5, 23), "sessions_since": 7}
+    assert event_sentence({**base, "event": "turned_negative", "level": None, "correlation": -0.0012}) == \
+        "turned negative (-0.001), after 7 sessions on the other side (since 2025-05-23)."
+    assert event_sentence({**base, "event": "crossed_below", "level": 0.5, "correlation": 0.4954905,
+                           "sessions_since": None}) == "fell below 0.50 (0.495), the first on record."
 
 
 def test_heatmap_is_of_the_page_day(published, tmp_path):
