@@ -549,13 +549,14 @@ def transform(
     )
     if prices.is_empty():
         raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of} pass the quality rules")
-    # Index bars from before every other asset's first bar (a source's whole
-    # record of an index, e.g. ^RUT from 1987, see FilesSource.fetch) only feed
-    # the milestones' highs; every other mart starts where the rest does (issue 14).
+    # Index bars from before the history start and every other asset's first
+    # bar (a source's whole record of an index, e.g. ^RUT from 1987, see
+    # FilesSource.fetch) only feed the milestones' highs; every other mart
+    # starts where it did (issue 14).
     others = prices.join(assets.filter(pl.col("asset_class") != "index").select("symbol"), on="symbol", how="semi")
     history = None
     if others.height:
-        start = others["date"].min()
+        start = min(others["date"].min(), settings.history_start)
         if prices["date"].min() < start:
             history = prices.filter(pl.col("date") < start)
             prices = prices.filter(pl.col("date") >= start)

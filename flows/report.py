@@ -161,11 +161,13 @@ def chart_milestones(wh: Warehouse, note: str) -> Chart | None:
     fig, (ax, dd) = plt.subplots(2, 1, figsize=(11, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
     dates = ms["date"].to_list()
     ax.plot(dates, ms["close"].to_list(), lw=1.2, label=f"{BENCHMARK} close")
-    ax.plot(dates, ms["ath_close"].to_list(), lw=0.8, ls="--", color="gray", label="All-time high so far")
+    # "All-time" only as far back as the history held (issue 14): say since when.
+    since = ms["ath_since"].min()
+    ax.plot(dates, ms["ath_close"].to_list(), lw=0.8, ls="--", color="gray", label=f"Highest close since {since}")
     ath = ms.filter(pl.col("is_new_ath"))
     ax.scatter(ath["date"].to_list(), ath["close"].to_list(), s=8, color="darkorange", zorder=3,
-               label=f"New all-time high ({ath.height})")
-    ax.set_title(f"{BENCHMARK}: close, all-time highs and drawdown")
+               label=f"New high since {since} ({ath.height})")
+    ax.set_title(f"{BENCHMARK}: close, highs since {since} and drawdown")
     ax.set_ylabel("Adjusted close (index points)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
@@ -176,7 +178,7 @@ def chart_milestones(wh: Warehouse, note: str) -> Chart | None:
     _date_axis(dd)
     last = ms.row(-1, named=True)
     caption = (
-        f"Last close {last['close']:,.2f} on {last['date']}; all-time high {last['ath_close']:,.2f}; "
+        f"Last close {last['close']:,.2f} on {last['date']}; highest close since {since} {last['ath_close']:,.2f}; "
         f"drawdown {last['drawdown_from_ath']:.1%}."
     )
     return Chart("milestones", f"{BENCHMARK} market milestones", caption, _finish(fig, note))

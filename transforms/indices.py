@@ -232,7 +232,9 @@ def dollar_volume_index(
     is not a price move). A row exists on the days where at least one held
     member has a close. The first row is the last day of the first month with
     traded members, at ``base_level``. ``volume`` is as for
-    ``equal_weight_index``.
+    ``equal_weight_index``. After months without any trade (a hole in the
+    data) the last holdings are kept until the next rebalance, so the first
+    rows after the hole carry the members' move across it.
     """
     p = _dv_member_bars(prices, members)
     held, factors = _dv_held(p)
@@ -296,9 +298,18 @@ def _dv_held(p: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         (pl.col("_dv") / pl.col("_total")).alias("_w"),
         "_base",
     )
-    days = p.select("date", "month").unique()
+    # A day is valued with the holdings of its month, or, after months without
+    # any trade (a hole in the data), with the last holdings struck before it:
+    # buy-and-hold across the hole, so the level is bridged, never flat.
+    struck = holdings.select("hold_month").unique().sort("hold_month")
+    days = (
+        p.select("date", "month").unique().sort("month")
+        .join_asof(struck, left_on="month", right_on="hold_month", strategy="backward")
+        .drop_nulls("hold_month")
+        .select("date", "hold_month")
+    )  # fmt: skip
     held = (
-        holdings.join(days, left_on="hold_month", right_on="month")
+        holdings.join(days, on="hold_month")
         .join(p.select("symbol", "date", pl.col("adj_close").alias("_px")), on=["symbol", "date"], how="left")
         .sort("symbol", "date")
         .with_columns(

@@ -599,6 +599,14 @@ def test_real_futures_etfs_and_indices_are_not_scored(real_data):
     sessions = pl.Series(sorted(set(prices.filter(pl.col("symbol") == "SPY")["date"].to_list())), dtype=pl.Date)
     scores, metrics = build_factor_marts(prices, assets, sessions, None)
     assert scores.is_empty() and metrics.is_empty()
+    # A future is not held to the XNYS calendar by the quality screen: RTY=F
+    # trades on NYSE holidays (the real file has 2023-11-23 and 2025-07-04).
+    from warehouse.quality import rule_inputs
+
+    rty = prices.filter(pl.col("symbol") == "RTY=F")["date"]
+    assert {date(2023, 11, 23), date(2025, 7, 4)} <= set(rty.to_list())
+    on_sessions = rule_inputs(date(2026, 2, 23), sessions, assets).session_symbols
+    assert "RTY=F" not in on_sessions and {"QQQ", "DIA", "^RUT"} <= set(on_sessions)
     # An explicit universe entry wins over the name.
     from flows.universe import Asset, Universe
 

@@ -79,7 +79,18 @@ def test_index_is_bridged_across_the_hole_not_flat(real):
     assert abs(nxt / after - 1.0) < 0.2
 
 
-@pytest.mark.parametrize("since", [FIRST_AFTER, date(2024, 10, 5), date(2022, 10, 10)])
+def test_dollar_volume_index_keeps_its_holdings_across_the_hole(real):
+    bars, idx = real
+    dv = idx.bars.filter(pl.col("symbol") == "ALTS_DV").sort("date")
+    before = dv.filter(pl.col("date") <= LAST_BEFORE).tail(1)
+    after = dv.filter(pl.col("date") >= FIRST_AFTER).head(1)
+    assert before["date"].item() == LAST_BEFORE and after["date"].item() == FIRST_AFTER
+    # Buy-and-hold of the October 2022 holdings: the level moves with the
+    # members across the hole (ALTS' members about doubled), it is not flat.
+    assert after["close"].item() / before["close"].item() - 1.0 > 0.5
+
+
+@pytest.mark.parametrize("since", [FIRST_AFTER, date(2024, 10, 5), date(2024, 11, 3), date(2022, 10, 10)])
 def test_incremental_index_equals_full_across_the_hole(real, since):
     bars, idx = real
     previous = build_crypto_indices(bars.filter(pl.col("date") < since), _assets()).bars
