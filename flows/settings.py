@@ -172,7 +172,8 @@ class Settings(ExecutionSettings):
         ),
     )
     jump_bounds: dict[str, float] = Field(
-        {"index": 1.5, "etf": 2.0, "equity": 3.0, "crypto": 5.0, "index_crypto": 5.0},
+        # Index futures (RTY=F) move with their index; a roll changes the price by a few percent, not 2x.
+        {"index": 1.5, "etf": 2.0, "future": 2.0, "equity": 3.0, "crypto": 5.0, "index_crypto": 5.0},
         description=(
             "Per asset class, the largest one-day move (a factor: 3.0 is x3 or /3) of close or adj_close a bar "
             "may make without the next bar confirming it. A bar beyond it that the next bar reverts (by more "

@@ -308,3 +308,13 @@ def test_real_files_pass_the_plausibility_rules(real_data):
         json.dumps({"symbol": "RTY=F", "date": "2025-07-13"}): {"close_in_range"},
         json.dumps({"symbol": "RTY=F", "date": "2025-09-15"}): {"close_in_range", "open_in_range"},
     }
+
+
+def test_the_default_jump_bounds_cover_every_asset_class():
+    """A class added to the vocabulary without a bound would stop every run that holds one."""
+    from typing import get_args
+
+    from flows.settings import Settings
+    from flows.universe import AssetClass
+
+    assert set(get_args(AssetClass)) <= set(Settings().jump_bounds)
