@@ -52,6 +52,7 @@ from transforms.marts import (
 from transforms.matrix import CORRELATION_MATRIX_SCHEMA, as_of_sessions, mart_correlation_matrix
 from transforms.milestones import mart_market_milestones, mart_period_returns
 from transforms.returns import log_returns
+from transforms.spillover_marts import spillover_marts_since
 
 # Sessions of look-back beyond max(windows): pairs whose previous span ended
 # within this margin before the changed range get their missing rows from the
@@ -206,6 +207,9 @@ def build_marts_incremental(
             tables |= factor_marts_since(prices, assets, sess, params, fundamentals, previous, from_date)
         else:
             tables |= factor_marts(prices, assets, sess, params, fundamentals)
+    if params.spillover.enabled:
+        # From the whole returns: each row of these marts reads only its own window.
+        tables |= spillover_marts_since(previous, returns, focus, sess, crypto, benchmarks, params.spillover, from_session)
     if fundamentals is not None:
         tables["fact_fundamentals"] = fundamentals
     if params.policy is not None:

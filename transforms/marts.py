@@ -31,6 +31,8 @@ from transforms.matrix import mart_correlation_matrix
 from transforms.milestones import mart_market_milestones, mart_period_returns
 from transforms.policy import Policy
 from transforms.returns import log_returns
+from transforms.spillover import SpilloverParams
+from transforms.spillover_marts import spillover_marts
 
 CRYPTO_CLASSES = ("crypto", "index_crypto")
 INDEX_CLASSES = ("index", "index_crypto")
@@ -56,6 +58,8 @@ class MartParams:
     correlation_epoch_sessions: int = EPOCH_SESSIONS
     # False leaves the Alpha Score marts out (a benchmark of everything else).
     factors: bool = True
+    # mart_spillover, mart_lead_lag, mart_spillover_index (issue 18).
+    spillover: SpilloverParams = SpilloverParams()
 
 
 @dataclass
@@ -152,6 +156,8 @@ def build_marts(
         # Only the stocks' bars travel to the partition: the rest is not read there.
         stock_prices = prices.filter(pl.col("symbol").is_in(stocks.implode()))
         jobs.append(("factors", factor_marts, (stock_prices, assets, sessions, params, fundamentals)))
+    if params.spillover.enabled:
+        jobs.append(("spillover", spillover_marts, (returns, all_prices, sessions, crypto, benchmarks, params.spillover)))
     results = _run_jobs(jobs, map_partitions)
 
     corr = _combine([c for c, _ in results["corr"]], ("asset", "benchmark", "window_days", "date"))
@@ -171,6 +177,8 @@ def build_marts(
     }
     if "factors" in results:
         tables |= results["factors"][0]
+    if "spillover" in results:
+        tables |= results["spillover"][0]
     if fundamentals is not None:
         tables["fact_fundamentals"] = fundamentals
     if params.policy is not None:
