@@ -137,7 +137,7 @@ class Settings(ExecutionSettings):
     spillover_index_step: int = Field(
         5, ge=1,
         description="The spillover index is computed every this many sessions (counted from the calendar's first) "
-        "and on the latest: a VAR fit per date costs ~50 ms.",
+        "and on the latest: a VAR fit with its order selection costs ~11 ms of CPU per date.",
     )
     incremental: bool = Field(
         True,

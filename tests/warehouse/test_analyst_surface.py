@@ -20,6 +20,9 @@ from warehouse.tables import TABLES
 EXAMPLE = Path(__file__).resolve().parents[2] / "warehouse" / "sql" / "examples" / "latest_rut_correlation.sql"
 
 
+SPILLOVER_EXAMPLE = EXAMPLE.with_name("rut_rally_spillover.sql")
+
+
 @pytest.fixture(scope="module")
 def data_dir(run_tables, tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("data")
@@ -146,3 +149,11 @@ def test_runs_lists_newest_first_with_failures(tmp_path):
     assert [(r["run_id"], r["status"], r["seconds"]) for r in rows] == [("b", "failed", 30.0), ("a", "succeeded", 60.0)]
     assert rows[0]["error"].startswith("audit failed")
     assert len(json.loads(cli("runs", "-n", "1", "--format", "json", "--data-dir", str(tmp_path)).stdout)) == 1
+
+
+def test_the_spillover_example_answers_from_the_three_marts(db):
+    out = run_query(db, SPILLOVER_EXAMPLE.read_text())
+    assert out.height == run_query(db, "SELECT count(DISTINCT asset) AS n FROM mart_spillover")["n"].item() > 0
+    alts = out.filter(pl.col("asset") == "ALTS").row(0, named=True)
+    assert alts["corr_rally"] is not None and alts["rally_days"] > 0 and alts["corr_next_day"] is not None
+    assert 0 <= alts["spill_in_pct"] <= 100
