@@ -58,8 +58,7 @@ MIN_COMPLETE = 0.9
 
 def ma_matrices(coefs: np.ndarray, horizon: int) -> np.ndarray:
     """Phi_0..Phi_{horizon-1} (horizon x k x k) of a VAR with lag matrices ``coefs`` (p x k x k)."""
-    p, k = coefs.shape[0], coefs.shape[1] if coefs.ndim == 3 else 0
-    k = coefs.shape[-1]
+    p, k = coefs.shape[0], coefs.shape[-1]
     phi = np.zeros((horizon, k, k))
     phi[0] = np.eye(k)
     for h in range(1, horizon):

@@ -143,3 +143,90 @@ def test_weekend_return_against_the_next_session(sess):
     assert last["correlation"].item() == pytest.approx(1.0)
     gaps = sum(1 for p, d in zip(s[-91:-1], s[-90:], strict=True) if (d - p).days > 1)
     assert last["observations"].item() == gaps
+
+
+# --------------------------------------------------------------------------- real data
+
+
+def test_real_crypto_versus_russell_by_regime_and_weekend(real_data):
+    """pratham093 crypto + alitalbi ^RUT, against pandas: regime masks from
+    pandas' rolling std, correlations from numpy, weekend returns from the CSV."""
+    import pandas as pd
+
+    from transforms.spillover_index import mart_spillover_index
+
+    rut = pd.read_csv(real_data / "alitalbi-storage_data_fy" / "^RUT.csv", index_col="Date", parse_dates=True)["Close"]
+    coins = {
+        c: pd.read_csv(real_data / "pratham093-AEGIS" / f"{c}-USD.csv", skiprows=[1], index_col="Date", parse_dates=True)["Close"]
+        for c in ("BTC", "ETH", "SOL")
+    }
+    sessions = rut.index[(rut.index >= "2021-01-04") & (rut.index <= "2025-06-13")]
+    s = pl.Series([d.date() for d in sessions], dtype=pl.Date)
+    prices = pl.concat(
+        pl.DataFrame({"symbol": k, "date": [d.date() for d in v.index], "adj_close": v.to_numpy()})
+        for k, v in {"^RUT": rut, **coins}.items()
+    ).filter(pl.col("date").is_between(date(2020, 12, 31), s.max()))
+    returns = log_returns(prices, s)
+
+    out = mart_spillover(returns, s, ["SOL", "BTC"], ["^RUT"], windows=(365,), cadence="month_end")
+    y = np.log(rut.reindex(sessions)).diff()
+    sd = y.rolling(LOOKBACK, min_periods=LOOKBACK).std().shift(1)
+    checked = 0
+    for d in out.filter(pl.col("regime") == "risk_on")["date"].unique().sort().to_list()[-6:]:
+        end = sessions.get_loc(pd.Timestamp(d))
+        win = slice(end - 364, end + 1)
+        yw, sdw = y.iloc[win].to_numpy(), sd.iloc[win].to_numpy()
+        for coin in ("SOL", "BTC"):
+            x = np.log(coins[coin].reindex(sessions)).diff().iloc[win].to_numpy()
+            for regime, mask in {"risk_on": yw > sdw, "risk_off": yw < -sdw, "all": np.ones(365, bool)}.items():
+                row = out.filter((pl.col("date") == d) & (pl.col("asset") == coin) & (pl.col("regime") == regime))
+                assert row["observations"].item() == mask.sum()
+                assert row["correlation"].item() == pytest.approx(np.corrcoef(x[mask], yw[mask])[0, 1], abs=1e-9)
+                checked += 1
+    assert checked == 36
+
+    wk = weekend_returns(prices, s, ["BTC"])
+    btc = coins["BTC"]
+    for row in wk.tail(20).iter_rows(named=True):
+        i = s.search_sorted(row["session_date"])
+        want = np.log(btc[pd.Timestamp(row["session_date"] - timedelta(days=1))] / btc[pd.Timestamp(s[i - 1])])
+        assert row["weekend_return"] == pytest.approx(want, abs=1e-12)
+    assert wk.height > 200
+
+    index = mart_spillover_index(returns, s, ("^RUT", "BTC", "ETH", "SOL"), step=21)
+    last = index.filter(pl.col("date") == index["date"].max())
+    share = dict(zip(last["series"], last["from_others"], strict=True))
+    # Coins move together far more than they move with the Russell 2000.
+    assert min(share["BTC"], share["ETH"], share["SOL"]) > share["^RUT"]
+    assert 0 < last["total_spillover"][0] < 100
+
+
+# --------------------------------------------------------------------------- incremental
+
+
+@pytest.mark.parametrize("cadence", ["month_end", "session"])
+def test_incremental_build_equals_the_full_build_for_other_cadences(cadence):
+    """test_incremental covers the default settings; here month-end dates (the
+    previous latest session drops out of mart_spillover/mart_lead_lag unless it
+    is a month-end) and an index step of 3 sessions, over a weekend and a
+    month-end."""
+    import dataclasses
+
+    from bench.panel import generate
+    from tests.transforms.test_incremental import as_of, check
+    from transforms.marts import MartParams
+    from transforms.spillover import SpilloverParams
+
+    end = date(2026, 11, 20)
+    prices, assets, sessions = generate(4, 6, 2, end, 7)
+    sessions = sessions.sort()
+    sp = SpilloverParams(windows=(20, 60), cadence=cadence, regime_lookback=40, index_window=60, index_step=3)
+    params = dataclasses.replace(MartParams(factors=False), spillover=sp)
+    first_nov = sessions.filter(sessions >= date(2026, 11, 1))[0]
+    for d in (sessions[-1], first_nov):
+        prev = sessions.filter(sessions < d)[-1]
+        p, s = as_of(prices, sessions, d)
+        pp, ps = as_of(prices, sessions, prev)
+        full, _ = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), params=params)
+        for table in ("mart_spillover", "mart_lead_lag", "mart_spillover_index"):
+            assert full.tables[table].filter(pl.col("date") == d).height, table
