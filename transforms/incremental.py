@@ -21,6 +21,9 @@ trailing look-back:
   cheap next to the correlations: see docs/performance.md);
 - Alpha Score marts: ``build_factor_marts``/``evaluate_factors`` with
   ``from_date`` (trailing look-back in those functions).
+- ``mart_spillover``, ``mart_lead_lag``, ``mart_spillover_index``: rows dated
+  on/after the first changed session, from the whole returns (each row reads
+  only its own window), plus the previous rows still on a publish date.
 
 Pure: frames in, frames out. Row order may differ from the full build's
 (tables are keyed sets; ``fact_prices`` is not re-sorted).

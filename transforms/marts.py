@@ -157,7 +157,12 @@ def build_marts(
         stock_prices = prices.filter(pl.col("symbol").is_in(stocks.implode()))
         jobs.append(("factors", factor_marts, (stock_prices, assets, sessions, params, fundamentals)))
     if params.spillover.enabled:
-        jobs.append(("spillover", spillover_marts, (returns, all_prices, sessions, crypto, benchmarks, params.spillover)))
+        # Only the series the spillover marts read travel to the partition.
+        spill = sorted(set(crypto) | set(benchmarks) | set(params.spillover.index_series))
+        jobs.append(("spillover", spillover_marts, (
+            returns.filter(pl.col("symbol").is_in(spill)), all_prices.filter(pl.col("symbol").is_in(crypto)),
+            sessions, crypto, benchmarks, params.spillover,
+        )))  # fmt: skip
     results = _run_jobs(jobs, map_partitions)
 
     corr = _combine([c for c, _ in results["corr"]], ("asset", "benchmark", "window_days", "date"))
