@@ -24,7 +24,8 @@ theta~_ji, ``net`` = to - from, ``own_share`` = 100 theta~_ii, and per date
 Diebold and Yilmaz also divide the directional figures by N; we do not, so a
 series' from_others reads as a share of its own variance.
 
-Each date's figures depend only on its window's returns, so a build of the
+No row for a date whose window has a flat series or whose fit is singular
+(collinear series). Each date's figures depend only on its window's returns, so a build of the
 dates on/after ``since`` equals the full build's rows bit for bit.
 """
 
@@ -153,9 +154,12 @@ def mart_spillover_index(
             continue
         block = wide[t - window + 1 : t + 1]
         block = block[~np.isnan(block).any(axis=1)]
-        if block.shape[0] < need:
-            continue
-        coefs, sigma = fit_var(block, max_lags, ic)
+        if block.shape[0] < need or np.any(np.ptp(block, axis=0) == 0):
+            continue  # too few complete sessions, or a flat series: nothing to decompose
+        try:
+            coefs, sigma = fit_var(block, max_lags, ic)
+        except np.linalg.LinAlgError:
+            continue  # collinear series (e.g. one a copy of another): no decomposition
         if not np.all(np.isfinite(sigma)) or np.any(np.diag(sigma) <= 0):
             continue
         table = spillover_table(generalized_fevd(coefs, sigma, horizon))

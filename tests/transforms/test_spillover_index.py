@@ -137,3 +137,13 @@ def test_step_dates_and_since_reproduce_the_full_rows(sess):
     since = sess[-60]
     part = mart_spillover_index(returns, sess, ("^RUT", "BTC"), window=200, step=20, since=since)
     assert_frame_equal(full.filter(pl.col("date") >= since), part, check_exact=True)
+
+
+def test_a_flat_or_duplicated_series_gives_no_row_instead_of_failing(sess):
+    rng = np.random.default_rng(8)
+    n = sess.len()
+    rut = rng.normal(0, 0.01, n)
+    flat = frame(sess, {"^RUT": rut, "USDT": np.zeros(n)})
+    assert mart_spillover_index(flat, sess, ("^RUT", "USDT"), step=50).is_empty()
+    copy = frame(sess, {"^RUT": rut, "IWM": rut})
+    assert mart_spillover_index(copy, sess, ("^RUT", "IWM"), step=50).is_empty()
