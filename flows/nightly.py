@@ -41,6 +41,8 @@ from flows.universe import Universe, UniverseError, load_universe
 from transforms.factors import LabelThresholds
 from transforms.incremental import build_marts_incremental, first_changed_session
 from transforms.marts import FACTOR_TABLES, MartParams, build_marts, serial_map
+from transforms.spillover import SpilloverParams
+from transforms.spillover_marts import SPILLOVER_TABLES
 from warehouse import marts as mart_files
 from warehouse import snapshots
 from warehouse.audit import audit, audit_warnings
@@ -375,6 +377,23 @@ def code_digest(root: Path = Path(__file__).resolve().parents[1], packages: tupl
     return digest.hexdigest()
 
 
+def spillover_params(settings: Settings) -> SpilloverParams:
+    """The spillover marts' settings (issue 18) as the transform's parameters."""
+    return SpilloverParams(
+        windows=tuple(settings.spillover_windows),
+        cadence=settings.spillover_cadence,
+        regime_lookback=settings.spillover_regime_lookback,
+        min_observations=settings.spillover_min_observations,
+        index_series=tuple(settings.spillover_index_series),
+        index_window=settings.spillover_index_window,
+        index_horizon=settings.spillover_index_horizon,
+        index_max_lags=settings.spillover_index_max_lags,
+        index_ic=settings.spillover_index_ic,
+        index_step=settings.spillover_index_step,
+        enabled=settings.spillover,
+    )
+
+
 def transform_fingerprint(params: MartParams, settings: Settings, source: str) -> str:
     """Everything besides the bars that decides the marts' values: two runs with
     the same fingerprint build the same rows from the same bars."""
@@ -386,7 +405,7 @@ def transform_fingerprint(params: MartParams, settings: Settings, source: str) -
 # Tables an incremental rebuild reads back from the published warehouse.
 SEED_TABLES = (
     "fact_prices", "dim_asset", "fact_returns", "mart_rolling_correlation", "mart_correlation_events",
-    "mart_correlation_matrix", "fact_fundamentals", *FACTOR_TABLES,
+    "mart_correlation_matrix", "fact_fundamentals", *FACTOR_TABLES, *SPILLOVER_TABLES,
 )
 
 
@@ -576,6 +595,7 @@ def transform(
         factor_min_sector_size=settings.factor_min_sector_size,
         factor_min_cross_section=settings.factor_min_cross_section,
         correlation_block_size=settings.transform_block_size,
+        spillover=spillover_params(settings),
     )
     fundamentals = fundamentals_as_of(lake, as_of)
     fingerprint = transform_fingerprint(params, settings, lake.source)

@@ -139,6 +139,38 @@ class Settings(ExecutionSettings):
         description="A metric is ranked (and so scored) on a session only when at least this many stocks have it; "
         "fewer publish no score.",
     )
+    # --- Spillover marts (issue 18): mart_spillover, mart_lead_lag, mart_spillover_index ---
+    spillover: bool = Field(True, description="Publish mart_spillover, mart_lead_lag and mart_spillover_index.")
+    spillover_windows: list[int] = Field(
+        [90, 365], description="Windows (sessions) of mart_spillover and mart_lead_lag."
+    )
+    spillover_cadence: Literal["session", "month_end"] = Field(
+        "session",
+        description="Dates mart_spillover and mart_lead_lag publish: every session, or each month's last session "
+        "plus the latest.",
+    )
+    spillover_regime_lookback: int = Field(
+        252, ge=2,
+        description="Sessions of the benchmark's returns before a session whose standard deviation sets that "
+        "session's risk_on (> +1 sd) / risk_off (< -1 sd) threshold.",
+    )
+    spillover_min_observations: int = Field(
+        10, ge=2, description="Fewest paired sessions a mart_spillover / mart_lead_lag correlation or beta rests on."
+    )
+    spillover_index_series: list[str] = Field(
+        ["^RUT", "^GSPC", "BTC", "ETH", "ALTS"], description="Series of the spillover index's VAR (those with returns)."
+    )
+    spillover_index_window: int = Field(200, ge=20, description="Rolling window of the spillover index's VAR, in sessions.")
+    spillover_index_horizon: int = Field(10, ge=1, description="Forecast horizon of the variance decomposition, in sessions.")
+    spillover_index_max_lags: int = Field(5, ge=1, description="Largest VAR lag order the information criterion may choose.")
+    spillover_index_ic: Literal["aic", "bic", "hqic", "fpe"] = Field(
+        "aic", description="Information criterion choosing the VAR lag order (statsmodels select_order)."
+    )
+    spillover_index_step: int = Field(
+        5, ge=1,
+        description="The spillover index is computed every this many sessions (counted from the calendar's first) "
+        "and on the latest: a VAR fit with its order selection costs ~11 ms of CPU per date.",
+    )
     incremental: bool = Field(
         True,
         description="Rebuild only what newly landed bars touch when the published run was built from the same "

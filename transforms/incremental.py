@@ -21,6 +21,9 @@ trailing look-back:
   cheap next to the correlations: see docs/performance.md);
 - Alpha Score marts: ``build_factor_marts``/``evaluate_factors`` with
   ``from_date`` (trailing look-back in those functions).
+- ``mart_spillover``, ``mart_lead_lag``, ``mart_spillover_index``: rows dated
+  on/after the first changed session, from the whole returns (each row reads
+  only its own window), plus the previous rows still on a publish date.
 
 Pure: frames in, frames out. Row order may differ from the full build's
 (tables are keyed sets; ``fact_prices`` is not re-sorted).
@@ -52,6 +55,7 @@ from transforms.marts import (
 )
 from transforms.matrix import CORRELATION_MATRIX_SCHEMA, as_of_sessions, mart_correlation_matrix
 from transforms.returns import log_returns
+from transforms.spillover_marts import spillover_marts_since
 
 # Sessions of look-back beyond max(windows): pairs whose previous span ended
 # within this margin before the changed range get their missing rows from the
@@ -211,6 +215,9 @@ def build_marts_incremental(
             tables |= factor_marts_since(prices, assets, sess, params, fundamentals, previous, from_date)
         else:
             tables |= factor_marts(prices, assets, sess, params, fundamentals)
+    if params.spillover.enabled:
+        # From the whole returns: each row of these marts reads only its own window.
+        tables |= spillover_marts_since(previous, returns, focus, sess, crypto, benchmarks, params.spillover, from_session)
     if fundamentals is not None:
         tables["fact_fundamentals"] = fundamentals
     if params.policy is not None:

@@ -31,6 +31,8 @@ from transforms.matrix import mart_correlation_matrix
 from transforms.milestones import mart_market_milestones, mart_period_returns
 from transforms.policy import Policy
 from transforms.returns import log_returns
+from transforms.spillover import SpilloverParams
+from transforms.spillover_marts import spillover_marts
 
 CRYPTO_CLASSES = ("crypto", "index_crypto")
 INDEX_CLASSES = ("index", "index_crypto")
@@ -59,6 +61,8 @@ class MartParams:
     correlation_epoch_sessions: int = EPOCH_SESSIONS
     # False leaves the Alpha Score marts out (a benchmark of everything else).
     factors: bool = True
+    # mart_spillover, mart_lead_lag, mart_spillover_index (issue 18).
+    spillover: SpilloverParams = SpilloverParams()
 
 
 @dataclass
@@ -179,6 +183,13 @@ def build_marts(
         # Only the stocks' bars travel to the partition: the rest is not read there.
         stock_prices = prices.filter(pl.col("symbol").is_in(stocks.implode()))
         jobs.append(("factors", factor_marts, (stock_prices, assets, sessions, params, fundamentals)))
+    if params.spillover.enabled:
+        # Only the series the spillover marts read travel to the partition.
+        spill = sorted(set(crypto) | set(benchmarks) | set(params.spillover.index_series))
+        jobs.append(("spillover", spillover_marts, (
+            returns.filter(pl.col("symbol").is_in(spill)), all_prices.filter(pl.col("symbol").is_in(crypto)),
+            sessions, crypto, benchmarks, params.spillover,
+        )))  # fmt: skip
     results = _run_jobs(jobs, map_partitions)
 
     corr = _combine([c for c, _ in results["corr"]], ("asset", "benchmark", "window_days", "date"))
@@ -198,6 +209,8 @@ def build_marts(
     }
     if "factors" in results:
         tables |= results["factors"][0]
+    if "spillover" in results:
+        tables |= results["spillover"][0]
     if fundamentals is not None:
         tables["fact_fundamentals"] = fundamentals
     if params.policy is not None:

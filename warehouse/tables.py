@@ -444,6 +444,93 @@ MART_FACTOR_IC_SUMMARY = Table(
     publish=True,
 )
 
+# --- Spillover marts (issue 18): transforms/spillover.py, lead_lag.py, spillover_index.py ---
+
+MART_SPILLOVER = Table(
+    "mart_spillover",
+    "Regime-conditional correlation and beta of each crypto asset (and crypto index) versus each benchmark: "
+    "over the window's sessions on which the benchmark rallied (risk_on: log return above +1 standard deviation "
+    "of its trailing returns), sold off (risk_off: below -1 sd) or all sessions. See docs/analytics.md.",
+    (
+        C("date", "date", "Last session of the window (every session, or month-ends and the latest: setting spillover_cadence).", False),
+        C("asset", "string", "Crypto asset or crypto index.", False),
+        C("benchmark", "string", "Equity benchmark (^RUT, ^GSPC).", False),
+        C("window_days", "int", "Window length in sessions.", False, unit="sessions"),
+        C("regime", "string", "risk_on, risk_off or all: which of the window's sessions count.", False),
+        C("correlation", "float", "Pearson correlation of daily log returns over the regime's sessions; null below "
+          "spillover_min_observations sessions or for a flat side.", **CORRELATION),
+        C("beta", "float", "cov(asset, benchmark) / var(benchmark) over the regime's sessions; null as correlation "
+          "(a flat asset gives 0).", unit="ratio"),
+        C("observations", "int", "Sessions of the window in the regime with returns for both series.", False, unit="sessions"),
+    ),
+    primary_key=("asset", "benchmark", "window_days", "regime", "date"),
+    publish=True,
+    partition_year_by="date",
+    rules=(
+        Rule("regime_known", "regime is risk_on, risk_off or all",
+             lambda _: pl.col("regime").is_in(["risk_on", "risk_off", "all"])),
+        NOT_AFTER_AS_OF,
+    ),
+)
+
+MART_LEAD_LAG = Table(
+    "mart_lead_lag",
+    "Lead-lag correlations of each crypto asset (and crypto index) versus each benchmark: the benchmark's session "
+    "return against the asset's return lag_sessions later (-1, 0, +1), and the asset's closed-market (weekend and "
+    "holiday) return against the benchmark's next session. See docs/analytics.md.",
+    (
+        C("date", "date", "Last session of the window (as mart_spillover).", False),
+        C("asset", "string", "Crypto asset or crypto index.", False),
+        C("benchmark", "string", "Equity benchmark (^RUT, ^GSPC).", False),
+        C("window_days", "int", "Window length in sessions (pairs whose later session lies in it).", False, unit="sessions"),
+        C("measure", "string", "session: session returns; weekend: the asset's return from 00:00 UTC after the "
+          "previous session's day to 00:00 UTC of the session, against the benchmark's return on that session.", False),
+        C("lag_sessions", "int", "k: benchmark on session s against asset on s + k (+1: crypto follows the benchmark "
+          "a session later); -1 for weekend (crypto's move comes first).", False, unit="sessions"),
+        C("correlation", "float", "Pearson correlation of the pairs; null below spillover_min_observations pairs or for "
+          "a flat side.", **CORRELATION),
+        C("observations", "int", "Pairs with both returns in the window.", False, unit="pairs"),
+    ),
+    primary_key=("asset", "benchmark", "window_days", "measure", "lag_sessions", "date"),
+    publish=True,
+    partition_year_by="date",
+    rules=(
+        Rule("measure_known", "measure is session (lag -1, 0, +1) or weekend (lag -1)",
+             lambda _: ((pl.col("measure") == "session") & pl.col("lag_sessions").is_in([-1, 0, 1]))
+             | ((pl.col("measure") == "weekend") & (pl.col("lag_sessions") == -1))),
+        NOT_AFTER_AS_OF,
+    ),
+)
+
+PERCENT = {"ge": 0.0, "le": 100.0}
+
+MART_SPILLOVER_INDEX = Table(
+    "mart_spillover_index",
+    "Diebold-Yilmaz spillover index: generalized forecast-error variance decomposition (Pesaran-Shin) of a VAR "
+    "on daily log returns of ^RUT, ^GSPC, BTC, ETH and ALTS over a rolling window; total and directional "
+    "figures per series, in percent. See docs/analytics.md.",
+    (
+        C("date", "date", "Last session of the window (every spillover_index_step-th session and the latest).", False),
+        C("series", "string", "Series of the VAR.", False),
+        C("window_sessions", "int", "Rolling window of the VAR.", False, unit="sessions"),
+        C("horizon", "int", "Forecast horizon of the decomposition.", False, unit="sessions"),
+        C("lag_order", "int", "VAR lag order chosen by the information criterion (spillover_index_ic).", False, unit="sessions"),
+        C("observations", "int", "Sessions of the window with a return for every series.", False, unit="sessions"),
+        C("own_share", "float", "100 x share of the series' forecast-error variance due to its own shocks.", False, unit="percent", **PERCENT),
+        C("from_others", "float", "100 x share of the series' forecast-error variance due to the other series' shocks.", False, unit="percent", **PERCENT),
+        C("to_others", "float", "Sum over the other series of the shares of their variance due to this series' shocks (x 100).", False, unit="percent", ge=0.0),
+        C("net", "float", "to_others - from_others.", False, unit="percent"),
+        C("total_spillover", "float", "Total spillover index of the date: mean of from_others over the series.", False, unit="percent", **PERCENT),
+    ),
+    primary_key=("series", "date"),
+    publish=True,
+    rules=(
+        Rule("shares_sum_to_100", "own_share + from_others = 100 (within 1e-6)",
+             lambda _: (pl.col("own_share") + pl.col("from_others") - 100.0).abs() <= 1e-6),
+        NOT_AFTER_AS_OF,
+    ),
+)
+
 PIPELINE_RUNS = Table(
     "pipeline_runs",
     "One row per pipeline run, successful or not.",
@@ -521,6 +608,9 @@ TABLES: dict[str, Table] = {
         MART_FACTOR_METRICS,
         MART_FACTOR_IC,
         MART_FACTOR_IC_SUMMARY,
+        MART_SPILLOVER,
+        MART_LEAD_LAG,
+        MART_SPILLOVER_INDEX,
         PIPELINE_RUNS,
         INGEST_LOG,
         QUARANTINE,

@@ -71,8 +71,8 @@ def test_partitioned_build_equals_the_single_partition_build(market):
         map_partitions=counting_backwards_map,
     )
     crypto = split.tables["dim_asset"].filter(pl.col("asset_class").is_in(CRYPTO_CLASSES)).height
-    # One per crypto asset, one per matrix window, milestones, the Alpha Score.
-    assert calls == [crypto + 4 + 1 + 1]
+    # One per crypto asset, one per matrix window, milestones, the Alpha Score, the spillover marts.
+    assert calls == [crypto + 4 + 1 + 1 + 1]
     assert whole.tables.keys() == split.tables.keys()
     assert whole.warnings == split.warnings
     for name, frame in whole.tables.items():

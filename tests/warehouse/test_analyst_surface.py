@@ -21,6 +21,9 @@ from warehouse.tables import TABLES
 EXAMPLE = Path(__file__).resolve().parents[2] / "warehouse" / "sql" / "examples" / "latest_rut_correlation.sql"
 
 
+SPILLOVER_EXAMPLE = EXAMPLE.with_name("rut_rally_spillover.sql")
+
+
 @pytest.fixture(scope="module")
 def data_dir(run_tables, tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("data")
@@ -167,3 +170,10 @@ def test_every_column_of_every_view_has_a_comment(db, schema):
     if schema == "marts":  # the words come from the contracts, not a copy
         symbol = columns.filter((pl.col("table_name") == "dim_asset") & (pl.col("column_name") == "symbol"))
         assert symbol["comment"].item() == TABLES["dim_asset"].columns[0].description
+
+def test_the_spillover_example_answers_from_the_three_marts(db):
+    out = run_query(db, SPILLOVER_EXAMPLE.read_text())
+    assert out.height == run_query(db, "SELECT count(DISTINCT asset) AS n FROM mart_spillover")["n"].item() > 0
+    alts = out.filter(pl.col("asset") == "ALTS").row(0, named=True)
+    assert alts["corr_rally"] is not None and alts["rally_days"] > 0 and alts["corr_next_day"] is not None
+    assert 0 <= alts["spill_in_pct"] <= 100

@@ -139,6 +139,9 @@ def broken(frame: pl.DataFrame, **exprs) -> pl.DataFrame:
         ("mart_market_milestones", {"date": pl.lit(AS_OF + timedelta(days=3))}, f"date <= as_of ({AS_OF})"),
         ("mart_allocation_weights", {"weight": pl.col("weight") * 0.5}, "weight sums to 1"),
         ("mart_mix_performance", {"nav": pl.lit(0.0)}, "nav > 0"),
+        ("mart_spillover", {"regime": pl.lit("bull")}, "regime is risk_on, risk_off or all"),
+        ("mart_lead_lag", {"lag_sessions": pl.lit(2, dtype=pl.Int32)}, "measure is session"),
+        ("mart_spillover_index", {"from_others": pl.col("from_others") + 1.0}, "own_share + from_others = 100"),
     ],
 )
 def test_broken_derived_table_fails_the_audit(tables, table, change, expected):

@@ -1,0 +1,218 @@
+"""mart_spillover: regime-conditional correlation and beta of crypto versus a benchmark.
+
+"When the Russell 2000 rallies, do altcoins follow?" For each crypto asset
+(and crypto index), benchmark, window of ``w`` sessions and published date
+``t``, the window's sessions are split by the benchmark's own move that
+session:
+
+- ``risk_on``:  benchmark log return r_b(s) >  +1 x sd_b(s)
+- ``risk_off``: r_b(s) < -1 x sd_b(s)
+- ``all``:      every session of the window
+
+where sd_b(s) is the sample standard deviation (ddof 1) of the benchmark's
+log returns over the ``regime_lookback`` sessions *before* s (all of them
+present; otherwise s is neither risk_on nor risk_off). Within each subset,
+over the sessions with returns for both series, the Pearson correlation and
+beta = cov(asset, benchmark) / var(benchmark) are published with the number
+of sessions they rest on.
+
+Returns are the aligned frame the rolling correlations use
+(``transforms.correlation.paired_returns``: fact_returns on exchange
+sessions, so a Monday crypto return compounds the weekend). Every window
+statistic is computed from that window's values alone (numpy sliding
+windows, no running sums), so a build that computes only dates on/after
+``since`` from the same returns gives the full build's values bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from numpy.lib.stride_tricks import sliding_window_view
+
+from transforms.correlation import paired_returns
+from transforms.matrix import as_of_sessions
+from transforms.returns import session_index
+
+Cadence = Literal["session", "month_end"]
+REGIMES = ("risk_on", "risk_off", "all")
+
+SPILLOVER_SCHEMA = {
+    "date": pl.Date,
+    "asset": pl.String,
+    "benchmark": pl.String,
+    "window_days": pl.Int32,
+    "regime": pl.String,
+    "correlation": pl.Float64,
+    "beta": pl.Float64,
+    "observations": pl.Int32,
+}
+
+
+@dataclass(frozen=True)
+class SpilloverParams:
+    """Settings of mart_spillover, mart_lead_lag and mart_spillover_index (flows.settings documents them)."""
+
+    windows: Sequence[int] = (90, 365)
+    cadence: Cadence = "session"
+    regime_lookback: int = 252
+    min_observations: int = 10
+    index_series: Sequence[str] = ("^RUT", "^GSPC", "BTC", "ETH", "ALTS")
+    index_window: int = 200
+    index_horizon: int = 10
+    index_max_lags: int = 5
+    index_ic: Literal["aic", "bic", "hqic", "fpe"] = "aic"
+    index_step: int = 5
+    # False leaves the three marts out.
+    enabled: bool = True
+
+
+def publish_dates(sessions: pl.Series, cadence: Cadence) -> pl.Series:
+    """The dates mart_spillover and mart_lead_lag publish: every session, or the
+    last session of each month plus the latest (as the correlation matrix)."""
+    s = sessions.cast(pl.Date).unique().sort()
+    if cadence == "session":
+        return s
+    if cadence == "month_end":
+        return as_of_sessions(s)
+    raise ValueError(f"unknown cadence {cadence!r}: expected 'session' or 'month_end'")
+
+
+def pair_arrays(grid: pl.DataFrame) -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(asset, benchmark, session_idx, x, y) per pair of a ``paired_returns`` grid; nulls as NaN."""
+    out = []
+    for part in grid.partition_by(["asset", "benchmark"], maintain_order=True):
+        out.append(
+            (
+                part["asset"][0],
+                part["benchmark"][0],
+                part["session_idx"].to_numpy(),
+                part["x"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+                part["y"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+            )
+        )
+    return out
+
+
+def window_stats(
+    a: np.ndarray, b: np.ndarray, mask: np.ndarray, ends: np.ndarray, w: int, min_obs: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(correlation, beta of a on b, observations) over the ``w`` rows ending at each
+    position in ``ends`` (each >= w - 1), counting only rows where ``mask`` holds
+    (and a and b are present). Null (NaN) below ``min_obs`` rows or for a flat
+    side (exact: max == min), beta only for a flat b."""
+    m = mask & ~np.isnan(a) & ~np.isnan(b)
+    starts = ends - (w - 1)
+    take = sliding_window_view(np.arange(a.size), w)[starts] if ends.size else np.empty((0, w), dtype=np.int64)
+    mw = m[take]
+    aw = np.where(mw, a[take], 0.0)
+    bw = np.where(mw, b[take], 0.0)
+    n = mw.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ma = aw.sum(axis=1) / n
+        mb = bw.sum(axis=1) / n
+        da = np.where(mw, aw - ma[:, None], 0.0)
+        db = np.where(mw, bw - mb[:, None], 0.0)
+        cov = (da * db).sum(axis=1)
+        va = (da * da).sum(axis=1)
+        vb = (db * db).sum(axis=1)
+        flat_a = np.where(mw, aw, -np.inf).max(axis=1) == np.where(mw, aw, np.inf).min(axis=1)
+        flat_b = np.where(mw, bw, -np.inf).max(axis=1) == np.where(mw, bw, np.inf).min(axis=1)
+        enough = n >= max(min_obs, 2)
+        corr = np.where(enough & ~flat_a & ~flat_b, np.clip(cov / np.sqrt(va * vb), -1.0, 1.0), np.nan)
+        beta = np.where(enough & ~flat_b, cov / vb, np.nan)
+    return corr, beta, n
+
+
+def trailing_sd(returns: pl.DataFrame, sessions: pl.Series, symbol: str, lookback: int) -> np.ndarray:
+    """Per session index: sd (ddof 1) of ``symbol``'s log returns over the ``lookback``
+    sessions before it, NaN unless all of them carry a return."""
+    idx = session_index(sessions)
+    r = np.full(idx.height, np.nan)
+    own = returns.filter((pl.col("symbol") == symbol) & pl.col("log_return").is_not_null()).join(
+        idx, on="session_date", how="inner"
+    )
+    r[own["session_idx"].to_numpy()] = own["log_return"].to_numpy()
+    sd = np.full(idx.height, np.nan)
+    if idx.height > lookback:
+        win = sliding_window_view(r, lookback)[:-1]  # window k covers sessions k .. k+lookback-1
+        full = ~np.isnan(win).any(axis=1)
+        vals = np.full(win.shape[0], np.nan)
+        if full.any():
+            vals[full] = win[full].std(axis=1, ddof=1)
+        sd[lookback:] = vals
+    return sd
+
+
+def _targets(sess_idx: np.ndarray, sess_dates: np.ndarray, dates: np.ndarray, w: int, since_idx: int) -> np.ndarray:
+    """Positions in a pair's dense grid whose window lies in the pair's span, on a
+    publish date, on/after ``since``."""
+    pos = np.arange(sess_idx.size)
+    keep = (pos >= w - 1) & np.isin(sess_dates, dates) & (sess_idx >= since_idx)
+    return pos[keep]
+
+
+def _since_idx(sessions: pl.Series, since: date | None) -> int:
+    if since is None:
+        return 0
+    return int(sessions.cast(pl.Date).unique().sort().search_sorted(since, side="left"))
+
+
+def mart_spillover(
+    returns: pl.DataFrame,
+    sessions: pl.Series,
+    assets: Iterable[str],
+    benchmarks: Iterable[str],
+    windows: Sequence[int] = (90, 365),
+    regime_lookback: int = 252,
+    min_observations: int = 10,
+    cadence: Cadence = "session",
+    since: date | None = None,
+) -> pl.DataFrame:
+    """mart_spillover (see the module docstring): one row per asset, benchmark,
+    window, regime and publish date whose window lies inside the pair's common
+    span; ``since``: only dates on/after it."""
+    sessions = sessions.cast(pl.Date).unique().sort()
+    benchmarks = list(benchmarks)
+    grid = paired_returns(returns, sessions, assets, benchmarks)
+    if grid.is_empty():
+        return pl.DataFrame(schema=SPILLOVER_SCHEMA)
+    dates = publish_dates(sessions, cadence).to_numpy()
+    all_dates = sessions.to_numpy()
+    since_idx = _since_idx(sessions, since)
+    sds = {b: trailing_sd(returns, sessions, b, regime_lookback) for b in benchmarks}
+    frames = []
+    for asset, bench, sidx, x, y in pair_arrays(grid):
+        sd = sds[bench][sidx]
+        with np.errstate(invalid="ignore"):
+            masks = {"risk_on": y > sd, "risk_off": y < -sd, "all": np.ones(y.size, dtype=bool)}
+        sdates = all_dates[sidx]
+        for w in sorted(set(windows)):
+            ends = _targets(sidx, sdates, dates, w, since_idx)
+            if not ends.size:
+                continue
+            for regime in REGIMES:
+                corr, beta, n = window_stats(x, y, masks[regime], ends, w, min_observations)
+                frames.append(
+                    pl.DataFrame(
+                        {
+                            "date": sdates[ends],
+                            "asset": asset,
+                            "benchmark": bench,
+                            "window_days": w,
+                            "regime": regime,
+                            "correlation": corr,
+                            "beta": beta,
+                            "observations": n,
+                        }
+                    ).with_columns(pl.col("correlation", "beta").fill_nan(None))
+                )
+    if not frames:
+        return pl.DataFrame(schema=SPILLOVER_SCHEMA)
+    keys = ["asset", "benchmark", "window_days", "regime", "date"]
+    return pl.concat([f.cast(SPILLOVER_SCHEMA) for f in frames]).sort(keys)
