@@ -264,6 +264,9 @@ def run(
     start: Annotated[str | None, typer.Option(help="First date to extract (YYYY-MM-DD).")] = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Last date covered (default: the last complete day).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (default $XASSET_DATA_DIR or ./data).")] = None,
+    rewind: Annotated[bool, typer.Option(
+        "--rewind", help="Allow an --as-of before the published run's (publishes the older view on purpose).",
+    )] = False,
 ) -> None:
     """Run the nightly pipeline once: extract, land, transform, load, audit, publish."""
     settings = settings_for(data_dir)
@@ -278,6 +281,13 @@ def run(
         raise fail(f"unknown source {source!r}: choose sample, files or live")
     if source == "files" and not path:
         raise fail("the files source needs --path DIR (repeatable)")
+    if as_of_d and not rewind:
+        from warehouse.snapshots import RewindRefused, check_no_rewind
+
+        try:  # before Prefect's start-up; the flow checks again under the run lock
+            check_no_rewind(settings.data_dir, source, as_of_d)
+        except RewindRefused as exc:
+            raise fail(str(exc)) from None
     if source == "files":
         from flows.sources.base import SourceError
         from flows.sources.files import check_paths
@@ -307,6 +317,7 @@ def run(
                     start=start_d,
                     as_of=as_of_d,
                     data_dir=str(settings.data_dir),
+                    rewind=rewind,
                 )
         except Exception as exc:  # one line for the operator, never a traceback
             raise fail(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None

@@ -759,6 +759,7 @@ def run_pipeline(
     as_of: date | None,
     data_dir: str | None,
     chunked: bool = False,
+    rewind: bool = False,
 ) -> RunSummary:
     """One run: extract and land every chunk, then transform, load, audit and publish once.
 
@@ -804,8 +805,10 @@ def run_pipeline(
         history = log.runs()
         previous = history.filter((pl.col("status") == "succeeded") & (pl.col("source") == source))
         previous_as_of = previous["as_of"].max() if previous.height else None
-        # A backfill extends history; it never rewinds what analysts see.
+        # A backfill extends history; it never rewinds what analysts see, nor does a run unless told to.
         end = as_of
+        if as_of_given and not chunked and not rewind:
+            snapshots.check_no_rewind(settings.data_dir, source, as_of)
         if chunked:
             as_of = publish_as_of(snapshots.published_state(settings.data_dir), source, end)
             run.as_of = as_of
@@ -843,6 +846,8 @@ def run_pipeline(
             lake = Lake(settings.lake_dir, source)
             if source == "files" and not as_of_given:
                 as_of = end = run.as_of = record["as_of"] = default_as_of(source, now.date(), src.last_date(universe))
+                if not rewind:
+                    snapshots.check_no_rewind(settings.data_dir, source, as_of)
                 logger.info("as of %s: the last date the input files cover", as_of)
             chunks = year_chunks(start, end) if chunked else [(start, as_of)]
             checkpoint = Checkpoint.open(
@@ -1018,6 +1023,10 @@ def nightly(
     start: date | None = None,
     as_of: date | None = None,
     data_dir: str | None = None,
+    rewind: bool = False,
 ) -> RunSummary:
-    """Run the whole pipeline once for ``source`` up to ``as_of`` (default: last complete day)."""
-    return run_pipeline(source, paths, start, as_of, data_dir)
+    """Run the whole pipeline once for ``source`` up to ``as_of`` (default: last complete day).
+
+    ``rewind`` allows an ``as_of`` before the published run's (refused otherwise).
+    """
+    return run_pipeline(source, paths, start, as_of, data_dir, rewind=rewind)

@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from warehouse.files import TMP_PREFIX, atomic_write_text, fsync_dir
@@ -94,6 +95,29 @@ def published_state(data_dir: Path) -> dict | None:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+class RewindRefused(RuntimeError):
+    """A run would publish an older view of a source than the one analysts already see."""
+
+
+def check_no_rewind(data_dir: Path, source: str, as_of: date) -> None:
+    """Refuse a run of ``source`` as of a date before the published run of that source.
+
+    Publishing it would silently take months of history away from every
+    analyst (the warehouse is replaced whole); a deliberate rewind says so
+    (``--rewind``). Another source's warehouse is replaced, as before.
+    """
+    state = published_state(data_dir)
+    if not state or state.get("source") != source or not state.get("as_of"):
+        return
+    published = date.fromisoformat(str(state["as_of"]))
+    if as_of < published:
+        raise RewindRefused(
+            f"as of {as_of} is before the published {source} run {state.get('run_id', '?')} as of {published}: "
+            "publishing it would take that history away from analysts; pass --rewind to do it on purpose "
+            "(or run a backfill, which extends history)"
+        )
 
 
 def publish(data_dir: Path, staging: Staging, run_id: str, keep: int = KEEP_RUNS) -> Path:
