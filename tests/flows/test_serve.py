@@ -130,7 +130,12 @@ def test_serve_alone_starts_its_own_server_and_the_schedule_fires_twice(tmp_path
                 runs = client.post("/flow_runs/filter", json={
                     "deployments": {"id": {"any_": [deployment.json()["id"]]}},
                 }).raise_for_status().json()
-                failed = [r for r in runs if r["state"] and r["state"]["type"] in TERMINAL - {"COMPLETED"}]
+                # On a busy machine a run can outlast the minute: serve's global limit of one run
+                # then cancels the run that fires meanwhile (no pile-up), which is by design.
+                overlapped = [r for r in runs if r["state"] and r["state"]["type"] == "CANCELLED"
+                              and "concurrency" in (r["state"]["message"] or "")]
+                failed = [r for r in runs if r["state"] and r["state"]["type"] in TERMINAL - {"COMPLETED"}
+                          and r not in overlapped]
                 assert not failed, f"{failed[0]['state']}\nserve log:\n{serve.tail()}"
                 done = [r for r in runs if r["auto_scheduled"] and r["state"]["type"] == "COMPLETED"]
                 return done if len(done) >= 2 else None
@@ -151,7 +156,7 @@ def test_serve_alone_starts_its_own_server_and_the_schedule_fires_twice(tmp_path
             wait_for("the served runs to finish", idle, timeout=300, interval=2)
             adhoc = subprocess.run(
                 [sys.executable, "-m", "flows.cli", "run", "--source", "sample", "--start", "2024-01-02",
-                 "--as-of", "2024-03-28", "--data-dir", str(data)],
+                 "--as-of", "2024-03-28", "--rewind", "--data-dir", str(data)],
                 env=env, capture_output=True, text=True, timeout=600,
             )
             assert adhoc.returncode == 0, adhoc.stderr[-2000:]
