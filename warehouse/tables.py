@@ -365,13 +365,14 @@ MART_BAND_COMPLIANCE = Table(
         C("mix", "string", "Allocation mix.", False),
         C("sleeve", "string", "Policy sleeve ('reference' for reference mixes).", False),
         C("date", "date", "UTC day (the close).", False),
+        # No le=1: a sleeve holding the whole book sums to 1 give or take an ulp.
         C("weight", "float", "Sleeve weight at the close (sum of its members' drifted weights).", unit="fraction of NAV",
-          ge=0, le=1),
+          ge=0),
         C("band_min", "float", "Sleeve band lower bound.", unit="fraction of NAV"),
         C("band_max", "float", "Sleeve band upper bound.", unit="fraction of NAV"),
         C("in_band", "bool", "weight is inside [band_min, band_max] (1e-9 rounding tolerance); the verdict of "
           "mart_allocation_weights and mart_band_breaches."),
-        C("target_weight", "float", "Sleeve target set at the last rebalance.", unit="fraction of NAV", ge=0, le=1),
+        C("target_weight", "float", "Sleeve target set at the last rebalance.", unit="fraction of NAV", ge=0),
         C("drift", "float", "weight - target_weight.", unit="fraction of NAV"),
         C("days_out_of_band", "bigint", "Consecutive days out of band up to and including this one; 0 in band.",
           unit="days", ge=0),
