@@ -45,6 +45,8 @@ class MixSpec(_Strict):
     name: str = Field(min_length=1)
     method: str  # checked by transforms.policy.Mix, the one list of methods
     weights: dict[str, float] | None = None
+    # checked by transforms.policy.Mix; None: the policy's rebalance_trigger
+    rebalance_trigger: str | None = None
 
     @field_validator("weights")
     @classmethod
@@ -63,6 +65,7 @@ class PolicySpec(_Strict):
     name: str = Field(min_length=1)
     within_sleeve: str = _DEFAULT["within_sleeve"]
     rebalance: str = _DEFAULT["rebalance"]
+    rebalance_trigger: str = _DEFAULT["rebalance_trigger"]
     vol_window: int = _DEFAULT["vol_window"]
     min_vol_observations: int = _DEFAULT["min_vol_observations"]
     cost_bps: float = _DEFAULT["cost_bps"]
@@ -80,10 +83,12 @@ class PolicySpec(_Strict):
                 for s in self.sleeves
             ),
             mixes=tuple(
-                Mix(m.name, m.method, tuple((m.weights or {}).items())) for m in self.mixes
+                Mix(m.name, m.method, tuple((m.weights or {}).items()), m.rebalance_trigger)
+                for m in self.mixes
             ),
             within_sleeve=self.within_sleeve,
             rebalance=self.rebalance,
+            rebalance_trigger=self.rebalance_trigger,
             vol_window=self.vol_window,
             min_vol_observations=self.min_vol_observations,
             cost_bps=self.cost_bps,

@@ -44,6 +44,7 @@ PERFORMANCE_SCHEMA: dict[str, pl.DataType] = {
     "turnover": pl.Float64(),
     "cost": pl.Float64(),
     "spans_gap": pl.Boolean(),
+    "rebalance_reason": pl.String(),
 }
 SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "mix": pl.String(),
@@ -56,6 +57,24 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "worst_month": pl.Float64(),
     "days_out_of_band": pl.Int64(),
     "avg_turnover": pl.Float64(),
+    "rebalances": pl.Int64(),
+    "band_rebalances": pl.Int64(),
+    "total_turnover": pl.Float64(),
+    "cost_bps": pl.Float64(),
+    "cost_drag": pl.Float64(),
+}
+COMPLIANCE_SCHEMA: dict[str, pl.DataType] = {
+    "mix": pl.String(),
+    "sleeve": pl.String(),
+    "date": pl.Date(),
+    "weight": pl.Float64(),
+    "band_min": pl.Float64(),
+    "band_max": pl.Float64(),
+    "in_band": pl.Boolean(),
+    "target_weight": pl.Float64(),
+    "drift": pl.Float64(),
+    "days_out_of_band": pl.Int64(),
+    "trade_to_band": pl.Float64(),
 }
 BREACHES_SCHEMA: dict[str, pl.DataType] = {
     "date": pl.Date(),
@@ -383,6 +402,7 @@ class AllocationResult:
     summary: pl.DataFrame  # mart_mix_summary
     breaches: pl.DataFrame  # mart_band_breaches
     warnings: tuple[str, ...]
+    compliance: pl.DataFrame  # mart_band_compliance
 
 
 @dataclass
@@ -394,6 +414,7 @@ class _Path:
     held: np.ndarray  # bool: the symbol was in the target set of the last rebalance
     turnover: np.ndarray
     cost: np.ndarray
+    reason: np.ndarray  # "calendar" or "band" on rebalance days after the first; None otherwise
 
 
 def _simulate(
@@ -404,8 +425,15 @@ def _simulate(
     start: int,
     stop: int,
     cost_bps: float,
+    bands: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> _Path:
-    """Rebalance to ``targets(t)`` on flagged days; between them, holdings drift with prices."""
+    """Rebalance to ``targets(t)`` on flagged days; between them, holdings drift with prices.
+
+    ``flags`` are the calendar's rebalance days (the first day always trades).
+    With ``bands`` = (sleeve membership, an N x S 0/1 matrix; band_min; band_max),
+    a sleeve outside its band at a close also triggers a rebalance at the next
+    close: the decision reads that close only, never a later price.
+    """
     n_days, n_cols = stop - start, prices.shape[1]
     nav = np.empty(n_days)
     weights = np.empty((n_days, n_cols))
@@ -413,9 +441,10 @@ def _simulate(
     held = np.zeros((n_days, n_cols), dtype=bool)
     turnover = np.full(n_days, np.nan)
     cost = np.zeros(n_days)
-    days = [start, *(start + np.flatnonzero(flags[start + 1 : stop]) + 1)]
-    value, base, hold = 1.0, start, None
-    for k, r in enumerate(days):
+    reason = np.full(n_days, None, dtype=object)
+    calendar = [*(start + np.flatnonzero(flags[start + 1 : stop]) + 1), stop]
+    value, base, hold, r, k = 1.0, start, None, start, 0
+    while r < stop:
         tgt = targets(r)
         if hold is not None:
             drifted = value * hold * _growth(prices, hold, base, slice(r, r + 1))[0]
@@ -424,14 +453,29 @@ def _simulate(
             cost[r - start] = turnover[r - start] * cost_bps / 1e4
             value = pre * (1.0 - cost[r - start])
         hold, base = tgt, r
-        end = days[k + 1] if k + 1 < len(days) else stop
-        seg = slice(r - start, end - start)
+        while calendar[k] <= r:
+            k += 1
+        end = calendar[k]
         values = value * hold * _growth(prices, hold, r, slice(r, end))
-        nav[seg] = values.sum(axis=1)
-        weights[seg] = values / nav[seg, None]
+        seg_nav = values.sum(axis=1)
+        seg_w = values / seg_nav[:, None]
+        if bands is not None:
+            member, lo, hi = bands
+            sleeve_w = seg_w @ member
+            out = ((sleeve_w < lo - BAND_TOLERANCE) | (sleeve_w > hi + BAND_TOLERANCE)).any(axis=1)
+            hits = np.flatnonzero(out)
+            if hits.size and r + hits[0] + 1 < end:
+                end = r + hits[0] + 1
+                reason[end - start] = "band"
+        if end < stop and reason[end - start] is None:
+            reason[end - start] = "calendar"
+        seg, n = slice(r - start, end - start), end - r
+        nav[seg] = seg_nav[:n]
+        weights[seg] = seg_w[:n]
         target_w[seg] = tgt
         held[seg] = universe & np.isfinite(prices[r])
-    return _Path(start, nav, weights, target_w, held, turnover, cost)
+        r = end
+    return _Path(start, nav, weights, target_w, held, turnover, cost, reason)
 
 
 def _growth(prices: np.ndarray, hold: np.ndarray, base: int, rows: slice) -> np.ndarray:
@@ -474,6 +518,7 @@ def _frames(
             "turnover": pl.Series(path.turnover).fill_nan(None),
             "cost": path.cost,
             "spans_gap": spans_gap,
+            "rebalance_reason": pl.Series(path.reason.tolist(), dtype=pl.String),
         }
     )
     return weights, performance
@@ -521,13 +566,53 @@ def band_breaches(weights: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def band_compliance(weights: pl.DataFrame) -> pl.DataFrame:
+    """Per mix, sleeve and day: the sleeve against its band, and what it takes to comply.
+
+    ``drift`` = weight - target_weight; ``days_out_of_band`` counts the
+    consecutive days the sleeve has been out of its band up to and including
+    this one (0 in band); ``trade_to_band`` is the smallest trade, in fraction
+    of NAV, that puts the sleeve back in its band: the signed distance to the
+    nearest band edge (positive: buy), 0 in band.
+    """
+    sleeves = (
+        weights.group_by("mix", "sleeve", "date")
+        .agg(
+            pl.col("weight").sum(),
+            pl.col("band_min").first(),
+            pl.col("band_max").first(),
+            pl.col("in_band").all(),
+            pl.col("target_weight").sum(),
+        )
+        .sort("mix", "sleeve", "date")
+    )
+    spell = pl.col("in_band").cast(pl.Int64).cum_sum().over("mix", "sleeve")
+    return (
+        sleeves.with_columns(
+            drift=pl.col("weight") - pl.col("target_weight"),
+            days_out_of_band=(~pl.col("in_band")).cast(pl.Int64).cum_sum().over("mix", "sleeve", spell),
+            trade_to_band=pl.when(pl.col("in_band"))
+            .then(0.0)
+            .when(pl.col("weight") < pl.col("band_min"))
+            .then(pl.col("band_min") - pl.col("weight"))
+            .otherwise(pl.col("band_max") - pl.col("weight")),
+        )
+        .select(list(COMPLIANCE_SCHEMA))
+        .cast(COMPLIANCE_SCHEMA)
+    )
+
+
 def mix_summary(
-    performance: pl.DataFrame, breaches: pl.DataFrame, risk_free: float = 0.0
+    performance: pl.DataFrame, breaches: pl.DataFrame, risk_free: float = 0.0, cost_bps: float = 0.0
 ) -> pl.DataFrame:
-    """Per-mix CAGR (365-day years), annualised volatility and Sharpe, drawdown and breaches.
+    """Per-mix CAGR (365-day years), annualised volatility and Sharpe, drawdown,
+    breaches, and the trading: rebalances, turnover and what it cost.
 
     Volatility and Sharpe read the one-day returns only: a bridged return
-    (``spans_gap``) covers several days and would pass for one big day."""
+    (``spans_gap``) covers several days and would pass for one big day.
+    ``cost_drag`` is the fraction of the final NAV the costs took,
+    ``1 - prod(1 - cost)``: the NAV without costs times ``1 - cost_drag`` is
+    the NAV with them (costs scale the whole book, so nothing else changes)."""
     order = pl.DataFrame({"mix": performance["mix"].unique(maintain_order=True)})
     perf = performance.sort("mix", "date")
     if "spans_gap" in perf.columns:
@@ -543,6 +628,12 @@ def mix_summary(
         std=pl.col("daily_return").std(),
         max_drawdown=pl.col("drawdown").min(),
         avg_turnover=pl.col("turnover").mean(),
+        rebalances=pl.col("turnover").count(),
+        band_rebalances=(pl.col("rebalance_reason") == "band").sum()
+        if "rebalance_reason" in perf.columns
+        else pl.lit(0),
+        total_turnover=pl.col("turnover").sum(),
+        cost_drag=1.0 - (1.0 - pl.col("cost")).product(),
     )
     months = (
         perf.group_by("mix", pl.col("date").dt.truncate("1mo").alias("month"), maintain_order=True)
@@ -564,6 +655,7 @@ def mix_summary(
             volatility=vol,
             sharpe=pl.when(vol > 0).then((pl.col("mean") * DAYS_PER_YEAR - risk_free) / vol),
             days_out_of_band=pl.col("days_out_of_band").fill_null(0),
+            cost_bps=pl.lit(cost_bps),
         )
         .select(list(SUMMARY_SCHEMA))
         .cast(SUMMARY_SCHEMA)
@@ -651,8 +743,17 @@ def simulate_mixes(
             continue
         universe = np.zeros(len(market.symbols), dtype=bool)
         universe[list(sleeve_of_col)] = True
+        trigger = policy.trigger(mix)
+        # Reference mixes have no bands (0-100%): only the calendar can trade them.
+        bands = None
+        if mix.method != "fixed" and trigger in ("bands", "bands_and_calendar"):
+            member = np.zeros((len(market.symbols), len(policy.sleeves)))
+            for c, j in planner.sleeve_of_col.items():
+                member[c, j] = 1.0
+            bands = (member, planner.lo, planner.hi)
+        calendar = flags if trigger in ("calendar", "bands_and_calendar") else np.zeros_like(flags)
         path = _simulate(
-            target_fn, universe, market.prices, flags, max(begin, first), stop, policy.cost_bps
+            target_fn, universe, market.prices, calendar, max(begin, first), stop, policy.cost_bps, bands
         )
         w, p = _frames(mix.name, path, market, sleeve_of_col)
         weight_frames.append(w)
@@ -667,5 +768,7 @@ def simulate_mixes(
         PERFORMANCE_SCHEMA
     )
     breaches = band_breaches(weights)
-    summary = mix_summary(performance, breaches, policy.risk_free)
-    return AllocationResult(weights, performance, summary, breaches, tuple(warnings))
+    summary = mix_summary(performance, breaches, policy.risk_free, policy.cost_bps)
+    return AllocationResult(
+        weights, performance, summary, breaches, tuple(warnings), band_compliance(weights)
+    )

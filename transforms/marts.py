@@ -289,12 +289,13 @@ def present_benchmarks(params: MartParams, present: set[str]) -> tuple[list[str]
 def allocation_marts(
     policy: Policy, crypto_prices: pl.DataFrame, correlations: pl.DataFrame, benchmark_prices: pl.DataFrame | None
 ) -> tuple[dict[str, pl.DataFrame], list[str]]:
-    """The four allocation marts of ``simulate_mixes`` and its warnings."""
+    """The allocation marts of ``simulate_mixes`` and its warnings."""
     mixes = simulate_mixes(policy, crypto_prices, correlations, benchmark_prices)
     tables = {
         "mart_allocation_weights": mixes.weights,
         "mart_mix_performance": mixes.performance,
         "mart_mix_summary": mixes.summary,
         "mart_band_breaches": mixes.breaches,
+        "mart_band_compliance": mixes.compliance,
     }
     return tables, list(mixes.warnings)

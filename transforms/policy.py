@@ -18,6 +18,10 @@ CASH = "CASH"
 METHODS = ("policy_mid", "inverse_vol", "regime_tilt", "fixed")
 WITHIN_SLEEVE = ("equal", "inverse_vol")
 REBALANCE_FREQUENCIES = ("weekly", "monthly", "quarterly")
+# What makes a mix trade back to its targets (docs/allocation.md, section 6):
+# the calendar only; a sleeve out of its band at a close (traded at the next
+# close); or both, the institutional default.
+REBALANCE_TRIGGERS = ("calendar", "bands", "bands_and_calendar")
 
 
 class PolicyError(ValueError):
@@ -106,6 +110,8 @@ class Mix:
     method: str
     # Only for method "fixed": (symbol, weight) pairs summing to 1.
     weights: tuple[tuple[str, float], ...] = ()
+    # Overrides the policy's rebalance_trigger for this mix; None: the policy's.
+    rebalance_trigger: str | None = None
 
     def __post_init__(self) -> None:
         key = f"mixes.{self.name}"
@@ -113,6 +119,11 @@ class Mix:
             raise PolicyError("mixes", "a mix needs a non-empty name")
         if self.method not in METHODS:
             raise PolicyError(f"{key}.method", f"unknown method {self.method!r}; use one of {METHODS}")
+        if self.rebalance_trigger is not None and self.rebalance_trigger not in REBALANCE_TRIGGERS:
+            raise PolicyError(
+                f"{key}.rebalance_trigger",
+                f"unknown {self.rebalance_trigger!r}; use one of {REBALANCE_TRIGGERS}",
+            )
         if self.method == "fixed":
             if not self.weights:
                 raise PolicyError(f"{key}.weights", "a fixed mix needs weights")
@@ -135,6 +146,9 @@ class Policy:
     mixes: tuple[Mix, ...]
     within_sleeve: str = "equal"
     rebalance: str = "monthly"
+    # Institutional policies trade a sleeve back when it leaves its band, and
+    # also on the calendar: the default of every mix without its own trigger.
+    rebalance_trigger: str = "bands_and_calendar"
     # Volatility lookback in crypto (UTC) days: mixes are valued on that calendar.
     vol_window: int = 90
     min_vol_observations: int = 20
@@ -149,6 +163,10 @@ class Policy:
 
     def sleeve(self, name: str) -> Sleeve:
         return self.sleeves[self.sleeve_index[name]]
+
+    def trigger(self, mix: Mix) -> str:
+        """The mix's rebalance trigger: its own, else the policy's."""
+        return mix.rebalance_trigger or self.rebalance_trigger
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -196,6 +214,10 @@ def validate_policy(policy: Policy) -> None:
         raise PolicyError("within_sleeve", f"unknown {policy.within_sleeve!r}; use one of {WITHIN_SLEEVE}")
     if policy.rebalance not in REBALANCE_FREQUENCIES:
         raise PolicyError("rebalance", f"unknown {policy.rebalance!r}; use one of {REBALANCE_FREQUENCIES}")
+    if policy.rebalance_trigger not in REBALANCE_TRIGGERS:
+        raise PolicyError(
+            "rebalance_trigger", f"unknown {policy.rebalance_trigger!r}; use one of {REBALANCE_TRIGGERS}"
+        )
     if policy.vol_window < 2:
         raise PolicyError("vol_window", "must be at least 2 days")
     if not 2 <= policy.min_vol_observations <= policy.vol_window:

@@ -310,6 +310,8 @@ MART_MIX_PERFORMANCE = Table(
         C("cost", "float", "Transaction cost charged that day.", unit="fraction of NAV"),
         C("spans_gap", "bool", "daily_return is bridged: the NAV move since the last day every held member had its "
           "own price (the days between have a null daily_return)."),
+        C("rebalance_reason", "string", "What made the mix trade at this close: 'calendar' (a scheduled rebalance) or "
+          "'band' (a sleeve closed outside its band the day before); null on days without a trade and on the first day."),
     ),
     primary_key=("mix", "date"),
     publish=True,
@@ -329,6 +331,12 @@ MART_MIX_SUMMARY = Table(
         C("worst_month", "float", "Worst calendar-month return.", unit="fraction"),
         C("days_out_of_band", "bigint", "Days with a drifted sleeve outside its band.", unit="days"),
         C("avg_turnover", "float", "Mean one-way turnover per rebalance.", unit="fraction of NAV"),
+        C("rebalances", "bigint", "Trades after the first day (calendar and band-triggered).", unit="rebalances", ge=0),
+        C("band_rebalances", "bigint", "Trades triggered by a sleeve out of its band.", unit="rebalances", ge=0),
+        C("total_turnover", "float", "Sum of one-way turnover over all rebalances.", unit="fraction of NAV", ge=0),
+        C("cost_bps", "float", "Cost charged per unit of one-way turnover (the policy's cost_bps).", unit="bps", ge=0),
+        C("cost_drag", "float", "Share of NAV the costs took over the whole history: 1 - prod(1 - cost); the NAV "
+          "without costs times (1 - cost_drag) is the reported NAV.", unit="fraction of NAV", ge=0, le=1),
     ),
     primary_key=("mix",),
     publish=True,
@@ -347,6 +355,33 @@ MART_BAND_BREACHES = Table(
     ),
     primary_key=("mix", "sleeve", "date"),
     publish=True,
+)
+
+MART_BAND_COMPLIANCE = Table(
+    "mart_band_compliance",
+    "Band compliance of every sleeve of every allocation mix on every day: in or out of band, drift, "
+    "consecutive days out, and the smallest trade back into the band.",
+    (
+        C("mix", "string", "Allocation mix.", False),
+        C("sleeve", "string", "Policy sleeve ('reference' for reference mixes).", False),
+        C("date", "date", "UTC day (the close).", False),
+        # No le=1: a sleeve holding the whole book sums to 1 give or take an ulp.
+        C("weight", "float", "Sleeve weight at the close (sum of its members' drifted weights).", unit="fraction of NAV",
+          ge=0),
+        C("band_min", "float", "Sleeve band lower bound.", unit="fraction of NAV"),
+        C("band_max", "float", "Sleeve band upper bound.", unit="fraction of NAV"),
+        C("in_band", "bool", "weight is inside [band_min, band_max] (1e-9 rounding tolerance); the verdict of "
+          "mart_allocation_weights and mart_band_breaches."),
+        C("target_weight", "float", "Sleeve target set at the last rebalance.", unit="fraction of NAV", ge=0),
+        C("drift", "float", "weight - target_weight.", unit="fraction of NAV"),
+        C("days_out_of_band", "bigint", "Consecutive days out of band up to and including this one; 0 in band.",
+          unit="days", ge=0),
+        C("trade_to_band", "float", "Smallest trade that returns the sleeve to its band: the signed distance to the "
+          "nearest band edge (positive: buy, negative: sell); 0 in band.", unit="fraction of NAV"),
+    ),
+    primary_key=("mix", "sleeve", "date"),
+    publish=True,
+    partition_year_by="date",
 )
 
 FACT_FUNDAMENTALS = Table(
@@ -603,6 +638,7 @@ TABLES: dict[str, Table] = {
         MART_MIX_PERFORMANCE,
         MART_MIX_SUMMARY,
         MART_BAND_BREACHES,
+        MART_BAND_COMPLIANCE,
         FACT_FUNDAMENTALS,
         MART_FACTOR_SCORES,
         MART_FACTOR_METRICS,

@@ -57,6 +57,8 @@ def _sleeve(raw, name):
         (lambda r: _sleeve(r, "core").update(members=["BTC", "ETH; DROP"]), "sleeves.core.members", "invalid symbol"),
         (lambda r: r.update(rebalance="daily"), "rebalance", "monthly"),
         (lambda r: r["mixes"][0].update(method="momentum"), "mixes.policy_mid.method", "unknown method 'momentum'"),
+        (lambda r: r.update(rebalance_trigger="drift"), "rebalance_trigger", "unknown 'drift'"),
+        (lambda r: r["mixes"][1].update(rebalance_trigger="bnads"), "mixes.inverse_vol.rebalance_trigger", "unknown 'bnads'"),
         (lambda r: r["regime"].update(sleve="x"), "regime.sleve", "Unexpected keyword"),
         (lambda r: r["regime"].update(window_days=1), "regime", "must be at least 2"),
         # Caught by the transforms' own validation, still named by file and key:
@@ -84,13 +86,15 @@ def test_bad_policy_file_names_file_and_key(tmp_path, mutate, where, text):
 
 def test_optional_keys_take_the_policy_defaults(tmp_path):
     def strip(raw):
-        for key in ("within_sleeve", "rebalance", "vol_window", "min_vol_observations", "cost_bps", "risk_free"):
+        for key in ("within_sleeve", "rebalance", "rebalance_trigger", "vol_window", "min_vol_observations",
+                    "cost_bps", "risk_free"):
             raw.pop(key)
         for key in ("benchmark", "asset", "window_days", "correlation_level", "momentum_sessions"):
             raw["regime"].pop(key)
 
     p = load_policy(_write(tmp_path, strip))
     assert (p.within_sleeve, p.rebalance, p.vol_window, p.cost_bps, p.risk_free) == ("equal", "monthly", 90, 0.0, 0.0)
+    assert p.rebalance_trigger == "bands_and_calendar"
     assert p.regime == load_policy().regime
 
 

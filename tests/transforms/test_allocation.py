@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 from transforms.allocation import (
     BREACHES_SCHEMA,
+    COMPLIANCE_SCHEMA,
     PERFORMANCE_SCHEMA,
     SUMMARY_SCHEMA,
     WEIGHTS_SCHEMA,
+    band_compliance,
     project_to_bands,
     rebalance_flags,
     simulate_mixes,
@@ -243,6 +245,12 @@ def result(market):
     return simulate_mixes(make_policy(), market)
 
 
+@pytest.fixture(scope="module")
+def calendar_result(market):
+    """The same mixes traded on the calendar only (no band triggers)."""
+    return simulate_mixes(make_policy(rebalance_trigger="calendar"), market)
+
+
 def recompute(prices: pl.DataFrame, weights: pl.DataFrame, perf: pl.DataFrame, mix: str, bps: float):
     """Walk one mix day by day from its weights and the raw prices; compare NAV and turnover."""
     px = {(s, d): p for s, d, p in prices.select("symbol", "date", "adj_close").iter_rows()}
@@ -349,8 +357,8 @@ def test_drifted_weights_follow_prices_between_rebalances(market, result):
     assert frame.filter(pl.col("symbol") == "BTC")["weight"].n_unique() > 100
 
 
-def test_late_listing_members_join_at_the_next_rebalance(result):
-    w = result.weights.filter(pl.col("mix") == "policy_mid")
+def test_late_listing_members_join_at_the_next_rebalance(calendar_result, result):
+    w = calendar_result.weights.filter(pl.col("mix") == "policy_mid")
     # The mix starts once every sleeve has a listed member (ADA from day one).
     assert w["date"].min() == START
     sol = w.filter(pl.col("symbol") == "SOL")
@@ -361,6 +369,13 @@ def test_late_listing_members_join_at_the_next_rebalance(result):
     np.testing.assert_allclose(alts["target_weight"], [0.15, 0.15], atol=1e-12)
     dot = w.filter(pl.col("symbol") == "DOT")
     assert dot["date"].min() == date(2020, 9, 1)  # listed 2020-08-18
+    # With band triggers the next rebalance may come sooner: a member joins at
+    # the first trade on or after its listing, whatever triggered it.
+    perf = result.performance.filter((pl.col("mix") == "policy_mid") & pl.col("turnover").is_not_null())
+    for symbol, listed in (("SOL", date(2020, 4, 10)), ("DOT", date(2020, 8, 18))):
+        first_trade = perf.filter(pl.col("date") >= listed)["date"].min()
+        held = result.weights.filter((pl.col("mix") == "policy_mid") & (pl.col("symbol") == symbol))
+        assert held["date"].min() == first_trade
 
 
 def test_whole_sleeve_unlisted_delays_the_mix_start():
@@ -430,7 +445,8 @@ def test_weekly_and_quarterly_rebalancing(market):
         ("weekly", lambda d: d.weekday() == 0),
         ("quarterly", lambda d: d.day == 1 and d.month in (1, 4, 7, 10)),
     ):
-        perf = simulate_mixes(make_policy(rebalance=freq), market).performance
+        # Calendar only: a band trigger would add days off the calendar.
+        perf = simulate_mixes(make_policy(rebalance=freq, rebalance_trigger="calendar"), market).performance
         days = perf.filter((pl.col("mix") == "policy_mid") & pl.col("turnover").is_not_null())["date"]
         assert len(days) > 5 and all(check(d) for d in days)
 
@@ -646,6 +662,164 @@ def test_price_gaps_are_not_returns_and_the_day_after_is_bridged(market):
     one_day = perf.filter(~pl.col("spans_gap"))["daily_return"].drop_nulls()
     vol = res.summary.filter(pl.col("mix") == "btc_only")["volatility"].item()
     assert vol == pytest.approx(one_day.std() * math.sqrt(365), rel=1e-12)
+
+
+# --------------------------------------------------------------------------- band triggers and compliance
+
+RALLY = date(2020, 1, 10)  # SOL triples at this close, mid-month (no calendar day near)
+
+
+def rally_market(days: int = 60, back: date | None = None) -> pl.DataFrame:
+    """Flat prices except SOL, which triples at the RALLY close (and returns at ``back``)."""
+    sol = np.full(days, 100.0)
+    i = (RALLY - START).days
+    sol[i:] = 300.0
+    if back is not None:
+        sol[(back - START).days :] = 100.0
+    flat = np.full(days, 100.0)
+    return bars({"BTC": (START, flat), "ETH": (START, flat), "SOL": (START, sol), "ADA": (START, flat),
+                 "DOT": (START, flat)})
+
+
+def rally_policy(trigger: str, cost_bps: float = 0.0) -> Policy:
+    return make_policy(mixes=(Mix("policy_mid", "policy_mid"),), rebalance_trigger=trigger, cost_bps=cost_bps)
+
+
+def sleeve_rows(res, sleeve: str) -> pl.DataFrame:
+    return res.compliance.filter((pl.col("mix") == "policy_mid") & (pl.col("sleeve") == sleeve)).sort("date")
+
+
+def test_a_sleeve_that_rallies_out_of_its_band_is_traded_back_at_the_next_close():
+    # Targets 50/30/20, alts 10% each; SOL x3 puts the alts sleeve at 0.5/1.2 = 0.4167 > 0.35.
+    market = rally_market()
+    res = simulate_mixes(rally_policy("bands_and_calendar"), market)
+    perf = res.performance.sort("date")
+    trades = perf.filter(pl.col("turnover").is_not_null())
+    # Not at the breach's own close (that would need its price before the close): at the next one.
+    assert trades.select("date", "rebalance_reason").rows() == [
+        (RALLY + timedelta(days=1), "band"), (date(2020, 2, 1), "calendar"),
+    ]
+    # Hand-computed one-way turnover: drifted BTC/ETH 0.2083, SOL 0.25, ADA/DOT 0.0833, cash 0.1667
+    # back to 0.25/0.25/0.1/0.1/0.1/0.2: (2*0.0417 + 0.15 + 2*0.0167 + 0.0333) / 2 = 0.15.
+    assert trades["turnover"][0] == pytest.approx(0.15, abs=1e-12)
+    alts = sleeve_rows(res, "midcap_alts")
+    day = alts.filter(pl.col("date") == RALLY).row(0, named=True)
+    assert day["weight"] == pytest.approx(0.5 / 1.2, abs=1e-12) and not day["in_band"]
+    assert day["days_out_of_band"] == 1 and day["drift"] == pytest.approx(0.5 / 1.2 - 0.3, abs=1e-12)
+    after = alts.filter(pl.col("date") > RALLY)
+    assert after["in_band"].all() and (after["days_out_of_band"] == 0).all()
+    assert after["weight"][0] == pytest.approx(0.3, abs=1e-12)
+    assert res.summary.select("rebalances", "band_rebalances").row(0) == (2, 1)
+
+
+def test_band_triggered_paths_pass_the_independent_recomputation(market, result):
+    # The random market drifts out of the 10-point bands: band trades happen.
+    reasons = result.performance.filter(pl.col("mix") == "policy_mid")["rebalance_reason"]
+    assert (reasons == "band").sum() > 5 and (reasons == "calendar").sum() > 5
+    assert recompute(market, result.weights, result.performance, "policy_mid", 25.0) > 600
+
+
+def test_without_band_triggers_the_sleeve_drifts_until_the_calendar():
+    res = simulate_mixes(rally_policy("calendar"), rally_market())
+    trades = res.performance.filter(pl.col("turnover").is_not_null())
+    assert trades.select("date", "rebalance_reason").rows() == [(date(2020, 2, 1), "calendar")]
+    alts = sleeve_rows(res, "midcap_alts")
+    out = alts.filter(~pl.col("in_band"))
+    # Out from the rally's close through 31 January, counted day by day, consecutively.
+    assert out["date"].to_list() == [RALLY + timedelta(days=k) for k in range(22)]
+    assert out["days_out_of_band"].to_list() == list(range(1, 23))
+    assert alts.filter(pl.col("date") == date(2020, 2, 1))["days_out_of_band"].item() == 0
+    assert res.summary.select("rebalances", "band_rebalances").row(0) == (1, 0)
+    assert res.summary["days_out_of_band"].item() == 22
+
+
+def test_bands_only_trades_on_breaches_and_a_breach_is_not_undone_by_hindsight():
+    # SOL falls back at the close after the rally: the sleeve is back in band at
+    # the close where the trade happens, but the decision was taken on the
+    # rally's close with what was known then, so the trade still happens.
+    res = simulate_mixes(rally_policy("bands"), rally_market(back=RALLY + timedelta(days=1)))
+    trades = res.performance.filter(pl.col("turnover").is_not_null())
+    assert trades.select("date", "rebalance_reason").rows() == [(RALLY + timedelta(days=1), "band")]
+    # No calendar trade on 1 February: "bands" alone trades only on breaches.
+    assert res.summary["rebalances"].item() == 1
+
+
+def test_a_breach_on_the_last_day_has_no_trade_and_counts_out_of_band():
+    market = rally_market(days=(RALLY - START).days + 1)
+    res = simulate_mixes(rally_policy("bands_and_calendar"), market)
+    assert res.performance["turnover"].is_null().all()
+    assert sleeve_rows(res, "midcap_alts")["in_band"].to_list()[-1] is False
+
+
+def test_per_mix_trigger_overrides_the_policy():
+    policy = make_policy(
+        mixes=(Mix("policy_mid", "policy_mid"), Mix("calendar_mid", "policy_mid", rebalance_trigger="calendar")),
+        rebalance_trigger="bands",
+    )
+    res = simulate_mixes(policy, rally_market())
+    reasons = dict(
+        res.performance.filter(pl.col("turnover").is_not_null()).group_by("mix").agg(pl.col("rebalance_reason")).rows()
+    )
+    assert reasons == {"policy_mid": ["band"], "calendar_mid": ["calendar"]}
+
+
+def test_reference_mixes_are_never_band_triggered(result):
+    perf = result.performance.filter(pl.col("mix").is_in(["btc_only", "btc_eth"]))
+    assert set(perf["rebalance_reason"].drop_nulls()) == {"calendar"}
+
+
+def test_compliance_smallest_trade_is_the_distance_to_the_nearest_band_edge(calendar_result):
+    comp = calendar_result.compliance
+    assert comp.schema == pl.Schema(COMPLIANCE_SCHEMA)
+    out = comp.filter(~pl.col("in_band"))
+    assert out.height > 50
+    w, lo, hi, trade = (out[c].to_numpy() for c in ("weight", "band_min", "band_max", "trade_to_band"))
+    nearest = np.where(np.abs(w - lo) < np.abs(w - hi), lo, hi)
+    assert (trade == nearest - w).all()
+    assert (np.abs(trade) == np.minimum(np.abs(w - lo), np.abs(w - hi))).all()
+    # A smaller trade leaves the sleeve out; this one puts it exactly on the edge.
+    assert (((w + 0.999 * trade) < lo) | ((w + 0.999 * trade) > hi)).all()
+    assert ((comp.filter(pl.col("in_band"))["trade_to_band"]) == 0).all()
+
+
+def test_compliance_agrees_with_weights_breaches_and_a_hand_count(calendar_result):
+    res = calendar_result
+    comp = res.compliance.sort("mix", "sleeve", "date")
+    out = comp.filter(~pl.col("in_band")).sort("date", "mix", "sleeve")
+    assert out.select("date", "mix", "sleeve").equals(res.breaches.sort("date", "mix", "sleeve").select(
+        "date", "mix", "sleeve"))
+    assert (comp["drift"] == comp["weight"] - comp["target_weight"]).all()
+    for (mix, sleeve), group in comp.group_by("mix", "sleeve"):
+        run, counts = 0, []
+        for ok in group.sort("date")["in_band"]:
+            run = 0 if ok else run + 1
+            counts.append(run)
+        assert group.sort("date")["days_out_of_band"].to_list() == counts, (mix, sleeve)
+    assert band_compliance(res.weights).equals(res.compliance)
+
+
+def test_band_triggers_keep_sleeves_closer_to_their_bands(result, calendar_result):
+    def worst(res):
+        return res.compliance.filter(pl.col("mix") == "policy_mid")["days_out_of_band"].max()
+
+    # With triggers a breach lasts one close (traded at the next); on the calendar it lasts for weeks.
+    assert worst(result) == 1 < worst(calendar_result)
+
+
+def test_turnover_cost_reduces_the_nav_by_the_documented_amount():
+    market = rally_market()
+    free = simulate_mixes(rally_policy("bands_and_calendar", 0.0), market)
+    paid = simulate_mixes(rally_policy("bands_and_calendar", 100.0), market)
+    # 100 bps on the 0.15 band trade: NAV 1.2 at the rally's close becomes 1.2 * (1 - 0.0015).
+    nav = paid.performance.filter(pl.col("date") == RALLY + timedelta(days=1))["nav"].item()
+    assert nav == pytest.approx(1.2 * (1 - 0.15 * 100 / 1e4), rel=1e-12)
+    s_free, s_paid = free.summary.row(0, named=True), paid.summary.row(0, named=True)
+    assert s_paid["cost_bps"] == 100.0 and s_free["cost_drag"] == 0.0
+    assert s_paid["total_turnover"] == pytest.approx(paid.performance["turnover"].sum(), rel=1e-12)
+    ratio = paid.performance["nav"][-1] / free.performance["nav"][-1]
+    assert ratio == pytest.approx(1 - s_paid["cost_drag"], rel=1e-12)
+    factors = (1 - paid.performance["turnover"].drop_nulls() * 0.01).product()
+    assert 1 - s_paid["cost_drag"] == pytest.approx(factors, rel=1e-12)
 
 
 # --------------------------------------------------------------------------- scale and real data

@@ -111,6 +111,7 @@ def test_duplicate_sleeve_names_and_two_reserves_are_rejected():
         (lambda: Mix("m", "fixed", (("BTC", 1.2), ("ETH", -0.2))), "mixes.m.weights.BTC", "between 0 and 1"),
         (lambda: Mix("m", "fixed", (("BTC", 0.5), ("BTC", 0.5))), "mixes.m.weights", "twice"),
         (lambda: Mix("m", "policy_mid", (("BTC", 1.0),)), "mixes.m.weights", "only fixed"),
+        (lambda: Mix("m", "policy_mid", rebalance_trigger="drift"), "mixes.m.rebalance_trigger", "unknown 'drift'"),
     ],
 )
 def test_bad_mix_is_rejected_naming_the_mix(make, key, text):
@@ -131,6 +132,9 @@ def test_policy_level_fields_are_checked():
         policy(within_sleeve="risk_parity")
     with pytest.raises(PolicyError, match="rebalance"):
         policy(rebalance="daily")
+    with pytest.raises(PolicyError, match="unknown 'band'") as e:
+        policy(rebalance_trigger="band")
+    assert e.value.key == "rebalance_trigger"
     with pytest.raises(PolicyError, match="min_vol_observations"):
         policy(min_vol_observations=500)
     with pytest.raises(PolicyError, match="cost_bps"):
@@ -143,3 +147,9 @@ def test_policy_level_fields_are_checked():
         policy(mixes=(Mix("c", "fixed", ((CASH, 1.0),)),))
     with pytest.raises(PolicyError, match="correlation_level"):
         RegimeRule("midcap_alts", correlation_level=1.5)
+
+
+def test_rebalance_trigger_defaults_to_bands_and_calendar_and_a_mix_may_override():
+    p = policy(mixes=(Mix("a", "policy_mid"), Mix("b", "policy_mid", rebalance_trigger="calendar")))
+    assert p.rebalance_trigger == "bands_and_calendar"
+    assert [p.trigger(m) for m in p.mixes] == ["bands_and_calendar", "calendar"]

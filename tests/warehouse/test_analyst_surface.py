@@ -73,6 +73,23 @@ def test_recent_events_and_allocation_views(db):
     assert bands.filter(pl.col("in_band"))["outside_band_by"].abs().max() == 0
 
 
+def test_band_history_view_ends_on_todays_bands(db):
+    history = run_query(db, "SELECT * FROM analytics.allocation_vs_bands_history")
+    assert history.columns[:7] == ["mix", "sleeve", "date", "weight", "band_min", "band_max", "in_band"]
+    today = run_query(db, "SELECT mix, sleeve, date, weight, in_band, outside_band_by FROM analytics.allocation_vs_bands")
+    last = history.join(history.group_by("mix").agg(pl.col("date").max()), on=["mix", "date"]).select(today.columns)
+    cols = ["mix", "sleeve"]
+    assert last.sort(cols).select(cols, "date", "in_band").equals(today.sort(cols).select(cols, "date", "in_band"))
+    assert last.sort(cols)["weight"].to_list() == pytest.approx(today.sort(cols)["weight"].to_list(), abs=1e-12)
+    assert last.sort(cols)["outside_band_by"].to_list() == pytest.approx(
+        today.sort(cols)["outside_band_by"].to_list(), abs=1e-12)
+    # The compliance figures agree with the mart of breaches day by day.
+    out = history.filter(~pl.col("in_band"))
+    breaches = run_query(db, "SELECT count(*) AS n FROM mart_band_breaches")["n"].item()
+    assert out.height == breaches and (out["days_out_of_band"] >= 1).all()
+    assert (history.filter(pl.col("in_band"))["trade_to_band"] == 0).all()
+
+
 def test_alpha_score_view_waits_for_its_table(tmp_path, run_tables, db):
     views = set(run_query(db, "SELECT view_name FROM duckdb_views() WHERE schema_name = 'analytics'")["view_name"])
     assert "latest_alpha_scores" not in views or "mart_factor_scores" in TABLES

@@ -6,7 +6,13 @@ import duckdb
 import polars as pl
 import pytest
 
-from transforms.allocation import BREACHES_SCHEMA, PERFORMANCE_SCHEMA, SUMMARY_SCHEMA, WEIGHTS_SCHEMA
+from transforms.allocation import (
+    BREACHES_SCHEMA,
+    COMPLIANCE_SCHEMA,
+    PERFORMANCE_SCHEMA,
+    SUMMARY_SCHEMA,
+    WEIGHTS_SCHEMA,
+)
 from transforms.correlation import ROLLING_CORRELATION_SCHEMA
 from transforms.events import CORRELATION_EVENTS_SCHEMA
 from transforms.factor_eval import IC_SCHEMA
@@ -31,6 +37,7 @@ TRANSFORM_SCHEMAS = {
     "mart_allocation_weights": WEIGHTS_SCHEMA,
     "mart_mix_performance": PERFORMANCE_SCHEMA,
     "mart_band_breaches": BREACHES_SCHEMA,
+    "mart_band_compliance": COMPLIANCE_SCHEMA,
     "mart_mix_summary": SUMMARY_SCHEMA,
     "mart_factor_scores": SCORES_SCHEMA,
     "mart_factor_metrics": METRICS_SCHEMA,
