@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.futures import as_completed
 from prefect.tasks import exponential_backoff
@@ -150,9 +150,10 @@ def transient(task, task_run, state) -> bool:
     return False
 
 
+# Cached per source in extract(): a cache policy on the decorator would stay on
+# the files source's uncached copy, which Prefect then warns it ignores.
 @task(
-    cache_key_fn=extract_cache_key,
-    persist_result=True,
+    cache_policy=NO_CACHE,
     retry_condition_fn=transient,
     task_run_name="extract-{source.name}-{batch}",
 )
@@ -242,11 +243,16 @@ def extract(
         retries=runner.extract_retries if retry else 0,
         retry_delay_seconds=exponential_backoff(runner.extract_retry_backoff_seconds) if retry else 0,
         retry_jitter_factor=0.5 if retry else None,
-        cache_expiration=timedelta(hours=runner.extract_cache_hours),
-        result_storage=(settings.data_dir / "cache" / "extract").resolve(),
-        # Files are read locally and cheaply; caching them only costs disk.
-        refresh_cache=src.name == "files" or runner.extract_cache_hours == 0,
-        persist_result=src.name != "files",
+        **(
+            # Files are read locally and cheaply; caching them only costs disk.
+            dict(cache_policy=NO_CACHE, persist_result=False) if src.name == "files" else dict(
+                cache_policy=CachePolicy.from_cache_key_fn(extract_cache_key),
+                persist_result=True,
+                cache_expiration=timedelta(hours=runner.extract_cache_hours),
+                result_storage=(settings.data_dir / "cache" / "extract").resolve(),
+                refresh_cache=runner.extract_cache_hours == 0,
+            )
+        ),
     )
     fingerprint = source_fingerprint(src.name, settings, paths)
     deadline_at = time.time() + runner.extract_timeout_seconds
