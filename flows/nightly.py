@@ -845,6 +845,11 @@ def run_pipeline(
             if name != "extract":  # extract reports per batch itself
                 progress.emit(name, 1, 1)
 
+        def stage_start(name: str) -> None:
+            """The stage's progress bar starts now (extract() then sets its number of batches)."""
+            progress.emit(name, 0, 1)
+
+        stage_start("extract")  # the stage's clock runs from here
         try:
             universe = load_universe(settings.universe_path)
             src_paths = [Path(p) for p in paths or []]
@@ -863,6 +868,7 @@ def run_pipeline(
                 if chunk_id(chunk) in checkpoint.done:
                     logger.info("backfill: %s already landed, skipped", chunk_id(chunk))
                     continue
+                stage_start("extract")  # its bar counts batches once extract() knows them
                 batch = extract(
                     src, universe, chunk[0], chunk[1], lake, settings, runner, src_paths, incremental=not chunked
                 )
@@ -878,6 +884,7 @@ def run_pipeline(
                 )
                 check_failures(batch, source, settings, universe, run)
                 stage_done("extract")
+                stage_start("land")
                 run.rows_written += land(batch, lake, now)
                 if source == "files" and not chunked:
                     withdrawn, gone = withdraw_absent(batch, lake, chunk, now, run, logger)
@@ -888,6 +895,7 @@ def run_pipeline(
                     ))
                 checkpoint.mark(chunk)
                 stage_done("land")
+            stage_start("transform")
             built = transform(lake, settings, universe, as_of, synthetic=source == "sample")
             tables, warnings = built.tables, built.warnings
             run.stale = stale_symbols(
@@ -905,6 +913,7 @@ def run_pipeline(
             else:
                 logger.info("full rebuild: %s", built.full_because)
             stage_done("transform")
+            stage_start("load")
             history = log.runs()
             tables["pipeline_runs"] = pl.concat(
                 [history.filter(pl.col("run_id") != run.run_id),
@@ -922,11 +931,13 @@ def run_pipeline(
             staging.write_state({**built.state, "run_id": run.run_id, "incremental_from": built.incremental_from})
             run.table_rows = load(tables, staging.warehouse_path, settings.warehouse_storage_version)
             stage_done("load")
+            stage_start("audit")
             failures = audit(tables, as_of)
             if failures:
                 raise PipelineError("audit failed, nothing published: " + "; ".join(map(str, failures[:5])))
             run.warnings += audit_warnings(tables, as_of, run.run_id)
             stage_done("audit")
+            stage_start("publish")
             extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic}
             mart_files.stage_marts(tables, staging.marts_dir, run.run_id, extra)
             # The warehouse and every mart become visible together, or not at all;
