@@ -21,7 +21,6 @@ from rich.text import Text
 
 from flows.settings import Settings, get_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="xasset: Russell 2000 vs crypto market-data pipeline.")
 out = Console(soft_wrap=not sys.stdout.isatty())  # pipes and logs: one line per message
 err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
@@ -35,6 +34,62 @@ class Format(str, Enum):
 def fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """A bad option is one line ``error: ...`` like every other error, not Typer's boxed usage panel.
+
+    Typer prints usage errors inside its own bundled click's ``main`` and exits
+    there; parsing happens in the group's ``make_context`` (its own options) and
+    ``invoke`` (the command's), so the error is caught on its way out of those.
+    """
+
+    def make_context(self, *args, **kwargs):
+        with self._one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with self._one_line():
+            return super().invoke(ctx)
+
+    @staticmethod
+    @contextmanager
+    def _one_line():
+        try:
+            yield
+        except typer.TyperException as exc:  # the bundled click's ClickException and its usage errors
+            if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
+                raise  # plain `xasset`: the help, as Typer shows it
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            raise fail(exc.format_message().replace("\n", " ") + hint, getattr(exc, "exit_code", 2)) from None
+
+
+app = typer.Typer(
+    cls=OneLineErrors, no_args_is_help=True, add_completion=False,
+    help="xasset: Russell 2000 vs crypto market-data pipeline.",
+)
+
+
+class Source(str, Enum):
+    sample = "sample"
+    files = "files"
+    live = "live"
+
+
+class FetchSource(str, Enum):
+    """What a backfill or the schedule fetches from: the files source has no history to page through."""
+
+    sample = "sample"
+    live = "live"
+
+
+# click parses a date option as a datetime; `day` turns it back into the date it names.
+DateOption = dict(formats=["%Y-%m-%d"], metavar="YYYY-MM-DD")
+
+
+def day(value: datetime | None) -> date | None:
+    return value.date() if isinstance(value, datetime) else value
 
 
 def settings_for(data_dir: Path | None) -> Settings:
@@ -233,7 +288,12 @@ def print_frame(frame, fmt: Format) -> None:
 
 @contextmanager
 def stage_progress():
-    """One progress bar per pipeline stage on stderr, fed by the flow's progress events."""
+    """One progress bar per pipeline stage on stderr, fed by the flow's progress events.
+
+    A bar starts when its stage does and shows the stage's elapsed time; outside
+    a terminal each finished stage is one line with its seconds. A retried source
+    request is one line either way (what, attempt, wait), so a stall has a reason.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flows import progress as events
@@ -243,15 +303,26 @@ def stage_progress():
         console=err, transient=False, disable=not err.is_terminal,
     )
     ids = {stage: bars.add_task(stage, total=None, start=False) for stage in events.STAGES}
+    started: dict[str, float] = {}
+    finished: set[str] = set()
 
-    def on_event(e: events.Progress) -> None:
+    def on_event(e: events.Progress | events.Retry) -> None:
+        if isinstance(e, events.Retry):
+            err.print(f"[yellow]retry:[/] {e.note}", highlight=False, soft_wrap=True)
+            return
         task_id = ids.get(e.stage)
         if task_id is None:
             return
-        bars.start_task(task_id)
+        if e.stage not in started or e.stage in finished:  # the stage starts (again, per backfill chunk)
+            started[e.stage] = time.monotonic()
+            finished.discard(e.stage)
+            bars.reset(task_id, start=True, total=e.total, completed=0)
         bars.update(task_id, completed=e.done, total=e.total)
+        if e.done == e.total:
+            finished.add(e.stage)
         if bars.disable and e.done == e.total:  # logs and pipes get one line per finished stage
-            err.print(f"[dim]{e.stage} done ({e.done}/{e.total})[/]")
+            seconds = time.monotonic() - started[e.stage]
+            err.print(f"[dim]{e.stage} done ({e.done}/{e.total}) in {seconds:.1f} s[/]", highlight=False)
 
     with bars, events.listening(on_event):
         yield
@@ -259,10 +330,11 @@ def stage_progress():
 
 @app.command()
 def run(
-    source: Annotated[str, typer.Option(help="sample (offline synthetic market), files or live.")] = "sample",
+    source: Annotated[Source, typer.Option(help="sample (offline synthetic market), files or live.")] = Source.sample,
+    # Not exists=True: check_paths below says what is wrong with a path (missing, unreadable, not a price file).
     path: Annotated[list[Path] | None, typer.Option(help="Folder or file of price histories (files source); repeatable.")] = None,
-    start: Annotated[str | None, typer.Option(help="First date to extract (YYYY-MM-DD).")] = None,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Last date covered (default: the last complete day).")] = None,
+    start: Annotated[datetime | None, typer.Option(help="First date to extract.", **DateOption)] = None,
+    as_of: Annotated[datetime | None, typer.Option("--as-of", help="Last date covered (default: the last complete day).", **DateOption)] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (default $XASSET_DATA_DIR or ./data).")] = None,
     rewind: Annotated[bool, typer.Option(
         "--rewind", help="Allow an --as-of before the published run's (publishes the older view on purpose).",
@@ -270,15 +342,10 @@ def run(
 ) -> None:
     """Run the nightly pipeline once: extract, land, transform, load, audit, publish."""
     settings = settings_for(data_dir)
-    try:
-        start_d = date.fromisoformat(start) if start else None
-        as_of_d = date.fromisoformat(as_of) if as_of else None
-    except ValueError as exc:
-        raise fail(f"bad date: {exc}") from None
+    source = source.value
+    start_d, as_of_d = day(start), day(as_of)
     if start_d and as_of_d and start_d > as_of_d:
         raise fail(f"--start {start_d} is after --as-of {as_of_d}")
-    if source not in ("sample", "files", "live"):
-        raise fail(f"unknown source {source!r}: choose sample, files or live")
     if source == "files" and not path:
         raise fail("the files source needs --path DIR (repeatable)")
     if as_of_d and not rewind:
@@ -539,7 +606,7 @@ def runs(
 
 @app.command()
 def report(
-    as_of: Annotated[date | None, typer.Option("--as-of", formats=["%Y-%m-%d"], help="Report day (default: the newest in the warehouse).")] = None,
+    as_of: Annotated[datetime | None, typer.Option("--as-of", help="Report day (default: the newest in the warehouse).", **DateOption)] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Write charts and one self-contained HTML page to <data dir>/reports/<date>/."""
@@ -547,9 +614,8 @@ def report(
     from warehouse.query import QueryError
 
     settings = read_settings(data_dir)
-    day = as_of.date() if isinstance(as_of, datetime) else as_of  # click parses dates as datetimes
     try:
-        result = write_report(settings.warehouse_path, settings.data_dir / "reports", day)
+        result = write_report(settings.warehouse_path, settings.data_dir / "reports", day(as_of))
     except (ReportError, QueryError) as exc:
         raise fail(str(exc)) from None
     except OSError as exc:  # a read-only data directory, a full disk
@@ -563,21 +629,16 @@ def report(
 
 @app.command()
 def backfill(
-    start: Annotated[str, typer.Option(help="First date (YYYY-MM-DD).")],
-    end: Annotated[str, typer.Option(help="Last date (YYYY-MM-DD) to land; published as of the later of it and the current as-of.")],
-    source: Annotated[str, typer.Option(help="sample or live.")] = "live",
+    start: Annotated[datetime, typer.Option(help="First date.", **DateOption)],
+    end: Annotated[datetime, typer.Option(help="Last date to land; published as of the later of it and the current as-of.", **DateOption)],
+    source: Annotated[FetchSource, typer.Option(help="sample or live.")] = FetchSource.live,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
 ) -> None:
     """Land a history year by year (resumable), then publish once; never rewinds the published as-of."""
     from flows.artifacts import print_report
 
     settings = settings_for(data_dir)
-    try:
-        start_d, end_d = date.fromisoformat(start), date.fromisoformat(end)
-    except ValueError as exc:
-        raise fail(f"bad date: {exc}") from None
-    if source not in ("sample", "live"):
-        raise fail(f"backfills fetch from sample or live, not {source!r}")
+    start_d, end_d, source = day(start), day(end), source.value
     with stoppable(settings):
         refuse_if_running(settings)
         prepare_prefect(settings)
@@ -603,7 +664,7 @@ def backfill(
 
 @app.command()
 def serve(
-    source: Annotated[str, typer.Option(help="Source of the scheduled runs.")] = "live",
+    source: Annotated[FetchSource, typer.Option(help="Source of the scheduled runs: sample or live.")] = FetchSource.live,
     cron: Annotated[str | None, typer.Option(help="Cron expression (default: the nightly deployment's).")] = None,
     timezone: Annotated[str | None, typer.Option(help="IANA time zone of the cron (default UTC).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory.")] = None,
@@ -618,6 +679,7 @@ def serve(
     )
 
     settings = settings_for(data_dir)
+    source = source.value
     cron, timezone = cron or NIGHTLY_CRON, timezone or NIGHTLY_TIMEZONE
     try:
         check_timezone(timezone)

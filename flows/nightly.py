@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.futures import as_completed
 from prefect.tasks import exponential_backoff
@@ -150,9 +150,10 @@ def transient(task, task_run, state) -> bool:
     return False
 
 
+# Cached per source in extract(): a cache policy on the decorator would stay on
+# the files source's uncached copy, which Prefect then warns it ignores.
 @task(
-    cache_key_fn=extract_cache_key,
-    persist_result=True,
+    cache_policy=NO_CACHE,
     retry_condition_fn=transient,
     task_run_name="extract-{source.name}-{batch}",
 )
@@ -242,11 +243,16 @@ def extract(
         retries=runner.extract_retries if retry else 0,
         retry_delay_seconds=exponential_backoff(runner.extract_retry_backoff_seconds) if retry else 0,
         retry_jitter_factor=0.5 if retry else None,
-        cache_expiration=timedelta(hours=runner.extract_cache_hours),
-        result_storage=(settings.data_dir / "cache" / "extract").resolve(),
-        # Files are read locally and cheaply; caching them only costs disk.
-        refresh_cache=src.name == "files" or runner.extract_cache_hours == 0,
-        persist_result=src.name != "files",
+        **(
+            # Files are read locally and cheaply; caching them only costs disk.
+            dict(cache_policy=NO_CACHE, persist_result=False) if src.name == "files" else dict(
+                cache_policy=CachePolicy.from_cache_key_fn(extract_cache_key),
+                persist_result=True,
+                cache_expiration=timedelta(hours=runner.extract_cache_hours),
+                result_storage=(settings.data_dir / "cache" / "extract").resolve(),
+                refresh_cache=runner.extract_cache_hours == 0,
+            )
+        ),
     )
     fingerprint = source_fingerprint(src.name, settings, paths)
     deadline_at = time.time() + runner.extract_timeout_seconds
@@ -839,6 +845,11 @@ def run_pipeline(
             if name != "extract":  # extract reports per batch itself
                 progress.emit(name, 1, 1)
 
+        def stage_start(name: str) -> None:
+            """The stage's progress bar starts now (extract() then sets its number of batches)."""
+            progress.emit(name, 0, 1)
+
+        stage_start("extract")  # the stage's clock runs from here
         try:
             universe = load_universe(settings.universe_path)
             src_paths = [Path(p) for p in paths or []]
@@ -857,6 +868,7 @@ def run_pipeline(
                 if chunk_id(chunk) in checkpoint.done:
                     logger.info("backfill: %s already landed, skipped", chunk_id(chunk))
                     continue
+                stage_start("extract")  # its bar counts batches once extract() knows them
                 batch = extract(
                     src, universe, chunk[0], chunk[1], lake, settings, runner, src_paths, incremental=not chunked
                 )
@@ -872,6 +884,7 @@ def run_pipeline(
                 )
                 check_failures(batch, source, settings, universe, run)
                 stage_done("extract")
+                stage_start("land")
                 run.rows_written += land(batch, lake, now)
                 if source == "files" and not chunked:
                     withdrawn, gone = withdraw_absent(batch, lake, chunk, now, run, logger)
@@ -882,6 +895,7 @@ def run_pipeline(
                     ))
                 checkpoint.mark(chunk)
                 stage_done("land")
+            stage_start("transform")
             built = transform(lake, settings, universe, as_of, synthetic=source == "sample")
             tables, warnings = built.tables, built.warnings
             run.stale = stale_symbols(
@@ -899,6 +913,7 @@ def run_pipeline(
             else:
                 logger.info("full rebuild: %s", built.full_because)
             stage_done("transform")
+            stage_start("load")
             history = log.runs()
             tables["pipeline_runs"] = pl.concat(
                 [history.filter(pl.col("run_id") != run.run_id),
@@ -916,11 +931,13 @@ def run_pipeline(
             staging.write_state({**built.state, "run_id": run.run_id, "incremental_from": built.incremental_from})
             run.table_rows = load(tables, staging.warehouse_path, settings.warehouse_storage_version)
             stage_done("load")
+            stage_start("audit")
             failures = audit(tables, as_of)
             if failures:
                 raise PipelineError("audit failed, nothing published: " + "; ".join(map(str, failures[:5])))
             run.warnings += audit_warnings(tables, as_of, run.run_id)
             stage_done("audit")
+            stage_start("publish")
             extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic}
             mart_files.stage_marts(tables, staging.marts_dir, run.run_id, extra)
             # The warehouse and every mart become visible together, or not at all;

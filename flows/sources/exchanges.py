@@ -139,7 +139,7 @@ class Venue:
             self._loaded = True
             try:
                 self.exchange = self.factory(self.cfg, self.settings)
-                self.retry.call(lambda: self.bounded().load_markets(), is_retryable)
+                self.retry.call(lambda: self.bounded().load_markets(), is_retryable, f"{self.id} markets")
             except Exception as exc:  # noqa: BLE001 - the venue is skipped, the run goes on
                 attempts = getattr(exc, "attempts", 1)
                 self.error = "markets unavailable: " + describe_error(
@@ -177,7 +177,7 @@ def fetch_candles(venue: Venue, market: str, since_ms: int, until_ms: int) -> Fe
             return venue.bounded().fetch_ohlcv(market, "1d", s, page)
 
         try:
-            rows, n = venue.retry.call(call, is_retryable)
+            rows, n = venue.retry.call(call, is_retryable, f"{market} on {venue.id}")
         except Exception as exc:
             exc.attempts = attempts + getattr(exc, "attempts", 1)  # type: ignore[attr-defined]
             raise

@@ -6,11 +6,13 @@ the environment, e.g. ``XASSET_LIVE__LOOKBACK_SESSIONS=10`` or
 they never appear in a repr, a log line or an outcome's error message.
 
 The retry helper lives here too because it is nothing but the retry settings
-applied: bounded attempts, exponential backoff with jitter, an injectable sleep.
+applied to tenacity: bounded attempts, exponential backoff with jitter, an
+injectable sleep, a stop at the extract deadline.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -18,11 +20,14 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
+import tenacity
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from flows import progress
 from flows.universe import Asset
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class ExchangeConfig(BaseModel):
@@ -240,8 +245,28 @@ def deadline_passed() -> bool:
     return d is not None and d.remaining() <= 0
 
 
+class _JitteredExponential(tenacity.wait.wait_base):
+    """``base * 2**(n-1)`` capped at ``max_s``, scaled by a factor in [1-j, 1+j] (the settings' meaning).
+
+    tenacity's own jittered waits add jitter or draw from the whole range;
+    neither is what ``backoff_jitter`` documents, and this one draws from an
+    injectable ``rng`` so tests are reproducible.
+    """
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        return self.policy.delay(retry_state.attempt_number)
+
+
 class RetryPolicy:
-    """Bounded exponential backoff with jitter; ``sleep`` and ``rng`` are injectable."""
+    """Bounded exponential backoff with jitter (tenacity); ``sleep`` and ``rng`` are injectable.
+
+    Within an extract deadline (``deadline``), no attempt starts after it and
+    no retry sleeps past it: the request fails with ``DeadlineExceeded``
+    naming its last error instead.
+    """
 
     def __init__(
         self,
@@ -271,35 +296,58 @@ class RetryPolicy:
         return max(0.0, d * (1 + self.rng.uniform(-self.jitter, self.jitter)))
 
     def call(
-        self, fn: Callable[[], T], retryable: Callable[[BaseException], bool]
+        self, fn: Callable[[], T], retryable: Callable[[BaseException], bool], what: str = "request"
     ) -> tuple[T, int]:
-        """Run ``fn`` until it succeeds, fails non-retryably or runs out of attempts.
+        """Run ``fn`` until it succeeds, fails non-retryably or runs out of attempts (or time).
 
         Returns (result, attempts). The last exception propagates with an
-        ``attempts`` attribute set.
+        ``attempts`` attribute set. ``what`` (the symbol or venue) names the
+        request in the line announcing each retry.
         """
-        attempt = 0
-        while True:
-            attempt += 1
-            d = current_deadline()
+        d = current_deadline()
+
+        def out_of_time(state: tenacity.RetryCallState) -> bool:
+            return d is not None and d.remaining() <= (state.upcoming_sleep or 0.0)
+
+        def attempt() -> T:
             if d is not None:
                 d.check()  # nothing starts after the extract deadline
-            try:
-                return fn(), attempt
-            except Exception as exc:
-                wait = self.delay(attempt)
-                out_of_time = d is not None and d.remaining() <= wait
-                if attempt >= self.max_attempts or not retryable(exc) or out_of_time:
-                    try:
-                        exc.attempts = attempt  # type: ignore[attr-defined]
-                    except Exception:  # noqa: BLE001 - some exceptions forbid attributes
-                        pass
-                    if out_of_time and retryable(exc):
-                        late = DeadlineExceeded(f"{d.message()}; last attempt: {short_error(exc, [])}")
-                        late.attempts = attempt  # type: ignore[attr-defined]
-                        raise late from exc
-                    raise
-                self.sleep(wait)
+            return fn()
+
+        def announce(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            note = f"{what}: attempt {state.attempt_number} of {self.max_attempts} failed " \
+                   f"({short_error(exc, []) if exc else 'no result'}); retrying in {state.upcoming_sleep:.1f} s"
+            logger.info(note)
+            progress.retrying(what, state.attempt_number, state.upcoming_sleep, note)
+
+        def gave_up(state: tenacity.RetryCallState) -> T:
+            exc = state.outcome.exception()
+            if out_of_time(state):
+                late = DeadlineExceeded(f"{d.message()}; last attempt: {short_error(exc, [])}")
+                late.attempts = state.attempt_number  # type: ignore[attr-defined]
+                raise late from exc
+            raise exc
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.max_attempts) | out_of_time,
+            wait=_JitteredExponential(self),
+            retry=tenacity.retry_if_exception(
+                lambda e: not isinstance(e, DeadlineExceeded) and retryable(e)
+            ),
+            sleep=self.sleep,
+            before_sleep=announce,
+            retry_error_callback=gave_up,
+        )
+        try:
+            return retrying(attempt), retrying.statistics["attempt_number"]
+        except Exception as exc:
+            if not hasattr(exc, "attempts"):
+                try:
+                    exc.attempts = retrying.statistics["attempt_number"]  # type: ignore[attr-defined]
+                except Exception:  # noqa: BLE001 - some exceptions forbid attributes
+                    pass
+            raise
 
 
 def scrub(message: str, secrets: list[str]) -> str:

@@ -382,7 +382,7 @@ class YahooClient:
             return raw, meta
 
         with yfinance_raising():
-            (raw, meta), attempts = self.retry.call(call, is_retryable)
+            (raw, meta), attempts = self.retry.call(call, is_retryable, symbol)
         frame = history_frame(symbol, raw, meta.get("exchangeTimezoneName"))
         frame = frame.filter(pl.col("date").is_between(first, last))
         return frame, meta, attempts
@@ -394,7 +394,7 @@ class YahooClient:
             return yf.Ticker(symbol, session=self.session).info
 
         with yfinance_raising():
-            return self.retry.call(call, is_retryable)
+            return self.retry.call(call, is_retryable, f"{symbol} fundamentals")
 
 
 def _session_closed(d: date, tz: str | None, settle_minutes: int, now: datetime) -> bool:

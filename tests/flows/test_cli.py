@@ -80,9 +80,9 @@ def test_sql_errors_are_one_line(tmp_path, warehouse):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["run", "--source", "bogus"], "unknown source 'bogus'"),
+        (["run", "--source", "bogus"], "'bogus' is not one of 'sample', 'files', 'live'"),
         (["run", "--source", "files"], "needs --path"),
-        (["run", "--as-of", "2024-13-01"], "bad date"),
+        (["run", "--as-of", "2024-13-01"], "'2024-13-01' does not match the format"),
     ],
 )
 def test_run_argument_errors(args, message, tmp_path):
@@ -321,3 +321,62 @@ def test_report_into_an_unwritable_place_is_one_line(warehouse):
     assert res.returncode == 1 and "Traceback" not in res.stderr
     (line,) = res.stderr.splitlines()
     assert line.startswith(f"error: cannot write the report under {warehouse / 'reports'}: ")
+
+
+# --- usage errors and progress, piped (issue 17) ---
+
+
+@pytest.mark.parametrize(
+    "args,line",
+    [
+        (["run", "--source", "bogus"],
+         "error: Invalid value for '--source': Value error, 'bogus' is not one of 'sample', 'files', 'live'."),
+        (["run", "--start", "2024-02-30"],
+         "error: Invalid value for '--start': Value error, '2024-02-30' does not match the formats '%Y-%m-%d'."),
+        (["backfill", "--start", "2015-01-01", "--end", "2016-01-01", "--source", "files"],
+         "error: Invalid value for '--source': Value error, 'files' is not one of 'sample', 'live'."),
+        (["serve", "--source", "files"],
+         "error: Invalid value for '--source': Value error, 'files' is not one of 'sample', 'live'."),
+        (["report", "--as-of", "yesterday"],
+         "error: Invalid value for '--as-of': Value error, 'yesterday' does not match the formats '%Y-%m-%d'."),
+        (["backfill", "--start", "2015-01-01"], "error: Missing option '--end'."),
+        (["run", "--bogus"], "error: No such option: --bogus"),
+        (["bogus"], "error: No such command 'bogus'."),
+    ],
+)
+def test_usage_errors_piped_are_one_line(args, line, tmp_path):
+    """Typer's boxed usage panel becomes the one `error:` line every other mistake gets, exit code 2."""
+    res = xasset(*args, "--data-dir", str(tmp_path)) if args != ["bogus"] else xasset(*args)
+    assert res.returncode == 2, res.stderr
+    [only] = res.stderr.splitlines()
+    assert only.startswith(line + " (see "), only
+    assert only.endswith(" --help)") and "\u256d" not in res.stderr and res.stdout == ""
+    assert not (tmp_path / ".prefect").exists(), "refused before Prefect was prepared"
+
+
+def test_plain_xasset_still_shows_the_help():
+    res = xasset()
+    assert "Usage:" in res.stdout + res.stderr and "error:" not in res.stderr
+
+
+@pytest.mark.process
+def test_piped_files_run_prints_one_line_per_stage_with_its_seconds_and_no_prefect_warning(real_data, tmp_path):
+    """Off a terminal each stage is one line with its own time; the files source leaks no Prefect warning."""
+    import re
+
+    folder = real_data / "alitalbi-storage_data_fy"
+    if not folder.exists():
+        pytest.skip(f"{folder} absent (see ../shared/data/real/SOURCES.md)")
+    res = subprocess.run(
+        [*XASSET, "run", "--source", "files", "--path", str(folder), "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
+    )
+    assert res.returncode == 0, res.stderr
+    done = [line for line in res.stderr.splitlines() if " done (" in line]
+    stages = ["extract", "land", "transform", "load", "audit", "publish"]
+    assert [line.split()[0] for line in done] == stages, res.stderr
+    for line in done:
+        assert re.fullmatch(r"\w+ done \(1/1\) in \d+\.\d s", line), line
+    assert "cache_policy" not in res.stderr and "persist_result" not in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr

@@ -60,6 +60,9 @@ def test_no_network_fails_cleanly_and_keeps_the_published_warehouse(tmp_path):
     assert "Traceback" not in done.stderr + done.stdout
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "failed" in errors[0], done.stderr
+    # The wait is not silent: each retried request is one line naming it, its attempt and the wait.
+    retries = [line for line in done.stderr.splitlines() if line.startswith("retry:")]
+    assert retries and all(" attempt 1 of 2 failed (" in r and "; retrying in " in r for r in retries), done.stderr
     assert digest(published) == before
     assert not list(data.glob(".tmp-*"))
     runs = pl.read_parquet(data / "state" / "pipeline_runs.parquet")
