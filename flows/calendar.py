@@ -10,8 +10,7 @@ import polars as pl
 
 # exchange_calendars and pandas (~1.5 CPU-s together) are imported where sessions
 # are computed, not here: the CLI imports this module before Prefect starts the
-# flow (docs/performance.md, "Per-run fixed cost"), and flows.cli may warm them up
-# in a thread meanwhile.
+# flow (docs/performance.md, "Per-run fixed cost").
 if TYPE_CHECKING:
     import exchange_calendars as xcals
 

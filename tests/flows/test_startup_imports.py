@@ -1,8 +1,7 @@
 """What a run imports before Prefect starts its flow (issue #13 item 6, docs/performance.md).
 
 Not timed (the machine is shared): the module sets are the regression guard.
-The heavy libraries the first stages need are imported when first used, or
-by flows.warmup in a thread while Prefect creates the flow run.
+The heavy libraries the first stages need are imported when first used.
 """
 
 from __future__ import annotations
@@ -11,8 +10,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-
-from flows import warmup
 
 REPO = Path(__file__).resolve().parents[2]
 # Seconds of import each, none needed before the flow body runs.
@@ -45,10 +42,3 @@ def test_the_first_stages_still_get_the_calendar_and_the_row_screen():
     )
     assert {"exchange_calendars", "dataframely"} <= loaded
 
-
-def test_warmup_imports_in_a_thread_and_ignores_a_module_it_cannot_import():
-    thread = warmup.start(("xasset_no_such_module", "colorsys"))
-    thread.join(timeout=120)
-    assert not thread.is_alive()
-    assert "colorsys" in sys.modules
-    assert "xasset_no_such_module" not in sys.modules
