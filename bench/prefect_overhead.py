@@ -157,7 +157,7 @@ def stage_prefect_overhead(work: Path, args) -> None:
     root = work / "prefect_overhead"
     _emit("import_prefect", **_import("prefect", _env(root / "import-home", None)))
     _emit("import_flows_nightly", **_import("flows.nightly", _env(root / "import-home", None)),
-          note="prefect plus the pipeline's libraries (polars, duckdb, exchange_calendars, dataframely)")
+          note="prefect plus polars, duckdb, pyarrow; exchange_calendars and dataframely load at first use")
 
     results: dict[str, list[dict]] = {"ephemeral": [], "server": []}
     _emit("noop_flow_ephemeral", **_attempt(_noop_flow, _env(root / "noop-home", None)))
