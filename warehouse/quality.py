@@ -27,13 +27,16 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
-import dataframely as dy
 import polars as pl
 
 from warehouse.lake import ORIGIN
 from warehouse.schema import Column, LogicalType, RuleInputs, Table
 from warehouse.tables import QUARANTINE, TABLES
+
+if TYPE_CHECKING:
+    import dataframely as dy
 
 # Any column with one of these names, in any table (including tables whose
 # contract lives elsewhere), holds a 0-100 score.
@@ -45,15 +48,22 @@ CRYPTO_CLASSES = ("crypto", "index_crypto")
 SPLIT_LIKE_LOG_MOVE = math.log(10)
 MAX_LISTED = 5
 
-_DY: dict[LogicalType, Callable[..., dy.Column]] = {
-    "string": dy.String,
-    "date": dy.Date,
-    "float": dy.Float64,
-    "int": dy.Int32,
-    "bigint": dy.Int64,
-    "bool": dy.Bool,
-    "timestamp": lambda **kw: dy.Datetime(time_zone="UTC", time_unit="us", **kw),
-}
+
+def _dy_column(logical: LogicalType) -> Callable[..., dy.Column]:
+    # Imported here, not at the top: dataframely brings SQLAlchemy (~1 CPU-s), and
+    # the CLI imports this module before Prefect starts the flow, while rows are
+    # only screened later (docs/performance.md, "Per-run fixed cost").
+    import dataframely as dy
+
+    return {
+        "string": dy.String,
+        "date": dy.Date,
+        "float": dy.Float64,
+        "int": dy.Int32,
+        "bigint": dy.Int64,
+        "bool": dy.Bool,
+        "timestamp": lambda **kw: dy.Datetime(time_zone="UTC", time_unit="us", **kw),
+    }[logical]
 
 
 def is_score(name: str) -> bool:
@@ -95,6 +105,8 @@ def compile_table(
     the rows that passed the first); otherwise every other rule. The
     descriptions cover every rule either way.
     """
+    import dataframely as dy  # local: see _dy_column
+
     inputs = as_of if isinstance(as_of, RuleInputs) else RuleInputs(as_of)
     namespace: dict[str, object] = {name: dy.Any() for name in carry}
     desc: dict[str, str] = {}
@@ -110,7 +122,7 @@ def compile_table(
             kwargs["allow_nan"] = kwargs["allow_inf"] = not col.finite
             desc[f"{col.name}|nan"] = f"{col.name} is not NaN"
             desc[f"{col.name}|inf"] = f"{col.name} is finite"
-        namespace[col.name] = _DY[col.type](**kwargs)
+        namespace[col.name] = _dy_column(col.type)(**kwargs)
         desc[f"{col.name}|nullability"] = f"{col.name} is not null"
         for k, op in _BOUND_TEXT.items():
             if k in kwargs:

@@ -1,0 +1,44 @@
+"""What a run imports before Prefect starts its flow (issue #13 item 6, docs/performance.md).
+
+Not timed (the machine is shared): the module sets are the regression guard.
+The heavy libraries the first stages need are imported when first used.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+# Seconds of import each, none needed before the flow body runs.
+NOT_AT_START = ("exchange_calendars", "pandas", "dataframely", "sqlalchemy", "matplotlib", "jinja2", "statsmodels",
+                "yfinance", "ccxt")
+
+
+def _loaded_after(code: str) -> set[str]:
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          check=True)
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_importing_the_flow_leaves_the_heavy_libraries_for_later():
+    loaded = _loaded_after("import flows.cli, flows.nightly, flows.backfill")
+    assert "prefect" in loaded and "polars" in loaded  # the probe sees what it imports
+    assert loaded.isdisjoint(NOT_AT_START), sorted(loaded & set(NOT_AT_START))
+
+
+def test_the_first_stages_still_get_the_calendar_and_the_row_screen():
+    # What the lazy imports defer must still work when first used.
+    loaded = _loaded_after(
+        "from datetime import date\n"
+        "from flows.calendar import sessions\n"
+        "from warehouse.quality import compile_table\n"
+        "from warehouse.tables import TABLES\n"
+        "assert sessions(date(2024, 12, 23), date(2024, 12, 27)).len() == 4  # Christmas is no session\n"
+        "compile_table(TABLES['fact_prices'], date(2024, 12, 27))"
+    )
+    assert {"exchange_calendars", "dataframely"} <= loaded
+
