@@ -255,7 +255,11 @@ def test_runs_with_a_corrupt_run_log_is_one_line(tmp_path):
     assert line.startswith(f"error: cannot read the run log {state / 'pipeline_runs.parquet'}: ")
 
 
-@pytest.mark.parametrize("command", [["sql", "SELECT 1"], ["tables"], ["runs"], ["describe", "dim_asset"], ["report"]])
+@pytest.mark.parametrize("command", [
+    ["sql", "SELECT 1"], ["tables"], ["runs"], ["describe", "dim_asset"], ["report"],
+    ["run", "--source", "sample"], ["backfill", "--start", "2024-01-02", "--end", "2024-01-05", "--source", "sample"],
+    ["serve", "--source", "sample"],
+])
 def test_data_dir_that_is_a_file_is_one_line(tmp_path, command):
     f = tmp_path / "not-a-dir"
     f.write_text("x")
