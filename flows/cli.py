@@ -611,6 +611,8 @@ def backfill(
         start_d, end_d = date.fromisoformat(start), date.fromisoformat(end)
     except ValueError as exc:
         raise fail(f"bad date: {exc}") from None
+    if end_d < start_d:  # before Prefect's start-up, not a minute into it
+        raise fail(f"backfill end {end_d} is before its start {start_d}")
     if source not in ("sample", "live"):
         raise fail(f"backfills fetch from sample or live, not {source!r}")
     check_writable(settings)

@@ -273,6 +273,14 @@ def test_run_refuses_start_after_as_of(tmp_path):
     assert res.stderr.splitlines() == ["error: --start 2024-06-01 is after --as-of 2024-05-01"]
 
 
+def test_backfill_refuses_an_end_before_its_start_before_prefect_starts(tmp_path):
+    res = runner.invoke(app, ["backfill", "--start", "2024-06-01", "--end", "2024-05-01", "--source", "sample",
+                              "--data-dir", str(tmp_path)])
+    assert res.exit_code == 1
+    assert res.stderr.splitlines() == ["error: backfill end 2024-05-01 is before its start 2024-06-01"]
+    assert not (tmp_path / ".prefect").exists(), "refused before Prefect was prepared"
+
+
 def test_describe_suggests_close_names(warehouse):
     res = runner.invoke(app, ["describe", "dim_assets", "--data-dir", str(warehouse)])
     assert res.exit_code == 1 and res.stderr.splitlines() == ["error: no table or view 'dim_assets'; did you mean dim_asset?"]
