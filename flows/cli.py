@@ -122,6 +122,39 @@ def prepare_prefect(settings: Settings) -> None:
     own_ephemeral_server()
 
 
+def set_aside_corrupt_prefect_db(settings: Settings) -> None:
+    """Before a local Prefect server starts: a corrupt Prefect database is moved aside, with one warning.
+
+    It holds only Prefect's own run history (``flows/prefect_db.py``); started
+    on it, Prefect would fail every request with a traceback for minutes.
+    """
+    from flows.prefect_db import PrefectDatabaseError, set_aside_if_corrupt
+
+    try:
+        moved = set_aside_if_corrupt()
+    except PrefectDatabaseError as exc:
+        raise fail(str(exc)) from None
+    if moved:
+        err.print(f"[yellow]warning:[/] Prefect's database {moved.path} is corrupt ({moved.reason}); moved it to "
+                  f"{moved.moved_to.name} and starting a new one (it holds only Prefect's own run history; "
+                  f"xasset's run log in {settings.data_dir / 'state'} is unaffected)", highlight=False, soft_wrap=True)
+
+
+def check_writable(settings: Settings) -> None:
+    """A command that writes the data directory (run, backfill, serve) gets one it can write, or one line."""
+    import tempfile
+
+    if settings.data_dir.exists() and not settings.data_dir.is_dir():
+        raise fail(f"data directory {settings.data_dir} is a file, not a directory", 2)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=settings.data_dir):  # unnamed on Linux: nothing to clean up
+            pass
+    except OSError as exc:
+        raise fail(f"cannot write to the data directory {settings.data_dir}: {exc.strerror or exc} "
+                   "(read-only commands such as sql, tables and runs still work on it)") from None
+
+
 def check_configured_server(reuse_served: bool = True) -> str | None:
     """The Prefect server to use, before Prefect is imported; None: Prefect's temporary one.
 
@@ -363,10 +396,12 @@ def run(
             check_paths(path)
         except SourceError as exc:
             raise fail(str(exc)) from None
+    check_writable(settings)
     with stoppable(settings):
         refuse_if_running(settings)
         prepare_prefect(settings)
         check_configured_server()
+        set_aside_corrupt_prefect_db(settings)
         # Before importing Prefect (seconds by itself): the wait starts here.
         err.print(f"[dim]running {source} pipeline into {settings.data_dir} ({prefect_startup_note()}) ...[/]",
                   highlight=False, soft_wrap=True)
@@ -594,7 +629,7 @@ def runs(
     try:
         frame = summarize_runs(log.runs(), limit)
     except Exception as exc:  # a corrupt or foreign state/pipeline_runs.parquet: one line, naming it
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = getattr(exc, "reason", None) or (str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         raise fail(f"cannot read the run log {log.dir / 'pipeline_runs.parquet'}: {first}") from None
     if frame.is_empty():
         err.print("no runs recorded yet")
@@ -639,10 +674,14 @@ def backfill(
 
     settings = settings_for(data_dir)
     start_d, end_d, source = day(start), day(end), source.value
+    if end_d < start_d:  # before Prefect's start-up, not a minute into it
+        raise fail(f"backfill end {end_d} is before its start {start_d}")
+    check_writable(settings)
     with stoppable(settings):
         refuse_if_running(settings)
         prepare_prefect(settings)
         check_configured_server()
+        set_aside_corrupt_prefect_db(settings)
         from flows.backfill import backfill as backfill_flow
 
         quiet_console_logs(settings)
@@ -685,6 +724,7 @@ def serve(
         check_timezone(timezone)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    check_writable(settings)
     # Before anything imports Prefect: it reads PREFECT_HOME and PREFECT_API_URL at import.
     prepare_prefect(settings)
     with ExitStack() as owned:
@@ -693,6 +733,7 @@ def serve(
         if api:
             err.print(f"[dim]using the Prefect server at {api}[/]", highlight=False)
         else:
+            set_aside_corrupt_prefect_db(settings)
             try:
                 api = owned.enter_context(owned_api_server(
                     Path(os.environ["PREFECT_HOME"]), settings.prefect_server_startup_timeout_seconds,

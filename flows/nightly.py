@@ -47,7 +47,7 @@ from warehouse import marts as mart_files
 from warehouse import snapshots
 from warehouse.audit import audit, audit_warnings
 from warehouse.build import build_database
-from warehouse.files import remove_stale_temp_files
+from warehouse.files import StoredFileError, remove_stale_temp_files
 from warehouse.lake import WITHDRAWN_AT, Lake
 from warehouse.lock import RunLock
 from warehouse.query import read_tables
@@ -954,7 +954,7 @@ def run_pipeline(
             run.status = "succeeded"
         except Exception as exc:
             run.status = "failed"
-            run.error = str(exc) if isinstance(exc, (PipelineError, SourceError, ValueError)) else repr(exc)
+            run.error = str(exc) if isinstance(exc, (PipelineError, SourceError, StoredFileError, ValueError)) else repr(exc)
             if staging is not None:
                 snapshots.discard(staging)
             raise

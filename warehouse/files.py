@@ -17,6 +17,23 @@ TMP_PREFIX = ".tmp-"
 PUBLISHED_MODE = 0o644
 
 
+class StoredFileError(RuntimeError):
+    """A file of the data directory's own state (lake, run log) that cannot be read."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cannot read {path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def read_stored_parquet(path: Path, **kwargs) -> pl.DataFrame:
+    """``pl.read_parquet`` whose error names the file (Polars' own message names none), in one bounded line."""
+    try:
+        return pl.read_parquet(path, **kwargs)
+    except (Exception, pl.exceptions.PanicException) as exc:  # a corrupt file can make Polars panic
+        lines = str(exc).strip().splitlines()
+        raise StoredFileError(path, lines[0][:300] if lines else type(exc).__name__) from exc
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -31,7 +31,7 @@ from urllib.parse import quote, unquote
 
 import polars as pl
 
-from warehouse.files import atomic_write_parquet
+from warehouse.files import atomic_write_parquet, read_stored_parquet
 from warehouse.tables import FACT_PRICES
 
 VALUE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
@@ -83,14 +83,14 @@ class Lake:
         if not files:
             return pl.DataFrame(schema=BARS_SCHEMA)
         # One file at a time: files written before ``origin`` existed lack it.
-        return pl.concat([conform_stored(pl.read_parquet(f)) for f in files]).sort("symbol", "date")
+        return pl.concat([conform_stored(read_stored_parquet(f)) for f in files]).sort("symbol", "date")
 
     def last_dates(self) -> dict[str, date]:
         out: dict[str, date] = {}
         for sym_dir in self.bars_dir.iterdir() if self.bars_dir.exists() else []:
             years = sorted(sym_dir.glob("*.parquet"))
             if years:
-                last = pl.read_parquet(years[-1], columns=["date"])["date"].max()
+                last = read_stored_parquet(years[-1], columns=["date"])["date"].max()
                 if last is not None:
                     out[unquote(sym_dir.name)] = last
         return out
@@ -101,7 +101,7 @@ class Lake:
         for sym_dir in self.bars_dir.iterdir() if self.bars_dir.exists() else []:
             years = sorted(sym_dir.glob("*.parquet"))[-2:]
             if years:
-                frames.append(pl.concat([conform_stored(pl.read_parquet(y)) for y in years]).sort("date").tail(n))
+                frames.append(pl.concat([conform_stored(read_stored_parquet(y)) for y in years]).sort("date").tail(n))
         if not frames:
             return pl.DataFrame(schema=FACT_PRICES.polars_schema)
         return FACT_PRICES.conform(pl.concat(frames))
@@ -120,7 +120,7 @@ class Lake:
             path = self.bars_dir / symbol_dir(symbol) / f"{year}.parquet"
             part = conform_stored(part.drop("_year")).unique("date", keep="last", maintain_order=True)
             if path.exists():
-                old = conform_stored(pl.read_parquet(path))
+                old = conform_stored(read_stored_parquet(path))
                 # A bar whose values did not change keeps its original
                 # ingested_at, so re-runs leave the lake byte-for-byte alike.
                 same = part.join(old, on=["date", *VALUE_COLUMNS], how="semi", nulls_equal=True)
@@ -151,7 +151,7 @@ class Lake:
         """Bars withdrawn from the lake (``BARS_SCHEMA`` and ``withdrawn_at``), oldest first."""
         if not self.withdrawn_path.exists():
             return pl.DataFrame(schema={**BARS_SCHEMA, WITHDRAWN_AT: pl.Datetime("us", "UTC")})
-        return pl.read_parquet(self.withdrawn_path)
+        return read_stored_parquet(self.withdrawn_path)
 
     def withdraw_absent(
         self, present: pl.DataFrame, start: date, end: date, withdrawn_at: datetime, keep: set[str] = frozenset()
@@ -174,7 +174,7 @@ class Lake:
                 year = int(path.stem) if path.stem.isdigit() else None
                 if year is None or not start.year <= year <= end.year:
                     continue
-                stored = conform_stored(pl.read_parquet(path))
+                stored = conform_stored(read_stored_parquet(path))
                 in_range = pl.col("date").is_between(start, end)
                 gone = stored.filter(in_range).join(seen, on=["symbol", "date"], how="anti")
                 if gone.is_empty():
@@ -198,7 +198,7 @@ class Lake:
         atomic_write_parquet(pl.concat([old, new], how="diagonal_relaxed"), self.withdrawn_path)
 
     def read_assets(self) -> pl.DataFrame | None:
-        return pl.read_parquet(self.assets_path) if self.assets_path.exists() else None
+        return read_stored_parquet(self.assets_path) if self.assets_path.exists() else None
 
     def upsert_assets(self, assets: pl.DataFrame) -> None:
         old = self.read_assets()
@@ -206,7 +206,7 @@ class Lake:
         atomic_write_parquet(merged.sort("symbol"), self.assets_path)
 
     def read_fundamentals(self) -> pl.DataFrame | None:
-        return pl.read_parquet(self.fundamentals_path) if self.fundamentals_path.exists() else None
+        return read_stored_parquet(self.fundamentals_path) if self.fundamentals_path.exists() else None
 
     def upsert_fundamentals(self, snapshots: pl.DataFrame) -> None:
         """Snapshots are point-in-time: a (symbol, as_of) pair is replaced, history kept."""

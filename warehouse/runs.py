@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from warehouse.files import atomic_write_parquet
+from warehouse.files import atomic_write_parquet, read_stored_parquet
 from warehouse.tables import INGEST_LOG, PIPELINE_RUNS, QUARANTINE
 
 # Runs whose quarantine rows are kept: a bad bar that stays in the lake is
@@ -25,7 +25,7 @@ class RunLog:
 
     def _read(self, name: str, table) -> pl.DataFrame:
         path = self.dir / f"{name}.parquet"
-        return table.conform(pl.read_parquet(path)) if path.exists() else pl.DataFrame(schema=table.polars_schema)
+        return table.conform(read_stored_parquet(path)) if path.exists() else pl.DataFrame(schema=table.polars_schema)
 
     def runs(self) -> pl.DataFrame:
         return self._read("pipeline_runs", PIPELINE_RUNS)

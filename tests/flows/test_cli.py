@@ -255,7 +255,11 @@ def test_runs_with_a_corrupt_run_log_is_one_line(tmp_path):
     assert line.startswith(f"error: cannot read the run log {state / 'pipeline_runs.parquet'}: ")
 
 
-@pytest.mark.parametrize("command", [["sql", "SELECT 1"], ["tables"], ["runs"], ["describe", "dim_asset"], ["report"]])
+@pytest.mark.parametrize("command", [
+    ["sql", "SELECT 1"], ["tables"], ["runs"], ["describe", "dim_asset"], ["report"],
+    ["run", "--source", "sample"], ["backfill", "--start", "2024-01-02", "--end", "2024-01-05", "--source", "sample"],
+    ["serve", "--source", "sample"],
+])
 def test_data_dir_that_is_a_file_is_one_line(tmp_path, command):
     f = tmp_path / "not-a-dir"
     f.write_text("x")
@@ -267,6 +271,14 @@ def test_run_refuses_start_after_as_of(tmp_path):
     res = runner.invoke(app, ["run", "--start", "2024-06-01", "--as-of", "2024-05-01", "--data-dir", str(tmp_path)])
     assert res.exit_code == 1
     assert res.stderr.splitlines() == ["error: --start 2024-06-01 is after --as-of 2024-05-01"]
+
+
+def test_backfill_refuses_an_end_before_its_start_before_prefect_starts(tmp_path):
+    res = runner.invoke(app, ["backfill", "--start", "2024-06-01", "--end", "2024-05-01", "--source", "sample",
+                              "--data-dir", str(tmp_path)])
+    assert res.exit_code == 1
+    assert res.stderr.splitlines() == ["error: backfill end 2024-05-01 is before its start 2024-06-01"]
+    assert not (tmp_path / ".prefect").exists(), "refused before Prefect was prepared"
 
 
 def test_describe_suggests_close_names(warehouse):

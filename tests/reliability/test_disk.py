@@ -81,3 +81,30 @@ def test_read_only_data_dir_is_a_clear_error_and_publishes_nothing(small_fs):
     assert err.value.errno == errno.EROFS
     assert str(data) in str(err.value), "the error names the path"
     assert published(data) == before
+
+
+def test_run_into_a_read_only_data_dir_is_one_line_and_reading_still_works(small_fs, prefect_home):
+    """Issue 19 item 10, through the real CLI: ``xasset run`` names the directory in one line, before
+    Prefect starts; sql, tables and runs read the published run as before."""
+    from reliability_harness import run_xasset
+
+    data = small_fs / "data"
+    assert nightly(source="sample", as_of=D1, data_dir=str(data)).status == "succeeded"
+    before = published(data)
+    done = mount("-o", "remount,ro", str(small_fs))
+    assert done.returncode == 0, done.stderr
+
+    res = run_xasset(prefect_home, "run", "--source", "sample", "--as-of", str(D3), "--data-dir", str(data))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.splitlines() == [
+        f"error: cannot write to the data directory {data}: Read-only file system "
+        "(read-only commands such as sql, tables and runs still work on it)"]
+    assert published(data) == before
+
+    query = run_xasset(prefect_home, "sql", "SELECT max(date) AS d FROM fact_prices", "-f", "csv", "--data-dir", str(data))
+    assert query.returncode == 0 and query.stdout.splitlines() == ["d", str(D1)], query.stderr
+    tables = run_xasset(prefect_home, "tables", "-f", "csv", "--data-dir", str(data))
+    assert tables.returncode == 0 and "fact_prices" in tables.stdout, tables.stderr
+    runs = run_xasset(prefect_home, "runs", "-f", "csv", "--data-dir", str(data))
+    assert runs.returncode == 0 and "succeeded" in runs.stdout, runs.stderr
+    assert published(data) == before
