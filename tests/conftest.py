@@ -83,10 +83,22 @@ def _ours(p: psutil.Process) -> bool:
         return False
 
 
+# Python's own helpers that a library (multiprocessing, via Dask or Prefect) starts
+# for this process: they read a pipe from it and end when pytest itself exits.
+PYTHON_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _exits_with_pytest(p: psutil.Process) -> bool:
+    try:
+        return p.ppid() == os.getpid() and any(h in " ".join(p.cmdline()) for h in PYTHON_HELPERS)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return True
+
+
 def leftover_processes() -> list[psutil.Process]:
     """Children of this pytest process still running, and orphans (parent 1) of this checkout's .venv."""
     me = psutil.Process()
-    found = {p.pid: p for p in me.children(recursive=True)}
+    found = {p.pid: p for p in me.children(recursive=True) if not _exits_with_pytest(p)}
     for p in psutil.process_iter(["ppid"]):
         if p.info["ppid"] == 1 and p.pid != me.pid and _ours(p):
             found.setdefault(p.pid, p)
