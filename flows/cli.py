@@ -277,6 +277,24 @@ def stoppable(settings: Settings):
     finally:
         cancel.uninstall(previous)
 
+
+@contextmanager
+def pipeline_process(settings: Settings):
+    """Everything ``run`` and ``backfill`` check and set up before Prefect starts, and how they stop.
+
+    A data directory that cannot be written, another run holding it, a
+    configured server that does not answer or a corrupt Prefect database is
+    one line at once, not a minute into Prefect's start-up.
+    """
+    check_writable(settings)
+    with stoppable(settings):
+        refuse_if_running(settings)
+        prepare_prefect(settings)
+        check_configured_server()
+        set_aside_corrupt_prefect_db(settings)
+        yield
+
+
 def short_values(frame, name: str, width: int = 40) -> bool:
     """Whether every value of a column fits ``width`` characters (names, symbols, ids: never wrapped)."""
     if frame.is_empty():
@@ -396,12 +414,7 @@ def run(
             check_paths(path)
         except SourceError as exc:
             raise fail(str(exc)) from None
-    check_writable(settings)
-    with stoppable(settings):
-        refuse_if_running(settings)
-        prepare_prefect(settings)
-        check_configured_server()
-        set_aside_corrupt_prefect_db(settings)
+    with pipeline_process(settings):
         # Before importing Prefect (seconds by itself): the wait starts here.
         err.print(f"[dim]running {source} pipeline into {settings.data_dir} ({prefect_startup_note()}) ...[/]",
                   highlight=False, soft_wrap=True)
@@ -676,12 +689,7 @@ def backfill(
     start_d, end_d, source = day(start), day(end), source.value
     if end_d < start_d:  # before Prefect's start-up, not a minute into it
         raise fail(f"backfill end {end_d} is before its start {start_d}")
-    check_writable(settings)
-    with stoppable(settings):
-        refuse_if_running(settings)
-        prepare_prefect(settings)
-        check_configured_server()
-        set_aside_corrupt_prefect_db(settings)
+    with pipeline_process(settings):
         from flows.backfill import backfill as backfill_flow
 
         quiet_console_logs(settings)
