@@ -195,9 +195,11 @@ def serve_nightly(parameters: dict[str, Any], cron: str = NIGHTLY_CRON, timezone
             parameters=parameters,
             description=f"xasset nightly, served in-process ({cron}, {timezone})",
             tags=["xasset", "nightly", "served"],
-            # Runs take the data directory's lock anyway; one at a time keeps
-            # a slow run from queueing a pile-up behind it.
-            global_limit=1,
+            # One run at a time in this process; runs also queue on the data
+            # directory's lock. Not global_limit: its deployment-concurrency
+            # lease was reported lost at every start against serve's own server
+            # ("slot lost during provisioning"), cancelling every scheduled run.
+            limit=1,
         )
     except KeyboardInterrupt:
         pass
