@@ -38,3 +38,38 @@ def sessions(start: date, end: date, code: str = "XNYS") -> pl.Series:
         return pl.Series("session_date", [], dtype=pl.Date)
     idx = cal.sessions_in_range(lo, hi)
     return pl.Series("session_date", [d.date() for d in idx], dtype=pl.Date)
+
+
+def equity_closes(start: date, end: date, code: str = "XNYS") -> pl.DataFrame:
+    """For every calendar date ``start``..``end``, the instant (UTC) the equity market closes.
+
+    A session's own close from exchange_calendars: 16:00 New York time, 13:00 on
+    early-close days (the day after Thanksgiving, Christmas Eve, ...), so 20:00 or
+    21:00 UTC as daylight saving time starts and ends. A date without a session (a
+    weekend, a holiday) takes the calendar's regular close in its own time zone.
+    Columns ``date``, ``close_at`` (transforms.crypto_close.CLOSES_SCHEMA).
+    """
+    schema = {"date": pl.Date(), "close_at": pl.Datetime("ms", "UTC")}
+    if end < start:
+        return pl.DataFrame(schema=schema)
+    import pandas as pd  # local: see the note at the top
+
+    cal = _calendar(code, min(start, date(1980, 1, 1)), date(max(end.year, date.today().year) + 1, 12, 31))
+    regular = cal.close_times[-1][1]
+    days = pl.date_range(start, end, "1d", eager=True).alias("date").to_frame()
+    default = days.with_columns(
+        pl.col("date").dt.combine(regular).dt.replace_time_zone(str(cal.tz)).dt.convert_time_zone("UTC")
+        .cast(schema["close_at"]).alias("close_at")
+    )
+    lo, hi = max(pd.Timestamp(start), cal.first_session), min(pd.Timestamp(end), cal.last_session)
+    if hi < lo:
+        return default
+    closes = cal.schedule.loc[lo:hi, "close"]
+    sessions_ = pl.DataFrame(
+        {"date": [d.date() for d in closes.index], "session_close": [c.to_pydatetime() for c in closes]}
+    ).with_columns(pl.col("session_close").cast(schema["close_at"]))
+    return (
+        default.join(sessions_, on="date", how="left")
+        .select("date", pl.coalesce("session_close", "close_at").alias("close_at"))
+        .sort("date")
+    )

@@ -96,6 +96,15 @@ class Settings(ExecutionSettings):
     exchange_calendar: str = Field(
         "XNYS", description="exchange_calendars code of the session calendar returns align to."
     )
+    crypto_close: Literal["utc_midnight", "equity_close"] = Field(
+        "utc_midnight",
+        description="When a crypto daily bar closes. utc_midnight: the exchange's daily candle (00:00 UTC, 3-4 h "
+        "after the US close, so a same-day return holds crypto's after-hours move); equity_close: built from hourly "
+        "candles, closing at the exchange calendar's session close of its date (16:00 New York, 13:00 on early "
+        "closes; 20:00 or 21:00 UTC with daylight saving) or 16:00 New York on days without a session. Each "
+        "convention has its own lake (lake/crypto_close=equity_close/), and a switch rebuilds every mart "
+        "(docs/analytics.md, 'Crypto close').",
+    )
     benchmarks: list[str] | None = Field(
         None, description="Benchmarks crypto is correlated against; the universe's when unset."
     )
@@ -272,7 +281,9 @@ class Settings(ExecutionSettings):
 
     @property
     def lake_dir(self) -> Path:
-        return self.data_dir / "lake"
+        # Bars of the two crypto-close conventions never mix: each has its own lake.
+        lake = self.data_dir / "lake"
+        return lake if self.crypto_close == "utc_midnight" else lake / f"crypto_close={self.crypto_close}"
 
 
 @lru_cache(maxsize=1)
