@@ -88,19 +88,20 @@ def make_source(name: str, settings: Settings, paths: list[Path] | None) -> Sour
     if name == "sample":
         from flows.sources.sample import SampleSource
 
-        return SampleSource(seed=settings.sample_seed)
+        return SampleSource(seed=settings.sample_seed, crypto_close=settings.crypto_close)
     if name == "files":
         from flows.sources.files import FilesSource
 
         return FilesSource(
-            paths or [], overlap_rel_tol=settings.files_overlap_rel_tol, on_conflict=settings.files_on_conflict
+            paths or [], overlap_rel_tol=settings.files_overlap_rel_tol, on_conflict=settings.files_on_conflict,
+            crypto_close=settings.crypto_close, calendar=settings.exchange_calendar,
         )
     if name == "live":
         try:
             from flows.sources.live import LiveSource
         except ImportError as exc:  # pragma: no cover - until the live source lands
             raise PipelineError("the live source is not available in this build") from exc
-        return LiveSource.from_settings(settings)
+        return LiveSource.from_settings(settings)  # crypto_close and the calendar: from the same settings
     raise PipelineError(f"unknown source {name!r}: choose one of {', '.join(SOURCES)}")
 
 
@@ -177,12 +178,14 @@ def extract_batch(
 
 def source_fingerprint(name: str, settings: Settings, paths: list[Path]) -> str:
     """What, besides symbols and dates, decides what a source returns."""
+    # The crypto close decides which bars a source returns: a cached batch of one is never reused for the other.
+    close = f"{settings.crypto_close}@{settings.exchange_calendar}"
     if name == "sample":
-        return f"sample:{settings.sample_seed}"
+        return f"sample:{settings.sample_seed}:{close}"
     if name == "files":
         stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for p in paths for f in sorted(_walk(p))]
-        return "files:" + hash_objects(stats)
-    return f"{name}:" + hash_objects(settings.live.model_dump_json())
+        return f"files:{close}:" + hash_objects(stats)
+    return f"{name}:{close}:" + hash_objects(settings.live.model_dump_json())
 
 
 def _walk(path: Path) -> list[Path]:
@@ -404,7 +407,11 @@ def transform_fingerprint(params: MartParams, settings: Settings, source: str) -
     """Everything besides the bars that decides the marts' values: two runs with
     the same fingerprint build the same rows from the same bars."""
     # The jump bounds decide which bars are clean, as the code does.
-    payload = repr((code_digest(), source, settings.exchange_calendar, sorted(settings.jump_bounds.items()), params))
+    # The crypto close too: bars of one convention never seed a run of the other.
+    payload = repr((
+        code_digest(), source, settings.exchange_calendar, settings.crypto_close,
+        sorted(settings.jump_bounds.items()), params,
+    ))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -825,7 +832,7 @@ def run_pipeline(
         record = {
             "run_id": run.run_id, "started_at": now, "finished_at": None, "source": source, "as_of": as_of,
             "status": "running", "rows_written": None, "error": None, "stage_seconds": None,
-            "table_rows": None, "audit": None, "code_version": code_version(),
+            "table_rows": None, "audit": None, "code_version": code_version(), "crypto_close": settings.crypto_close,
         }
         log.record_run(record)
         cancel.current_run(run.run_id, settings.data_dir)
@@ -938,7 +945,7 @@ def run_pipeline(
             run.warnings += audit_warnings(tables, as_of, run.run_id)
             stage_done("audit")
             stage_start("publish")
-            extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic}
+            extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic, "crypto_close": settings.crypto_close}
             mart_files.stage_marts(tables, staging.marts_dir, run.run_id, extra)
             # The warehouse and every mart become visible together, or not at all;
             # a stop request waits for the switch (and is honoured right after).

@@ -25,7 +25,12 @@ class RunLog:
 
     def _read(self, name: str, table) -> pl.DataFrame:
         path = self.dir / f"{name}.parquet"
-        return table.conform(read_stored_parquet(path)) if path.exists() else pl.DataFrame(schema=table.polars_schema)
+        if not path.exists():
+            return pl.DataFrame(schema=table.polars_schema)
+        frame = read_stored_parquet(path)
+        # A log written before a nullable column was added reads it as null.
+        added = [c for c in table.columns if c.name not in frame.columns and c.nullable]
+        return table.conform(frame.with_columns([pl.lit(None, c.polars_type).alias(c.name) for c in added]))
 
     def runs(self) -> pl.DataFrame:
         return self._read("pipeline_runs", PIPELINE_RUNS)

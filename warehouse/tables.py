@@ -582,6 +582,9 @@ PIPELINE_RUNS = Table(
         C("table_rows", "string", "JSON object: rows per published table.", unit="rows"),
         C("audit", "string", "Audit result: passed, or the failed checks."),
         C("code_version", "string", "xasset version and git commit that ran."),
+        C("crypto_close", "string", "When the run's crypto daily bars close: utc_midnight (the exchange's daily "
+          "candle) or equity_close (sampled at the equity session close from hourly candles); null for runs "
+          "recorded before the setting existed."),
     ),
     primary_key=("run_id",),
 )

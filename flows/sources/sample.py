@@ -16,6 +16,12 @@ The model, per calendar day:
   changes over time and turns negative in some stretches. Altcoins load more
   on it than BTC/ETH.
 
+Crypto closes (``crypto_close``): the daily bars above close at 00:00 UTC.
+With ``equity_close`` the source also generates hourly candles, a Brownian
+bridge in log price between consecutive daily closes (so the candle ending at
+00:00 UTC closes exactly at the daily close), and rebuilds each crypto bar
+from them at the equity close of its date (transforms.crypto_close).
+
 Determinism: every random draw is indexed by calendar day from a fixed origin
 over a fixed horizon, so a run to an earlier ``as_of`` produces exactly the
 prefix of a run to a later one, which is what makes incremental runs and
@@ -31,10 +37,12 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 
+from flows.calendar import equity_closes
 from flows.calendar import sessions as xnys_sessions
 from flows.sources.base import SourceBatch, SourceError, SymbolOutcome, conform_assets, conform_bars, with_origin
 from flows.sources.sample_fundamentals import sample_fundamentals
 from flows.universe import Asset, Universe
+from transforms.crypto_close import HOURLY_SCHEMA, equity_close_bars
 
 ORIGIN = date(2014, 1, 1)
 HORIZON_END = date(2045, 12, 31)
@@ -122,8 +130,9 @@ def _spillover_path(days: np.ndarray) -> np.ndarray:
 class SampleSource:
     name = "sample"
 
-    def __init__(self, seed: int = 20160714) -> None:
+    def __init__(self, seed: int = 20160714, crypto_close: str = "utc_midnight") -> None:
         self.seed = seed
+        self.crypto_close = crypto_close
 
     def fetch(
         self,
@@ -136,6 +145,8 @@ class SampleSource:
         if as_of > HORIZON_END:
             raise SourceError(f"the sample market ends on {HORIZON_END}; as_of {as_of} is beyond it")
         history = self.generate(universe, as_of)
+        if self.crypto_close == "equity_close":
+            history = self.at_equity_close(universe, history, as_of)
         bars = history.filter(pl.col("date") >= start)
         assets = self.assets(universe)
         outcomes = []
@@ -238,6 +249,54 @@ class SampleSource:
             close = level0 * np.exp(np.cumsum(np.where(live, r, 0.0)))
             frames.append(self._ohlcv(a, days, close, r, live, rng))
         return conform_bars(with_origin(pl.concat(frames), self.name))
+
+    def hourly(self, universe: Universe, daily: pl.DataFrame) -> pl.DataFrame:
+        """Hourly candles (HOURLY_SCHEMA) of every crypto asset, consistent with its daily bars in ``daily``.
+
+        Day D's 24 candles run from D 00:00 to D+1 00:00 UTC: a Brownian bridge in
+        log price from the previous daily close to D's close, so the last candle
+        closes exactly at the daily close. Shocks are indexed by day from ORIGIN
+        over the whole horizon: prefix-stable, like the daily bars.
+        """
+        n_horizon = (HORIZON_END - ORIGIN).days + 1
+        steps = np.arange(1, 25) / 24.0
+        frames = []
+        for a in universe.crypto:
+            bars = daily.filter(pl.col("symbol") == a.symbol).sort("date")
+            if bars.is_empty():
+                continue
+            rng = np.random.default_rng(_stable_seed(self.seed, "hourly:" + a.symbol))
+            z = rng.standard_normal((n_horizon, 24))
+            offset = (bars["date"].to_numpy().astype("datetime64[D]") - np.datetime64(ORIGIN)).astype(np.int64)
+            z = z[offset]
+            logc = np.log(bars["close"].to_numpy())
+            prev = np.concatenate([[logc[0]], logc[:-1]])
+            s = DAILY_VOL["crypto"] / np.sqrt(24) * 0.5
+            w = np.cumsum(z, axis=1)
+            bridge = w - steps[None, :] * w[:, -1:]
+            logp = prev[:, None] + steps[None, :] * (logc - prev)[:, None] + s * bridge
+            logp[:, -1] = logc  # exactly the daily close, whatever the rounding
+            close = np.exp(logp)
+            opn = np.exp(np.concatenate([prev[:, None], logp[:, :-1]], axis=1))
+            high = np.maximum(opn, close) * np.exp(0.5 * s * np.abs(z))
+            low = np.minimum(opn, close) * np.exp(-0.5 * s * np.abs(z))
+            volume = np.repeat((bars["volume"].to_numpy() / 24.0)[:, None], 24, axis=1)
+            day_start = (bars["date"].cast(pl.Datetime("ms")).cast(pl.Int64).to_numpy())[:, None]
+            ts = day_start + np.arange(24)[None, :] * 3_600_000
+            frames.append(pl.DataFrame({
+                "symbol": a.symbol, "ts": ts.ravel(), "open": opn.ravel(), "high": high.ravel(),
+                "low": low.ravel(), "close": close.ravel(), "volume": volume.ravel(),
+            }).with_columns(pl.col("ts").cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")))
+        if not frames:
+            return pl.DataFrame(schema=HOURLY_SCHEMA)
+        return pl.concat(frames).select([pl.col(k).cast(t) for k, t in HOURLY_SCHEMA.items()])
+
+    def at_equity_close(self, universe: Universe, daily: pl.DataFrame, as_of: date) -> pl.DataFrame:
+        """``daily`` with each crypto bar rebuilt at the equity close of its date from ``hourly``."""
+        crypto = [a.symbol for a in universe.crypto]
+        rebuilt = equity_close_bars(self.hourly(universe, daily), equity_closes(ORIGIN, as_of))
+        others = daily.filter(~pl.col("symbol").is_in(crypto))
+        return conform_bars(pl.concat([others, with_origin(rebuilt, self.name)], how="diagonal_relaxed"))
 
     @staticmethod
     def _ohlcv(

@@ -1,0 +1,92 @@
+"""XASSET_CRYPTO_CLOSE end to end (issue 18, item 4): the sample market sampled at the equity close,
+recorded with the run, kept apart in the lake, and a switch of convention rebuilds every mart."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from flows.nightly import nightly
+from flows.sources.sample import SampleSource
+from flows.universe import load_universe
+from warehouse.lake import Lake
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+START, D1 = date(2015, 6, 1), date(2016, 3, 31)
+
+
+def query(data: Path, sql: str) -> pl.DataFrame:
+    con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
+    try:
+        return con.sql(sql).pl()
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def crypto_close(monkeypatch):
+    from flows.settings import get_settings
+
+    def use(value: str) -> None:
+        monkeypatch.setenv("XASSET_CRYPTO_CLOSE", value)
+        get_settings.cache_clear()
+
+    yield use
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_equity_close_runs_the_sample_market_and_records_the_convention(tmp_path, crypto_close):
+    crypto_close("equity_close")
+    run = nightly(source="sample", start=START, as_of=D1, data_dir=str(tmp_path))
+    assert run.status == "succeeded"
+    runs = query(tmp_path, "SELECT run_id, crypto_close FROM pipeline_runs")
+    assert runs.rows() == [(run.run_id, "equity_close")]
+    manifest = json.loads((tmp_path / "marts" / "mart_rolling_correlation.manifest.json").read_text())
+    assert manifest["crypto_close"] == "equity_close"
+    # Its own lake: nothing landed where the utc_midnight bars live.
+    assert (tmp_path / "lake" / "crypto_close=equity_close" / "bars" / "source=sample").is_dir()
+    assert not (tmp_path / "lake" / "bars").exists()
+    # The published crypto bars are the ones sampled at the equity close, not the daily candles.
+    universe = load_universe(None)
+    expected = SampleSource(crypto_close="equity_close").fetch(universe, START, D1, {}, pl.DataFrame())
+    midnight = SampleSource().fetch(universe, START, D1, {}, pl.DataFrame())
+    btc = query(tmp_path, "SELECT date, close FROM fact_prices WHERE symbol = 'BTC' ORDER BY date")
+    want = expected.bars.filter(pl.col("symbol") == "BTC").select("date", "close")
+    assert btc.height == want.height
+    assert btc["close"].to_list() == pytest.approx(want["close"].to_list(), rel=1e-12)
+    other = midnight.bars.filter(pl.col("symbol") == "BTC")["close"].to_list()
+    assert btc["close"].to_list() != pytest.approx(other, rel=1e-6)
+    # Equity bars are the same under both conventions.
+    rut = query(tmp_path, "SELECT close FROM fact_prices WHERE symbol = '^RUT' ORDER BY date")["close"].to_list()
+    assert rut == pytest.approx(midnight.bars.filter(pl.col("symbol") == "^RUT")["close"].to_list(), rel=1e-12)
+
+
+def test_switching_the_convention_rebuilds_everything_and_never_mixes_bars(tmp_path, crypto_close):
+    first = nightly(source="sample", start=START, as_of=D1, data_dir=str(tmp_path))
+    assert first.status == "succeeded"
+    crypto_close("equity_close")
+    switched = nightly(source="sample", start=START, as_of=D1 + timedelta(days=3), data_dir=str(tmp_path))
+    assert switched.status == "succeeded"
+    assert switched.incremental_from is None, "another convention's tables must not seed this run"
+    # The next night under the same convention builds on it again.
+    again = nightly(source="sample", start=START, as_of=D1 + timedelta(days=5), data_dir=str(tmp_path))
+    assert again.incremental_from is not None
+    # The two lakes hold their own bars: BTC's close differs on every shared date.
+    midnight = Lake(tmp_path / "lake", "sample").read_bars(["BTC"])
+    at_close = Lake(tmp_path / "lake" / "crypto_close=equity_close", "sample").read_bars(["BTC"])
+    assert midnight["date"].max() == D1 and at_close["date"].max() == D1 + timedelta(days=5)
+    both = midnight.join(at_close, on="date", suffix="_eq")
+    assert both.height > 250 and (both["close"] != both["close_eq"]).all()
+    runs = query(tmp_path, "SELECT crypto_close FROM pipeline_runs ORDER BY started_at")["crypto_close"].to_list()
+    assert runs == ["utc_midnight", "equity_close", "equity_close"]
+    # And back: the default convention's published tables were replaced, so it rebuilds in full too.
+    crypto_close("utc_midnight")
+    back = nightly(source="sample", start=START, as_of=D1 + timedelta(days=6), data_dir=str(tmp_path))
+    assert back.status == "succeeded" and back.incremental_from is None
