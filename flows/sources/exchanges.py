@@ -10,6 +10,14 @@ nothing new. Candles not closed at ``now`` (a candle dated D closes at D+1 00:00
 UTC) and candles after ``as_of`` are dropped, duplicates removed, and missing days
 of the 24/7 calendar are reported as gaps (warning + outcome), never filled.
 
+With ``crypto_close="equity_close"`` hourly candles are fetched instead
+(``fetch_ohlcv(symbol, "1h", ...)``, same paging, retries and deadline) from
+the previous date's equity close to the last equity close passed at ``now``,
+and each daily bar is built at the equity close of its date
+(transforms.crypto_close; close instants from flows.calendar.equity_closes).
+An exchange that keeps only recent hourly candles (Kraken: the last 720)
+yields the dates it has; the missing ones are reported as gaps.
+
 ccxt ``NetworkError`` (which includes ``RequestTimeout``, ``RateLimitExceeded``,
 ``DDoSProtection`` and ``ExchangeNotAvailable``) is retried with bounded backoff;
 ``BadSymbol`` and every other ``ExchangeError`` is an error for that symbol.
@@ -38,6 +46,8 @@ from flows.sources.live_config import (
 from flows.universe import Asset
 
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+TIMEFRAME_MS = {"1d": DAY_MS, "1h": HOUR_MS}
 EPOCH = date(1970, 1, 1)
 
 ExchangeFactory = Callable[[ExchangeConfig, LiveSettings], Any]
@@ -163,8 +173,9 @@ class Fetched:
     pages: int
 
 
-def fetch_candles(venue: Venue, market: str, since_ms: int, until_ms: int) -> Fetched:
+def fetch_candles(venue: Venue, market: str, since_ms: int, until_ms: int, timeframe: str = "1d") -> Fetched:
     """Page through ``fetch_ohlcv`` from ``since_ms`` until ``until_ms`` (exclusive) is covered."""
+    step = TIMEFRAME_MS[timeframe]
     ex = venue.exchange
     page = venue.cfg.page_size
     since = since_ms
@@ -174,7 +185,7 @@ def fetch_candles(venue: Venue, market: str, since_ms: int, until_ms: int) -> Fe
         s = since
 
         def call(s: int = s) -> Any:
-            return venue.bounded().fetch_ohlcv(market, "1d", s, page)
+            return venue.bounded().fetch_ohlcv(market, timeframe, s, page)
 
         try:
             rows, n = venue.retry.call(call, is_retryable, f"{market} on {venue.id}")
@@ -199,7 +210,7 @@ def fetch_candles(venue: Venue, market: str, since_ms: int, until_ms: int) -> Fe
             break
         out.extend(good)
         last_ts = int(max(r[0] for r in good))
-        if last_ts + DAY_MS >= until_ms:
+        if last_ts + step >= until_ms:
             break
         nxt = last_ts + 1
         if nxt <= since:
@@ -226,6 +237,39 @@ def candles_frame(symbol: str, candles: list[list[float]]) -> pl.DataFrame:
     )
     frame = frame.sort("ts").unique("date", keep="last", maintain_order=True)
     return conform_bars(frame.filter(pl.col("close").is_not_null()))
+
+
+def hourly_frame(symbol: str, candles: list[list[float]]) -> pl.DataFrame:
+    """ccxt 1h candles -> transforms.crypto_close.HOURLY_SCHEMA."""
+    from transforms.crypto_close import HOURLY_SCHEMA
+
+    if not candles:
+        return pl.DataFrame(schema=HOURLY_SCHEMA)
+    frame = pl.DataFrame(candles, schema=["ts", "open", "high", "low", "close", "volume"], orient="row", strict=False)
+    return frame.with_columns(
+        pl.lit(symbol).alias("symbol"), pl.from_epoch(pl.col("ts").cast(pl.Int64), time_unit="ms").dt.replace_time_zone("UTC")
+    ).select([pl.col(k).cast(t) for k, t in HOURLY_SCHEMA.items()])
+
+
+@dataclass(frozen=True)
+class EquityClose:
+    """Bars sampled at the equity close: the close instant of every calendar date in range."""
+
+    closes: pl.DataFrame  # date, close_at (transforms.crypto_close.CLOSES_SCHEMA)
+
+    @classmethod
+    def between(cls, first: date, last: date, calendar: str) -> EquityClose:
+        from flows.calendar import equity_closes
+
+        return cls(equity_closes(first, last, calendar))
+
+    def at(self, d: date) -> datetime | None:
+        hit = self.closes.filter(pl.col("date") == d)
+        return hit["close_at"][0] if hit.height else None
+
+    def last_closed(self, now: datetime) -> date | None:
+        done = self.closes.filter(pl.col("close_at") <= now)
+        return done["date"].max() if done.height else None
 
 
 def calendar_gaps(dates: list[date], first: date, last: date) -> list[tuple[date, date]]:
@@ -257,6 +301,10 @@ def _ms(d: date) -> int:
     return (d - EPOCH).days * DAY_MS
 
 
+def _epoch_ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
 @dataclass
 class CryptoResult:
     bars: list[pl.DataFrame] = field(default_factory=list)
@@ -274,13 +322,25 @@ def fetch_crypto(
     retry: RetryPolicy,
     now: datetime,
     factory: ExchangeFactory = build_exchange,
+    crypto_close: str = "utc_midnight",
+    calendar: str = "XNYS",
 ) -> CryptoResult:
-    """Closed daily candles ``start``..``as_of`` for every crypto asset; never raises per symbol."""
+    """Closed daily candles ``start``..``as_of`` for every crypto asset; never raises per symbol.
+
+    ``crypto_close="equity_close"``: daily bars built from hourly candles at the
+    equity close of ``calendar`` (see the module's docstring).
+    """
     out = CryptoResult()
     secrets = settings.secrets()
     venues = [Venue(cfg, settings, retry, factory) for cfg in settings.exchanges]
     now_utc = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
     last_closed = now_utc.date() - timedelta(days=1)
+    at_close: EquityClose | None = None
+    if crypto_close == "equity_close":
+        # From the day before the earliest date a symbol may ask for: its bar opens at that day's close.
+        earliest = min([start, *(d - timedelta(days=settings.lookback_sessions) for d in last_dates.values())])
+        at_close = EquityClose.between(earliest - timedelta(days=1), as_of, calendar)
+        last_closed = at_close.last_closed(now_utc) or earliest - timedelta(days=1)
     end = min(as_of, last_closed)
     warned_down: set[str] = set()
     deadline = current_deadline()
@@ -325,8 +385,20 @@ def fetch_crypto(
             )  # fmt: skip
             continue
         try:
-            got = fetch_candles(venue, market, _ms(first), _ms(end + timedelta(days=1)))
-            frame = candles_frame(sym, got.candles)
+            if at_close is None:
+                got = fetch_candles(venue, market, _ms(first), _ms(end + timedelta(days=1)))
+                frame = candles_frame(sym, got.candles)
+            else:
+                from transforms.crypto_close import equity_close_bars
+
+                since, until = at_close.at(first - timedelta(days=1)), at_close.at(end)
+                got = fetch_candles(venue, market, _epoch_ms(since), _epoch_ms(until), timeframe="1h")
+                # Only candles closed at ``now``: an hour still running is no close.
+                hourly = hourly_frame(sym, got.candles).filter(
+                    pl.col("ts") + timedelta(hours=1) <= now_utc
+                )
+                spans = at_close.closes.filter(pl.col("date").is_between(first - timedelta(days=1), end))
+                frame = conform_bars(equity_close_bars(hourly, spans))
             n_raw = frame.height
             open_or_late = frame.filter(pl.col("date") > end).height
             frame = frame.filter(pl.col("date").is_between(first, end))

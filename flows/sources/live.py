@@ -41,6 +41,8 @@ class LiveSource:
         yahoo_session_factory: builds the HTTP session handed to yfinance (a requests or
             curl_cffi Session, status-checked); default curl_cffi impersonating Chrome.
         exchange_factory: builds a ccxt exchange from its ``ExchangeConfig``.
+        crypto_close: ``utc_midnight`` (daily candles) or ``equity_close`` (hourly candles
+            sampled at the equity close of ``calendar``); see ``flows.sources.exchanges``.
     """
 
     name = "live"
@@ -54,7 +56,11 @@ class LiveSource:
         rng: random.Random | None = None,
         yahoo_session_factory: Callable[[], Any] | None = None,
         exchange_factory: ExchangeFactory = build_exchange,
+        crypto_close: str = "utc_midnight",
+        calendar: str = "XNYS",
     ) -> None:
+        self.crypto_close = crypto_close
+        self.calendar = calendar
         self.settings = settings or LiveSettings()
         self.sleep = sleep
         self.now = now
@@ -66,7 +72,11 @@ class LiveSource:
     def from_settings(cls, settings: Any) -> LiveSource:
         """From the app ``Settings`` (its ``live`` field once mounted; defaults until then)."""
         live = getattr(settings, "live", None)
-        return cls(live if isinstance(live, LiveSettings) else LiveSettings())
+        return cls(
+            live if isinstance(live, LiveSettings) else LiveSettings(),
+            crypto_close=getattr(settings, "crypto_close", "utc_midnight"),
+            calendar=getattr(settings, "exchange_calendar", "XNYS"),
+        )
 
     def __repr__(self) -> str:  # settings may hold keys: never print them
         return f"LiveSource(exchanges={[e.id for e in self.settings.exchanges]})"
@@ -94,6 +104,8 @@ class LiveSource:
             self.retry,
             now,
             self.exchange_factory,
+            crypto_close=self.crypto_close,
+            calendar=self.calendar,
         )
         frames = [f for f in equities.bars + crypto.bars if f.height]
         bars = conform_bars(pl.concat(frames)) if frames else empty_bars()
