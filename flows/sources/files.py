@@ -20,6 +20,15 @@ every version of a date written twice with different values is held back;
 two files disagreeing about one symbol are a conflict (``on_conflict``).
 Nothing is guessed, and no message quotes more than a few hundred characters.
 
+Hourly candles (``BTC_USDT-1h.json``, ``BTC-USD_1h.csv``, ``ETH_USDT-60m.feather``:
+a crypto pair and ``1h``/``60m``/``hourly`` in the name; same formats and readers,
+timestamps in UTC or with an offset) feed crypto bars sampled at the equity close
+(``crypto_close="equity_close"``, transforms.crypto_close): each bar's origin is
+its closing candle's file and row. With that setting a crypto symbol's daily
+files are not used (bars of two conventions never mix) and a crypto symbol with
+no hourly file is not published; with the default ``utc_midnight`` hourly files
+are not used. Either way a warning says so.
+
 Every bar keeps its ``origin``: the file relative to the ``--path`` it was
 found under (to its parent when several are given) and where in it, ``crypto/BTC-USD.csv line 42`` (a CSV's line, the
 header being line 1, as in the error messages and a spreadsheet's row numbers)
@@ -36,7 +45,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -59,6 +68,7 @@ log = logging.getLogger(__name__)
 CRYPTO_QUOTES = ("USD", "USDT", "USDC", "BUSD", "FDUSD")
 SUFFIXES = {".csv": "csv", ".json": "json", ".feather": "ipc", ".arrow": "ipc", ".ipc": "ipc", ".parquet": "parquet"}
 _TIMEFRAME = re.compile(r"[-_](1d|1D|d1|daily)$")
+_HOURLY = re.compile(r"[-_](1h|1H|h1|60m|hourly)$")
 _PAIR = re.compile(r"^(?P<base>[A-Za-z0-9]+)[-_/](?P<quote>[A-Za-z]+)$")
 _COLUMN_ALIASES = {
     "date": "date",
@@ -81,6 +91,13 @@ _PRICE_COLUMNS = ("open", "high", "low", "close")
 _AT = "_at"
 # Why a row is held back (null: the row is fine), set by the readers.
 _WHY = "_why"
+# An hourly file's candle opening instant (UTC), set by the readers with ``keep_time``.
+_TS = "_ts"
+
+
+def is_hourly(path: Path) -> bool:
+    """An hourly candle file by its name (``BTC_USDT-1h.json``)."""
+    return bool(_HOURLY.search(path.stem))
 
 
 class NotAPriceHistory(Exception):
@@ -101,7 +118,7 @@ class SymbolName:
 
 def symbol_from_filename(path: Path, universe: Universe | None = None) -> SymbolName:
     """Canonical symbol and asset class from a file name (universe first, then naming rules)."""
-    stem = _TIMEFRAME.sub("", path.stem)
+    stem = _HOURLY.sub("", _TIMEFRAME.sub("", path.stem))
     pair = _PAIR.match(stem)
     if pair and pair["quote"].upper() in CRYPTO_QUOTES:
         base = pair["base"].upper()
@@ -212,7 +229,20 @@ def _sniff_text(path: Path) -> bytes:
         return head + fh.read()
 
 
-def read_csv(path: Path) -> pl.DataFrame:
+def _ts_text(text: pl.Expr) -> pl.Expr:
+    """An ISO timestamp cell as a UTC instant: with an offset (``+00:00``, ``Z``) or, without one, UTC."""
+    t = text.str.strip_chars().str.replace(r"^(\d{4}-\d{2}-\d{2})T", "$1 ").str.replace(r"Z$", "+00:00")
+    forms = [
+        t.str.to_datetime(f, strict=False, time_unit="ms", time_zone="UTC")
+        for f in ("%Y-%m-%d %H:%M:%S%z", "%Y-%m-%d %H:%M%z")
+    ] + [
+        t.str.to_datetime(f, strict=False, time_unit="ms").dt.replace_time_zone("UTC")
+        for f in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M")
+    ]
+    return pl.coalesce(forms)
+
+
+def read_csv(path: Path, keep_time: bool = False) -> pl.DataFrame:
     data = _sniff_text(path)
     if not data.strip():
         raise NotAPriceHistory("empty file")
@@ -268,6 +298,8 @@ def read_csv(path: Path) -> pl.DataFrame:
         raise NotAPriceHistory("no row with a date")
     skip = int(parsed.is_not_null().arg_max())
     frame = frame.slice(skip).with_columns(date=parsed.slice(skip), _date_text=pl.col("date"))
+    if keep_time:
+        frame = frame.with_columns(_ts_text(pl.col("_date_text")).alias(_TS))
     frame = frame.with_columns(
         _why(
             pl.when(pl.col("date").is_null() & pl.col(_WHY).is_null())
@@ -277,7 +309,7 @@ def read_csv(path: Path) -> pl.DataFrame:
     return _numbers_from_text(frame, [c for c in (*_PRICE_COLUMNS, "adj_close", "volume") if c in frame.columns])
 
 
-def read_json(path: Path) -> pl.DataFrame:
+def read_json(path: Path, keep_time: bool = False) -> pl.DataFrame:
     try:
         data = json.loads(_sniff_text(path))
     except UnicodeDecodeError as exc:
@@ -312,8 +344,9 @@ def read_json(path: Path) -> pl.DataFrame:
         cols[_WHY].append(why)
     frame = pl.DataFrame(cols, schema={"ms": pl.Int64, **{n: pl.Float64 for n in names}, _WHY: pl.String})
     return (
-        frame.with_columns(date=pl.col("ms").cast(pl.Datetime("ms", "UTC")).dt.date())
-        .select("date", *names, _WHY)
+        frame.with_columns(date=pl.col("ms").cast(pl.Datetime("ms", "UTC")).dt.date(),
+                           **{_TS: pl.col("ms").cast(pl.Datetime("ms", "UTC"))})
+        .select("date", *names, _WHY, *([_TS] if keep_time else []))
         .with_row_index(_AT, offset=1)
     )
 
@@ -327,7 +360,7 @@ def _is_ms(value: object) -> bool:
     return _MS_RANGE[0] <= value < _MS_RANGE[1]
 
 
-def _from_table(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
+def _from_table(frame: pl.DataFrame, path: Path, keep_time: bool = False) -> pl.DataFrame:
     rename = {c: _COLUMN_ALIASES.get(c.strip().lower(), c) for c in frame.columns}
     if len(set(rename.values())) < len(rename):
         frame = frame.select(list({v: k for k, v in reversed(rename.items())}.values()))
@@ -340,6 +373,13 @@ def _from_table(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
     keep = [c for c in ("symbol", "date", *_PRICE_COLUMNS, "adj_close", "volume") if c in frame.columns]
     frame = frame.select(keep).with_row_index(_AT, offset=1).with_columns(pl.lit(None, pl.String).alias(_WHY))
     dtype = frame.schema["date"]
+    if keep_time:
+        if isinstance(dtype, pl.Datetime):
+            ts = pl.col("date") if dtype.time_zone else pl.col("date").dt.replace_time_zone("UTC")
+            ts = ts.dt.convert_time_zone("UTC").dt.cast_time_unit("ms")
+        else:
+            ts = _ts_text(pl.col("date").cast(pl.String)) if dtype == pl.String else pl.lit(None, pl.Datetime("ms", "UTC"))
+        frame = frame.with_columns(ts.alias(_TS))
     if isinstance(dtype, pl.Datetime):
         frame = frame.with_columns(pl.col("date").dt.date())
     elif dtype == pl.String:
@@ -363,20 +403,20 @@ def _from_table(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
     return frame.with_columns([pl.col(c).cast(pl.Float64) for c in numbers]).with_columns(_why(*nan).alias(_WHY))
 
 
-def read_ipc(path: Path) -> pl.DataFrame:
+def read_ipc(path: Path, keep_time: bool = False) -> pl.DataFrame:
     try:
         frame = pl.read_ipc(path)
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         raise FileFormatError(f"{path}: unreadable Feather/Arrow file: {clip(str(exc))}") from None
-    return _from_table(frame, path)
+    return _from_table(frame, path, keep_time)
 
 
-def read_parquet(path: Path) -> pl.DataFrame:
+def read_parquet(path: Path, keep_time: bool = False) -> pl.DataFrame:
     try:
         frame = pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         raise FileFormatError(f"{path}: unreadable Parquet: {clip(str(exc))}") from None
-    return _from_table(frame, path)
+    return _from_table(frame, path, keep_time)
 
 
 READERS = {"csv": read_csv, "json": read_json, "ipc": read_ipc, "parquet": read_parquet}
@@ -500,8 +540,13 @@ class FilesRead:
 class FilesSource:
     name = "files"
 
-    def __init__(self, paths: list[Path], overlap_rel_tol: float = 1e-4, on_conflict: str = "refuse") -> None:
+    def __init__(
+        self, paths: list[Path], overlap_rel_tol: float = 1e-4, on_conflict: str = "refuse",
+        crypto_close: str = "utc_midnight", calendar: str = "XNYS",
+    ) -> None:
         check_paths(paths)
+        self.crypto_close = crypto_close
+        self.calendar = calendar
         if on_conflict not in CONFLICT_POLICIES:
             raise SourceError(f"unknown conflict policy {on_conflict!r}: choose {' or '.join(CONFLICT_POLICIES)}")
         self.paths = [Path(p) for p in paths]
@@ -537,6 +582,7 @@ class FilesSource:
         parts: dict[str, list[tuple[str, pl.DataFrame]]] = {}
         names: dict[str, SymbolName] = {}
         failed_files: dict[str, tuple[str, str]] = {}
+        hourly: dict[str, list[tuple[str, pl.DataFrame]]] = {}
         for path, rel in self._discover():
             kind = SUFFIXES.get(path.suffix.lower())
             try:
@@ -547,7 +593,11 @@ class FilesSource:
             try:
                 if kind is None:
                     raise NotAPriceHistory(f"unknown file type {quote(path.suffix or path.name, 20)}")
-                frame = READERS[kind](path)
+                hour = is_hourly(path)
+                if hour and name is not None and name.asset_class not in ("crypto", "index_crypto"):
+                    raise NotAPriceHistory(f"hourly candles of {name.symbol}, not a crypto pair: only crypto is "
+                                           "sampled from hourly candles")
+                frame = READERS[kind](path, keep_time=True) if hour else READERS[kind](path)
             except NotAPriceHistory as why:
                 problems.append(InputProblem(rel, f"not a price history ({clip(str(why))})", "file skipped",
                                              "file_not_price_history", name.symbol if name else None))
@@ -571,6 +621,11 @@ class FilesSource:
                 continue
             else:
                 found = [(name, frame)]
+            if hour:
+                for sym, part in found:
+                    names.setdefault(sym.symbol, sym)
+                    hourly.setdefault(sym.symbol, []).append((rel, self._hourly_rows(part, rel, sym.symbol, problems)))
+                continue
             for sym, part in found:
                 part = _refuse_missing(part)
                 for r in part.filter(pl.col(_WHY).is_not_null()).select(ORIGIN, "date", _WHY).iter_rows(named=True):
@@ -580,7 +635,9 @@ class FilesSource:
                 part = _one_bar_per_date(part, rel, sym.symbol, warnings, problems)
                 names.setdefault(sym.symbol, sym)
                 parts.setdefault(sym.symbol, []).append((rel, part))
+        at_close = self._equity_close_bars(hourly, parts, names, failed_files, warnings)
         by_symbol, conflicts = self._merge(parts)
+        by_symbol.update(at_close)
         failed = {s: v for s, v in failed_files.items() if s not in by_symbol}
         for sym, (rel, other, detail) in conflicts.items():
             refused = self.on_conflict == "refuse"
@@ -623,6 +680,76 @@ class FilesSource:
         done = FilesRead(bars, conform_assets(pl.DataFrame(meta)), warnings, problems, failed)
         self._memo = (universe, done)
         return done
+
+    @staticmethod
+    def _hourly_rows(part: pl.DataFrame, rel: str, symbol: str, problems: list[InputProblem]) -> pl.DataFrame:
+        """An hourly file's valid candles (``_TS``, prices, ``origin``); every other row is a problem."""
+        part = _refuse_missing(part).with_columns(
+            _why(pl.when(pl.col(_TS).is_null()).then(pl.lit("no time of day: an hourly file needs timestamps"))).alias(_WHY)
+        )
+        for r in part.filter(pl.col(_WHY).is_not_null()).select(ORIGIN, "date", _WHY).iter_rows(named=True):
+            problems.append(InputProblem(rel, r[_WHY], "row held back", _row_kind(r[_WHY]), symbol,
+                                         _line_of(r[ORIGIN], rel), r["date"]))
+        part = _complete(part.filter(pl.col(_WHY).is_null()).drop(_WHY))
+        values = [c for c in part.columns if c not in (ORIGIN, "date")]
+        part = part.unique(values, keep="first", maintain_order=True)
+        clash = part.filter(pl.col(_TS).is_duplicated())
+        for r in clash.sort(_TS).iter_rows(named=True):
+            problems.append(InputProblem(
+                rel, f"hour {r[_TS]:%Y-%m-%d %H:%M} UTC appears more than once with different values (close {r['close']})",
+                "every version of the hour held back", "duplicate_date_conflict", symbol, _line_of(r[ORIGIN], rel),
+                r["date"],
+            ))
+        return part.filter(~pl.col(_TS).is_duplicated())
+
+    def _equity_close_bars(
+        self, hourly: dict[str, list[tuple[str, pl.DataFrame]]], parts: dict[str, list[tuple[str, pl.DataFrame]]],
+        names: dict[str, SymbolName], failed: dict[str, tuple[str, str]], warnings: list[str],
+    ) -> dict[str, pl.DataFrame]:
+        """Crypto daily bars sampled at the equity close from the hourly files, when the setting asks for them.
+
+        Removes crypto symbols' daily parts from ``parts`` then (never two conventions in one history).
+        """
+        if self.crypto_close != "equity_close":
+            if hourly:
+                files = sorted({rel for found in hourly.values() for rel, _ in found})
+                warnings.append(
+                    f"{len(files)} hourly file(s) not used ({', '.join(files[:5])}{' ...' if len(files) > 5 else ''}): "
+                    "hourly candles feed crypto bars only with XASSET_CRYPTO_CLOSE=equity_close"
+                )
+            return {}
+        from flows.calendar import equity_closes
+        from transforms.crypto_close import HOURLY_SCHEMA, bar_spans, equity_close_bars
+
+        out: dict[str, pl.DataFrame] = {}
+        for sym, found in hourly.items():
+            # The first file holding an hour wins; the others add the hours it lacks.
+            merged = pl.concat([f for _, f in found], how="diagonal_relaxed").unique(_TS, keep="first", maintain_order=True)
+            if merged.is_empty():
+                failed.setdefault(sym, ("error", "every row of its hourly file(s) was held back"))
+                continue
+            candles = merged.with_columns(pl.lit(sym).alias("symbol"), pl.col(_TS).alias("ts"))
+            first = candles["ts"].min().date() - timedelta(days=1)
+            closes = equity_closes(first, candles["ts"].max().date() + timedelta(days=1), self.calendar)
+            bars = equity_close_bars(candles.select(list(HOURLY_SCHEMA)), closes)
+            # Each bar comes from its closing candle's file and row.
+            at = bar_spans(closes).select("date", (pl.col("close_at") - timedelta(hours=1)).alias("ts"))
+            origin = at.join(candles.select("ts", ORIGIN), on="ts").select("date", ORIGIN)
+            if bars.is_empty():
+                failed.setdefault(sym, ("error", f"its hourly candles ({candles['ts'].min():%Y-%m-%d %H:%M}.."
+                                                 f"{candles['ts'].max():%Y-%m-%d %H:%M} UTC) hold no candle ending at "
+                                                 "an equity close"))
+                continue
+            out[sym] = bars.join(origin, on="date", how="left").drop("symbol")
+            if sym in parts:
+                files = ", ".join(rel for rel, _ in parts.pop(sym))
+                warnings.append(f"{sym}: daily file(s) {files} not used: with XASSET_CRYPTO_CLOSE=equity_close its "
+                                "bars are sampled at the equity close from its hourly file(s)")
+        for sym in [s for s in parts if s not in out and names[s].asset_class in ("crypto", "index_crypto")]:
+            files = ", ".join(rel for rel, _ in parts.pop(sym))
+            failed[sym] = ("error", f"no hourly file: XASSET_CRYPTO_CLOSE=equity_close samples crypto at the equity "
+                                    f"close from hourly candles (e.g. {sym}_USDT-1h.json); daily file(s) {files} not used")
+        return out
 
     def _merge(self, parts: dict[str, list[tuple[str, pl.DataFrame]]]):
         """One history per symbol from every file holding it; files that disagree are conflicts."""
