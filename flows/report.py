@@ -73,6 +73,12 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     events: pl.DataFrame | None = None
     headline: dict | None = None
+    # When the crypto bars behind the correlations close (pipeline_runs.crypto_close); None: not recorded.
+    crypto_close: str | None = None
+
+    @property
+    def crypto_close_text(self) -> str:
+        return CRYPTO_CLOSE_TEXT.get(self.crypto_close or "", "crypto close convention not recorded")
 
     @property
     def html_path(self) -> Path:
@@ -97,9 +103,28 @@ class Warehouse:
         return self.con.sql(text, params=params).pl()
 
 
-def source_note(as_of: date, synthetic: bool) -> str:
+# How the report names each crypto-close convention (Settings.crypto_close, docs/analytics.md).
+CRYPTO_CLOSE_TEXT = {
+    "utc_midnight": "crypto daily bars close at 00:00 UTC (after the US close)",
+    "equity_close": "crypto sampled at the equity close (16:00 New York, 13:00 on early closes)",
+}
+
+
+def source_note(as_of: date, synthetic: bool, crypto_close: str | None = None) -> str:
     origin = "SYNTHETIC sample market (made-up prices)" if synthetic else "xasset warehouse"
-    return f"Source: {origin}; as of {as_of}"
+    close = f"; {CRYPTO_CLOSE_TEXT[crypto_close]}" if crypto_close in CRYPTO_CLOSE_TEXT else ""
+    return f"Source: {origin}; as of {as_of}{close}"
+
+
+def crypto_close_of(wh: Warehouse) -> str | None:
+    """The published run's crypto close, or None (no run log, or one written before it was recorded)."""
+    if "pipeline_runs" not in wh.tables:
+        return None
+    try:
+        rows = wh.query("crypto_close")
+    except duckdb.Error:  # a warehouse published before pipeline_runs.crypto_close existed
+        return None
+    return rows["crypto_close"][0] if rows.height else None
 
 
 def _finish(fig, note: str) -> bytes:
@@ -379,8 +404,9 @@ def write_report(warehouse_path: Path, reports_dir: Path, as_of: date | None = N
         wh = Warehouse(con, day)
         assets = wh.query("assets")
         synthetic = assets.height > 0 and assets["name"].str.ends_with(SYNTHETIC_TAG).all()
-        note = source_note(day, synthetic)
-        report = Report(day, synthetic, reports_dir / str(day))
+        crypto_close = crypto_close_of(wh)
+        note = source_note(day, synthetic, crypto_close)
+        report = Report(day, synthetic, reports_dir / str(day), crypto_close=crypto_close)
         for label, needs, draw in CHARTS:
             missing = [t for t in needs if t not in wh.tables]
             if missing:

@@ -50,6 +50,13 @@ def test_equity_close_runs_the_sample_market_and_records_the_convention(tmp_path
     assert runs.rows() == [(run.run_id, "equity_close")]
     manifest = json.loads((tmp_path / "marts" / "mart_rolling_correlation.manifest.json").read_text())
     assert manifest["crypto_close"] == "equity_close"
+    # The report names it, on the page and under every chart.
+    from flows.report import write_report
+
+    report = write_report(tmp_path / "warehouse.duckdb", tmp_path / "reports")
+    assert report.crypto_close == "equity_close"
+    html = report.html_path.read_text()
+    assert 'data-crypto-close="equity_close"' in html and "crypto sampled at the equity close" in html
     # Its own lake: nothing landed where the utc_midnight bars live.
     assert (tmp_path / "lake" / "crypto_close=equity_close" / "bars" / "source=sample").is_dir()
     assert not (tmp_path / "lake" / "bars").exists()
@@ -86,6 +93,13 @@ def test_switching_the_convention_rebuilds_everything_and_never_mixes_bars(tmp_p
     assert both.height > 250 and (both["close"] != both["close_eq"]).all()
     runs = query(tmp_path, "SELECT crypto_close FROM pipeline_runs ORDER BY started_at")["crypto_close"].to_list()
     assert runs == ["utc_midnight", "equity_close", "equity_close"]
+    from flows.report import crypto_close_of, Warehouse
+
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    try:
+        assert crypto_close_of(Warehouse(con, D1)) == "equity_close"
+    finally:
+        con.close()
     # And back: the default convention's published tables were replaced, so it rebuilds in full too.
     crypto_close("utc_midnight")
     back = nightly(source="sample", start=START, as_of=D1 + timedelta(days=6), data_dir=str(tmp_path))
