@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -74,3 +74,40 @@ def test_small_cap_altcoin_correlation_changes_sign(market):
     for asset in ("ADA", "BTC"):
         c = corr.filter(pl.col("asset") == asset)["correlation"]
         assert c.max() > 0.4 and c.min() < -0.1, f"{asset}: regimes from coupled to inverse expected"
+
+
+def test_hourly_candles_agree_with_the_daily_bars_and_feed_the_equity_close():
+    """crypto_close=equity_close: the hourly path closes at each daily close at 00:00 UTC, is
+    deterministic and prefix-stable, and its bars at the equity close sit at 20:00/21:00 UTC."""
+    from flows.calendar import equity_closes
+
+    uni = load_universe()
+    as_of = date(2024, 12, 31)
+    src = SampleSource(seed=7, crypto_close="equity_close")
+    daily = src.generate(uni, as_of)
+    hourly = src.hourly(uni, daily)
+    btc_h = hourly.filter(pl.col("symbol") == "BTC").sort("ts")
+    btc_d = daily.filter(pl.col("symbol") == "BTC").sort("date")
+    # The candle ending at D+1 00:00 UTC closes at the daily close of D.
+    last_of_day = btc_h.filter(pl.col("ts").dt.hour() == 23).with_columns(pl.col("ts").dt.date().alias("date"))
+    joined = last_of_day.join(btc_d, on="date", suffix="_d")
+    assert joined.height == btc_d.height
+    assert (joined["close"] - joined["close_d"]).abs().max() < 1e-9 * joined["close_d"].max()
+    assert (btc_h["high"] >= btc_h[["open", "close"]].max_horizontal()).all()
+    assert (btc_h["low"] <= btc_h[["open", "close"]].min_horizontal()).all()
+    # Deterministic and prefix-stable, like the daily bars.
+    shorter = SampleSource(seed=7, crypto_close="equity_close")
+    early = shorter.hourly(uni, shorter.generate(uni, date(2024, 6, 30))).filter(pl.col("symbol") == "BTC")
+    assert early.equals(btc_h.filter(pl.col("ts") < datetime(2024, 7, 1, tzinfo=UTC)))
+    # The bars the source returns are sampled at the equity close: each is the hourly close at that instant.
+    bars = src.fetch(uni, date(2024, 1, 1), as_of, {}, pl.DataFrame()).bars
+    btc = bars.filter(pl.col("symbol") == "BTC").sort("date")
+    closes = equity_closes(date(2024, 1, 1), as_of).with_columns((pl.col("close_at") - timedelta(hours=1)).alias("ts"))
+    expect = closes.join(btc_h.select("ts", pl.col("close").alias("hourly_close")), on="ts")
+    got = btc.join(expect, on="date")
+    assert got.height == btc.height == 366
+    assert (got["close"] == got["hourly_close"]).all()
+    # Equities are untouched by the convention.
+    rut = bars.filter(pl.col("symbol") == "^RUT")
+    assert rut.equals(SampleSource(seed=7).fetch(uni, date(2024, 1, 1), as_of, {}, pl.DataFrame()).bars.filter(
+        pl.col("symbol") == "^RUT"))
