@@ -88,7 +88,8 @@ def equity_close_bars(hourly: pl.DataFrame, closes: pl.DataFrame) -> pl.DataFram
             pl.col("high").max(),
             pl.col("low").min(),
             pl.col("close").filter(pl.col("end_at") == pl.col("close_at")).last(),
-            pl.col("volume").sum(),
+            # No volume in any candle is no volume, not zero.
+            pl.when(pl.col("volume").is_not_null().any()).then(pl.col("volume").sum()).alias("volume"),
         )
         .filter(pl.col("close").is_not_null())
         .with_columns(pl.col("close").alias("adj_close"))

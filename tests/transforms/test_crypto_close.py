@@ -101,6 +101,8 @@ def test_symbols_are_kept_apart_and_no_candles_give_no_bars():
     bars = equity_close_bars(both, closes)
     assert bars.select("symbol", "close").rows() == [("A", 1.0), ("B", 2.0)]
     assert equity_close_bars(both.clear(), closes).is_empty()
+    # Candles without volume make a bar without volume (null), not a volume of zero.
+    assert equity_close_bars(both.with_columns(pl.lit(None, pl.Float64).alias("volume")), closes)["volume"].null_count() == 2
 
 
 def _path(start: datetime, hours: int, seed: int = 7) -> np.ndarray:
