@@ -104,3 +104,21 @@ def test_switching_the_convention_rebuilds_everything_and_never_mixes_bars(tmp_p
     crypto_close("utc_midnight")
     back = nightly(source="sample", start=START, as_of=D1 + timedelta(days=6), data_dir=str(tmp_path))
     assert back.status == "succeeded" and back.incremental_from is None
+
+
+def test_a_run_log_written_before_the_column_existed_reads_it_as_null(tmp_path):
+    from datetime import UTC, datetime
+
+    from warehouse.files import atomic_write_parquet
+    from warehouse.runs import RunLog
+    from warehouse.tables import PIPELINE_RUNS
+
+    old_schema = {k: v for k, v in PIPELINE_RUNS.polars_schema.items() if k != "crypto_close"}
+    old = pl.DataFrame([{"run_id": "r1", "started_at": datetime(2026, 1, 2, tzinfo=UTC), "source": "sample",
+                         "as_of": date(2026, 1, 1), "status": "succeeded"}], schema=old_schema)
+    atomic_write_parquet(old, tmp_path / "state" / "pipeline_runs.parquet")
+    log = RunLog(tmp_path)
+    assert log.runs()["crypto_close"].to_list() == [None]
+    log.record_run({"run_id": "r2", "started_at": datetime(2026, 1, 3, tzinfo=UTC), "source": "sample",
+                    "as_of": date(2026, 1, 2), "status": "running", "crypto_close": "equity_close"})
+    assert log.runs()["crypto_close"].to_list() == [None, "equity_close"]
