@@ -178,7 +178,7 @@ def stage_ranks(work: Path, args) -> None:
     """Cross-sectional percentile ranks (the Alpha Score's core step) vs numpy.
 
     The metric is each stock's 21-session log return; the Polars side is the
-    expression ``transforms.factors.factor_panel`` uses (within the sector when
+    expression ``transforms.factors.build_factor_marts`` ranks with (within the sector when
     it has ``min_sector_size`` values that day, else across all stocks).
     """
     import numpy as np

@@ -19,6 +19,7 @@ from datetime import date, timedelta
 from fractions import Fraction
 
 import polars as pl
+from polars.testing import assert_frame_equal
 
 FAMILIES = ("momentum", "value", "quality", "sentiment")  # doc: "From metrics to scores", 3.
 WEIGHTS = {"momentum": 30, "value": 25, "quality": 25, "sentiment": 20}  # doc: 4.
@@ -226,3 +227,20 @@ def alpha_score(
         orient="row",
     )  # fmt: skip
     return scores.sort("date", "symbol"), long.sort("date", "symbol", "metric")
+
+
+# Ranks and sub-scores: the oracle's exact fractions against the code's floats.
+APPROX_COLUMNS = ("rank_pct", "momentum_score", "value_score", "quality_score", "sentiment_score")
+
+
+def assert_equal(got: tuple[pl.DataFrame, pl.DataFrame], want: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    """``(scores, metrics)`` equal to the oracle's: same rows (in any order), ranks and
+    sub-scores to 1e-9, everything else exactly."""
+    for g, w, key in zip(got, want, (["date", "symbol"], ["date", "symbol", "metric"]), strict=True):
+        g = g.sort(key)
+        assert g.schema == w.schema
+        assert g.height == w.height, f"{g.height} rows, the oracle has {w.height}"
+        exact = [c for c in g.columns if c not in APPROX_COLUMNS]
+        assert_frame_equal(g.select(exact), w.select(exact), check_exact=True)
+        approx = [c for c in g.columns if c in APPROX_COLUMNS]
+        assert_frame_equal(g.select(approx), w.select(approx), check_exact=False, rel_tol=0, abs_tol=1e-9)

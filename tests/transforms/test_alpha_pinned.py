@@ -105,21 +105,6 @@ def panel():
     return make_panel()
 
 
-# Ranks and sub-scores: the oracle's exact fractions against the code's floats.
-APPROX_COLUMNS = ("rank_pct", "momentum_score", "value_score", "quality_score", "sentiment_score")
-
-
-def assert_equal_oracle(got: tuple[pl.DataFrame, pl.DataFrame], want: tuple[pl.DataFrame, pl.DataFrame]) -> None:
-    for g, w, key in zip(got, want, (["date", "symbol"], ["date", "symbol", "metric"]), strict=True):
-        g = g.sort(key)
-        assert g.schema == w.schema
-        assert g.height == w.height, f"{g.height} rows, the oracle has {w.height}"
-        exact = [c for c in g.columns if c not in APPROX_COLUMNS]
-        assert_frame_equal(g.select(exact), w.select(exact), check_exact=True)
-        approx = [c for c in g.columns if c in APPROX_COLUMNS]
-        assert_frame_equal(g.select(approx), w.select(approx), check_exact=False, rel_tol=0, abs_tol=1e-9)
-
-
 @pytest.mark.parametrize("with_fundamentals", [True, False])
 def test_marts_equal_oracle(panel, with_fundamentals):
     prices, assets, sessions, fund = panel
@@ -127,7 +112,7 @@ def test_marts_equal_oracle(panel, with_fundamentals):
     want = oracle.alpha_score(prices, assets, sessions, f)
     assert want[0].height > 5000 and want[1].height > 5000
     assert set(want[1]["rank_scope"]) == {"sector", "all"}
-    assert_equal_oracle(build_factor_marts(prices, assets, sessions, f), want)
+    oracle.assert_equal(build_factor_marts(prices, assets, sessions, f), want)
 
 
 # Families left out weigh 0; with momentum alone, the sessions before any
@@ -141,7 +126,7 @@ def test_marts_equal_oracle_with_options(panel, weights):
     got = build_factor_marts(prices, assets, sessions, fund, min_sector_size=7, min_cross_section=20, weights=weights,
                              thresholds=LabelThresholds(strong=60, moderate=30), fundamentals_tolerance=tolerance)  # fmt: skip
     assert (want[0]["alpha_score"].null_count() > 0) == (weights == {"momentum": 1.0})
-    assert_equal_oracle(got, want)
+    oracle.assert_equal(got, want)
 
 
 def test_custom_metrics_equal_oracle(panel):
@@ -164,7 +149,7 @@ def test_custom_metrics_equal_oracle(panel):
         oracle.OracleMetric("reversal_5", "momentum", reversal_5, True),
         oracle.OracleMetric("pe", "value", oracle.reported("trailing_pe"), False),
     ))  # fmt: skip
-    assert_equal_oracle(got, want)
+    oracle.assert_equal(got, want)
 
 
 def test_sample_market_equals_oracle():
@@ -179,7 +164,7 @@ def test_sample_market_equals_oracle():
     sessions = xnys_sessions(start, as_of)
     want = oracle.alpha_score(batch.bars, batch.assets, sessions, batch.fundamentals)
     assert want[0]["coverage"].max() == 4 and want[0]["alpha_label"].n_unique() == 3
-    assert_equal_oracle(build_factor_marts(batch.bars, batch.assets, sessions, batch.fundamentals), want)
+    oracle.assert_equal(build_factor_marts(batch.bars, batch.assets, sessions, batch.fundamentals), want)
 
 
 # Every daily price history in ../shared/data/real (see its SOURCES.md), each
@@ -227,7 +212,7 @@ def test_real_prices_equal_oracle(real_data):
     assert len(scored) == assets.height and want[0].height > 20000
     momentum = want[1].filter(pl.col("metric") == "momentum_12_1")
     assert momentum.height > 10000 and set(momentum["rank_scope"]) == {"sector", "all"}
-    assert_equal_oracle(build_factor_marts(prices, assets, sessions, fund), want)
+    oracle.assert_equal(build_factor_marts(prices, assets, sessions, fund), want)
 
 
 def test_oracle_follows_the_doc_by_hand():
