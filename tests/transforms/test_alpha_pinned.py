@@ -87,11 +87,13 @@ def make_panel(seed: int = 21):
     equities = assets.filter(pl.col("asset_class") == "equity")
     fund = sample_fundamentals(equities, prices.filter(pl.col("symbol").is_in(symbols)), seed=3,
                                start=SESSIONS[0], end=SESSIONS[-1])  # fmt: skip
-    # A snapshot dated after the last session, a zero P/E, and a stock without any.
+    # A snapshot dated after the last session, a restated one (same as_of, a
+    # later row: it wins), a zero P/E, and a stock without any.
     late = fund.filter(pl.col("symbol") == "S02").tail(1).with_columns(
         pl.lit(SESSIONS[-1] + timedelta(days=10)).alias("as_of"), pl.lit(1.0).alias("trailing_pe")
     )
-    fund = pl.concat([fund.filter(pl.col("symbol") != "S20"), late]).with_columns(
+    restated = fund.filter(pl.col("symbol") == "S11").slice(3, 1).with_columns(pl.lit(-7.0).alias("trailing_pe"))
+    fund = pl.concat([fund.filter(pl.col("symbol") != "S20"), late, restated]).with_columns(
         pl.when((pl.col("symbol") == "S04") & (pl.col("as_of") > SESSIONS[100]) & (pl.col("as_of") < SESSIONS[200]))
         .then(0.0).otherwise(pl.col("trailing_pe")).alias("trailing_pe")
     )  # fmt: skip
