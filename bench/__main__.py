@@ -178,7 +178,7 @@ def stage_ranks(work: Path, args) -> None:
     """Cross-sectional percentile ranks (the Alpha Score's core step) vs numpy.
 
     The metric is each stock's 21-session log return; the Polars side is the
-    expression ``transforms.factors.factor_panel`` uses (within the sector when
+    expression ``transforms.factors.build_factor_marts`` ranks with (within the sector when
     it has ``min_sector_size`` values that day, else across all stocks).
     """
     import numpy as np
@@ -232,19 +232,6 @@ def stage_ranks(work: Path, args) -> None:
     )
 
 
-def _legacy_alpha():
-    """``bench/legacy_alpha.py``: the Alpha Score before the performance rework."""
-    import importlib.util
-
-    name = "bench_legacy_alpha"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("legacy_alpha.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
 def _alpha_inputs(work: Path):
     import polars as pl
 
@@ -288,12 +275,6 @@ def stage_alpha_score(work: Path, args) -> None:
     from transforms.factors import build_factor_marts
 
     _run_alpha_score(work, "alpha_score", build_factor_marts, evaluate_factors, keep=True)
-
-
-def stage_alpha_score_legacy(work: Path, args) -> None:
-    """The same with the code before the performance rework (bench/legacy_alpha.py)."""
-    legacy = _legacy_alpha()
-    _run_alpha_score(work, "alpha_score_legacy", legacy.build_factor_marts, legacy.evaluate_factors, keep=False)
 
 
 def stage_alpha_score_last_day(work: Path, args) -> None:
@@ -358,7 +339,6 @@ STAGES = {
     "ranks": stage_ranks,
     "alpha_score": stage_alpha_score,
     "alpha_score_last_day": stage_alpha_score_last_day,
-    "alpha_score_legacy": stage_alpha_score_legacy,
     "prefect": stage_prefect,
 }
 

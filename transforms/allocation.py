@@ -145,14 +145,8 @@ def project_to_bands(
 # --------------------------------------------------------------------------- calendar
 
 
-def rebalance_flags(dates: pl.Series, frequency: str) -> pl.Series:
-    """True on the first listed day of each week (ISO, Monday-based), month or quarter."""
-    days = dates.cast(pl.Date).to_numpy().astype("datetime64[D]")
-    flags = _period_starts(days, frequency)
-    return pl.Series("rebalance", flags, dtype=pl.Boolean)
-
-
 def _period_starts(days: np.ndarray, frequency: str) -> np.ndarray:
+    """True on the first listed day of each week (ISO, Monday-based), month or quarter."""
     if frequency == "weekly":
         # 1970-01-01 was a Thursday: shifting by 3 makes weeks start on Monday.
         key = (days.astype(np.int64) + 3) // 7

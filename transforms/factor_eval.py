@@ -24,13 +24,6 @@ FACTOR_COLUMNS: dict[str, str] = {
     "alpha": "alpha_score",
 }
 
-FWD_SCHEMA: dict[str, pl.DataType] = {
-    "date": pl.Date(),
-    "symbol": pl.String(),
-    "horizon_sessions": pl.Int64(),
-    "fwd_return": pl.Float64(),
-}
-
 # The daily spread is published with the IC so that the summary can be
 # recomputed from stored rows (an incremental run) instead of from all scores.
 IC_SCHEMA: dict[str, pl.DataType] = {
@@ -110,34 +103,6 @@ def _forward_grid(
     )
 
 
-def forward_returns(
-    prices: pl.DataFrame,
-    sessions: pl.Series,
-    horizons: Sequence[int] = (21, 63),
-    symbols: Sequence[str] | None = None,
-) -> pl.DataFrame:
-    """``date, symbol, horizon_sessions, fwd_return`` = adj_close[t+h] / adj_close[t] - 1.
-
-    ``h`` counts sessions on the calendar (not bars), so a missing bar at t or
-    t+h, or a stock delisted before t+h, gives no row rather than a stretched
-    window. Sorted by horizon, date, symbol.
-    """
-    _check_horizons(horizons)
-    if not horizons:
-        return pl.DataFrame(schema=FWD_SCHEMA)
-    grid = _forward_grid(prices, _calendar(sessions), sorted(set(horizons)), symbols)
-    n_sym = int(grid["sym"].max() or 0) + 1
-    grid = grid.sort(pl.col("session_idx") * n_sym + pl.col("sym"))
-    parts = [
-        grid.lazy()
-        .filter(pl.col(f"fwd_{h}").is_not_null())
-        .select("date", "symbol", pl.lit(h, dtype=pl.Int64).alias("horizon_sessions"), pl.col(f"fwd_{h}").alias("fwd_return"))
-        for h in sorted(horizons)
-    ]
-    out = pl.concat(pl.collect_all(parts))
-    return out.select([pl.col(c).cast(t) for c, t in FWD_SCHEMA.items()])
-
-
 DAILY_SCHEMA: dict[str, pl.DataType] = {
     "date": pl.Date(),
     "factor": pl.String(),
@@ -194,45 +159,6 @@ def _daily_from_base(
     return out.select([pl.col(c).cast(t) for c, t in DAILY_SCHEMA.items()])
 
 
-def factor_daily_stats(
-    scores: pl.DataFrame,
-    fwd: pl.DataFrame,
-    *,
-    factors: Mapping[str, str] = FACTOR_COLUMNS,
-    min_obs: int = 5,
-    quantiles: int = 5,
-) -> pl.DataFrame:
-    """Per session, factor and horizon: ``ic``, ``n`` and ``top_minus_bottom``.
-
-    ``ic`` is the Spearman rank correlation (Pearson of average ranks, so ties
-    are handled as pandas does) between the score and the forward return over
-    the ``n`` stocks having both; null when ``n < min_obs`` or either side is
-    constant that session. ``top_minus_bottom`` is the mean forward return of
-    the top quantile minus that of the bottom one, quantiles balanced as
-    pandas ``qcut`` cuts the ranks (``quantile_bucket``), so tied scores share
-    a bucket; null when either bucket is empty. ``scores`` is ``mart_factor_scores`` (or any frame with ``date,
-    symbol`` and the ``factors`` columns); ``fwd`` is ``forward_returns``.
-    ``factor_daily_stats_from_prices`` is the same from prices, faster.
-    """
-    horizons = fwd["horizon_sessions"].unique().sort().to_list()
-    if not horizons or not factors:
-        return pl.DataFrame(schema=DAILY_SCHEMA)
-    fwd_wide = (
-        fwd.lazy()
-        .group_by("date", "symbol")
-        .agg([pl.col("fwd_return").filter(pl.col("horizon_sessions") == h).first().alias(f"fwd_{h}") for h in horizons])
-    )
-    # One join for every factor and horizon; each pairing then only filters.
-    base = (
-        scores.lazy()
-        .select("date", "symbol", *[pl.col(c).cast(pl.Float64).alias(f) for f, c in factors.items()])
-        .join(fwd_wide, on=["date", "symbol"], how="inner")
-        .sort("date", "symbol")
-        .collect()
-    )
-    return _daily_from_base(base, horizons, factors, min_obs, quantiles)
-
-
 def factor_daily_stats_from_prices(
     scores: pl.DataFrame,
     prices: pl.DataFrame,
@@ -244,9 +170,19 @@ def factor_daily_stats_from_prices(
     quantiles: int = 5,
     from_date: date | None = None,
 ) -> pl.DataFrame:
-    """``factor_daily_stats(scores, forward_returns(prices, sessions, horizons))``
-    without the long forward-return frame: each score row finds its forward
-    returns by position in the session grid.
+    """Per session, factor and horizon: ``ic``, ``n`` and ``top_minus_bottom``
+    (``DAILY_SCHEMA``), from the scores and the forward returns of ``prices``;
+    each score row finds its forward returns by position in the session grid.
+
+    ``ic`` is the Spearman rank correlation (Pearson of average ranks, so ties
+    are handled as pandas does) between the score and the forward return over
+    the ``n`` stocks having both; null when ``n < min_obs`` or either side is
+    constant that session. ``top_minus_bottom`` is the mean forward return of
+    the top quantile minus that of the bottom one, quantiles balanced as
+    pandas ``qcut`` cuts the ranks (``quantile_bucket``), so tied scores share
+    a bucket; null when either bucket is empty. ``scores`` is
+    ``mart_factor_scores`` (or any frame with ``date, symbol`` and the
+    ``factors`` columns).
 
     With ``from_date``, only the sessions whose forward window reaches a
     session ``>= from_date`` are computed: those ``>= from_date - max(horizons)``
@@ -299,7 +235,7 @@ def factor_daily_stats_from_prices(
 
 
 def mart_factor_ic(daily: pl.DataFrame) -> pl.DataFrame:
-    """``date, factor, horizon_sessions, ic, n, top_minus_bottom`` from ``factor_daily_stats``."""
+    """``date, factor, horizon_sessions, ic, n, top_minus_bottom`` from ``factor_daily_stats_from_prices``."""
     return daily.select([pl.col(c).cast(t) for c, t in IC_SCHEMA.items()])
 
 
@@ -384,9 +320,7 @@ def evaluate_factors(
 __all__ = [
     "FACTOR_COLUMNS",
     "evaluate_factors",
-    "factor_daily_stats",
     "factor_daily_stats_from_prices",
     "factor_ic_summary",
-    "forward_returns",
     "mart_factor_ic",
 ]

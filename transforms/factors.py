@@ -1,10 +1,10 @@
 """Alpha Score: point-in-time cross-sectional factor scores for stocks.
 
-Pure transforms: Polars frames in, frames out. The pipeline is
+Pure transforms: Polars frames in, frames out. ``build_factor_marts`` is
 
-    session_grid -> factor_panel (metric values + percentile ranks, wide)
-                 -> mart_factor_metrics (long, one row per input metric)
-                 -> mart_factor_scores (sub-scores, Alpha Score, labels, text)
+    session grid (one row per stock and session) -> metric values
+      -> percentile ranks per metric -> mart_factor_metrics (one row per input metric)
+      -> sub-scores -> mart_factor_scores (sub-scores, Alpha Score, labels, text)
 
 Definitions for analysts live in docs/alpha_score.md; the metric set itself is
 the ``METRICS`` tuple below, the one place a metric is declared.
@@ -50,7 +50,8 @@ class Metric:
     """One scored input.
 
     ``formula`` is evaluated on the per-stock session grid (one row per stock
-    and session, sorted by symbol then date, see ``session_grid``) joined with
+    and session from its first to its last priced session, sorted by symbol then
+    date, ``adj_close`` null where the stock has no bar) joined with
     the point-in-time fundamentals snapshot; it must yield null, never zero or
     a sentinel, when an input is missing. Besides the grid's columns it may
     read ``grid_pos``: the row's position within its stock's run of the grid
@@ -201,7 +202,9 @@ def _calendar(sessions: pl.Series) -> pl.DataFrame:
 def _dense_grid(
     prices: pl.DataFrame, cal: pl.DataFrame, symbols: Sequence[str] | None = None, start_idx: int = 0
 ) -> pl.DataFrame:
-    """``session_grid`` restricted to sessions ``>= start_idx``, plus helpers.
+    """One row per stock and session from its first to its last priced session,
+    restricted to sessions ``>= start_idx``: ``symbol, session_idx, date, adj_close``
+    (null on sessions without a bar; bars off the calendar dropped) plus helpers.
 
     A stock's rows run from ``max(first priced session, start_idx)`` to its last
     priced session, so every row the full grid has on those sessions is here
@@ -257,17 +260,6 @@ def _dense_grid(
     if pos.height:
         adj = adj.scatter(pos["pos"], pos["adj_close"])
     return grid.with_columns(adj).select("symbol", "sym", "session_idx", "date", "adj_close", "grid_pos", "grid_rpos")
-
-
-def session_grid(prices: pl.DataFrame, sessions: pl.Series, symbols: Sequence[str] | None = None) -> pl.DataFrame:
-    """One row per stock and session from its first to its last priced session.
-
-    Returns ``symbol, session_idx, date, adj_close`` sorted by symbol then date;
-    ``adj_close`` is null on sessions the stock has no bar for. Bars dated off
-    the session calendar are dropped; bars are one per symbol and date (the
-    BAR_SCHEMA contract). ``session_idx`` numbers ``sessions`` from 0.
-    """
-    return _dense_grid(prices, _calendar(sessions), symbols).select("symbol", "session_idx", "date", "adj_close")
 
 
 def _stocks(assets: pl.DataFrame) -> pl.DataFrame:
@@ -444,78 +436,6 @@ def _metric_rows(ranked: Mapping[str, pl.DataFrame], metrics: Sequence[Metric]) 
     return out.select([pl.col(c).cast(t) for c, t in METRICS_SCHEMA.items()])
 
 
-def factor_panel(
-    prices: pl.DataFrame,
-    assets: pl.DataFrame,
-    sessions: pl.Series,
-    fundamentals: pl.DataFrame | None = None,
-    *,
-    metrics: Sequence[Metric] = METRICS,
-    min_sector_size: int = 5,
-    fundamentals_tolerance: timedelta | None = None,
-    min_cross_section: int = DEFAULT_MIN_CROSS_SECTION,
-) -> pl.DataFrame:
-    """Wide per-(date, symbol) frame of metric values and percentile ranks.
-
-    Columns: ``date, symbol, sector`` then per metric ``{name}`` (value),
-    ``{name}__rank`` (0-100, higher is better) and ``{name}__scope``
-    ('sector' | 'all'), then ``{family}_score`` for each family. Only stocks
-    (``asset_class == 'equity'``) are scored; sector comes from ``assets``.
-
-    A metric ranks within the stock's sector when at least ``min_sector_size``
-    stocks of that sector have it on that session, otherwise across all stocks.
-    ``fundamentals_tolerance`` (default None: no limit) ignores snapshots older
-    than that on a session. A metric held by fewer than ``min_cross_section``
-    stocks on a session is not ranked there.
-
-    ``build_factor_marts`` does not go through this wide frame (it is large);
-    it is kept for inspection and tests.
-    """
-    values = _metric_values(prices, assets, sessions, fundamentals, metrics, fundamentals_tolerance, None)
-    ranked = {m.name: _ranked(values, m, min_sector_size, min_cross_section) for m in metrics}
-    n = values.height
-    cols = []
-    for m in metrics:
-        cols.append(_spread(n, ranked[m.name], "rank_pct", pl.Float64).alias(f"{m.name}__rank"))
-        cols.append(_spread(n, ranked[m.name], "rank_scope", pl.String).alias(f"{m.name}__scope"))
-    return pl.concat(
-        [
-            values.select("date", "symbol", "sector", *[m.name for m in metrics]),
-            pl.DataFrame(cols),
-            _family_scores(n, ranked, metrics),
-        ],
-        how="horizontal",
-    )
-
-
-def mart_factor_metrics(panel: pl.DataFrame, metrics: Sequence[Metric] = METRICS) -> pl.DataFrame:
-    """Long ``date, symbol, metric, value, rank_pct, rank_scope``: one row per
-    stock, session and metric with a non-null value (null metrics have no rank
-    and are simply absent). Rows come in metric blocks (declaration order),
-    each in the panel's (date, symbol) order."""
-    if not metrics:
-        return pl.DataFrame(schema=METRICS_SCHEMA)
-    # Block-wise concatenation, not a global sort: at 2,000 stocks x 20 years
-    # the long frame has ~80M rows and sorting it dominates the cost; blocks
-    # are collected one by one and not rechunked, which measured ~5x faster.
-    parts = [
-        panel.lazy()
-        .filter(pl.col(m.name).is_not_null())
-        .select(
-            "date",
-            "symbol",
-            pl.lit(m.name).alias("metric"),
-            pl.col(m.name).alias("value"),
-            pl.col(f"{m.name}__rank").alias("rank_pct"),
-            pl.col(f"{m.name}__scope").alias("rank_scope"),
-        )
-        .collect()
-        for m in metrics
-    ]
-    out = pl.concat(parts, rechunk=False)
-    return out.select([pl.col(c).cast(t) for c, t in METRICS_SCHEMA.items()])
-
-
 def round_half_up(expr: pl.Expr) -> pl.Expr:
     """Round half up to an integer
     (74.5 -> 75, not banker's 74). Rounding to 9 decimals first absorbs float
@@ -666,27 +586,6 @@ def _by_key(frame: pl.DataFrame, key: str, expr: pl.Expr) -> pl.Series:
     return lookup.gather(keys)
 
 
-def mart_factor_scores(
-    panel: pl.DataFrame,
-    assets: pl.DataFrame,
-    *,
-    weights: Mapping[str, float] | None = None,
-    thresholds: LabelThresholds = LabelThresholds(),
-) -> pl.DataFrame:
-    """Scores per stock and session where at least one sub-score exists.
-
-    Sub-scores stay unrounded (0-100 floats); ``alpha_score`` is an Int64
-    rounded half-up. Labels, of the Alpha Score and of each sub-score in the
-    summary, are taken on the half-up rounded integer so the label always
-    agrees with the integer an analyst sees. ``weights`` maps family -> weight
-    (default ``DEFAULT_FAMILY_WEIGHTS``; a family left out weighs 0).
-    """
-    names = _stocks(assets).select("symbol", "name")
-    frame = panel.select("date", "symbol", "sector", *SCORE_COLUMNS).sort("date", "symbol")
-    frame = frame.with_columns(pl.struct("symbol", "sector").rank("dense").cast(pl.Int64).alias("__stock"))
-    return _score_rows(frame, names, weights, thresholds, headline_key="__stock")
-
-
 def build_factor_marts(
     prices: pl.DataFrame,
     assets: pl.DataFrame,
@@ -703,9 +602,7 @@ def build_factor_marts(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``(mart_factor_scores, mart_factor_metrics)`` from raw inputs.
 
-    The same frames as ``mart_factor_scores(factor_panel(...))`` and
-    ``mart_factor_metrics(factor_panel(...))``, computed metric by metric
-    without the wide panel. With ``from_date``, only the rows of sessions
+    Computed metric by metric, without a wide panel of every metric. With ``from_date``, only the rows of sessions
     ``>= from_date`` are computed and returned (equal to the full result
     filtered on ``date >= from_date``); the prices read are those of the
     ``max(lookback)`` sessions before it and later, plus each stock's first

@@ -146,11 +146,6 @@ def run_query_result(db_path: Path, sql: str, target: Target = Target.text, limi
     return Result(frame, False)
 
 
-def run_query(db_path: Path, sql: str) -> pl.DataFrame:
-    """Every row of a read-only query, with DuckDB's own types where polars has them."""
-    return run_query_result(db_path, sql, Target.parquet).frame
-
-
 def read_tables(db_path: Path, names: list[str]) -> dict[str, pl.DataFrame]:
     """Whole tables of a warehouse, read-only; a name the warehouse lacks is left out."""
     con = connect_read_only(db_path)

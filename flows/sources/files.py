@@ -554,9 +554,6 @@ class FilesSource:
         self.on_conflict = on_conflict
         self._memo: tuple[Universe, FilesRead] | None = None
 
-    def discover(self) -> list[Path]:
-        return [f for f, _ in self._discover()]
-
     def _discover(self) -> list[tuple[Path, str]]:
         """Each file and its name relative to the path it was found under (a file path: its
         name); with several paths, relative to that path's parent, so the names stay apart.
@@ -567,11 +564,6 @@ class FilesSource:
             found = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES)
             files.extend((f, f.relative_to(base).as_posix()) for f in found)
         return files
-
-    def read_all(self, universe: Universe) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
-        """(bars, assets, warnings) over every file; every problem is one of the warnings."""
-        done = self.read(universe)
-        return done.bars, done.assets, done.warnings + [p.text() for p in done.problems]
 
     def read(self, universe: Universe) -> FilesRead:
         """One pass over every file: what is valid, and every problem found (never only the first)."""

@@ -240,11 +240,6 @@ def bounded_timeout(timeout: float) -> float:
     return max(0.001, min(timeout, d.remaining()))
 
 
-def deadline_passed() -> bool:
-    d = _DEADLINE.get()
-    return d is not None and d.remaining() <= 0
-
-
 class _JitteredExponential(tenacity.wait.wait_base):
     """``base * 2**(n-1)`` capped at ``max_s``, scaled by a factor in [1-j, 1+j] (the settings' meaning).
 

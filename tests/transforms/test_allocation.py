@@ -18,9 +18,9 @@ from transforms.allocation import (
     PERFORMANCE_SCHEMA,
     SUMMARY_SCHEMA,
     WEIGHTS_SCHEMA,
+    _period_starts,
     band_compliance,
     project_to_bands,
-    rebalance_flags,
     simulate_mixes,
 )
 from transforms.policy import CASH, Mix, Policy, RegimeRule, Sleeve
@@ -216,6 +216,12 @@ def test_projection_property_no_grid_point_is_closer(problem):
 
 
 # --------------------------------------------------------------------------- calendar
+
+
+def rebalance_flags(dates: pl.Series, frequency: str) -> pl.Series:
+    """The rebalance calendar simulate_mixes uses, on a Series of dates."""
+    days = dates.cast(pl.Date).to_numpy().astype("datetime64[D]")
+    return pl.Series("rebalance", _period_starts(days, frequency), dtype=pl.Boolean)
 
 
 def test_rebalance_flags_monthly_weekly_quarterly():

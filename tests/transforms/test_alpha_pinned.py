@@ -1,54 +1,31 @@
-"""The Alpha Score's outputs are pinned to the implementation they replaced.
+"""The Alpha Score checked against an oracle written from docs/alpha_score.md.
 
-``bench/legacy_alpha.py`` is a frozen copy of ``transforms/factors.py`` and
-``transforms/factor_eval.py`` from before the performance rework. On a
-generated panel with every awkward case (late listings, price gaps, a zero
-price, tied paths, a stock without sector, a thin sector, fundamentals with
-missing values and snapshots dated after the last session) the current code
-must give the same frames: same rows, same order, same values bit for bit.
-The IC columns are Pearson correlations and means summed in whatever order a
-multithreaded group-by visits a session's rows, so the old code itself is only
-reproducible to a few ulps there; those two float columns are compared to
-1e-12 and everything else exactly.
+``tests/oracles/alpha.py`` re-derives every score from the documentation with
+plain loops and exact fractions; it shares no code with ``transforms/factors.py``.
+The two must agree on a generated panel with every awkward case (late listings,
+price gaps, a zero and a negative price, tied paths, stocks without sector, a
+thin sector, fundamentals with missing values and snapshots dated after the
+last session, shuffled inputs), on the sample market, and on the real price
+histories in ../shared/data/real: same rows, same values (ranks and sub-scores
+to 1e-9, everything else exactly).
+
+The ``from_date`` tests below compare incremental builds with the full one.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import date, timedelta
-from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
 from flows.sources.sample_fundamentals import sample_fundamentals
+from tests.oracles import alpha as oracle
 from transforms.factor_eval import evaluate_factors
-from transforms.factors import (
-    METRICS,
-    Metric,
-    build_factor_marts,
-    factor_panel,
-    mart_factor_metrics,
-)
-
-LEGACY_PATH = Path(__file__).resolve().parents[2] / "bench" / "legacy_alpha.py"
-
-
-def _load_legacy():
-    name = "xasset_legacy_alpha"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, LEGACY_PATH)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod  # dataclasses look their module up here
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-legacy = _load_legacy()
-
+from transforms.factors import METRICS, LabelThresholds, Metric, build_factor_marts
 
 def weekdays(start: date, n: int) -> list[date]:
     out, d = [], start
@@ -110,11 +87,13 @@ def make_panel(seed: int = 21):
     equities = assets.filter(pl.col("asset_class") == "equity")
     fund = sample_fundamentals(equities, prices.filter(pl.col("symbol").is_in(symbols)), seed=3,
                                start=SESSIONS[0], end=SESSIONS[-1])  # fmt: skip
-    # A snapshot dated after the last session, a zero P/E, and a stock without any.
+    # A snapshot dated after the last session, a restated one (same as_of, a
+    # later row: it wins), a zero P/E, and a stock without any.
     late = fund.filter(pl.col("symbol") == "S02").tail(1).with_columns(
         pl.lit(SESSIONS[-1] + timedelta(days=10)).alias("as_of"), pl.lit(1.0).alias("trailing_pe")
     )
-    fund = pl.concat([fund.filter(pl.col("symbol") != "S20"), late]).with_columns(
+    restated = fund.filter(pl.col("symbol") == "S11").slice(3, 1).with_columns(pl.lit(-7.0).alias("trailing_pe"))
+    fund = pl.concat([fund.filter(pl.col("symbol") != "S20"), late, restated]).with_columns(
         pl.when((pl.col("symbol") == "S04") & (pl.col("as_of") > SESSIONS[100]) & (pl.col("as_of") < SESSIONS[200]))
         .then(0.0).otherwise(pl.col("trailing_pe")).alias("trailing_pe")
     )  # fmt: skip
@@ -128,108 +107,141 @@ def panel():
     return make_panel()
 
 
-FLOAT_NOISE_COLUMNS = (
-    "ic", "top_minus_bottom", "top_minus_bottom_quintile_return", "mean_ic", "ic_std", "ic_tstat", "ic_tstat_naive"
-)
-
-
-def assert_same(got: pl.DataFrame, want: pl.DataFrame) -> None:
-    assert got.schema == want.schema
-    assert got.height == want.height
-    exact = [c for c in got.columns if c not in FLOAT_NOISE_COLUMNS]
-    assert_frame_equal(got.select(exact), want.select(exact), check_exact=True)
-    for c in got.columns:
-        if c in FLOAT_NOISE_COLUMNS:
-            assert_frame_equal(got.select(c), want.select(c), check_exact=False, rel_tol=0, abs_tol=1e-12)
-
-
 @pytest.mark.parametrize("with_fundamentals", [True, False])
-def test_marts_equal_legacy(panel, with_fundamentals):
+def test_marts_equal_oracle(panel, with_fundamentals):
     prices, assets, sessions, fund = panel
     f = fund if with_fundamentals else None
-    want_scores, want_metrics = legacy.build_factor_marts(prices, assets, sessions, f)
-    got_scores, got_metrics = build_factor_marts(prices, assets, sessions, f)
-    assert want_scores.height > 5000 and want_metrics.height > 5000
-    assert_same(got_scores, want_scores)
-    assert_same(got_metrics, want_metrics)
+    want = oracle.alpha_score(prices, assets, sessions, f)
+    assert want[0].height > 5000 and want[1].height > 5000
+    assert set(want[1]["rank_scope"]) == {"sector", "all"}
+    oracle.assert_equal(build_factor_marts(prices, assets, sessions, f), want)
 
 
-def test_marts_equal_legacy_with_options(panel):
+# Families left out weigh 0; with momentum alone, the sessions before any
+# momentum (126) have sub-scores but no Alpha Score, label, summary or headline.
+@pytest.mark.parametrize("weights", [{"momentum": 2.0, "value": 0.5, "sentiment": 1.0}, {"momentum": 1.0}])
+def test_marts_equal_oracle_with_options(panel, weights):
     prices, assets, sessions, fund = panel
-    kw = {
-        "min_sector_size": 7,
-        "weights": {"momentum": 2.0, "value": 0.5, "sentiment": 1.0},
-        "thresholds": legacy.LabelThresholds(strong=60, moderate=30),
-        "fundamentals_tolerance": timedelta(days=40),
-    }
-    want = legacy.build_factor_marts(prices, assets, sessions, fund, **kw)
-    got = build_factor_marts(prices, assets, sessions, fund, **kw)
-    for g, w in zip(got, want, strict=True):
-        assert_same(g, w)
+    tolerance = timedelta(days=40)
+    want = oracle.alpha_score(prices, assets, sessions, fund, min_sector_size=7, min_cross_section=20, weights=weights,
+                              strong=60, moderate=30, fundamentals_tolerance=tolerance)  # fmt: skip
+    got = build_factor_marts(prices, assets, sessions, fund, min_sector_size=7, min_cross_section=20, weights=weights,
+                             thresholds=LabelThresholds(strong=60, moderate=30), fundamentals_tolerance=tolerance)  # fmt: skip
+    assert (want[0]["alpha_score"].null_count() > 0) == (weights == {"momentum": 1.0})
+    oracle.assert_equal(got, want)
 
 
-def test_custom_metrics_equal_legacy(panel):
+def test_custom_metrics_equal_oracle(panel):
     # A caller-declared metric set, including a formula reading the grid with
-    # its own window expression, ranks the same as before.
+    # its own window expression, ranks as the oracle ranks the same definitions.
     prices, assets, sessions, fund = panel
     px = pl.col("adj_close")
 
-    def custom(metric_cls, momentum_6_1):
-        return (
-            momentum_6_1,
-            metric_cls("reversal_5", "momentum", -(px / px.shift(5).over("symbol") - 1.0), True, "5-session reversal"),
-            metric_cls("pe", "value", pl.col("trailing_pe"), False, "P/E"),
-        )
+    def reversal_5(h: oracle.History) -> float | None:
+        now, then = h.close(0), h.close(5)
+        return None if now is None or then is None or then == 0 else oracle._number(-(now / then - 1.0))
 
-    want = legacy.build_factor_marts(prices, assets, sessions, fund, metrics=custom(legacy.Metric, legacy.METRICS[1]))
-    got = build_factor_marts(prices, assets, sessions, fund, metrics=custom(Metric, METRICS[1]))
-    for g, w in zip(got, want, strict=True):
-        assert_same(g, w)
-
-
-def test_panel_and_metrics_equal_legacy(panel):
-    prices, assets, sessions, fund = panel
-    want = legacy.factor_panel(prices, assets, sessions, fund)
-    got = factor_panel(prices, assets, sessions, fund)
-    assert_same(got, want)
-    assert_same(mart_factor_metrics(got), legacy.mart_factor_metrics(want))
+    got = build_factor_marts(prices, assets, sessions, fund, metrics=(
+        METRICS[1],
+        Metric("reversal_5", "momentum", -(px / px.shift(5).over("symbol") - 1.0), True, "5-session reversal"),
+        Metric("pe", "value", pl.col("trailing_pe"), False, "P/E"),
+    ))  # fmt: skip
+    want = oracle.alpha_score(prices, assets, sessions, fund, metrics=(
+        oracle.METRICS[1],
+        oracle.OracleMetric("reversal_5", "momentum", reversal_5, True),
+        oracle.OracleMetric("pe", "value", oracle.reported("trailing_pe"), False),
+    ))  # fmt: skip
+    oracle.assert_equal(got, want)
 
 
-def test_evaluation_equal_legacy(panel):
-    prices, assets, sessions, fund = panel
-    scores, _ = legacy.build_factor_marts(prices, assets, sessions, fund)
-    want_ic, want_summary = legacy.evaluate_factors(scores, prices, sessions, horizons=(5, 21, 63))
-    got_ic, got_summary = evaluate_factors(scores, prices, sessions, horizons=(5, 21, 63))
-    assert want_ic.height > 1000
-    # The published IC now carries the daily spread the legacy code kept to itself.
-    assert_same(got_ic.drop("top_minus_bottom"), want_ic)
-    assert got_ic["top_minus_bottom"].is_not_null().sum() > 1000
-    assert_same(got_summary, want_summary)
+def test_sample_market_equals_oracle():
+    from flows.calendar import sessions as xnys_sessions
+    from flows.settings import get_settings
+    from flows.sources.sample import SampleSource
+    from flows.universe import load_universe
+
+    settings = get_settings()
+    start, as_of = date(2020, 1, 2), date(2021, 12, 31)
+    batch = SampleSource(seed=settings.sample_seed).fetch(load_universe(settings.universe_path), start, as_of, {}, None)
+    sessions = xnys_sessions(start, as_of)
+    want = oracle.alpha_score(batch.bars, batch.assets, sessions, batch.fundamentals)
+    assert want[0]["coverage"].max() == 4 and want[0]["alpha_label"].n_unique() == 3
+    oracle.assert_equal(build_factor_marts(batch.bars, batch.assets, sessions, batch.fundamentals), want)
 
 
-def test_daily_stats_bucket_edges_equal_legacy():
-    # Many sessions with 5..60 stocks and integer (tied) scores: quantile
-    # edges fall exactly on 5 * rank / n, where evaluation order matters.
-    rng = np.random.default_rng(5)
-    rows_s, rows_f = [], []
-    for k, d in enumerate(SESSIONS[:200]):
-        n = 5 + k % 56
-        syms = [f"S{i:02d}" for i in range(n)]
-        score = rng.integers(0, 12, n).astype(float)
-        fwd = np.round(rng.normal(0, 0.05, n), 3)
-        rows_s += [{"date": d, "symbol": s, "alpha_score": v} for s, v in zip(syms, score, strict=True)]
-        rows_f += [{"date": d, "symbol": s, "horizon_sessions": 21, "fwd_return": v} for s, v in zip(syms, fwd, strict=True)]
-    scores, fwd = pl.DataFrame(rows_s), pl.DataFrame(rows_f)
-    factors = {"alpha": "alpha_score"}
-    from transforms.factor_eval import factor_daily_stats
+# Every daily price history in ../shared/data/real (see its SOURCES.md), each
+# scored as if it were a stock: real listings, ends, holiday and weekend bars,
+# and exact ties (mimibotx BTC equals pratham093 BTC on every shared day).
+REAL_FILES = {  # folder: (sector, files)
+    "alitalbi-storage_data_fy": ("Financials", ("IWM", "RTY=F", "SPY", "^RUT", "^VIX")),
+    "pratham093-AEGIS": ("Information Technology", ("ADA-USD", "AVAX-USD", "BNB-USD", "BTC-USD", "DIA", "DOGE-USD",
+                         "DOT-USD", "ETH-USD", "IWM", "LINK-USD", "LTC-USD", "QQQ", "SOL-USD", "SPY", "XRP-USD")),
+    "xjcarter-data": ("Energy", ("IWM", "SPY", "^GSPC", "^RUT")),  # four: ranked across all stocks
+    "nascimento-fisica-Poeira_Cantor_Bin": ("Utilities", ("ADA-USD", "BTC-USD", "DOGE-USD", "ETH-USD", "SOL-USD",
+                                            "XRP-USD")),
+    "mimibotx-sketch-clawd": (None, ("BTC-USD", "SOL-USD")),  # no sector
+}  # fmt: skip
 
-    want = legacy.factor_daily_stats(scores, fwd, factors=factors)
-    got = factor_daily_stats(scores.sample(fraction=1.0, shuffle=True, seed=1), fwd, factors=factors)
-    assert want["top_minus_bottom"].null_count() < want.height
-    cols = ["date", "factor", "horizon_sessions", "n"]
-    assert_frame_equal(got.select(cols), want.select(cols), check_exact=True)
-    for c in ("ic", "top_minus_bottom"):
-        assert_frame_equal(got.select(c), want.select(c), check_exact=False, rel_tol=0, abs_tol=1e-12)
+
+def real_panel(real_data, start: date, end: date):
+    frames, assets = [], []
+    for folder, (sector, names) in REAL_FILES.items():
+        for name in names:
+            path = real_data / folder / f"{name}.csv"
+            if not path.exists():
+                pytest.skip(f"{path} not found (see ../shared/data/real/SOURCES.md)")
+            pdf = pd.read_csv(path, skiprows=[1] if folder == "pratham093-AEGIS" else [])
+            symbol = f"{folder.split('-')[0]}:{name}"
+            close = pdf["Adj Close"] if "Adj Close" in pdf else pdf["Close"]
+            days = pd.to_datetime(pdf["Date"].str[:10]).dt.date
+            frames.append(pl.DataFrame({"symbol": symbol, "date": days, "adj_close": close.astype(float)}))
+            assets.append({"symbol": symbol, "name": f"{name} ({folder})", "asset_class": "equity", "sector": sector,
+                           "industry": None})  # fmt: skip
+    prices = pl.concat(frames).filter(pl.col("date").is_between(start, end))
+    assets = pl.DataFrame(assets, schema={c: pl.String for c in ("symbol", "name", "asset_class", "sector", "industry")})
+    return prices, assets
+
+
+def test_real_prices_equal_oracle(real_data):
+    from flows.calendar import sessions as xnys_sessions
+
+    start, end = date(2019, 1, 1), date(2026, 2, 23)
+    prices, assets = real_panel(real_data, start, end)
+    sessions = xnys_sessions(start, end)
+    fund = sample_fundamentals(assets, prices, 5, start, end)  # synthetic snapshots on the real paths
+    want = oracle.alpha_score(prices, assets, sessions, fund)
+    scored = set(want[0]["symbol"])
+    assert len(scored) == assets.height and want[0].height > 20000
+    momentum = want[1].filter(pl.col("metric") == "momentum_12_1")
+    assert momentum.height > 10000 and set(momentum["rank_scope"]) == {"sector", "all"}
+    oracle.assert_equal(build_factor_marts(prices, assets, sessions, fund), want)
+
+
+def test_oracle_follows_the_doc_by_hand():
+    # The oracle's own rules on numbers worked out by hand from docs/alpha_score.md.
+    assert oracle.percentile(3.0, [1.0, 2.0, 3.0, 3.0]) == 100 * 3.5 / 4  # ties share their average rank
+    assert oracle.percentile(1.0, [1.0, 2.0]) == 50
+    assert oracle.half_up(oracle.Fraction(149, 2)) == 75 and oracle.half_up(oracle.Fraction(147, 2)) == 74
+    assert [oracle.label(s, 75, 40) for s in (75, 74, 40, 39)] == ["Strong", "Moderate", "Moderate", "Weak"]
+    h = oracle.History(closes=[50.0, None, *[100.0] * 250, 80.0, *[90.0] * 21], pos=273, snapshot={"trailing_pe": 0.0,
+                       "price_to_book": -2.0, "return_on_equity": float("nan")})  # fmt: skip
+    assert oracle.momentum(21, 252)(h) == 80.0 / 100.0 - 1  # t-21 is position 252 (80), t-252 position 21 (100)
+    assert oracle.momentum(21, 273)(h) == 80.0 / 50.0 - 1
+    assert oracle.momentum(21, 272)(h) is None  # a gap 272 sessions back
+    assert oracle.momentum(21, 274)(h) is None  # before the stock's own history
+    assert oracle.reciprocal("trailing_pe")(h) is None and oracle.reciprocal("price_to_book")(h) == -0.5
+    assert oracle.reported("return_on_equity")(h) is None
+    # Weights 30/25/25/20 rescaled over what the stock has: without quality, momentum weighs 30/75.
+    d = date(2024, 1, 2)
+    ten = [f"S{i}" for i in range(10)]
+    assets = pl.DataFrame({"symbol": ten, "name": ten, "asset_class": "equity", "sector": None})
+    prices = pl.DataFrame({"symbol": ten, "date": d, "adj_close": 1.0})
+    fund = pl.DataFrame({"symbol": ten, "as_of": d, "trailing_pe": [float(i + 1) for i in range(10)],
+                         "recommendation_mean": [float(10 - i) for i in range(10)]})  # fmt: skip
+    scores, _ = oracle.alpha_score(prices, assets, [d], fund)
+    s0 = scores.row(0, named=True)  # S0: P/E 1 is the best value (100), rating 10 the worst sentiment (10)
+    assert (s0["value_score"], s0["sentiment_score"], s0["alpha_score"]) == (100.0, 10.0, 60)  # (25*100+20*10)/45
+    assert s0["summary"] == "Alpha Score of 60 reflects moderate overall profile with strong value, weak sentiment."
 
 
 # ---------------------------------------------------------------- from_date

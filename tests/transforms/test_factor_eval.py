@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 
 import numpy as np
@@ -12,15 +13,85 @@ import pytest
 
 from flows.sources.sample_fundamentals import sample_fundamentals
 from transforms.factor_eval import (
-    quantile_bucket,
+    DAILY_SCHEMA,
     FACTOR_COLUMNS,
+    _check_horizons,
+    _daily_from_base,
+    _forward_grid,
     evaluate_factors,
-    factor_daily_stats,
+    factor_daily_stats_from_prices,
     factor_ic_summary,
-    forward_returns,
     mart_factor_ic,
+    quantile_bucket,
 )
-from transforms.factors import build_factor_marts
+from transforms.factors import _calendar, build_factor_marts
+
+# The IC step in two separate pieces, forward returns as a long frame first:
+# slower than factor_daily_stats_from_prices, which evaluate_factors uses, but
+# each piece can be checked (and fed) on its own.
+
+FWD_SCHEMA: dict[str, pl.DataType] = {
+    "date": pl.Date(),
+    "symbol": pl.String(),
+    "horizon_sessions": pl.Int64(),
+    "fwd_return": pl.Float64(),
+}
+
+
+def forward_returns(
+    prices: pl.DataFrame,
+    sessions: pl.Series,
+    horizons: Sequence[int] = (21, 63),
+    symbols: Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """``date, symbol, horizon_sessions, fwd_return`` = adj_close[t+h] / adj_close[t] - 1.
+
+    ``h`` counts sessions on the calendar (not bars), so a missing bar at t or
+    t+h, or a stock delisted before t+h, gives no row rather than a stretched
+    window. Sorted by horizon, date, symbol.
+    """
+    _check_horizons(horizons)
+    if not horizons:
+        return pl.DataFrame(schema=FWD_SCHEMA)
+    grid = _forward_grid(prices, _calendar(sessions), sorted(set(horizons)), symbols)
+    n_sym = int(grid["sym"].max() or 0) + 1
+    grid = grid.sort(pl.col("session_idx") * n_sym + pl.col("sym"))
+    parts = [
+        grid.lazy()
+        .filter(pl.col(f"fwd_{h}").is_not_null())
+        .select("date", "symbol", pl.lit(h, dtype=pl.Int64).alias("horizon_sessions"), pl.col(f"fwd_{h}").alias("fwd_return"))
+        for h in sorted(horizons)
+    ]
+    out = pl.concat(pl.collect_all(parts))
+    return out.select([pl.col(c).cast(t) for c, t in FWD_SCHEMA.items()])
+
+
+def factor_daily_stats(
+    scores: pl.DataFrame,
+    fwd: pl.DataFrame,
+    *,
+    factors: Mapping[str, str] = FACTOR_COLUMNS,
+    min_obs: int = 5,
+    quantiles: int = 5,
+) -> pl.DataFrame:
+    """``factor_daily_stats_from_prices`` with the forward returns given (``forward_returns`` or made up)."""
+    horizons = fwd["horizon_sessions"].unique().sort().to_list()
+    if not horizons or not factors:
+        return pl.DataFrame(schema=DAILY_SCHEMA)
+    fwd_wide = (
+        fwd.lazy()
+        .group_by("date", "symbol")
+        .agg([pl.col("fwd_return").filter(pl.col("horizon_sessions") == h).first().alias(f"fwd_{h}") for h in horizons])
+    )
+    # One join for every factor and horizon; each pairing then only filters.
+    base = (
+        scores.lazy()
+        .select("date", "symbol", *[pl.col(c).cast(pl.Float64).alias(f) for f, c in factors.items()])
+        .join(fwd_wide, on=["date", "symbol"], how="inner")
+        .sort("date", "symbol")
+        .collect()
+    )
+    return _daily_from_base(base, horizons, factors, min_obs, quantiles)
 
 
 def weekdays(start: date, n: int) -> list[date]:

@@ -1,16 +1,13 @@
-"""Alpha Score transforms against an independent pandas computation.
+"""Alpha Score transforms: hand-built cases, and against the oracle.
 
-The reference below is deliberately naive (Python loops over stocks and
-sessions, bisect for point-in-time snapshots, pandas ``groupby().rank(pct=True)``)
-so it shares no code or Polars idiom with transforms/factors.py.
+``tests/oracles/alpha.py`` re-derives the scores from docs/alpha_score.md with
+plain loops (it shares no code or Polars idiom with transforms/factors.py);
+the cases below pin what the doc promises on small, hand-checked inputs.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
 from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 import pandas as pd
@@ -18,169 +15,36 @@ import polars as pl
 import pytest
 
 from flows.sources.sample_fundamentals import sample_fundamentals
+from tests.oracles import alpha as oracle
 from transforms.factors import (
     DEFAULT_MIN_CROSS_SECTION,
     FAMILIES,
     METRICS,
     LabelThresholds,
+    _score_rows,
     build_factor_marts,
-    factor_panel,
-    mart_factor_metrics,
-    mart_factor_scores,
-    session_grid,
 )
 
-# ---------------------------------------------------------------- reference
-
-REF_METRICS = {
-    # name: (family, higher_is_better)
-    "momentum_12_1": ("momentum", True),
-    "momentum_6_1": ("momentum", True),
-    "earnings_yield": ("value", True),
-    "book_to_price": ("value", True),
-    "return_on_equity": ("quality", True),
-    "profit_margin": ("quality", True),
-    "debt_to_equity": ("quality", False),
-    "recommendation_mean": ("sentiment", False),
-    "short_percent_of_float": ("sentiment", False),
-}
-
-
-def _nan(x):
-    return np.nan if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
-
-
-def _recip(x):
-    x = _nan(x)
-    return np.nan if np.isnan(x) or x == 0 else 1.0 / x
-
-
 EQUAL = dict.fromkeys(FAMILIES, 1.0)
-
-
-def reference_metrics(prices: pl.DataFrame, assets: pl.DataFrame, sessions: list[date], fund: pl.DataFrame | None):
-    """Long pandas frame: date, symbol, sector, metric, value, rank_pct, rank_scope."""
-    stocks = {r["symbol"]: r["sector"] for r in assets.to_dicts() if r["asset_class"] == "equity"}
-    sess_set = set(sessions)
-    by_sym: dict[str, dict[date, float]] = {}
-    for r in prices.to_dicts():
-        if r["symbol"] in stocks and r["date"] in sess_set:
-            by_sym.setdefault(r["symbol"], {})[r["date"]] = r["adj_close"]
-    snaps: dict[str, list[dict]] = {}
-    if fund is not None:
-        for r in sorted(fund.to_dicts(), key=lambda r: r["as_of"]):
-            snaps.setdefault(r["symbol"], []).append(r)
-
-    rows = []
-    for sym, px in by_sym.items():
-        span = [d for d in sessions if min(px) <= d <= max(px)]
-        closes = [px.get(d, np.nan) for d in span]
-        sn = snaps.get(sym, [])
-        as_ofs = [s["as_of"] for s in sn]
-        for i, d in enumerate(span):
-
-            def lag(k, closes=closes, i=i):
-                return closes[i - k] if i - k >= 0 else np.nan
-
-            def mom(recent, base):
-                b = lag(base)
-                return lag(recent) / b - 1 if b > 0 else np.nan
-
-            j = bisect.bisect_right(as_ofs, d) - 1
-            s = sn[j] if j >= 0 else {}
-            vals = {
-                "momentum_12_1": mom(21, 252),
-                "momentum_6_1": mom(21, 126),
-                "earnings_yield": _recip(s.get("trailing_pe")),
-                "book_to_price": _recip(s.get("price_to_book")),
-                "return_on_equity": _nan(s.get("return_on_equity")),
-                "profit_margin": _nan(s.get("profit_margin")),
-                "debt_to_equity": _nan(s.get("debt_to_equity")),
-                "recommendation_mean": _nan(s.get("recommendation_mean")),
-                "short_percent_of_float": _nan(s.get("short_percent_of_float")),
-            }
-            for m, v in vals.items():
-                if not np.isnan(v):
-                    rows.append({"date": d, "symbol": sym, "sector": stocks[sym], "metric": m, "value": v})
-    df = pd.DataFrame(rows)
-    df["oriented"] = [v if REF_METRICS[m][1] else -v for m, v in zip(df["metric"], df["value"], strict=True)]
-    by_all = df.groupby(["date", "metric"])["oriented"]
-    by_sector = df.groupby(["date", "metric", "sector"])["oriented"]  # NaN sectors drop out
-    df["pct_all"] = by_all.rank(pct=True) * 100
-    df["pct_sector"] = by_sector.rank(pct=True) * 100
-    df["n_sector"] = by_sector.transform("count")
-    use_sector = df["sector"].notna() & (df["n_sector"] >= 5)
-    df["rank_pct"] = np.where(use_sector, df["pct_sector"], df["pct_all"])
-    df["rank_scope"] = np.where(use_sector, "sector", "all")
-    return df[["date", "symbol", "sector", "metric", "value", "rank_pct", "rank_scope"]]
-
-
-def half_up(x: float) -> int:
-    return int(Decimal(repr(round(float(x), 9))).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-
-
-def ref_label(score: int, strong=75, moderate=40) -> str:
-    return "Strong" if score >= strong else "Moderate" if score >= moderate else "Weak"
-
-
-def reference_scores(ref_metrics: pd.DataFrame, assets: pl.DataFrame, weights=None) -> dict:
-    names = {r["symbol"]: r["name"] for r in assets.to_dicts()}
-    weights = weights or {"momentum": 30.0, "value": 25.0, "quality": 25.0, "sentiment": 20.0}
-    df = ref_metrics.copy()
-    df["family"] = [REF_METRICS[m][0] for m in df["metric"]]
-    fam = df.groupby(["date", "symbol", "sector", "family"], dropna=False)["rank_pct"].mean().unstack("family")
-    out = {}
-    for (d, sym, sector), row in fam.iterrows():
-        subs = {f: row.get(f, np.nan) for f in FAMILIES}
-        avail = {f: v for f, v in subs.items() if not np.isnan(v)}
-        wsum = sum(weights.get(f, 0.0) for f in avail)
-        alpha = half_up(sum(weights.get(f, 0.0) * v for f, v in avail.items()) / wsum)
-        label = ref_label(alpha)
-        parts = ", ".join(f"{ref_label(half_up(v)).lower()} {f}" for f, v in avail.items())
-        sector_txt = sector if isinstance(sector, str) else "Unclassified"
-        out[(d, sym)] = {
-            "sector": sector if isinstance(sector, str) else None,
-            **{f"{f}_score": subs[f] for f in FAMILIES},
-            "alpha_score": alpha,
-            "alpha_label": label,
-            "coverage": len(avail),
-            "summary": f"Alpha Score of {alpha} reflects {label.lower()} overall profile with {parts}.",
-            "headline": f"{names[sym]} ({sym}) maintains an Alpha Score of {alpha}/100, "
-            f"categorized as {label} within the {sector_txt} sector.",
-        }
-    return out
 
 
 def assert_matches_reference(prices, assets, sessions, fund, weights=None):
     # The golden panels are a handful of stocks: the formulas are checked here
     # without the minimum cross-section (test_thin_cross_section_is_not_scored).
-    scores, metrics = build_factor_marts(
+    got = build_factor_marts(
         prices, assets, pl.Series(sessions, dtype=pl.Date), fund, weights=weights, min_cross_section=1
     )
-    ref = reference_metrics(prices, assets, sessions, fund)
+    oracle.assert_equal(got, oracle.alpha_score(prices, assets, sessions, fund, weights=weights, min_cross_section=1))
+    return got
 
-    got = pd.DataFrame(metrics.to_dicts()).set_index(["date", "symbol", "metric"]).sort_index()
-    exp = ref.set_index(["date", "symbol", "metric"]).sort_index()
-    assert len(got) == len(exp)
-    assert got.index.equals(exp.index)
-    np.testing.assert_allclose(got["value"].to_numpy(), exp["value"].to_numpy(), rtol=1e-12)
-    np.testing.assert_allclose(got["rank_pct"].to_numpy(), exp["rank_pct"].to_numpy(), rtol=1e-12)
-    assert (got["rank_scope"].to_numpy() == exp["rank_scope"].to_numpy()).all()
 
-    ref_scores = reference_scores(ref, assets, weights)
-    got_rows = {(r["date"], r["symbol"]): r for r in scores.to_dicts()}
-    assert set(got_rows) == set(ref_scores)
-    for key, e in ref_scores.items():
-        g = got_rows[key]
-        for f in FAMILIES:
-            ev, gv = e[f"{f}_score"], g[f"{f}_score"]
-            if np.isnan(ev):
-                assert gv is None, (key, f)
-            else:
-                assert gv == pytest.approx(ev, rel=1e-12), (key, f)
-        for c in ("sector", "alpha_score", "alpha_label", "coverage", "summary", "headline"):
-            assert g[c] == e[c], (key, c, g[c], e[c])
-    return scores, metrics
+def scores_of(sub_scores: pl.DataFrame, assets: pl.DataFrame, *, weights=None, thresholds=LabelThresholds()):
+    """mart_factor_scores rows from given sub-scores: the scoring step of build_factor_marts alone."""
+    names = assets.filter(pl.col("asset_class") == "equity").select("symbol", "name").unique("symbol")
+    frame = sub_scores.sort("date", "symbol").with_columns(
+        pl.struct("symbol", "sector").rank("dense").cast(pl.Int64).alias("__stock")
+    )
+    return _score_rows(frame, names, weights, thresholds, headline_key="__stock")
 
 
 # ---------------------------------------------------------------- golden frame
@@ -303,9 +167,7 @@ def test_golden_matches_reference_with_weights(golden):
 
 def test_golden_specific_cases(golden):
     prices, assets, fund = golden
-    panel = factor_panel(prices, assets, pl.Series(SESSIONS), fund, min_cross_section=1)
-    metrics = mart_factor_metrics(panel)
-    scores = mart_factor_scores(panel, assets)
+    scores, metrics = build_factor_marts(prices, assets, pl.Series(SESSIONS), fund, min_cross_section=1)
 
     def metric(d, sym, m):
         rows = metrics.filter((pl.col("date") == d) & (pl.col("symbol") == sym) & (pl.col("metric") == m))
@@ -357,21 +219,27 @@ def test_golden_specific_cases(golden):
 
 def test_fundamentals_tolerance_drops_stale_snapshots(golden):
     prices, assets, fund = golden
-    panel = factor_panel(prices, assets, pl.Series(SESSIONS), fund, fundamentals_tolerance=timedelta(days=60))
-    at = {r["symbol"]: r for r in panel.filter(pl.col("date") == SESSIONS[275]).to_dicts()}
-    assert at["T1"]["earnings_yield"] == pytest.approx(1 / 5)  # snapshot 5 sessions old
-    assert at["T2"]["earnings_yield"] is None  # only a ~1-year-old snapshot
+    _, metrics = build_factor_marts(
+        prices, assets, pl.Series(SESSIONS), fund, fundamentals_tolerance=timedelta(days=60), min_cross_section=1
+    )
+    ey = metrics.filter((pl.col("date") == SESSIONS[275]) & (pl.col("metric") == "earnings_yield"))
+    at = dict(zip(ey["symbol"], ey["value"], strict=True))
+    assert at["T1"] == pytest.approx(1 / 5)  # snapshot 5 sessions old
+    assert "T2" not in at  # only a ~1-year-old snapshot
+    assert set(at) == {"T1"}  # every other snapshot is older than 60 days there
 
 
 def test_gap_nulls_lags_instead_of_stretching(golden):
     prices, assets, fund = golden
-    grid = session_grid(prices, pl.Series(SESSIONS))
-    e2 = grid.filter(pl.col("symbol") == "E2")
-    assert e2.height == len(SESSIONS)  # dense on the calendar
-    assert e2.filter(pl.col("date") == SESSIONS[30])["adj_close"].item() is None
-    panel = factor_panel(prices, assets, pl.Series(SESSIONS), fund)
-    row = panel.filter((pl.col("symbol") == "E2") & (pl.col("date") == SESSIONS[30 + 126]))
-    assert row["momentum_6_1"].item() is None
+    # E2 has no bars on sessions 20..40: it keeps its rows there (its fundamentals
+    # still count), and a lag landing in the gap is missing, not a longer window.
+    _, metrics = build_factor_marts(prices, assets, pl.Series(SESSIONS), fund, min_cross_section=1)
+    e2 = {(r["date"], r["metric"]): r["value"] for r in metrics.filter(pl.col("symbol") == "E2").to_dicts()}
+    assert e2[(SESSIONS[30], "earnings_yield")] == pytest.approx(1 / 12)
+    assert (SESSIONS[30 + 126], "momentum_6_1") not in e2
+    px = dict(prices.filter(pl.col("symbol") == "E2").select("date", "adj_close").iter_rows())
+    t = 41 + 126  # the base is the first bar after the gap, 126 sessions (not rows) back
+    assert e2[(SESSIONS[t], "momentum_6_1")] == px[SESSIONS[t - 21]] / px[SESSIONS[41]] - 1
 
 
 # ---------------------------------------------------------------- scores/text
@@ -416,7 +284,7 @@ def test_summary_and_headline_strings():
         ]
     )  # fmt: skip
     # Equal weights keep the arithmetic in the comments simple.
-    out = {r["symbol"]: r for r in mart_factor_scores(panel, ASSETS, weights=EQUAL).to_dicts()}
+    out = {r["symbol"]: r for r in scores_of(panel, ASSETS, weights=EQUAL).to_dicts()}
     assert set(out) == {"AAPL", "XOM", "JPM", "MYST"}  # no sub-score -> no row
     assert out["AAPL"]["alpha_score"] == 51 and out["AAPL"]["coverage"] == 4
     assert out["AAPL"]["summary"] == (
@@ -458,7 +326,7 @@ def test_alpha_rounding_half_up(scores, expected):
     cols = ["momentum_score", "value_score"]
     row = {"date": date(2024, 1, 2), "symbol": "AAPL", "sector": "Information Technology"}
     row.update(dict(zip(cols, scores, strict=False)))
-    out = mart_factor_scores(_panel([row]), ASSETS, weights=EQUAL)
+    out = scores_of(_panel([row]), ASSETS, weights=EQUAL)
     assert out["alpha_score"].item() == expected
 
 
@@ -470,27 +338,28 @@ def test_labels_thresholds_and_weights():
     )  # fmt: skip
     # Default weights 30/25/25/20, quality's 25 spread over the rest:
     # (30*80 + 25*20 + 20*60) / 75 = 54.67 -> 55 Moderate
-    r = mart_factor_scores(panel, ASSETS).to_dicts()[0]
+    r = scores_of(panel, ASSETS).to_dicts()[0]
     assert (r["alpha_score"], r["alpha_label"], r["coverage"]) == (55, "Moderate", 3)
-    r = mart_factor_scores(panel, ASSETS, weights=dict.fromkeys(FAMILIES, 1.0)).to_dicts()[0]
+    r = scores_of(panel, ASSETS, weights=dict.fromkeys(FAMILIES, 1.0)).to_dicts()[0]
     assert r["alpha_score"] == 53  # equal weights: (80 + 20 + 60) / 3
     # Weights renormalise over available families: quality's weight drops out.
-    r = mart_factor_scores(panel, ASSETS, weights={"momentum": 2, "value": 1, "quality": 5, "sentiment": 1}).to_dicts()[0]
+    r = scores_of(panel, ASSETS, weights={"momentum": 2, "value": 1, "quality": 5, "sentiment": 1}).to_dicts()[0]
     assert r["alpha_score"] == round((2 * 80 + 20 + 60) / 4)
     # Custom thresholds change labels, including sub-score labels in the summary.
-    r = mart_factor_scores(panel, ASSETS, thresholds=LabelThresholds(strong=50, moderate=20)).to_dicts()[0]
+    r = scores_of(panel, ASSETS, thresholds=LabelThresholds(strong=50, moderate=20)).to_dicts()[0]
     assert r["alpha_label"] == "Strong"
     assert r["summary"].endswith("with strong momentum, moderate value, strong sentiment.")
     with pytest.raises(ValueError):
         LabelThresholds(strong=30, moderate=40)
     with pytest.raises(ValueError):
-        mart_factor_scores(panel, ASSETS, weights={"momentum": -1})
+        scores_of(panel, ASSETS, weights={"momentum": -1})
     with pytest.raises(ValueError):
-        mart_factor_scores(panel, ASSETS, weights={"size": 1})
+        scores_of(panel, ASSETS, weights={"size": 1})
 
 
 def test_metric_declarations_are_consistent():
-    assert {m.name: (m.family, m.higher_is_better) for m in METRICS} == REF_METRICS
+    declared = {m.name: (m.family, m.higher_is_better) for m in METRICS}
+    assert declared == {m.name: (m.family, m.higher_is_better) for m in oracle.METRICS}
     assert {m.family for m in METRICS} == set(FAMILIES)
 
 

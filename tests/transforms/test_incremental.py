@@ -18,9 +18,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from bench.panel import generate
 from flows.calendar import sessions as exchange_sessions
 from flows.policy import load_policy
+from tests.panels import generate
 from transforms.incremental import build_marts_incremental, first_changed_session
 from transforms.marts import MartParams, build_marts
 

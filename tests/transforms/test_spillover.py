@@ -212,7 +212,7 @@ def test_incremental_build_equals_the_full_build_for_other_cadences(cadence):
     month-end."""
     import dataclasses
 
-    from bench.panel import generate
+    from tests.panels import generate
     from tests.transforms.test_incremental import as_of, check
     from transforms.marts import MartParams
     from transforms.spillover import SpilloverParams

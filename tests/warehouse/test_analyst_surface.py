@@ -13,10 +13,16 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from warehouse.build import build_database
-from warehouse.query import run_query
+from warehouse.query import Target, run_query_result
 from warehouse.runs import RunLog
 from warehouse.schema import Column, Table
 from warehouse.tables import TABLES
+
+
+def run_query(db_path: Path, sql: str) -> pl.DataFrame:
+    """Every row of a read-only query, with DuckDB's own types where polars has them."""
+    return run_query_result(db_path, sql, Target.parquet).frame
+
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "warehouse" / "sql" / "examples" / "latest_rut_correlation.sql"
 

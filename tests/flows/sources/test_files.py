@@ -15,6 +15,12 @@ from flows.universe import load_universe
 
 UNIVERSE = load_universe()
 
+
+def read_all(source: FilesSource, universe) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """(bars, assets, warnings) over every file; every problem is one of the warnings."""
+    done = source.read(universe)
+    return done.bars, done.assets, done.warnings + [p.text() for p in done.problems]
+
 # Section A of SOURCES.md: folder -> {symbol: rows}
 REAL_FOLDERS = {
     "alitalbi-storage_data_fy": {"^RUT": 9686, "IWM": 6473, "SPY": 8323, "RTY=F": 2173, "^VIX": 9103},
@@ -30,7 +36,7 @@ REAL_FOLDERS = {
 
 @pytest.mark.parametrize("folder", sorted(REAL_FOLDERS))
 def test_every_real_price_folder_imports(real_data, folder):
-    bars, assets, warnings = FilesSource([real_data / folder]).read_all(UNIVERSE)
+    bars, assets, warnings = read_all(FilesSource([real_data / folder]), UNIVERSE)
     counts = dict(bars.group_by("symbol").len().iter_rows())
     for symbol, rows in REAL_FOLDERS[folder].items():
         assert counts[symbol] == rows, symbol
@@ -44,7 +50,7 @@ def test_every_real_price_folder_imports(real_data, folder):
 
 
 def test_yfinance_shapes_parse_to_the_right_values(real_data):
-    bars, assets, _ = FilesSource([real_data / "pratham093-AEGIS"]).read_all(UNIVERSE)
+    bars, assets, _ = read_all(FilesSource([real_data / "pratham093-AEGIS"]), UNIVERSE)
     iwm = bars.filter(pl.col("symbol") == "IWM").sort("date")
     # First data line after the two header lines: 2021-01-04,186.9155...,...,183.0928...
     assert iwm["date"][0] == date(2021, 1, 4)
@@ -53,21 +59,21 @@ def test_yfinance_shapes_parse_to_the_right_values(real_data):
     meta = assets.filter(pl.col("symbol") == "BTC").row(0, named=True)
     assert meta["quote_currency"] == "USD" and meta["source_symbol"] == "BTC-USD"
 
-    tz, _, _ = FilesSource([real_data / "mimibotx-sketch-clawd"]).read_all(UNIVERSE)
+    tz, _, _ = read_all(FilesSource([real_data / "mimibotx-sketch-clawd"]), UNIVERSE)
     assert tz.filter(pl.col("symbol") == "BTC")["date"].min() == date(2023, 2, 2), "tz-aware stamps keep their own date"
 
-    xj, _, warnings = FilesSource([real_data / "xjcarter-data"]).read_all(UNIVERSE)
+    xj, _, warnings = read_all(FilesSource([real_data / "xjcarter-data"]), UNIVERSE)
     gspc = xj.filter(pl.col("symbol") == "^GSPC").sort("date")
     assert (gspc["close"][0], gspc["adj_close"][0], gspc["volume"][0]) == pytest.approx((1455.21997, 1455.21997, 931800000.0))
     assert any("us_market_holidays.csv" in w and "not a price history" in w for w in warnings)
 
-    js, _, _ = FilesSource([real_data / "djienne-3EMA_SRSI_ATR"]).read_all(UNIVERSE)
+    js, _, _ = read_all(FilesSource([real_data / "djienne-3EMA_SRSI_ATR"]), UNIVERSE)
     btc = js.filter(pl.col("symbol") == "BTC").sort("date")
     assert btc["date"][0] == date(2017, 8, 17) and btc["open"][0] == pytest.approx(4261.48)
 
 
 def test_same_symbol_in_two_folders_that_agree_is_merged(real_data):
-    bars, _, _ = FilesSource([real_data / "pratham093-AEGIS", real_data / "alitalbi-storage_data_fy"]).read_all(UNIVERSE)
+    bars, _, _ = read_all(FilesSource([real_data / "pratham093-AEGIS", real_data / "alitalbi-storage_data_fy"]), UNIVERSE)
     assert bars.filter(pl.col("symbol") == "IWM").height == 6473
 
 
@@ -173,7 +179,7 @@ def test_yfinance_three_line_header_and_long_parquet(tmp_path):
         }
     ).write_parquet(tmp_path / "long.parquet")
     (tmp_path / "notes.json").write_text(json.dumps({"hello": "world"}))
-    bars, assets, warnings = FilesSource([tmp_path]).read_all(UNIVERSE)
+    bars, assets, warnings = read_all(FilesSource([tmp_path]), UNIVERSE)
     assert dict(bars.group_by("symbol").len().iter_rows()) == {"A": 2, "ETH": 2, "^GSPC": 1}
     assert dict(assets.select("symbol", "asset_class").iter_rows()) == {"A": "equity", "ETH": "crypto", "^GSPC": "index"}
     assert any("notes.json" in w for w in warnings)
@@ -181,7 +187,7 @@ def test_yfinance_three_line_header_and_long_parquet(tmp_path):
 
 def test_folder_with_no_price_history_is_an_error(real_data):
     with pytest.raises(SourceError, match="no price history"):
-        FilesSource([real_data / "ccxt"]).read_all(UNIVERSE)
+        read_all(FilesSource([real_data / "ccxt"]), UNIVERSE)
 
 
 def origins(bars: pl.DataFrame, symbol: str) -> dict[str, str]:
@@ -204,7 +210,7 @@ def test_every_bar_names_its_file_relative_to_the_path_and_its_line_or_row(tmp_p
     ).write_parquet(tmp_path / "long.parquet")
     (tmp_path / "SOL_USDT-1d.json").write_text(json.dumps([[1704067200000, 1, 2, 0.5, 1.5, 9], [1704153600000, 1, 2, 0.5, 1.6, 9]]))
 
-    bars, _, warnings = FilesSource([tmp_path]).read_all(UNIVERSE)
+    bars, _, warnings = read_all(FilesSource([tmp_path]), UNIVERSE)
 
     assert origins(bars, "A") == {"2024-01-02": "eq/A.csv line 4", "2024-01-03": "eq/A.csv line 5"}
     assert origins(bars, "SPY") == {"2024-01-02": "SPY.csv line 3", "2024-01-03": "SPY.csv line 2"}
@@ -218,7 +224,7 @@ def test_every_bar_names_its_file_relative_to_the_path_and_its_line_or_row(tmp_p
 def test_a_file_given_directly_is_named_by_its_file_name(tmp_path):
     f = tmp_path / "SPY.csv"
     f.write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.5,10\n")
-    bars, _, _ = FilesSource([f]).read_all(UNIVERSE)
+    bars, _, _ = read_all(FilesSource([f]), UNIVERSE)
     assert bars["origin"].to_list() == ["SPY.csv line 2"]
 
 
@@ -227,7 +233,7 @@ def test_merged_folders_keep_the_origin_of_the_bar_that_was_kept(tmp_path):
         (tmp_path / folder).mkdir()
         rows = "".join(f"2024-01-0{d},1,2,0.5,1.5,10\n" for d in days)
         (tmp_path / folder / "SPY.csv").write_text("Date,Open,High,Low,Close,Volume\n" + rows)
-    bars, _, _ = FilesSource([tmp_path / "a", tmp_path / "b"]).read_all(UNIVERSE)
+    bars, _, _ = read_all(FilesSource([tmp_path / "a", tmp_path / "b"]), UNIVERSE)
     # Two paths: each file is named from its path's parent, so the two SPY.csv stay apart.
     assert origins(bars, "SPY") == {"2024-01-02": "a/SPY.csv line 2", "2024-01-03": "a/SPY.csv line 3", "2024-01-04": "b/SPY.csv line 3"}
 
