@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -54,9 +55,9 @@ from warehouse.query import read_tables
 from warehouse.mirror import mirror_marts
 from warehouse.quality import screen, withdrawal_summary, withdrawn_quarantine
 from warehouse.runs import RunLog
-from warehouse.tables import INGEST_LOG, QUARANTINE, TABLES
+from contracts.tables import INGEST_LOG, QUARANTINE, TABLES
+from contracts.vocabulary import SOURCES
 
-SOURCES = ("sample", "files", "live")
 
 
 class PipelineError(RuntimeError):
@@ -935,7 +936,9 @@ def run_pipeline(
             failures = audit(tables, as_of)
             if failures:
                 raise PipelineError("audit failed, nothing published: " + "; ".join(map(str, failures[:5])))
-            run.warnings += audit_warnings(tables, as_of, run.run_id)
+            run.warnings += audit_warnings(
+                tables, as_of, run.run_id, partial(exchange_sessions, code=settings.exchange_calendar)
+            )
             stage_done("audit")
             stage_start("publish")
             extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic}

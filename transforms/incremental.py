@@ -36,13 +36,12 @@ from datetime import date
 
 import polars as pl
 
+from contracts.vocabulary import CRYPTO_CLASSES, INDEX_CLASSES
 from transforms.correlation import ROLLING_CORRELATION_SCHEMA, rolling_correlation
 from transforms.events import correlation_events_since, mart_correlation_events
 from transforms.factor_eval import evaluate_factors, factor_ic_summary
 from transforms.indices import build_crypto_indices
 from transforms.marts import (
-    CRYPTO_CLASSES,
-    INDEX_CLASSES,
     MartParams,
     Marts,
     FACTOR_TABLES,

@@ -32,11 +32,8 @@ from typing import NamedTuple
 
 import polars as pl
 
-# Pegged coins carry no market view and would dilute an equal-weight basket.
-DEFAULT_STABLECOINS: tuple[str, ...] = (
-    "USDT", "USDC", "DAI", "BUSD", "TUSD", "USDP", "FDUSD", "PYUSD", "USDE", "USDD",
-    "GUSD", "FRAX", "LUSD", "USTC", "UST", "EURC", "EURT",
-)  # fmt: skip
+from contracts.vocabulary import DEFAULT_STABLECOINS
+
 DEFAULT_MAJORS: tuple[str, ...] = ("BTC", "ETH")
 EQUAL_WEIGHT_DAILY = "equal_weight_daily"
 DOLLAR_VOLUME_MONTHLY = "dollar_volume_monthly"

@@ -89,7 +89,7 @@ class InputProblem:
 
 def problems_frame(problems: list[InputProblem], run_id: str = "") -> pl.DataFrame:
     """``problems`` as ``quarantine`` rows: one per problem, keyed by what is known of the row."""
-    from warehouse.tables import QUARANTINE
+    from contracts.tables import QUARANTINE
 
     rows = {}
     for p in problems:

@@ -8,12 +8,13 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from contracts.tables import TABLES
+from contracts.vocabulary import CRYPTO_CLASSES
 from transforms.correlation import rolling_correlation
 from transforms.events import mart_correlation_events
-from transforms.marts import CRYPTO_CLASSES, MartParams, blocks, build_marts, serial_map
+from transforms.marts import MartParams, blocks, build_marts, serial_map
 from transforms.matrix import mart_correlation_matrix
 from transforms.returns import log_returns
-from warehouse.tables import TABLES
 
 START, AS_OF = date(2021, 1, 4), date(2023, 6, 30)
 

@@ -15,8 +15,8 @@ from flows.cli import app
 from warehouse.build import build_database
 from warehouse.query import run_query
 from warehouse.runs import RunLog
-from warehouse.schema import Column, Table
-from warehouse.tables import TABLES
+from contracts.schema import Column, Table
+from contracts.tables import TABLES
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "warehouse" / "sql" / "examples" / "latest_rut_correlation.sql"
 

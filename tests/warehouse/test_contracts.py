@@ -23,8 +23,8 @@ from transforms.indices import INDEX_MEMBER_SCHEMA
 from transforms.matrix import CORRELATION_MATRIX_SCHEMA
 from transforms.milestones import MARKET_MILESTONES_SCHEMA, PERIOD_RETURNS_SCHEMA
 from transforms.returns import RETURNS_SCHEMA
+from contracts.tables import TABLES
 from warehouse.build import build_database
-from warehouse.tables import TABLES
 
 TRANSFORM_SCHEMAS = {
     "fact_returns": RETURNS_SCHEMA,

@@ -1,4 +1,4 @@
-"""The warehouse's tables, declared once (see ``warehouse.schema``)."""
+"""The warehouse's tables, declared once (see ``contracts.schema``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import polars as pl
 
-from warehouse.schema import Column as C
-from warehouse.schema import Rule, RuleInputs, Table
+from contracts.schema import Column as C
+from contracts.schema import Rule, RuleInputs, Table
 
 # Tolerance for weights that must sum to 1: rounding of drifted weights, not
 # a real allocation error (1e-6 of NAV is far below a trade's size).
