@@ -215,6 +215,8 @@ MART_CORRELATION_EVENTS = Table(
         C("previous_date", "date", "Last earlier session with the new state; null: first time on record."),
         C("sessions_since", "int", "Sessions from previous_date to date.", unit="sessions"),
         C("description", "string", "One sentence, e.g. 'The 90-session correlation between ^RUT and ALTS turned negative (-0.12) for the first time since 2016-07-14.'", False),
+        # Not in the column list: without it two crossings of different
+        # levels on one day would be told apart only by their prose.
         C("level", "float", "Level crossed (crossing events); null for sign changes."),
     ),
     unique=("asset", "benchmark", "window_days", "date", "event", "level"),
