@@ -30,7 +30,7 @@ from flows import __version__, cancel
 from flows.calendar import sessions as exchange_sessions
 from flows import progress
 from flows.artifacts import RunReport, publish_artifacts, stale_symbols, stale_warning, summarize
-from flows.policy import load_policy
+from flows.params import mart_params
 from flows.runners import RunnerSettings, build_task_runner
 from flows.settings import Settings, get_settings
 from flows.sources.base import (
@@ -39,10 +39,8 @@ from flows.sources.base import (
 from flows.sources.live_config import deadline as source_deadline
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe, UniverseError, load_universe
-from transforms.factors import LabelThresholds
 from transforms.incremental import build_marts_incremental, first_changed_session
 from transforms.marts import FACTOR_TABLES, MartParams, build_marts, serial_map
-from transforms.spillover import SpilloverParams
 from transforms.spillover_marts import SPILLOVER_TABLES
 from warehouse import marts as mart_files
 from warehouse import snapshots
@@ -384,23 +382,6 @@ def code_digest(root: Path = Path(__file__).resolve().parents[1], packages: tupl
     return digest.hexdigest()
 
 
-def spillover_params(settings: Settings) -> SpilloverParams:
-    """The spillover marts' settings (issue 18) as the transform's parameters."""
-    return SpilloverParams(
-        windows=tuple(settings.spillover_windows),
-        cadence=settings.spillover_cadence,
-        regime_lookback=settings.spillover_regime_lookback,
-        min_observations=settings.spillover_min_observations,
-        index_series=tuple(settings.spillover_index_series),
-        index_window=settings.spillover_index_window,
-        index_horizon=settings.spillover_index_horizon,
-        index_max_lags=settings.spillover_index_max_lags,
-        index_ic=settings.spillover_index_ic,
-        index_step=settings.spillover_index_step,
-        enabled=settings.spillover,
-    )
-
-
 def transform_fingerprint(params: MartParams, settings: Settings, source: str) -> str:
     """Everything besides the bars that decides the marts' values: two runs with
     the same fingerprint build the same rows from the same bars."""
@@ -588,22 +569,7 @@ def transform(
             prices = prices.filter(pl.col("date") >= start)
     assets = assets.filter(pl.col("symbol").is_in(prices["symbol"].unique().implode()))
     sess = calendar.filter(calendar >= prices["date"].min())
-    params = MartParams(
-        benchmarks=tuple(settings.benchmarks or universe.benchmarks),
-        windows=tuple(settings.correlation_windows),
-        event_levels=tuple(settings.event_levels),
-        event_confirm_sessions=settings.event_confirm_sessions,
-        event_dead_band=settings.event_dead_band,
-        period_benchmark=settings.period_benchmark,
-        stablecoins=tuple(settings.stablecoins),
-        policy=load_policy(settings.policy_path),
-        factor_weights=settings.factor_weights,
-        factor_thresholds=LabelThresholds(strong=settings.factor_strong_at, moderate=settings.factor_moderate_at),
-        factor_min_sector_size=settings.factor_min_sector_size,
-        factor_min_cross_section=settings.factor_min_cross_section,
-        correlation_block_size=settings.transform_block_size,
-        spillover=spillover_params(settings),
-    )
+    params = mart_params(settings, universe)
     fundamentals = fundamentals_as_of(lake, as_of)
     fingerprint = transform_fingerprint(params, settings, lake.source)
     base = incremental_base(
