@@ -61,10 +61,14 @@ def _inputs(work: Path):
 
 
 def _params():
-    from flows.policy import load_policy
-    from transforms.marts import MartParams
+    import dataclasses
 
-    return MartParams(policy=load_policy())
+    from flows.params import mart_params
+    from flows.settings import get_settings
+
+    # Production's parameters (stablecoins, windows, thresholds, policy), built in one partition:
+    # the stage times build_marts itself, in this process.
+    return dataclasses.replace(mart_params(get_settings()), correlation_block_size=0)
 
 
 def stage_generate(work: Path, args) -> None:

@@ -19,7 +19,7 @@ import polars as pl
 
 def main(argv: list[str] | None = None) -> int:
     from transforms.lead_lag import mart_lead_lag
-    from transforms.marts import CRYPTO_CLASSES
+    from contracts.vocabulary import CRYPTO_CLASSES
     from transforms.spillover import mart_spillover
     from transforms.spillover_index import mart_spillover_index
     from warehouse.query import read_tables

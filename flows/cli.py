@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from contracts.vocabulary import SOURCES
 from flows.settings import Settings, get_settings
 
 out = Console(soft_wrap=not sys.stdout.isatty())  # pipes and logs: one line per message
@@ -71,10 +72,8 @@ app = typer.Typer(
 )
 
 
-class Source(str, Enum):
-    sample = "sample"
-    files = "files"
-    live = "live"
+# The source names, from the one vocabulary (contracts.vocabulary.SOURCES).
+Source = Enum("Source", [(name, name) for name in SOURCES], type=str)
 
 
 class FetchSource(str, Enum):

@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -29,7 +30,7 @@ from flows import __version__, cancel
 from flows.calendar import sessions as exchange_sessions
 from flows import progress
 from flows.artifacts import RunReport, publish_artifacts, stale_symbols, stale_warning, summarize
-from flows.policy import load_policy
+from flows.params import mart_params
 from flows.runners import RunnerSettings, build_task_runner
 from flows.settings import Settings, get_settings
 from flows.sources.base import (
@@ -38,10 +39,8 @@ from flows.sources.base import (
 from flows.sources.live_config import deadline as source_deadline
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe, UniverseError, load_universe
-from transforms.factors import LabelThresholds
 from transforms.incremental import build_marts_incremental, first_changed_session
 from transforms.marts import FACTOR_TABLES, MartParams, build_marts, serial_map
-from transforms.spillover import SpilloverParams
 from transforms.spillover_marts import SPILLOVER_TABLES
 from warehouse import marts as mart_files
 from warehouse import snapshots
@@ -54,9 +53,9 @@ from warehouse.query import read_tables
 from warehouse.mirror import mirror_marts
 from warehouse.quality import screen, withdrawal_summary, withdrawn_quarantine
 from warehouse.runs import RunLog
-from warehouse.tables import INGEST_LOG, QUARANTINE, TABLES
+from contracts.tables import INGEST_LOG, QUARANTINE, TABLES
+from contracts.vocabulary import SOURCES
 
-SOURCES = ("sample", "files", "live")
 
 
 class PipelineError(RuntimeError):
@@ -386,23 +385,6 @@ def code_digest(root: Path = Path(__file__).resolve().parents[1], packages: tupl
     return digest.hexdigest()
 
 
-def spillover_params(settings: Settings) -> SpilloverParams:
-    """The spillover marts' settings (issue 18) as the transform's parameters."""
-    return SpilloverParams(
-        windows=tuple(settings.spillover_windows),
-        cadence=settings.spillover_cadence,
-        regime_lookback=settings.spillover_regime_lookback,
-        min_observations=settings.spillover_min_observations,
-        index_series=tuple(settings.spillover_index_series),
-        index_window=settings.spillover_index_window,
-        index_horizon=settings.spillover_index_horizon,
-        index_max_lags=settings.spillover_index_max_lags,
-        index_ic=settings.spillover_index_ic,
-        index_step=settings.spillover_index_step,
-        enabled=settings.spillover,
-    )
-
-
 def transform_fingerprint(params: MartParams, settings: Settings, source: str) -> str:
     """Everything besides the bars that decides the marts' values: two runs with
     the same fingerprint build the same rows from the same bars."""
@@ -594,22 +576,7 @@ def transform(
             prices = prices.filter(pl.col("date") >= start)
     assets = assets.filter(pl.col("symbol").is_in(prices["symbol"].unique().implode()))
     sess = calendar.filter(calendar >= prices["date"].min())
-    params = MartParams(
-        benchmarks=tuple(settings.benchmarks or universe.benchmarks),
-        windows=tuple(settings.correlation_windows),
-        event_levels=tuple(settings.event_levels),
-        event_confirm_sessions=settings.event_confirm_sessions,
-        event_dead_band=settings.event_dead_band,
-        period_benchmark=settings.period_benchmark,
-        stablecoins=tuple(settings.stablecoins),
-        policy=load_policy(settings.policy_path),
-        factor_weights=settings.factor_weights,
-        factor_thresholds=LabelThresholds(strong=settings.factor_strong_at, moderate=settings.factor_moderate_at),
-        factor_min_sector_size=settings.factor_min_sector_size,
-        factor_min_cross_section=settings.factor_min_cross_section,
-        correlation_block_size=settings.transform_block_size,
-        spillover=spillover_params(settings),
-    )
+    params = mart_params(settings, universe)
     fundamentals = fundamentals_as_of(lake, as_of)
     fingerprint = transform_fingerprint(params, settings, lake.source)
     base = incremental_base(
@@ -942,7 +909,9 @@ def run_pipeline(
             failures = audit(tables, as_of)
             if failures:
                 raise PipelineError("audit failed, nothing published: " + "; ".join(map(str, failures[:5])))
-            run.warnings += audit_warnings(tables, as_of, run.run_id)
+            run.warnings += audit_warnings(
+                tables, as_of, run.run_id, partial(exchange_sessions, code=settings.exchange_calendar)
+            )
             stage_done("audit")
             stage_start("publish")
             extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic, "crypto_close": settings.crypto_close}

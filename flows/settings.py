@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.vocabulary import DEFAULT_JUMP_BOUNDS, DEFAULT_STABLECOINS, DEFAULT_WAREHOUSE_STORAGE_VERSION
 from flows.sources.live_config import LiveSettings
 from transforms.events import DEFAULT_DEAD_BAND
 from transforms.factors import DEFAULT_FAMILY_WEIGHTS, DEFAULT_MIN_CROSS_SECTION
@@ -126,8 +127,8 @@ class Settings(ExecutionSettings):
     )
     period_benchmark: str = Field("^GSPC", description="Benchmark of mart_period_returns' excess returns.")
     stablecoins: list[str] = Field(
-        ["USDT", "USDC", "DAI", "BUSD", "TUSD", "USDP", "FDUSD", "PYUSD", "USDE"],
-        description="Crypto assets left out of the ALTS index.",
+        list(DEFAULT_STABLECOINS),
+        description="Crypto assets left out of the ALTS indices (every USD- or EUR-pegged coin: a peg is no market view).",
     )
     policy_path: Path | None = Field(
         None, description="Allocation policy YAML; the packaged flows/policy.yaml when unset."
@@ -213,8 +214,7 @@ class Settings(ExecutionSettings):
         ),
     )
     jump_bounds: dict[str, float] = Field(
-        # Index futures (RTY=F) move with their index; a roll changes the price by a few percent, not 2x.
-        {"index": 1.5, "etf": 2.0, "future": 2.0, "equity": 3.0, "crypto": 5.0, "index_crypto": 5.0},
+        dict(DEFAULT_JUMP_BOUNDS),
         description=(
             "Per asset class, the largest one-day move (a factor: 3.0 is x3 or /3) of close or adj_close a bar "
             "may make without the next bar confirming it. A bar beyond it that the next bar reverts (by more "
@@ -242,7 +242,7 @@ class Settings(ExecutionSettings):
         ),
     )
     warehouse_storage_version: str = Field(
-        "v1.1.0",
+        DEFAULT_WAREHOUSE_STORAGE_VERSION,
         pattern=r"^v\d+\.\d+\.\d+$",
         description=(
             "DuckDB storage format the published warehouse is written in, named by the oldest DuckDB release that "

@@ -14,11 +14,11 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from contracts.vocabulary import AssetClass
 from flows.yamlfile import read_yaml_mapping
 
 DEFAULT_UNIVERSE_PATH = Path(__file__).with_name("universe.yaml")
 
-AssetClass = Literal["index", "etf", "equity", "future", "crypto", "index_crypto"]
 
 # Exchange-traded funds a symbol alone identifies (issue 14: QQQ and DIA were
 # scored as stocks). Not exhaustive: a fund missing here is named in the

@@ -16,6 +16,13 @@ from datetime import date
 import numpy as np
 import polars as pl
 
+from contracts.tables import (
+    MART_ALLOCATION_WEIGHTS,
+    MART_BAND_BREACHES,
+    MART_BAND_COMPLIANCE,
+    MART_MIX_PERFORMANCE,
+    MART_MIX_SUMMARY,
+)
 from transforms.policy import CASH, Mix, Policy
 
 # Drifted weights are compared with bands after float arithmetic; anything
@@ -23,67 +30,6 @@ from transforms.policy import CASH, Mix, Policy
 BAND_TOLERANCE = 1e-9
 DAYS_PER_YEAR = 365
 REFERENCE_SLEEVE = "reference"
-
-WEIGHTS_SCHEMA: dict[str, pl.DataType] = {
-    "date": pl.Date(),
-    "mix": pl.String(),
-    "sleeve": pl.String(),
-    "symbol": pl.String(),
-    "target_weight": pl.Float64(),
-    "weight": pl.Float64(),
-    "band_min": pl.Float64(),
-    "band_max": pl.Float64(),
-    "in_band": pl.Boolean(),
-}
-PERFORMANCE_SCHEMA: dict[str, pl.DataType] = {
-    "date": pl.Date(),
-    "mix": pl.String(),
-    "nav": pl.Float64(),
-    "daily_return": pl.Float64(),
-    "drawdown": pl.Float64(),
-    "turnover": pl.Float64(),
-    "cost": pl.Float64(),
-    "spans_gap": pl.Boolean(),
-    "rebalance_reason": pl.String(),
-}
-SUMMARY_SCHEMA: dict[str, pl.DataType] = {
-    "mix": pl.String(),
-    "start_date": pl.Date(),
-    "end_date": pl.Date(),
-    "cagr": pl.Float64(),
-    "volatility": pl.Float64(),
-    "sharpe": pl.Float64(),
-    "max_drawdown": pl.Float64(),
-    "worst_month": pl.Float64(),
-    "days_out_of_band": pl.Int64(),
-    "avg_turnover": pl.Float64(),
-    "rebalances": pl.Int64(),
-    "band_rebalances": pl.Int64(),
-    "total_turnover": pl.Float64(),
-    "cost_bps": pl.Float64(),
-    "cost_drag": pl.Float64(),
-}
-COMPLIANCE_SCHEMA: dict[str, pl.DataType] = {
-    "mix": pl.String(),
-    "sleeve": pl.String(),
-    "date": pl.Date(),
-    "weight": pl.Float64(),
-    "band_min": pl.Float64(),
-    "band_max": pl.Float64(),
-    "in_band": pl.Boolean(),
-    "target_weight": pl.Float64(),
-    "drift": pl.Float64(),
-    "days_out_of_band": pl.Int64(),
-    "trade_to_band": pl.Float64(),
-}
-BREACHES_SCHEMA: dict[str, pl.DataType] = {
-    "date": pl.Date(),
-    "mix": pl.String(),
-    "sleeve": pl.String(),
-    "weight": pl.Float64(),
-    "band_min": pl.Float64(),
-    "band_max": pl.Float64(),
-}
 
 
 # --------------------------------------------------------------------------- projection
@@ -555,8 +501,7 @@ def band_breaches(weights: pl.DataFrame) -> pl.DataFrame:
         weights.group_by("date", "mix", "sleeve", maintain_order=True)
         .agg(pl.col("weight").sum(), pl.col("band_min").first(), pl.col("band_max").first())
         .filter(~_in_band(pl.col("weight")))
-        .select(list(BREACHES_SCHEMA))
-        .cast(BREACHES_SCHEMA)
+        .pipe(MART_BAND_BREACHES.conform)
     )
 
 
@@ -591,8 +536,7 @@ def band_compliance(weights: pl.DataFrame) -> pl.DataFrame:
             .then(pl.col("band_min") - pl.col("weight"))
             .otherwise(pl.col("band_max") - pl.col("weight")),
         )
-        .select(list(COMPLIANCE_SCHEMA))
-        .cast(COMPLIANCE_SCHEMA)
+        .pipe(MART_BAND_COMPLIANCE.conform)
     )
 
 
@@ -651,8 +595,7 @@ def mix_summary(
             days_out_of_band=pl.col("days_out_of_band").fill_null(0),
             cost_bps=pl.lit(cost_bps),
         )
-        .select(list(SUMMARY_SCHEMA))
-        .cast(SUMMARY_SCHEMA)
+        .pipe(MART_MIX_SUMMARY.conform)
     )
 
 
@@ -754,12 +697,12 @@ def simulate_mixes(
         perf_frames.append(p)
 
     weights = (
-        pl.concat(weight_frames).with_columns(in_band=_in_band(_sleeve_weight())).cast(WEIGHTS_SCHEMA)
+        pl.concat(weight_frames).with_columns(in_band=_in_band(_sleeve_weight())).pipe(MART_ALLOCATION_WEIGHTS.conform)
         if weight_frames
-        else _empty(WEIGHTS_SCHEMA)
+        else _empty(MART_ALLOCATION_WEIGHTS.polars_schema)
     )
-    performance = pl.concat(perf_frames).cast(PERFORMANCE_SCHEMA) if perf_frames else _empty(
-        PERFORMANCE_SCHEMA
+    performance = pl.concat(perf_frames).pipe(MART_MIX_PERFORMANCE.conform) if perf_frames else _empty(
+        MART_MIX_PERFORMANCE.polars_schema
     )
     breaches = band_breaches(weights)
     summary = mix_summary(performance, breaches, policy.risk_free, policy.cost_bps)

@@ -16,17 +16,8 @@ from datetime import date
 import numpy as np
 import polars as pl
 
+from contracts.tables import MART_ROLLING_CORRELATION
 from transforms.returns import session_index
-
-ROLLING_CORRELATION_SCHEMA = {
-    "date": pl.Date,
-    "asset": pl.String,
-    "benchmark": pl.String,
-    "window_days": pl.Int32,
-    "correlation": pl.Float64,
-    "beta": pl.Float64,
-    "observations": pl.Int32,
-}
 
 
 def paired_returns(
@@ -215,7 +206,7 @@ def rolling_correlation(
         raise ValueError(f"window of {windows[-1]} sessions is longer than the epoch of {epoch} sessions")
     grid = paired_returns(returns, sessions, assets, benchmarks, spans)
     if grid.is_empty():
-        return pl.DataFrame(schema=ROLLING_CORRELATION_SCHEMA)
+        return pl.DataFrame(schema=MART_ROLLING_CORRELATION.polars_schema)
     grid = _with_positions(grid, epoch)
     frames = [
         grid.with_columns(_window_stats(w)).select(
@@ -231,7 +222,7 @@ def rolling_correlation(
     ]
     if since is not None:
         keys = ["asset", "benchmark", "window_days", "date"]
-        return pl.concat([f.filter(pl.col("date") >= since) for f in frames]).sort(keys).cast(ROLLING_CORRELATION_SCHEMA)
+        return pl.concat([f.filter(pl.col("date") >= since) for f in frames]).sort(keys).pipe(MART_ROLLING_CORRELATION.conform)
     # Each frame is in grid order (pair, date). The output wants (pair,
     # window, date): take each pair's slice of each window's frame in turn,
     # by position, rather than sorting millions of rows on string keys.
@@ -240,4 +231,4 @@ def rolling_correlation(
     order = np.concatenate(
         [np.arange(start, start + length) + k * n for start, length in pairs.select("_start", "len").iter_rows() for k in range(len(windows))]
     )
-    return pl.concat(frames)[order].cast(ROLLING_CORRELATION_SCHEMA)
+    return pl.concat(frames)[order].pipe(MART_ROLLING_CORRELATION.conform)

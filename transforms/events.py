@@ -28,20 +28,8 @@ from datetime import date
 
 import polars as pl
 
-CORRELATION_EVENTS_SCHEMA: dict[str, pl.DataType] = {
-    "date": pl.Date(),
-    "asset": pl.String(),
-    "benchmark": pl.String(),
-    "window_days": pl.Int32(),
-    "event": pl.String(),
-    "correlation": pl.Float64(),
-    "previous_date": pl.Date(),
-    "sessions_since": pl.Int32(),
-    "description": pl.String(),
-    # Not in the column list: without it two crossings of different
-    # levels on one day would be told apart only by their prose.
-    "level": pl.Float64(),
-}
+from contracts.tables import MART_CORRELATION_EVENTS
+
 _KEYS = ["asset", "benchmark", "window_days"]
 # Published default of the sign's dead band (flows.settings.Settings.event_dead_band).
 DEFAULT_DEAD_BAND = 0.05
@@ -234,8 +222,7 @@ def _finish(found: pl.DataFrame, confirm_sessions: int) -> pl.DataFrame:
             pl.col("_previous_date").alias("previous_date"),
             pl.Series("description", descriptions, dtype=pl.String),
         )
-        .select(list(CORRELATION_EVENTS_SCHEMA))
-        .cast(CORRELATION_EVENTS_SCHEMA)
+        .pipe(MART_CORRELATION_EVENTS.conform)
         .sort(*_KEYS, "date", "event", "level", nulls_last=False)
     )
 
@@ -351,7 +338,7 @@ def correlation_events_since(
             .select("date", *_KEYS, "correlation", "_row", "_previous_date", "_previous_row", "event", "level")
         )
     new_events = _finish(pl.concat(found), 1)
-    kept = previous_events.filter(pl.col("date") < from_session).select(list(CORRELATION_EVENTS_SCHEMA))  # small
-    return pl.concat([kept.cast(CORRELATION_EVENTS_SCHEMA), new_events]).sort(
+    kept = previous_events.filter(pl.col("date") < from_session).select(MART_CORRELATION_EVENTS.column_names)  # small
+    return pl.concat([kept.pipe(MART_CORRELATION_EVENTS.conform), new_events]).sort(
         *_KEYS, "date", "event", "level", nulls_last=False
     )

@@ -13,6 +13,7 @@ from datetime import date
 import numpy as np
 import polars as pl
 
+from contracts.tables import MART_FACTOR_IC, MART_FACTOR_IC_SUMMARY
 from transforms.factors import _calendar, _dense_grid
 
 # factor name in the IC marts -> column of mart_factor_scores
@@ -26,26 +27,6 @@ FACTOR_COLUMNS: dict[str, str] = {
 
 # The daily spread is published with the IC so that the summary can be
 # recomputed from stored rows (an incremental run) instead of from all scores.
-IC_SCHEMA: dict[str, pl.DataType] = {
-    "date": pl.Date(),
-    "factor": pl.String(),
-    "horizon_sessions": pl.Int64(),
-    "ic": pl.Float64(),
-    "n": pl.Int64(),
-    "top_minus_bottom": pl.Float64(),
-}
-
-SUMMARY_SCHEMA: dict[str, pl.DataType] = {
-    "factor": pl.String(),
-    "horizon_sessions": pl.Int64(),
-    "mean_ic": pl.Float64(),
-    "ic_std": pl.Float64(),
-    "ic_tstat": pl.Float64(),
-    "ic_tstat_method": pl.String(),
-    "ic_tstat_naive": pl.Float64(),
-    "n_dates": pl.Int64(),
-    "top_minus_bottom_quintile_return": pl.Float64(),
-}
 
 
 # How ``ic_tstat`` accounts for the overlap of forward windows (published with it).
@@ -236,7 +217,7 @@ def factor_daily_stats_from_prices(
 
 def mart_factor_ic(daily: pl.DataFrame) -> pl.DataFrame:
     """``date, factor, horizon_sessions, ic, n, top_minus_bottom`` from ``factor_daily_stats_from_prices``."""
-    return daily.select([pl.col(c).cast(t) for c, t in IC_SCHEMA.items()])
+    return daily.pipe(MART_FACTOR_IC.conform)
 
 
 def factor_ic_summary(daily: pl.DataFrame) -> pl.DataFrame:
@@ -280,7 +261,7 @@ def factor_ic_summary(daily: pl.DataFrame) -> pl.DataFrame:
         for ics, h in zip(out["_ics"].to_list(), out["horizon_sessions"].to_list(), strict=True)
     ]
     out = out.with_columns(pl.Series("ic_tstat", tstats, dtype=pl.Float64))
-    return out.select([pl.col(c).cast(t) for c, t in SUMMARY_SCHEMA.items()])
+    return out.pipe(MART_FACTOR_IC_SUMMARY.conform)
 
 
 def evaluate_factors(

@@ -19,6 +19,8 @@ from datetime import date, timedelta
 
 import polars as pl
 
+from contracts.tables import MART_FACTOR_METRICS, MART_FACTOR_SCORES
+
 FAMILIES: tuple[str, ...] = ("momentum", "value", "quality", "sentiment")
 
 # The Alpha Score's published reference weighting (docs/alpha_score.md): a
@@ -145,30 +147,6 @@ class LabelThresholds:
 
 
 SCORE_COLUMNS: tuple[str, ...] = tuple(f"{f}_score" for f in FAMILIES)
-
-SCORES_SCHEMA: dict[str, pl.DataType] = {
-    "date": pl.Date(),
-    "symbol": pl.String(),
-    "sector": pl.String(),
-    "momentum_score": pl.Float64(),
-    "value_score": pl.Float64(),
-    "quality_score": pl.Float64(),
-    "sentiment_score": pl.Float64(),
-    "alpha_score": pl.Int64(),
-    "alpha_label": pl.String(),
-    "coverage": pl.Int64(),
-    "summary": pl.String(),
-    "headline": pl.String(),
-}
-
-METRICS_SCHEMA: dict[str, pl.DataType] = {
-    "date": pl.Date(),
-    "symbol": pl.String(),
-    "metric": pl.String(),
-    "value": pl.Float64(),
-    "rank_pct": pl.Float64(),
-    "rank_scope": pl.String(),
-}
 
 
 def _check_metrics(metrics: Sequence[Metric]) -> None:
@@ -426,14 +404,14 @@ def _family_scores(n: int, ranked: Mapping[str, pl.DataFrame], metrics: Sequence
 
 def _metric_rows(ranked: Mapping[str, pl.DataFrame], metrics: Sequence[Metric]) -> pl.DataFrame:
     if not metrics:
-        return pl.DataFrame(schema=METRICS_SCHEMA)
+        return pl.DataFrame(schema=MART_FACTOR_METRICS.polars_schema)
     parts = [
         ranked[m.name].select("date", "symbol", pl.lit(m.name).alias("metric"), "value", "rank_pct", "rank_scope")
         for m in metrics
     ]
     # Blocks in declaration order, each in (date, symbol) order, not rechunked.
     out = pl.concat(parts, rechunk=False)
-    return out.select([pl.col(c).cast(t) for c, t in METRICS_SCHEMA.items()])
+    return out.pipe(MART_FACTOR_METRICS.conform)
 
 
 def round_half_up(expr: pl.Expr) -> pl.Expr:
@@ -569,7 +547,7 @@ def _score_rows(
     )
     return base.with_columns(
         _by_key(base, "__skey", summary).alias("summary"), _by_key(base, "__hkey", headline).alias("headline")
-    ).select([pl.col(c).cast(t) for c, t in SCORES_SCHEMA.items()])
+    ).pipe(MART_FACTOR_SCORES.conform)
 
 
 def _by_key(frame: pl.DataFrame, key: str, expr: pl.Expr) -> pl.Series:

@@ -36,13 +36,13 @@ from datetime import date
 
 import polars as pl
 
-from transforms.correlation import ROLLING_CORRELATION_SCHEMA, rolling_correlation
+from contracts.tables import MART_CORRELATION_MATRIX, MART_ROLLING_CORRELATION
+from contracts.vocabulary import CRYPTO_CLASSES, INDEX_CLASSES
+from transforms.correlation import rolling_correlation
 from transforms.events import correlation_events_since, mart_correlation_events
 from transforms.factor_eval import evaluate_factors, factor_ic_summary
 from transforms.indices import build_crypto_indices
 from transforms.marts import (
-    CRYPTO_CLASSES,
-    INDEX_CLASSES,
     MartParams,
     Marts,
     FACTOR_TABLES,
@@ -53,7 +53,7 @@ from transforms.marts import (
     milestone_partition,
     present_benchmarks,
 )
-from transforms.matrix import CORRELATION_MATRIX_SCHEMA, as_of_sessions, mart_correlation_matrix
+from transforms.matrix import as_of_sessions, mart_correlation_matrix
 from transforms.returns import log_returns
 from transforms.spillover_marts import spillover_marts_since
 
@@ -355,7 +355,7 @@ def _rolling_correlation_since(
         ).join(whole, on=_PAIR, how="semi")
         parts.append(recomputed)
     parts.append(tail)
-    out = [p.select(list(ROLLING_CORRELATION_SCHEMA)).cast(ROLLING_CORRELATION_SCHEMA) for p in parts]
+    out = [MART_ROLLING_CORRELATION.conform(p) for p in parts]
     return out[0], pl.concat(out[1:]), whole
 
 
@@ -404,9 +404,8 @@ def _matrix_since(
                 .unique()
                 .join(grid, how="cross")
                 .with_columns(pl.lit(None, dtype=pl.Float64).alias("correlation"), pl.lit(0).alias("observations"))
-                .select(list(CORRELATION_MATRIX_SCHEMA))
-                .cast(CORRELATION_MATRIX_SCHEMA)
+                .pipe(MART_CORRELATION_MATRIX.conform)
             )
             kept = pl.concat([kept, fill]).sort("date", "window_days", "asset_a", "asset_b")
     new = mart_correlation_matrix(tail_returns, sess, names, windows, since=from_session)
-    return pl.concat([kept.select(list(CORRELATION_MATRIX_SCHEMA)).cast(CORRELATION_MATRIX_SCHEMA), new])
+    return pl.concat([MART_CORRELATION_MATRIX.conform(kept), new])

@@ -32,11 +32,9 @@ from typing import NamedTuple
 
 import polars as pl
 
-# Pegged coins carry no market view and would dilute an equal-weight basket.
-DEFAULT_STABLECOINS: tuple[str, ...] = (
-    "USDT", "USDC", "DAI", "BUSD", "TUSD", "USDP", "FDUSD", "PYUSD", "USDE", "USDD",
-    "GUSD", "FRAX", "LUSD", "USTC", "UST", "EURC", "EURT",
-)  # fmt: skip
+from contracts.tables import DIM_ASSET, DIM_INDEX_MEMBER
+from contracts.vocabulary import DEFAULT_STABLECOINS
+
 DEFAULT_MAJORS: tuple[str, ...] = ("BTC", "ETH")
 EQUAL_WEIGHT_DAILY = "equal_weight_daily"
 DOLLAR_VOLUME_MONTHLY = "dollar_volume_monthly"
@@ -47,15 +45,6 @@ INDEX_BAR_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
     "date": pl.Date(),
     **{c: pl.Float64() for c in ("open", "high", "low", "close", "adj_close", "volume")},
-}
-INDEX_ASSET_SCHEMA: dict[str, pl.DataType] = {
-    c: pl.String()
-    for c in ("symbol", "name", "asset_class", "sector", "industry", "quote_currency", "source", "source_symbol")
-}
-INDEX_MEMBER_SCHEMA: dict[str, pl.DataType] = {
-    "index_symbol": pl.String(),
-    "member_symbol": pl.String(),
-    "method": pl.String(),
 }
 
 
@@ -87,7 +76,7 @@ def index_members(
     rows += [(majors_symbol, s, EQUAL_WEIGHT_DAILY) for s in crypto if s in set(majors)]
     if alts_dv_symbol is not None:
         rows += [(alts_dv_symbol, s, DOLLAR_VOLUME_MONTHLY) for s in alts]
-    return pl.DataFrame(rows, schema=INDEX_MEMBER_SCHEMA, orient="row")
+    return pl.DataFrame(rows, schema=DIM_INDEX_MEMBER.polars_schema, orient="row")
 
 
 def equal_weight_index(
@@ -430,6 +419,6 @@ def build_crypto_indices(
         )
     return CryptoIndices(
         bars=pl.concat(bars).sort("symbol", "date") if bars else pl.DataFrame(schema=INDEX_BAR_SCHEMA),
-        assets=pl.DataFrame(asset_rows, schema=INDEX_ASSET_SCHEMA).sort("symbol"),
+        assets=pl.DataFrame(asset_rows, schema=DIM_ASSET.polars_schema).sort("symbol"),
         members=members,
     )

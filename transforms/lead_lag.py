@@ -35,21 +35,11 @@ from datetime import date
 import numpy as np
 import polars as pl
 
+from contracts.tables import MART_LEAD_LAG
 from transforms.correlation import paired_returns
 from transforms.spillover import Cadence, _since_idx, _targets, pair_arrays, publish_dates, window_stats
 
 LAGS = (-1, 0, 1)
-
-LEAD_LAG_SCHEMA = {
-    "date": pl.Date,
-    "asset": pl.String,
-    "benchmark": pl.String,
-    "window_days": pl.Int32,
-    "measure": pl.String,
-    "lag_sessions": pl.Int32,
-    "correlation": pl.Float64,
-    "observations": pl.Int32,
-}
 
 
 def _shift(v: np.ndarray, k: int) -> np.ndarray:
@@ -100,7 +90,7 @@ def mart_lead_lag(
     assets = list(assets)
     grid = paired_returns(returns, sessions, assets, list(benchmarks))
     if grid.is_empty():
-        return pl.DataFrame(schema=LEAD_LAG_SCHEMA)
+        return pl.DataFrame(schema=MART_LEAD_LAG.polars_schema)
     weekend = weekend_returns(prices, sessions, assets)
     grid = grid.join(
         weekend.rename({"symbol": "asset"}), on=["asset", "session_date"], how="left"
@@ -142,6 +132,6 @@ def mart_lead_lag(
                     ).with_columns(pl.col("correlation").fill_nan(None))
                 )
     if not frames:
-        return pl.DataFrame(schema=LEAD_LAG_SCHEMA)
+        return pl.DataFrame(schema=MART_LEAD_LAG.polars_schema)
     keys = ["asset", "benchmark", "window_days", "measure", "lag_sessions", "date"]
-    return pl.concat([f.cast(LEAD_LAG_SCHEMA) for f in frames]).sort(keys)
+    return pl.concat([f.pipe(MART_LEAD_LAG.conform) for f in frames]).sort(keys)

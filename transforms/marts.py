@@ -21,21 +21,19 @@ from typing import Any
 
 import polars as pl
 
+from contracts.vocabulary import CRYPTO_CLASSES, DEFAULT_STABLECOINS, INDEX_CLASSES
 from transforms.allocation import simulate_mixes
 from transforms.correlation import EPOCH_SESSIONS, rolling_correlation
 from transforms.events import DEFAULT_DEAD_BAND, mart_correlation_events
 from transforms.factor_eval import evaluate_factors
-from transforms.factors import DEFAULT_MIN_CROSS_SECTION, LabelThresholds, build_factor_marts
-from transforms.indices import DEFAULT_STABLECOINS, build_crypto_indices
+from transforms.factors import DEFAULT_FAMILY_WEIGHTS, DEFAULT_MIN_CROSS_SECTION, LabelThresholds, build_factor_marts
+from transforms.indices import build_crypto_indices
 from transforms.matrix import mart_correlation_matrix
 from transforms.milestones import mart_market_milestones, mart_period_returns
 from transforms.policy import Policy
 from transforms.returns import log_returns
 from transforms.spillover import SpilloverParams
 from transforms.spillover_marts import spillover_marts
-
-CRYPTO_CLASSES = ("crypto", "index_crypto")
-INDEX_CLASSES = ("index", "index_crypto")
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ class MartParams:
     period_benchmark: str = "^GSPC"
     stablecoins: Sequence[str] = DEFAULT_STABLECOINS
     policy: Policy | None = None
-    factor_weights: dict[str, float] | None = None
+    factor_weights: dict[str, float] | None = field(default_factory=lambda: dict(DEFAULT_FAMILY_WEIGHTS))
     factor_thresholds: LabelThresholds = LabelThresholds()
     factor_min_sector_size: int = 5
     factor_min_cross_section: int = DEFAULT_MIN_CROSS_SECTION

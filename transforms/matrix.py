@@ -15,16 +15,8 @@ from datetime import date
 import numpy as np
 import polars as pl
 
+from contracts.tables import MART_CORRELATION_MATRIX
 from transforms.returns import session_index
-
-CORRELATION_MATRIX_SCHEMA: dict[str, pl.DataType] = {
-    "date": pl.Date(),
-    "window_days": pl.Int32(),
-    "asset_a": pl.String(),
-    "asset_b": pl.String(),
-    "correlation": pl.Float64(),
-    "observations": pl.Int32(),
-}
 
 
 def as_of_sessions(sessions: pl.Series) -> pl.Series:
@@ -77,7 +69,7 @@ def mart_correlation_matrix(
     names = sorted(set(symbols))
     idx = session_index(sessions)
     if not names or idx.is_empty():
-        return pl.DataFrame(schema=CORRELATION_MATRIX_SCHEMA)
+        return pl.DataFrame(schema=MART_CORRELATION_MATRIX.polars_schema)
     wide = idx.join(
         returns.filter(pl.col("symbol").is_in(names))
         .pivot(on="symbol", index="session_date", values="log_return", aggregate_function="first"),
@@ -99,7 +91,7 @@ def mart_correlation_matrix(
         targets = [t for t in targets if dates[t] >= since]
     blocks = [(t, w) for t in targets for w in sorted(set(windows)) if t + 1 >= w]
     if not blocks:
-        return pl.DataFrame(schema=CORRELATION_MATRIX_SCHEMA)
+        return pl.DataFrame(schema=MART_CORRELATION_MATRIX.polars_schema)
     corr = np.empty((len(blocks), n * n))
     obs = np.empty((len(blocks), n * n), dtype=np.int64)
     for i, (t, w) in enumerate(blocks):
@@ -120,4 +112,4 @@ def mart_correlation_matrix(
     ).with_columns(pl.col("correlation").fill_nan(None))
     # Blocks are built in (date, window) order and names are sorted, so the
     # frame is already in key order; the sort only guards that invariant.
-    return frame.cast(CORRELATION_MATRIX_SCHEMA).sort("date", "window_days", "asset_a", "asset_b", maintain_order=True)
+    return frame.pipe(MART_CORRELATION_MATRIX.conform).sort("date", "window_days", "asset_a", "asset_b", maintain_order=True)

@@ -29,33 +29,8 @@ from collections.abc import Iterable, Sequence
 
 import polars as pl
 
-MARKET_MILESTONES_SCHEMA: dict[str, pl.DataType] = {
-    "date": pl.Date(),
-    "symbol": pl.String(),
-    "close": pl.Float64(),
-    "ath_close": pl.Float64(),
-    "is_new_ath": pl.Boolean(),
-    "ath_since": pl.Date(),
-    "drawdown_from_ath": pl.Float64(),
-    "low_21d": pl.Float64(),
-    "rally_from_low_21d": pl.Float64(),
-    "ret_1d": pl.Float64(),
-    "ret_mtd": pl.Float64(),
-    "ret_qtd": pl.Float64(),
-    "ret_ytd": pl.Float64(),
-    "ret_1y": pl.Float64(),
-    "gap_days": pl.Int32(),
-}
-PERIOD_RETURNS_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String(),
-    "period": pl.String(),
-    "period_end": pl.Date(),
-    "return": pl.Float64(),
-    "benchmark": pl.String(),
-    "benchmark_return": pl.Float64(),
-    "excess_return": pl.Float64(),
-    "spans_gap": pl.Boolean(),
-}
+from contracts.tables import MART_MARKET_MILESTONES, MART_PERIOD_RETURNS
+
 _PERIOD_EVERY = {"month": "1mo", "quarter": "1q", "year": "1y"}
 
 
@@ -200,7 +175,7 @@ def mart_market_milestones(
         )
     if history is not None:
         out = out.join(prices.select("symbol", "date").unique(), on=["symbol", "date"], how="semi")
-    return out.select(list(MARKET_MILESTONES_SCHEMA)).cast(MARKET_MILESTONES_SCHEMA).sort("symbol", "date")
+    return out.pipe(MART_MARKET_MILESTONES.conform).sort("symbol", "date")
 
 
 def _with_history(prices: pl.DataFrame, history: pl.DataFrame | None, symbols: Iterable[str] | None) -> pl.DataFrame:
@@ -287,4 +262,4 @@ def mart_period_returns(
                 "spans_gap",
             )
         )
-    return pl.concat(frames).cast(PERIOD_RETURNS_SCHEMA).sort("symbol", "period", "period_end")
+    return pl.concat(frames).pipe(MART_PERIOD_RETURNS.conform).sort("symbol", "period", "period_end")

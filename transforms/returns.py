@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
-RETURNS_SCHEMA = {"symbol": pl.String, "session_date": pl.Date, "log_return": pl.Float64}
+from contracts.tables import FACT_RETURNS
 
 
 def session_index(sessions: pl.Series) -> pl.DataFrame:
@@ -49,4 +49,4 @@ def log_returns(prices: pl.DataFrame, sessions: pl.Series, price_col: str = "adj
         "symbol",
         "session_date",
         pl.when(valid).then((pl.col("close") / prev_close).log()).otherwise(None).alias("log_return"),
-    ).cast(RETURNS_SCHEMA)
+    ).pipe(FACT_RETURNS.conform)

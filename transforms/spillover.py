@@ -35,23 +35,13 @@ import numpy as np
 import polars as pl
 from numpy.lib.stride_tricks import sliding_window_view
 
+from contracts.tables import MART_SPILLOVER
 from transforms.correlation import paired_returns
 from transforms.matrix import as_of_sessions
 from transforms.returns import session_index
 
 Cadence = Literal["session", "month_end"]
 REGIMES = ("risk_on", "risk_off", "all")
-
-SPILLOVER_SCHEMA = {
-    "date": pl.Date,
-    "asset": pl.String,
-    "benchmark": pl.String,
-    "window_days": pl.Int32,
-    "regime": pl.String,
-    "correlation": pl.Float64,
-    "beta": pl.Float64,
-    "observations": pl.Int32,
-}
 
 
 @dataclass(frozen=True)
@@ -181,7 +171,7 @@ def mart_spillover(
     benchmarks = list(benchmarks)
     grid = paired_returns(returns, sessions, assets, benchmarks)
     if grid.is_empty():
-        return pl.DataFrame(schema=SPILLOVER_SCHEMA)
+        return pl.DataFrame(schema=MART_SPILLOVER.polars_schema)
     dates = publish_dates(sessions, cadence).to_numpy()
     all_dates = sessions.to_numpy()
     since_idx = _since_idx(sessions, since)
@@ -213,6 +203,6 @@ def mart_spillover(
                     ).with_columns(pl.col("correlation", "beta").fill_nan(None))
                 )
     if not frames:
-        return pl.DataFrame(schema=SPILLOVER_SCHEMA)
+        return pl.DataFrame(schema=MART_SPILLOVER.polars_schema)
     keys = ["asset", "benchmark", "window_days", "regime", "date"]
-    return pl.concat([f.cast(SPILLOVER_SCHEMA) for f in frames]).sort(keys)
+    return pl.concat([f.pipe(MART_SPILLOVER.conform) for f in frames]).sort(keys)

@@ -38,21 +38,9 @@ from datetime import date
 import numpy as np
 import polars as pl
 
+from contracts.tables import MART_SPILLOVER_INDEX
 from transforms.returns import session_index
 
-SPILLOVER_INDEX_SCHEMA = {
-    "date": pl.Date,
-    "series": pl.String,
-    "window_sessions": pl.Int32,
-    "horizon": pl.Int32,
-    "lag_order": pl.Int32,
-    "observations": pl.Int32,
-    "own_share": pl.Float64,
-    "from_others": pl.Float64,
-    "to_others": pl.Float64,
-    "net": pl.Float64,
-    "total_spillover": pl.Float64,
-}
 # Share of a window's sessions that must carry a return for every series.
 MIN_COMPLETE = 0.9
 
@@ -136,7 +124,7 @@ def mart_spillover_index(
     idx = session_index(sess)
     names = [s for s in series if returns.filter(pl.col("symbol") == s).height]
     if len(names) < 2 or sess.len() < window:
-        return pl.DataFrame(schema=SPILLOVER_INDEX_SCHEMA)
+        return pl.DataFrame(schema=MART_SPILLOVER_INDEX.polars_schema)
     wide = np.full((sess.len(), len(names)), np.nan)
     for j, name in enumerate(names):
         own = returns.filter((pl.col("symbol") == name) & pl.col("log_return").is_not_null()).join(
@@ -169,4 +157,4 @@ def mart_spillover_index(
                  table["own_share"][j], table["from_others"][j], table["to_others"][j], table["net"][j],
                  table["total_spillover"])
             )  # fmt: skip
-    return pl.DataFrame(rows, schema=SPILLOVER_INDEX_SCHEMA, orient="row").sort("series", "date")
+    return pl.DataFrame(rows, schema=MART_SPILLOVER_INDEX.polars_schema, orient="row").sort("series", "date")

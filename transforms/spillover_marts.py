@@ -14,12 +14,12 @@ from datetime import date
 
 import polars as pl
 
-from transforms.lead_lag import LEAD_LAG_SCHEMA, mart_lead_lag
-from transforms.spillover import SPILLOVER_SCHEMA, SpilloverParams, mart_spillover, publish_dates
-from transforms.spillover_index import SPILLOVER_INDEX_SCHEMA, index_dates, mart_spillover_index
+from contracts.tables import TABLES
+from transforms.lead_lag import mart_lead_lag
+from transforms.spillover import SpilloverParams, mart_spillover, publish_dates
+from transforms.spillover_index import index_dates, mart_spillover_index
 
 SPILLOVER_TABLES = ("mart_spillover", "mart_lead_lag", "mart_spillover_index")
-_SCHEMAS = dict(zip(SPILLOVER_TABLES, (SPILLOVER_SCHEMA, LEAD_LAG_SCHEMA, SPILLOVER_INDEX_SCHEMA), strict=True))
 
 
 def spillover_marts(
@@ -79,5 +79,5 @@ def spillover_marts_since(
     out = {}
     for t in SPILLOVER_TABLES:
         kept = previous[t].filter((pl.col("date") < from_session) & pl.col("date").is_in(dates[t].implode()))
-        out[t] = pl.concat([kept.select(list(_SCHEMAS[t])).cast(_SCHEMAS[t]), new[t]])
+        out[t] = pl.concat([TABLES[t].conform(kept), new[t]])
     return out

@@ -16,10 +16,10 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from flows.settings import Settings
 from warehouse.query import read_sql_file
-from warehouse.schema import Table, ident, sql_literal
-from warehouse.tables import TABLES
+from contracts.schema import Table, ident, sql_literal
+from contracts.tables import TABLES
+from contracts.vocabulary import DEFAULT_WAREHOUSE_STORAGE_VERSION
 
 SQL_DIR = Path(__file__).with_name("sql")
 
@@ -86,7 +86,7 @@ def inherit_column_comments(con: duckdb.DuckDBPyConnection, sql: str, sources: l
 
 def build_database(
     path: Path, frames: dict[str, pl.DataFrame], tables: dict[str, Table] = TABLES,
-    storage_version: str = Settings.model_fields["warehouse_storage_version"].default,
+    storage_version: str = DEFAULT_WAREHOUSE_STORAGE_VERSION,
 ) -> dict[str, int]:
     """Create every contracted table in a new file at ``path``; returns row counts.
 

@@ -13,8 +13,8 @@ import duckdb
 import polars as pl
 
 from warehouse.query import QueryError, connect_read_only, one_line, read_sql_file
-from warehouse.schema import ident
-from warehouse.tables import TABLES
+from contracts.schema import ident
+from contracts.tables import TABLES
 
 
 class UnknownObject(QueryError):

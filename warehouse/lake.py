@@ -32,7 +32,7 @@ from urllib.parse import quote, unquote
 import polars as pl
 
 from warehouse.files import atomic_write_parquet, read_stored_parquet
-from warehouse.tables import FACT_PRICES
+from contracts.tables import FACT_PRICES
 
 VALUE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
 ORIGIN = "origin"

@@ -26,8 +26,8 @@ from pathlib import Path
 import polars as pl
 
 from warehouse.files import atomic_write_text, write_parquet_content_named
-from warehouse.schema import Table
-from warehouse.tables import TABLES
+from contracts.schema import Table
+from contracts.tables import TABLES
 
 MANIFEST_SUFFIX = ".manifest.json"
 YEAR = "year"

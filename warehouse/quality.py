@@ -1,6 +1,6 @@
 """Data-quality rules: compiled from the table contracts into dataframely schemas.
 
-Each ``Table`` declares its rules next to its columns (``warehouse.tables``):
+Each ``Table`` declares its rules next to its columns (``contracts.tables``):
 types and nullability, the key, value bounds on columns (``gt``/``ge``/``le``,
 floats finite by default) and row rules (``Rule``). Here they become one
 dataframely schema per table and run (rules may depend on ``as_of`` and, for
@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from warehouse.lake import ORIGIN
-from warehouse.schema import Column, LogicalType, RuleInputs, Table
-from warehouse.tables import QUARANTINE, TABLES
+from contracts.schema import Column, LogicalType, RuleInputs, Table
+from contracts.tables import QUARANTINE, TABLES
+from contracts.vocabulary import CRYPTO_CLASSES, EQUITY_CLASSES
 
 if TYPE_CHECKING:
     import dataframely as dy
@@ -41,8 +42,6 @@ if TYPE_CHECKING:
 # Any column with one of these names, in any table (including tables whose
 # contract lives elsewhere), holds a 0-100 score.
 SCORE_BOUNDS = (0.0, 100.0)
-EQUITY_CLASSES = ("index", "etf", "equity")
-CRYPTO_CLASSES = ("crypto", "index_crypto")
 # A one-day move of 90% or more (either way, in log terms) in an adjusted
 # close: what an unadjusted 1:10 split looks like.
 SPLIT_LIKE_LOG_MOVE = math.log(10)
@@ -370,17 +369,16 @@ def quarantine_summary(quarantined: pl.DataFrame) -> str | None:
 
 def session_gaps(
     prices: pl.DataFrame, assets: pl.DataFrame, as_of: date,
-    sessions: Callable[[date, date], pl.Series] | None = None,
+    sessions: Callable[[date, date], pl.Series],
 ) -> list[str]:
     """Flag symbols missing expected dates between their first and last bar.
 
-    Equities and indices are expected on every exchange session (XNYS),
-    crypto on every UTC day.
+    Equities and indices are expected on every session ``sessions(start, end)``
+    returns (the run's exchange calendar, which the caller passes: the
+    warehouse does not know calendars), crypto on every UTC day.
     """
     if prices.is_empty() or assets is None or assets.is_empty():
         return []
-    if sessions is None:
-        from flows.calendar import sessions
     spans = (
         prices.filter(pl.col("date") <= as_of)
         .group_by("symbol").agg(pl.col("date").min().alias("first"), pl.col("date").max().alias("last"))

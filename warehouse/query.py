@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from warehouse.schema import ident
+from contracts.schema import ident
 
 READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 # DuckDB's own advice, kept when an error is cut to one line (the LINE/caret

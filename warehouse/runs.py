@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from warehouse.files import atomic_write_parquet, read_stored_parquet
-from warehouse.tables import INGEST_LOG, PIPELINE_RUNS, QUARANTINE
+from contracts.tables import INGEST_LOG, PIPELINE_RUNS, QUARANTINE
 
 # Runs whose quarantine rows are kept: a bad bar that stays in the lake is
 # quarantined again by every run, so older records add nothing.

@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 
 import polars as pl
 
+from contracts.tables import FACT_FUNDAMENTALS
 from flows.universe import Universe
 from warehouse.lake import ORIGIN
 
@@ -89,7 +90,7 @@ class InputProblem:
 
 def problems_frame(problems: list[InputProblem], run_id: str = "") -> pl.DataFrame:
     """``problems`` as ``quarantine`` rows: one per problem, keyed by what is known of the row."""
-    from warehouse.tables import QUARANTINE
+    from contracts.tables import QUARANTINE
 
     rows = {}
     for p in problems:
@@ -165,18 +166,5 @@ def conform_assets(frame: pl.DataFrame) -> pl.DataFrame:
 
 # Point-in-time fundamentals: one row per symbol and snapshot date ``as_of``. A
 # snapshot may only be used for sessions on or after its as_of (no look-ahead).
-FUNDAMENTALS_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String(),
-    "as_of": pl.Date(),
-    "sector": pl.String(),
-    "industry": pl.String(),
-    "trailing_pe": pl.Float64(),
-    "price_to_book": pl.Float64(),
-    "return_on_equity": pl.Float64(),
-    "profit_margin": pl.Float64(),
-    "gross_margin": pl.Float64(),
-    "debt_to_equity": pl.Float64(),
-    "recommendation_mean": pl.Float64(),
-    "number_of_analyst_opinions": pl.Int64(),
-    "short_percent_of_float": pl.Float64(),
-}
+# The fact_fundamentals contract's columns and types.
+FUNDAMENTALS_SCHEMA: dict[str, pl.DataType] = FACT_FUNDAMENTALS.polars_schema

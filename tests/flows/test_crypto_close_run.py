@@ -111,7 +111,7 @@ def test_a_run_log_written_before_the_column_existed_reads_it_as_null(tmp_path):
 
     from warehouse.files import atomic_write_parquet
     from warehouse.runs import RunLog
-    from warehouse.tables import PIPELINE_RUNS
+    from contracts.tables import PIPELINE_RUNS
 
     old_schema = {k: v for k, v in PIPELINE_RUNS.polars_schema.items() if k != "crypto_close"}
     old = pl.DataFrame([{"run_id": "r1", "started_at": datetime(2026, 1, 2, tzinfo=UTC), "source": "sample",

@@ -15,7 +15,7 @@ from polars.testing import assert_frame_equal
 from flows.nightly import nightly
 from warehouse.lake import Lake
 from warehouse.query import read_tables
-from warehouse.tables import TABLES
+from contracts.tables import TABLES
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from flows.nightly import nightly
-from warehouse.tables import TABLES
+from contracts.tables import TABLES
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

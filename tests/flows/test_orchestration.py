@@ -16,7 +16,7 @@ from flows.backfill import backfill
 from flows.nightly import PipelineError, batches, merge_batches, nightly, year_chunks
 from flows.sources.sample import SampleSource
 from flows.universe import load_universe
-from warehouse.tables import TABLES
+from contracts.tables import TABLES
 
 AS_OF = date(2016, 9, 30)
 START = date(2015, 1, 2)

@@ -36,7 +36,7 @@ def test_the_first_stages_still_get_the_calendar_and_the_row_screen():
         "from datetime import date\n"
         "from flows.calendar import sessions\n"
         "from warehouse.quality import compile_table\n"
-        "from warehouse.tables import TABLES\n"
+        "from contracts.tables import TABLES\n"
         "assert sessions(date(2024, 12, 23), date(2024, 12, 27)).len() == 4  # Christmas is no session\n"
         "compile_table(TABLES['fact_prices'], date(2024, 12, 27))"
     )

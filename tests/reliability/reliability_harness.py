@@ -119,7 +119,7 @@ def temp_leftovers(data_dir: Path) -> list[Path]:
 
 
 def read_table(db: Path, name: str, drop: tuple[str, ...] = ()) -> pl.DataFrame:
-    from warehouse.tables import TABLES
+    from contracts.tables import TABLES
 
     con = duckdb.connect(str(db), read_only=True)
     try:

@@ -30,7 +30,7 @@ from reliability_harness import (
     temp_leftovers,
 )
 from warehouse import snapshots
-from warehouse.tables import TABLES
+from contracts.tables import TABLES
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -13,7 +13,7 @@ import pytest
 
 from flows.nightly import nightly
 from reliability_harness import assert_same_rows, read_table
-from warehouse.tables import TABLES
+from contracts.tables import TABLES
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

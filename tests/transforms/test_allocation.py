@@ -12,12 +12,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from contracts.tables import TABLES
 from transforms.allocation import (
-    BREACHES_SCHEMA,
-    COMPLIANCE_SCHEMA,
-    PERFORMANCE_SCHEMA,
-    SUMMARY_SCHEMA,
-    WEIGHTS_SCHEMA,
     _period_starts,
     band_compliance,
     project_to_bands,
@@ -300,10 +296,10 @@ def recompute(prices: pl.DataFrame, weights: pl.DataFrame, perf: pl.DataFrame, m
 
 
 def test_output_schemas(result):
-    assert result.weights.schema == pl.Schema(WEIGHTS_SCHEMA)
-    assert result.performance.schema == pl.Schema(PERFORMANCE_SCHEMA)
-    assert result.summary.schema == pl.Schema(SUMMARY_SCHEMA)
-    assert result.breaches.schema == pl.Schema(BREACHES_SCHEMA)
+    assert result.weights.schema == pl.Schema(TABLES["mart_allocation_weights"].polars_schema)
+    assert result.performance.schema == pl.Schema(TABLES["mart_mix_performance"].polars_schema)
+    assert result.summary.schema == pl.Schema(TABLES["mart_mix_summary"].polars_schema)
+    assert result.breaches.schema == pl.Schema(TABLES["mart_band_breaches"].polars_schema)
     assert result.summary["mix"].to_list() == ["policy_mid", "inverse_vol", "btc_only", "btc_eth"]
 
 
@@ -776,7 +772,7 @@ def test_reference_mixes_are_never_band_triggered(result):
 
 def test_compliance_smallest_trade_is_the_distance_to_the_nearest_band_edge(calendar_result):
     comp = calendar_result.compliance
-    assert comp.schema == pl.Schema(COMPLIANCE_SCHEMA)
+    assert comp.schema == pl.Schema(TABLES["mart_band_compliance"].polars_schema)
     out = comp.filter(~pl.col("in_band"))
     assert out.height > 50
     w, lo, hi, trade = (out[c].to_numpy() for c in ("weight", "band_min", "band_max", "trade_to_band"))

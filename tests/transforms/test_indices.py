@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from flows.sources.base import ASSET_SCHEMA, BAR_SCHEMA
+from contracts.vocabulary import DEFAULT_STABLECOINS
 from transforms.indices import (
-    DEFAULT_STABLECOINS,
     DOLLAR_VOLUME_MONTHLY,
     EQUAL_WEIGHT_DAILY,
     build_crypto_indices,

@@ -15,8 +15,8 @@ from flows.cli import app
 from warehouse.build import build_database
 from warehouse.query import Target, run_query_result
 from warehouse.runs import RunLog
-from warehouse.schema import Column, Table
-from warehouse.tables import TABLES
+from contracts.schema import Column, Table
+from contracts.tables import TABLES
 
 
 def run_query(db_path: Path, sql: str) -> pl.DataFrame:

@@ -1,4 +1,7 @@
-"""Each contract is the single source of truth: transforms' outputs and the DDL agree with it."""
+"""Each contract is the single source of truth: the DDL agrees with it and enforces its key.
+
+Transforms take their output schemas from the same contracts (``Table.conform``),
+so there is no restated schema to keep equal to them."""
 
 from __future__ import annotations
 
@@ -6,54 +9,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from transforms.allocation import (
-    BREACHES_SCHEMA,
-    COMPLIANCE_SCHEMA,
-    PERFORMANCE_SCHEMA,
-    SUMMARY_SCHEMA,
-    WEIGHTS_SCHEMA,
-)
-from transforms.correlation import ROLLING_CORRELATION_SCHEMA
-from transforms.events import CORRELATION_EVENTS_SCHEMA
-from transforms.factor_eval import IC_SCHEMA
-from transforms.factor_eval import SUMMARY_SCHEMA as IC_SUMMARY_SCHEMA
-from transforms.factors import METRICS_SCHEMA, SCORES_SCHEMA
-from flows.sources.base import FUNDAMENTALS_SCHEMA
-from transforms.indices import INDEX_MEMBER_SCHEMA
-from transforms.matrix import CORRELATION_MATRIX_SCHEMA
-from transforms.milestones import MARKET_MILESTONES_SCHEMA, PERIOD_RETURNS_SCHEMA
-from transforms.returns import RETURNS_SCHEMA
+from contracts.tables import TABLES
 from warehouse.build import build_database
-from warehouse.tables import TABLES
-
-TRANSFORM_SCHEMAS = {
-    "fact_returns": RETURNS_SCHEMA,
-    "mart_rolling_correlation": ROLLING_CORRELATION_SCHEMA,
-    "mart_correlation_events": CORRELATION_EVENTS_SCHEMA,
-    "mart_correlation_matrix": CORRELATION_MATRIX_SCHEMA,
-    "mart_market_milestones": MARKET_MILESTONES_SCHEMA,
-    "mart_period_returns": PERIOD_RETURNS_SCHEMA,
-    "dim_index_member": INDEX_MEMBER_SCHEMA,
-    "mart_allocation_weights": WEIGHTS_SCHEMA,
-    "mart_mix_performance": PERFORMANCE_SCHEMA,
-    "mart_band_breaches": BREACHES_SCHEMA,
-    "mart_band_compliance": COMPLIANCE_SCHEMA,
-    "mart_mix_summary": SUMMARY_SCHEMA,
-    "mart_factor_scores": SCORES_SCHEMA,
-    "mart_factor_metrics": METRICS_SCHEMA,
-    "mart_factor_ic": IC_SCHEMA,
-    "mart_factor_ic_summary": IC_SUMMARY_SCHEMA,
-    "fact_fundamentals": FUNDAMENTALS_SCHEMA,
-}
-
-
-@pytest.mark.parametrize("name", sorted(TRANSFORM_SCHEMAS))
-def test_transform_output_matches_contract(name):
-    produced = {k: pl.DataType.from_python(v) if isinstance(v, type) and not issubclass(v, pl.DataType) else v
-                for k, v in TRANSFORM_SCHEMAS[name].items()}
-    assert list(produced) == TABLES[name].column_names
-    for col, dtype in produced.items():
-        assert dtype == TABLES[name].polars_schema[col], (name, col)
 
 
 def test_ddl_types_keys_and_comments(tmp_path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from warehouse import dictionary
-from warehouse.tables import TABLES
+from contracts.tables import TABLES
 
 
 def test_committed_dictionary_is_current():

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 import polars as pl
 
 from warehouse.lake import BARS_SCHEMA, Lake, symbol_dir
-from warehouse.tables import FACT_PRICES
+from contracts.tables import FACT_PRICES
 
 T1, T2 = datetime(2024, 1, 10, tzinfo=UTC), datetime(2024, 1, 11, tzinfo=UTC)
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from warehouse.marts import manifest_path, stage_marts
-from warehouse.tables import TABLES
+from contracts.tables import TABLES
 
 PUBLISHED = sorted(n for n, t in TABLES.items() if t.publish)
 

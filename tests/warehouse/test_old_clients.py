@@ -21,7 +21,7 @@ import pytest
 
 from flows.settings import Settings
 from tests.warehouse.conftest import built_warehouse
-from warehouse.tables import TABLES
+from contracts.tables import TABLES
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_VERSION = Settings.model_fields["warehouse_storage_version"].default

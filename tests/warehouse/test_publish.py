@@ -22,7 +22,7 @@ import pytest
 from warehouse import snapshots
 from warehouse.build import build_database
 from warehouse.marts import write_table
-from warehouse.tables import TABLES
+from contracts.tables import TABLES
 
 REPO = Path(__file__).resolve().parents[2]
 

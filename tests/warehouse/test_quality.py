@@ -14,7 +14,7 @@ from warehouse.audit import audit, audit_warnings
 from warehouse.build import build_database
 from warehouse.quality import screen, session_gaps, split_like_moves
 from warehouse.runs import RunLog
-from warehouse.tables import FACT_PRICES, QUARANTINE
+from contracts.tables import FACT_PRICES, QUARANTINE
 
 
 def bar(symbol="BTC", day=date(2024, 1, 2), **values):
@@ -183,7 +183,7 @@ def test_scores_checked_by_column_name_even_without_a_contract(tables):
 
 def test_declared_score_columns_get_the_score_range():
     from warehouse.quality import compile_table
-    from warehouse.tables import TABLES
+    from contracts.tables import TABLES
 
     rules = compile_table(TABLES["mart_factor_scores"], AS_OF).descriptions
     for col in ("alpha_score", "momentum_score", "value_score", "quality_score", "sentiment_score"):
@@ -191,11 +191,13 @@ def test_declared_score_columns_get_the_score_range():
 
 
 def test_gaps_are_flagged_not_failed(tables):
+    from flows.calendar import sessions
+
     prices, assets = tables["fact_prices"], tables["dim_asset"]
-    assert session_gaps(prices, assets, AS_OF) == []
+    assert session_gaps(prices, assets, AS_OF, sessions) == []
     holed = prices.filter(~((pl.col("symbol") == "^RUT") & (pl.col("date") == date(2024, 3, 5)))
                           & ~((pl.col("symbol") == "BTC") & (pl.col("date") == date(2024, 3, 9))))  # a Saturday
-    (warning,) = session_gaps(holed, assets, AS_OF)
+    (warning,) = session_gaps(holed, assets, AS_OF, sessions)
     assert "2 symbol(s)" in warning and "^RUT (1, first 2024-03-05)" in warning and "BTC (1, first 2024-03-09)" in warning
 
 
@@ -318,6 +320,6 @@ def test_the_default_jump_bounds_cover_every_asset_class():
     from typing import get_args
 
     from flows.settings import Settings
-    from flows.universe import AssetClass
+    from contracts.vocabulary import AssetClass
 
     assert set(get_args(AssetClass)) <= set(Settings().jump_bounds)

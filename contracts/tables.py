@@ -1,4 +1,4 @@
-"""The warehouse's tables, declared once (see ``warehouse.schema``)."""
+"""The warehouse's tables, declared once (see ``contracts.schema``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import polars as pl
 
-from warehouse.schema import Column as C
-from warehouse.schema import Rule, RuleInputs, Table
+from contracts.schema import Column as C
+from contracts.schema import Rule, RuleInputs, Table
 
 # Tolerance for weights that must sum to 1: rounding of drifted weights, not
 # a real allocation error (1e-6 of NAV is far below a trade's size).
@@ -215,6 +215,8 @@ MART_CORRELATION_EVENTS = Table(
         C("previous_date", "date", "Last earlier session with the new state; null: first time on record."),
         C("sessions_since", "int", "Sessions from previous_date to date.", unit="sessions"),
         C("description", "string", "One sentence, e.g. 'The 90-session correlation between ^RUT and ALTS turned negative (-0.12) for the first time since 2016-07-14.'", False),
+        # Not in the issue's column list: without it two crossings of different
+        # levels on one day would be told apart only by their prose.
         C("level", "float", "Level crossed (crossing events); null for sign changes."),
     ),
     unique=("asset", "benchmark", "window_days", "date", "event", "level"),
