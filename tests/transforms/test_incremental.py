@@ -1,7 +1,7 @@
 """The incremental build equals the full build.
 
 For generated panels (and real data when present): ``full(as_of=D)`` against
-``incremental(previous=full(as_of=D-1 session), from_date=...)``, table by
+``incremental(previous=full(as_of=D-1 session), since=...)``, table by
 table, sorted by every non-float column, compared exactly: the rolling
 correlations' sums restart at epoch boundaries of the calendar and the
 incremental tail starts on one, so even their floats are the full build's bit
@@ -21,7 +21,7 @@ from polars.testing import assert_frame_equal
 from bench.panel import generate
 from flows.calendar import sessions as exchange_sessions
 from flows.policy import load_policy
-from transforms.incremental import build_marts_incremental, first_changed_session
+from transforms.incremental import first_changed_session
 from transforms.marts import MartParams, build_marts
 
 AS_OF = date(2026, 11, 20)
@@ -54,7 +54,7 @@ def assert_same_marts(full: dict[str, pl.DataFrame], inc: dict[str, pl.DataFrame
 def check(prices, assets, sessions, d, prev_prices, prev_assets, prev_sessions, from_date, params=PARAMS):
     previous = build_marts(prev_prices, prev_assets, prev_sessions, params)
     full = build_marts(prices, assets, sessions, params)
-    inc = build_marts_incremental(prices, assets, sessions, params, previous=previous.tables, from_date=from_date)
+    inc = build_marts(prices, assets, sessions, params, previous=previous.tables, since=from_date)
     assert_same_marts(full.tables, inc.tables)
     assert inc.warnings == full.warnings
     return full, inc
@@ -152,8 +152,8 @@ def test_chained_nightly_runs(panel):
     tables = build_marts(p, assets, s, PARAMS).tables
     for i in range(start + 1, sessions.len()):
         p, s = as_of(prices, sessions, sessions[i])
-        tables = build_marts_incremental(
-            p, assets, s, PARAMS, previous=tables, from_date=sessions[i - 1] + timedelta(days=1)
+        tables = build_marts(
+            p, assets, s, PARAMS, previous=tables, since=sessions[i - 1] + timedelta(days=1)
         ).tables
     assert_same_marts(build_marts(prices, assets, sessions, PARAMS).tables, tables)
 
