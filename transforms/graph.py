@@ -298,9 +298,16 @@ def build_correlation(inputs, params: MartParams, since, previous) -> Built:
         plan.tail_idx, plan.from_idx, crypto, benchmarks, sorted(set(windows)), params.correlation_epoch_sessions,
     )  # fmt: skip
     corr = pl.concat([kept_corr, new_corr])
+    # A pair recomputed over its whole history rewrites its old rows too.
+    unchanged = {} if whole.height else {"mart_rolling_correlation": since}
     if from_session is None and "mart_correlation_events" in previous:
         events = previous["mart_correlation_events"]  # no new session: no new correlation row
+        unchanged["mart_correlation_events"] = since
     elif params.event_confirm_sessions == 1 and from_session is not None and "mart_correlation_events" in previous:
+        # The previous events before the first changed session are kept as
+        # they were (but those of pairs recomputed whole); new ones are dated on/after it.
+        if not whole.height:
+            unchanged["mart_correlation_events"] = since
         prev_events = previous["mart_correlation_events"]
         if whole.height:
             prev_events = prev_events.join(whole, on=["asset", "benchmark"], how="anti")
@@ -314,8 +321,6 @@ def build_correlation(inputs, params: MartParams, since, previous) -> Built:
             corr, levels=params.event_levels, confirm_sessions=params.event_confirm_sessions,
             dead_band=params.event_dead_band,
         )
-    # A pair recomputed over its whole history rewrites its old rows too.
-    unchanged = {} if whole.height else {"mart_rolling_correlation": since}
     return Built({"mart_rolling_correlation": corr, "mart_correlation_events": events}, unchanged_before=unchanged)
 
 
