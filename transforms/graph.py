@@ -43,7 +43,7 @@ from typing import Any
 
 import polars as pl
 
-from transforms.correlation import rolling_correlation
+from transforms.allocation import simulate_mixes
 from transforms.events import correlation_events_since, mart_correlation_events
 from transforms.incremental import (
     MARGIN_SESSIONS,
@@ -61,7 +61,6 @@ from transforms.marts import (
     Marts,
     PartitionMap,
     _combine,
-    allocation_marts,
     blocks,
     correlation_partition,
     factor_marts,
@@ -445,8 +444,9 @@ def build_allocation(inputs, params: MartParams, since, previous) -> Built:
         rut = None
         if regime:
             rut = (focus if regime in _matrix_symbols(inputs) else all_prices).filter(pl.col("symbol") == regime)
-    tables, warnings = allocation_marts(params.policy, crypto_prices, corr, rut)
-    return Built(tables, warnings)
+    mixes = simulate_mixes(params.policy, crypto_prices, corr, rut)
+    frames = (mixes.weights, mixes.performance, mixes.summary, mixes.breaches, mixes.compliance)
+    return Built(dict(zip(ALLOCATION_TABLES, frames, strict=True)), list(mixes.warnings))
 
 
 GRAPH: tuple[Node, ...] = (

@@ -23,7 +23,6 @@ from typing import Any
 
 import polars as pl
 
-from transforms.allocation import simulate_mixes
 from transforms.correlation import EPOCH_SESSIONS, rolling_correlation
 from transforms.events import DEFAULT_DEAD_BAND, mart_correlation_events
 from transforms.factor_eval import evaluate_factors
@@ -217,18 +216,3 @@ def present_benchmarks(params: MartParams, present: set[str]) -> tuple[list[str]
         if b not in present
     ]
     return benchmarks, warnings
-
-
-def allocation_marts(
-    policy: Policy, crypto_prices: pl.DataFrame, correlations: pl.DataFrame, benchmark_prices: pl.DataFrame | None
-) -> tuple[dict[str, pl.DataFrame], list[str]]:
-    """The allocation marts of ``simulate_mixes`` and its warnings."""
-    mixes = simulate_mixes(policy, crypto_prices, correlations, benchmark_prices)
-    tables = {
-        "mart_allocation_weights": mixes.weights,
-        "mart_mix_performance": mixes.performance,
-        "mart_mix_summary": mixes.summary,
-        "mart_band_breaches": mixes.breaches,
-        "mart_band_compliance": mixes.compliance,
-    }
-    return tables, list(mixes.warnings)
