@@ -60,7 +60,6 @@ def _incremental(work: Path, args, factors: bool) -> None:
     import polars as pl
 
     from bench.__main__ import _inputs, emit, peak_rss, rss_now
-    from transforms.incremental import build_marts_incremental
     from transforms.marts import build_marts
 
     label = "transform_incremental" if factors else "transform_incremental_no_factors"
@@ -94,7 +93,7 @@ def _incremental(work: Path, args, factors: bool) -> None:
     before = rss_now()
     t, c = time.perf_counter(), time.process_time()
     try:
-        inc = build_marts_incremental(prices, assets, sess, params, previous=previous, from_date=from_date)
+        inc = build_marts(prices, assets, sess, params, previous=previous, since=from_date)
     except TypeError as exc:  # the Alpha Score's from_date API is not there yet
         print(json.dumps({"stage": label, "error": str(exc)}), flush=True)
         return

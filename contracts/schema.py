@@ -119,6 +119,10 @@ class Table:
     publish: bool = False
     # Date column to partition the Parquet mart by year (large tables only).
     partition_year_by: str | None = None
+    # The date a row belongs to: an incremental load replaces a table's rows
+    # dated on or after a day and keeps the older ones (docs/performance.md).
+    # None: the table is always rewritten whole.
+    date_column: str | None = None
     # Data-quality rules beyond types, nullability, keys and column bounds.
     rules: tuple[Rule, ...] = ()
     # Row-level: a row breaking a rule is quarantined and the rest go on (raw
@@ -134,6 +138,9 @@ class Table:
         for k in (*self.primary_key, *self.unique):
             if k not in names:
                 raise ValueError(f"table {self.name}: key column {k} is not a column")
+        for label, col in (("date_column", self.date_column), ("partition_year_by", self.partition_year_by)):
+            if col is not None and (col not in names or self.column(col).type != "date"):
+                raise ValueError(f"table {self.name}: {label} {col} is not a date column")
 
     @property
     def key(self) -> tuple[str, ...]:

@@ -39,9 +39,9 @@ from flows.sources.base import (
 from flows.sources.live_config import deadline as source_deadline
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe, UniverseError, load_universe
-from transforms.incremental import build_marts_incremental, first_changed_session
-from transforms.marts import FACTOR_TABLES, MartParams, build_marts, serial_map
-from transforms.spillover_marts import SPILLOVER_TABLES
+from transforms.graph import full_build_reason, seed_tables
+from transforms.incremental import first_changed_session
+from transforms.marts import MartParams, build_marts, serial_map
 from warehouse import marts as mart_files
 from warehouse import snapshots
 from warehouse.audit import audit, audit_warnings
@@ -345,16 +345,18 @@ def transform_partition(fn, args: tuple):
     return fn(*args)
 
 
-def map_on_runner(fn, arg_list: list[tuple]) -> list:
-    """``build_marts``'s independent partitions as tasks on the flow's task runner.
+def map_on_runner(fn, arg_list: list[tuple], names: list[str] | None = None) -> list:
+    """``build_marts``'s independent partitions as tasks on the flow's task runner,
+    each named after its mart graph node (``transforms.graph``), e.g. ``mart-correlation-2of5``.
 
     Outside a flow (tests, the benchmark) they simply run one after another.
     """
     if FlowRunContext.get() is None:
         return serial_map(fn, arg_list)
+    names = names or [f"transform-{i + 1}of{len(arg_list)}" for i in range(len(arg_list))]
     futures = [
-        transform_partition.with_options(task_run_name=f"transform-{i + 1}of{len(arg_list)}").submit(fn, args)
-        for i, args in enumerate(arg_list)
+        transform_partition.with_options(task_run_name=f"mart-{name}").submit(fn, args)
+        for name, args in zip(names, arg_list, strict=True)
     ]
     return [f.result() for f in futures]
 
@@ -368,6 +370,9 @@ class Transformed:
     # None: every mart was rebuilt from the whole lake.
     incremental_from: date | None = None
     full_because: str | None = None
+    # Per table, the date before which its rows are the published run's
+    # (transforms.marts.Marts.unchanged_before); empty after a full build.
+    unchanged_before: dict[str, date] = field(default_factory=dict)
 
 
 CODE_PACKAGES = ("flows", "transforms", "warehouse")
@@ -395,13 +400,6 @@ def transform_fingerprint(params: MartParams, settings: Settings, source: str) -
         sorted(settings.jump_bounds.items()), params,
     ))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-# Tables an incremental rebuild reads back from the published warehouse.
-SEED_TABLES = (
-    "fact_prices", "dim_asset", "fact_returns", "mart_rolling_correlation", "mart_correlation_events",
-    "mart_correlation_matrix", "fact_fundamentals", *FACTOR_TABLES, *SPILLOVER_TABLES,
-)
 
 
 def incremental_base(
@@ -458,7 +456,8 @@ def incremental_base(
         new = now.join(stored, on=fund.column_names, how="anti", nulls_equal=True)
         if new.height:
             candidates.append(new["as_of"].min())
-    large = [t for t in SEED_TABLES if t not in small]
+    # The tables the mart graph's nodes read back when built incrementally.
+    large = [t for t in seed_tables() if t not in small]
     try:
         previous = small | _read_seed(settings.warehouse_path, large)
     except Exception as exc:
@@ -547,8 +546,8 @@ def transform(
     """Read the lake, screen it, and build every mart; the heavy parts are mapped over the runner.
 
     When the published run can seed it (``incremental_base``), only what the
-    newly landed bars touch is rebuilt (``build_marts_incremental``, equal to
-    the full build).
+    newly landed bars touch is rebuilt (``build_marts`` from ``since``, equal
+    to the full build).
     """
     stored = lake.read_bars().filter(pl.col("date") <= as_of)
     assets = lake.read_assets()
@@ -583,6 +582,10 @@ def transform(
         settings, lake.source, fingerprint, as_of, prices, assets, fundamentals,
         stored=stored, withdrawn=lake.read_withdrawn(),
     )
+    if not isinstance(base, str):
+        # The graph's own rules (a required previous table missing, a changed
+        # range within a node's look-back of the first session) are reported too.
+        base = full_build_reason(sess, params, base[1], base[0]) or base
     if isinstance(base, str):
         marts = build_marts(
             prices, assets, sess, params, fundamentals=fundamentals, map_partitions=map_on_runner, history=history
@@ -592,9 +595,9 @@ def transform(
             marts.warnings.append(base)
     else:
         previous, incremental_from = base
-        marts = build_marts_incremental(
-            prices, assets, sess, params, fundamentals, previous=previous, from_date=incremental_from,
-            history=history,
+        marts = build_marts(
+            prices, assets, sess, params, fundamentals, map_partitions=map_on_runner, history=history,
+            since=incremental_from, previous=previous,
         )
         full_because = None
     if synthetic:
@@ -610,7 +613,7 @@ def transform(
         "source": lake.source, "as_of": as_of, "fingerprint": fingerprint,
         "ingested_through": prices["ingested_at"].max(),
     }
-    return Transformed(marts.tables, marts.warnings, state, incremental_from, full_because)
+    return Transformed(marts.tables, marts.warnings, state, incremental_from, full_because, marts.unchanged_before)
 
 
 def fundamentals_as_of(lake: Lake, as_of: date) -> pl.DataFrame | None:

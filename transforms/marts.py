@@ -5,35 +5,32 @@ loads the result; the benchmark times the same function. Warnings (a missing
 benchmark, a skipped mix) are returned, not logged, to keep this module free
 of side effects.
 
-The independent pieces (rolling correlations and their events per block of
-crypto assets, the matrix per window, milestones, the Alpha Score) are
-handed to ``map_partitions``, which the flow backs with its task runner so
-they run in parallel, on Dask workers too. Every piece is a module-level
-function of frames, so it pickles; results are combined in a fixed order and
-sorted, so how they were run never changes what comes out.
+``build_marts`` is the mart graph's assembler (transforms/graph.py, where each
+mart is declared once); this module holds the parameters, the result and the
+pieces the graph's nodes share. The independent pieces are handed to
+``map_partitions``, which the flow backs with its task runner so they run in
+parallel, on Dask workers too. Every piece is a module-level function of
+frames, so it pickles; results are combined in a fixed order and sorted, so
+how they were run never changes what comes out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import polars as pl
 
-from contracts.vocabulary import CRYPTO_CLASSES, DEFAULT_STABLECOINS, INDEX_CLASSES
-from transforms.allocation import simulate_mixes
+from contracts.vocabulary import DEFAULT_STABLECOINS
 from transforms.correlation import EPOCH_SESSIONS, rolling_correlation
 from transforms.events import DEFAULT_DEAD_BAND, mart_correlation_events
 from transforms.factor_eval import evaluate_factors
 from transforms.factors import DEFAULT_FAMILY_WEIGHTS, DEFAULT_MIN_CROSS_SECTION, LabelThresholds, build_factor_marts
-from transforms.indices import build_crypto_indices
-from transforms.matrix import mart_correlation_matrix
 from transforms.milestones import mart_market_milestones, mart_period_returns
 from transforms.policy import Policy
-from transforms.returns import log_returns
 from transforms.spillover import SpilloverParams
-from transforms.spillover_marts import spillover_marts
 
 
 @dataclass(frozen=True)
@@ -67,13 +64,19 @@ class MartParams:
 class Marts:
     tables: dict[str, pl.DataFrame]
     warnings: list[str] = field(default_factory=list)
+    # An incremental build's promise per table (docs: /work/wt/INTERFACE.md):
+    # rows whose date column (TABLES[t].date_column) is before the date are,
+    # as a multiset, the previous run's rows before it. Tables not named are
+    # rewritten whole; a full build names none.
+    unchanged_before: dict[str, date] = field(default_factory=dict)
 
 
-# map_partitions(fn, [args, ...]) -> [fn(*args), ...] in the order given.
-PartitionMap = Callable[[Callable[..., Any], list[tuple]], list[Any]]
+# map_partitions(fn, [args, ...], names=[name, ...]) -> [fn(*args), ...] in the
+# order given; ``names`` name each call (the flow's task names).
+PartitionMap = Callable[..., list[Any]]
 
 
-def serial_map(fn: Callable[..., Any], arg_list: list[tuple]) -> list[Any]:
+def serial_map(fn: Callable[..., Any], arg_list: list[tuple], names: Sequence[str] | None = None) -> list[Any]:
     return [fn(*args) for args in arg_list]
 
 
@@ -133,8 +136,12 @@ def build_marts(
     fundamentals: pl.DataFrame | None = None,
     map_partitions: PartitionMap = serial_map,
     history: pl.DataFrame | None = None,
+    *,
+    since: date | None = None,
+    previous: Mapping[str, pl.DataFrame] | None = None,
 ) -> Marts:
-    """All marts from native-calendar ``prices`` (BAR_SCHEMA plus optional source/ingested_at).
+    """All marts from native-calendar ``prices`` (BAR_SCHEMA plus optional source/ingested_at):
+    the mart graph's assembler (``transforms.graph.assemble``) over ``GRAPH``.
 
     ``fundamentals`` are the stored point-in-time snapshots (FUNDAMENTALS_SCHEMA);
     without them the Alpha Score has momentum only. ``history``: bars from
@@ -143,94 +150,18 @@ def build_marts(
 
     Derived crypto indices are added to ``fact_prices`` and ``dim_asset`` and
     then flow through returns and correlations like any crypto asset.
+
+    With ``since`` and ``previous`` (the tables of a run whose inputs equal
+    these before ``since``, with the same ``params`` and assets), only what
+    changed from ``since`` on is recomputed: the same tables, bit for bit;
+    built in full when ``previous`` lacks a table a node requires or the
+    changed range starts within a node's look-back of the first session.
     """
-    present = set(prices["symbol"].unique().to_list())
-    benchmarks, warnings = present_benchmarks(params, present)
+    from transforms.graph import assemble  # the graph's nodes import this module's pieces
 
-    indices = build_crypto_indices(prices, assets, stablecoins=params.stablecoins)
-    if "ingested_at" in prices.columns and not indices.bars.is_empty():
-        # A derived bar is as fresh as the newest stored bar it was built from.
-        index_bars = indices.bars.with_columns(
-            pl.lit("derived").alias("source"), pl.lit(prices["ingested_at"].max()).alias("ingested_at")
-        )
-    else:
-        index_bars = indices.bars
-    all_prices = pl.concat([prices, index_bars], how="diagonal_relaxed").sort("symbol", "date")
-    all_assets = pl.concat([assets, indices.assets], how="diagonal_relaxed").sort("symbol")
-
-    crypto = all_assets.filter(pl.col("asset_class").is_in(CRYPTO_CLASSES))["symbol"].to_list()
-    index_like = all_assets.filter(pl.col("asset_class").is_in(INDEX_CLASSES))["symbol"].to_list()
-    returns = log_returns(all_prices, sessions)
-    matrix_symbols = sorted(set(benchmarks) | set(index_like) | set(crypto))
-    milestone_symbols = sorted(set(benchmarks) | set(index_like))
-    windows = tuple(params.windows)
-    stocks = assets.filter(pl.col("asset_class") == "equity")["symbol"]
-
-    jobs: list[tuple[str, Callable[..., Any], tuple]] = [
-        ("corr", correlation_partition,
-         (returns, sessions, block, benchmarks, windows, tuple(params.event_levels), params.event_confirm_sessions,
-          params.correlation_epoch_sessions, params.event_dead_band))
-        for block in blocks(crypto, params.correlation_block_size)
-    ]
-    jobs += [("matrix", mart_correlation_matrix, (returns, sessions, matrix_symbols, (w,))) for w in windows]
-    jobs.append(
-        ("milestones", milestone_partition,
-         (all_prices, milestone_symbols, params.period_benchmark, sessions, crypto, history))
-    )  # fmt: skip
-    if stocks.len() and params.factors:
-        # Only the stocks' bars travel to the partition: the rest is not read there.
-        stock_prices = prices.filter(pl.col("symbol").is_in(stocks.implode()))
-        jobs.append(("factors", factor_marts, (stock_prices, assets, sessions, params, fundamentals)))
-    if params.spillover.enabled:
-        # Only the series the spillover marts read travel to the partition.
-        spill = sorted(set(crypto) | set(benchmarks) | set(params.spillover.index_series))
-        jobs.append(("spillover", spillover_marts, (
-            returns.filter(pl.col("symbol").is_in(spill)), all_prices.filter(pl.col("symbol").is_in(crypto)),
-            sessions, crypto, benchmarks, params.spillover,
-        )))  # fmt: skip
-    results = _run_jobs(jobs, map_partitions)
-
-    corr = _combine([c for c, _ in results["corr"]], ("asset", "benchmark", "window_days", "date"))
-    events = _combine([e for _, e in results["corr"]], ("date", "asset", "benchmark", "window_days", "event", "level"))
-    matrix = _combine(results["matrix"], ("date", "window_days", "asset_a", "asset_b"))
-    milestones, period_returns = results["milestones"][0]
-    tables = {
-        "fact_prices": all_prices,
-        "dim_asset": all_assets,
-        "dim_index_member": indices.members,
-        "fact_returns": returns,
-        "mart_rolling_correlation": corr,
-        "mart_correlation_events": events,
-        "mart_correlation_matrix": matrix,
-        "mart_market_milestones": milestones,
-        "mart_period_returns": period_returns,
-    }
-    if "factors" in results:
-        tables |= results["factors"][0]
-    if "spillover" in results:
-        tables |= results["spillover"][0]
-    if fundamentals is not None:
-        tables["fact_fundamentals"] = fundamentals
-    if params.policy is not None:
-        crypto_prices = all_prices.filter(pl.col("symbol").is_in(crypto))
-        rut = all_prices.filter(pl.col("symbol") == params.policy.regime.benchmark) if params.policy.regime else None
-        allocation, mix_warnings = allocation_marts(params.policy, crypto_prices, corr, rut)
-        tables |= allocation
-        warnings += mix_warnings
-    return Marts(tables=tables, warnings=warnings)
-
-
-def _run_jobs(jobs: list[tuple[str, Callable[..., Any], tuple]], map_partitions: PartitionMap) -> dict[str, list]:
-    """Run jobs of different functions through one map call: the runner sees them all at once."""
-    outputs = map_partitions(_call, [(fn, args) for _, fn, args in jobs])
-    results: dict[str, list] = {}
-    for (kind, _, _), out in zip(jobs, outputs, strict=True):
-        results.setdefault(kind, []).append(out)
-    return results
-
-
-def _call(fn: Callable[..., Any], args: tuple) -> Any:
-    return fn(*args)
+    return assemble(
+        prices, assets, sessions, params, fundamentals, map_partitions, history, since=since, previous=previous
+    )
 
 
 FACTOR_TABLES = ("mart_factor_scores", "mart_factor_metrics", "mart_factor_ic", "mart_factor_ic_summary")
@@ -282,18 +213,3 @@ def present_benchmarks(params: MartParams, present: set[str]) -> tuple[list[str]
         if b not in present
     ]
     return benchmarks, warnings
-
-
-def allocation_marts(
-    policy: Policy, crypto_prices: pl.DataFrame, correlations: pl.DataFrame, benchmark_prices: pl.DataFrame | None
-) -> tuple[dict[str, pl.DataFrame], list[str]]:
-    """The allocation marts of ``simulate_mixes`` and its warnings."""
-    mixes = simulate_mixes(policy, crypto_prices, correlations, benchmark_prices)
-    tables = {
-        "mart_allocation_weights": mixes.weights,
-        "mart_mix_performance": mixes.performance,
-        "mart_mix_summary": mixes.summary,
-        "mart_band_breaches": mixes.breaches,
-        "mart_band_compliance": mixes.compliance,
-    }
-    return tables, list(mixes.warnings)

@@ -11,7 +11,6 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
-import polars as pl
 import pytest
 
 from flows.nightly import nightly

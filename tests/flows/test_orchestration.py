@@ -17,6 +17,7 @@ from flows.nightly import PipelineError, batches, merge_batches, nightly, year_c
 from flows.sources.sample import SampleSource
 from flows.universe import load_universe
 from contracts.tables import TABLES
+from transforms.graph import GRAPH
 
 AS_OF = date(2016, 9, 30)
 START = date(2015, 1, 2)
@@ -178,9 +179,11 @@ def test_dask_runner_publishes_the_same_marts(tmp_path):
     summary = state.result()
     assert summary.status == "succeeded"
     assert_same_warehouse(threads, dask)
-    # The transform ran as partitions on the runner: one per block of crypto
-    # assets, per matrix window, milestones, the Alpha Score.
-    partitions = [t for t in task_runs(state.state_details.flow_run_id) if t.name.startswith("transform-")]
-    assert len(partitions) >= 7 and {t.state.type.value for t in partitions} == {"COMPLETED"}
+    # The transform ran as the mart graph's nodes on the runner, each named
+    # after its node (and partition: per block of crypto assets, per matrix window).
+    partitions = [t for t in task_runs(state.state_details.flow_run_id) if t.name.startswith("mart-")]
+    assert len(partitions) >= 11 and {t.state.type.value for t in partitions} == {"COMPLETED"}
+    nodes = {t.name.removeprefix("mart-").split("-")[0] for t in partitions}
+    assert {n.name for n in GRAPH if not n.inline and n.name != "tail"} <= nodes, nodes
     assert set(TABLES) - LOGS <= set(published(dask)) | {n for n, t in TABLES.items() if not t.publish}
 

@@ -19,7 +19,6 @@ from transforms.factor_eval import (
     _daily_from_base,
     _forward_grid,
     evaluate_factors,
-    factor_daily_stats_from_prices,
     factor_ic_summary,
     mart_factor_ic,
     quantile_bucket,

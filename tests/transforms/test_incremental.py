@@ -1,7 +1,7 @@
 """The incremental build equals the full build.
 
 For generated panels (and real data when present): ``full(as_of=D)`` against
-``incremental(previous=full(as_of=D-1 session), from_date=...)``, table by
+``incremental(previous=full(as_of=D-1 session), since=...)``, table by
 table, sorted by every non-float column, compared exactly: the rolling
 correlations' sums restart at epoch boundaries of the calendar and the
 incremental tail starts on one, so even their floats are the full build's bit
@@ -21,8 +21,9 @@ from polars.testing import assert_frame_equal
 from flows.calendar import sessions as exchange_sessions
 from flows.policy import load_policy
 from tests.panels import generate
-from transforms.incremental import build_marts_incremental, first_changed_session
+from transforms.incremental import first_changed_session
 from transforms.marts import MartParams, build_marts
+from contracts.tables import TABLES
 
 AS_OF = date(2026, 11, 20)
 PARAMS = MartParams(policy=load_policy(), factors=False)
@@ -51,12 +52,30 @@ def assert_same_marts(full: dict[str, pl.DataFrame], inc: dict[str, pl.DataFrame
             raise AssertionError(f"{name}: {e}") from None
 
 
+def assert_unchanged_before(previous: dict[str, pl.DataFrame], inc) -> None:
+    """The contract of ``Marts.unchanged_before`` (INTERFACE.md): for each named
+    table, its rows dated before the date are the previous rows dated before
+    it, as a multiset of whole rows (nulls equal)."""
+    for name, d in inc.unchanged_before.items():
+        col = TABLES[name].date_column
+        assert col is not None, f"{name} has no date column and cannot be named"
+        new = inc.tables[name].filter(pl.col(col) < d)
+        old = previous[name].filter(pl.col(col) < d).select(new.columns).cast(new.schema)
+        keys = list(new.columns)
+        try:
+            assert_frame_equal(old.sort(keys, nulls_last=True), new.sort(keys, nulls_last=True), check_exact=True)
+        except AssertionError as e:
+            raise AssertionError(f"{name} before {d}: {e}") from None
+
+
 def check(prices, assets, sessions, d, prev_prices, prev_assets, prev_sessions, from_date, params=PARAMS):
     previous = build_marts(prev_prices, prev_assets, prev_sessions, params)
     full = build_marts(prices, assets, sessions, params)
-    inc = build_marts_incremental(prices, assets, sessions, params, previous=previous.tables, from_date=from_date)
+    inc = build_marts(prices, assets, sessions, params, previous=previous.tables, since=from_date)
     assert_same_marts(full.tables, inc.tables)
     assert inc.warnings == full.warnings
+    assert full.unchanged_before == {}
+    assert_unchanged_before(previous.tables, inc)
     return full, inc
 
 
@@ -65,7 +84,14 @@ def test_one_new_day(panel):
     d, prev = sessions[-1], sessions[-2]
     p, s = as_of(prices, sessions, d)
     pp, ps = as_of(prices, sessions, prev)
-    full, _ = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+    full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+    # A plain new day: every table whose old rows are carried is named, from the new day on
+    # (the matrix and spillover marts from the previous latest session, which stops being an as-of date).
+    carried = {"fact_returns", "mart_rolling_correlation", "mart_correlation_events", "mart_correlation_matrix",
+               "mart_spillover", "mart_lead_lag", "mart_spillover_index"}  # fmt: skip
+    assert set(inc.unchanged_before) == carried
+    assert inc.unchanged_before["fact_returns"] == prev + timedelta(days=1)
+    assert all(prev <= v <= prev + timedelta(days=1) for v in inc.unchanged_before.values())
     # The new day has rows in the path-dependent marts, so the comparison means something.
     assert full.tables["mart_rolling_correlation"].filter(pl.col("date") == d).height
     assert full.tables["fact_prices"].filter((pl.col("symbol") == "ALTS_DV") & (pl.col("date") > prev)).height
@@ -152,8 +178,8 @@ def test_chained_nightly_runs(panel):
     tables = build_marts(p, assets, s, PARAMS).tables
     for i in range(start + 1, sessions.len()):
         p, s = as_of(prices, sessions, sessions[i])
-        tables = build_marts_incremental(
-            p, assets, s, PARAMS, previous=tables, from_date=sessions[i - 1] + timedelta(days=1)
+        tables = build_marts(
+            p, assets, s, PARAMS, previous=tables, since=sessions[i - 1] + timedelta(days=1)
         ).tables
     assert_same_marts(build_marts(prices, assets, sessions, PARAMS).tables, tables)
 
@@ -173,7 +199,8 @@ def test_too_little_history_falls_back_to_the_full_build(panel):
     prev = sessions[299]
     p, s = as_of(prices, sessions, d)
     pp, ps = as_of(prices, sessions, prev)
-    check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+    _, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+    assert inc.unchanged_before == {}  # built in full: every table is rewritten
 
 
 def test_alpha_score_marts(panel):
@@ -184,6 +211,7 @@ def test_alpha_score_marts(panel):
     pp, ps = as_of(prices, sessions, prev)
     full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), params)
     assert "mart_factor_scores" in inc.tables
+    assert {"mart_factor_scores", "mart_factor_metrics", "mart_factor_ic"} <= set(inc.unchanged_before)
 
 
 @pytest.mark.parametrize("since", [date(2026, 11, 20), date(2026, 11, 1), date(2026, 10, 31), date(2026, 3, 15)])

@@ -46,7 +46,7 @@ def assert_same(name: str, got: pl.DataFrame, want: pl.DataFrame) -> None:
     assert_frame_equal(keyed(name, got), keyed(name, want), check_exact=True)
 
 
-def backwards_map(fn, arg_list):
+def backwards_map(fn, arg_list, names=None):
     """Runs the partitions last to first, as a busy runner might finish them, and returns them in order."""
     out = [fn(*args) for args in reversed(arg_list)]
     return out[::-1]
@@ -63,8 +63,9 @@ def test_partitioned_build_equals_the_single_partition_build(market):
     whole = build_marts(prices, assets, sess, MartParams(policy=policy), fundamentals, map_partitions=serial_map)
     calls: list[int] = []
 
-    def counting_backwards_map(fn, arg_list):
+    def counting_backwards_map(fn, arg_list, names):
         calls.append(len(arg_list))
+        assert len(names) == len(arg_list)
         return backwards_map(fn, arg_list)
 
     split = build_marts(
@@ -72,8 +73,9 @@ def test_partitioned_build_equals_the_single_partition_build(market):
         map_partitions=counting_backwards_map,
     )
     crypto = split.tables["dim_asset"].filter(pl.col("asset_class").is_in(CRYPTO_CLASSES)).height
-    # One per crypto asset, one per matrix window, milestones, the Alpha Score, the spillover marts.
-    assert calls == [crypto + 4 + 1 + 1 + 1]
+    # The graph's levels: indices; returns; one per crypto asset, one per
+    # matrix window, milestones, the Alpha Score, the spillover marts; allocation.
+    assert calls == [1, 1, crypto + 4 + 1 + 1 + 1, 1]
     assert whole.tables.keys() == split.tables.keys()
     assert whole.warnings == split.warnings
     for name, frame in whole.tables.items():

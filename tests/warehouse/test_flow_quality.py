@@ -128,9 +128,8 @@ def test_failed_audit_publishes_nothing_and_says_what_failed(clean_price_files, 
 
         return corrupt
 
-    # The second run builds on the first (incrementally); corrupt whichever build it takes.
-    for build in ("build_marts", "build_marts_incremental"):
-        monkeypatch.setattr(flows.nightly, build, corrupting(getattr(flows.nightly, build)))
+    # The second run builds on the first (incrementally, through the same build_marts).
+    monkeypatch.setattr(flows.nightly, "build_marts", corrupting(flows.nightly.build_marts))
     with pytest.raises(Exception, match=r"audit failed, nothing published: mart_rolling_correlation: correlation"):
         flows.nightly.nightly(source="files", paths=paths, as_of=AS_OF, data_dir=str(data))
     assert published(data) == before

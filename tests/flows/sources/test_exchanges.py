@@ -8,7 +8,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from live_testkit import (
-    DAY_MS,
     BinanceFake,
     KrakenFake,
     Reply,

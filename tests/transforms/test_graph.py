@@ -1,0 +1,162 @@
+"""The mart graph: declared once, walked by one assembler for full and incremental builds."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date, timedelta
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from bench.panel import generate
+from flows.policy import load_policy
+from transforms.graph import (
+    BASE_INPUTS,
+    GRAPH,
+    Built,
+    Node,
+    assemble,
+    full_build_reason,
+    levels,
+    producers,
+    seed_tables,
+)
+from transforms.marts import MartParams, build_marts, serial_map
+from contracts.tables import TABLES
+
+AS_OF = date(2026, 11, 20)
+PARAMS = MartParams(policy=load_policy(), correlation_block_size=5)
+# Tables the run writes itself, not built from prices.
+NOT_BUILT = {"pipeline_runs", "ingest_log", "quarantine"}
+
+
+@pytest.fixture(scope="module")
+def panel():
+    prices, assets, sessions = generate(12, 14, 2, AS_OF, 7)
+    return prices, assets, sessions.sort()
+
+
+def as_of(prices, sessions, d):
+    return prices.filter(pl.col("date") <= d), sessions.filter(sessions <= d)
+
+
+def test_every_contracted_table_is_built_by_exactly_one_node():
+    made = producers(GRAPH)  # raises if two nodes produce one table
+    built = {t for t in made if not t.startswith("_")}
+    assert built == set(TABLES) - NOT_BUILT
+    assert sum(len(n.produces) for n in GRAPH) == len(made)
+    # Every node reads base inputs or tables a node produces.
+    assert all(t in made or t in BASE_INPUTS for n in GRAPH for t in n.inputs)
+
+
+def test_the_graph_is_acyclic_and_levels_follow_dependencies():
+    order = {n.name: i for i, level in enumerate(levels(GRAPH)) for n in level}
+    assert set(order) == {n.name for n in GRAPH}
+    made = producers(GRAPH)
+    for node in GRAPH:
+        for t in node.inputs:
+            if t in made and made[t] is not node:
+                assert order[made[t].name] < order[node.name], (node.name, t)
+    # The heavy independent marts run together, alongside the correlations.
+    assert {"correlation", "matrix", "milestones", "factors", "spillover"} <= {
+        n.name for n in levels(GRAPH)[order["correlation"]]
+    }
+    noop = lambda inputs, params, since, previous: Built({})  # noqa: E731
+    cycle = (Node("a", ("x",), ("y",), noop), Node("b", ("y",), ("x",), noop))
+    with pytest.raises(ValueError, match="cycle"):
+        levels(cycle)
+    with pytest.raises(ValueError, match="produced by a and b"):
+        producers((Node("a", ("x",), (), noop), Node("b", ("x",), (), noop)))
+    with pytest.raises(ValueError, match="reads nope"):
+        producers((Node("a", ("x",), ("nope",), noop),))
+
+
+def test_seed_tables_are_the_nodes_previous_needs():
+    seeds = seed_tables(GRAPH)
+    assert set(seeds) == {t for n in GRAPH for t in n.previous}
+    assert {"fact_prices", "fact_returns", "mart_rolling_correlation", "mart_correlation_matrix",
+            "mart_correlation_events", "mart_factor_scores", "mart_spillover"} <= set(seeds)  # fmt: skip
+    # Every seed is a table the graph builds (so a published run has it).
+    assert set(seeds) <= set(producers(GRAPH))
+    import flows.nightly
+
+    assert not hasattr(flows.nightly, "SEED_TABLES"), "the flow reads the graph's seed tables, not a list of its own"
+
+
+def test_full_build_reason_is_derived_from_requires_and_lookback(panel):
+    prices, assets, sessions = panel
+    previous = {t: pl.DataFrame() for t in seed_tables(GRAPH)}
+    assert full_build_reason(sessions, PARAMS, sessions[-1], previous) is None
+    required = {t for n in GRAPH for t in n.requires}
+    assert required == {"fact_prices", "fact_returns", "mart_rolling_correlation", "mart_correlation_matrix"}
+    for t in required:
+        reason = full_build_reason(sessions, PARAMS, sessions[-1], {k: v for k, v in previous.items() if k != t})
+        assert reason is not None and t in reason
+    # Optional seeds: the node builds that part in full itself.
+    assert full_build_reason(sessions, PARAMS, sessions[-1], {k: previous[k] for k in required}) is None
+    lookback = max(PARAMS.windows) + 21
+    assert full_build_reason(sessions, PARAMS, sessions[lookback], previous) is not None
+    assert full_build_reason(sessions, PARAMS, sessions[lookback + 1], previous) is None
+
+
+def test_named_partitions_reach_the_runner(panel):
+    prices, assets, sessions = panel
+    seen: list[list[str]] = []
+
+    def naming_map(fn, arg_list, names):
+        seen.append(list(names))
+        return serial_map(fn, arg_list)
+
+    build_marts(prices, assets, sessions, PARAMS, map_partitions=naming_map)
+    flat = [n for level in seen for n in level]
+    assert flat[:2] == ["indices", "returns"] and flat[-1] == "allocation"
+    assert [n for n in flat if n.startswith("matrix")] == [f"matrix-{i}of4" for i in range(1, 5)]
+    blocks = [n for n in flat if n.startswith("correlation")]
+    assert len(blocks) > 1 and blocks[0] == f"correlation-1of{len(blocks)}"
+
+
+# A toy mart added through the one place: a node. Each session's count of crypto returns.
+def build_toy(inputs, params, since, previous) -> Built:
+    returns = inputs["fact_returns"]
+    crypto = inputs["dim_asset"].filter(pl.col("asset_class") == "crypto")["symbol"]
+    counts = (
+        returns.filter(pl.col("symbol").is_in(crypto.implode()) & pl.col("log_return").is_not_null())
+        .group_by("session_date")
+        .agg(pl.len().cast(pl.Int64).alias("crypto_returns"))
+    )
+    if since is None:
+        return Built({"mart_toy": counts.sort("session_date")})
+    kept = previous["mart_toy"].filter(pl.col("session_date") < since)
+    new = counts.filter(pl.col("session_date") >= since)
+    return Built({"mart_toy": pl.concat([kept, new]).sort("session_date")}, unchanged_before={"mart_toy": since})
+
+
+TOY = Node("toy", ("mart_toy",), ("fact_returns", "dim_asset"), build_toy, previous=("mart_toy",))
+
+
+def test_a_new_node_appears_in_full_and_incremental_builds(panel):
+    prices, assets, sessions = panel
+    graph = (*GRAPH, TOY)
+    assert "mart_toy" in seed_tables(graph)
+    # Nothing reads it: it runs alongside the correlations.
+    assert any({"toy", "correlation"} <= {n.name for n in level} for level in levels(graph))
+    d, prev = sessions[-1], sessions[-2]
+    p, s = as_of(prices, sessions, d)
+    pp, ps = as_of(prices, sessions, prev)
+    params = dataclasses.replace(PARAMS, factors=False)
+    previous = assemble(pp, assets, ps, params, graph=graph)
+    full = assemble(p, assets, s, params, graph=graph)
+    inc = assemble(p, assets, s, params, graph=graph, since=prev + timedelta(days=1), previous=previous.tables)
+    assert set(full.tables) == set(inc.tables) == set(build_marts(p, assets, s, params).tables) | {"mart_toy"}
+    assert_frame_equal(inc.tables["mart_toy"], full.tables["mart_toy"], check_exact=True)
+    assert full.tables["mart_toy"]["session_date"].max() == d
+    assert inc.unchanged_before["mart_toy"] == prev + timedelta(days=1)
+    assert full.unchanged_before == {}
+
+
+def test_a_node_returning_an_undeclared_table_is_an_error(panel):
+    prices, assets, sessions = panel
+    sloppy = Node("sloppy", ("mart_sloppy",), ("fact_returns",), lambda i, p, s, prev: Built({"mart_other": i["fact_returns"]}))
+    with pytest.raises(ValueError, match="node sloppy returned mart_other, not declared"):
+        assemble(prices, assets, sessions, dataclasses.replace(PARAMS, factors=False), graph=(*GRAPH, sloppy))

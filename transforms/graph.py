@@ -1,0 +1,617 @@
+"""The mart graph: every derived table of a run declared once, built by one assembler.
+
+Each ``Node`` names the tables it produces, the tables it reads (the base
+inputs ``BASE_INPUTS`` or other nodes' tables), its builder, the previous
+run's tables it reads back when built incrementally, and its look-back. One
+builder signature serves the full and the incremental build::
+
+    build(inputs, params, since, previous) -> Built
+
+``since`` None is the full build. Otherwise ``since`` is the first calendar
+date whose stored bars may differ from the ones the previous run read, and
+``previous`` holds the previous run's tables (those the node declared in
+``previous``); the node returns exactly what its full build would return for
+the same inputs (tests/transforms/test_incremental.py compares bit for bit).
+
+``assemble`` walks ``GRAPH`` in dependency order for both builds and hands the
+nodes of each level (and a node's partitions, e.g. the correlations per block
+of ``correlation_block_size`` crypto assets) to ``map_partitions`` in one
+call, named after the node, so the flow's task runner runs them in parallel
+and Prefect shows each mart by name. The tables an incremental run reads back
+(``seed_tables``) and the checks that force a full build (a previous table in
+a node's ``requires`` missing, a changed range within a node's look-back of
+the first session) are derived from the nodes, not listed by hand.
+
+**A new mart touches one place here: its node in ``GRAPH``** (plus its table
+contract in warehouse/tables.py and its test). Its tables appear in full and
+incremental output, its task in Prefect, its previous tables in the seed
+list. See how the allocation node declares ``mart_band_compliance`` among its
+five tables, or the spillover node its three (``SPILLOVER_TABLES``).
+
+Tables whose name starts with ``_`` are the graph's own intermediates
+(benchmarks present, the incremental tail of returns) and are not output.
+Pure: frames in, frames out; node bodies are module-level functions, so they
+pickle to Dask workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import polars as pl
+
+from contracts.vocabulary import CRYPTO_CLASSES, INDEX_CLASSES
+from transforms.allocation import simulate_mixes
+from transforms.events import correlation_events_since, mart_correlation_events
+from transforms.incremental import (
+    MARGIN_SESSIONS,
+    _before,
+    _matrix_since,
+    _rolling_correlation_since,
+    factor_marts_since,
+)
+from transforms.indices import build_crypto_indices
+from transforms.marts import (
+    FACTOR_TABLES,
+    MartParams,
+    Marts,
+    PartitionMap,
+    _combine,
+    blocks,
+    correlation_partition,
+    factor_marts,
+    milestone_partition,
+    present_benchmarks,
+    serial_map,
+)
+from transforms.matrix import mart_correlation_matrix
+from transforms.returns import log_returns
+from transforms.spillover import publish_dates
+from transforms.spillover_index import index_dates
+from transforms.spillover_marts import SPILLOVER_TABLES, spillover_marts, spillover_marts_since
+
+# What a run reads besides the previous tables.
+BASE_INPUTS = ("prices", "assets", "sessions", "fundamentals", "history")
+ALLOCATION_TABLES = (
+    "mart_allocation_weights", "mart_mix_performance", "mart_mix_summary", "mart_band_breaches",
+    "mart_band_compliance",
+)  # fmt: skip
+
+
+@dataclass
+class Built:
+    """What a node (or one partition of it) returns."""
+
+    tables: dict[str, pl.DataFrame]
+    warnings: list[str] = field(default_factory=list)
+    # Per table: rows dated before this date are the previous rows (Marts.unchanged_before).
+    unchanged_before: dict[str, date] = field(default_factory=dict)
+
+
+Builder = Callable[[Mapping[str, Any], MartParams, "date | None", Mapping[str, pl.DataFrame]], Built]
+
+
+def _no_lookback(params: MartParams) -> int:
+    return 0
+
+
+def _no_partitions(inputs: Mapping[str, Any], params: MartParams, since: date | None) -> list[Any]:
+    return [None]
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    produces: tuple[str, ...]
+    inputs: tuple[str, ...]
+    build: Builder
+    # The previous run's tables the node reads when built incrementally ...
+    previous: tuple[str, ...] = ()
+    # ... and those of them without which the whole run is built in full
+    # (the node falls back to its own full build when another one is missing).
+    requires: tuple[str, ...] = ()
+    # Sessions before ``since`` the incremental build reads; a changed range
+    # that starts closer to the first session makes the run a full build.
+    lookback: Callable[[MartParams], int] = _no_lookback
+    # The parts the node's build is split into (each built with inputs["_part"]
+    # set, then combined): e.g. blocks of crypto assets.
+    partitions: Callable[[Mapping[str, Any], MartParams, "date | None"], list[Any]] = _no_partitions
+    combine: Callable[[list[Built]], Built] | None = None
+    # Cheap glue run by the assembler itself, not as a task.
+    inline: bool = False
+
+
+# --- helpers shared by node bodies -------------------------------------------------------------
+
+
+def _sess(sessions: pl.Series) -> pl.Series:
+    return sessions.cast(pl.Date).unique().sort()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Where an incremental build starts reading: indices into the sorted sessions."""
+
+    sess: pl.Series
+    from_idx: int
+    look_idx: int
+    tail_idx: int
+
+    @property
+    def from_session(self) -> date | None:
+        return self.sess[self.from_idx] if self.from_idx < self.sess.len() else None
+
+
+def _plan(sessions: pl.Series, since: date, params: MartParams) -> _Plan:
+    sess = _sess(sessions)
+    from_idx = sess.search_sorted(since, side="left")
+    look_idx = from_idx - _correlation_lookback(params)
+    # The rolling correlations' sums restart at every epoch of the calendar
+    # (transforms.correlation.EPOCH_SESSIONS): a tail that starts on an epoch
+    # boundary at or before the look-back reproduces the full build's values
+    # bit for bit. The matrix needs only the look-back.
+    epoch = params.correlation_epoch_sessions
+    return _Plan(sess, from_idx, look_idx, epoch * (look_idx // epoch))
+
+
+def _correlation_lookback(params: MartParams) -> int:
+    return max(params.windows) + MARGIN_SESSIONS
+
+
+def _benchmarks(inputs: Mapping[str, Any]) -> list[str]:
+    return inputs["_benchmarks"]["symbol"].to_list()
+
+
+def _classes(dim_asset: pl.DataFrame, classes: Sequence[str]) -> list[str]:
+    return dim_asset.filter(pl.col("asset_class").is_in(classes))["symbol"].to_list()
+
+
+def _matrix_symbols(inputs: Mapping[str, Any]) -> list[str]:
+    dim = inputs["dim_asset"]
+    return sorted(set(_benchmarks(inputs)) | set(_classes(dim, INDEX_CLASSES)) | set(_classes(dim, CRYPTO_CLASSES)))
+
+
+def _milestone_symbols(inputs: Mapping[str, Any]) -> list[str]:
+    return sorted(set(_benchmarks(inputs)) | set(_classes(inputs["dim_asset"], INDEX_CLASSES)))
+
+
+# --- node bodies -------------------------------------------------------------------------------
+
+
+def build_indices(inputs, params: MartParams, since, previous) -> Built:
+    """fact_prices and dim_asset with the derived crypto indices, dim_index_member;
+    ``_benchmarks``: the benchmarks with prices (a warning for each one without)."""
+    prices, assets = inputs["prices"], inputs["assets"]
+    # Which benchmarks have prices, without hashing every symbol of the lake.
+    has = prices.select([(pl.col("symbol") == b).any().alias(str(i)) for i, b in enumerate(params.benchmarks)])
+    present = {b for i, b in enumerate(params.benchmarks) if has[str(i)].item()} if params.benchmarks else set()
+    benchmarks, warnings = present_benchmarks(params, present)
+    if since is None:
+        indices = build_crypto_indices(prices, assets, stablecoins=params.stablecoins)
+    else:
+        prev_prices = previous["fact_prices"]
+        indices = build_crypto_indices(
+            prices, assets, stablecoins=params.stablecoins,
+            previous_bars=prev_prices.filter(pl.col("source") == "derived") if "source" in prev_prices.columns else prev_prices,
+            since=since,
+        )  # fmt: skip
+    if "ingested_at" in prices.columns and not indices.bars.is_empty():
+        # A derived bar is as fresh as the newest stored bar it was built from.
+        index_bars = indices.bars.with_columns(
+            pl.lit("derived").alias("source"), pl.lit(prices["ingested_at"].max()).alias("ingested_at")
+        )
+    else:
+        index_bars = indices.bars
+    if since is None:
+        all_prices = pl.concat([prices, index_bars], how="diagonal_relaxed").sort("symbol", "date")
+    else:
+        # Not re-sorted (the lake's bars come sorted; the three index series are appended).
+        all_prices = pl.concat([prices, index_bars], how="diagonal_relaxed", rechunk=False)
+    all_assets = pl.concat([assets, indices.assets], how="diagonal_relaxed").sort("symbol")
+    # fact_prices is not named in unchanged_before: every derived bar carries
+    # this run's ingested_at, so its old rows differ from the published ones.
+    tables = {
+        "fact_prices": all_prices,
+        "dim_asset": all_assets,
+        "dim_index_member": indices.members,
+        "_benchmarks": pl.DataFrame({"symbol": benchmarks}, schema={"symbol": pl.String}),
+    }
+    return Built(tables, warnings)
+
+
+def build_fundamentals(inputs, params: MartParams, since, previous) -> Built:
+    """fact_fundamentals: the stored snapshots as read (none without them)."""
+    f = inputs["fundamentals"]
+    return Built({} if f is None else {"fact_fundamentals": f})
+
+
+def build_returns(inputs, params: MartParams, since, previous) -> Built:
+    """fact_returns; incrementally from the session before the first changed one."""
+    all_prices, sessions = inputs["fact_prices"], inputs["sessions"]
+    if since is None:
+        return Built({"fact_returns": log_returns(all_prices, sessions)})
+    plan = _plan(sessions, since, params)
+    sess, from_idx = plan.sess, plan.from_idx
+    prev_returns = previous["fact_returns"]
+    if plan.from_session is None:
+        returns = prev_returns
+    else:
+        changed = log_returns(
+            all_prices.filter(pl.col("date") >= sess[from_idx - 1]), sess.slice(from_idx - 1)
+        ).filter(pl.col("session_date") >= plan.from_session)
+        returns = pl.concat([_before(prev_returns, "session_date", plan.from_session), changed], rechunk=False)
+    return Built({"fact_returns": returns}, unchanged_before={"fact_returns": since})
+
+
+def _incremental_only(inputs, params: MartParams, since) -> list[Any]:
+    return [] if since is None else [None]
+
+
+def build_tail(inputs, params: MartParams, since, previous) -> Built:
+    """Incremental only: ``_focus_prices``, the bars of every symbol the marts
+    below read whole (crypto, indices, benchmarks: a few percent of the rows,
+    one pass over the lake's bars), and ``_tail_returns``, their returns from
+    the epoch boundary before the look-back (see ``_plan``)."""
+    if since is None:
+        return Built({})
+    plan = _plan(inputs["sessions"], since, params)
+    sess, tail_idx = plan.sess, plan.tail_idx
+    focus = inputs["fact_prices"].filter(
+        pl.col("symbol").is_in(sorted(set(_matrix_symbols(inputs)) | {params.period_benchmark}))
+    )
+    # From the session before the tail (its first return needs that close), or
+    # from the first session, whose return is null in the full build too.
+    tail_sessions = sess.slice(max(tail_idx - 1, 0))
+    tail_returns = log_returns(focus.filter(pl.col("date") >= tail_sessions[0]), tail_sessions).filter(
+        pl.col("session_date") >= sess[tail_idx]
+    )
+    return Built({"_focus_prices": focus, "_tail_returns": tail_returns})
+
+
+def _correlation_blocks(inputs, params: MartParams, since) -> list[Any]:
+    if since is not None:
+        return [None]
+    return blocks(_classes(inputs["dim_asset"], CRYPTO_CLASSES), params.correlation_block_size)
+
+
+def build_correlation(inputs, params: MartParams, since, previous) -> Built:
+    """mart_rolling_correlation and mart_correlation_events (per block of crypto assets in full)."""
+    benchmarks = _benchmarks(inputs)
+    windows = tuple(params.windows)
+    if since is None:
+        corr, events = correlation_partition(
+            inputs["fact_returns"], inputs["sessions"], inputs["_part"], benchmarks, windows,
+            tuple(params.event_levels), params.event_confirm_sessions, params.correlation_epoch_sessions,
+            params.event_dead_band,
+        )  # fmt: skip
+        return Built({"mart_rolling_correlation": corr, "mart_correlation_events": events})
+    plan = _plan(inputs["sessions"], since, params)
+    sess, from_session = plan.sess, plan.from_session
+    crypto = _classes(inputs["dim_asset"], CRYPTO_CLASSES)
+    kept_corr, new_corr, whole = _rolling_correlation_since(
+        previous["mart_rolling_correlation"], previous["fact_returns"], inputs["_tail_returns"], sess,
+        plan.tail_idx, plan.from_idx, crypto, benchmarks, sorted(set(windows)), params.correlation_epoch_sessions,
+    )  # fmt: skip
+    corr = pl.concat([kept_corr, new_corr])
+    # A pair recomputed over its whole history rewrites its old rows too.
+    unchanged = {} if whole.height else {"mart_rolling_correlation": since}
+    if from_session is None and "mart_correlation_events" in previous:
+        events = previous["mart_correlation_events"]  # no new session: no new correlation row
+        unchanged["mart_correlation_events"] = since
+    elif params.event_confirm_sessions == 1 and from_session is not None and "mart_correlation_events" in previous:
+        # The previous events before the first changed session are kept as
+        # they were (but those of pairs recomputed whole); new ones are dated on/after it.
+        if not whole.height:
+            unchanged["mart_correlation_events"] = since
+        prev_events = previous["mart_correlation_events"]
+        if whole.height:
+            prev_events = prev_events.join(whole, on=["asset", "benchmark"], how="anti")
+        events = correlation_events_since(
+            kept_corr, prev_events, new_corr, sess, from_session, levels=params.event_levels,
+            dead_band=params.event_dead_band,
+        )
+    else:
+        # k > 1: an event depends on the run lengths before the new rows; replay everything.
+        events = mart_correlation_events(
+            corr, levels=params.event_levels, confirm_sessions=params.event_confirm_sessions,
+            dead_band=params.event_dead_band,
+        )
+    return Built({"mart_rolling_correlation": corr, "mart_correlation_events": events}, unchanged_before=unchanged)
+
+
+def _combine_correlation(parts: list[Built]) -> Built:
+    return Built({
+        "mart_rolling_correlation": _combine(
+            [p.tables["mart_rolling_correlation"] for p in parts], ("asset", "benchmark", "window_days", "date")),
+        "mart_correlation_events": _combine(
+            [p.tables["mart_correlation_events"] for p in parts],
+            ("date", "asset", "benchmark", "window_days", "event", "level")),
+    }, [w for p in parts for w in p.warnings], parts[0].unchanged_before if len(parts) == 1 else {})  # fmt: skip
+
+
+def _matrix_windows(inputs, params: MartParams, since) -> list[Any]:
+    return [None] if since is not None else [(w,) for w in params.windows]
+
+
+def build_matrix(inputs, params: MartParams, since, previous) -> Built:
+    """mart_correlation_matrix (per window in full)."""
+    names = _matrix_symbols(inputs)
+    if since is None:
+        return Built({"mart_correlation_matrix": mart_correlation_matrix(
+            inputs["fact_returns"], inputs["sessions"], names, inputs["_part"])})  # fmt: skip
+    plan = _plan(inputs["sessions"], since, params)
+    sess = plan.sess
+    matrix_returns = inputs["_tail_returns"].filter(pl.col("session_date") >= sess[plan.look_idx])
+    matrix, unchanged = _matrix_since(
+        previous["mart_correlation_matrix"], matrix_returns, sess, plan.from_idx, names, sorted(set(params.windows))
+    )
+    return Built(
+        {"mart_correlation_matrix": matrix},
+        unchanged_before={} if unchanged is None else {"mart_correlation_matrix": unchanged},
+    )
+
+
+def _combine_matrix(parts: list[Built]) -> Built:
+    frames = [p.tables["mart_correlation_matrix"] for p in parts]
+    return Built(
+        {"mart_correlation_matrix": _combine(frames, ("date", "window_days", "asset_a", "asset_b"))},
+        unchanged_before=parts[0].unchanged_before if len(parts) == 1 else {},
+    )
+
+
+def build_milestones(inputs, params: MartParams, since, previous) -> Built:
+    """mart_market_milestones and mart_period_returns (recomputed whole: path-dependent and cheap)."""
+    symbols = _milestone_symbols(inputs)
+    crypto = _classes(inputs["dim_asset"], CRYPTO_CLASSES)
+    if since is None:
+        prices, sess = inputs["fact_prices"], inputs["sessions"]
+    else:
+        sess = _sess(inputs["sessions"])
+        prices = inputs["_focus_prices"].filter(
+            pl.col("symbol").is_in(symbols + [params.period_benchmark])
+        ).sort("symbol", "date")
+    milestones, period_returns = milestone_partition(
+        prices, symbols, params.period_benchmark, sess, crypto, inputs["history"]
+    )
+    return Built({"mart_market_milestones": milestones, "mart_period_returns": period_returns})
+
+
+def build_factors(inputs, params: MartParams, since, previous) -> Built:
+    """The Alpha Score marts (FACTOR_TABLES) of the run's stocks, when asked for."""
+    prices, assets, sessions, fundamentals = (inputs[k] for k in ("prices", "assets", "sessions", "fundamentals"))
+    stocks = assets.filter(pl.col("asset_class") == "equity")["symbol"]
+    if not (stocks.len() and params.factors):
+        return Built({})
+    if since is None:
+        # Only the stocks' bars are read.
+        stock_prices = prices.filter(pl.col("symbol").is_in(stocks.implode()))
+        return Built(factor_marts(stock_prices, assets, sessions, params, fundamentals))
+    sess = _sess(sessions)
+    if all(t in previous for t in FACTOR_TABLES):
+        tables, unchanged = factor_marts_since(prices, assets, sess, params, fundamentals, previous, since)
+        return Built(tables, unchanged_before=unchanged)
+    return Built(factor_marts(prices, assets, sess, params, fundamentals))
+
+
+def build_spillover(inputs, params: MartParams, since, previous) -> Built:
+    """mart_spillover, mart_lead_lag, mart_spillover_index (issue 18), when enabled."""
+    sp = params.spillover
+    if not sp.enabled:
+        return Built({})
+    benchmarks = _benchmarks(inputs)
+    crypto = _classes(inputs["dim_asset"], CRYPTO_CLASSES)
+    returns = inputs["fact_returns"]
+    if since is None:
+        all_prices = inputs["fact_prices"]
+        spill = sorted(set(crypto) | set(benchmarks) | set(sp.index_series))
+        return Built(spillover_marts(
+            returns.filter(pl.col("symbol").is_in(spill)), all_prices.filter(pl.col("symbol").is_in(crypto)),
+            inputs["sessions"], crypto, benchmarks, sp,
+        ))  # fmt: skip
+    plan = _plan(inputs["sessions"], since, params)
+    sess, from_session = plan.sess, plan.from_session
+    # From the whole returns: each row of these marts reads only its own window.
+    tables = spillover_marts_since(previous, returns, inputs["_focus_prices"], sess, crypto, benchmarks, sp, from_session)
+    unchanged: dict[str, date] = {}
+    if all(t in previous for t in SPILLOVER_TABLES):
+        # The previous rows before the first changed session are kept unless
+        # their date stopped being a publish date (the previous latest session).
+        dates = {"mart_spillover": publish_dates(sess, sp.cadence), "mart_lead_lag": publish_dates(sess, sp.cadence),
+                 "mart_spillover_index": index_dates(sess, sp.index_step)}  # fmt: skip
+        for t in SPILLOVER_TABLES:
+            dropped = previous[t].filter((pl.col("date") < since) & ~pl.col("date").is_in(dates[t].implode()))
+            unchanged[t] = min(since, dropped["date"].min() or since)
+    return Built(tables, unchanged_before=unchanged)
+
+
+def build_allocation(inputs, params: MartParams, since, previous) -> Built:
+    """The allocation marts (ALLOCATION_TABLES, mart_band_compliance among them) of the policy's mixes."""
+    if params.policy is None:
+        return Built({})
+    crypto = _classes(inputs["dim_asset"], CRYPTO_CLASSES)
+    corr, all_prices = inputs["mart_rolling_correlation"], inputs["fact_prices"]
+    regime = params.policy.regime.benchmark if params.policy.regime else None
+    if since is None:
+        crypto_prices = all_prices.filter(pl.col("symbol").is_in(crypto))
+        rut = all_prices.filter(pl.col("symbol") == regime) if regime else None
+    else:
+        focus = inputs["_focus_prices"]
+        crypto_prices = focus.filter(pl.col("symbol").is_in(crypto)).sort("symbol", "date")
+        rut = None
+        if regime:
+            rut = (focus if regime in _matrix_symbols(inputs) else all_prices).filter(pl.col("symbol") == regime)
+    mixes = simulate_mixes(params.policy, crypto_prices, corr, rut)
+    frames = (mixes.weights, mixes.performance, mixes.summary, mixes.breaches, mixes.compliance)
+    return Built(dict(zip(ALLOCATION_TABLES, frames, strict=True)), list(mixes.warnings))
+
+
+GRAPH: tuple[Node, ...] = (
+    Node("indices", ("fact_prices", "dim_asset", "dim_index_member", "_benchmarks"), ("prices", "assets"),
+         build_indices, previous=("fact_prices",), requires=("fact_prices",)),
+    Node("fundamentals", ("fact_fundamentals",), ("fundamentals",), build_fundamentals, inline=True),
+    Node("returns", ("fact_returns",), ("fact_prices", "sessions"), build_returns,
+         previous=("fact_returns",), requires=("fact_returns",)),
+    Node("tail", ("_focus_prices", "_tail_returns"), ("fact_prices", "dim_asset", "_benchmarks", "sessions"),
+         build_tail, lookback=_correlation_lookback, partitions=_incremental_only),
+    Node("correlation", ("mart_rolling_correlation", "mart_correlation_events"),
+         ("fact_returns", "dim_asset", "_benchmarks", "sessions", "_tail_returns"), build_correlation,
+         previous=("mart_rolling_correlation", "fact_returns", "mart_correlation_events"),
+         requires=("mart_rolling_correlation", "fact_returns"), lookback=_correlation_lookback,
+         partitions=_correlation_blocks, combine=_combine_correlation),
+    Node("matrix", ("mart_correlation_matrix",),
+         ("fact_returns", "dim_asset", "_benchmarks", "sessions", "_tail_returns"), build_matrix,
+         previous=("mart_correlation_matrix",), requires=("mart_correlation_matrix",),
+         lookback=_correlation_lookback, partitions=_matrix_windows, combine=_combine_matrix),
+    Node("milestones", ("mart_market_milestones", "mart_period_returns"),
+         ("fact_prices", "dim_asset", "_benchmarks", "sessions", "history", "_focus_prices"), build_milestones),
+    Node("factors", FACTOR_TABLES, ("prices", "assets", "sessions", "fundamentals"), build_factors,
+         previous=FACTOR_TABLES),
+    Node("spillover", SPILLOVER_TABLES,
+         ("fact_returns", "fact_prices", "dim_asset", "_benchmarks", "sessions", "_focus_prices"), build_spillover,
+         previous=SPILLOVER_TABLES),
+    Node("allocation", ALLOCATION_TABLES,
+         ("fact_prices", "dim_asset", "_benchmarks", "mart_rolling_correlation", "_focus_prices"), build_allocation),
+)  # fmt: skip
+
+
+# --- the graph's shape -------------------------------------------------------------------------
+
+
+def producers(graph: Sequence[Node] = GRAPH) -> dict[str, Node]:
+    """Each table to the one node that produces it (an error if two do, or a node reads an unknown table)."""
+    out: dict[str, Node] = {}
+    for node in graph:
+        for t in node.produces:
+            if t in out or t in BASE_INPUTS:
+                raise ValueError(f"mart graph: table {t} is produced by {out[t].name if t in out else 'the run'} and {node.name}")
+            out[t] = node
+    for node in graph:
+        for t in node.inputs:
+            if t not in out and t not in BASE_INPUTS:
+                raise ValueError(f"mart graph: node {node.name} reads {t}, which no node produces")
+    return out
+
+
+def levels(graph: Sequence[Node] = GRAPH) -> list[list[Node]]:
+    """The nodes in dependency order, grouped into levels that run together.
+
+    A node runs in the first level after every node it reads (an error on a
+    cycle), except a node nothing reads: that one joins the last level that
+    still holds a node others read (or its own first level if later), so it
+    runs alongside the longest chain instead of holding it up.
+    """
+    made = producers(graph)
+    deps = {n.name: {made[t].name for t in n.inputs if t in made} - {n.name} for n in graph}
+    depth: dict[str, int] = {}
+    pending = [n.name for n in graph]
+    while pending:
+        ready = [n for n in pending if deps[n] <= depth.keys()]
+        if not ready:
+            raise ValueError(f"mart graph: a cycle among {', '.join(pending)}")
+        for n in ready:
+            depth[n] = 1 + max((depth[d] for d in deps[n]), default=-1)
+        pending = [n for n in pending if n not in depth]
+    read = {d for ds in deps.values() for d in ds}
+    chain_end = max((depth[n] for n in read), default=0)
+    for n in depth:
+        if n not in read:
+            depth[n] = max(depth[n], chain_end)
+    out: list[list[Node]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for node in graph:
+        out[depth[node.name]].append(node)
+    return [lvl for lvl in out if lvl]
+
+
+def seed_tables(graph: Sequence[Node] = GRAPH) -> tuple[str, ...]:
+    """The previous run's tables an incremental build reads (the union of the nodes' ``previous``)."""
+    return tuple(dict.fromkeys(t for n in graph for t in n.previous))
+
+
+def full_build_reason(
+    sessions: pl.Series, params: MartParams, since: date, previous: Mapping[str, pl.DataFrame],
+    graph: Sequence[Node] = GRAPH,
+) -> str | None:
+    """Why an incremental build from ``since`` cannot be done (None: it can)."""
+    missing = [t for n in graph for t in n.requires if t not in previous]
+    if missing:
+        return f"the previous run has no {', '.join(dict.fromkeys(missing))}"
+    sess = _sess(sessions)
+    lookback = max((n.lookback(params) for n in graph), default=0)
+    if sess.search_sorted(since, side="left") - lookback < 1:
+        return f"the changed range starts within {lookback} sessions of the first session"
+    return None
+
+
+# --- the assembler -----------------------------------------------------------------------------
+
+
+def run_part(build: Builder, inputs: Mapping[str, Any], params: MartParams, since, previous) -> Built:
+    """One task: a node's build (or one partition of it). Module-level, so it pickles."""
+    return build(inputs, params, since, previous)
+
+
+def assemble(
+    prices: pl.DataFrame,
+    assets: pl.DataFrame,
+    sessions: pl.Series,
+    params: MartParams,
+    fundamentals: pl.DataFrame | None = None,
+    map_partitions: PartitionMap = serial_map,
+    history: pl.DataFrame | None = None,
+    *,
+    since: date | None = None,
+    previous: Mapping[str, pl.DataFrame] | None = None,
+    graph: Sequence[Node] = GRAPH,
+) -> Marts:
+    """Every table of ``graph`` from the run's inputs: full (``since`` None) or
+    incremental from ``since`` over ``previous`` (see the module docstring);
+    an incremental build that ``full_build_reason`` rules out is built in full.
+    """
+    previous = previous or {}
+    if since is not None:
+        sessions = _sess(sessions)
+        if full_build_reason(sessions, params, since, previous, graph) is not None:
+            since, previous = None, {}
+    tables: dict[str, Any] = {
+        "prices": prices, "assets": assets, "sessions": sessions, "fundamentals": fundamentals, "history": history,
+    }  # fmt: skip
+    built: dict[str, Built] = {}
+    for level in levels(graph):
+        jobs: list[tuple[Node, tuple]] = []
+        names: list[str] = []
+        for node in level:
+            inputs = {t: tables.get(t) for t in node.inputs}
+            prev = {t: previous[t] for t in node.previous if t in previous} if since is not None else {}
+            if node.inline:
+                built[node.name] = node.build(inputs, params, since, prev)
+                continue
+            parts = node.partitions(inputs, params, since)
+            for i, part in enumerate(parts):
+                jobs.append((node, (node.build, {**inputs, "_part": part}, params, since, prev)))
+                names.append(node.name if len(parts) == 1 else f"{node.name}-{i + 1}of{len(parts)}")
+        outputs = map_partitions(run_part, [args for _, args in jobs], names=names) if jobs else []
+        by_node: dict[str, list[Built]] = {}
+        for (node, _), out in zip(jobs, outputs, strict=True):
+            by_node.setdefault(node.name, []).append(out)
+        for node in level:
+            if node.name in by_node:
+                parts = by_node[node.name]
+                built[node.name] = node.combine(parts) if node.combine else parts[0]
+            elif node.name not in built:
+                built[node.name] = Built({})  # no partition to build (e.g. an incremental-only node)
+            undeclared = set(built[node.name].tables) - set(node.produces)
+            if undeclared:
+                raise ValueError(f"mart graph: node {node.name} returned {', '.join(sorted(undeclared))}, not declared")
+            tables |= built[node.name].tables
+    out_tables: dict[str, pl.DataFrame] = {}
+    warnings: list[str] = []
+    unchanged: dict[str, date] = {}
+    for node in graph:
+        b = built[node.name]
+        out_tables |= {t: f for t, f in b.tables.items() if not t.startswith("_")}
+        warnings += b.warnings
+        unchanged |= {t: d for t, d in b.unchanged_before.items() if t in b.tables and not t.startswith("_")}
+    return Marts(tables=out_tables, warnings=warnings, unchanged_before=unchanged if since is not None else {})
