@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from bench.panel import generate
+from tests.panels import generate
 from flows.policy import load_policy
 from transforms.graph import (
     BASE_INPUTS,
