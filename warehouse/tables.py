@@ -116,6 +116,7 @@ FACT_PRICES = Table(
         C("ingested_at", "timestamp", "When this version of the bar was first stored.", False, unit="UTC"),
     ),
     primary_key=("symbol", "date"),
+    date_column="date",
     rules=(
         Rule("high_ge_low", "high >= low", lambda _: pl.col("high") >= pl.col("low")),
         Rule("open_in_range", f"low <= open <= high (within {OHLC_REL_TOL:g} relative)", _in_range("open")),
@@ -150,6 +151,7 @@ FACT_RETURNS = Table(
         C("log_return", "float", "ln(adj_close on the session / adj_close on the previous session); null if either is missing.", unit="log return"),
     ),
     primary_key=("symbol", "session_date"),
+    date_column="session_date",
     publish=True,
     partition_year_by="session_date",
 )
@@ -168,6 +170,7 @@ MART_ROLLING_CORRELATION = Table(
         C("observations", "int", "Sessions in the window with returns for both series.", False, unit="sessions"),
     ),
     primary_key=("asset", "benchmark", "window_days", "date"),
+    date_column="date",
     publish=True,
     partition_year_by="date",
     rules=(NOT_AFTER_AS_OF,),
@@ -198,6 +201,7 @@ MART_CORRELATION_MATRIX = Table(
         C("observations", "int", "Sessions in the window with returns for both.", False, unit="sessions"),
     ),
     primary_key=("date", "window_days", "asset_a", "asset_b"),
+    date_column="date",
     publish=True,
 )
 
@@ -218,6 +222,7 @@ MART_CORRELATION_EVENTS = Table(
         C("level", "float", "Level crossed (crossing events); null for sign changes."),
     ),
     unique=("asset", "benchmark", "window_days", "date", "event", "level"),
+    date_column="date",
     publish=True,
 )
 
@@ -245,6 +250,7 @@ MART_MARKET_MILESTONES = Table(
           "> 0 flags ret_1d as a move across a gap, and figures spanning a gap are null.", unit="days or sessions"),
     ),
     primary_key=("symbol", "date"),
+    date_column="date",
     publish=True,
     partition_year_by="date",
     rules=(
@@ -269,6 +275,7 @@ MART_PERIOD_RETURNS = Table(
         C("spans_gap", "bool", "The period's span has expected dates missing: return is null (not measured)."),
     ),
     primary_key=("symbol", "period", "period_end"),
+    date_column="period_end",
     publish=True,
 )
 
@@ -287,6 +294,7 @@ MART_ALLOCATION_WEIGHTS = Table(
         C("in_band", "bool", "The sleeve's drifted weight is inside its band."),
     ),
     primary_key=("mix", "symbol", "date"),
+    date_column="date",
     publish=True,
     partition_year_by="date",
     rules=(
@@ -314,6 +322,7 @@ MART_MIX_PERFORMANCE = Table(
           "'band' (a sleeve closed outside its band the day before); null on days without a trade and on the first day."),
     ),
     primary_key=("mix", "date"),
+    date_column="date",
     publish=True,
 )
 
@@ -354,6 +363,7 @@ MART_BAND_BREACHES = Table(
         C("band_max", "float", "Band upper bound.", unit="fraction of NAV"),
     ),
     primary_key=("mix", "sleeve", "date"),
+    date_column="date",
     publish=True,
 )
 
@@ -380,6 +390,7 @@ MART_BAND_COMPLIANCE = Table(
           "nearest band edge (positive: buy, negative: sell); 0 in band.", unit="fraction of NAV"),
     ),
     primary_key=("mix", "sleeve", "date"),
+    date_column="date",
     publish=True,
     partition_year_by="date",
 )
@@ -403,6 +414,7 @@ FACT_FUNDAMENTALS = Table(
         C("short_percent_of_float", "float", "Shares sold short / float.", unit="fraction"),
     ),
     primary_key=("symbol", "as_of"),
+    date_column="as_of",
 )
 
 MART_FACTOR_SCORES = Table(
@@ -424,6 +436,7 @@ MART_FACTOR_SCORES = Table(
         C("headline", "string", "'{name} ({symbol}) maintains an Alpha Score of 72/100, categorized as Moderate within the {sector} sector.'", False),
     ),
     primary_key=("symbol", "date"),
+    date_column="date",
     publish=True,
     partition_year_by="date",
 )
@@ -440,6 +453,7 @@ MART_FACTOR_METRICS = Table(
         C("rank_scope", "string", "sector or all."),
     ),
     primary_key=("symbol", "metric", "date"),
+    date_column="date",
     publish=True,
     partition_year_by="date",
 )
@@ -456,6 +470,7 @@ MART_FACTOR_IC = Table(
         C("top_minus_bottom", "float", "Mean forward return of the top score quintile minus the bottom quintile that session; null when either is empty.", unit="fraction"),
     ),
     primary_key=("factor", "horizon_sessions", "date"),
+    date_column="date",
     publish=True,
 )
 
@@ -499,6 +514,7 @@ MART_SPILLOVER = Table(
         C("observations", "int", "Sessions of the window in the regime with returns for both series.", False, unit="sessions"),
     ),
     primary_key=("asset", "benchmark", "window_days", "regime", "date"),
+    date_column="date",
     publish=True,
     partition_year_by="date",
     rules=(
@@ -527,6 +543,7 @@ MART_LEAD_LAG = Table(
         C("observations", "int", "Pairs with both returns in the window.", False, unit="pairs"),
     ),
     primary_key=("asset", "benchmark", "window_days", "measure", "lag_sessions", "date"),
+    date_column="date",
     publish=True,
     partition_year_by="date",
     rules=(
@@ -558,6 +575,7 @@ MART_SPILLOVER_INDEX = Table(
         C("total_spillover", "float", "Total spillover index of the date: mean of from_others over the series.", False, unit="percent", **PERCENT),
     ),
     primary_key=("series", "date"),
+    date_column="date",
     publish=True,
     rules=(
         Rule("shares_sum_to_100", "own_share + from_others = 100 (within 1e-6)",
