@@ -242,6 +242,14 @@ class Settings(ExecutionSettings):
             "readable by any 1.x client."
         ),
     )
+    warehouse_compact_above: float = Field(
+        2.0, gt=1,
+        description=(
+            "An incremental run copies the published warehouse and replaces only the changed rows; DuckDB does "
+            "not give back all the space deleted rows held, so once the file is over this many times the size of "
+            "the full build it descends from, the run builds it from scratch instead (docs/performance.md)."
+        ),
+    )
     prefect_server_startup_timeout_seconds: float = Field(
         180, gt=0,
         description=(
