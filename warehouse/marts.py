@@ -121,29 +121,32 @@ def write_table(
     marts directory, the years before ``since.year`` are hard-linked from the
     published run instead of written (``reusable_years``).
     """
-    frame = table.conform(frame).sort(list(table.key) or table.column_names[:1], nulls_last=True)
+    frame = table.conform(frame)
+    rows = frame.height
+    reuse = reusable_years(table, published_dir, since)
+    if reuse:  # only the rows of the years written fresh are sorted and written
+        frame = frame.filter(~(pl.col(table.partition_year_by).dt.year() < since.year).fill_null(False))
+    frame = frame.sort(list(table.key) or table.column_names[:1], nulls_last=True)
     out = marts_dir / table.name
     if out.exists():
         shutil.rmtree(out)
     files: list[str] = []
-    reuse = reusable_years(table, published_dir, since)
     if table.partition_year_by:
         frame = frame.with_columns(pl.col(table.partition_year_by).dt.year().cast(YEAR_TYPE).alias(YEAR))
-    for year, names in reuse.items():
+    for names in reuse.values():
         for name in names:
             link_or_copy(published_dir / table.name / name, out / name)
             files.append(name)
-    if table.partition_year_by and frame.height:
+    if table.partition_year_by and rows:
         for (year,), part in frame.group_by(YEAR, maintain_order=True):
-            if year not in reuse:
-                files.append(f"{year}/" + write_parquet_content_named(part, out / str(year)))
+            files.append(f"{year}/" + write_parquet_content_named(part, out / str(year)))
     else:
         files.append(write_parquet_content_named(frame, out))
     manifest = {
         "table": table.name,
         "description": table.description,
         "run_id": run_id,
-        "row_count": frame.height,
+        "row_count": rows,
         "schema": manifest_schema(table),
         "partitioning": partitioning(table),
         "files": sorted(files),
