@@ -648,7 +648,8 @@ def fundamentals_as_of(lake: Lake, as_of: date) -> pl.DataFrame | None:
 @task(cache_policy=NO_CACHE)
 def load(
     tables: dict[str, pl.DataFrame], staged: Path, storage_version: str,
-    published: Path | None = None, unchanged_before: dict[str, date] | None = None, compact_above: float = 2.0,
+    published: Path | None = None, unchanged_before: dict[str, date] | None = None,
+    compact_above: float = Settings.model_fields["warehouse_compact_above"].default,
 ) -> dict[str, int]:
     """Copy the published warehouse and replace the changed rows, or build it whole (warehouse.build)."""
     loaded = load_database(staged, tables, storage_version=storage_version, published=published,
