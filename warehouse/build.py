@@ -153,7 +153,7 @@ def load_database(
     The result holds the same rows, comments and views as ``build_database(path, frames)``
     either way; only the physical row order may differ.
     """
-    reason = copy_refused(published, unchanged_before or {}, tables, storage_version, compact_above)
+    reason = copy_refused(published, unchanged_before or {}, tables, compact_above)
     if reason is None:
         try:
             return Loaded(copy_on_write(path, published, frames, unchanged_before or {}, tables, storage_version))
@@ -167,8 +167,7 @@ class IncompatibleCopy(Exception):
 
 
 def copy_refused(
-    published: Path | None, unchanged_before: dict[str, date], tables: dict[str, Table],
-    storage_version: str, compact_above: float,
+    published: Path | None, unchanged_before: dict[str, date], tables: dict[str, Table], compact_above: float,
 ) -> str | None:
     """Why the published file cannot be copied (None: it can, pending the catalog check)."""
     if not unchanged_before:
@@ -259,7 +258,7 @@ def describe_difference(got: list[tuple], want: list[tuple]) -> str:
 
     for what, diff in (("has no", objects(want) - objects(got)), ("has an extra", objects(got) - objects(want))):
         if diff:
-            return f"the published file {what} {sorted(diff)[0]} (contracts or views changed)"
+            return f"the published file {what} {min(diff)} (contracts or views changed)"
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     what, row = ("lacks", missing[0]) if missing else ("has", extra[0])
     return f"the published file {what} {row[0]} {row[1]}.{row[2]} {row[4]!r} {row[5]!r} unlike a full build"
