@@ -349,9 +349,10 @@ STAGES = {
 
 def _more_stages() -> None:
     # Stages kept in their own modules (one line each here, for easy merges).
-    from bench import incremental, prefect_overhead
+    from bench import incremental, incremental_load, prefect_overhead
 
     STAGES.update(incremental.STAGES)
+    STAGES.update(incremental_load.STAGES)
     STAGES.update(prefect_overhead.STAGES)
 
 
@@ -365,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--years", type=int, default=20)
     ap.add_argument("--as-of", default="2026-11-20")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--nights", type=int, default=5, help="load_incremental: nightly loads in a row (file growth)")
     ap.add_argument("--stages", default="generate,transform,load,correlation,ranks,prefect",
                     help="comma-separated subset, in order (each after generate needs its inputs)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep inputs/outputs here (default: a temp dir, removed)")
@@ -384,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             # A fresh interpreter per stage: its ru_maxrss is that stage's peak alone.
             cmd = [sys.executable, "-m", "bench", "--stage", stage, "--workdir", str(work),
                    "--equities", str(args.equities), "--coins", str(args.coins), "--years", str(args.years),
-                   "--as-of", args.as_of, "--seed", str(args.seed)]
+                   "--as-of", args.as_of, "--seed", str(args.seed), "--nights", str(args.nights)]
             proc = subprocess.run(cmd, stdout=sys.stdout, stderr=sys.stderr)
             if proc.returncode:
                 print(json.dumps({"stage": stage, "error": f"exit status {proc.returncode}"}), flush=True)

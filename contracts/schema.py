@@ -1,7 +1,7 @@
 """Table contracts: each table's schema is declared once and everything else derives from it.
 
-From one ``Table`` declaration come the DuckDB DDL (types, NOT NULL, PRIMARY
-KEY), ``COMMENT ON`` statements, the Polars and Arrow schemas used to conform
+From one ``Table`` declaration come the DuckDB DDL (types, NOT NULL), ``COMMENT
+ON`` statements (the table's comment names its key), the Polars and Arrow schemas used to conform
 frames and write Parquet marts, and the data dictionary in the docs.
 """
 
@@ -165,18 +165,30 @@ class Table:
         )
 
     def ddl(self, schema: str | None = None) -> str:
+        """``CREATE TABLE`` with types and NOT NULL; no PRIMARY KEY.
+
+        The audit checks every key before anything is published
+        (``warehouse.quality``), so a DuckDB index would only make every
+        insert ~3x slower (docs/performance.md); the key is named in the
+        table's comment instead (``key_comment``).
+        """
         qualified = f"{schema}.{self.name}" if schema else self.name
         cols = [
-            f"    {ident(c.name)} {c.duckdb_type}{'' if c.nullable or c.name in self.primary_key else ' NOT NULL'}"
+            f"    {ident(c.name)} {c.duckdb_type}{'' if c.nullable and c.name not in self.primary_key else ' NOT NULL'}"
             for c in self.columns
         ]
-        if self.primary_key:
-            cols.append(f"    PRIMARY KEY ({', '.join(map(ident, self.primary_key))})")
         return f"CREATE TABLE {qualified} (\n" + ",\n".join(cols) + "\n);"
+
+    @property
+    def key_comment(self) -> str:
+        """The table's comment: its description, then its key (what DuckDB no longer declares)."""
+        if not self.key:
+            return self.description
+        return f"{self.description} Key: ({', '.join(self.key)}), unique (checked by the audit)."
 
     def comments(self, schema: str | None = None) -> list[str]:
         qualified = f"{schema}.{self.name}" if schema else self.name
-        out = [f"COMMENT ON TABLE {qualified} IS {sql_literal(self.description)};"]
+        out = [f"COMMENT ON TABLE {qualified} IS {sql_literal(self.key_comment)};"]
         for c in self.columns:
             text = c.description + (f" [{c.unit}]" if c.unit else "")
             out.append(f"COMMENT ON COLUMN {qualified}.{ident(c.name)} IS {sql_literal(text)};")

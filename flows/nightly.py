@@ -45,7 +45,7 @@ from transforms.marts import MartParams, build_marts, serial_map
 from warehouse import marts as mart_files
 from warehouse import snapshots
 from warehouse.audit import audit, audit_warnings
-from warehouse.build import build_database
+from warehouse.build import load_database
 from warehouse.files import StoredFileError, remove_stale_temp_files
 from warehouse.lake import WITHDRAWN_AT, Lake
 from warehouse.lock import RunLock
@@ -623,8 +623,20 @@ def fundamentals_as_of(lake: Lake, as_of: date) -> pl.DataFrame | None:
 
 
 @task(cache_policy=NO_CACHE)
-def load(tables: dict[str, pl.DataFrame], staged: Path, storage_version: str) -> dict[str, int]:
-    return build_database(staged, tables, storage_version=storage_version)
+def load(
+    tables: dict[str, pl.DataFrame], staged: Path, storage_version: str,
+    published: Path | None = None, unchanged_before: dict[str, date] | None = None,
+    compact_above: float = Settings.model_fields["warehouse_compact_above"].default,
+) -> dict[str, int]:
+    """Copy the published warehouse and replace the changed rows, or build it whole (warehouse.build)."""
+    loaded = load_database(staged, tables, storage_version=storage_version, published=published,
+                           unchanged_before=unchanged_before, compact_above=compact_above)
+    if loaded.full_because:
+        get_run_logger().info("warehouse built whole: %s", loaded.full_because)
+    else:
+        get_run_logger().info("warehouse copied from the published run; rows replaced from %s",
+                              min(unchanged_before.values()))
+    return loaded.counts
 
 
 def check_failures(batch: SourceBatch, source: str, settings: Settings, universe: Universe, run: RunSummary) -> None:
@@ -906,7 +918,10 @@ def run_pipeline(
             )
             staging = snapshots.stage(settings.data_dir, run.run_id)
             staging.write_state({**built.state, "run_id": run.run_id, "incremental_from": built.incremental_from})
-            run.table_rows = load(tables, staging.warehouse_path, settings.warehouse_storage_version)
+            unchanged_before = built.unchanged_before
+            run.table_rows = load(tables, staging.warehouse_path, settings.warehouse_storage_version,
+                                  settings.data_dir / snapshots.WAREHOUSE_FILE, unchanged_before,
+                                  settings.warehouse_compact_above)
             stage_done("load")
             stage_start("audit")
             failures = audit(tables, as_of)
@@ -918,7 +933,8 @@ def run_pipeline(
             stage_done("audit")
             stage_start("publish")
             extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic, "crypto_close": settings.crypto_close}
-            mart_files.stage_marts(tables, staging.marts_dir, run.run_id, extra)
+            mart_files.stage_marts(tables, staging.marts_dir, run.run_id, extra,
+                                   unchanged_before, settings.data_dir / snapshots.MARTS_DIR)
             # The warehouse and every mart become visible together, or not at all;
             # a stop request waits for the switch (and is honoured right after).
             with cancel.shielded():

@@ -18,7 +18,12 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.vocabulary import DEFAULT_JUMP_BOUNDS, DEFAULT_STABLECOINS, DEFAULT_WAREHOUSE_STORAGE_VERSION
+from contracts.vocabulary import (
+    DEFAULT_JUMP_BOUNDS,
+    DEFAULT_STABLECOINS,
+    DEFAULT_WAREHOUSE_COMPACT_ABOVE,
+    DEFAULT_WAREHOUSE_STORAGE_VERSION,
+)
 from flows.sources.live_config import LiveSettings
 from transforms.events import DEFAULT_DEAD_BAND
 from transforms.factors import DEFAULT_FAMILY_WEIGHTS, DEFAULT_MIN_CROSS_SECTION
@@ -242,13 +247,22 @@ class Settings(ExecutionSettings):
         ),
     )
     warehouse_storage_version: str = Field(
-        DEFAULT_WAREHOUSE_STORAGE_VERSION,
+        DEFAULT_WAREHOUSE_COMPACT_ABOVE,
+    DEFAULT_WAREHOUSE_STORAGE_VERSION,
         pattern=r"^v\d+\.\d+\.\d+$",
         description=(
             "DuckDB storage format the published warehouse is written in, named by the oldest DuckDB release that "
             "must open it (DuckDB's storage_compatibility_version). v1.1.0 (storage 64) is read by DuckDB 0.10 "
             "to 2.x and the JDBC/ODBC drivers of BI tools on 1.x; duckdb 2.0's own format (v2.0.0) is not "
             "readable by any 1.x client."
+        ),
+    )
+    warehouse_compact_above: float = Field(
+        DEFAULT_WAREHOUSE_COMPACT_ABOVE, gt=1,
+        description=(
+            "An incremental run copies the published warehouse and replaces only the changed rows; DuckDB does "
+            "not give back all the space deleted rows held, so once the file is over this many times the size of "
+            "the full build it descends from, the run builds it from scratch instead (docs/performance.md)."
         ),
     )
     prefect_server_startup_timeout_seconds: float = Field(

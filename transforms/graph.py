@@ -23,7 +23,7 @@ a node's ``requires`` missing, a changed range within a node's look-back of
 the first session) are derived from the nodes, not listed by hand.
 
 **A new mart touches one place here: its node in ``GRAPH``** (plus its table
-contract in warehouse/tables.py and its test). Its tables appear in full and
+contract in contracts/tables.py and its test). Its tables appear in full and
 incremental output, its task in Prefect, its previous tables in the seed
 list. See how the allocation node declares ``mart_band_compliance`` among its
 five tables, or the spillover node its three (``SPILLOVER_TABLES``).

@@ -6,20 +6,35 @@ published file: it builds a new file from scratch in its staging directory,
 and after the audit passes the whole run is published with one switch
 (``warehouse.snapshots``). An analyst who has the old file open keeps reading
 their snapshot (the old inode), and the next connection sees the new run whole.
+
+An incremental run (``load_database`` with ``unchanged_before``) does not
+rebuild from scratch: it copies the published file into its staging directory
+(a new inode: readers of the published one are untouched) and replaces there
+only the rows dated on or after the day each table changed from; tables not
+named are replaced whole. Whenever the copy could differ from a full build in
+anything but row order (tables, columns, types, comments, views, storage
+format), or the file has grown past ``compact_above`` times a full build's
+size, it builds from scratch instead and says why.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
+from warehouse.files import atomic_write_text
 from warehouse.query import read_sql_file
 from contracts.schema import Table, ident, sql_literal
 from contracts.tables import TABLES
-from contracts.vocabulary import DEFAULT_WAREHOUSE_STORAGE_VERSION
+from contracts.vocabulary import DEFAULT_WAREHOUSE_COMPACT_ABOVE, DEFAULT_WAREHOUSE_STORAGE_VERSION
 
 SQL_DIR = Path(__file__).with_name("sql")
 
@@ -113,4 +128,206 @@ def build_database(
         con.execute("CHECKPOINT")
     finally:
         con.close()
+    atomic_write_text(f"{path.stat().st_size}\n", full_size_path(path))
+    return counts
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What ``load_database`` wrote: row counts, and how."""
+
+    counts: dict[str, int]
+    # None: the published file was copied and only changed rows replaced.
+    full_because: str | None = None
+
+
+def load_database(
+    path: Path, frames: dict[str, pl.DataFrame], tables: dict[str, Table] = TABLES,
+    storage_version: str = DEFAULT_WAREHOUSE_STORAGE_VERSION,
+    published: Path | None = None, unchanged_before: dict[str, date] | None = None,
+    compact_above: float = DEFAULT_WAREHOUSE_COMPACT_ABOVE,
+) -> Loaded:
+    """Write the run's warehouse at ``path``: a copy of ``published`` with the changed rows
+    replaced (``unchanged_before``, see ``copy_on_write``), or a full ``build_database``.
+
+    The result holds the same rows, comments and views as ``build_database(path, frames)``
+    either way; only the physical row order may differ.
+    """
+    reason = copy_refused(published, unchanged_before or {}, tables, compact_above)
+    if reason is None:
+        try:
+            return Loaded(copy_on_write(path, published, frames, unchanged_before or {}, tables, storage_version))
+        except IncompatibleCopy as exc:
+            reason = str(exc)
+    return Loaded(build_database(path, frames, tables, storage_version), reason)
+
+
+class IncompatibleCopy(Exception):
+    """The published file cannot be the base of this run's file (a full build follows)."""
+
+
+def copy_refused(
+    published: Path | None, unchanged_before: dict[str, date], tables: dict[str, Table], compact_above: float,
+) -> str | None:
+    """Why the published file cannot be copied (None: it can, pending the catalog check)."""
+    if not unchanged_before:
+        return "no table is unchanged since the published run"
+    if published is None or not published.exists():
+        return "no published warehouse"
+    bad = sorted(n for n in unchanged_before if n not in tables or tables[n].date_column is None)
+    if bad:
+        return f"table(s) {', '.join(bad)} have no date column to replace rows from"
+    full = full_size_estimate(published)
+    if full is None:
+        return "the published file has no record of the full build it descends from"
+    if published.stat().st_size > compact_above * full:
+        return (f"compaction: the published file ({published.stat().st_size / 2**20:.0f} MiB) is over "
+                f"{compact_above:g}x the size of the full build it started from ({full / 2**20:.0f} MiB)")
+    return None
+
+
+# Beside the warehouse file in the run directory: the size of the last full build
+# this file descends from, so repeated copies know when to compact (``compact_above``).
+FULL_SIZE_SUFFIX = ".full-size"
+
+
+def full_size_path(path: Path) -> Path:
+    return path.with_name(path.name + FULL_SIZE_SUFFIX)
+
+
+def full_size_estimate(path: Path) -> int | None:
+    try:
+        return int(full_size_path(Path(os.path.realpath(path))).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """A real copy (a new inode), in the kernel where it can: ``copy_file_range`` reflinks on
+    filesystems that share extents (btrfs, XFS) and copies without user-space buffers elsewhere."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        size = os.fstat(fin.fileno()).st_size
+        try:
+            done = 0
+            while done < size:
+                n = os.copy_file_range(fin.fileno(), fout.fileno(), size - done)
+                if n == 0:
+                    break
+                done += n
+            if done != size:
+                raise OSError("short copy_file_range")
+        except OSError:
+            fin.seek(0)
+            fout.seek(0)
+            fout.truncate()
+            shutil.copyfileobj(fin, fout, 16 * 2**20)
+        os.fsync(fout.fileno())
+
+
+def catalog_shape(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    return con.execute(read_sql_file("catalog/shape.sql")).fetchall()
+
+
+def expected_shape(tables: dict[str, Table], storage_version: str) -> tuple[list[tuple], str | None]:
+    """The catalog and storage tag of a full build, read back from an empty one.
+
+    Read from a file, not from memory: DuckDB stores a view as its parsed
+    statement and renders it back from the file's serialization, which can
+    differ in parentheses from the in-memory rendering.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "empty.duckdb"
+        build_database(path, {}, tables, storage_version)
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            return catalog_shape(con), storage_tag(con)
+        finally:
+            con.close()
+
+
+def storage_tag(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The storage format DuckDB reports for the open file (e.g. ``v1.0.0+``)."""
+    row = con.execute("SELECT tags FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    return (row[0] or {}).get("storage_version") if row else None
+
+
+def describe_difference(got: list[tuple], want: list[tuple]) -> str:
+    """The first difference, naming a whole table or view where one is missing or extra."""
+    def objects(rows: list[tuple]) -> set[str]:
+        return {f"{r[0]} {r[1]}.{r[2]}" for r in rows if r[0] in ("table", "view")}
+
+    for what, diff in (("has no", objects(want) - objects(got)), ("has an extra", objects(got) - objects(want))):
+        if diff:
+            return f"the published file {what} {min(diff)} (contracts or views changed)"
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    what, row = ("lacks", missing[0]) if missing else ("has", extra[0])
+    return f"the published file {what} {row[0]} {row[1]}.{row[2]} {row[4]!r} {row[5]!r} unlike a full build"
+
+
+def delete_statement(table: Table, since: date | None) -> tuple[str, list]:
+    # Generated from the contract, like the DDL. A null date counts as changed (never "before").
+    if since is None:
+        return f"DELETE FROM {table.name}", []
+    col = ident(table.date_column)
+    return f"DELETE FROM {table.name} WHERE {col} >= ? OR {col} IS NULL", [since]
+
+
+def rows_from(table: Table, frame: pl.DataFrame, since: date | None) -> pl.DataFrame:
+    if since is None:
+        return frame
+    col = pl.col(table.date_column)
+    return frame.filter(col.is_null() | (col >= since))
+
+
+def copy_on_write(
+    path: Path, published: Path, frames: dict[str, pl.DataFrame], unchanged_before: dict[str, date],
+    tables: dict[str, Table] = TABLES,
+    storage_version: str = DEFAULT_WAREHOUSE_STORAGE_VERSION,
+) -> dict[str, int]:
+    """Copy ``published`` to ``path`` and bring every table to ``frames``; returns row counts.
+
+    A table named in ``unchanged_before`` with day ``d`` keeps its rows dated before
+    ``d`` (the caller vouches they equal the frame's, docs: INTERFACE of Marts.unchanged_before)
+    and gets the frame's rows dated on or after ``d``; any other table is replaced
+    whole. Raises ``IncompatibleCopy`` (and removes the copy) when the published
+    file's catalog or storage format is not what a full build would write.
+    """
+    path.unlink(missing_ok=True)
+    Path(str(path) + ".wal").unlink(missing_ok=True)
+    copy_file(Path(os.path.realpath(published)), path)
+    full_size = full_size_estimate(published)
+    counts: dict[str, int] = {}
+    con = duckdb.connect(str(path), config={"storage_compatibility_version": storage_version})
+    try:
+        want, fresh = expected_shape(tables, storage_version)
+        got = catalog_shape(con)
+        if got != want:
+            raise IncompatibleCopy(describe_difference(got, want))
+        tag = storage_tag(con)
+        if tag != fresh:
+            raise IncompatibleCopy(f"storage format {tag} of the published file is not {fresh} ({storage_version})")
+        con.execute("BEGIN TRANSACTION")
+        for name, table in tables.items():
+            since = unchanged_before.get(name)
+            sql, params = delete_statement(table, since)
+            con.execute(sql, params)
+            frame = frames.get(name)
+            if frame is None:
+                frame = pl.DataFrame(schema=table.polars_schema)
+            frame = table.conform(frame)
+            arrow = rows_from(table, frame, since).to_arrow()
+            con.register("incoming", arrow)
+            con.execute(insert_statement(table, "incoming"))
+            con.unregister("incoming")
+            counts[name] = frame.height
+        con.execute("COMMIT")
+        con.execute("CHECKPOINT")
+    except BaseException:
+        con.close()
+        path.unlink(missing_ok=True)
+        Path(str(path) + ".wal").unlink(missing_ok=True)
+        raise
+    con.close()
+    if full_size is not None:
+        atomic_write_text(f"{full_size}\n", full_size_path(path))
     return counts

@@ -15,12 +15,21 @@ each their own way (DuckDB BIGINT, pyarrow int32, Polars Int64, pandas
 category), and a file column that is also a Hive key breaks pyarrow and
 pandas. A column is typed once, by the writer, for every reader; filters on
 ``year`` still skip files by their statistics.
+
+An incremental run (``stage_marts`` with ``unchanged_before`` and the
+published marts) writes only the years that changed: a partitioned table's
+years before the year of its ``unchanged_before`` day hold the same rows as
+the published run's, so their content-named files are hard-linked from it
+(the published run's directory is left as it is: readers and the run kept
+for them still see it whole). The manifest is always written whole.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -53,34 +62,93 @@ def year_column(table: Table) -> dict | None:
     }
 
 
-def write_table(table: Table, frame: pl.DataFrame, marts_dir: Path, run_id: str, extra: dict) -> Path:
-    frame = table.conform(frame).sort(list(table.key) or table.column_names[:1], nulls_last=True)
+def link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not allowed: the same bytes by copy
+        shutil.copy2(src, dst)
+
+
+def reusable_years(table: Table, published_dir: Path | None, since: date | None) -> dict[int, list[str]]:
+    """Published files of the years before ``since``'s year, by year; empty when none can be reused.
+
+    Only where the published manifest describes exactly the files this run would
+    write (same columns, types, descriptions, partitioning) and lists them.
+    """
+    if since is None or published_dir is None or not table.partition_year_by:
+        return {}
+    if table.date_column != table.partition_year_by:
+        return {}
+    try:
+        old = json.loads(manifest_path(published_dir, table.name).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    if old.get("schema") != manifest_schema(table) or old.get("partitioning") != partitioning(table):
+        return {}
+    out: dict[int, list[str]] = {}
+    for name in old.get("files", []):
+        head, _, _ = name.partition("/")
+        if head.isdigit() and int(head) < since.year:
+            if not (published_dir / table.name / name).is_file():
+                return {}
+            out.setdefault(int(head), []).append(name)
+    return out
+
+
+def manifest_schema(table: Table) -> list[dict]:
+    partition = year_column(table)
+    return [
+        {"name": c.name, "type": c.duckdb_type, "nullable": c.nullable, "description": c.description, "unit": c.unit}
+        for c in table.columns
+    ] + ([partition] if partition else [])
+
+
+def partitioning(table: Table) -> dict | None:
+    if not table.partition_year_by:
+        return None
+    return {"column": YEAR, "type": YEAR_DUCKDB_TYPE, "of": table.partition_year_by, "directories": "<year>/",
+            "in_files": True}
+
+
+def write_table(
+    table: Table, frame: pl.DataFrame, marts_dir: Path, run_id: str, extra: dict,
+    since: date | None = None, published_dir: Path | None = None,
+) -> Path:
+    """Write ``<marts_dir>/<table>/`` and its manifest.
+
+    With ``since`` (the table's ``unchanged_before`` day) and the published
+    marts directory, the years before ``since.year`` are hard-linked from the
+    published run instead of written (``reusable_years``).
+    """
+    frame = table.conform(frame)
+    rows = frame.height
+    reuse = reusable_years(table, published_dir, since)
+    if reuse:  # only the rows of the years written fresh are sorted and written
+        frame = frame.filter(~(pl.col(table.partition_year_by).dt.year() < since.year).fill_null(False))
+    frame = frame.sort(list(table.key) or table.column_names[:1], nulls_last=True)
     out = marts_dir / table.name
     if out.exists():
         shutil.rmtree(out)
     files: list[str] = []
     if table.partition_year_by:
         frame = frame.with_columns(pl.col(table.partition_year_by).dt.year().cast(YEAR_TYPE).alias(YEAR))
-    if table.partition_year_by and frame.height:
+    for names in reuse.values():
+        for name in names:
+            link_or_copy(published_dir / table.name / name, out / name)
+            files.append(name)
+    if table.partition_year_by and rows:
         for (year,), part in frame.group_by(YEAR, maintain_order=True):
             files.append(f"{year}/" + write_parquet_content_named(part, out / str(year)))
     else:
         files.append(write_parquet_content_named(frame, out))
-    partition = year_column(table)
     manifest = {
         "table": table.name,
         "description": table.description,
         "run_id": run_id,
-        "row_count": frame.height,
-        "schema": [
-            {"name": c.name, "type": c.duckdb_type, "nullable": c.nullable, "description": c.description, "unit": c.unit}
-            for c in table.columns
-        ] + ([partition] if partition else []),
-        "partitioning": (
-            {"column": YEAR, "type": YEAR_DUCKDB_TYPE, "of": table.partition_year_by, "directories": "<year>/",
-             "in_files": True}
-            if partition else None
-        ),
+        "row_count": rows,
+        "schema": manifest_schema(table),
+        "partitioning": partitioning(table),
         "files": sorted(files),
         **extra,
     }
@@ -88,10 +156,19 @@ def write_table(table: Table, frame: pl.DataFrame, marts_dir: Path, run_id: str,
     return out
 
 
-def stage_marts(frames: dict[str, pl.DataFrame], marts_dir: Path, run_id: str, extra: dict) -> dict[str, Path]:
-    """Write every published table into ``marts_dir`` (a run's staging area)."""
+def stage_marts(
+    frames: dict[str, pl.DataFrame], marts_dir: Path, run_id: str, extra: dict,
+    unchanged_before: dict[str, date] | None = None, published_dir: Path | None = None,
+) -> dict[str, Path]:
+    """Write every published table into ``marts_dir`` (a run's staging area).
+
+    ``unchanged_before`` and ``published_dir`` (the published run's marts,
+    resolved): reuse the published files of the years that did not change.
+    """
+    published_dir = Path(os.path.realpath(published_dir)) if published_dir is not None else None
     return {
-        name: write_table(table, frames.get(name, pl.DataFrame(schema=table.polars_schema)), marts_dir, run_id, extra)
+        name: write_table(table, frames.get(name, pl.DataFrame(schema=table.polars_schema)), marts_dir, run_id, extra,
+                          (unchanged_before or {}).get(name), published_dir)
         for name, table in TABLES.items()
         if table.publish
     }

@@ -124,3 +124,45 @@ def test_code_digest_follows_every_source_file(tmp_path):
     (tmp_path / "transforms" / "m.py").write_text("x = 1\n")
     (tmp_path / "warehouse" / "n.py").write_text("")
     assert code_digest(tmp_path) != before, "a new module counts too"
+
+
+def test_the_load_copies_the_published_warehouse_and_links_unchanged_mart_years(tmp_path, full_d2, monkeypatch):
+    """The flow's load and marts take the transform's ``unchanged_before``.
+
+    Until the mart graph fills it, the test names the two tables for which the
+    incremental transform's rows before ``from_date`` are the published ones by
+    construction (a bar landed later moves ``from_date`` back to its date).
+    """
+    import flows.nightly as nightly_module
+    from warehouse.build import load_database
+
+    transform, loads = nightly_module.transform, []
+
+    def with_unchanged_before(*args, **kwargs):
+        built = transform(*args, **kwargs)
+        if built.incremental_from:
+            built.unchanged_before = dict.fromkeys(("fact_prices", "fact_returns"), built.incremental_from)
+        return built
+
+    def recording_load(*args, **kwargs):
+        loaded = load_database(*args, **kwargs)
+        loads.append(loaded.full_because)
+        return loaded
+
+    monkeypatch.setattr(nightly_module, "transform", with_unchanged_before)
+    monkeypatch.setattr(nightly_module, "load_database", recording_load)
+    nightly(source="sample", start=START, as_of=D1, data_dir=str(tmp_path))
+    first_run = (tmp_path / "current").resolve()
+    second = nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
+    assert second.incremental_from == D1 + timedelta(days=1)
+    assert loads[0] == "no table is unchanged since the published run" and loads[1] is None, loads
+    assert_same_tables(tmp_path, full_d2)
+    # The 2015 returns are the first run's file itself; the 2016 ones were written again.
+    marts = tmp_path / "marts" / "fact_returns"
+    assert (marts / "2015").resolve() != (first_run / "marts" / "fact_returns" / "2015")
+    [old] = (marts / "2015").glob("*.parquet")
+    assert old.stat().st_ino == (first_run / "marts" / "fact_returns" / "2015" / old.name).stat().st_ino
+    [new] = (marts / "2016").glob("*.parquet")
+    assert new.stat().st_nlink == 1
+    manifest = json.loads((tmp_path / "marts" / "fact_returns.manifest.json").read_text())
+    assert manifest["row_count"] == pl.read_parquet(marts).height and manifest["run_id"] == second.run_id

@@ -143,7 +143,7 @@ def test_tables_and_describe(data_dir):
     names = {(r["schema"], r["name"]) for r in listed}
     assert {("main", "fact_prices"), ("marts", "mart_rolling_correlation"), ("analytics", "latest_correlations")} <= names
     prices = next(r for r in listed if r["name"] == "fact_prices")
-    assert prices["description"] == TABLES["fact_prices"].description and prices["rows"] > 0
+    assert prices["description"] == TABLES["fact_prices"].key_comment and prices["rows"] > 0
     cols = json.loads(cli("describe", "fact_prices", "--format", "json", "--data-dir", str(data_dir)).stdout)
     assert [c["column"] for c in cols] == TABLES["fact_prices"].column_names
     close = next(c for c in cols if c["column"] == "close")

@@ -85,9 +85,25 @@ def test_default_storage_version_is_a_1x_release():
     assert DEFAULT_VERSION.startswith("v1."), "1.x clients cannot read a 2.x storage version"
 
 
-def test_a_1x_client_reads_the_warehouse_tables_views_and_comments(old_client, run_tables, tmp_path):
+def copied_warehouse(path: Path, frames: dict) -> Path:
+    """The incremental load's file: the published one (a day short) copied, its last day replaced."""
+    import polars as pl
+
+    from warehouse.build import load_database
+
+    last = frames["fact_prices"]["date"].max()
+    dated = {n for n in frames if TABLES[n].date_column}
+    published = built_warehouse(path.with_name("published.duckdb"), {
+        n: f.filter(pl.col(TABLES[n].date_column) < last) if n in dated else f for n, f in frames.items()})
+    loaded = load_database(path, frames, published=published, unchanged_before=dict.fromkeys(dated, last))
+    assert loaded.full_because is None, loaded.full_because
+    return path
+
+
+@pytest.mark.parametrize("write", [built_warehouse, copied_warehouse], ids=["full_build", "copy_on_write"])
+def test_a_1x_client_reads_the_warehouse_tables_views_and_comments(old_client, run_tables, tmp_path, write):
     name, python = old_client
-    path = built_warehouse(tmp_path / "warehouse.duckdb", run_tables)
+    path = write(tmp_path / "warehouse.duckdb", run_tables)
     got = read_with(python, path)
     assert got["version"].startswith("1."), got["version"]
     if name == "oldest":

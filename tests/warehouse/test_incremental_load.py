@@ -1,0 +1,253 @@
+"""The copy-on-write load equals a full build, and leaves the published run alone.
+
+A published warehouse (and marts) is built whole from a real run's tables;
+then some tables change from a random day on (rows dropped, changed, added),
+others change whole, and ``load_database`` copies the published file and
+replaces only what changed. The staged file must hold exactly what a fresh
+``build_database`` of the same frames holds: every table's rows (as sorted
+frames), every comment, every view definition (the whole catalog), while the
+published file keeps its bytes, inode and mtime and a reader holding it open
+keeps its snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import replace
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from warehouse import marts as mart_files
+from warehouse.build import build_database, catalog_shape, full_size_path, load_database
+from contracts.schema import Column
+from contracts.tables import TABLES
+
+DATED = [n for n, t in TABLES.items() if t.date_column]
+
+
+def sha(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def fingerprint(path: Path) -> tuple:
+    st = path.stat()
+    return sha(path), st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def contents(path: Path) -> tuple[dict[str, pl.DataFrame], list[tuple]]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        rows = {}
+        for name, table in TABLES.items():
+            frame = con.sql(f"SELECT * FROM {name}").pl()
+            rows[name] = frame.sort(table.column_names, nulls_last=True)
+        return rows, catalog_shape(con)
+    finally:
+        con.close()
+
+
+def assert_same_warehouse(got: Path, want: Path) -> None:
+    got_rows, got_catalog = contents(got)
+    want_rows, want_catalog = contents(want)
+    assert got_catalog == want_catalog  # tables, columns, types, comments, views, no constraints beyond NOT NULL
+    for name in TABLES:
+        assert got_rows[name].equals(want_rows[name], null_equal=True), name
+
+
+def change_from(name: str, frame: pl.DataFrame, since: date, rng: random.Random) -> pl.DataFrame:
+    """Rows before ``since`` kept as they are; from ``since`` on, some dropped, some changed, some added."""
+    table = TABLES[name]
+    col = pl.col(table.date_column)
+    head, tail = frame.filter(col < since), frame.filter(col.is_null() | (col >= since))
+    if tail.height:
+        tail = tail.filter(pl.Series([rng.random() > 0.3 for _ in range(tail.height)]))
+        floats = [c.name for c in table.columns if c.type == "float" and c.gt is None and c.ge is None]
+        if floats:
+            tail = tail.with_columns((pl.col(floats[0]) * 0.5).alias(floats[0]))
+    added = frame.tail(3).with_columns((col + timedelta(days=rng.randint(1, 40))).alias(table.date_column))
+    return pl.concat([head, tail, added.filter(col >= since)])
+
+
+def incremental_change(tables: dict[str, pl.DataFrame], seed: int) -> tuple[dict[str, pl.DataFrame], dict[str, date]]:
+    rng = random.Random(seed)
+    new, unchanged_before = dict(tables), {}
+    for name, frame in tables.items():
+        if frame.is_empty():
+            continue
+        if name in DATED and rng.random() < 0.75:
+            dates = frame[TABLES[name].date_column].drop_nulls().unique().sort()
+            pick = rng.random()
+            # Mostly a day inside the table, sometimes before every row or after every row.
+            since = (dates[0] - timedelta(days=1) if pick < 0.1 else dates[-1] + timedelta(days=30) if pick < 0.2
+                     else dates[rng.randrange(dates.len())])
+            new[name] = change_from(name, frame, since, rng)
+            unchanged_before[name] = since
+        elif rng.random() < 0.5:  # not named: replaced whole (here: one row fewer, order shuffled)
+            new[name] = frame.slice(1).sample(fraction=1.0, shuffle=True, seed=seed)
+    return new, unchanged_before
+
+
+@pytest.fixture
+def published(tmp_path, tables) -> Path:
+    run = tmp_path / "runs" / "previous"
+    run.mkdir(parents=True)
+    build_database(run / "warehouse.duckdb", tables)
+    mart_files.stage_marts(tables, run / "marts", "previous", {"source": "sample"})
+    return run
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_copy_on_write_equals_a_full_build(tmp_path, tables, published, seed):
+    new, unchanged_before = incremental_change(tables, seed)
+    assert unchanged_before, "the generator named no table"
+    before = fingerprint(published / "warehouse.duckdb")
+    reader = duckdb.connect(str(published / "warehouse.duckdb"), read_only=True)
+    try:
+        seen = reader.execute("SELECT count(*), sum(close) FROM fact_prices").fetchone()
+        staged = tmp_path / "staged" / "warehouse.duckdb"
+        staged.parent.mkdir()
+        loaded = load_database(staged, new, published=published / "warehouse.duckdb", unchanged_before=unchanged_before)
+        assert loaded.full_because is None
+        assert loaded.counts == {n: new.get(n, pl.DataFrame()).height for n in TABLES}
+        # The reader still sees its snapshot, in the same connection.
+        assert reader.execute("SELECT count(*), sum(close) FROM fact_prices").fetchone() == seen
+    finally:
+        reader.close()
+    assert fingerprint(published / "warehouse.duckdb") == before
+    full = tmp_path / "full.duckdb"
+    build_database(full, new)
+    assert_same_warehouse(staged, full)
+    # The copy remembers the full build it descends from (the compaction rule's base).
+    assert full_size_path(staged).read_text() == full_size_path(published / "warehouse.duckdb").read_text()
+
+
+def test_repeated_incremental_loads_stay_equal(tmp_path, tables, published):
+    """Three runs in a row, each copying the one before, equal a full build of the last."""
+    base, frames = published / "warehouse.duckdb", tables
+    for seed in (11, 12, 13):
+        frames, unchanged_before = incremental_change(frames, seed)
+        staged = tmp_path / f"run{seed}" / "warehouse.duckdb"
+        staged.parent.mkdir()
+        assert load_database(staged, frames, published=base, unchanged_before=unchanged_before).full_because is None
+        base = staged
+    full = tmp_path / "full.duckdb"
+    build_database(full, frames)
+    assert_same_warehouse(base, full)
+
+
+def full_reason(tmp_path, frames, published, **kwargs) -> str:
+    """Why the load built whole (it must have); the result still equals a full build."""
+    new, unchanged_before = incremental_change(frames, 5)
+    staged = tmp_path / "staged.duckdb"
+    loaded = load_database(staged, new, published=published / "warehouse.duckdb",
+                           unchanged_before=kwargs.pop("unchanged_before", unchanged_before), **kwargs)
+    assert loaded.full_because
+    full = tmp_path / "full.duckdb"
+    build_database(full, new, kwargs.get("tables", TABLES), kwargs.get("storage_version", "v1.1.0"))
+    if "tables" not in kwargs:
+        assert_same_warehouse(staged, full)
+    else:
+        assert sha(staged) != sha(published / "warehouse.duckdb")
+    return loaded.full_because
+
+
+def test_an_extra_table_in_the_published_file_means_a_full_build(tmp_path, tables, published):
+    con = duckdb.connect(str(published / "warehouse.duckdb"))
+    con.execute("CREATE TABLE retired_mart (x INTEGER)")
+    con.close()
+    assert "retired_mart" in full_reason(tmp_path, tables, published)
+
+
+def test_a_changed_contract_means_a_full_build(tmp_path, tables, published):
+    changed = dict(TABLES)
+    t = changed["mart_mix_summary"]
+    changed["mart_mix_summary"] = replace(t, columns=(*t.columns, Column("new_metric", "float", "A new column.")))
+    frames = {**tables, "mart_mix_summary": tables["mart_mix_summary"].with_columns(new_metric=pl.lit(1.0))}
+    assert "new_metric" in full_reason(tmp_path, frames, published, tables=changed)
+
+
+def test_a_changed_comment_means_a_full_build(tmp_path, tables, published):
+    con = duckdb.connect(str(published / "warehouse.duckdb"))
+    con.execute("COMMENT ON TABLE dim_asset IS 'old words'")
+    con.close()
+    assert "dim_asset" in full_reason(tmp_path, tables, published)
+
+
+def test_a_published_file_with_primary_keys_means_a_full_build(tmp_path, tables, published):
+    path = published / "warehouse.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("ALTER TABLE dim_asset ADD PRIMARY KEY (symbol)")  # as files were written before this change
+    con.close()
+    assert "dim_asset" in full_reason(tmp_path, tables, published)
+
+
+def test_a_storage_version_change_means_a_full_build(tmp_path, tables, published):
+    reason = full_reason(tmp_path, tables, published, storage_version="v1.2.0")
+    assert "storage format" in reason
+
+
+def test_compaction_once_the_file_outgrows_its_full_build(tmp_path, tables, published):
+    full_size_path(published / "warehouse.duckdb").write_text("1000\n")
+    assert "compaction" in full_reason(tmp_path, tables, published)
+
+
+def test_nothing_unchanged_or_no_published_file_means_a_full_build(tmp_path, tables, published):
+    assert "no table is unchanged" in full_reason(tmp_path, tables, published, unchanged_before={})
+    staged = tmp_path / "s.duckdb"
+    loaded = load_database(staged, tables, published=tmp_path / "absent.duckdb", unchanged_before={"fact_prices": date(2024, 1, 1)})
+    assert loaded.full_because == "no published warehouse"
+
+
+def mart_tree(marts: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(marts)): p.read_bytes() for p in sorted(marts.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_marts_rewrite_only_changed_years(tmp_path, tables, published, seed):
+    new, unchanged_before = incremental_change(tables, seed)
+    old_marts = published / "marts"
+    before = {k: v for k, v in mart_tree(old_marts).items()}
+    before_inodes = {p: p.stat().st_ino for p in old_marts.rglob("*.parquet")}
+    inc, full = tmp_path / "inc", tmp_path / "full"
+    extra = {"source": "sample"}
+    mart_files.stage_marts(new, inc, "next", extra, unchanged_before, old_marts)
+    mart_files.stage_marts(new, full, "next", extra)
+    # Byte for byte what a full write makes: the same files, the same manifests.
+    assert mart_tree(inc) == mart_tree(full)
+    # The previous run is left as it was.
+    assert mart_tree(old_marts) == before
+    assert {p: p.stat().st_ino for p in old_marts.rglob("*.parquet")} == before_inodes
+    # Years before the changed day's year are the published files themselves (hard links).
+    linked = 0
+    for name, since in unchanged_before.items():
+        table = TABLES[name]
+        if not (table.publish and table.partition_year_by):
+            continue
+        manifest = json.loads(mart_files.manifest_path(inc, name).read_text())
+        for f in manifest["files"]:
+            year = int(f.split("/")[0])
+            same = (inc / name / f).stat().st_ino == (old_marts / name / f).stat().st_ino if (old_marts / name / f).exists() else False
+            assert same == (year < since.year), (name, f, since)
+            linked += same
+    if seed == 1:
+        assert linked, "seed 1 is meant to reuse at least one year"
+
+
+def test_marts_in_a_changed_schema_are_written_fresh(tmp_path, tables, published):
+    """A published manifest that does not describe this run's files: nothing is linked."""
+    path = mart_files.manifest_path(published / "marts", "mart_rolling_correlation")
+    manifest = json.loads(path.read_text())
+    manifest["schema"][0]["description"] = "old words"
+    path.write_text(json.dumps(manifest))
+    out = tmp_path / "inc"
+    mart_files.stage_marts(tables, out, "next", {}, {"mart_rolling_correlation": date(2099, 1, 1)}, published / "marts")
+    files = json.loads(mart_files.manifest_path(out, "mart_rolling_correlation").read_text())["files"]
+    assert files and all(os.stat(out / "mart_rolling_correlation" / f).st_nlink == 1 for f in files)
