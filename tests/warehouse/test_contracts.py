@@ -1,4 +1,4 @@
-"""Each contract is the single source of truth: the DDL agrees with it and enforces its key.
+"""Each contract is the single source of truth: the DDL agrees with it and names its key (the audit enforces it).
 
 Transforms take their output schemas from the same contracts (``Table.conform``),
 so there is no restated schema to keep equal to them."""
@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import duckdb
 import polars as pl
-import pytest
 
+
+from contracts.schema import Table
 from contracts.tables import TABLES
 from warehouse.build import build_database
 
