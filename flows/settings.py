@@ -247,8 +247,7 @@ class Settings(ExecutionSettings):
         ),
     )
     warehouse_storage_version: str = Field(
-        DEFAULT_WAREHOUSE_COMPACT_ABOVE,
-    DEFAULT_WAREHOUSE_STORAGE_VERSION,
+        DEFAULT_WAREHOUSE_STORAGE_VERSION,
         pattern=r"^v\d+\.\d+\.\d+$",
         description=(
             "DuckDB storage format the published warehouse is written in, named by the oldest DuckDB release that "
