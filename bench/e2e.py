@@ -116,6 +116,7 @@ def _cli_run(label: str, files: Path, data: Path, as_of, env: dict[str, str], lo
         "pipeline_s": round((last["finished_at"] - last["started_at"]).total_seconds(), 2)
         if last.get("finished_at") else None,
         "rows_written": last.get("rows_written"),
+        "code_version": last.get("code_version"),
         "stage_seconds": json.loads(last["stage_seconds"]) if last.get("stage_seconds") else None,
         "transform": transform[-1] if transform else None,
         "load": load[-1] if load else None,
