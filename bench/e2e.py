@@ -75,9 +75,13 @@ def _write_files(prices, assets, through, folder: Path) -> int:
     import polars as pl
 
     folder.mkdir(parents=True, exist_ok=True)
+    # Date-major, as a file one appends a day to grows: the next day's rows come last and every
+    # earlier bar keeps its row number, so its ``origin`` ("equities.parquet row N") stays the same
+    # (sorted by symbol, one more day would move every later symbol's rows and the lake would
+    # rewrite every year file for the new origins).
     bars = prices.filter(pl.col("date") <= through).select(
         "symbol", "date", "open", "high", "low", "close", "adj_close", "volume"
-    )
+    ).sort("date", "symbol")
     crypto = assets.filter(pl.col("asset_class") == "crypto")["symbol"].implode()
     for name, part in (("equities", bars.filter(~pl.col("symbol").is_in(crypto))),
                        ("crypto", bars.filter(pl.col("symbol").is_in(crypto)))):
