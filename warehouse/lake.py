@@ -165,6 +165,10 @@ class Lake:
         (landing them again brings them back). Returns the withdrawn bars.
         """
         seen = present.select("symbol", "date").unique()
+        # Each year file is compared with its own symbol's dates, not with every bar of the input
+        # (that join cost grew with files x bars: 5 min at 500 stocks, bench e2e).
+        seen_by_symbol = seen.partition_by("symbol", as_dict=True)
+        none_seen = seen.clear()
         out = []
         for sym_dir in sorted(self.bars_dir.iterdir()) if self.bars_dir.exists() else []:
             symbol = unquote(sym_dir.name)
@@ -176,7 +180,9 @@ class Lake:
                     continue
                 stored = conform_stored(read_stored_parquet(path))
                 in_range = pl.col("date").is_between(start, end)
-                gone = stored.filter(in_range).join(seen, on=["symbol", "date"], how="anti")
+                gone = stored.filter(in_range).join(
+                    seen_by_symbol.get((symbol,), none_seen), on=["symbol", "date"], how="anti"
+                )
                 if gone.is_empty():
                     continue
                 out.append(gone)

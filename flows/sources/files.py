@@ -51,6 +51,7 @@ from pathlib import Path
 import polars as pl
 
 from flows.sources.base import (
+    ASSET_SCHEMA,
     BAR_SCHEMA,
     ORIGIN,
     InputProblem,
@@ -669,7 +670,7 @@ class FilesSource:
                 "source_symbol": name.source_symbol,
             })
         bars = pl.concat([conform_bars(f.with_columns(pl.lit(sym).alias("symbol"))) for sym, f in by_symbol.items()])
-        done = FilesRead(bars, conform_assets(pl.DataFrame(meta)), warnings, problems, failed)
+        done = FilesRead(bars, conform_assets(pl.DataFrame(meta, schema=ASSET_SCHEMA)), warnings, problems, failed)
         self._memo = (universe, done)
         return done
 

@@ -75,3 +75,17 @@ def test_a_source_without_origins_does_not_erase_a_known_one(tmp_path):
     lake.upsert_bars(bars(("BTC", date(2024, 1, 2), 10.0, "BTC-USD.csv line 2")), T1)
     lake.upsert_bars(bars(("BTC", date(2024, 1, 2), 10.0, None)).drop("origin"), T2)
     assert lake.read_bars()["origin"].to_list() == ["BTC-USD.csv line 2"]
+
+
+def test_withdraw_absent_judges_each_symbol_by_its_own_dates(tmp_path):
+    # Another symbol's bar on a date is no reason to keep this one's; a symbol gone from the
+    # input loses every bar in the range; bars outside the range stay.
+    d1, d2, d3 = date(2023, 12, 29), date(2024, 1, 2), date(2024, 1, 3)
+    lake = Lake(tmp_path, "files")
+    lake.upsert_bars(bars(*[(s, d, 1.0, None) for s in ("A", "B", "C") for d in (d1, d2, d3)]), T1)
+    present = bars(("A", d1, 1.0, None), ("A", d2, 1.0, None), ("A", d3, 1.0, None), ("B", d2, 1.0, None))
+    gone = lake.withdraw_absent(present, d2, d3, T2)
+    assert gone.select("symbol", "date").rows() == [("B", d3), ("C", d2), ("C", d3)]
+    assert lake.read_bars().select("symbol", "date").sort("symbol", "date").rows() == [
+        ("A", d1), ("A", d2), ("A", d3), ("B", d1), ("B", d2), ("C", d1)]
+    assert lake.read_withdrawn().height == 3

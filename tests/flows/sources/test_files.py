@@ -11,7 +11,7 @@ import pytest
 
 from flows.sources.files import FilesSource, symbol_from_filename
 from flows.sources.base import SourceError
-from flows.universe import load_universe
+from flows.universe import Asset, Universe, load_universe
 
 UNIVERSE = load_universe()
 
@@ -183,6 +183,26 @@ def test_yfinance_three_line_header_and_long_parquet(tmp_path):
     assert dict(bars.group_by("symbol").len().iter_rows()) == {"A": 2, "ETH": 2, "^GSPC": 1}
     assert dict(assets.select("symbol", "asset_class").iter_rows()) == {"A": "equity", "ETH": "crypto", "^GSPC": "index"}
     assert any("notes.json" in w for w in warnings)
+
+
+def test_a_sector_first_seen_after_a_hundred_symbols_without_one_is_kept(tmp_path):
+    # Polars infers a column's type from the first 100 rows: 120 coins (no sector) read before
+    # the stocks made the asset frame fail with "could not append value" and sank the run.
+    coins = [f"C{i:03d}" for i in range(120)]
+    universe = Universe(benchmarks=("^GSPC",), assets=(
+        Asset(symbol="^GSPC", name="S&P 500", asset_class="index"),
+        *(Asset(symbol=c, name=c, asset_class="crypto", quote_currency="USDT") for c in coins),
+        Asset(symbol="ZZZ", name="Z Corp", asset_class="equity", sector="Technology"),
+    ))
+    symbols = [*coins, "ZZZ", "^GSPC"]
+    pl.DataFrame({
+        "symbol": symbols, "date": [date(2024, 1, 2)] * len(symbols),
+        **{c: [1.0] * len(symbols) for c in ("open", "high", "low", "close", "adj_close", "volume")},
+    }).write_parquet(tmp_path / "long.parquet")
+    _, assets, _ = read_all(FilesSource([tmp_path]), universe)
+    assert assets.height == len(symbols)
+    assert assets.filter(pl.col("symbol") == "ZZZ")["sector"].to_list() == ["Technology"]
+    assert assets.filter(pl.col("sector").is_not_null()).height == 1
 
 
 def test_folder_with_no_price_history_is_an_error(real_data):
