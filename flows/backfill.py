@@ -18,7 +18,8 @@ from datetime import date
 
 from prefect import flow
 
-from flows.nightly import RunSummary, run_pipeline
+from flows.nightly import run_pipeline
+from flows.run import RunSummary
 from flows.runners import RunnerSettings, build_task_runner
 
 

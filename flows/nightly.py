@@ -31,12 +31,14 @@ from flows.calendar import sessions as exchange_sessions
 from flows import progress
 from flows.artifacts import RunReport, publish_artifacts, stale_symbols, stale_warning, summarize
 from flows.params import mart_params
+from flows.run import PipelineError, RunSummary
 from flows.runners import RunnerSettings, build_task_runner
 from flows.settings import Settings, get_settings
 from flows.sources.base import (
     ASSET_SCHEMA, InputProblem, Source, SourceBatch, SourceError, SymbolOutcome, empty_bars, problems_frame,
 )
 from flows.sources.live_config import deadline as source_deadline
+from flows.sources.registry import make_source
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe, UniverseError, load_universe
 from transforms.graph import full_build_reason, seed_tables
@@ -54,54 +56,6 @@ from warehouse.mirror import mirror_marts
 from warehouse.quality import screen, withdrawal_summary, withdrawn_quarantine
 from warehouse.runs import RunLog
 from contracts.tables import INGEST_LOG, QUARANTINE, TABLES
-from contracts.vocabulary import SOURCES
-
-
-
-class PipelineError(RuntimeError):
-    """A run that cannot complete; the message is meant for the operator as is."""
-
-
-@dataclass
-class RunSummary:
-    run_id: str
-    source: str
-    as_of: date
-    status: str
-    rows_written: int = 0
-    table_rows: dict[str, int] = field(default_factory=dict)
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    synthetic: bool = False
-    warehouse_path: Path | None = None
-    marts_dir: Path | None = None
-    error: str | None = None
-    report: RunReport | None = None
-    # First date rebuilt when the run built on the published one; None: full rebuild.
-    incremental_from: date | None = None
-    # Assets whose last bar is too far before the as-of (artifacts.stale_symbols); None: not judged.
-    stale: list[dict] | None = None
-
-
-def make_source(name: str, settings: Settings, paths: list[Path] | None) -> Source:
-    if name == "sample":
-        from flows.sources.sample import SampleSource
-
-        return SampleSource(seed=settings.sample_seed, crypto_close=settings.crypto_close)
-    if name == "files":
-        from flows.sources.files import FilesSource
-
-        return FilesSource(
-            paths or [], overlap_rel_tol=settings.files_overlap_rel_tol, on_conflict=settings.files_on_conflict,
-            crypto_close=settings.crypto_close, calendar=settings.exchange_calendar,
-        )
-    if name == "live":
-        try:
-            from flows.sources.live import LiveSource
-        except ImportError as exc:  # pragma: no cover - until the live source lands
-            raise PipelineError("the live source is not available in this build") from exc
-        return LiveSource.from_settings(settings)  # crypto_close and the calendar: from the same settings
-    raise PipelineError(f"unknown source {name!r}: choose one of {', '.join(SOURCES)}")
 
 
 def default_as_of(source: str, today: date, inputs_end: date | None = None) -> date:

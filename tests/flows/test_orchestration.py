@@ -13,7 +13,8 @@ import pytest
 
 import flows.nightly as nightly_mod
 from flows.backfill import backfill
-from flows.nightly import PipelineError, batches, merge_batches, nightly, year_chunks
+from flows.nightly import batches, merge_batches, nightly, year_chunks
+from flows.run import PipelineError
 from flows.sources.sample import SampleSource
 from flows.universe import load_universe
 from contracts.tables import TABLES

@@ -11,7 +11,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from flows.nightly import PipelineError, RunSummary, check_failures
+from flows.nightly import check_failures
+from flows.run import PipelineError, RunSummary
 from flows.settings import get_settings
 from flows.sources.base import SourceBatch, SymbolOutcome
 from flows.universe import load_universe
