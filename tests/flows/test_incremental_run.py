@@ -112,7 +112,7 @@ def test_switched_off_or_other_settings_rebuild_everything(tmp_path, monkeypatch
 
 
 def test_code_digest_follows_every_source_file(tmp_path):
-    from flows.nightly import code_digest
+    from flows.rebuild_plan import code_digest
 
     for pkg in ("flows", "transforms", "warehouse"):
         (tmp_path / pkg).mkdir()
