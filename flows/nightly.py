@@ -29,6 +29,7 @@ from flows import __version__, cancel
 from flows.calendar import sessions as exchange_sessions
 from flows import progress
 from flows.artifacts import RunReport, publish_artifacts, stale_symbols, stale_warning, summarize
+from flows.backfill import Checkpoint, chunk_id, publish_as_of, year_chunks
 from flows.params import mart_params
 from flows.rebuild_plan import UNREADABLE_WAREHOUSE, incremental_base, run_state, transform_fingerprint
 from flows.run import PipelineError, RunSummary
@@ -477,39 +478,6 @@ def withdraw_absent(
     return withdrawn, gone
 
 
-def year_chunks(start: date, end: date) -> list[tuple[date, date]]:
-    """Calendar-year slices of ``start``..``end``: the unit a backfill resumes from."""
-    return [
-        (max(start, date(y, 1, 1)), min(end, date(y, 12, 31))) for y in range(start.year, end.year + 1)
-    ]
-
-
-@dataclass
-class Checkpoint:
-    """Chunks of a backfill already landed, so a restarted backfill skips them."""
-
-    path: Path | None
-    done: set[str] = field(default_factory=set)
-
-    @classmethod
-    def open(cls, path: Path | None) -> Checkpoint:
-        if path is None or not path.exists():
-            return cls(path)
-        return cls(path, set(json.loads(path.read_text())["done"]))
-
-    def mark(self, chunk: tuple[date, date]) -> None:
-        self.done.add(chunk_id(chunk))
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"done": sorted(self.done)}))
-            tmp.replace(self.path)
-
-    def clear(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-
-
 def combine_outcomes(outcomes: list[SymbolOutcome]) -> list[SymbolOutcome]:
     """One ingest_log row per symbol and source across a backfill's chunks."""
     out: dict[tuple[str, str], SymbolOutcome] = {}
@@ -525,10 +493,6 @@ def combine_outcomes(outcomes: list[SymbolOutcome]) -> list[SymbolOutcome]:
             )
         out[(o.symbol, o.source)] = o
     return list(out.values())
-
-
-def chunk_id(chunk: tuple[date, date]) -> str:
-    return f"{chunk[0]}..{chunk[1]}"
 
 
 def run_pipeline(
@@ -760,17 +724,6 @@ def run_pipeline(
             log.record_run(record)
             run.report = report_run(run, tables, outcomes, previous_as_of, audit_result or "not reached", problems)
     return run
-
-
-def publish_as_of(published: dict | None, source: str, end: date) -> date:
-    """What a backfill ending ``end`` publishes as of: the later of ``end`` and the published as-of.
-
-    Only a published run of the same source counts (its lake holds the later
-    bars); another source's warehouse is replaced as of ``end``.
-    """
-    if not published or published.get("source") != source or not published.get("as_of"):
-        return end
-    return max(end, date.fromisoformat(str(published["as_of"])))
 
 
 def mirror_published(settings: Settings, run: RunSummary, logger) -> None:

@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 import flows.nightly as nightly_mod
-from flows.backfill import backfill
-from flows.nightly import batches, merge_batches, nightly, year_chunks
+from flows.backfill import backfill, year_chunks
+from flows.nightly import batches, merge_batches, nightly
 from flows.run import PipelineError
 from flows.sources.sample import SampleSource
 from flows.universe import load_universe
