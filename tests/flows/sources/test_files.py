@@ -261,7 +261,7 @@ def outcome(symbol: str, status: str = "ok", error: str | None = None):
 
 
 def check(outcomes, share: float = 0.2):
-    from flows.nightly import check_failures
+    from flows.stages.extract import check_failures
     from flows.run import RunSummary
     from flows.settings import Settings
     from flows.sources.base import SourceBatch
