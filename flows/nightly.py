@@ -21,19 +21,17 @@ from pathlib import Path
 import polars as pl
 from prefect import flow, get_run_logger
 
-from contracts.tables import INGEST_LOG
 from flows import __version__, cancel, progress
-from flows.artifacts import RunReport, publish_artifacts, stale_symbols, stale_warning, summarize
+from flows.artifacts import RunReport, publish_artifacts, summarize
 from flows.backfill import Checkpoint, chunk_id, publish_as_of, year_chunks
-from flows.calendar import sessions as exchange_sessions
 from flows.run import PipelineError, RunSummary
 from flows.runners import RunnerSettings, build_task_runner
 from flows.settings import get_settings
 from flows.sources.base import InputProblem, SourceError, SymbolOutcome, empty_bars
 from flows.sources.registry import make_source
-from flows.stages.extract import check_failures, combine_outcomes, extract, land, withdraw_absent
+from flows.stages.extract import check_failures, extract, land, record_ingest, withdraw_absent
 from flows.stages.publish import add_run_tables, audit_run, load, mirror_published, publish, stage_marts
-from flows.stages.transform import transform
+from flows.stages.transform import note_transform, transform
 from flows.universe import load_universe
 from warehouse import snapshots
 from warehouse.files import StoredFileError, remove_stale_temp_files
@@ -64,6 +62,22 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"xasset {__version__}" + (f" ({commit})" if commit else "")
+
+
+def tidy_data_dir(data_dir: Path, logger) -> RunLog:
+    """What an interrupted run left behind, put right before this one starts; its run log."""
+    for stale in remove_stale_temp_files(data_dir):
+        logger.info("removed temp file left by an interrupted run: %s", stale)
+    if snapshots.recover(data_dir):
+        logger.warning("a publish was interrupted after its switch; its links were completed")
+    log = RunLog(data_dir)
+    published_run = snapshots.current_run(data_dir)
+    for killed in log.mark_interrupted(published=published_run):
+        if killed == published_run:
+            logger.warning("run %s was killed after publishing; marked succeeded", killed)
+        else:
+            logger.warning("run %s did not finish (killed or crashed); marked interrupted", killed)
+    return log
 
 
 def run_pipeline(
@@ -105,17 +119,7 @@ def run_pipeline(
     cancel.rearm()
     # Nightly and backfill queue behind each other: a bounded, announced wait.
     with RunLock(settings.data_dir, wait_s=settings.lock_wait_seconds, on_wait=logger.warning):
-        for stale in remove_stale_temp_files(settings.data_dir):
-            logger.info("removed temp file left by an interrupted run: %s", stale)
-        if snapshots.recover(settings.data_dir):
-            logger.warning("a publish was interrupted after its switch; its links were completed")
-        log = RunLog(settings.data_dir)
-        published_run = snapshots.current_run(settings.data_dir)
-        for killed in log.mark_interrupted(published=published_run):
-            if killed == published_run:
-                logger.warning("run %s was killed after publishing; marked succeeded", killed)
-            else:
-                logger.warning("run %s did not finish (killed or crashed); marked interrupted", killed)
+        log = tidy_data_dir(settings.data_dir, logger)
         history = log.runs()
         previous = history.filter((pl.col("status") == "succeeded") & (pl.col("source") == source))
         previous_as_of = previous["as_of"].max() if previous.height else None
@@ -184,12 +188,7 @@ def run_pipeline(
                 run.warnings += batch.warnings
                 outcomes += batch.outcomes
                 problems += batch.problems
-                log.record_ingest(
-                    pl.DataFrame(
-                        [{"run_id": run.run_id, **o.__dict__} for o in combine_outcomes(outcomes)],
-                        schema=INGEST_LOG.polars_schema,
-                    )
-                )
+                record_ingest(log, run.run_id, outcomes)
                 check_failures(batch, source, settings, universe, run)
                 stage_done("extract")
                 stage_start("land")
@@ -197,29 +196,13 @@ def run_pipeline(
                 if source == "files" and not chunked:
                     withdrawn, gone = withdraw_absent(batch, lake, chunk, now, run, logger)
                     outcomes += gone
-                    log.record_ingest(pl.DataFrame(
-                        [{"run_id": run.run_id, **o.__dict__} for o in combine_outcomes(outcomes)],
-                        schema=INGEST_LOG.polars_schema,
-                    ))
+                    record_ingest(log, run.run_id, outcomes)
                 checkpoint.mark(chunk)
                 stage_done("land")
             stage_start("transform")
             built = transform(lake, settings, universe, as_of, synthetic=source == "sample")
-            tables, warnings = built.tables, built.warnings
-            run.stale = stale_symbols(
-                tables["fact_prices"], tables["dim_asset"], as_of,
-                exchange_sessions(tables["fact_prices"]["date"].min(), as_of, settings.exchange_calendar),
-                settings.stale_after_sessions,
-            )
-            warnings = warnings + [w for w in [stale_warning(run.stale, settings.stale_after_sessions, as_of)] if w]
-            run.warnings += warnings
-            for w in warnings:
-                logger.warning(w)
-            run.incremental_from = built.incremental_from
-            if built.incremental_from:
-                logger.info("incremental rebuild from %s (the published run seeds the rest)", built.incremental_from)
-            else:
-                logger.info("full rebuild: %s", built.full_because)
+            tables = built.tables
+            note_transform(built, run, settings, as_of, logger)
             stage_done("transform")
             stage_start("load")
             add_run_tables(tables, log, record, problems, withdrawn)

@@ -20,6 +20,7 @@ from prefect.futures import as_completed
 from prefect.tasks import exponential_backoff
 from prefect.utilities.hashing import hash_objects
 
+from contracts.tables import INGEST_LOG
 from flows import progress
 from flows.run import PipelineError, RunSummary
 from flows.runners import RunnerSettings
@@ -29,6 +30,7 @@ from flows.sources.live_config import deadline as source_deadline
 from flows.universe import Universe, UniverseError
 from warehouse.lake import Lake
 from warehouse.quality import withdrawal_summary
+from warehouse.runs import RunLog
 
 
 def extract_cache_key(context: TaskRunContext, parameters: dict) -> str:
@@ -312,3 +314,13 @@ def combine_outcomes(outcomes: list[SymbolOutcome]) -> list[SymbolOutcome]:
             )
         out[(o.symbol, o.source)] = o
     return list(out.values())
+
+
+def record_ingest(log: RunLog, run_id: str, outcomes: list[SymbolOutcome]) -> None:
+    """The run's ingest_log rows so far: one per symbol and source (``combine_outcomes``)."""
+    log.record_ingest(
+        pl.DataFrame(
+            [{"run_id": run_id, **o.__dict__} for o in combine_outcomes(outcomes)],
+            schema=INGEST_LOG.polars_schema,
+        )
+    )

@@ -14,10 +14,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
+from flows.artifacts import stale_symbols, stale_warning
 from flows.calendar import sessions as exchange_sessions
 from flows.params import mart_params
 from flows.rebuild_plan import UNREADABLE_WAREHOUSE, incremental_base, run_state, transform_fingerprint
-from flows.run import PipelineError
+from flows.run import PipelineError, RunSummary
 from flows.settings import Settings
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe
@@ -139,3 +140,22 @@ def fundamentals_as_of(lake: Lake, as_of: date) -> pl.DataFrame | None:
     """Stored snapshots taken on or before ``as_of``: a backfill never sees later ones."""
     stored = lake.read_fundamentals()
     return None if stored is None else stored.filter(pl.col("as_of") <= as_of)
+
+
+def note_transform(built: Transformed, run: RunSummary, settings: Settings, as_of: date, logger) -> None:
+    """What the run records of its transform: stale assets, warnings, and whether it rebuilt in full and why."""
+    tables, warnings = built.tables, built.warnings
+    run.stale = stale_symbols(
+        tables["fact_prices"], tables["dim_asset"], as_of,
+        exchange_sessions(tables["fact_prices"]["date"].min(), as_of, settings.exchange_calendar),
+        settings.stale_after_sessions,
+    )
+    warnings = warnings + [w for w in [stale_warning(run.stale, settings.stale_after_sessions, as_of)] if w]
+    run.warnings += warnings
+    for w in warnings:
+        logger.warning(w)
+    run.incremental_from = built.incremental_from
+    if built.incremental_from:
+        logger.info("incremental rebuild from %s (the published run seeds the rest)", built.incremental_from)
+    else:
+        logger.info("full rebuild: %s", built.full_because)
