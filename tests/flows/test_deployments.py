@@ -66,6 +66,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class _RetryBusy(httpx.HTTPTransport):
+    """What Prefect's own client does (prefect.client.base): a busy server answers
+    429/502/503 (SQLite locked under load) and the request is tried again, with
+    a bounded backoff; anything else is returned as is."""
+
+    CODES = (429, 502, 503)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(8):
+            response = super().handle_request(request)
+            if response.status_code not in self.CODES:
+                return response
+            response.close()
+            time.sleep(min(0.5 * 2**attempt, 10))
+        return super().handle_request(request)
+
+
+def api_client(api: str) -> httpx.Client:
+    """A client of a test's Prefect server that rides out its busy answers like Prefect's client."""
+    return httpx.Client(base_url=api, timeout=30, transport=_RetryBusy())
+
+
 def wait_for(what: str, check, timeout: float, interval: float = 1.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -179,7 +201,7 @@ def test_deploy_and_run_nightly_through_a_server_and_worker(tmp_path):
         cli(["work-pool", "create", "xasset-process", "--type", "process"], env)
         cli(["--no-prompt", "deploy", "--all"], env)
 
-        with httpx.Client(base_url=api, timeout=30) as client:
+        with api_client(api) as client:
             nightly = client.get("/deployments/name/nightly/nightly").raise_for_status().json()
             assert nightly["entrypoint"] == "flows/nightly.py:nightly"
             assert [s["schedule"]["timezone"] for s in nightly["schedules"]] == ["UTC"]

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.flows.test_deployments import REPO, TERMINAL, Proc, cli, local_server, wait_for
+from tests.flows.test_deployments import api_client, REPO, TERMINAL, Proc, cli, local_server, wait_for
 
 # The scheduler's main loop runs every 60 s; a deployment just created or
 # updated is scheduled by its 5 s "recent deployments" loop. Generous for a busy machine.
@@ -54,7 +54,7 @@ def test_scheduler_creates_nightly_runs_from_prefect_yaml(tmp_path):
         cli(["work-pool", "create", "xasset-process", "--type", "process"], env)
         cli(["--no-prompt", "deploy", "--all"], env)
 
-        with httpx.Client(base_url=api, timeout=30) as client:
+        with api_client(api) as client:
             nightly = client.get("/deployments/name/nightly/nightly").raise_for_status().json()
             backfill = client.get("/deployments/name/backfill/backfill").raise_for_status().json()
 
@@ -104,7 +104,7 @@ def test_worker_completes_a_scheduler_created_run(tmp_path):
             worker = Proc([sys.executable, "-m", "prefect", "worker", "start", "--pool", "xasset-process"],
                           env, tmp_path / "worker.log")
 
-            with httpx.Client(base_url=api, timeout=30) as client:
+            with api_client(api) as client:
                 deployment = client.get("/deployments/name/nightly/every-minute").raise_for_status().json()
 
                 def first_finished():

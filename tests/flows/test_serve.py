@@ -14,7 +14,7 @@ import duckdb
 import httpx
 import pytest
 
-from tests.flows.test_deployments import TERMINAL, Proc, answering, free_port, server_env, wait_for
+from tests.flows.test_deployments import api_client, TERMINAL, Proc, answering, free_port, server_env, wait_for
 
 # Not the default schedule: proves the CLI's --cron/--timezone reach the server.
 CRON, TIMEZONE = "0 18 * * 1-5", "America/New_York"
@@ -44,7 +44,7 @@ def test_serve_registers_its_schedule_and_runs_a_triggered_flow(tmp_path):
         wait_for("xasset serve to register its deployment",
                  answering(serve, f"{api}/deployments/name/nightly/nightly-served"), timeout=240)
 
-        with httpx.Client(base_url=api, timeout=30) as client:
+        with api_client(api) as client:
             deployment = client.get("/deployments/name/nightly/nightly-served").raise_for_status().json()
             assert [(s["schedule"]["cron"], s["schedule"]["timezone"], s["active"]) for s in deployment["schedules"]] \
                 == [(CRON, TIMEZONE, True)]
@@ -117,7 +117,7 @@ def test_serve_alone_starts_its_own_server_and_the_schedule_fires_twice(tmp_path
 
         port = wait_for("xasset serve to start its Prefect server", serving, timeout=300)
         api = f"http://127.0.0.1:{port}/api"
-        with httpx.Client(base_url=api, timeout=30) as client:
+        with api_client(api) as client:
             seen: list[dict] = []
 
             def fired_twice():
