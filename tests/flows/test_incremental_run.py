@@ -112,7 +112,7 @@ def test_switched_off_or_other_settings_rebuild_everything(tmp_path, monkeypatch
 
 
 def test_code_digest_follows_every_source_file(tmp_path):
-    from flows.nightly import code_digest
+    from flows.rebuild_plan import code_digest
 
     for pkg in ("flows", "transforms", "warehouse"):
         (tmp_path / pkg).mkdir()
@@ -134,6 +134,7 @@ def test_the_load_copies_the_published_warehouse_and_links_unchanged_mart_years(
     construction (a bar landed later moves ``from_date`` back to its date).
     """
     import flows.nightly as nightly_module
+    import flows.stages.publish as publish_stage
     from warehouse.build import load_database
 
     transform, loads = nightly_module.transform, []
@@ -150,7 +151,7 @@ def test_the_load_copies_the_published_warehouse_and_links_unchanged_mart_years(
         return loaded
 
     monkeypatch.setattr(nightly_module, "transform", with_unchanged_before)
-    monkeypatch.setattr(nightly_module, "load_database", recording_load)
+    monkeypatch.setattr(publish_stage, "load_database", recording_load)
     nightly(source="sample", start=START, as_of=D1, data_dir=str(tmp_path))
     first_run = (tmp_path / "current").resolve()
     second = nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))

@@ -12,9 +12,12 @@ import polars as pl
 import pytest
 
 import flows.nightly as nightly_mod
-from flows.backfill import backfill
-from flows.nightly import PipelineError, batches, merge_batches, nightly, year_chunks
+import flows.stages.publish as publish_stage
+from flows.backfill import backfill, year_chunks
+from flows.nightly import nightly
+from flows.run import PipelineError
 from flows.sources.sample import SampleSource
+from flows.stages.extract import batches, merge_batches
 from flows.universe import load_universe
 from contracts.tables import TABLES
 from transforms.graph import GRAPH
@@ -116,15 +119,15 @@ def test_rerun_after_late_failure_reuses_fetched_batches(tmp_path, monkeypatch):
     monkeypatch.setattr(nightly_mod, "make_source", lambda *a, **k: src)
     monkeypatch.setenv("XASSET_EXTRACT_BATCH_SIZE", "12")
     monkeypatch.setenv("XASSET_SOURCE_CONCURRENCY", "2")
-    real_audit = nightly_mod.audit
-    monkeypatch.setattr(nightly_mod, "audit", lambda tables, as_of: ["simulated audit failure"])
+    real_audit = publish_stage.audit
+    monkeypatch.setattr(publish_stage, "audit", lambda tables, as_of: ["simulated audit failure"])
     with pytest.raises(PipelineError, match="audit failed"):
         nightly(source="sample", start=START, as_of=AS_OF, data_dir=str(tmp_path))
     first = list(src.calls)
     assert len(first) == len(batches(load_universe(), nightly_mod.RunnerSettings().extract_batch_size, True)) > 1
     assert not (tmp_path / "warehouse.duckdb").exists()
 
-    monkeypatch.setattr(nightly_mod, "audit", real_audit)
+    monkeypatch.setattr(publish_stage, "audit", real_audit)
     summary = nightly(source="sample", start=START, as_of=AS_OF, data_dir=str(tmp_path))
     assert summary.status == "succeeded"
     doge_batch = next(c for c in first if "DOGE" in c[0])

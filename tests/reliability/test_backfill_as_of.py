@@ -11,8 +11,8 @@ from datetime import date
 import polars as pl
 import pytest
 
-from flows.backfill import backfill
-from flows.nightly import nightly, publish_as_of
+from flows.backfill import backfill, publish_as_of
+from flows.nightly import nightly
 from reliability_harness import read_table
 from warehouse import snapshots
 

@@ -3,7 +3,7 @@ applies to a live batch, and what the run report says is stale.
 
 Bounded retries of each request are the sources' (tests/flows/sources/
 test_yahoo.py, test_exchanges.py: 429 then success, backoff, give-up); here the
-per-symbol outcomes they end with go through ``flows.nightly.check_failures``.
+per-symbol outcomes they end with go through ``flows.stages.extract.check_failures``.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from flows.nightly import PipelineError, RunSummary, check_failures
+from flows.run import PipelineError, RunSummary
 from flows.settings import get_settings
 from flows.sources.base import SourceBatch, SymbolOutcome
+from flows.stages.extract import check_failures
 from flows.universe import load_universe
 
 UNIVERSE = load_universe()

@@ -14,7 +14,7 @@ START = date(2022, 6, 1)
 
 @pytest.fixture(scope="session")
 def run_tables(tmp_path_factory) -> dict[str, pl.DataFrame]:
-    from flows.nightly import transform
+    from flows.stages.transform import transform
     from flows.settings import get_settings
     from flows.sources.sample import SampleSource
     from flows.universe import load_universe

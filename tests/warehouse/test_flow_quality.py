@@ -27,9 +27,9 @@ def prefect_harness():
 
 
 def nightly_screens() -> bool:
-    import flows.nightly
+    import flows.stages.transform
 
-    return "screen(" in inspect.getsource(flows.nightly)
+    return "screen(" in inspect.getsource(flows.stages.transform)
 
 
 def write_price_files(folder, with_bad_bars: bool):
@@ -76,7 +76,7 @@ def published(data):
 @pytest.mark.usefixtures("prefect_harness")
 def test_bad_bars_are_quarantined_and_the_clean_rows_published(price_files, tmp_path):
     if not nightly_screens():
-        pytest.skip("flows/nightly.py does not call warehouse.quality.screen yet (integration pending)")
+        pytest.skip("flows/stages/transform.py does not call warehouse.quality.screen yet (integration pending)")
     from flows.nightly import nightly
     from warehouse.lake import Lake
 
@@ -113,6 +113,7 @@ def test_bad_bars_are_quarantined_and_the_clean_rows_published(price_files, tmp_
 @pytest.mark.usefixtures("prefect_harness")
 def test_failed_audit_publishes_nothing_and_says_what_failed(clean_price_files, tmp_path, monkeypatch):
     import flows.nightly
+    import flows.stages.transform
     from warehouse.runs import RunLog
 
     data = tmp_path / "data"
@@ -129,7 +130,7 @@ def test_failed_audit_publishes_nothing_and_says_what_failed(clean_price_files, 
         return corrupt
 
     # The second run builds on the first (incrementally, through the same build_marts).
-    monkeypatch.setattr(flows.nightly, "build_marts", corrupting(flows.nightly.build_marts))
+    monkeypatch.setattr(flows.stages.transform, "build_marts", corrupting(flows.stages.transform.build_marts))
     with pytest.raises(Exception, match=r"audit failed, nothing published: mart_rolling_correlation: correlation"):
         flows.nightly.nightly(source="files", paths=paths, as_of=AS_OF, data_dir=str(data))
     assert published(data) == before

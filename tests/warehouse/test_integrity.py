@@ -19,7 +19,8 @@ import polars as pl
 import pytest
 
 from flows.calendar import sessions
-from flows.nightly import UNREADABLE_WAREHOUSE, nightly
+from flows.nightly import nightly
+from flows.rebuild_plan import UNREADABLE_WAREHOUSE
 from tests.flows.test_incremental_run import assert_same_tables
 from warehouse.lake import Lake
 from warehouse.query import read_tables
@@ -206,7 +207,7 @@ def test_a_jump_held_on_the_last_day_is_published_once_the_next_bar_confirms_it(
 
 
 def test_first_published_difference_looks_at_the_touched_range_and_the_bar_before_it():
-    from flows.nightly import first_published_difference
+    from flows.rebuild_plan import first_published_difference
 
     days = [date(2024, 1, 1) + timedelta(days=i) for i in range(60)]
     bars = pl.DataFrame({"symbol": ["A"] * 60 + ["B"] * 60, "date": days * 2, "close": [1.0] * 120})

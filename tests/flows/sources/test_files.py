@@ -281,7 +281,8 @@ def outcome(symbol: str, status: str = "ok", error: str | None = None):
 
 
 def check(outcomes, share: float = 0.2):
-    from flows.nightly import RunSummary, check_failures
+    from flows.stages.extract import check_failures
+    from flows.run import RunSummary
     from flows.settings import Settings
     from flows.sources.base import SourceBatch
     from flows.sources.live_config import LiveSettings
@@ -294,7 +295,7 @@ def check(outcomes, share: float = 0.2):
 
 
 def test_files_follow_the_live_failure_policy_with_one_setting():
-    from flows.nightly import PipelineError
+    from flows.run import PipelineError
 
     good = [outcome(s) for s in ("^RUT", "BTC", "ETH", "SOL", "IWM", "SPY", "QQQ", "DIA", "ADA")]
     # One failed symbol of ten: published, with a warning naming it.

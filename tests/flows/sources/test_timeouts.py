@@ -156,7 +156,7 @@ def test_the_extract_deadline_ends_a_hung_extract_long_before_the_request_timeou
 
 
 def test_the_flows_extract_task_applies_the_stage_deadline(hole):
-    from flows.nightly import extract_batch
+    from flows.stages.extract import extract_batch
 
     settings = fast_settings(request_timeout_s=600.0, connect_timeout_s=600.0, fundamentals=False)
     src = LiveSource(settings, sleep=time.sleep, now=lambda: NOW, yahoo_session_factory=lambda: curl_session(hole.url))

@@ -1,0 +1,199 @@
+"""The rebuild plan: whether a run may build on the published one, and from which date.
+
+A published run leaves its state (``warehouse.snapshots.RUN_STATE``: source,
+as-of, the transform fingerprint and how far it read the lake) next to the
+tables it published. ``incremental_base`` reads that state back and decides:
+either the published tables seed this run and everything before the returned
+date is unchanged, or the reason the run must rebuild every table. The state
+is written by ``run_state`` and read here, in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from contracts.tables import TABLES
+from flows.settings import Settings
+from transforms.graph import seed_tables
+from transforms.incremental import first_changed_session
+from transforms.marts import MartParams
+from warehouse import snapshots
+from warehouse.lake import WITHDRAWN_AT
+from warehouse.query import read_tables
+
+
+def run_state(source: str, as_of: date, fingerprint: str, prices: pl.DataFrame) -> dict:
+    """What the next run needs to build on this one: what ``incremental_base`` checks."""
+    return {
+        "source": source, "as_of": as_of, "fingerprint": fingerprint,
+        "ingested_through": prices["ingested_at"].max(),
+    }
+
+
+CODE_PACKAGES = ("flows", "transforms", "warehouse")
+
+
+def code_digest(root: Path = Path(__file__).resolve().parents[1], packages: tuple[str, ...] = CODE_PACKAGES) -> str:
+    """A hash of the pipeline's source files.
+
+    Not the git commit: a working tree with local edits, or an installed copy
+    without git, would then let tables built by other code seed a run.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for pkg in packages for p in (root / pkg).rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def transform_fingerprint(params: MartParams, settings: Settings, source: str) -> str:
+    """Everything besides the bars that decides the marts' values: two runs with
+    the same fingerprint build the same rows from the same bars."""
+    # The jump bounds decide which bars are clean, as the code does.
+    # The crypto close too: bars of one convention never seed a run of the other.
+    payload = repr((
+        code_digest(), source, settings.exchange_calendar, settings.crypto_close,
+        sorted(settings.jump_bounds.items()), params,
+    ))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def incremental_base(
+    settings: Settings, source: str, fingerprint: str, as_of: date,
+    prices: pl.DataFrame, assets: pl.DataFrame, fundamentals: pl.DataFrame | None,
+    stored: pl.DataFrame | None = None, withdrawn: pl.DataFrame | None = None,
+) -> tuple[dict[str, pl.DataFrame], date] | str:
+    """The published tables and the first date to rebuild from, or why the run must rebuild everything.
+
+    The published run can seed this one only if it was built from the same
+    source, code and settings (its fingerprint) for an earlier or equal as-of,
+    with the same asset metadata; then everything before the first date of a
+    bar landed after it read the lake (``ingested_at``), of a new fundamentals
+    snapshot, or after its as-of is unchanged.
+    """
+    if not settings.incremental:
+        return "incremental rebuilds are switched off (XASSET_INCREMENTAL=false)"
+    state = snapshots.published_state(settings.data_dir)
+    if state is None:
+        return "there is no published run to build on"
+    if state.get("source") != source or state.get("fingerprint") != fingerprint:
+        return "the published run was built from another source, code version or settings"
+    previous_as_of = date.fromisoformat(state["as_of"])
+    if previous_as_of > as_of:
+        return f"the published run is as of {previous_as_of}, later than {as_of}"
+    candidates = [previous_as_of + timedelta(days=1)]
+    read_through = datetime.fromisoformat(state["ingested_through"])
+    landed = prices.filter(pl.col("ingested_at") > read_through)["date"].min()
+    if landed is not None:
+        candidates.append(landed)
+    # Bars (clean or not: ``stored`` is the lake before the screen) landed or
+    # withdrawn since the published run read the lake.
+    touched = None
+    if stored is not None:
+        touched = stored.filter(pl.col("ingested_at") > read_through).select("symbol", "date")
+        if withdrawn is not None and withdrawn.height:
+            gone = withdrawn.filter(pl.col(WITHDRAWN_AT) > read_through).select("symbol", "date")
+            touched = pl.concat([touched, gone])
+    # The small tables first: a changed asset or snapshot rules the run out
+    # before the large seed tables (tens of millions of rows) are read.
+    dim, fund = TABLES["dim_asset"], TABLES["fact_fundamentals"]
+    try:
+        small = _read_seed(settings.warehouse_path, [dim.name, fund.name])
+    except Exception as exc:
+        return unreadable_warehouse(settings.warehouse_path, exc)
+    before = small.get(dim.name, pl.DataFrame(schema=dim.polars_schema)).filter(pl.col("source") != "derived")
+    if before.join(dim.conform(assets), on=dim.column_names, how="anti", nulls_equal=True).height:
+        return "asset metadata (names, classes, sectors) changed since the published run"
+    if fundamentals is not None and fundamentals.height:
+        stored = small.get(fund.name, pl.DataFrame(schema=fund.polars_schema))
+        now = fund.conform(fundamentals)
+        if stored.join(now, on=fund.column_names, how="anti", nulls_equal=True).height:
+            return "stored fundamentals snapshots changed since the published run"
+        new = now.join(stored, on=fund.column_names, how="anti", nulls_equal=True)
+        if new.height:
+            candidates.append(new["as_of"].min())
+    # The tables the mart graph's nodes read back when built incrementally.
+    large = [t for t in seed_tables() if t not in small]
+    try:
+        previous = small | _read_seed(settings.warehouse_path, large)
+    except Exception as exc:
+        return unreadable_warehouse(settings.warehouse_path, exc)
+    if "fact_prices" not in previous:
+        return unreadable_warehouse(settings.warehouse_path, "it has no fact_prices table")
+    # The published bars against the clean bars now: a stored bar revised
+    # into a quarantined value, one withdrawn from the input, or one whose
+    # plausibility changed with its neighbours (a jump the next bar reverts)
+    # differs from what the published run read, though no clean bar is new.
+    published_bars = previous["fact_prices"].filter(pl.col("source") != "derived")
+    changed = first_published_difference(
+        published_bars, prices, touched if touched is not None else prices.clear().select("symbol", "date"),
+        previous_as_of,
+    )
+    if changed is not None:
+        candidates.append(changed)
+    return previous, min(candidates)
+
+
+# Days before the earliest touched date the published bars are searched for
+# each symbol's last bar before its touched range; a symbol without one there
+# (a gap, or a new or vanished symbol) is compared over its whole history.
+NEIGHBOUR_SEARCH_DAYS = 31
+
+
+def first_published_difference(
+    published: pl.DataFrame, clean: pl.DataFrame, touched: pl.DataFrame, previous_as_of: date
+) -> date | None:
+    """The first date at which the clean bars differ from the published ones (``first_changed_session``).
+
+    Not over the whole lake (7 CPU s for 9 M bars): a symbol's bars can only
+    differ from its first *touched* date on (a bar landed or withdrawn since
+    the published run read the lake, given in ``touched``; at the latest the
+    day after the published as-of) and at the last published bar before it,
+    whose next bar may have changed (the jump rules compare a bar with its
+    clean neighbours; the bars between are not published). So each symbol is
+    compared from that last published bar on; a symbol with none in the
+    ``NEIGHBOUR_SEARCH_DAYS`` before its touched date over its whole history.
+    A symbol with no bar in that range and nothing touched is unchanged.
+    """
+    cols = ["symbol", "date"]
+    after = previous_as_of + timedelta(days=1)
+    per = touched.group_by("symbol").agg(pl.col("date").min().alias("_t"))
+    lo = min(after, per["_t"].min() or after) - timedelta(days=NEIGHBOUR_SEARCH_DAYS)
+    recent_published = published.filter(pl.col("date") >= lo)
+    recent_clean = clean.filter(pl.col("date") >= lo)
+    symbols = pl.concat([recent_published["symbol"], recent_clean["symbol"], touched["symbol"]]).unique()
+    first = (
+        symbols.to_frame().join(per, on="symbol", how="left")
+        .select("symbol", pl.min_horizontal(pl.lit(after), pl.col("_t")).alias("_t"))
+    )
+    start = (
+        recent_published.select(cols).join(first, on="symbol").filter(pl.col("date") < pl.col("_t"))
+        .group_by("symbol").agg(pl.col("date").max().alias("_from"))
+    )
+    far = first.join(start, on="symbol", how="anti")["symbol"]
+
+    def window(full: pl.DataFrame, recent: pl.DataFrame) -> pl.DataFrame:
+        near = recent.join(start, on="symbol").filter(pl.col("date") >= pl.col("_from")).drop("_from")
+        if far.is_empty():
+            return near
+        return pl.concat([near, full.filter(pl.col("symbol").is_in(far.implode()))])
+
+    return first_changed_session(window(published, recent_published), window(clean, recent_clean))
+
+
+# How a full rebuild's reason starts when the published warehouse cannot be
+# read: that one is a warning, not a routine note.
+UNREADABLE_WAREHOUSE = "cannot read the published warehouse"
+
+
+def unreadable_warehouse(path: Path, reason: object) -> str:
+    text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    return f"{UNREADABLE_WAREHOUSE} {path} ({text[:300]}); rebuilding every table from the lake"
+
+
+def _read_seed(path: Path, names: list[str]) -> dict[str, pl.DataFrame]:
+    """Published tables, each conformed to its contract (a table of another shape is an error)."""
+    return {n: TABLES[n].conform(f) if n in TABLES else f for n, f in read_tables(path, names).items()}

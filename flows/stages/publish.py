@@ -1,0 +1,113 @@
+"""Publish: load the staged warehouse, audit the complete run, stage the marts, switch, mirror.
+
+Nothing becomes visible until the audit of the complete run has passed and
+the switch (``warehouse.snapshots.publish``) makes the staged warehouse and
+every mart current together. Each step is a named Prefect task, so a run's
+page shows where it spent its time and where it stopped.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import partial
+from pathlib import Path
+
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from contracts.tables import QUARANTINE
+from flows.calendar import sessions as exchange_sessions
+from flows.run import PipelineError, RunSummary
+from flows.settings import Settings
+from flows.sources.base import InputProblem, problems_frame
+from warehouse import marts as mart_files
+from warehouse import snapshots
+from warehouse.audit import audit, audit_warnings
+from warehouse.build import load_database
+from warehouse.mirror import mirror_marts
+from warehouse.quality import withdrawn_quarantine
+from warehouse.runs import RunLog
+
+
+def add_run_tables(
+    tables: dict[str, pl.DataFrame], log: RunLog, record: dict, problems: list[InputProblem], withdrawn: pl.DataFrame,
+) -> None:
+    """The run's own tables: the run log with this run as succeeded (it is, if it publishes), the ingest log,
+    and the quarantine of what was held back."""
+    history = log.runs()
+    tables["pipeline_runs"] = pl.concat(
+        [history.filter(pl.col("run_id") != record["run_id"]),
+         pl.DataFrame([{**record, "status": "succeeded"}], schema=history.schema)]
+    )
+    tables["ingest_log"] = log.ingest_log()
+    # What the source held back (files skipped, rows it could not read) next to what the screen
+    # did, and the bars withdrawn because the input no longer holds them.
+    held = [q for q in (problems_frame(problems), tables.get("quarantine"), withdrawn_quarantine(withdrawn))
+            if q is not None]
+    tables["quarantine"] = log.record_quarantine(
+        record["run_id"], pl.concat(held).unique(QUARANTINE.primary_key, keep="first", maintain_order=True)
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def load(
+    tables: dict[str, pl.DataFrame], staged: Path, storage_version: str,
+    published: Path | None = None, unchanged_before: dict[str, date] | None = None,
+    compact_above: float = Settings.model_fields["warehouse_compact_above"].default,
+) -> dict[str, int]:
+    """Copy the published warehouse and replace the changed rows, or build it whole (warehouse.build)."""
+    loaded = load_database(staged, tables, storage_version=storage_version, published=published,
+                           unchanged_before=unchanged_before, compact_above=compact_above)
+    if loaded.full_because:
+        get_run_logger().info("warehouse built whole: %s", loaded.full_because)
+    else:
+        get_run_logger().info("warehouse copied from the published run; rows replaced from %s",
+                              min(unchanged_before.values()))
+    return loaded.counts
+
+
+
+@task(name="audit", cache_policy=NO_CACHE)
+def audit_run(tables: dict[str, pl.DataFrame], as_of: date, run_id: str, calendar: str) -> list[str]:
+    """The audit of the complete run: any failure publishes nothing. Returns its warnings."""
+    failures = audit(tables, as_of)
+    if failures:
+        raise PipelineError("audit failed, nothing published: " + "; ".join(map(str, failures[:5])))
+    return audit_warnings(tables, as_of, run_id, partial(exchange_sessions, code=calendar))
+
+
+@task(name="stage-marts", cache_policy=NO_CACHE)
+def stage_marts(
+    tables: dict[str, pl.DataFrame], staging: snapshots.Staging, run_id: str, extra: dict,
+    unchanged_before: dict[str, date], published_marts: Path,
+) -> None:
+    """Write every mart beside the staged warehouse (unchanged years linked from the published run)."""
+    mart_files.stage_marts(tables, staging.marts_dir, run_id, extra, unchanged_before, published_marts)
+
+
+@task(name="publish", cache_policy=NO_CACHE)
+def publish(data_dir: Path, staging: snapshots.Staging, run_id: str) -> None:
+    """The switch: the staged warehouse and every mart become current together, or not at all.
+
+    The caller holds off a stop request around it (``cancel.shielded``).
+    """
+    snapshots.publish(data_dir, staging, run_id)
+
+
+
+def mirror_published(settings: Settings, run: RunSummary, logger) -> None:
+    """Copy the just-published marts to object storage; a failure is a warning.
+
+    The run has already published locally, so failing it now would record a
+    published run as failed; the mirror keeps serving its previous run and the
+    next run (or ``xasset mirror``) catches up.
+    """
+    url = settings.marts_mirror_url
+    try:
+        done = mirror_marts(settings.marts_dir, url, settings.marts_mirror_keep)
+    except Exception as exc:
+        run.warnings.append(f"marts not mirrored to {url}: {exc}")
+        logger.warning(run.warnings[-1])
+        return
+    logger.info("marts mirrored to %s: run %s, %d file(s) uploaded", url, done.run_id, done.uploaded)
