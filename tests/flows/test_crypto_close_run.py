@@ -19,6 +19,9 @@ from warehouse.lake import Lake
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 START, D1 = date(2015, 6, 1), date(2016, 3, 31)
+# Long enough that the next night's changed range is past the correlations'
+# look-back (max window + margin, 386 sessions): only then is a run incremental.
+LONG_START = date(2014, 6, 2)
 
 
 def query(data: Path, sql: str) -> pl.DataFrame:
@@ -76,21 +79,21 @@ def test_equity_close_runs_the_sample_market_and_records_the_convention(tmp_path
 
 
 def test_switching_the_convention_rebuilds_everything_and_never_mixes_bars(tmp_path, crypto_close):
-    first = nightly(source="sample", start=START, as_of=D1, data_dir=str(tmp_path))
+    first = nightly(source="sample", start=LONG_START, as_of=D1, data_dir=str(tmp_path))
     assert first.status == "succeeded"
     crypto_close("equity_close")
-    switched = nightly(source="sample", start=START, as_of=D1 + timedelta(days=3), data_dir=str(tmp_path))
+    switched = nightly(source="sample", start=LONG_START, as_of=D1 + timedelta(days=3), data_dir=str(tmp_path))
     assert switched.status == "succeeded"
     assert switched.incremental_from is None, "another convention's tables must not seed this run"
     # The next night under the same convention builds on it again.
-    again = nightly(source="sample", start=START, as_of=D1 + timedelta(days=5), data_dir=str(tmp_path))
+    again = nightly(source="sample", start=LONG_START, as_of=D1 + timedelta(days=5), data_dir=str(tmp_path))
     assert again.incremental_from is not None
     # The two lakes hold their own bars: BTC's close differs on every shared date.
     midnight = Lake(tmp_path / "lake", "sample").read_bars(["BTC"])
     at_close = Lake(tmp_path / "lake" / "crypto_close=equity_close", "sample").read_bars(["BTC"])
     assert midnight["date"].max() == D1 and at_close["date"].max() == D1 + timedelta(days=5)
     both = midnight.join(at_close, on="date", suffix="_eq")
-    assert both.height > 250 and (both["close"] != both["close_eq"]).all()
+    assert both.height > 500 and (both["close"] != both["close_eq"]).all()
     runs = query(tmp_path, "SELECT crypto_close FROM pipeline_runs ORDER BY started_at")["crypto_close"].to_list()
     assert runs == ["utc_midnight", "equity_close", "equity_close"]
     from flows.report import crypto_close_of, Warehouse
