@@ -19,6 +19,7 @@ size, it builds from scratch instead and says why.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -204,24 +205,39 @@ def full_size_estimate(path: Path) -> int | None:
 
 def copy_file(src: Path, dst: Path) -> None:
     """A real copy (a new inode), in the kernel where it can: ``copy_file_range`` reflinks on
-    filesystems that share extents (btrfs, XFS) and copies without user-space buffers elsewhere."""
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        size = os.fstat(fin.fileno()).st_size
-        try:
-            done = 0
-            while done < size:
-                n = os.copy_file_range(fin.fileno(), fout.fileno(), size - done)
-                if n == 0:
-                    break
-                done += n
-            if done != size:
-                raise OSError("short copy_file_range")
-        except OSError:
-            fin.seek(0)
-            fout.seek(0)
-            fout.truncate()
-            shutil.copyfileobj(fin, fout, 16 * 2**20)
-        os.fsync(fout.fileno())
+    filesystems that share extents (btrfs, XFS) and copies without user-space buffers elsewhere.
+
+    Only "this filesystem cannot" falls back to a plain copy; a full disk or an
+    I/O error is raised naming the file (a write error carries no file name)."""
+    try:
+        with open(src, "rb") as fin, open(dst, "wb") as fout:
+            size = os.fstat(fin.fileno()).st_size
+            try:
+                done = 0
+                while done < size:
+                    n = os.copy_file_range(fin.fileno(), fout.fileno(), size - done)
+                    if n == 0:
+                        break
+                    done += n
+                if done != size:
+                    raise OSError(errno.EINVAL, "short copy_file_range")
+            except OSError as exc:
+                if exc.errno not in _NO_COPY_RANGE:
+                    raise
+                fin.seek(0)
+                fout.seek(0)
+                fout.truncate()
+                shutil.copyfileobj(fin, fout, 16 * 2**20)
+            os.fsync(fout.fileno())
+    except OSError as exc:
+        if exc.filename:
+            raise
+        raise OSError(exc.errno, f"copying {src} to {dst}: {exc.strerror or exc}", str(dst)) from exc
+
+
+# copy_file_range's errors that mean "not here" (another filesystem, not
+# supported), not "the copy failed".
+_NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF, errno.ETXTBSY}
 
 
 def catalog_shape(con: duckdb.DuckDBPyConnection) -> list[tuple]:
