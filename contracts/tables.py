@@ -141,6 +141,15 @@ FACT_PRICES = Table(
     quarantine_bad_rows=True,
 )
 
+# One bar as a source supplies it and transforms read it: fact_prices without
+# the columns the lake stamps on landing (source, ingested_at). One row per
+# symbol and native-calendar date (crypto: UTC candle date; equities: exchange
+# session date); adj_close equals close where the source is already adjusted
+# or has no adjustment (crypto).
+BAR_SCHEMA: dict[str, pl.DataType] = {
+    c: t for c, t in FACT_PRICES.polars_schema.items() if c not in ("source", "ingested_at")
+}
+
 FACT_RETURNS = Table(
     "fact_returns",
     "Daily log returns of the adjusted close on exchange sessions (XNYS by default); "

@@ -26,6 +26,8 @@ from datetime import timedelta
 
 import polars as pl
 
+from contracts.tables import BAR_SCHEMA
+
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
@@ -43,17 +45,6 @@ HOURLY_SCHEMA: dict[str, pl.DataType] = {
 # One row per calendar date: the instant the bar of that date closes.
 CLOSES_SCHEMA: dict[str, pl.DataType] = {"date": pl.Date(), "close_at": pl.Datetime("ms", "UTC")}
 
-DAILY_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String(),
-    "date": pl.Date(),
-    "open": pl.Float64(),
-    "high": pl.Float64(),
-    "low": pl.Float64(),
-    "close": pl.Float64(),
-    "adj_close": pl.Float64(),
-    "volume": pl.Float64(),
-}
-
 
 def bar_spans(closes: pl.DataFrame) -> pl.DataFrame:
     """``closes`` with ``open_at``: the previous calendar date's close, or 24 h before the close."""
@@ -65,10 +56,10 @@ def bar_spans(closes: pl.DataFrame) -> pl.DataFrame:
 
 
 def equity_close_bars(hourly: pl.DataFrame, closes: pl.DataFrame) -> pl.DataFrame:
-    """Daily bars (``DAILY_SCHEMA``) of every symbol in ``hourly``, one per date of ``closes`` whose closing candle exists."""
+    """Daily bars (``BAR_SCHEMA``) of every symbol in ``hourly``, one per date of ``closes`` whose closing candle exists."""
     spans = bar_spans(closes)
     if hourly.is_empty() or spans.is_empty():
-        return pl.DataFrame(schema=DAILY_SCHEMA)
+        return pl.DataFrame(schema=BAR_SCHEMA)
     candles = (
         hourly.select([pl.col(k).cast(t) for k, t in HOURLY_SCHEMA.items()])
         .filter(pl.col("close").is_not_null())
@@ -94,4 +85,4 @@ def equity_close_bars(hourly: pl.DataFrame, closes: pl.DataFrame) -> pl.DataFram
         .filter(pl.col("close").is_not_null())
         .with_columns(pl.col("close").alias("adj_close"))
     )
-    return bars.select([pl.col(k).cast(t) for k, t in DAILY_SCHEMA.items()]).sort("symbol", "date")
+    return bars.select([pl.col(k).cast(t) for k, t in BAR_SCHEMA.items()]).sort("symbol", "date")

@@ -32,20 +32,12 @@ from typing import NamedTuple
 
 import polars as pl
 
-from contracts.tables import DIM_ASSET, DIM_INDEX_MEMBER
+from contracts.tables import BAR_SCHEMA, DIM_ASSET, DIM_INDEX_MEMBER
 from contracts.vocabulary import DEFAULT_STABLECOINS
 
 DEFAULT_MAJORS: tuple[str, ...] = ("BTC", "ETH")
 EQUAL_WEIGHT_DAILY = "equal_weight_daily"
 DOLLAR_VOLUME_MONTHLY = "dollar_volume_monthly"
-
-# The prices contract (flows.sources.base.BAR_SCHEMA); restated because
-# transforms must not import flows.
-INDEX_BAR_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String(),
-    "date": pl.Date(),
-    **{c: pl.Float64() for c in ("open", "high", "low", "close", "adj_close", "volume")},
-}
 
 
 class CryptoIndices(NamedTuple):
@@ -93,7 +85,7 @@ def equal_weight_index(
     daily = _equal_weight_daily(prices, members)
     consecutive = daily.filter(pl.col("_ret").is_not_null())
     if consecutive.is_empty():
-        return pl.DataFrame(schema=INDEX_BAR_SCHEMA)
+        return pl.DataFrame(schema=BAR_SCHEMA)
     base_day = consecutive.select(pl.col("date").min().dt.offset_by("-1d")).item()
     return_days = _bridged(daily, _member_closes(prices, members), base_day)
     levels = pl.concat(
@@ -228,7 +220,7 @@ def dollar_volume_index(
     p = _dv_member_bars(prices, members)
     held, factors = _dv_held(p)
     if held.filter(pl.col("_n") > 0).is_empty():
-        return pl.DataFrame(schema=INDEX_BAR_SCHEMA)
+        return pl.DataFrame(schema=BAR_SCHEMA)
     rows = _dv_rows(held, factors, base_level)
     first_month = factors.get_column("hold_month").min()
     base_day = p.filter(pl.col("month") == pl.lit(first_month).dt.offset_by("-1mo")).get_column("date").max()
@@ -341,7 +333,7 @@ def _as_bars(levels: pl.DataFrame, index_symbol: str) -> pl.DataFrame:
         "date",
         *[pl.col("level").alias(c) for c in ("open", "high", "low", "close", "adj_close")],
         "volume",
-    ).cast(INDEX_BAR_SCHEMA)
+    ).cast(BAR_SCHEMA)
 
 
 def build_crypto_indices(
@@ -388,8 +380,8 @@ def build_crypto_indices(
     prev = None
     if previous_bars is not None and since is not None:
         symbols = members["index_symbol"].unique().to_list()
-        prev = previous_bars.filter(pl.col("symbol").is_in(symbols)).select(list(INDEX_BAR_SCHEMA))
-        prev = prev.cast(INDEX_BAR_SCHEMA)
+        prev = previous_bars.filter(pl.col("symbol").is_in(symbols)).select(list(BAR_SCHEMA))
+        prev = prev.cast(BAR_SCHEMA)
     bars, asset_rows = [], []
     for (index_symbol, method), group in members.group_by("index_symbol", "method", maintain_order=True):
         ms = group.get_column("member_symbol").to_list()
@@ -418,7 +410,7 @@ def build_crypto_indices(
             }
         )
     return CryptoIndices(
-        bars=pl.concat(bars).sort("symbol", "date") if bars else pl.DataFrame(schema=INDEX_BAR_SCHEMA),
+        bars=pl.concat(bars).sort("symbol", "date") if bars else pl.DataFrame(schema=BAR_SCHEMA),
         assets=pl.DataFrame(asset_rows, schema=DIM_ASSET.polars_schema).sort("symbol"),
         members=members,
     )

@@ -9,23 +9,9 @@ from typing import Literal, Protocol
 
 import polars as pl
 
-from contracts.tables import FACT_FUNDAMENTALS
+from contracts.tables import BAR_SCHEMA, FACT_FUNDAMENTALS
 from flows.universe import Universe
 from warehouse.lake import ORIGIN
-
-# One row per symbol and native-calendar date (crypto: UTC candle date; equities:
-# exchange session date). adj_close equals close where the source is already
-# adjusted or has no adjustment (crypto).
-BAR_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String(),
-    "date": pl.Date(),
-    "open": pl.Float64(),
-    "high": pl.Float64(),
-    "low": pl.Float64(),
-    "close": pl.Float64(),
-    "adj_close": pl.Float64(),
-    "volume": pl.Float64(),
-}
 
 # What a source yields: each bar and where it came from (``origin``, kept in
 # the lake so a quarantined bar names it): the file relative to the given
