@@ -45,6 +45,20 @@ def insert_statement(table: Table, relation: str) -> str:
     return f"INSERT INTO {table.name} SELECT {', '.join(map(ident, table.column_names))} FROM {relation}"
 
 
+def table_frame(table: Table, frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """The run's frame of ``table`` conformed to its contract; empty when the run has none."""
+    frame = frames.get(table.name)
+    return table.conform(frame if frame is not None else pl.DataFrame(schema=table.polars_schema))
+
+
+def insert_frame(con: duckdb.DuckDBPyConnection, table: Table, frame: pl.DataFrame) -> None:
+    con.register("incoming", frame.to_arrow())
+    try:
+        con.execute(insert_statement(table, "incoming"))
+    finally:
+        con.unregister("incoming")
+
+
 def view_files() -> list[Path]:
     return sorted((SQL_DIR / "views").glob("*.sql"))
 
@@ -117,14 +131,9 @@ def build_database(
             con.execute(table.ddl())
             for stmt in table.comments():
                 con.execute(stmt)
-            frame = frames.get(name)
-            if frame is None:
-                frame = pl.DataFrame(schema=table.polars_schema)
-            arrow = table.conform(frame).to_arrow()
-            con.register("incoming", arrow)
-            con.execute(insert_statement(table, "incoming"))
-            con.unregister("incoming")
-            counts[name] = arrow.num_rows
+            frame = table_frame(table, frames)
+            insert_frame(con, table, frame)
+            counts[name] = frame.height
         create_views(con, tables)
         con.execute("CHECKPOINT")
     finally:
@@ -263,7 +272,7 @@ def expected_shape(tables: dict[str, Table], storage_version: str) -> tuple[list
 
 def storage_tag(con: duckdb.DuckDBPyConnection) -> str | None:
     """The storage format DuckDB reports for the open file (e.g. ``v1.0.0+``)."""
-    row = con.execute("SELECT tags FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    row = con.execute(read_sql_file("catalog/storage_tag.sql")).fetchone()
     return (row[0] or {}).get("storage_version") if row else None
 
 
@@ -327,14 +336,8 @@ def copy_on_write(
             since = unchanged_before.get(name)
             sql, params = delete_statement(table, since)
             con.execute(sql, params)
-            frame = frames.get(name)
-            if frame is None:
-                frame = pl.DataFrame(schema=table.polars_schema)
-            frame = table.conform(frame)
-            arrow = rows_from(table, frame, since).to_arrow()
-            con.register("incoming", arrow)
-            con.execute(insert_statement(table, "incoming"))
-            con.unregister("incoming")
+            frame = table_frame(table, frames)
+            insert_frame(con, table, rows_from(table, frame, since))
             counts[name] = frame.height
         con.execute("COMMIT")
         con.execute("CHECKPOINT")
