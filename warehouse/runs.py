@@ -126,6 +126,8 @@ def summarize_runs(runs: pl.DataFrame, limit: int = 20) -> pl.DataFrame:
             pl.col("started_at").dt.strftime("%Y-%m-%d %H:%M:%S").alias("started_utc"),
             "status",
             "source",
+            # Correlations under the two conventions differ; an operator comparing runs must see which.
+            "crypto_close",
             "as_of",
             ((pl.col("finished_at") - pl.col("started_at")).dt.total_milliseconds() / 1000).round(1).alias("seconds"),
             "rows_written",

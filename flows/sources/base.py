@@ -9,7 +9,7 @@ from typing import Literal, Protocol
 
 import polars as pl
 
-from contracts.tables import BAR_SCHEMA, FACT_FUNDAMENTALS
+from contracts.tables import BAR_SCHEMA, DIM_ASSET, FACT_FUNDAMENTALS
 from flows.universe import Universe
 from warehouse.lake import ORIGIN
 
@@ -20,16 +20,8 @@ from warehouse.lake import ORIGIN
 # or ``sample``. Deterministic: no absolute paths, no clock.
 SOURCE_BAR_SCHEMA: dict[str, pl.DataType] = {**BAR_SCHEMA, ORIGIN: pl.String()}
 
-ASSET_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String(),
-    "name": pl.String(),
-    "asset_class": pl.String(),
-    "sector": pl.String(),
-    "industry": pl.String(),
-    "quote_currency": pl.String(),
-    "source": pl.String(),
-    "source_symbol": pl.String(),
-}
+# What a source says about each asset is exactly the dim_asset row.
+ASSET_SCHEMA: dict[str, pl.DataType] = DIM_ASSET.polars_schema
 
 
 class SourceError(RuntimeError):

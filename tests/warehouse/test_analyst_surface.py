@@ -168,7 +168,8 @@ def test_runs_lists_newest_first_with_failures(tmp_path):
     from datetime import UTC, date, datetime
 
     log = RunLog(tmp_path)
-    base = {"source": "sample", "as_of": date(2024, 6, 28), "stage_seconds": '{"load": 1.0}', "code_version": "x"}
+    base = {"source": "sample", "as_of": date(2024, 6, 28), "stage_seconds": '{"load": 1.0}', "code_version": "x",
+            "crypto_close": "equity_close"}
     log.record_run({**base, "run_id": "a", "started_at": datetime(2024, 7, 1, tzinfo=UTC),
                     "finished_at": datetime(2024, 7, 1, 0, 1, tzinfo=UTC), "status": "succeeded", "audit": "passed"})
     log.record_run({**base, "run_id": "b", "started_at": datetime(2024, 7, 2, tzinfo=UTC),
@@ -177,6 +178,7 @@ def test_runs_lists_newest_first_with_failures(tmp_path):
     rows = json.loads(cli("runs", "--format", "json", "--data-dir", str(tmp_path)).stdout)
     assert [(r["run_id"], r["status"], r["seconds"]) for r in rows] == [("b", "failed", 30.0), ("a", "succeeded", 60.0)]
     assert rows[0]["error"].startswith("audit failed")
+    assert {r["crypto_close"] for r in rows} == {"equity_close"}  # which convention each run's correlations used
     assert len(json.loads(cli("runs", "-n", "1", "--format", "json", "--data-dir", str(tmp_path)).stdout)) == 1
 
 
