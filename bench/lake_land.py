@@ -101,8 +101,10 @@ def main() -> None:
     root = args.workdir / f"lake-{label}"
     if root.exists():
         shutil.rmtree(root)
-    lake = mod.Lake(root, "files")
-    start = Settings().history_start
+    settings = Settings()
+    # As the flow makes it (flows/nightly.py); the code before the index took no writers.
+    lake = mod.Lake(root, "files") if args.baseline else mod.Lake(root, "files", writers=settings.lake_writers)
+    start = settings.history_start
     sessions = pl.read_parquet(args.workdir / "sessions.parquet")["session_date"]
     next_day = sessions.max()
     day = next_day - timedelta(days=1)
