@@ -57,13 +57,13 @@ WITHDRAWN_AT = "withdrawn_at"
 
 # The index: one row per (symbol, year) file. ``scheme`` changes with the digest
 # (and Polars' hash, stable only within one version): an index of another scheme is ignored.
-INDEX_SCHEME = f"1/polars-{pl.__version__}"
-DIGEST_COLUMNS = ["rows", "digest", "digest2", "dates"]
+INDEX_SCHEME = f"2/polars-{pl.__version__}"
+DIGEST_COLUMNS = ["rows", "digest", "digest2", "dates", "last"]
 STAT_COLUMNS = ["size", "mtime_ns", "ctime_ns", "ino"]
 INDEX_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(), "year": pl.Int32(),
     "rows": pl.Int64(), "digest": pl.UInt64(), "digest2": pl.UInt64(), "dates": pl.UInt64(),
-    **{c: pl.Int64() for c in STAT_COLUMNS}, "scheme": pl.String(),
+    "last": pl.Date(), **{c: pl.Int64() for c in STAT_COLUMNS}, "scheme": pl.String(),
 }
 _SEEDS = (0x6C616B65, 0x736B6970)
 
@@ -87,7 +87,8 @@ def digests(bars: pl.DataFrame) -> pl.DataFrame:
 
     ``digest``/``digest2`` sum a hash of each bar's date, values and ``origin``
     (order-free, wrapping): equal exactly when the bars are, but for a 2**-128
-    chance; ``dates`` does the same for the dates alone. Floats hash as the
+    chance; ``dates`` does the same for the dates alone; ``last`` is the last
+    date (``last_dates`` without reading the file). Floats hash as the
     upsert's joins compare them (``-0.0`` as ``0.0``, every NaN alike).
     """
     return bars.group_by("symbol", pl.col("date").dt.year().cast(pl.Int32).alias("year")).agg(_digest_exprs())
@@ -100,6 +101,7 @@ def _digest_exprs() -> list[pl.Expr]:
         row.hash(_SEEDS[0]).sum().alias("digest"),
         row.hash(_SEEDS[1]).sum().alias("digest2"),
         pl.col("date").hash(_SEEDS[0]).sum().alias("dates"),
+        pl.col("date").max().alias("last"),
     ]
 
 
@@ -215,10 +217,14 @@ class Lake:
 
     def last_dates(self) -> dict[str, date]:
         out: dict[str, date] = {}
+        index = LakeIndex(self.index_path)
         for sym_dir in self.bars_dir.iterdir() if self.bars_dir.exists() else []:
             years = sorted(sym_dir.glob("*.parquet"))
             if years:
-                last = read_stored_parquet(years[-1], columns=["date"])["date"].max()
+                symbol, year = unquote(sym_dir.name), years[-1].stem
+                entry = index.trusted(symbol, int(year), years[-1]) if year.isdigit() else None
+                # The index's last date where it still describes the file (not rebuilt here: read-only).
+                last = entry[-1] if entry is not None else read_stored_parquet(years[-1], columns=["date"])["date"].max()
                 if last is not None:
                     out[unquote(sym_dir.name)] = last
         return out

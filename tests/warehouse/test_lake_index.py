@@ -246,3 +246,19 @@ def test_a_land_that_fails_midway_leaves_an_index_the_next_land_can_use(tmp_path
     # the bars written count fewer (those files had them already).
     read = check_falls_back(lake, reference, bumped, 1, reads, counts=False)
     assert set(read).isdisjoint(landed) and len(read) == 9 - len(landed)
+
+
+def test_last_dates_come_from_the_index_while_it_describes_the_files(tmp_path, monkeypatch):
+    lake = Lake(tmp_path, "files")
+    land(lake, history(D2), D2, 0)
+    reads = Reads(monkeypatch)
+    assert lake.last_dates() == {s: D2 for s in SYMBOLS}
+    assert reads.take() == []
+    # A last year file changed behind the index is read.
+    path = lake.bars_dir / "AAA" / "2024.parquet"
+    pl.read_parquet(path).filter(pl.col("date") < D1).write_parquet(path)
+    assert lake.last_dates() == {"AAA": D1 - timedelta(days=1), "BBB": D2, "^RUT": D2}
+    assert reads.take() == ["AAA/2024.parquet"]
+    lake.index_path.unlink()
+    assert lake.last_dates() == {"AAA": D1 - timedelta(days=1), "BBB": D2, "^RUT": D2}
+    assert len(reads.take()) == 3
