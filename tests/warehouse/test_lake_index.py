@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 import warehouse.lake as lake_module
-from warehouse.lake import BARS_SCHEMA, INDEX_SCHEME, Lake, digests
+from warehouse.lake import BARS_SCHEMA, INDEX_SCHEME, Lake, digests, symbol_dir
 
 START = date(2022, 11, 1)
 SYMBOLS = ["AAA", "BBB", "^RUT"]
@@ -262,3 +262,46 @@ def test_last_dates_come_from_the_index_while_it_describes_the_files(tmp_path, m
     lake.index_path.unlink()
     assert lake.last_dates() == {"AAA": D1 - timedelta(days=1), "BBB": D2, "^RUT": D2}
     assert len(reads.take()) == 3
+
+
+def test_real_histories_land_through_the_index_as_without_it(tmp_path, real_data, monkeypatch):
+    """The files source's bars of real yfinance histories (^RUT since 1987 and four more, 149 year files):
+    a full land, the next day, a revised and a withdrawn historical bar store what the lake without an
+    index stores, and the next day reads only the last year's files."""
+    from flows.settings import Settings
+    from flows.sources.registry import make_source
+    from flows.universe import Asset, Universe
+
+    folder = real_data / "alitalbi-storage_data_fy"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} absent (see ../shared/data/real/SOURCES.md)")
+    classes = {"IWM": "etf", "SPY": "etf", "RTY=F": "future", "^RUT": "index", "^VIX": "index"}
+    universe = Universe(benchmarks=("^RUT",), assets=tuple(Asset(symbol=s, name=s, asset_class=c) for s, c in classes.items()))
+    settings = Settings()
+    src = make_source("files", settings, [folder])
+    start = date(1985, 1, 1)
+    bars = src.fetch(universe, start, src.last_date(universe), {}, pl.DataFrame()).bars
+    assert bars["symbol"].n_unique() == 5 and bars["origin"].is_not_null().all()
+    last = bars["date"].max()
+    deep = (pl.col("symbol") == "^RUT") & (pl.col("date") == date(2000, 3, 1))
+    assert bars.filter(deep).height == 1
+    indexed, reference = Lake(tmp_path / "indexed", "files", writers=4), Lake(tmp_path / "reference", "files")
+    reads = Reads(monkeypatch)
+    for i, (bars_, end) in enumerate([
+        (bars.filter(pl.col("date") < last), last - timedelta(days=1)),
+        (bars, last),
+        (bars.with_columns(pl.when(deep).then(pl.col("close") * 1.01).otherwise("close").alias("close")), last),
+        (bars.filter(~deep), last),
+    ]):
+        now = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=i)
+        got = indexed.upsert_bars(bars_, now), indexed.withdraw_absent(bars_, start, end, now).height
+        read = reads.take()
+        reference.index_path.unlink(missing_ok=True)
+        want = reference.upsert_bars(bars_, now), reference.withdraw_absent(bars_, start, end, now).height
+        reads.take()
+        assert got == want
+        assert stored_files(indexed.root) == stored_files(reference.root)
+        if i == 1:
+            assert got == (5, 0) and read == sorted(f"{symbol_dir(s)}/{last.year}.parquet" for s in classes)
+        if i == 3:
+            assert got == (0, 1) and read == ["%5ERUT/2000.parquet"] * 2
