@@ -56,12 +56,13 @@ class Reads:
         return out
 
 
-D1, D2 = date(2024, 1, 30), date(2024, 1, 31)
+D1, D2, D3, D4 = date(2024, 1, 30), date(2024, 1, 31), date(2024, 2, 1), date(2024, 2, 2)
 
 
 def steps() -> list[tuple[str, pl.DataFrame, date]]:
     base = history(D2)
     deep = (pl.col("symbol") == "AAA") & (pl.col("date") == date(2023, 3, 1))
+    recent = pl.col("date") == date(2024, 1, 15)
     return [
         ("full", history(D1), D1),
         ("next day", base, D2),
@@ -80,6 +81,12 @@ def steps() -> list[tuple[str, pl.DataFrame, date]]:
         ("0.0 for -0.0", base.with_columns(
             pl.when(deep).then(float("nan")).otherwise("open").alias("open"),
             pl.when(pl.col("date") == date(2023, 5, 1)).then(0.0).otherwise("volume").alias("volume")), D2),
+        # A new day with, in the same year file, a revised bar (AAA) or a moved one (BBB): not only appended.
+        ("a new day and a revision", history(D3).with_columns(
+            pl.when(recent & (pl.col("symbol") == "AAA")).then(8.0).otherwise("close").alias("close"),
+            pl.when(recent & (pl.col("symbol") == "BBB")).then(pl.col("origin") + "!").otherwise("origin").alias("origin"),
+        ), D3),
+        ("a new day and a bar gone", history(D4).filter(~(recent & (pl.col("symbol") == "^RUT"))), D4),
     ]
 
 
@@ -100,7 +107,7 @@ def test_every_landing_stores_what_the_lake_without_an_index_stores(tmp_path):
         reference.index_path.unlink(missing_ok=True)
         assert got == want, name
         assert stored_files(indexed.root) == stored_files(reference.root), name
-    assert indexed.read_withdrawn().height == 1 + history(D2).filter(pl.col("symbol") == "BBB").height
+    assert indexed.read_withdrawn().height == 2 + history(D2).filter(pl.col("symbol") == "BBB").height
 
 
 def test_a_landing_reads_only_the_year_files_that_changed(tmp_path, monkeypatch):
