@@ -264,6 +264,14 @@ class Settings(ExecutionSettings):
             "the full build it descends from, the run builds it from scratch instead (docs/performance.md)."
         ),
     )
+    lake_writers: int = Field(
+        8, ge=1,
+        description=(
+            "Year files of the lake the land step compares and writes at once. Most of a write is waiting on its "
+            "fsync, so a few at a time land a full run's thousands of files faster; each file is still written "
+            "atomically and the lake's index only after them (docs/performance.md)."
+        ),
+    )
     prefect_server_startup_timeout_seconds: float = Field(
         180, gt=0,
         description=(

@@ -1,0 +1,149 @@
+"""The land step alone (``Lake.upsert_bars`` + ``Lake.withdraw_absent``), as the files source feeds it.
+
+``python -m bench.lake_land --workdir DIR [--baseline REV] [--check-against LAKE]``
+
+Reads a panel written by ``python -m bench --stages generate`` and lands it
+four times into ``DIR/lake-<label>``: the full run (through the day before the
+panel's last session), the next day, a historical correction (one bar ten
+years back revised) and a withdrawal (one historical bar gone from the
+input). Bars are what the files source hands the land stage for the bench's
+date-major files (``bench/e2e.py``): from ``history_start``, each with its
+``origin`` (``equities.parquet row N``). One JSON line per step: seconds for
+the upsert and the withdrawal, bars written, files read (counted by wrapping
+``read_stored_parquet``).
+
+``--baseline REV`` lands with ``warehouse/lake.py`` as of that git revision
+instead (the code before the index), so before and after run the same
+steps; ``--check-against`` compares every file of the two lakes (bars and
+withdrawals) byte for byte after each step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def lake_module(rev: str | None):
+    if rev is None:
+        import warehouse.lake as mod
+
+        return mod
+    source = subprocess.run(["git", "show", f"{rev}:warehouse/lake.py"], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout
+    path = Path("/tmp") / f"xasset_lake_{rev[:12]}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"lake_{rev[:12]}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def input_bars(work: Path, start, through) -> pl.DataFrame:
+    """The panel up to ``through`` as the files source lands it from the bench's date-major files."""
+    prices = pl.read_parquet(work / "prices.parquet")
+    assets = pl.read_parquet(work / "assets.parquet")
+    crypto = assets.filter(pl.col("asset_class") == "crypto")["symbol"].implode()
+    cols = ["symbol", "date", "open", "high", "low", "close", "adj_close", "volume"]
+    bars = prices.filter(pl.col("date") <= through).select(cols).sort("date", "symbol")
+    parts = []
+    for name, part in (("equities", bars.filter(~pl.col("symbol").is_in(crypto))),
+                       ("crypto", bars.filter(pl.col("symbol").is_in(crypto)))):
+        # The header is line 1 of a CSV; a Parquet row counts from 1 here as the source words it.
+        parts.append(part.with_row_index("_row", offset=1).with_columns(
+            (pl.lit(f"{name}.parquet row ") + pl.col("_row").cast(pl.String)).alias("origin")).drop("_row"))
+    return pl.concat(parts).filter(pl.col("date") >= start).sort("symbol", "date")
+
+
+def same_files(a: Path, b: Path) -> list[str]:
+    """Paths (relative) whose bytes differ or exist on one side only; the index is not compared."""
+    def files(root: Path) -> dict[str, Path]:
+        return {str(p.relative_to(root)): p for p in root.rglob("*.parquet") if p.relative_to(root).parts[0] != "index"}
+
+    fa, fb = files(a), files(b)
+    diff = sorted(set(fa) ^ set(fb))
+    diff += [k for k in sorted(set(fa) & set(fb)) if fa[k].read_bytes() != fb[k].read_bytes()]
+    return diff
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--baseline", default=None, help="git revision of warehouse/lake.py to land with instead")
+    ap.add_argument("--label", default=None)
+    ap.add_argument("--check-against", type=Path, default=None, help="another lake to compare after each step")
+    ap.add_argument("--steps", default="full,next_day,correction,withdrawal")
+    args = ap.parse_args()
+
+    from flows.settings import Settings
+
+    mod = lake_module(args.baseline)
+    reads = [0]
+    real_read = mod.read_stored_parquet
+
+    def counted(*a, **k):
+        reads[0] += 1
+        return real_read(*a, **k)
+
+    mod.read_stored_parquet = counted
+    label = args.label or ("baseline" if args.baseline else "index")
+    root = args.workdir / f"lake-{label}"
+    if root.exists():
+        shutil.rmtree(root)
+    settings = Settings()
+    # As the flow makes it (flows/nightly.py); the code before the index took no writers.
+    lake = mod.Lake(root, "files") if args.baseline else mod.Lake(root, "files", writers=settings.lake_writers)
+    start = settings.history_start
+    sessions = pl.read_parquet(args.workdir / "sessions.parquet")["session_date"]
+    next_day = sessions.max()
+    day = next_day - timedelta(days=1)
+    full = input_bars(args.workdir, start, next_day)
+    key = (pl.col("symbol") == full["symbol"][0]) & (pl.col("date") == full.filter(
+        pl.col("symbol") == full["symbol"][0])["date"][len(full.filter(pl.col("symbol") == full["symbol"][0])) // 3])
+    steps = {
+        "full": (full.filter(pl.col("date") <= day), day),
+        "next_day": (full, next_day),
+        "correction": (full.with_columns(pl.when(key).then(pl.col("close") * 1.01).otherwise(pl.col("close")).alias("close")), next_day),
+        "withdrawal": (full.filter(~key), next_day),
+    }
+    for i, name in enumerate(args.steps.split(",")):
+        bars, as_of = steps[name]
+        now = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=i)
+        reads[0] = 0
+        t, c = time.perf_counter(), time.process_time()
+        written = lake.upsert_bars(bars, now)
+        upsert_s, upsert_cpu, upsert_reads = time.perf_counter() - t, time.process_time() - c, reads[0]
+        reads[0] = 0
+        t, c = time.perf_counter(), time.process_time()
+        withdrawn = lake.withdraw_absent(bars, start, as_of, now)
+        line = {
+            "stage": f"lake_land_{name}", "impl": label, "bars_in": bars.height, "written": written,
+            "withdrawn": withdrawn.height, "upsert_s": round(upsert_s, 2), "upsert_cpu_s": round(upsert_cpu, 2),
+            "upsert_files_read": upsert_reads, "withdraw_s": round(time.perf_counter() - t, 2),
+            "withdraw_cpu_s": round(time.process_time() - c, 2), "withdraw_files_read": reads[0],
+        }
+        line["land_s"] = round(line["upsert_s"] + line["withdraw_s"], 2)
+        if args.check_against is not None:
+            line["files_differing"] = same_files(root, args.check_against / f"after-{name}")
+        else:
+            # Keep a copy of the lake after each step for a later --check-against.
+            snap = args.workdir / f"lake-{label}-after" / f"after-{name}"
+            if snap.exists():
+                shutil.rmtree(snap)
+            shutil.copytree(root, snap)
+        print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()
