@@ -95,8 +95,8 @@ def mart_lead_lag(
     grid = grid.join(
         weekend.rename({"symbol": "asset"}), on=["asset", "session_date"], how="left"
     ).sort("asset", "benchmark", "session_idx")
-    dates = publish_dates(sessions, cadence).to_numpy()
     all_dates = sessions.to_numpy()
+    publish = np.isin(all_dates, publish_dates(sessions, cadence).to_numpy())
     since_idx = _since_idx(sessions, since)
     weekends = [
         part["weekend_return"].cast(pl.Float64).fill_null(np.nan).to_numpy()
@@ -112,7 +112,7 @@ def mart_lead_lag(
         series.append((wk, y))
         ones = np.ones(x.size, dtype=bool)
         for w in sorted(set(windows)):
-            ends = _targets(sidx, sdates, dates, w, since_idx)
+            ends = _targets(sidx, publish, w, since_idx)
             if not ends.size:
                 continue
             for j, (a, b) in enumerate(series):
@@ -120,6 +120,9 @@ def mart_lead_lag(
                 parts.append((p, w, j, ends.size, sdates[ends], corr, n))
     if not parts:
         return pl.DataFrame(schema=MART_LEAD_LAG.polars_schema)
+    # In key order (asset, benchmark, window_days, measure, lag_sessions; dates
+    # ascend within a part), so the frame needs no sort.
+    parts.sort(key=lambda q: (pairs[q[0]][0], pairs[q[0]][1], q[1], *measures[q[2]]))
     sizes = [q[3] for q in parts]
     pair = np.repeat([q[0] for q in parts], sizes)
     measure = np.repeat([q[2] for q in parts], sizes)
@@ -135,5 +138,4 @@ def mart_lead_lag(
             "observations": np.concatenate([q[6] for q in parts]),
         }
     ).with_columns(pl.col("correlation").fill_nan(None))
-    keys = ["asset", "benchmark", "window_days", "measure", "lag_sessions", "date"]
-    return MART_LEAD_LAG.conform(out).sort(keys)
+    return MART_LEAD_LAG.conform(out)

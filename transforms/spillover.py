@@ -156,6 +156,12 @@ def window_stats(
     if not ends.size:
         empty = np.empty(0)
         return empty, empty, np.empty(0, dtype=np.int64)
+    # Only the calendar rows the windows touch (an incremental build: the last
+    # one or two); the rows start where they did, so the scans give the same bits.
+    lo = max((int(ends.min()) - (w - 1) + origin) // w * w - origin, 0)
+    hi = int(ends.max()) + 1
+    if lo or hi < a.size:
+        a, b, m, ends, origin = a[lo:hi], b[lo:hi], m[lo:hi], ends - lo, origin + lo
     a0 = np.where(m, a, 0.0)
     b0 = np.where(m, b, 0.0)
 
@@ -203,11 +209,11 @@ def trailing_sd(returns: pl.DataFrame, sessions: pl.Series, symbol: str, lookbac
     return sd
 
 
-def _targets(sess_idx: np.ndarray, sess_dates: np.ndarray, dates: np.ndarray, w: int, since_idx: int) -> np.ndarray:
+def _targets(sess_idx: np.ndarray, publish: np.ndarray, w: int, since_idx: int) -> np.ndarray:
     """Positions in a pair's dense grid whose window lies in the pair's span, on a
-    publish date, on/after ``since``."""
+    publish date (``publish``: per session index), on/after ``since``."""
     pos = np.arange(sess_idx.size)
-    keep = (pos >= w - 1) & np.isin(sess_dates, dates) & (sess_idx >= since_idx)
+    keep = (pos >= w - 1) & publish[sess_idx] & (sess_idx >= since_idx)
     return pos[keep]
 
 
@@ -236,8 +242,8 @@ def mart_spillover(
     grid = paired_returns(returns, sessions, assets, benchmarks)
     if grid.is_empty():
         return pl.DataFrame(schema=MART_SPILLOVER.polars_schema)
-    dates = publish_dates(sessions, cadence).to_numpy()
     all_dates = sessions.to_numpy()
+    publish = np.isin(all_dates, publish_dates(sessions, cadence).to_numpy())
     since_idx = _since_idx(sessions, since)
     sds = {b: trailing_sd(returns, sessions, b, regime_lookback) for b in benchmarks}
     parts: list[tuple[int, int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
@@ -248,7 +254,7 @@ def mart_spillover(
             masks = {"risk_on": y > sd, "risk_off": y < -sd, "all": np.ones(y.size, dtype=bool)}
         sdates = all_dates[sidx]
         for w in sorted(set(windows)):
-            ends = _targets(sidx, sdates, dates, w, since_idx)
+            ends = _targets(sidx, publish, w, since_idx)
             if not ends.size:
                 continue
             for r, regime in enumerate(REGIMES):
@@ -256,6 +262,9 @@ def mart_spillover(
                 parts.append((p, w, r, ends.size, sdates[ends], corr, beta, n))
     if not parts:
         return pl.DataFrame(schema=MART_SPILLOVER.polars_schema)
+    # In key order (asset, benchmark, window_days, regime; dates ascend within a
+    # part), so the frame needs no sort.
+    parts.sort(key=lambda q: (pairs[q[0]][0], pairs[q[0]][1], q[1], REGIMES[q[2]]))
     pair = np.repeat([p[0] for p in parts], [p[3] for p in parts])
     out = pl.DataFrame(
         {
@@ -269,5 +278,4 @@ def mart_spillover(
             "observations": np.concatenate([p[7] for p in parts]),
         }
     ).with_columns(pl.col("correlation", "beta").fill_nan(None))
-    keys = ["asset", "benchmark", "window_days", "regime", "date"]
-    return MART_SPILLOVER.conform(out).sort(keys)
+    return MART_SPILLOVER.conform(out)
