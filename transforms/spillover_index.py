@@ -114,19 +114,32 @@ def _ols_var(endog: np.ndarray, lags: int) -> tuple[np.ndarray, np.ndarray, int]
     return params, np.dot(resid.T, resid), nobs - (endog.shape[1] * lags + 1)
 
 
-def _info_criterion(endog: np.ndarray, lags: int, offset: int, ic: str) -> float:
-    """statsmodels' ``VARResults.info_criteria[ic]`` of the fit ``select_order`` makes for ``lags``."""
+# Criteria closer than this (relative) are recomputed with statsmodels' own
+# Cholesky (scipy's) before the order is picked: numpy's may differ in the last bit.
+IC_TIE = 1e-9
+
+
+def _logdet_numpy(m: np.ndarray) -> float:
+    return 2 * np.sum(np.log(np.linalg.cholesky(m).diagonal()))
+
+
+def _logdet_scipy(m: np.ndarray) -> float:
+    """statsmodels' ``logdet_symm``."""
     from scipy.linalg import cho_factor
 
+    c, _ = cho_factor(m, lower=True)
+    return 2 * np.sum(np.log(c.diagonal()))
+
+
+def _info_criterion(endog: np.ndarray, lags: int, offset: int, ic: str, logdet=_logdet_numpy) -> float:
+    """statsmodels' ``VARResults.info_criteria[ic]`` of the fit ``select_order`` makes for ``lags``."""
     data = endog[offset:]
     _, sse, df_resid = _ols_var(data, lags)
     k = data.shape[1]
     nobs = data.shape[0] - lags
     free_params = lags * k**2 + k
     if df_resid:
-        sigma_mle = (sse / df_resid) * df_resid / nobs
-        c, _ = cho_factor(sigma_mle, lower=True)
-        ld = 2 * np.sum(np.log(c.diagonal()))
+        ld = logdet((sse / df_resid) * df_resid / nobs)
     else:
         ld = -np.inf
     if ic == "aic":
@@ -152,8 +165,11 @@ def fit_var_fast(data: np.ndarray, max_lags: int, ic: str) -> tuple[np.ndarray, 
     if any(np.any(np.ptp(data[top - lag : n - lag], axis=0) == 0) for lag in range(1, top + 1)):
         return fit_var(data, max_lags, ic)
     if max_lags > 1:
-        crit = [_info_criterion(data, p, max_lags - p, ic) for p in range(max_lags + 1)]
-        p = max(int(np.array(crit).argmin()), 1)
+        crit = np.array([_info_criterion(data, p, max_lags - p, ic) for p in range(max_lags + 1)])
+        best, second = np.sort(crit)[:2]
+        if not (np.all(np.isfinite(crit)) and second - best > IC_TIE * max(1.0, abs(best))):
+            crit = np.array([_info_criterion(data, p, max_lags - p, ic, _logdet_scipy) for p in range(max_lags + 1)])
+        p = max(int(crit.argmin()), 1)
     else:
         p = 1
     params, sse, df_resid = _ols_var(data, p)

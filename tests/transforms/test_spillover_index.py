@@ -149,12 +149,19 @@ def test_a_flat_or_duplicated_series_gives_no_row_instead_of_failing(sess):
     assert mart_spillover_index(copy, sess, ("^RUT", "IWM"), step=50).is_empty()
 
 
+@pytest.mark.parametrize("tie", ["numpy_cholesky", "scipy_cholesky"])
 @pytest.mark.parametrize("ic", ["aic", "bic", "hqic", "fpe"])
-def test_fast_fit_is_statsmodels_bit_for_bit(ic):
+def test_fast_fit_is_statsmodels_bit_for_bit(ic, tie, monkeypatch):
     """fit_var_fast (what the mart runs) against statsmodels' select_order + fit
     (fit_var) on VARs of 2-5 series, 60-220 sessions, max lags 1-6: equal bits,
-    so the chosen order and every figure of the index are statsmodels' own."""
+    so the chosen order and every figure of the index are statsmodels' own;
+    also when every order selection is treated as a near-tie (recomputed with
+    statsmodels' own Cholesky)."""
+    from transforms import spillover_index
     from transforms.spillover_index import fit_var_fast
+
+    if tie == "scipy_cholesky":
+        monkeypatch.setattr(spillover_index, "IC_TIE", np.inf)
 
     rng = np.random.default_rng({"aic": 11, "bic": 12, "hqic": 13, "fpe": 14}[ic])
     orders = set()
