@@ -36,8 +36,7 @@ import numpy as np
 import polars as pl
 
 from contracts.tables import MART_LEAD_LAG
-from transforms.correlation import paired_returns
-from transforms.spillover import Cadence, _since_idx, _targets, pair_arrays, publish_dates, window_stats
+from transforms.spillover import Cadence, _since_idx, _targets, pair_arrays, pair_grid, publish_dates, window_stats
 
 LAGS = (-1, 0, 1)
 
@@ -88,7 +87,9 @@ def mart_lead_lag(
     span of session returns; ``since``: only dates on/after it."""
     sessions = sessions.cast(pl.Date).unique().sort()
     assets = list(assets)
-    grid = paired_returns(returns, sessions, assets, list(benchmarks))
+    since_idx = _since_idx(sessions, since)
+    # One session more than the longest window: lag -1 reads the session before a window.
+    grid, firsts = pair_grid(returns, sessions, assets, list(benchmarks), since_idx, max(windows, default=0) + 2)
     if grid.is_empty():
         return pl.DataFrame(schema=MART_LEAD_LAG.polars_schema)
     weekend = weekend_returns(prices, sessions, assets)
@@ -97,7 +98,6 @@ def mart_lead_lag(
     ).sort("asset", "benchmark", "session_idx")
     all_dates = sessions.to_numpy()
     publish = np.isin(all_dates, publish_dates(sessions, cadence).to_numpy())
-    since_idx = _since_idx(sessions, since)
     weekends = [
         part["weekend_return"].cast(pl.Float64).fill_null(np.nan).to_numpy()
         for part in grid.partition_by(["asset", "benchmark"], maintain_order=True)
@@ -105,14 +105,14 @@ def mart_lead_lag(
     measures = [("session", k) for k in LAGS] + [("weekend", -1)]
     parts: list[tuple[int, int, int, int, np.ndarray, np.ndarray, np.ndarray]] = []
     pairs = pair_arrays(grid)
-    for p, ((_, _, sidx, x, y), wk) in enumerate(zip(pairs, weekends, strict=True)):
+    for p, ((asset, bench, sidx, x, y), wk) in enumerate(zip(pairs, weekends, strict=True)):
         sdates = all_dates[sidx]
         # k < 0: row i pairs y[i] with x[i-1]; k > 0: row i pairs y[i-1] with x[i] (row = later session).
         series = [(_shift(x, -k) if k < 0 else x, _shift(y, k) if k > 0 else y) for k in LAGS]
         series.append((wk, y))
         ones = np.ones(x.size, dtype=bool)
         for w in sorted(set(windows)):
-            ends = _targets(sidx, publish, w, since_idx)
+            ends = _targets(sidx, firsts[asset, bench], publish, w, since_idx)
             if not ends.size:
                 continue
             for j, (a, b) in enumerate(series):

@@ -156,6 +156,8 @@ def window_stats(
     if not ends.size:
         empty = np.empty(0)
         return empty, empty, np.empty(0, dtype=np.int64)
+    if ends.min() < w - 1 or ends.max() >= a.size:
+        raise ValueError(f"window_stats: windows of {w} ending at {ends.min()}..{ends.max()} exceed the {a.size} rows given")
     # Only the calendar rows the windows touch (an incremental build: the last
     # one or two); the rows start where they did, so the scans give the same bits.
     lo = max((int(ends.min()) - (w - 1) + origin) // w * w - origin, 0)
@@ -209,12 +211,51 @@ def trailing_sd(returns: pl.DataFrame, sessions: pl.Series, symbol: str, lookbac
     return sd
 
 
-def _targets(sess_idx: np.ndarray, publish: np.ndarray, w: int, since_idx: int) -> np.ndarray:
-    """Positions in a pair's dense grid whose window lies in the pair's span, on a
-    publish date (``publish``: per session index), on/after ``since``."""
-    pos = np.arange(sess_idx.size)
-    keep = (pos >= w - 1) & publish[sess_idx] & (sess_idx >= since_idx)
-    return pos[keep]
+def _targets(sess_idx: np.ndarray, first: int, publish: np.ndarray, w: int, since_idx: int) -> np.ndarray:
+    """Positions in a pair's dense grid (``sess_idx``: calendar positions; ``first``:
+    the calendar position of the pair's first session) whose window lies in the
+    pair's span, on a publish date (``publish``: per calendar position), on/after ``since``."""
+    keep = (sess_idx - first >= w - 1) & publish[sess_idx] & (sess_idx >= since_idx)
+    return np.flatnonzero(keep)
+
+
+def pair_grid(
+    returns: pl.DataFrame, sessions: pl.Series, assets: list[str], benchmarks: list[str], since_idx: int, reach: int
+) -> tuple[pl.DataFrame, dict[tuple[str, str], int]]:
+    """``paired_returns`` over the sessions a build of the positions from
+    ``since_idx`` on reads, and each pair's first calendar position. A full
+    build (or one reaching back to the first session) reads every session; a
+    later one only those from ``reach`` sessions before ``since_idx``, each pair
+    keeping the span of the whole returns. ``session_idx`` counts from the
+    calendar's first session either way, so windows and publish dates are
+    placed as in the full build."""
+    cut = since_idx - reach
+    if cut <= 0:
+        grid = paired_returns(returns, sessions, assets, benchmarks)
+        firsts = grid.group_by("asset", "benchmark").agg(pl.col("session_idx").min().alias("first"))
+        return grid, {(a, b): f for a, b, f in firsts.iter_rows()}
+    idx = session_index(sessions)
+    have = returns.filter(pl.col("log_return").is_not_null()).join(idx, on="session_date", how="inner")
+    ends = have.group_by("symbol").agg(
+        pl.col("session_idx").min().alias("i0"), pl.col("session_idx").max().alias("i1")
+    )
+    x = ends.filter(pl.col("symbol").is_in(assets)).rename({"symbol": "asset", "i0": "x0", "i1": "x1"})
+    y = ends.filter(pl.col("symbol").is_in(benchmarks)).rename({"symbol": "benchmark", "i0": "y0", "i1": "y1"})
+    spans = (
+        x.join(y, how="cross")
+        .filter(pl.col("asset") != pl.col("benchmark"))
+        .with_columns(pl.max_horizontal("x0", "y0").alias("i0"), pl.min_horizontal("x1", "y1").alias("i1"))
+        .filter(pl.col("i0") <= pl.col("i1"))
+    )
+    tail = sessions.slice(cut)
+    dates = sessions.to_numpy()
+    given = spans.select(
+        "asset", "benchmark",
+        pl.Series(dates[spans["i0"].to_numpy()]).alias("first"), pl.Series(dates[spans["i1"].to_numpy()]).alias("last"),
+    )  # fmt: skip
+    grid = paired_returns(returns.filter(pl.col("session_date") >= tail[0]), tail, assets, benchmarks, spans=given)
+    grid = grid.with_columns((pl.col("session_idx") + cut).cast(grid.schema["session_idx"]))
+    return grid, {(a, b): f for a, b, f in spans.select("asset", "benchmark", "i0").iter_rows()}
 
 
 def _since_idx(sessions: pl.Series, since: date | None) -> int:
@@ -239,22 +280,22 @@ def mart_spillover(
     span; ``since``: only dates on/after it."""
     sessions = sessions.cast(pl.Date).unique().sort()
     benchmarks = list(benchmarks)
-    grid = paired_returns(returns, sessions, assets, benchmarks)
+    since_idx = _since_idx(sessions, since)
+    grid, firsts = pair_grid(returns, sessions, list(assets), benchmarks, since_idx, max(windows, default=0) + 1)
     if grid.is_empty():
         return pl.DataFrame(schema=MART_SPILLOVER.polars_schema)
     all_dates = sessions.to_numpy()
     publish = np.isin(all_dates, publish_dates(sessions, cadence).to_numpy())
-    since_idx = _since_idx(sessions, since)
     sds = {b: trailing_sd(returns, sessions, b, regime_lookback) for b in benchmarks}
     parts: list[tuple[int, int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     pairs = pair_arrays(grid)
-    for p, (_, bench, sidx, x, y) in enumerate(pairs):
+    for p, (asset, bench, sidx, x, y) in enumerate(pairs):
         sd = sds[bench][sidx]
         with np.errstate(invalid="ignore"):
             masks = {"risk_on": y > sd, "risk_off": y < -sd, "all": np.ones(y.size, dtype=bool)}
         sdates = all_dates[sidx]
         for w in sorted(set(windows)):
-            ends = _targets(sidx, publish, w, since_idx)
+            ends = _targets(sidx, firsts[asset, bench], publish, w, since_idx)
             if not ends.size:
                 continue
             for r, regime in enumerate(REGIMES):
