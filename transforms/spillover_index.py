@@ -155,11 +155,15 @@ def _info_criterion(endog: np.ndarray, lags: int, offset: int, ic: str, logdet=_
 
 def fit_var_fast(data: np.ndarray, max_lags: int, ic: str) -> tuple[np.ndarray, np.ndarray]:
     """``fit_var``'s result, bit for bit, at a fraction of its cost: the same
-    arithmetic as statsmodels' order selection and fit (tests compare every
-    window of a run), minus its model and results objects. A window with a
-    constant regressor column goes to ``fit_var`` itself (statsmodels refuses it)."""
+    arithmetic as statsmodels' order selection and fit, minus its model and
+    results objects (tests compare it with ``fit_var`` on generated VARs;
+    ``python -m bench.spillover --before`` compares a whole run's index). A
+    window statsmodels refuses (a constant regressor column, or too few rows
+    for ``max_lags``) goes to ``fit_var`` itself, which raises as before."""
     n, k = data.shape
     top = max(max_lags, 1)
+    if max_lags > 1 and max_lags > (n - k - 1) // (1 + k):
+        return fit_var(data, max_lags, ic)
     # Lag l's column is data[top - l : n - l] in every fit of the order
     # selection, and a superset of it in the final fit.
     if any(np.any(np.ptp(data[top - lag : n - lag], axis=0) == 0) for lag in range(1, top + 1)):

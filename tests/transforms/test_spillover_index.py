@@ -183,8 +183,9 @@ def test_fast_fit_is_statsmodels_bit_for_bit(ic, tie, monkeypatch):
 
 
 def test_fast_fit_hands_odd_windows_to_statsmodels():
-    """A series constant over the lagged rows goes to statsmodels (which refuses
-    a constant regressor); collinear series fail alike (no row is published)."""
+    """A series constant over the lagged rows, or too few rows for the lags, go
+    to statsmodels (which refuses them); collinear series fail alike (no row is
+    published)."""
     from transforms.spillover_index import fit_var_fast
 
     rng = np.random.default_rng(15)
@@ -194,6 +195,11 @@ def test_fast_fit_hands_odd_windows_to_statsmodels():
         fit_var(x, 3, "aic")
     with pytest.raises(ValueError, match="constant"):
         fit_var_fast(x, 3, "aic")
+    short = rng.normal(0, 0.01, (20, 4))  # 5 lags of 4 series need more rows
+    with pytest.raises(ValueError, match="maxlags is too large"):
+        fit_var(short, 5, "aic")
+    with pytest.raises(ValueError, match="maxlags is too large"):
+        fit_var_fast(short, 5, "aic")
     y = rng.normal(0, 0.01, (120, 1))
     dup = np.hstack([y, y, rng.normal(0, 0.01, (120, 1))])
     with pytest.raises(np.linalg.LinAlgError):
