@@ -236,11 +236,11 @@ def pair_grid(
         return grid, {(a, b): f for a, b, f in firsts.iter_rows()}
     idx = session_index(sessions)
     have = returns.filter(pl.col("log_return").is_not_null()).join(idx, on="session_date", how="inner")
-    ends = have.group_by("symbol").agg(
+    extent = have.group_by("symbol").agg(
         pl.col("session_idx").min().alias("i0"), pl.col("session_idx").max().alias("i1")
     )
-    x = ends.filter(pl.col("symbol").is_in(assets)).rename({"symbol": "asset", "i0": "x0", "i1": "x1"})
-    y = ends.filter(pl.col("symbol").is_in(benchmarks)).rename({"symbol": "benchmark", "i0": "y0", "i1": "y1"})
+    x = extent.filter(pl.col("symbol").is_in(assets)).rename({"symbol": "asset", "i0": "x0", "i1": "x1"})
+    y = extent.filter(pl.col("symbol").is_in(benchmarks)).rename({"symbol": "benchmark", "i0": "y0", "i1": "y1"})
     spans = (
         x.join(y, how="cross")
         .filter(pl.col("asset") != pl.col("benchmark"))
