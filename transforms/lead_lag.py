@@ -36,8 +36,7 @@ import numpy as np
 import polars as pl
 
 from contracts.tables import MART_LEAD_LAG
-from transforms.correlation import paired_returns
-from transforms.spillover import Cadence, _since_idx, _targets, pair_arrays, publish_dates, window_stats
+from transforms.spillover import Cadence, _since_idx, _targets, pair_arrays, pair_grid, publish_dates, window_stats
 
 LAGS = (-1, 0, 1)
 
@@ -88,50 +87,55 @@ def mart_lead_lag(
     span of session returns; ``since``: only dates on/after it."""
     sessions = sessions.cast(pl.Date).unique().sort()
     assets = list(assets)
-    grid = paired_returns(returns, sessions, assets, list(benchmarks))
+    since_idx = _since_idx(sessions, since)
+    # One session more than the longest window: lag -1 reads the session before a window.
+    grid, firsts = pair_grid(returns, sessions, assets, list(benchmarks), since_idx, max(windows, default=0) + 2)
     if grid.is_empty():
         return pl.DataFrame(schema=MART_LEAD_LAG.polars_schema)
     weekend = weekend_returns(prices, sessions, assets)
     grid = grid.join(
         weekend.rename({"symbol": "asset"}), on=["asset", "session_date"], how="left"
     ).sort("asset", "benchmark", "session_idx")
-    dates = publish_dates(sessions, cadence).to_numpy()
     all_dates = sessions.to_numpy()
-    since_idx = _since_idx(sessions, since)
-    frames = []
+    publish = np.isin(all_dates, publish_dates(sessions, cadence).to_numpy())
     weekends = [
         part["weekend_return"].cast(pl.Float64).fill_null(np.nan).to_numpy()
         for part in grid.partition_by(["asset", "benchmark"], maintain_order=True)
     ]
-    for (asset, bench, sidx, x, y), wk in zip(pair_arrays(grid), weekends, strict=True):
+    measures = [("session", k) for k in LAGS] + [("weekend", -1)]
+    parts: list[tuple[int, int, int, int, np.ndarray, np.ndarray, np.ndarray]] = []
+    pairs = pair_arrays(grid)
+    for p, ((asset, bench, sidx, x, y), wk) in enumerate(zip(pairs, weekends, strict=True)):
         sdates = all_dates[sidx]
         # k < 0: row i pairs y[i] with x[i-1]; k > 0: row i pairs y[i-1] with x[i] (row = later session).
-        series = [
-            ("session", k, _shift(x, -k) if k < 0 else x, _shift(y, k) if k > 0 else y) for k in LAGS
-        ]
-        series.append(("weekend", -1, wk, y))
+        series = [(_shift(x, -k) if k < 0 else x, _shift(y, k) if k > 0 else y) for k in LAGS]
+        series.append((wk, y))
         ones = np.ones(x.size, dtype=bool)
         for w in sorted(set(windows)):
-            ends = _targets(sidx, sdates, dates, w, since_idx)
+            ends = _targets(sidx, firsts[asset, bench], publish, w, since_idx)
             if not ends.size:
                 continue
-            for measure, k, a, b in series:
-                corr, _, n = window_stats(a, b, ones, ends, w, min_observations)
-                frames.append(
-                    pl.DataFrame(
-                        {
-                            "date": sdates[ends],
-                            "asset": asset,
-                            "benchmark": bench,
-                            "window_days": w,
-                            "measure": measure,
-                            "lag_sessions": k,
-                            "correlation": corr,
-                            "observations": n,
-                        }
-                    ).with_columns(pl.col("correlation").fill_nan(None))
-                )
-    if not frames:
+            for j, (a, b) in enumerate(series):
+                corr, _, n = window_stats(a, b, ones, ends, w, min_observations, origin=int(sidx[0]))
+                parts.append((p, w, j, ends.size, sdates[ends], corr, n))
+    if not parts:
         return pl.DataFrame(schema=MART_LEAD_LAG.polars_schema)
-    keys = ["asset", "benchmark", "window_days", "measure", "lag_sessions", "date"]
-    return pl.concat([f.pipe(MART_LEAD_LAG.conform) for f in frames]).sort(keys)
+    # In key order (asset, benchmark, window_days, measure, lag_sessions; dates
+    # ascend within a part), so the frame needs no sort.
+    parts.sort(key=lambda q: (pairs[q[0]][0], pairs[q[0]][1], q[1], *measures[q[2]]))
+    sizes = [q[3] for q in parts]
+    pair = np.repeat([q[0] for q in parts], sizes)
+    measure = np.repeat([q[2] for q in parts], sizes)
+    out = pl.DataFrame(
+        {
+            "date": np.concatenate([q[4] for q in parts]),
+            "asset": pl.Series([a for a, *_ in pairs]).gather(pair),
+            "benchmark": pl.Series([b for _, b, *_ in pairs]).gather(pair),
+            "window_days": np.repeat([q[1] for q in parts], sizes),
+            "measure": pl.Series([m for m, _ in measures]).gather(measure),
+            "lag_sessions": np.array([k for _, k in measures])[measure],
+            "correlation": np.concatenate([q[5] for q in parts]),
+            "observations": np.concatenate([q[6] for q in parts]),
+        }
+    ).with_columns(pl.col("correlation").fill_nan(None))
+    return MART_LEAD_LAG.conform(out)

@@ -19,9 +19,10 @@ of sessions they rest on.
 Returns are the aligned frame the rolling correlations use
 (``transforms.correlation.paired_returns``: fact_returns on exchange
 sessions, so a Monday crypto return compounds the weekend). Every window
-statistic is computed from that window's values alone (numpy sliding
-windows, no running sums), so a build that computes only dates on/after
-``since`` from the same returns gives the full build's values bit for bit.
+statistic is computed from that window's values alone (scans within rows of
+``w`` sessions fixed by the calendar, see ``window_stats``; no running sums
+over the history), so a build that computes only dates on/after ``since``
+from the same returns gives the full build's values bit for bit.
 """
 
 from __future__ import annotations
@@ -89,31 +90,102 @@ def pair_arrays(grid: pl.DataFrame) -> list[tuple[str, str, np.ndarray, np.ndarr
     return out
 
 
-def window_stats(
-    a: np.ndarray, b: np.ndarray, mask: np.ndarray, ends: np.ndarray, w: int, min_obs: int
+# Above this conditioning (sum of squares over the sum of squared deviations of a
+# window, i.e. 1 + n mean^2 / variance) a window's moments are recomputed
+# around its own mean: the streaming form loses about that factor of precision.
+MAX_CONDITION = 64.0
+
+
+def _blocked(v: np.ndarray, w: int, origin: int, fill) -> np.ndarray:
+    """``v`` in rows of ``w`` aligned on the session calendar: row k holds the
+    global positions k w .. k w + w - 1 (``origin``: the global position of
+    v[0]); positions outside v hold ``fill``."""
+    lead = origin % w
+    rows = -(-(lead + v.size) // w)
+    out = np.full(rows * w, fill, dtype=v.dtype)
+    out[lead : lead + v.size] = v
+    return out.reshape(rows, w)
+
+
+def _window_reduce(v: np.ndarray, w: int, origin: int, fill, scan, combine, ends: np.ndarray) -> np.ndarray:
+    """``v`` reduced over the ``w`` positions ending at each of ``ends``, each
+    result from that window's values alone: a window of ``w`` covers the tail of
+    one calendar-aligned row of ``w`` and the head of the next (or one whole
+    row), so it is ``combine(suffix scan at its start, prefix scan at its end)``
+    (van Herk / Gil-Werman). The rows are fixed by the calendar, not by the
+    span computed, so a build of the later ends alone gives the same bits."""
+    blk = _blocked(v, w, origin, fill)
+    prefix = scan(blk, axis=1).ravel()
+    suffix = scan(blk[:, ::-1], axis=1)[:, ::-1].ravel()
+    e = ends + origin % w
+    s = e - (w - 1)
+    return np.where(s % w == 0, prefix[e], combine(suffix[s], prefix[e]))
+
+
+def _two_pass_moments(
+    a: np.ndarray, b: np.ndarray, m: np.ndarray, ends: np.ndarray, w: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(correlation, beta of a on b, observations) over the ``w`` rows ending at each
-    position in ``ends`` (each >= w - 1), counting only rows where ``mask`` holds
-    (and a and b are present). Null (NaN) below ``min_obs`` rows or for a flat
-    side (exact: max == min), beta only for a flat b."""
-    m = mask & ~np.isnan(a) & ~np.isnan(b)
-    starts = ends - (w - 1)
-    take = sliding_window_view(np.arange(a.size), w)[starts] if ends.size else np.empty((0, w), dtype=np.int64)
+    """(cov, var a, var b) as sums of products of deviations from each window's
+    own means (materialises the windows: for the few ill-conditioned ones)."""
+    take = sliding_window_view(np.arange(a.size), w)[ends - (w - 1)]
     mw = m[take]
     aw = np.where(mw, a[take], 0.0)
     bw = np.where(mw, b[take], 0.0)
     n = mw.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ma = aw.sum(axis=1) / n
-        mb = bw.sum(axis=1) / n
-        da = np.where(mw, aw - ma[:, None], 0.0)
-        db = np.where(mw, bw - mb[:, None], 0.0)
-        cov = (da * db).sum(axis=1)
-        va = (da * da).sum(axis=1)
-        vb = (db * db).sum(axis=1)
-        flat_a = np.where(mw, aw, -np.inf).max(axis=1) == np.where(mw, aw, np.inf).min(axis=1)
-        flat_b = np.where(mw, bw, -np.inf).max(axis=1) == np.where(mw, bw, np.inf).min(axis=1)
+        da = np.where(mw, aw - (aw.sum(axis=1) / n)[:, None], 0.0)
+        db = np.where(mw, bw - (bw.sum(axis=1) / n)[:, None], 0.0)
+    return (da * db).sum(axis=1), (da * da).sum(axis=1), (db * db).sum(axis=1)
+
+
+def window_stats(
+    a: np.ndarray, b: np.ndarray, mask: np.ndarray, ends: np.ndarray, w: int, min_obs: int, origin: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(correlation, beta of a on b, observations) over the ``w`` rows ending at each
+    position in ``ends`` (each >= w - 1), counting only rows where ``mask`` holds
+    (and a and b are present). Null (NaN) below ``min_obs`` rows or for a flat
+    side (exact: max == min), beta only for a flat b. ``origin``: the calendar
+    position of row 0 (see ``_window_reduce``).
+
+    The window sums of a, b, a^2, b^2 and ab come from ``_window_reduce`` in
+    O(rows) per series; the moments are sums minus the mean correction, or,
+    for a window whose conditioning exceeds ``MAX_CONDITION``, recomputed as
+    sums of deviations from the window's means."""
+    m = mask & ~np.isnan(a) & ~np.isnan(b)
+    ends = np.asarray(ends, dtype=np.int64)
+    if not ends.size:
+        empty = np.empty(0)
+        return empty, empty, np.empty(0, dtype=np.int64)
+    if ends.min() < w - 1 or ends.max() >= a.size:
+        raise ValueError(f"window_stats: windows of {w} ending at {ends.min()}..{ends.max()} exceed the {a.size} rows given")
+    # Only the calendar rows the windows touch (an incremental build: the last
+    # one or two); the rows start where they did, so the scans give the same bits.
+    lo = max((int(ends.min()) - (w - 1) + origin) // w * w - origin, 0)
+    hi = int(ends.max()) + 1
+    if lo or hi < a.size:
+        a, b, m, ends, origin = a[lo:hi], b[lo:hi], m[lo:hi], ends - lo, origin + lo
+    a0 = np.where(m, a, 0.0)
+    b0 = np.where(m, b, 0.0)
+
+    def total(v: np.ndarray) -> np.ndarray:
+        return _window_reduce(v, w, origin, 0.0, np.cumsum, np.add, ends)
+
+    def extreme(v: np.ndarray, fill: float, ufunc) -> np.ndarray:
+        return _window_reduce(np.where(m, v, fill), w, origin, fill, ufunc.accumulate, ufunc, ends)
+
+    n = _window_reduce(m.astype(np.int64), w, origin, 0, np.cumsum, np.add, ends)
+    sa, sb = total(a0), total(b0)
+    saa, sbb, sab = total(a0 * a0), total(b0 * b0), total(a0 * b0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = sab - sa * sb / n
+        va = saa - sa * sa / n
+        vb = sbb - sb * sb / n
         enough = n >= max(min_obs, 2)
+        ill = np.flatnonzero(enough & ~((saa <= MAX_CONDITION * va) & (sbb <= MAX_CONDITION * vb)))
+        if ill.size:
+            cov[ill], va[ill], vb[ill] = _two_pass_moments(a, b, m, ends[ill], w)
+        flat_a = extreme(a, -np.inf, np.maximum) == extreme(a, np.inf, np.minimum)
+        flat_b = extreme(b, -np.inf, np.maximum) == extreme(b, np.inf, np.minimum)
         corr = np.where(enough & ~flat_a & ~flat_b, np.clip(cov / np.sqrt(va * vb), -1.0, 1.0), np.nan)
         beta = np.where(enough & ~flat_b, cov / vb, np.nan)
     return corr, beta, n
@@ -139,12 +211,51 @@ def trailing_sd(returns: pl.DataFrame, sessions: pl.Series, symbol: str, lookbac
     return sd
 
 
-def _targets(sess_idx: np.ndarray, sess_dates: np.ndarray, dates: np.ndarray, w: int, since_idx: int) -> np.ndarray:
-    """Positions in a pair's dense grid whose window lies in the pair's span, on a
-    publish date, on/after ``since``."""
-    pos = np.arange(sess_idx.size)
-    keep = (pos >= w - 1) & np.isin(sess_dates, dates) & (sess_idx >= since_idx)
-    return pos[keep]
+def _targets(sess_idx: np.ndarray, first: int, publish: np.ndarray, w: int, since_idx: int) -> np.ndarray:
+    """Positions in a pair's dense grid (``sess_idx``: calendar positions; ``first``:
+    the calendar position of the pair's first session) whose window lies in the
+    pair's span, on a publish date (``publish``: per calendar position), on/after ``since``."""
+    keep = (sess_idx - first >= w - 1) & publish[sess_idx] & (sess_idx >= since_idx)
+    return np.flatnonzero(keep)
+
+
+def pair_grid(
+    returns: pl.DataFrame, sessions: pl.Series, assets: list[str], benchmarks: list[str], since_idx: int, reach: int
+) -> tuple[pl.DataFrame, dict[tuple[str, str], int]]:
+    """``paired_returns`` over the sessions a build of the positions from
+    ``since_idx`` on reads, and each pair's first calendar position. A full
+    build (or one reaching back to the first session) reads every session; a
+    later one only those from ``reach`` sessions before ``since_idx``, each pair
+    keeping the span of the whole returns. ``session_idx`` counts from the
+    calendar's first session either way, so windows and publish dates are
+    placed as in the full build."""
+    cut = since_idx - reach
+    if cut <= 0:
+        grid = paired_returns(returns, sessions, assets, benchmarks)
+        firsts = grid.group_by("asset", "benchmark").agg(pl.col("session_idx").min().alias("first"))
+        return grid, {(a, b): f for a, b, f in firsts.iter_rows()}
+    idx = session_index(sessions)
+    have = returns.filter(pl.col("log_return").is_not_null()).join(idx, on="session_date", how="inner")
+    extent = have.group_by("symbol").agg(
+        pl.col("session_idx").min().alias("i0"), pl.col("session_idx").max().alias("i1")
+    )
+    x = extent.filter(pl.col("symbol").is_in(assets)).rename({"symbol": "asset", "i0": "x0", "i1": "x1"})
+    y = extent.filter(pl.col("symbol").is_in(benchmarks)).rename({"symbol": "benchmark", "i0": "y0", "i1": "y1"})
+    spans = (
+        x.join(y, how="cross")
+        .filter(pl.col("asset") != pl.col("benchmark"))
+        .with_columns(pl.max_horizontal("x0", "y0").alias("i0"), pl.min_horizontal("x1", "y1").alias("i1"))
+        .filter(pl.col("i0") <= pl.col("i1"))
+    )
+    tail = sessions.slice(cut)
+    dates = sessions.to_numpy()
+    given = spans.select(
+        "asset", "benchmark",
+        pl.Series(dates[spans["i0"].to_numpy()]).alias("first"), pl.Series(dates[spans["i1"].to_numpy()]).alias("last"),
+    )  # fmt: skip
+    grid = paired_returns(returns.filter(pl.col("session_date") >= tail[0]), tail, assets, benchmarks, spans=given)
+    grid = grid.with_columns((pl.col("session_idx") + cut).cast(grid.schema["session_idx"]))
+    return grid, {(a, b): f for a, b, f in spans.select("asset", "benchmark", "i0").iter_rows()}
 
 
 def _since_idx(sessions: pl.Series, since: date | None) -> int:
@@ -169,40 +280,43 @@ def mart_spillover(
     span; ``since``: only dates on/after it."""
     sessions = sessions.cast(pl.Date).unique().sort()
     benchmarks = list(benchmarks)
-    grid = paired_returns(returns, sessions, assets, benchmarks)
+    since_idx = _since_idx(sessions, since)
+    grid, firsts = pair_grid(returns, sessions, list(assets), benchmarks, since_idx, max(windows, default=0) + 1)
     if grid.is_empty():
         return pl.DataFrame(schema=MART_SPILLOVER.polars_schema)
-    dates = publish_dates(sessions, cadence).to_numpy()
     all_dates = sessions.to_numpy()
-    since_idx = _since_idx(sessions, since)
+    publish = np.isin(all_dates, publish_dates(sessions, cadence).to_numpy())
     sds = {b: trailing_sd(returns, sessions, b, regime_lookback) for b in benchmarks}
-    frames = []
-    for asset, bench, sidx, x, y in pair_arrays(grid):
+    parts: list[tuple[int, int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    pairs = pair_arrays(grid)
+    for p, (asset, bench, sidx, x, y) in enumerate(pairs):
         sd = sds[bench][sidx]
         with np.errstate(invalid="ignore"):
             masks = {"risk_on": y > sd, "risk_off": y < -sd, "all": np.ones(y.size, dtype=bool)}
         sdates = all_dates[sidx]
         for w in sorted(set(windows)):
-            ends = _targets(sidx, sdates, dates, w, since_idx)
+            ends = _targets(sidx, firsts[asset, bench], publish, w, since_idx)
             if not ends.size:
                 continue
-            for regime in REGIMES:
-                corr, beta, n = window_stats(x, y, masks[regime], ends, w, min_observations)
-                frames.append(
-                    pl.DataFrame(
-                        {
-                            "date": sdates[ends],
-                            "asset": asset,
-                            "benchmark": bench,
-                            "window_days": w,
-                            "regime": regime,
-                            "correlation": corr,
-                            "beta": beta,
-                            "observations": n,
-                        }
-                    ).with_columns(pl.col("correlation", "beta").fill_nan(None))
-                )
-    if not frames:
+            for r, regime in enumerate(REGIMES):
+                corr, beta, n = window_stats(x, y, masks[regime], ends, w, min_observations, origin=int(sidx[0]))
+                parts.append((p, w, r, ends.size, sdates[ends], corr, beta, n))
+    if not parts:
         return pl.DataFrame(schema=MART_SPILLOVER.polars_schema)
-    keys = ["asset", "benchmark", "window_days", "regime", "date"]
-    return pl.concat([f.pipe(MART_SPILLOVER.conform) for f in frames]).sort(keys)
+    # In key order (asset, benchmark, window_days, regime; dates ascend within a
+    # part), so the frame needs no sort.
+    parts.sort(key=lambda q: (pairs[q[0]][0], pairs[q[0]][1], q[1], REGIMES[q[2]]))
+    pair = np.repeat([p[0] for p in parts], [p[3] for p in parts])
+    out = pl.DataFrame(
+        {
+            "date": np.concatenate([p[4] for p in parts]),
+            "asset": pl.Series([a for a, *_ in pairs]).gather(pair),
+            "benchmark": pl.Series([b for _, b, *_ in pairs]).gather(pair),
+            "window_days": np.repeat([p[1] for p in parts], [p[3] for p in parts]),
+            "regime": pl.Series(REGIMES).gather(np.repeat([p[2] for p in parts], [p[3] for p in parts])),
+            "correlation": np.concatenate([p[5] for p in parts]),
+            "beta": np.concatenate([p[6] for p in parts]),
+            "observations": np.concatenate([p[7] for p in parts]),
+        }
+    ).with_columns(pl.col("correlation", "beta").fill_nan(None))
+    return MART_SPILLOVER.conform(out)

@@ -5,7 +5,10 @@ every series has a log return (fact_returns on exchange sessions; at least
 90 % of the window must be complete, otherwise no row), a VAR(p) with a
 constant is fitted by OLS (statsmodels ``VAR``); p is chosen by an
 information criterion (``ic``: aic, bic, hqic or fpe; statsmodels'
-``select_order`` on a common sample) among 1..``max_lags``.
+``select_order`` on a common sample) among 1..``max_lags``. The mart runs
+``fit_var_fast``: statsmodels' estimator step for step without its model and
+results objects (about 40x faster per window; tests check it bit for bit
+against ``fit_var``, which calls statsmodels).
 
 From the fitted lag matrices A_1..A_p the moving-average matrices are
 Phi_0 = I, Phi_h = sum_{l=1..min(h,p)} A_l Phi_{h-l}. With Sigma the residual
@@ -85,7 +88,8 @@ def spillover_table(theta: np.ndarray) -> dict[str, np.ndarray | float]:
 
 
 def fit_var(data: np.ndarray, max_lags: int, ic: str) -> tuple[np.ndarray, np.ndarray]:
-    """(coefs p x k x k, sigma_u) of a VAR with a constant, p chosen by ``ic`` in 1..max_lags."""
+    """(coefs p x k x k, sigma_u) of a VAR with a constant, p chosen by ``ic`` in 1..max_lags,
+    fitted by statsmodels (``VAR.select_order``, then ``VAR.fit``)."""
     from statsmodels.tsa.api import VAR
 
     model = VAR(data)
@@ -94,6 +98,88 @@ def fit_var(data: np.ndarray, max_lags: int, ic: str) -> tuple[np.ndarray, np.nd
         p = int(model.select_order(max_lags, trend="c").selected_orders[ic]) if max_lags > 1 else 1
         res = model.fit(max(p, 1), trend="c")
     return np.asarray(res.coefs), np.asarray(res.sigma_u)
+
+
+def _ols_var(endog: np.ndarray, lags: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(params, sse, df_resid) of a VAR(``lags``) with a constant on ``endog``:
+    statsmodels' ``VAR._estimate_var`` step for step (the same regressors,
+    ``lstsq`` call and residual products), without building its results objects."""
+    nobs = endog.shape[0] - lags
+    z = np.column_stack(
+        [np.ones((nobs, 1))] + [endog[lags - lag : endog.shape[0] - lag] for lag in range(1, lags + 1)]
+    )
+    y = endog[lags:]
+    params = np.linalg.lstsq(z, y, rcond=1e-15)[0]
+    resid = y - np.dot(z, params)
+    return params, np.dot(resid.T, resid), nobs - (endog.shape[1] * lags + 1)
+
+
+# Criteria closer than this (relative) are recomputed with statsmodels' own
+# Cholesky (scipy's) before the order is picked: numpy's may differ in the last bit.
+IC_TIE = 1e-9
+
+
+def _logdet_numpy(m: np.ndarray) -> float:
+    return 2 * np.sum(np.log(np.linalg.cholesky(m).diagonal()))
+
+
+def _logdet_scipy(m: np.ndarray) -> float:
+    """statsmodels' ``logdet_symm``."""
+    from scipy.linalg import cho_factor
+
+    c, _ = cho_factor(m, lower=True)
+    return 2 * np.sum(np.log(c.diagonal()))
+
+
+def _info_criterion(endog: np.ndarray, lags: int, offset: int, ic: str, logdet=_logdet_numpy) -> float:
+    """statsmodels' ``VARResults.info_criteria[ic]`` of the fit ``select_order`` makes for ``lags``."""
+    data = endog[offset:]
+    _, sse, df_resid = _ols_var(data, lags)
+    k = data.shape[1]
+    nobs = data.shape[0] - lags
+    free_params = lags * k**2 + k
+    if df_resid:
+        ld = logdet((sse / df_resid) * df_resid / nobs)
+    else:
+        ld = -np.inf
+    if ic == "aic":
+        return ld + (2.0 / nobs) * free_params
+    if ic == "bic":
+        return ld + (np.log(nobs) / nobs) * free_params
+    if ic == "hqic":
+        return ld + (2.0 * np.log(np.log(nobs)) / nobs) * free_params
+    if ic == "fpe":
+        return ((nobs + k * lags + 1) / df_resid) ** k * np.exp(ld) if df_resid else np.inf
+    raise ValueError(f"unknown information criterion {ic!r}: expected aic, bic, hqic or fpe")
+
+
+def fit_var_fast(data: np.ndarray, max_lags: int, ic: str) -> tuple[np.ndarray, np.ndarray]:
+    """``fit_var``'s result, bit for bit, at a fraction of its cost: the same
+    arithmetic as statsmodels' order selection and fit, minus its model and
+    results objects (tests compare it with ``fit_var`` on generated VARs;
+    ``python -m bench.spillover --before`` compares a whole run's index). A
+    window statsmodels refuses (a constant regressor column, or too few rows
+    for ``max_lags``) goes to ``fit_var`` itself, which raises as before."""
+    n, k = data.shape
+    top = max(max_lags, 1)
+    if max_lags > 1 and max_lags > (n - k - 1) // (1 + k):
+        return fit_var(data, max_lags, ic)
+    # Lag l's column is data[top - l : n - l] in every fit of the order
+    # selection, and a superset of it in the final fit.
+    if any(np.any(np.ptp(data[top - lag : n - lag], axis=0) == 0) for lag in range(1, top + 1)):
+        return fit_var(data, max_lags, ic)
+    if max_lags > 1:
+        crit = np.array([_info_criterion(data, p, max_lags - p, ic) for p in range(max_lags + 1)])
+        best, second = np.sort(crit)[:2]
+        if not (np.all(np.isfinite(crit)) and second - best > IC_TIE * max(1.0, abs(best))):
+            crit = np.array([_info_criterion(data, p, max_lags - p, ic, _logdet_scipy) for p in range(max_lags + 1)])
+        p = max(int(crit.argmin()), 1)
+    else:
+        p = 1
+    params, sse, df_resid = _ols_var(data, p)
+    coefs = params[1:].reshape((p, k, k)).swapaxes(1, 2).copy()
+    omega = sse / df_resid if df_resid else np.full_like(sse, np.nan)
+    return coefs, omega
 
 
 def index_dates(sessions: pl.Series, step: int) -> pl.Series:
@@ -145,7 +231,7 @@ def mart_spillover_index(
         if block.shape[0] < need or np.any(np.ptp(block, axis=0) == 0):
             continue  # too few complete sessions, or a flat series: nothing to decompose
         try:
-            coefs, sigma = fit_var(block, max_lags, ic)
+            coefs, sigma = fit_var_fast(block, max_lags, ic)
         except np.linalg.LinAlgError:
             continue  # collinear series (e.g. one a copy of another): no decomposition
         if not np.all(np.isfinite(sigma)) or np.any(np.diag(sigma) <= 0):

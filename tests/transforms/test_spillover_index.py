@@ -147,3 +147,62 @@ def test_a_flat_or_duplicated_series_gives_no_row_instead_of_failing(sess):
     assert mart_spillover_index(flat, sess, ("^RUT", "USDT"), step=50).is_empty()
     copy = frame(sess, {"^RUT": rut, "IWM": rut})
     assert mart_spillover_index(copy, sess, ("^RUT", "IWM"), step=50).is_empty()
+
+
+@pytest.mark.parametrize("tie", ["numpy_cholesky", "scipy_cholesky"])
+@pytest.mark.parametrize("ic", ["aic", "bic", "hqic", "fpe"])
+def test_fast_fit_is_statsmodels_bit_for_bit(ic, tie, monkeypatch):
+    """fit_var_fast (what the mart runs) against statsmodels' select_order + fit
+    (fit_var) on VARs of 2-5 series, 60-220 sessions, max lags 1-6: equal bits,
+    so the chosen order and every figure of the index are statsmodels' own;
+    also when every order selection is treated as a near-tie (recomputed with
+    statsmodels' own Cholesky)."""
+    from transforms import spillover_index
+    from transforms.spillover_index import fit_var_fast
+
+    if tie == "scipy_cholesky":
+        monkeypatch.setattr(spillover_index, "IC_TIE", np.inf)
+
+    rng = np.random.default_rng({"aic": 11, "bic": 12, "hqic": 13, "fpe": 14}[ic])
+    orders = set()
+    for _ in range(25):
+        k, n, max_lags = int(rng.integers(2, 6)), int(rng.integers(60, 221)), int(rng.integers(1, 7))
+        # A VAR(2) (own lags 0.2 and 0.5, small cross terms): the criteria pick 1 to 3 lags.
+        a1 = 0.2 * np.eye(k) + rng.normal(0, 0.05, (k, k))
+        a2 = 0.5 * rng.random() * np.eye(k)
+        x = np.zeros((n, k))
+        e = rng.normal(0, rng.uniform(0.005, 0.05, k), (n, k))
+        for t in range(2, n):
+            x[t] = a1 @ x[t - 1] + a2 @ x[t - 2] + e[t]
+        want_coefs, want_sigma = fit_var(x, max_lags, ic)
+        coefs, sigma = fit_var_fast(x, max_lags, ic)
+        np.testing.assert_array_equal(coefs, want_coefs)
+        np.testing.assert_array_equal(sigma, want_sigma)
+        orders.add(coefs.shape[0])
+    assert len(orders) > 1  # the order selection was exercised, not only p = 1
+
+
+def test_fast_fit_hands_odd_windows_to_statsmodels():
+    """A series constant over the lagged rows, or too few rows for the lags, go
+    to statsmodels (which refuses them); collinear series fail alike (no row is
+    published)."""
+    from transforms.spillover_index import fit_var_fast
+
+    rng = np.random.default_rng(15)
+    x = rng.normal(0, 0.01, (120, 2))
+    x[:-1, 1] = 0.02  # constant but for the last session
+    with pytest.raises(ValueError, match="constant"):
+        fit_var(x, 3, "aic")
+    with pytest.raises(ValueError, match="constant"):
+        fit_var_fast(x, 3, "aic")
+    short = rng.normal(0, 0.01, (20, 4))  # 5 lags of 4 series need more rows
+    with pytest.raises(ValueError, match="maxlags is too large"):
+        fit_var(short, 5, "aic")
+    with pytest.raises(ValueError, match="maxlags is too large"):
+        fit_var_fast(short, 5, "aic")
+    y = rng.normal(0, 0.01, (120, 1))
+    dup = np.hstack([y, y, rng.normal(0, 0.01, (120, 1))])
+    with pytest.raises(np.linalg.LinAlgError):
+        fit_var(dup, 3, "aic")
+    with pytest.raises(np.linalg.LinAlgError):
+        fit_var_fast(dup, 3, "aic")
