@@ -96,6 +96,15 @@ def reusable_years(table: Table, published_dir: Path | None, since: date | None)
     return out
 
 
+def written_from(table: Table, published_dir: Path | None, since: date | None) -> date | None:
+    """The first date of the rows ``write_table`` writes from the run's frame (not linked from the
+    published run): the first day of ``since``'s year where earlier years are reused, None (every
+    row) where none are."""
+    if not reusable_years(table, Path(os.path.realpath(published_dir)) if published_dir else None, since):
+        return None
+    return date(since.year, 1, 1)
+
+
 def manifest_schema(table: Table) -> list[dict]:
     partition = year_column(table)
     return [
