@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -230,15 +231,36 @@ def _is_new(table: Table, since: date) -> pl.Expr:
     return col.is_null() | (col >= since)
 
 
-def rows_to_audit(table: Table, frame: pl.DataFrame, since: date) -> pl.DataFrame:
-    """The rows dated on or after ``since`` and, as context for rules that compare a row with the
-    one before it (``.shift(1).over(..., order_by=date)``), the last earlier row of each key.
+# Operations a rule may use and still judge each row by that row's own values alone. A rule
+# using anything else (a window, a shift, an aggregate, or an operation not listed) is taken to
+# compare rows, and the incremental audit gives it earlier rows as context (``rows_to_audit``).
+ROW_LOCAL_OPS = frozenset({
+    "col", "lit", "abs", "is_in", "is_null", "is_not_null", "is_finite", "is_nan", "is_not_nan", "log", "exp",
+    "sign", "sqrt", "not_", "when", "then", "otherwise", "cast", "strict_cast", "alias", "fill_nan",
+})
+
+
+def compares_rows(table: Table, as_of: date) -> bool:
+    """Whether any of ``table``'s rules may judge a row by other rows (see ``ROW_LOCAL_OPS``)."""
+    inputs = RuleInputs(as_of)
+    for rule in table.rules:
+        text = re.sub(r'"[^"]*"', '""', str(rule.check(inputs)))
+        if set(re.findall(r"(\w+)\(", text)) - ROW_LOCAL_OPS:
+            return True
+    return False
+
+
+def rows_to_audit(table: Table, frame: pl.DataFrame, since: date, as_of: date) -> pl.DataFrame:
+    """The rows dated on or after ``since`` and, where a rule compares rows (``compares_rows``,
+    e.g. ``.shift(1).over(..., order_by=date)``), the last earlier row of each key as context.
 
     The context rows were audited when they were published; their own
     failures are not counted (``violations``), but the first new row of every
     key is compared with the row before it exactly as in the whole table.
     """
     new = _is_new(table, since)
+    if not compares_rows(table, as_of):
+        return frame.filter(new)
     col = pl.col(table.date_column)
     earlier = pl.when(~new).then(col)
     groups = [k for k in table.key if k != table.date_column]
@@ -258,7 +280,7 @@ def violations(
         table = contract_for(name, frame)
         first = audit_from(table, (since or {}).get(name))
         if first is not None:
-            frame = rows_to_audit(table, frame, first)
+            frame = rows_to_audit(table, frame, first, as_of)
         _, failures = check_frame(table, frame, as_of)
         if first is not None:
             failures = failures.filter(_is_new(table, first))

@@ -135,4 +135,29 @@ def test_a_full_build_is_audited_whole(tables, tmp_path):
     jan1 = date(SINCE.year, 1, 1)
     assert got["fact_prices"] == SINCE
     assert got["mart_rolling_correlation"] == jan1 and got["fact_returns"] == jan1
-    assert "mart_correlation_matrix" not in got and "mart_period_returns" not in got
+    assert got["mart_correlation_matrix"] == jan1 and "mart_period_returns" not in got
+
+
+def test_rules_that_compare_rows_get_context_and_unknown_operations_count_as_comparing():
+    from contracts.schema import Rule
+
+    def table(*checks):
+        return Table("t", "", (Column("k", "string", "", False), Column("day", "date", "", False),
+                               Column("x", "float", "")), primary_key=("k", "day"), date_column="day",
+                     rules=tuple(Rule(f"r{i}", "", c) for i, c in enumerate(checks)))
+
+    assert not quality.compares_rows(table(lambda _: (pl.col("x").abs() <= 1) & pl.col("k").is_in(["a"])), AS_OF)
+    assert quality.compares_rows(table(lambda _: pl.col("x") >= pl.col("x").shift(1).over("k", order_by="day")), AS_OF)
+    assert quality.compares_rows(table(lambda _: pl.col("x") <= pl.col("x").rolling_mean(5)), AS_OF)
+    assert quality.compares_rows(table(lambda _: pl.col("x") <= pl.col("x").mean()), AS_OF)
+    assert quality.compares_rows(table(lambda _: pl.col("x").clip(0, 1) == pl.col("x")), AS_OF), (
+        "an operation not known to be row-local counts as comparing rows")
+    assert {n for n, t in TABLES.items() if quality.compares_rows(t, AS_OF)} >= {
+        "mart_market_milestones", "mart_allocation_weights"}
+    # A rule looking one row back over a table audited from SINCE: the last earlier row is the context.
+    frame = pl.DataFrame({"k": ["a", "a", "a", "b"], "day": [SINCE - timedelta(days=3), SINCE - timedelta(days=1),
+                                                           SINCE, SINCE - timedelta(days=9)], "x": [1.0, 2.0, 1.5, 0.0]})
+    looks_back = table(lambda _: pl.col("x") >= pl.col("x").shift(1).over("k", order_by="day"))
+    assert quality.rows_to_audit(looks_back, frame, SINCE, AS_OF)["x"].to_list() == [2.0, 1.5, 0.0]
+    row_local = table(lambda _: pl.col("x").abs() <= 10)
+    assert quality.rows_to_audit(row_local, frame, SINCE, AS_OF)["x"].to_list() == [1.5]
