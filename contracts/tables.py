@@ -212,6 +212,8 @@ MART_CORRELATION_MATRIX = Table(
     primary_key=("date", "window_days", "asset_a", "asset_b"),
     date_column="date",
     publish=True,
+    # By year like the other large marts: a nightly run rewrites (and audits) only the current year.
+    partition_year_by="date",
 )
 
 MART_CORRELATION_EVENTS = Table(

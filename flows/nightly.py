@@ -34,6 +34,7 @@ from flows.stages.publish import add_run_tables, audit_run, load, mirror_publish
 from flows.stages.transform import note_transform, transform
 from flows.universe import load_universe
 from warehouse import snapshots
+from warehouse.audit import written_from
 from warehouse.files import StoredFileError, remove_stale_temp_files
 from warehouse.lake import Lake
 from warehouse.lock import RunLock
@@ -209,12 +210,15 @@ def run_pipeline(
             staging = snapshots.stage(settings.data_dir, run.run_id)
             staging.write_state({**built.state, "run_id": run.run_id, "incremental_from": built.incremental_from})
             unchanged_before = built.unchanged_before
-            run.table_rows = load(tables, staging.warehouse_path, settings.warehouse_storage_version,
-                                  settings.data_dir / snapshots.WAREHOUSE_FILE, unchanged_before,
-                                  settings.warehouse_compact_above)
+            loaded = load(tables, staging.warehouse_path, settings.warehouse_storage_version,
+                          settings.data_dir / snapshots.WAREHOUSE_FILE, unchanged_before,
+                          settings.warehouse_compact_above)
+            run.table_rows = loaded.counts
             stage_done("load")
             stage_start("audit")
-            run.warnings += audit_run(tables, as_of, run.run_id, settings.exchange_calendar)
+            # Only what this run writes itself; all of it after a full build (warehouse.audit.written_from).
+            since = written_from(unchanged_before, loaded.full_because is None, settings.data_dir / snapshots.MARTS_DIR)
+            run.warnings += audit_run(tables, as_of, run.run_id, settings.exchange_calendar, since)
             stage_done("audit")
             stage_start("publish")
             extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic, "crypto_close": settings.crypto_close}

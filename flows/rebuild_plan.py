@@ -34,7 +34,7 @@ def run_state(source: str, as_of: date, fingerprint: str, prices: pl.DataFrame) 
     }
 
 
-CODE_PACKAGES = ("flows", "transforms", "warehouse")
+CODE_PACKAGES = ("contracts", "flows", "transforms", "warehouse")
 
 
 def code_digest(root: Path = Path(__file__).resolve().parents[1], packages: tuple[str, ...] = CODE_PACKAGES) -> str:

@@ -5,16 +5,25 @@ and evaluated by ``warehouse.quality``. At audit time every rule is
 table-level: raw inputs were screened (bad rows quarantined) before the
 transforms, so a failing row here means a bug or an unscreened input, and the
 run must not publish.
+
+A run that copied the published warehouse audits only what it writes itself
+(``written_from``): the rows dated from the day its tables changed, where a
+table's key contains that date. The rows before were published by a run of
+the same code (the transform's fingerprint) and passed this audit then.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import polars as pl
 
+from contracts.schema import Table
+from contracts.tables import TABLES
+from warehouse import marts as mart_files
 from warehouse import quality
 
 
@@ -28,11 +37,47 @@ class AuditFailure:
         return f"{self.table}: {self.rule}: {self.detail}"
 
 
-def audit(frames: dict[str, pl.DataFrame], as_of: date) -> list[AuditFailure]:
+def audit(
+    frames: dict[str, pl.DataFrame], as_of: date, since: Mapping[str, date] | None = None,
+) -> list[AuditFailure]:
+    """Every rule the run's tables break. ``since`` (table -> date, ``written_from``): only those
+    tables' rows from that date on, where the table's key contains its date (``quality.audit_from``)."""
     return [
         AuditFailure(v.table, v.description, f"{v.rows} row(s), first {v.first_key}")
-        for v in quality.violations(frames, as_of)
+        for v in quality.violations(frames, as_of, since)
     ]
+
+
+def written_from(
+    unchanged_before: Mapping[str, date], copied: bool, published_marts: Path | None,
+    tables: Mapping[str, Table] = TABLES,
+) -> dict[str, date]:
+    """Per table, the first date of the rows this run writes from its own frames; tables not named
+    are written whole.
+
+    The run publishes a table's rows from two places: its frame, and the
+    published run (which passed the same audit, its code fingerprint being
+    this run's). Only the former needs auditing. From the frame come the
+    warehouse's rows from ``unchanged_before`` on when the load copied the
+    published file (``copied``; a full build writes every row), and a mart's
+    rows from the first day of the first year it does not hard-link from the
+    published marts (``warehouse.marts.written_from``; every row when it links
+    none).
+    """
+    if not copied:
+        return {}
+    out: dict[str, date] = {}
+    for name, since in unchanged_before.items():
+        table = tables.get(name)
+        if table is None:
+            continue
+        if table.publish:
+            mart = mart_files.written_from(table, published_marts, since)
+            if mart is None:
+                continue
+            since = min(since, mart)
+        out[name] = since
+    return out
 
 
 def audit_warnings(

@@ -24,7 +24,7 @@ from flows.sources.base import InputProblem, problems_frame
 from warehouse import marts as mart_files
 from warehouse import snapshots
 from warehouse.audit import audit, audit_warnings
-from warehouse.build import load_database
+from warehouse.build import Loaded, load_database
 from warehouse.mirror import mirror_marts
 from warehouse.quality import withdrawn_quarantine
 from warehouse.runs import RunLog
@@ -55,7 +55,7 @@ def load(
     tables: dict[str, pl.DataFrame], staged: Path, storage_version: str,
     published: Path | None = None, unchanged_before: dict[str, date] | None = None,
     compact_above: float = Settings.model_fields["warehouse_compact_above"].default,
-) -> dict[str, int]:
+) -> Loaded:
     """Copy the published warehouse and replace the changed rows, or build it whole (warehouse.build)."""
     loaded = load_database(staged, tables, storage_version=storage_version, published=published,
                            unchanged_before=unchanged_before, compact_above=compact_above)
@@ -64,14 +64,23 @@ def load(
     else:
         get_run_logger().info("warehouse copied from the published run; rows replaced from %s",
                               min(unchanged_before.values()))
-    return loaded.counts
+    return loaded
 
 
 
 @task(name="audit", cache_policy=NO_CACHE)
-def audit_run(tables: dict[str, pl.DataFrame], as_of: date, run_id: str, calendar: str) -> list[str]:
-    """The audit of the complete run: any failure publishes nothing. Returns its warnings."""
-    failures = audit(tables, as_of)
+def audit_run(
+    tables: dict[str, pl.DataFrame], as_of: date, run_id: str, calendar: str, since: dict[str, date] | None = None,
+) -> list[str]:
+    """The audit of the complete run: any failure publishes nothing. Returns its warnings.
+
+    ``since`` (``warehouse.audit.written_from``): a table's rows before its date
+    were published by the run this one copied, and passed this audit there.
+    """
+    if since:
+        get_run_logger().info("audit of the rows this run writes: from %s on in %d table(s), the others whole",
+                              min(since.values()), len(since))
+    failures = audit(tables, as_of, since)
     if failures:
         raise PipelineError("audit failed, nothing published: " + "; ".join(map(str, failures[:5])))
     return audit_warnings(tables, as_of, run_id, partial(exchange_sessions, code=calendar))

@@ -167,3 +167,47 @@ def test_the_load_copies_the_published_warehouse_and_links_unchanged_mart_years(
     assert new.stat().st_nlink == 1
     manifest = json.loads((tmp_path / "marts" / "fact_returns.manifest.json").read_text())
     assert manifest["row_count"] == pl.read_parquet(marts).height and manifest["run_id"] == second.run_id
+
+
+def test_a_copied_run_audits_what_it_writes_and_a_bad_new_row_still_publishes_nothing(tmp_path, monkeypatch):
+    """A full build is audited whole; the next night's copy-on-write run audits its own rows
+    (from the day they changed) and a duplicate key among them fails the run as before."""
+    import flows.nightly as nightly_module
+    import flows.stages.publish as publish_stage
+    from warehouse import snapshots
+
+    audited: list[dict] = []
+    real_audit = publish_stage.audit
+
+    def recording_audit(frames, as_of, since=None):
+        audited.append(dict(since or {}))
+        return real_audit(frames, as_of, since)
+
+    monkeypatch.setattr(publish_stage, "audit", recording_audit)
+    nightly(source="sample", start=START, as_of=D1, data_dir=str(tmp_path))
+    assert audited == [{}], "a full build audits every row"
+    published = snapshots.current_run(tmp_path)
+
+    transform, built_since = nightly_module.transform, {}
+
+    def with_a_duplicate_new_return(*args, **kwargs):
+        built = transform(*args, **kwargs)
+        built_since.update(built.unchanged_before)
+        returns = built.tables["fact_returns"]
+        new = returns.filter(pl.col("session_date") >= built.unchanged_before["fact_returns"]).head(1)
+        built.tables["fact_returns"] = pl.concat([returns, new])
+        return built
+
+    monkeypatch.setattr(nightly_module, "transform", with_a_duplicate_new_return)
+    with pytest.raises(Exception, match=r"audit failed, nothing published: fact_returns: \(symbol, session_date\) is unique"):
+        nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
+    assert snapshots.current_run(tmp_path) == published
+    # The copied run audited fact_returns from the first mart year it writes again (2016), not whole.
+    since = audited[1]
+    assert built_since["fact_returns"] > date(2016, 1, 1) and since["fact_returns"] == date(2016, 1, 1)
+    assert all(since[n] <= built_since[n] for n in since)
+
+    # Without the bad row the same night publishes, and an undamaged copied run passes its audit.
+    monkeypatch.setattr(nightly_module, "transform", transform)
+    assert nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path)).status == "succeeded"
+    assert audited[2] and snapshots.current_run(tmp_path) != published
