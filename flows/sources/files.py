@@ -711,8 +711,9 @@ class FilesSource:
             })
         # Symbols in the order found, each by date (as ``conform_bars`` sorts one symbol's frame).
         bars = pl.concat([
-            f.select(pl.lit(sym, t).alias(c) if c == "symbol" else pl.col(c).cast(t) for c, t in SOURCE_BAR_SCHEMA.items())
-            .sort("date")
+            f.select(
+                pl.lit(sym, t).alias(c) if c == "symbol" else pl.col(c).cast(t) for c, t in SOURCE_BAR_SCHEMA.items()
+            ).sort("date")
             for sym, f in by_symbol.items()
         ])
         done = FilesRead(bars, conform_assets(pl.DataFrame(meta, schema=ASSET_SCHEMA)), warnings, problems, failed)
