@@ -54,12 +54,12 @@ from flows.sources.base import (
     ASSET_SCHEMA,
     BAR_SCHEMA,
     ORIGIN,
+    SOURCE_BAR_SCHEMA,
     InputProblem,
     SourceBatch,
     SourceError,
     SymbolOutcome,
     conform_assets,
-    conform_bars,
 )
 from flows.universe import Universe, check_symbol, infer_asset_class
 
@@ -94,6 +94,8 @@ _AT = "_at"
 _WHY = "_why"
 # An hourly file's candle opening instant (UTC), set by the readers with ``keep_time``.
 _TS = "_ts"
+# Which symbol of its file a row belongs to (0, 1, ... in the order first seen), set by ``FilesSource.read``.
+_GROUP = "_group"
 
 
 def is_hourly(path: Path) -> bool:
@@ -439,44 +441,88 @@ def _line_of(origin: str, rel: str) -> str:
     return origin[len(rel) + 1 :]
 
 
-def _one_bar_per_date(
-    part: pl.DataFrame, rel: str, symbol: str, warnings: list[str], problems: list[InputProblem]
-) -> pl.DataFrame:
-    """Collapse exact repeats; every version of a date written twice with different values is held back."""
-    values = [c for c in part.columns if c != ORIGIN]
-    exact = part.height - part.unique(values).height
-    if exact:
-        warnings.append(f"{rel}: {symbol}: {exact} exact duplicate row(s) collapsed")
-        part = part.unique(values, keep="first", maintain_order=True)
-    clash = part.filter(pl.col("date").is_duplicated())
-    if clash.height:
-        days = clash["date"].n_unique()
-        for r in clash.sort("date").iter_rows(named=True):
-            n = clash.filter(pl.col("date") == r["date"]).height
-            problems.append(InputProblem(
-                rel,
-                f"date {r['date']} appears {n} times with different values (close {r['close']}); "
-                "mixed time zones can map two timestamps to one date",
-                f"every version of the date held back ({days} date(s)), the rest of the file kept",
-                "duplicate_date_conflict", symbol, _line_of(r[ORIGIN], rel), r["date"],
-            ))
-        part = part.filter(~pl.col("date").is_duplicated())
-    return part.sort("date")
-
-
-def _symbols_of(frame: pl.DataFrame, rel: str, universe: Universe, problems: list[InputProblem]):
-    """A long file's symbols; rows whose symbol could not be a ticker are held back, naming the row."""
-    parts = []
-    for (s,), g in frame.group_by("symbol", maintain_order=True):
+def _symbol_groups(
+    frame: pl.DataFrame, rel: str, universe: Universe, problems: list[InputProblem]
+) -> tuple[pl.DataFrame, dict[int, SymbolName]]:
+    """A long file's symbols: each value of its ``symbol`` column is a group (``_GROUP``, numbered in
+    the order first seen) named by ``classify_symbol``; the rows of a value that could not be a ticker
+    are held back, naming each row. Returns the other rows (``symbol`` dropped) and the groups."""
+    values = frame.select(pl.col("symbol").unique(maintain_order=True)).with_row_index(_GROUP)
+    groups: dict[int, SymbolName] = {}
+    bad: dict[int, str] = {}
+    for i, s in values.iter_rows():
         try:
-            parts.append((classify_symbol(s, universe), g.drop("symbol")))
+            groups[i] = classify_symbol(s, universe)
         except (ValueError, TypeError) as why:
-            for origin in g[ORIGIN]:
-                problems.append(InputProblem(
-                    rel, f"column 'symbol': {clip(str(why))}", "row held back", "row_unreadable",
-                    line=_line_of(origin, rel),
-                ))
-    return parts
+            bad[i] = clip(str(why))
+    frame = frame.join(values, on="symbol", how="left", nulls_equal=True, maintain_order="left").drop("symbol")
+    if bad:
+        held = frame.filter(pl.col(_GROUP).is_in(list(bad))).sort(_GROUP, maintain_order=True)
+        for i, origin in held.select(_GROUP, ORIGIN).iter_rows():
+            problems.append(InputProblem(
+                rel, f"column 'symbol': {bad[i]}", "row held back", "row_unreadable", line=_line_of(origin, rel),
+            ))
+        frame = frame.filter(~pl.col(_GROUP).is_in(list(bad)))
+    return frame, groups
+
+
+def _split(frame: pl.DataFrame, groups: dict[int, SymbolName]) -> list[tuple[SymbolName, pl.DataFrame]]:
+    """Each group's rows (``_GROUP`` dropped), in group order; a group with no rows left gets an empty frame."""
+    found = frame.partition_by(_GROUP, as_dict=True, include_key=False, maintain_order=True)
+    empty = frame.clear().drop(_GROUP)
+    return [(sym, found.get((i,), empty)) for i, sym in groups.items()]
+
+
+def _daily_parts(
+    frame: pl.DataFrame, groups: dict[int, SymbolName], rel: str, warnings: list[str], problems: list[InputProblem]
+) -> list[tuple[SymbolName, pl.DataFrame]]:
+    """One file's daily bars per symbol, checked over the whole file at once: rows the contracts cannot vouch
+    for are held back (``_refuse_missing``), exact repeats collapsed, and every version of a date written twice
+    with different values held back. Problems come per symbol in the order found, each symbol's held-back rows
+    by line, then its clashing dates by date."""
+    part = _refuse_missing(frame)
+    held = part.filter(pl.col(_WHY).is_not_null()).select(_GROUP, ORIGIN, "date", _WHY)
+    part = _complete(part.filter(pl.col(_WHY).is_null()).drop(_WHY))
+    # Only rows sharing a symbol and a date can repeat or contradict each other: look among those alone.
+    twice = part.select(_day_key().is_duplicated()).to_series()
+    kept, clash, collapsed = part, part.clear(), {}
+    if twice.any():
+        part = part.with_row_index("_row")
+        values = [c for c in part.columns if c not in (ORIGIN, "_row")]  # _GROUP among them: per symbol
+        dup = part.filter(twice)
+        once = dup.unique(values, keep="first", maintain_order=True)
+        n = dup.group_by(_GROUP).len().join(once.group_by(_GROUP).len(), on=_GROUP, suffix="_kept")
+        collapsed = {i: a - b for i, a, b in n.iter_rows() if a > b}
+        again = once.select(_day_key().is_duplicated()).to_series()
+        clash = once.filter(again).drop("_row")
+        kept = pl.concat([part.filter(~twice), once.filter(~again)]).sort("_row").drop("_row")
+    clash = clash.with_columns(
+        n=pl.len().over(_GROUP, "date"), days=pl.col("date").n_unique().over(_GROUP)
+    ).sort(_GROUP, "date", maintain_order=True)
+    by_group: dict[int, list[InputProblem]] = {}
+    for i, origin, day, why in held.iter_rows():
+        by_group.setdefault(i, []).append(InputProblem(
+            rel, why, "row held back", _row_kind(why), groups[i].symbol, _line_of(origin, rel), day,
+        ))
+    for r in clash.iter_rows(named=True):
+        by_group.setdefault(r[_GROUP], []).append(InputProblem(
+            rel,
+            f"date {r['date']} appears {r['n']} times with different values (close {r['close']}); "
+            "mixed time zones can map two timestamps to one date",
+            f"every version of the date held back ({r['days']} date(s)), the rest of the file kept",
+            "duplicate_date_conflict", groups[r[_GROUP]].symbol, _line_of(r[ORIGIN], rel), r["date"],
+        ))
+    for i, sym in groups.items():
+        problems.extend(by_group.get(i, []))
+        if i in collapsed:
+            warnings.append(f"{rel}: {sym.symbol}: {collapsed[i]} exact duplicate row(s) collapsed")
+    # Each symbol's rows in file order: ``read`` sorts each history by date once, at the end.
+    return _split(kept, groups)
+
+
+def _day_key() -> pl.Expr:
+    """A row's symbol in its file (``_GROUP``) and date as one integer: cheaper to hash than the pair."""
+    return pl.col(_GROUP).cast(pl.Int64) * (1 << 32) + pl.col("date").cast(pl.Int64)
 
 
 def _disagreement(a: pl.DataFrame, b: pl.DataFrame, rel_tol: float) -> str | None:
@@ -607,25 +653,19 @@ class FilesSource:
             where = f"{rel} {'line' if kind == 'csv' else 'row'} "
             frame = frame.with_columns((pl.lit(where) + pl.col(_AT).cast(pl.String)).alias(ORIGIN)).drop(_AT)
             if "symbol" in frame.columns:
-                found = _symbols_of(frame, rel, universe, problems)
+                frame, groups = _symbol_groups(frame, rel, universe, problems)
             elif name is None:
                 problems.append(InputProblem(rel, f"file name is not a symbol: {naming}", "file skipped",
                                              "file_name_not_symbol"))
                 continue
             else:
-                found = [(name, frame)]
+                frame, groups = frame.with_columns(pl.lit(0, pl.UInt32).alias(_GROUP)), {0: name}
             if hour:
-                for sym, part in found:
+                for sym, part in _split(frame, groups):
                     names.setdefault(sym.symbol, sym)
                     hourly.setdefault(sym.symbol, []).append((rel, self._hourly_rows(part, rel, sym.symbol, problems)))
                 continue
-            for sym, part in found:
-                part = _refuse_missing(part)
-                for r in part.filter(pl.col(_WHY).is_not_null()).select(ORIGIN, "date", _WHY).iter_rows(named=True):
-                    problems.append(InputProblem(rel, r[_WHY], "row held back", _row_kind(r[_WHY]), sym.symbol,
-                                                 _line_of(r[ORIGIN], rel), r["date"]))
-                part = _complete(part.filter(pl.col(_WHY).is_null()).drop(_WHY))
-                part = _one_bar_per_date(part, rel, sym.symbol, warnings, problems)
+            for sym, part in _daily_parts(frame, groups, rel, warnings, problems):
                 names.setdefault(sym.symbol, sym)
                 parts.setdefault(sym.symbol, []).append((rel, part))
         at_close = self._equity_close_bars(hourly, parts, names, failed_files, warnings)
@@ -669,7 +709,13 @@ class FilesSource:
                 "source": self.name,
                 "source_symbol": name.source_symbol,
             })
-        bars = pl.concat([conform_bars(f.with_columns(pl.lit(sym).alias("symbol"))) for sym, f in by_symbol.items()])
+        # Symbols in the order found, each by date (as ``conform_bars`` sorts one symbol's frame).
+        bars = pl.concat([
+            f.select(
+                pl.lit(sym, t).alias(c) if c == "symbol" else pl.col(c).cast(t) for c, t in SOURCE_BAR_SCHEMA.items()
+            ).sort("date")
+            for sym, f in by_symbol.items()
+        ])
         done = FilesRead(bars, conform_assets(pl.DataFrame(meta, schema=ASSET_SCHEMA)), warnings, problems, failed)
         self._memo = (universe, done)
         return done
@@ -791,18 +837,24 @@ class FilesSource:
             )
         for w in warnings:
             log.warning(w)
+        # Rows and date span of every symbol in one pass (not one scan of the bars per symbol).
+        span = {
+            sym: (n, first, last) for sym, n, first, last in bars.group_by("symbol").agg(
+                pl.len(), pl.col("date").min().alias("first"), pl.col("date").max().alias("last")
+            ).iter_rows()
+        }
         outcomes = []
         for sym in done.assets["symbol"]:
-            rows = bars.filter(pl.col("symbol") == sym)
+            n, first, last = span.get(sym, (0, None, None))
             outcomes.append(
                 SymbolOutcome(
                     symbol=sym,
                     source=self.name,
-                    status="ok" if rows.height else "skipped",
-                    rows=rows.height,
-                    first_date=rows["date"].min() if rows.height else None,
-                    last_date=rows["date"].max() if rows.height else None,
-                    error=None if rows.height else f"no rows between {start} and {as_of}",
+                    status="ok" if n else "skipped",
+                    rows=n,
+                    first_date=first,
+                    last_date=last,
+                    error=None if n else f"no rows between {start} and {as_of}",
                 )
             )
         for sym, (status, why) in sorted(done.failed.items()):

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from flows.sources.files import FilesSource, symbol_from_filename
-from flows.sources.base import SourceError
+from flows.sources.base import SourceError, empty_bars
 from flows.universe import Asset, Universe, load_universe
 
 UNIVERSE = load_universe()
@@ -239,6 +239,48 @@ def test_every_bar_names_its_file_relative_to_the_path_and_its_line_or_row(tmp_p
     assert origins(bars, "^GSPC") == {"2024-01-02": "long.parquet row 2"}
     assert origins(bars, "SOL") == {"2024-01-01": "SOL_USDT-1d.json row 1", "2024-01-02": "SOL_USDT-1d.json row 2"}
     assert not bars["origin"].str.contains(str(tmp_path), literal=True).any(), "no absolute (temp) paths"
+
+
+def test_a_long_file_is_checked_per_symbol_in_one_pass(tmp_path):
+    # Date-major, as a file one appends a day to: each symbol's rows are spread over the file.
+    rows = [  # row: symbol, date, close
+        ("AAA", 3, 3.0), ("BBB", 3, 30.0), ("AAA", 2, 2.0), ("BBB", 2, 20.0),
+        ("AAA", 3, 3.0),  # row 5: an exact repeat of row 1
+        ("BBB", 2, 21.0),  # row 6: the date of row 4 again, another close
+        ("bad sym!", 2, 1.0), ("AAA", 4, None), ("CCC", 2, None), ("BBB", 4, float("nan")), ("DDD", 2, 5.0),
+    ]
+    pl.DataFrame(
+        {"symbol": [r[0] for r in rows], "date": [date(2024, 1, r[1]) for r in rows],
+         **{c: [1.0] * len(rows) for c in ("open", "high", "low", "volume")}, "close": [r[2] for r in rows]}
+    ).write_parquet(tmp_path / "long.parquet")
+    source = FilesSource([tmp_path])
+    done = source.read(UNIVERSE)
+
+    # Symbols in the order first seen, each by date, each bar naming its row.
+    assert done.bars.select("symbol", pl.col("date").dt.day(), "origin").rows() == [
+        ("AAA", 2, "long.parquet row 3"), ("AAA", 3, "long.parquet row 1"),
+        ("BBB", 3, "long.parquet row 2"), ("DDD", 2, "long.parquet row 11"),
+    ]
+    assert done.warnings == ["long.parquet: AAA: 1 exact duplicate row(s) collapsed"]
+    # The bad symbol's rows first, then per symbol as first seen: its held-back rows by row, then its clashes.
+    assert [(p.line, p.symbol, p.kind) for p in done.problems] == [
+        ("row 7", None, "row_unreadable"), ("row 8", "AAA", "price_missing"), ("row 10", "BBB", "price_missing"),
+        ("row 4", "BBB", "duplicate_date_conflict"), ("row 6", "BBB", "duplicate_date_conflict"),
+        ("row 9", "CCC", "price_missing"),
+    ]
+    assert done.problems[3].text() == (
+        "long.parquet row 4: BBB: date 2024-01-02 appears 2 times with different values (close 20.0); mixed time "
+        "zones can map two timestamps to one date; every version of the date held back (1 date(s)), the rest of "
+        "the file kept"
+    )
+    assert done.failed == {"CCC": ("error", "every row was held back (see the quarantine table)")}
+
+    batch = source.fetch(UNIVERSE, date(2024, 1, 3), date(2024, 1, 10), {}, empty_bars())
+    assert [(o.symbol, o.status, o.rows, o.first_date, o.last_date) for o in batch.outcomes] == [
+        ("AAA", "ok", 1, date(2024, 1, 3), date(2024, 1, 3)), ("BBB", "ok", 1, date(2024, 1, 3), date(2024, 1, 3)),
+        ("DDD", "skipped", 0, None, None), ("CCC", "error", 0, None, None),
+    ]
+    assert batch.outcomes[2].error == "no rows between 2024-01-03 and 2024-01-10"
 
 
 def test_a_file_given_directly_is_named_by_its_file_name(tmp_path):
