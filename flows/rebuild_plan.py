@@ -11,6 +11,7 @@ is written by ``run_state`` and read here, in one place.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import polars as pl
 
 from contracts.tables import TABLES
 from flows.settings import Settings
-from transforms.graph import seed_tables
+from transforms.graph import DERIVED_BARS, seed_reads
 from transforms.incremental import first_changed_session
 from transforms.marts import MartParams
 from warehouse import snapshots
@@ -115,23 +116,28 @@ def incremental_base(
         new = now.join(stored, on=fund.column_names, how="anti", nulls_equal=True)
         if new.height:
             candidates.append(new["as_of"].min())
-    # The tables the mart graph's nodes read back when built incrementally.
-    large = [t for t in seed_tables() if t not in small]
+    # The tables the mart graph's nodes read back when built incrementally,
+    # each only as far as its nodes read it (``seed_reads``: e.g. fact_prices'
+    # derived index bars), filtered in the warehouse's scan.
+    reads = seed_reads()
+    large = [t for t in reads if t not in small]
+    touched = touched if touched is not None else prices.clear().select("symbol", "date")
     try:
-        previous = small | _read_seed(settings.warehouse_path, large)
+        previous = small | _read_seed(settings.warehouse_path, large, reads)
+        # The published bars against the clean bars now: a stored bar revised
+        # into a quarantined value, one withdrawn from the input, or one whose
+        # plausibility changed with its neighbours (a jump the next bar reverts)
+        # differs from what the published run read, though no clean bar is new.
+        # Only the bars that comparison looks at are read (``published_bars_compared``).
+        published_bars = published_bars_compared(
+            lambda where: _read_seed(settings.warehouse_path, ["fact_prices"], {"fact_prices": where}).get("fact_prices"),
+            prices, touched, previous_as_of,
+        )
     except Exception as exc:
         return unreadable_warehouse(settings.warehouse_path, exc)
-    if "fact_prices" not in previous:
+    if "fact_prices" not in previous or published_bars is None:
         return unreadable_warehouse(settings.warehouse_path, "it has no fact_prices table")
-    # The published bars against the clean bars now: a stored bar revised
-    # into a quarantined value, one withdrawn from the input, or one whose
-    # plausibility changed with its neighbours (a jump the next bar reverts)
-    # differs from what the published run read, though no clean bar is new.
-    published_bars = previous["fact_prices"].filter(pl.col("source") != "derived")
-    changed = first_published_difference(
-        published_bars, prices, touched if touched is not None else prices.clear().select("symbol", "date"),
-        previous_as_of,
-    )
+    changed = first_published_difference(published_bars, prices, touched, previous_as_of)
     if changed is not None:
         candidates.append(changed)
     return previous, min(candidates)
@@ -158,22 +164,10 @@ def first_published_difference(
     ``NEIGHBOUR_SEARCH_DAYS`` before its touched date over its whole history.
     A symbol with no bar in that range and nothing touched is unchanged.
     """
-    cols = ["symbol", "date"]
-    after = previous_as_of + timedelta(days=1)
-    per = touched.group_by("symbol").agg(pl.col("date").min().alias("_t"))
-    lo = min(after, per["_t"].min() or after) - timedelta(days=NEIGHBOUR_SEARCH_DAYS)
+    lo = comparison_start(touched, previous_as_of)
     recent_published = published.filter(pl.col("date") >= lo)
     recent_clean = clean.filter(pl.col("date") >= lo)
-    symbols = pl.concat([recent_published["symbol"], recent_clean["symbol"], touched["symbol"]]).unique()
-    first = (
-        symbols.to_frame().join(per, on="symbol", how="left")
-        .select("symbol", pl.min_horizontal(pl.lit(after), pl.col("_t")).alias("_t"))
-    )
-    start = (
-        recent_published.select(cols).join(first, on="symbol").filter(pl.col("date") < pl.col("_t"))
-        .group_by("symbol").agg(pl.col("date").max().alias("_from"))
-    )
-    far = first.join(start, on="symbol", how="anti")["symbol"]
+    start, far = _comparison_starts(recent_published, recent_clean, touched, previous_as_of)
 
     def window(full: pl.DataFrame, recent: pl.DataFrame) -> pl.DataFrame:
         near = recent.join(start, on="symbol").filter(pl.col("date") >= pl.col("_from")).drop("_from")
@@ -182,6 +176,50 @@ def first_published_difference(
         return pl.concat([near, full.filter(pl.col("symbol").is_in(far.implode()))])
 
     return first_changed_session(window(published, recent_published), window(clean, recent_clean))
+
+
+def comparison_start(touched: pl.DataFrame, previous_as_of: date) -> date:
+    """The first date of the published bars ``first_published_difference`` compares (all symbols)."""
+    after = previous_as_of + timedelta(days=1)
+    return min(after, touched["date"].min() or after) - timedelta(days=NEIGHBOUR_SEARCH_DAYS)
+
+
+def _comparison_starts(
+    recent_published: pl.DataFrame, recent_clean: pl.DataFrame, touched: pl.DataFrame, previous_as_of: date
+) -> tuple[pl.DataFrame, pl.Series]:
+    """Per symbol, the last published bar before its first touched date (``_from``), and the
+    symbols without one since ``comparison_start`` (compared over their whole history)."""
+    after = previous_as_of + timedelta(days=1)
+    per = touched.group_by("symbol").agg(pl.col("date").min().alias("_t"))
+    symbols = pl.concat([recent_published["symbol"], recent_clean["symbol"], touched["symbol"]]).unique()
+    first = (
+        symbols.to_frame().join(per, on="symbol", how="left")
+        .select("symbol", pl.min_horizontal(pl.lit(after), pl.col("_t")).alias("_t"))
+    )
+    start = (
+        recent_published.select("symbol", "date").join(first, on="symbol").filter(pl.col("date") < pl.col("_t"))
+        .group_by("symbol").agg(pl.col("date").max().alias("_from"))
+    )
+    return start, first.join(start, on="symbol", how="anti")["symbol"]
+
+
+def published_bars_compared(
+    read: Callable[[list], pl.DataFrame | None], clean: pl.DataFrame, touched: pl.DataFrame, previous_as_of: date
+) -> pl.DataFrame | None:
+    """The published (not derived) bars ``first_published_difference`` reads, not all of them:
+    every bar since ``comparison_start`` and the whole history of the symbols it
+    compares whole. ``read(conditions)`` reads fact_prices' rows meeting them
+    (``warehouse.query.read_tables``' conditions; None: no such table)."""
+    not_derived = (DERIVED_BARS[0], "!=", DERIVED_BARS[2])
+    lo = comparison_start(touched, previous_as_of)
+    recent = read([not_derived, ("date", ">=", lo)])
+    if recent is None:
+        return None
+    _, far = _comparison_starts(recent, clean.filter(pl.col("date") >= lo), touched, previous_as_of)
+    if far.is_empty():
+        return recent
+    whole = read([not_derived, ("symbol", "in", tuple(far.sort().to_list()))])
+    return pl.concat([recent.filter(~pl.col("symbol").is_in(far.implode())), whole])
 
 
 # How a full rebuild's reason starts when the published warehouse cannot be
@@ -194,6 +232,7 @@ def unreadable_warehouse(path: Path, reason: object) -> str:
     return f"{UNREADABLE_WAREHOUSE} {path} ({text[:300]}); rebuilding every table from the lake"
 
 
-def _read_seed(path: Path, names: list[str]) -> dict[str, pl.DataFrame]:
-    """Published tables, each conformed to its contract (a table of another shape is an error)."""
-    return {n: TABLES[n].conform(f) if n in TABLES else f for n, f in read_tables(path, names).items()}
+def _read_seed(path: Path, names: list[str], where: dict | None = None) -> dict[str, pl.DataFrame]:
+    """Published tables (only the rows ``where`` names, see ``warehouse.query.read_tables``),
+    each conformed to its contract (a table of another shape is an error)."""
+    return {n: TABLES[n].conform(f) if n in TABLES else f for n, f in read_tables(path, names, where).items()}

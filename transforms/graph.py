@@ -2,7 +2,9 @@
 
 Each ``Node`` names the tables it produces, the tables it reads (the base
 inputs ``BASE_INPUTS`` or other nodes' tables), its builder, the previous
-run's tables it reads back when built incrementally, and its look-back. One
+run's tables it reads back when built incrementally (and, where it needs
+fewer than all of a table's rows, which: ``previous_rows``, pushed into the
+warehouse scan by the reader, see ``seed_reads``), and its look-back. One
 builder signature serves the full and the incremental build::
 
     build(inputs, params, since, previous) -> Built
@@ -73,6 +75,8 @@ from transforms.spillover import publish_dates
 from transforms.spillover_index import index_dates
 from transforms.spillover_marts import SPILLOVER_TABLES, spillover_marts, spillover_marts_since
 
+# The published fact_prices rows the crypto indices were built as (warehouse source "derived").
+DERIVED_BARS: Condition = ("source", "==", "derived")
 # What a run reads besides the previous tables.
 BASE_INPUTS = ("prices", "assets", "sessions", "fundamentals", "history")
 ALLOCATION_TABLES = (
@@ -92,6 +96,10 @@ class Built:
 
 
 Builder = Callable[[Mapping[str, Any], MartParams, "date | None", Mapping[str, pl.DataFrame]], Built]
+# A condition on a previous table's column: ("source", "==", "derived"); the
+# operators are those of ``warehouse.query.read_tables``, which pushes them into
+# the warehouse's scan. Plain tuples: this module stays free of I/O.
+Condition = tuple[str, str, Any]
 
 
 def _no_lookback(params: MartParams) -> int:
@@ -113,6 +121,11 @@ class Node:
     # ... and those of them without which the whole run is built in full
     # (the node falls back to its own full build when another one is missing).
     requires: tuple[str, ...] = ()
+    # Which rows of a ``previous`` table the node reads when not all of them:
+    # (table, conditions on its columns), read with the conditions pushed into
+    # the warehouse scan (``seed_reads``). A previous table the node passes on
+    # into its output (rows before ``since`` kept as they were) is read whole.
+    previous_rows: tuple[tuple[str, tuple[Condition, ...]], ...] = ()
     # Sessions before ``since`` the incremental build reads; a changed range
     # that starts closer to the first session makes the run a full build.
     lookback: Callable[[MartParams], int] = _no_lookback
@@ -450,7 +463,10 @@ def build_allocation(inputs, params: MartParams, since, previous) -> Built:
 
 GRAPH: tuple[Node, ...] = (
     Node("indices", ("fact_prices", "dim_asset", "dim_index_member", "_benchmarks"), ("prices", "assets"),
-         build_indices, previous=("fact_prices",), requires=("fact_prices",)),
+         build_indices, previous=("fact_prices",), requires=("fact_prices",),
+         # Only the derived index bars (chained on from their last level; the
+         # other bars come from the lake): ~0.1% of the published fact_prices.
+         previous_rows=(("fact_prices", (DERIVED_BARS,)),)),
     Node("fundamentals", ("fact_fundamentals",), ("fundamentals",), build_fundamentals, inline=True),
     Node("returns", ("fact_returns",), ("fact_prices", "sessions"), build_returns,
          previous=("fact_returns",), requires=("fact_returns",)),
@@ -528,6 +544,17 @@ def levels(graph: Sequence[Node] = GRAPH) -> list[list[Node]]:
 def seed_tables(graph: Sequence[Node] = GRAPH) -> tuple[str, ...]:
     """The previous run's tables an incremental build reads (the union of the nodes' ``previous``)."""
     return tuple(dict.fromkeys(t for n in graph for t in n.previous))
+
+
+def seed_reads(graph: Sequence[Node] = GRAPH) -> dict[str, tuple[Condition, ...] | None]:
+    """Each of ``seed_tables`` with the rows to read: the conditions every node
+    reading it declared in ``previous_rows`` (the same for all of them), or
+    None (whole) when one of them reads it whole or they declare different rows."""
+    out: dict[str, tuple[Condition, ...] | None] = {}
+    for table in seed_tables(graph):
+        wants = {dict(n.previous_rows).get(table) for n in graph if table in n.previous}
+        out[table] = wants.pop() if len(wants) == 1 else None
+    return out
 
 
 def full_build_reason(

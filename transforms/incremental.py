@@ -79,8 +79,9 @@ def factor_marts_since(
     per table, the date before which its rows are the previous rows
     (``transforms.marts.Marts.unchanged_before``)."""
     scores, metrics = factor_scores(prices, assets, sessions, params, fundamentals, from_date=from_date)
-    all_scores = pl.concat([previous["mart_factor_scores"].filter(pl.col("date") < from_date), scores])
-    all_metrics = pl.concat([previous["mart_factor_metrics"].filter(pl.col("date") < from_date), metrics])
+    # The previous rows as read (no copy) when none is dated on/after from_date, the nightly case.
+    all_scores = pl.concat([_before(previous["mart_factor_scores"], "date", from_date), scores])
+    all_metrics = pl.concat([_before(previous["mart_factor_metrics"], "date", from_date), metrics])
     ic, _ = evaluate_factors(all_scores, prices, sessions, horizons=params.factor_horizons, from_date=from_date)
     # The IC of date t uses closes t..t+h sessions: touched from h sessions before the first changed one.
     sess = sessions.cast(pl.Date).unique().sort()

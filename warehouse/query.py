@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -146,12 +147,50 @@ def run_query_result(db_path: Path, sql: str, target: Target = Target.text, limi
     return Result(frame, False)
 
 
-def read_tables(db_path: Path, names: list[str]) -> dict[str, pl.DataFrame]:
-    """Whole tables of a warehouse, read-only; a name the warehouse lacks is left out."""
+# A condition on a column, pushed into DuckDB's scan: ("source", "==", "derived"),
+# ("date", ">=", day), ("symbol", "in", ("A", "B")). Plain tuples, so pure code
+# (the mart graph's seed declarations) can state them without importing DuckDB.
+Condition = tuple[str, str, object]
+_OPERATORS = {
+    "==": lambda c, v: c == duckdb.ConstantExpression(v),
+    "!=": lambda c, v: c != duckdb.ConstantExpression(v),
+    ">=": lambda c, v: c >= duckdb.ConstantExpression(v),
+    "<": lambda c, v: c < duckdb.ConstantExpression(v),
+    "in": lambda c, v: c.isin(*(duckdb.ConstantExpression(x) for x in v)) if v else duckdb.ConstantExpression(False),
+}
+
+
+def _where(conditions: Sequence[Condition]) -> duckdb.Expression:
+    expr = duckdb.ConstantExpression(True)
+    for column, op, value in conditions:
+        if op not in _OPERATORS:
+            raise ValueError(f"unknown condition operator {op!r} on column {column} (one of {', '.join(_OPERATORS)})")
+        expr = expr & _OPERATORS[op](duckdb.ColumnExpression(column), value)
+    return expr
+
+
+def read_tables(
+    db_path: Path, names: list[str], where: Mapping[str, Sequence[Condition] | None] | None = None,
+) -> dict[str, pl.DataFrame]:
+    """Tables of a warehouse, read-only; a name the warehouse lacks is left out.
+
+    ``where`` (per table): only the rows meeting every condition, filtered in
+    DuckDB's scan (zone maps skip row groups), never whole tables filtered
+    afterwards; a table not named there, or named with None, is read whole.
+    """
+    where = where or {}
     con = connect_read_only(db_path)
     try:
         present = {r[0] for r in con.execute(read_sql_file("catalog/main_tables.sql")).fetchall()}
-        return {n: con.sql(f"SELECT * FROM main.{ident(n)}").pl() for n in names if n in present}
+        out = {}
+        for n in names:
+            if n not in present:
+                continue
+            rel = con.table(f"main.{ident(n)}")
+            if where.get(n):
+                rel = rel.filter(_where(where[n]))
+            out[n] = rel.pl()
+        return out
     finally:
         con.close()
 

@@ -63,9 +63,25 @@ def test_next_night_rebuilds_only_from_the_new_days_and_equals_a_full_run(tmp_pa
     built = []
     real = flows.nightly.transform
     monkeypatch.setattr(flows.nightly, "transform", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    import flows.rebuild_plan
+
+    reads = []
+    real_read = flows.rebuild_plan.read_tables
+
+    def recorded(path, names, where=None):
+        out = real_read(path, names, where)
+        reads.extend((n, (where or {}).get(n), f.height) for n, f in out.items())
+        return out
+
+    monkeypatch.setattr(flows.rebuild_plan, "read_tables", recorded)
     second = nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
     assert second.incremental_from == D1 + timedelta(days=1)
     assert_same_tables(tmp_path, full_d2)
+    # The seed read is bounded: fact_prices (the lake's bars plus the index bars)
+    # is never read whole, only the index bars and the month the comparison needs.
+    price_reads = [(where, rows) for name, where, rows in reads if name == "fact_prices"]
+    assert price_reads and all(where for where, _ in price_reads)
+    assert sum(rows for _, rows in price_reads) < published["fact_prices"].height / 5
     # What the run hands the load: per table, rows before the date are the published ones.
     unchanged = built[0].unchanged_before
     assert {"fact_returns", "mart_rolling_correlation", "mart_correlation_matrix"} <= set(unchanged)

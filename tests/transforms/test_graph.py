@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -20,6 +20,7 @@ from transforms.graph import (
     full_build_reason,
     levels,
     producers,
+    seed_reads,
     seed_tables,
 )
 from transforms.marts import MartParams, build_marts, serial_map
@@ -82,6 +83,51 @@ def test_seed_tables_are_the_nodes_previous_needs():
     import flows.nightly
 
     assert not hasattr(flows.nightly, "SEED_TABLES"), "the flow reads the graph's seed tables, not a list of its own"
+
+
+def test_seed_reads_bound_each_previous_table_as_its_nodes_declare():
+    reads = seed_reads(GRAPH)
+    assert set(reads) == set(seed_tables(GRAPH))
+    # The indices node reads only the published index bars back, not the ~9 M lake bars.
+    assert reads["fact_prices"] == (("source", "==", "derived"),)
+    # A table passed on into a node's output (its rows before ``since`` kept) is read whole.
+    assert reads["fact_returns"] is None and reads["mart_rolling_correlation"] is None
+    # Two nodes reading one table differently: the read covers both (whole).
+    other = Node("other", ("mart_other",), ("fact_prices",), lambda i, p, s, prev: Built({}), previous=("fact_prices",))
+    assert seed_reads((*GRAPH, other))["fact_prices"] is None
+    same = dataclasses.replace(other, previous_rows=(("fact_prices", (("source", "==", "derived"),)),))
+    assert seed_reads((*GRAPH, same))["fact_prices"] == (("source", "==", "derived"),)
+
+
+def test_the_indices_node_gets_only_the_derived_bars_and_builds_as_from_the_whole_table(panel):
+    prices, assets, sessions = panel
+    # As a run reads them from the lake: the index bars are then "derived" in fact_prices.
+    prices = prices.with_columns(pl.lit("sample").alias("source"), pl.lit(datetime(2026, 11, 21, tzinfo=UTC)).alias("ingested_at"))
+    params = dataclasses.replace(PARAMS, factors=False)
+    prev = sessions[-2]
+    pp, ps = as_of(prices, sessions, prev)
+    previous = assemble(pp, assets, ps, params).tables
+    (column, _, value), = seed_reads(GRAPH)["fact_prices"]
+    bounded = previous | {"fact_prices": previous["fact_prices"].filter(pl.col(column) == value)}
+    assert 0 < bounded["fact_prices"].height < previous["fact_prices"].height / 5
+    received = []
+
+    def spy(inputs, params, since, prev_tables):
+        received.append(prev_tables["fact_prices"])
+        return GRAPH[0].build(inputs, params, since, prev_tables)
+
+    graph = (dataclasses.replace(GRAPH[0], build=spy), *GRAPH[1:])
+    since = prev + timedelta(days=1)
+    whole = assemble(prices, assets, sessions, params, since=since, previous=previous)
+    inc = assemble(prices, assets, sessions, params, since=since, previous=bounded, graph=graph)
+    assert received and received[0]["source"].unique().to_list() == ["derived"]
+    assert received[0].height == bounded["fact_prices"].height
+    full = assemble(prices, assets, sessions, params)
+    for name in full.tables:
+        keys = [c for c in full.tables[name].columns if full.tables[name][c].dtype != pl.Float64]
+        for other in (whole, inc):
+            assert_frame_equal(other.tables[name].sort(keys, nulls_last=True),
+                               full.tables[name].sort(keys, nulls_last=True), check_exact=True)
 
 
 def test_full_build_reason_is_derived_from_requires_and_lookback(panel):

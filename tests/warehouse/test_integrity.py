@@ -231,3 +231,55 @@ def test_first_published_difference_looks_at_the_touched_range_and_the_bar_befor
     assert first_published_difference(published_.filter(pl.col("symbol") == "A"), bars, nothing, as_of) == days[0]
     withdrawn_b = published_.filter(pl.col("symbol") == "B").select("symbol", "date")
     assert first_published_difference(published_, bars.filter(pl.col("symbol") == "A"), withdrawn_b, as_of) == days[0]
+
+
+def test_the_published_bars_compared_are_read_bounded_from_the_warehouse_and_give_the_same_difference(tmp_path):
+    """``published_bars_compared`` reads from a real DuckDB file only the bars
+    ``first_published_difference`` looks at (filters in the scan), and the
+    difference found from them is the one found from the whole published table."""
+    import duckdb
+
+    from flows.rebuild_plan import first_published_difference, published_bars_compared
+
+    days = [date(2024, 1, 1) + timedelta(days=i) for i in range(120)]
+    bars = pl.DataFrame({"symbol": ["A"] * 120 + ["B"] * 120, "date": days * 2, "close": [1.0] * 240,
+                         "source": ["sample"] * 240})
+    as_of = days[109]
+    index = pl.DataFrame({"symbol": ["IDX"] * 110, "date": days[:110], "close": [2.0] * 110, "source": ["derived"] * 110})
+    # C stopped 60 days before the as-of: a symbol with no bar in the search window is compared whole.
+    gone = pl.DataFrame({"symbol": ["C"] * 50, "date": days[:50], "close": [3.0] * 50, "source": ["sample"] * 50})
+    published = pl.concat([bars.filter(pl.col("date") <= as_of), gone])
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path))
+    con.register("p", pl.concat([published, index]).to_arrow())
+    con.execute("CREATE TABLE fact_prices AS SELECT * FROM p")
+    con.close()
+    reads = []
+
+    def read(where):
+        frame = read_tables(path, ["fact_prices"], {"fact_prices": where}).get("fact_prices")
+        reads.append(frame.height)
+        return frame
+
+    new_days = bars.filter(pl.col("date") > as_of).select("symbol", "date")
+    resumed = pl.DataFrame({"symbol": ["C"] * 10, "date": days[110:], "close": [3.0] * 10, "source": ["sample"] * 10})
+    deep = days[30]
+    cases = [
+        (bars, new_days, True),  # a plain next night
+        # A deep bar withdrawn: everything from a month before it is compared.
+        (bars.filter(~((pl.col("symbol") == "A") & (pl.col("date") == deep))),
+         pl.concat([new_days, pl.DataFrame({"symbol": ["A"], "date": [deep]})]), False),
+        # C resumes after its gap, and one of its old bars is no longer clean.
+        (pl.concat([bars, gone.filter(pl.col("date") != days[5]), resumed]),
+         pl.concat([new_days, resumed.select("symbol", "date")]), True),
+    ]
+    for clean, touched, bounded_read in cases:
+        reads.clear()
+        bounded = published_bars_compared(read, clean, touched, as_of)
+        assert "derived" not in bounded["source"].to_list()
+        if bounded_read:
+            assert sum(reads) < published.height / 2
+        assert first_published_difference(bounded, clean, touched, as_of) == first_published_difference(
+            published, clean, touched, as_of)
+    assert first_published_difference(bounded, clean, touched, as_of) == days[5], "C is compared whole"
+    assert published_bars_compared(lambda where: None, bars, new_days, as_of) is None, "no fact_prices table"

@@ -1,0 +1,106 @@
+"""Bench stage ``transform_next_day``: the next day's transform stage alone, on the e2e bench's data.
+
+Needs ``python -m bench --stages generate,e2e`` in the same work dir first:
+its data dir keeps both runs (``.runs/<full>``, ``.runs/<next day>``) and the
+lake with the next day's bars. This stage points a scratch data dir's
+``current`` at the **full** run (its warehouse and marts linked, its
+``run.json`` with the fingerprint of the code under test, so a changed
+checkout still seeds from it) and the lake at the e2e lake, then times
+``flows.stages.transform.transform`` as of the next day: the lake read, the
+screen, the rebuild plan's seed reads and every mart, as the next day's run
+does (partitions one after another, no Prefect). In a fresh interpreter per
+stage: its peak RSS is this stage's alone.
+
+Prints wall, CPU, peak RSS, whether it was incremental and from when, and
+the rows read back from the published warehouse per table (summed over the
+reads of ``flows.rebuild_plan``), so a bounded read shows as a row count,
+not only as a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+
+def _runs(data: Path) -> list[tuple[str, Path]]:
+    """(as_of, run dir) of each complete run the e2e data dir keeps, oldest first."""
+    out = []
+    for run in sorted((data / ".runs").iterdir()):
+        state = run / "run.json"
+        if not run.name.startswith(".") and state.exists():
+            out.append((json.loads(state.read_text())["as_of"], run))
+    return sorted(out)
+
+
+def stage_transform_next_day(work: Path, args) -> None:
+    from datetime import date
+
+    from bench.__main__ import emit, rss_now
+    from flows.params import mart_params
+    from flows.rebuild_plan import transform_fingerprint
+    from flows.settings import Settings
+    from flows.stages.transform import transform
+    from flows.universe import load_universe
+    from warehouse.lake import Lake
+
+    data = work / "e2e" / "data"
+    runs = _runs(data)
+    if len(runs) < 2:
+        raise SystemExit(f"transform_next_day: {data} does not keep a full and a next-day run; run the e2e stage first")
+    (_, full), (next_as_of, _) = runs[-2], runs[-1]
+    scratch = work / "next_day_transform"
+    current = scratch / "current"
+    current.mkdir(parents=True, exist_ok=True)
+    for name in ("lake",):
+        link = scratch / name
+        if not link.is_symlink():
+            os.symlink(data / name, link)
+    for name in ("warehouse.duckdb", "warehouse.duckdb.full-size", "marts"):
+        link = current / name
+        if not link.is_symlink() and (full / name).exists():
+            os.symlink(full / name, link)
+    if not (scratch / "warehouse.duckdb").is_symlink():
+        os.symlink("current/warehouse.duckdb", scratch / "warehouse.duckdb")
+    env = {"XASSET_DATA_DIR": str(scratch), "XASSET_UNIVERSE_PATH": str(work / "e2e" / "universe.yaml")}
+    os.environ.update(env)
+    settings = Settings()
+    universe = load_universe(settings.universe_path)
+    state = json.loads((full / "run.json").read_text())
+    state["fingerprint"] = transform_fingerprint(mart_params(settings, universe), settings, "files")
+    (current / "run.json").write_text(json.dumps(state))
+
+    import flows.rebuild_plan
+
+    seed_rows: dict[str, int] = {}
+    real_read = flows.rebuild_plan.read_tables
+
+    def counted(path, names, *where):
+        out = real_read(path, names, *where)
+        for name, frame in out.items():
+            seed_rows[name] = seed_rows.get(name, 0) + frame.height
+        return out
+
+    flows.rebuild_plan.read_tables = counted
+    lake = Lake(settings.lake_dir, "files")
+    before = rss_now()
+    t, c = time.perf_counter(), time.process_time()
+    profile = os.environ.get("BENCH_PROFILE")  # a path: cProfile the transform into it (slower)
+    if profile:
+        import cProfile
+
+        with cProfile.Profile() as prof:
+            built = transform(lake, settings, universe, date.fromisoformat(next_as_of), synthetic=False)
+        prof.dump_stats(profile)
+    else:
+        built = transform(lake, settings, universe, date.fromisoformat(next_as_of), synthetic=False)
+    seconds, cpu = time.perf_counter() - t, time.process_time() - c
+    emit(
+        "transform_next_day", seconds, sum(f.height for f in built.tables.values()), rss_before=before, cpu=cpu,
+        incremental_from=str(built.incremental_from), full_because=built.full_because, seed_rows=seed_rows,
+    )
+
+
+STAGES = {"transform_next_day": stage_transform_next_day}
