@@ -25,7 +25,6 @@ import importlib.util
 import json
 import shutil
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
