@@ -99,6 +99,9 @@ class SourceBatch:
 
 class Source(Protocol):
     name: str
+    # Whether ``fetch`` compares against ``stored_tail``; reading it costs a pass over the lake,
+    # so a snapshot source that ignores it says so.
+    reads_stored_tail: bool
 
     def fetch(
         self,

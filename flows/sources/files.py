@@ -586,6 +586,7 @@ class FilesRead:
 
 class FilesSource:
     name = "files"
+    reads_stored_tail = False  # the files are the whole snapshot
 
     def __init__(
         self, paths: list[Path], overlap_rel_tol: float = 1e-4, on_conflict: str = "refuse",

@@ -46,6 +46,7 @@ class LiveSource:
     """
 
     name = "live"
+    reads_stored_tail = True  # restated history in the look-back overlap is found against it
 
     def __init__(
         self,

@@ -129,6 +129,7 @@ def _spillover_path(days: np.ndarray) -> np.ndarray:
 
 class SampleSource:
     name = "sample"
+    reads_stored_tail = False
 
     def __init__(self, seed: int = 20160714, crypto_close: str = "utc_midnight") -> None:
         self.seed = seed

@@ -134,9 +134,10 @@ def extract(
     parts = batches(universe, runner.extract_batch_size, splittable=src.name != "files")
     last_dates = lake.last_dates() if incremental else {}
     # The stored tail must span the live source's look-back window so every
-    # re-fetched bar has a stored twin to compare for restated history; twice
-    # the window leaves room for a gap inside it.
-    tail = lake.tail(2 * settings.live.lookback_sessions) if incremental else empty_bars()
+    # re-fetched bar has a stored twin to compare for restated history;
+    # twice the window leaves room for a gap inside it. A source that ignores it is spared the read.
+    reads_tail = incremental and getattr(src, "reads_stored_tail", True)
+    tail = lake.tail(2 * settings.live.lookback_sessions) if reads_tail else empty_bars()
     retry = src.name == "live"
     task_ = extract_batch.with_options(
         # For an optional server-side limit across runs (docs/operations.md).

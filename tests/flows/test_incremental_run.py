@@ -74,7 +74,13 @@ def test_next_night_rebuilds_only_from_the_new_days_and_equals_a_full_run(tmp_pa
         return out
 
     monkeypatch.setattr(flows.rebuild_plan, "read_tables", recorded)
+    from warehouse.lake import Lake
+
+    tails = []
+    real_tail = Lake.tail
+    monkeypatch.setattr(Lake, "tail", lambda self, *a, **k: tails.append(a) or real_tail(self, *a, **k))
     second = nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
+    assert tails == [], "a snapshot source never reads the stored tail (a pass over the lake)"
     assert second.incremental_from == D1 + timedelta(days=1)
     assert_same_tables(tmp_path, full_d2)
     # The seed read is bounded: fact_prices (the lake's bars plus the index bars)
