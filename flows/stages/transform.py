@@ -92,10 +92,14 @@ def transform(
     # bar (a source's whole record of an index, e.g. ^RUT from 1987, see
     # FilesSource.fetch) only feed the milestones' highs; every other mart
     # starts where it did (issue 14).
-    others = prices.join(assets.filter(pl.col("asset_class") != "index").select("symbol"), on="symbol", how="semi")
+    # (Only the first date is kept: the frame would hold a copy of nearly every bar through the build.)
+    others_first = (
+        prices.join(assets.filter(pl.col("asset_class") != "index").select("symbol"), on="symbol", how="semi")
+        ["date"].min()
+    )
     history = None
-    if others.height:
-        start = min(others["date"].min(), settings.history_start)
+    if others_first is not None:
+        start = min(others_first, settings.history_start)
         if prices["date"].min() < start:
             history = prices.filter(pl.col("date") < start)
             prices = prices.filter(pl.col("date") >= start)
@@ -108,6 +112,9 @@ def transform(
         settings, lake.source, fingerprint, as_of, prices, assets, fundamentals,
         stored=stored, withdrawn=lake.read_withdrawn(),
     )
+    # The stored bars as read (with each bar's origin) are not needed past the
+    # rebuild plan: not held through the build (the lake's size in memory).
+    del stored
     if not isinstance(base, str):
         # The graph's own rules (a required previous table missing, a changed
         # range within a node's look-back of the first session) are reported too.

@@ -283,3 +283,18 @@ def test_the_published_bars_compared_are_read_bounded_from_the_warehouse_and_giv
             published, clean, touched, as_of)
     assert first_published_difference(bounded, clean, touched, as_of) == days[5], "C is compared whole"
     assert published_bars_compared(lambda where: None, bars, new_days, as_of) is None, "no fact_prices table"
+
+
+def test_read_tables_filters_in_the_scan_and_names_a_bad_condition(tmp_path):
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE t AS SELECT range AS n, CASE WHEN range % 2 = 0 THEN 'even' ELSE 'odd' END AS kind "
+                "FROM range(100)")
+    con.close()
+    got = read_tables(path, ["t", "absent"], {"t": [("kind", "==", "odd"), ("n", ">=", 90)]})
+    assert list(got) == ["t"] and got["t"]["n"].to_list() == [91, 93, 95, 97, 99]
+    assert read_tables(path, ["t"], {"t": [("n", "in", ())]})["t"].columns == ["n", "kind"]
+    assert read_tables(path, ["t"], {"t": [("n", "in", (3, 5)), ("kind", "!=", "even")]})["t"]["n"].to_list() == [3, 5]
+    assert read_tables(path, ["t"], {"t": None})["t"].height == 100
+    with pytest.raises(ValueError, match="unknown condition operator '~' on column kind"):
+        read_tables(path, ["t"], {"t": [("kind", "~", "odd")]})
