@@ -76,13 +76,30 @@ def same_files(a: Path, b: Path) -> list[str]:
     return diff
 
 
+def read_step(mod, lake) -> dict:
+    """``Lake.read_bars`` (one multi-file scan) against the per-file read it replaced, same process."""
+    files = lake._files()
+    t, c = time.perf_counter(), time.process_time()
+    per_file = pl.concat([mod.conform_stored(mod.read_stored_parquet(f)) for f in files]).sort("symbol", "date")
+    base_s, base_cpu = time.perf_counter() - t, time.process_time() - c
+    t, c = time.perf_counter(), time.process_time()
+    scanned = lake.read_bars()
+    scan_s, scan_cpu = time.perf_counter() - t, time.process_time() - c
+    return {"stage": "lake_read", "files": len(files), "bars": scanned.height,
+            "per_file_s": round(base_s, 2), "per_file_cpu_s": round(base_cpu, 2),
+            "read_bars_s": round(scan_s, 2), "read_bars_cpu_s": round(scan_cpu, 2),
+            "ratio_cpu": round(scan_cpu / base_cpu, 3), "equal": scanned.equals(per_file)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", type=Path, required=True)
     ap.add_argument("--baseline", default=None, help="git revision of warehouse/lake.py to land with instead")
     ap.add_argument("--label", default=None)
     ap.add_argument("--check-against", type=Path, default=None, help="another lake to compare after each step")
-    ap.add_argument("--steps", default="full,next_day,correction,withdrawal")
+    ap.add_argument("--steps", default="full,next_day,correction,withdrawal",
+                    help="land steps in order; 'read' times Lake.read_bars (what the transform reads) "
+                    "against one read per file, on the lake as the steps before left it")
     args = ap.parse_args()
 
     from flows.settings import Settings
@@ -117,6 +134,9 @@ def main() -> None:
         "withdrawal": (full.filter(~key), next_day),
     }
     for i, name in enumerate(args.steps.split(",")):
+        if name == "read":
+            print(json.dumps(read_step(mod, lake)), flush=True)
+            continue
         bars, as_of = steps[name]
         now = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=i)
         reads[0] = 0

@@ -200,6 +200,9 @@ def run_pipeline(
                     record_ingest(log, run.run_id, outcomes)
                 checkpoint.mark(chunk)
                 stage_done("land")
+            # The landed input (every bar with its origin: GiBs at full size) is in the lake now;
+            # holding it through the transform would stack it under the transform's own peak.
+            batch = None
             stage_start("transform")
             built = transform(lake, settings, universe, as_of, synthetic=source == "sample")
             tables = built.tables

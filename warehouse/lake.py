@@ -221,8 +221,16 @@ class Lake:
             files = [f for f in files if f.parent.name in wanted]
         if not files:
             return pl.DataFrame(schema=BARS_SCHEMA)
-        # One file at a time: files written before ``origin`` existed lack it.
-        return pl.concat([conform_stored(read_stored_parquet(f)) for f in files]).sort("symbol", "date")
+        try:
+            # One multi-file scan: ~3x less CPU than a read per file at 25,000 year files
+            # (`python -m bench.lake_land --steps full,read`). Files written before ``origin``
+            # existed get it as null.
+            bars = pl.scan_parquet(files, schema=BARS_SCHEMA, missing_columns="insert", extra_columns="ignore").collect()
+        except (Exception, pl.exceptions.PanicException):
+            # A file the scan cannot take as it is (another type, damage): one at a time,
+            # so a file that cannot be read is named, and one of another type is cast as before.
+            bars = pl.concat([conform_stored(read_stored_parquet(f)) for f in files])
+        return bars.sort("symbol", "date")
 
     def last_dates(self) -> dict[str, date]:
         out: dict[str, date] = {}

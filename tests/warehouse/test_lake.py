@@ -49,6 +49,22 @@ def test_files_written_before_origin_existed_read_as_null_and_take_one_on_the_ne
     assert again["origin"] == "BTC-USD.csv line 2" and again["ingested_at"] == T1
 
 
+def test_a_year_file_of_another_column_type_is_read_cast_as_the_others(tmp_path):
+    """read_bars scans every file at once; a file that scan cannot take (an older writer's Int64
+    volume) is read file by file and cast, so the result is the same."""
+    lake = Lake(tmp_path, "files")
+    lake.upsert_bars(bars(("BTC", date(2024, 1, 2), 10.0, "BTC-USD.csv line 3")), T1)
+    scanned = lake.read_bars()
+    old_file = lake.bars_dir / symbol_dir("BTC") / "2023.parquet"
+    FACT_PRICES.conform(
+        bars(("BTC", date(2023, 12, 29), 9.0, None)).with_columns(pl.lit("files").alias("source"), pl.lit(T1).alias("ingested_at"))
+    ).with_columns(pl.col("volume").cast(pl.Int64)).write_parquet(old_file)
+    got = lake.read_bars()
+    assert got.schema == pl.Schema(BARS_SCHEMA)
+    assert got["date"].to_list() == [date(2023, 12, 29), date(2024, 1, 2)] and got["volume"].to_list() == [1.0, 1.0]
+    assert got.tail(1).equals(scanned)
+
+
 def test_same_bars_from_the_same_place_leave_the_files_untouched(tmp_path):
     lake = Lake(tmp_path, "files")
     batch = bars(("BTC", date(2024, 1, 2), 10.0, "BTC-USD.csv line 2"), ("BTC", date(2024, 1, 3), 11.0, "BTC-USD.csv line 3"))
