@@ -326,11 +326,11 @@ def stage_prefect(work: Path, args) -> None:
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
     code = "from prefect import flow\n@flow\ndef noop():\n    return 1\nnoop()\n"
     for label in ("prefect_noop_flow_fresh_home", "prefect_noop_flow_warm_home"):
-        t, c = time.perf_counter(), time.process_time()
+        t = time.perf_counter()
         subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=600)
         # The flow runs in a grandchild: its peak is a child's, not ours.
         emit(label, time.perf_counter() - t, 0, peak=peak_rss(resource.RUSAGE_CHILDREN))
-    t, c = time.perf_counter(), time.process_time()
+    t = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import prefect"], env=env, check=True, capture_output=True, timeout=600)
     emit("prefect_import_only", time.perf_counter() - t, 0, peak=peak_rss(resource.RUSAGE_CHILDREN))
 
