@@ -41,11 +41,16 @@ def paired_returns(
     session then).
     """
     idx = session_index(sessions)
-    r = returns.join(idx, on="session_date", how="inner").filter(pl.col("log_return").is_not_null())
-    x = r.filter(pl.col("symbol").is_in(list(assets))).select(
+    assets, benchmarks = list(assets), list(benchmarks)
+    # Only the pairs' own series: the returns frame also holds every stock (millions of rows).
+    r = (
+        returns.filter(pl.col("symbol").is_in(assets + benchmarks) & pl.col("log_return").is_not_null())
+        .join(idx, on="session_date", how="inner")
+    )
+    x = r.filter(pl.col("symbol").is_in(assets)).select(
         pl.col("symbol").alias("asset"), "session_idx", pl.col("log_return").alias("x")
     )
-    y = r.filter(pl.col("symbol").is_in(list(benchmarks))).select(
+    y = r.filter(pl.col("symbol").is_in(benchmarks)).select(
         pl.col("symbol").alias("benchmark"), "session_idx", pl.col("log_return").alias("y")
     )
     span_x = x.group_by("asset").agg(pl.col("session_idx").min().alias("x0"), pl.col("session_idx").max().alias("x1"))
