@@ -120,7 +120,7 @@ def test_rerun_after_late_failure_reuses_fetched_batches(tmp_path, monkeypatch):
     monkeypatch.setenv("XASSET_EXTRACT_BATCH_SIZE", "12")
     monkeypatch.setenv("XASSET_SOURCE_CONCURRENCY", "2")
     real_audit = publish_stage.audit
-    monkeypatch.setattr(publish_stage, "audit", lambda tables, as_of: ["simulated audit failure"])
+    monkeypatch.setattr(publish_stage, "audit", lambda tables, as_of, since=None: ["simulated audit failure"])
     with pytest.raises(PipelineError, match="audit failed"):
         nightly(source="sample", start=START, as_of=AS_OF, data_dir=str(tmp_path))
     first = list(src.calls)
