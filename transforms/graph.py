@@ -213,8 +213,10 @@ def build_indices(inputs, params: MartParams, since, previous) -> Built:
         )  # fmt: skip
     if "ingested_at" in prices.columns and not indices.bars.is_empty():
         # A derived bar is as fresh as the newest stored bar it was built from.
-        index_bars = indices.bars.with_columns(
-            pl.lit("derived").alias("source"), pl.lit(prices["ingested_at"].max()).alias("ingested_at")
+        index_bars = (
+            indices.bars.with_columns(pl.lit("derived").alias("source")).sort("date")
+            .join_asof(_freshness(prices, indices.members), on="date", strategy="backward")
+            .sort("symbol", "date")
         )
     else:
         index_bars = indices.bars
@@ -224,15 +226,33 @@ def build_indices(inputs, params: MartParams, since, previous) -> Built:
         # Not re-sorted (the lake's bars come sorted; the three index series are appended).
         all_prices = pl.concat([prices, index_bars], how="diagonal_relaxed", rechunk=False)
     all_assets = pl.concat([assets, indices.assets], how="diagonal_relaxed").sort("symbol")
-    # fact_prices is not named in unchanged_before: every derived bar carries
-    # this run's ingested_at, so its old rows differ from the published ones.
     tables = {
         "fact_prices": all_prices,
         "dim_asset": all_assets,
         "dim_index_member": indices.members,
         "_benchmarks": pl.DataFrame({"symbol": benchmarks}, schema={"symbol": pl.String}),
     }
-    return Built(tables, warnings)
+    # Rows before ``since`` are the published ones: the lake's bars before it are those the
+    # published run read (``flows.rebuild_plan``), the derived ones are kept from the published
+    # run and their ingested_at depends only on bars up to their date (``_freshness``).
+    return Built(tables, warnings, unchanged_before={} if since is None else {"fact_prices": since})
+
+
+def _freshness(prices: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
+    """(date, ingested_at): the newest ``ingested_at`` of the index members' bars dated on or before each date.
+
+    Per date, not the newest of the whole run: a derived bar's freshness then
+    depends only on the bars it was built from, so an incremental run's derived
+    bars before its ``since`` equal the published ones and fact_prices is
+    replaced only from ``since`` (``Marts.unchanged_before``), not whole.
+    """
+    symbols = members["member_symbol"].unique().implode()
+    return (
+        prices.filter(pl.col("symbol").is_in(symbols))
+        .group_by("date").agg(pl.col("ingested_at").max())
+        .sort("date")
+        .with_columns(pl.col("ingested_at").cum_max())
+    )
 
 
 def build_fundamentals(inputs, params: MartParams, since, previous) -> Built:

@@ -60,6 +60,7 @@ def test_next_night_rebuilds_only_from_the_new_days_and_equals_a_full_run(tmp_pa
     state = json.loads((tmp_path / "current" / "run.json").read_text())
     assert state["as_of"] == str(D1) and state["source"] == "sample" and state["incremental_from"] is None
     published = tables(tmp_path)
+    published_prices = read_tables(tmp_path / "warehouse.duckdb", ["fact_prices"])["fact_prices"]
     built = []
     real = flows.nightly.transform
     monkeypatch.setattr(flows.nightly, "transform", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
@@ -97,6 +98,13 @@ def test_next_night_rebuilds_only_from_the_new_days_and_equals_a_full_run(tmp_pa
         new = new.drop([c for c in RUN_COLUMNS if c in new.columns])
         new = new.sort([c for c in new.columns if new[c].dtype != pl.Float64], nulls_last=True)
         assert_frame_equal(new, published[name].filter(pl.col(col) < d), check_exact=True)
+    # fact_prices among them (the derived bars' freshness is per date), so the copied load
+    # replaces it only from that date: the stored rows before it, ingested_at included, stay.
+    assert "fact_prices" in unchanged
+    cut, key = unchanged["fact_prices"], ["symbol", "date"]
+    stored = read_tables(tmp_path / "warehouse.duckdb", ["fact_prices"])["fact_prices"]
+    assert_frame_equal(stored.filter(pl.col("date") < cut).sort(key),
+                       published_prices.filter(pl.col("date") < cut).sort(key), check_exact=True)
 
 
 def test_a_restated_bar_moves_the_rebuild_back_to_its_date(tmp_path, full_d2):

@@ -11,7 +11,7 @@ for bit (see transforms/correlation.py).
 from __future__ import annotations
 
 import dataclasses
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -87,7 +87,7 @@ def test_one_new_day(panel):
     full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
     # A plain new day: every table whose old rows are carried is named, from the new day on
     # (the matrix and spillover marts from the previous latest session, which stops being an as-of date).
-    carried = {"fact_returns", "mart_rolling_correlation", "mart_correlation_events", "mart_correlation_matrix",
+    carried = {"fact_prices", "fact_returns", "mart_rolling_correlation", "mart_correlation_events", "mart_correlation_matrix",
                "mart_spillover", "mart_lead_lag", "mart_spillover_index"}  # fmt: skip
     assert set(inc.unchanged_before) == carried
     assert inc.unchanged_before["fact_returns"] == prev + timedelta(days=1)
@@ -95,6 +95,27 @@ def test_one_new_day(panel):
     # The new day has rows in the path-dependent marts, so the comparison means something.
     assert full.tables["mart_rolling_correlation"].filter(pl.col("date") == d).height
     assert full.tables["fact_prices"].filter((pl.col("symbol") == "ALTS_DV") & (pl.col("date") > prev)).height
+
+
+def test_fact_prices_is_unchanged_before_the_new_day_with_the_lakes_ingested_at(panel):
+    """As a run reads the lake (source, ingested_at): the derived index bars take the freshness of
+    their members' bars up to their own date, not the newest bar of the run, so the published
+    rows of fact_prices before the new day stay as they are (the load replaces it only from
+    there, not whole) and the incremental build still equals the full one."""
+    prices, assets, sessions = panel
+    d, prev = sessions[-1], sessions[-2]
+    landed, next_night = datetime(2026, 11, 20, 1, tzinfo=UTC), datetime(2026, 11, 21, 1, tzinfo=UTC)
+    stamped = prices.with_columns(
+        pl.lit("sample").alias("source"),
+        pl.when(pl.col("date") <= prev).then(pl.lit(landed)).otherwise(pl.lit(next_night)).alias("ingested_at"),
+    )
+    p, s = as_of(stamped, sessions, d)
+    pp, ps = as_of(stamped, sessions, prev)
+    full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+    assert inc.unchanged_before["fact_prices"] == prev + timedelta(days=1)
+    derived = full.tables["fact_prices"].filter(pl.col("source") == "derived")
+    assert derived.filter(pl.col("date") <= prev)["ingested_at"].unique().to_list() == [landed]
+    assert derived.filter(pl.col("date") > prev)["ingested_at"].unique().to_list() == [next_night]
 
 
 def test_new_day_after_a_weekend_and_a_month_end(panel):
