@@ -25,7 +25,8 @@ import polars as pl
 import pytest
 
 from warehouse import marts as mart_files
-from warehouse.build import build_database, catalog_shape, full_size_path, load_database
+from warehouse import build as build_module
+from warehouse.build import build_database, catalog_path, catalog_shape, full_size_path, load_database
 from contracts.schema import Column
 from contracts.tables import TABLES
 
@@ -251,3 +252,52 @@ def test_marts_in_a_changed_schema_are_written_fresh(tmp_path, tables, published
     mart_files.stage_marts(tables, out, "next", {}, {"mart_rolling_correlation": date(2099, 1, 1)}, published / "marts")
     files = json.loads(mart_files.manifest_path(out, "mart_rolling_correlation").read_text())["files"]
     assert files and all(os.stat(out / "mart_rolling_correlation" / f).st_nlink == 1 for f in files)
+
+
+@pytest.fixture
+def recorded(tmp_path, tables) -> Path:
+    """A published run whose load recorded its catalog (``warehouse.build.record_shape``), as a run's does."""
+    run = tmp_path / "runs" / "recorded"
+    run.mkdir(parents=True)
+    assert load_database(run / "warehouse.duckdb", tables).full_because
+    assert catalog_path(run / "warehouse.duckdb").exists()
+    return run
+
+
+def test_a_copy_compares_its_catalog_with_the_published_runs_record_without_an_empty_build(
+    tmp_path, tables, recorded, monkeypatch
+):
+    def no_empty_build(*args, **kwargs):
+        raise AssertionError("expected_shape: an empty warehouse was built")
+
+    monkeypatch.setattr(build_module, "expected_shape", no_empty_build)
+    new, unchanged_before = incremental_change(tables, 1)
+    staged = tmp_path / "staged" / "warehouse.duckdb"
+    staged.parent.mkdir()
+    loaded = load_database(staged, new, published=recorded / "warehouse.duckdb", unchanged_before=unchanged_before)
+    assert loaded.full_because is None
+    full = tmp_path / "full.duckdb"
+    build_database(full, new)
+    assert_same_warehouse(staged, full)
+    # The copy records the catalog in turn, for the night after.
+    assert catalog_path(staged).read_text() == catalog_path(recorded / "warehouse.duckdb").read_text()
+
+
+def test_a_record_of_another_catalog_key_is_not_trusted(tmp_path, tables, recorded, monkeypatch):
+    record = catalog_path(recorded / "warehouse.duckdb")
+    saved = json.loads(record.read_text())
+    record.write_text(json.dumps({**saved, "key": "another contract", "shape": []}))
+    built = []
+    real = build_module.expected_shape
+    monkeypatch.setattr(build_module, "expected_shape", lambda *a: built.append(a) or real(*a))
+    new, unchanged_before = incremental_change(tables, 2)
+    staged = tmp_path / "staged.duckdb"
+    loaded = load_database(staged, new, published=recorded / "warehouse.duckdb", unchanged_before=unchanged_before)
+    assert loaded.full_because is None and len(built) == 1
+
+
+def test_a_view_added_by_hand_is_found_with_the_recorded_catalog_too(tmp_path, tables, recorded):
+    con = duckdb.connect(str(recorded / "warehouse.duckdb"))
+    con.execute("CREATE VIEW my_view AS SELECT 1 AS x")
+    con.close()
+    assert "my_view" in full_reason(tmp_path, tables, recorded)
