@@ -130,11 +130,14 @@ def write_table(
     marts directory, the years before ``since.year`` are hard-linked from the
     published run instead of written (``reusable_years``).
     """
-    frame = table.conform(frame)
     rows = frame.height
     reuse = reusable_years(table, published_dir, since)
-    if reuse:  # only the rows of the years written fresh are sorted and written
-        frame = frame.filter(~(pl.col(table.partition_year_by).dt.year() < since.year).fill_null(False))
+    if reuse:  # only the rows of the years written fresh are conformed, sorted and written
+        col = table.partition_year_by
+        if frame.schema.get(col) != table.polars_schema[col]:
+            frame = table.conform(frame)
+        frame = frame.filter(~(pl.col(col).dt.year() < since.year).fill_null(False))
+    frame = table.conform(frame)
     key = list(table.key) or table.column_names[:1]
     out = marts_dir / table.name
     if out.exists():

@@ -301,3 +301,33 @@ def test_a_view_added_by_hand_is_found_with_the_recorded_catalog_too(tmp_path, t
     con.execute("CREATE VIEW my_view AS SELECT 1 AS x")
     con.close()
     assert "my_view" in full_reason(tmp_path, tables, recorded)
+
+
+def test_a_copy_and_its_marts_conform_only_the_rows_they_write(tmp_path, tables, published, monkeypatch):
+    """A next-day run hands on tables of millions of rows of which it writes a few: the load and
+    the marts conform (cast to the contract) only those, not the whole frame first."""
+    from contracts.schema import Table
+
+    seen: dict[str, list[int]] = {}
+    real = Table.conform
+    monkeypatch.setattr(Table, "conform", lambda self, frame: seen.setdefault(self.name, []).append(frame.height)
+                        or real(self, frame))
+    new, unchanged_before = incremental_change(tables, 1)
+    staged = tmp_path / "staged.duckdb"
+    assert load_database(staged, new, published=published / "warehouse.duckdb",
+                         unchanged_before=unchanged_before).full_because is None
+    narrowed = 0
+    for name, since in unchanged_before.items():
+        col = pl.col(TABLES[name].date_column)
+        written = new[name].filter(col.is_null() | (col >= since)).height
+        assert max(seen.get(name, [0])) == written, name
+        narrowed += written < new[name].height
+    assert narrowed, "seed 1 is meant to keep rows of some table"
+    seen.clear()
+    marts = tmp_path / "marts"
+    mart_files.stage_marts(new, marts, "next", {}, unchanged_before, published / "marts")
+    for name, since in unchanged_before.items():
+        table = TABLES[name]
+        if table.publish and mart_files.reusable_years(table, published / "marts", since):
+            this_year = pl.col(table.partition_year_by).dt.year() >= since.year
+            assert max(seen[name]) == new[name].filter(this_year | pl.col(table.partition_year_by).is_null()).height
