@@ -450,6 +450,9 @@ def session_gaps(
         .group_by("symbol").agg(pl.col("date").min().alias("first"), pl.col("date").max().alias("last"))
         .join(assets.select("symbol", "asset_class"), on="symbol", how="inner")
     )
+    spans = spans.join(_short_of_bars(prices, spans, as_of, sessions), on="symbol", how="semi")
+    if spans.is_empty():
+        return []
     crypto = spans.filter(pl.col("asset_class").is_in(CRYPTO_CLASSES))
     equity = spans.filter(pl.col("asset_class").is_in(EQUITY_CLASSES))
     expected = [
@@ -468,6 +471,41 @@ def session_gaps(
     listed = ", ".join(f"{r['symbol']} ({r['n']}, first {r['first']})" for r in per.head(MAX_LISTED).iter_rows(named=True))
     more = f" and {per.height - MAX_LISTED} more" if per.height > MAX_LISTED else ""
     return [f"gaps: {per.height} symbol(s) miss expected dates: {listed}{more}"]
+
+
+def _short_of_bars(
+    prices: pl.DataFrame, spans: pl.DataFrame, as_of: date, sessions: Callable[[date, date], pl.Series],
+) -> pl.DataFrame:
+    """The symbols of ``spans`` with fewer distinct bar dates than expected dates between their
+    first and last bar (``session_gaps``' calendars): exactly those that miss one, found by
+    counting instead of listing every expected date of every symbol, which ``session_gaps``
+    then does for these few only (a nightly run judges the whole of fact_prices)."""
+    dated = prices.filter(pl.col("date") <= as_of).select("symbol", "date")
+    crypto = spans.filter(pl.col("asset_class").is_in(CRYPTO_CLASSES)).select(
+        "symbol", ((pl.col("last") - pl.col("first")).dt.total_days() + 1).alias("expected")
+    )
+
+    def short(expected: pl.DataFrame, bars: pl.DataFrame) -> pl.DataFrame:
+        present = bars.join(expected, on="symbol", how="semi").group_by("symbol").agg(
+            pl.col("date").n_unique().cast(pl.Int64).alias("present")
+        )  # fmt: skip
+        return (
+            expected.join(present, on="symbol", how="left")
+            .filter(pl.col("present").fill_null(0) < pl.col("expected").cast(pl.Int64))
+            .select("symbol")
+        )
+
+    out = [short(crypto, dated)]
+    equity = spans.filter(pl.col("asset_class").is_in(EQUITY_CLASSES))
+    if not equity.is_empty():
+        cal = sessions(equity["first"].min(), equity["last"].max()).cast(pl.Date).unique().sort()
+        expected = equity.select(
+            "symbol",
+            (pl.Series(cal.search_sorted(equity["last"], side="right"))
+             - pl.Series(cal.search_sorted(equity["first"], side="left"))).cast(pl.Int64).alias("expected"),
+        )  # fmt: skip
+        out.append(short(expected, dated.filter(pl.col("date").is_in(cal.implode()))))
+    return pl.concat(out)
 
 
 def split_like_moves(prices: pl.DataFrame, assets: pl.DataFrame) -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 from tests.warehouse.conftest import AS_OF
 from warehouse.audit import audit, audit_warnings
 from warehouse.build import build_database
-from warehouse.quality import screen, session_gaps, split_like_moves
+from warehouse.quality import MAX_LISTED, screen, session_gaps, split_like_moves
 from warehouse.runs import RunLog
 from contracts.tables import FACT_PRICES, QUARANTINE
 
@@ -323,3 +323,51 @@ def test_the_default_jump_bounds_cover_every_asset_class():
     from contracts.vocabulary import AssetClass
 
     assert set(get_args(AssetClass)) <= set(Settings().jump_bounds)
+
+
+def _gaps_listing_every_date(prices, assets, as_of, sessions):
+    """The oracle: every expected date of every symbol, anti-joined with its bars (what
+    ``session_gaps`` did for every symbol before it counted first)."""
+    from contracts.vocabulary import CRYPTO_CLASSES, EQUITY_CLASSES
+
+    spans = (prices.filter(pl.col("date") <= as_of).group_by("symbol")
+             .agg(pl.col("date").min().alias("first"), pl.col("date").max().alias("last"))
+             .join(assets.select("symbol", "asset_class"), on="symbol"))
+    crypto = spans.filter(pl.col("asset_class").is_in(CRYPTO_CLASSES))
+    equity = spans.filter(pl.col("asset_class").is_in(EQUITY_CLASSES))
+    cal = sessions(equity["first"].min(), equity["last"].max()).alias("date").to_frame()
+    expected = pl.concat([
+        crypto.select("symbol", pl.date_ranges("first", "last").alias("date")).explode("date"),
+        equity.join(cal, how="cross").filter(pl.col("date").is_between(pl.col("first"), pl.col("last")))
+        .select("symbol", "date"),
+    ])
+    missing = expected.join(prices.select("symbol", "date"), on=["symbol", "date"], how="anti")
+    return missing.group_by("symbol").agg(pl.len().alias("n"), pl.col("date").min().alias("first")).sort("symbol")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_gaps_counted_first_are_the_gaps_of_every_date_listed(tables, seed):
+    """Random holes, bars off the calendar (a holiday, a weekend) and whole symbols reduced to
+    off-calendar bars: the symbols flagged, their counts and first missing dates are the oracle's."""
+    import random
+
+    from flows.calendar import sessions
+
+    rng = random.Random(seed)
+    prices, assets = tables["fact_prices"], tables["dim_asset"]
+    keep = pl.Series([rng.random() > 0.002 for _ in range(prices.height)])
+    holed = prices.filter(keep)
+    symbols = sorted(holed["symbol"].unique().to_list())
+    off = holed.filter(pl.col("symbol") == rng.choice(symbols)).head(1).with_columns(
+        pl.lit(date(2024, 12, 25)).alias("date"))  # Christmas: no session
+    lonely = holed.filter(pl.col("symbol") == "^RUT").head(2).with_columns(
+        pl.Series("date", [date(2023, 12, 25), date(2024, 1, 1)]), pl.lit("^OFF").alias("symbol"))
+    holed = pl.concat([holed.filter(pl.col("date") != date(2024, 12, 25)), off, lonely])
+    assets = pl.concat([assets, assets.filter(pl.col("symbol") == "^RUT").with_columns(pl.lit("^OFF").alias("symbol"))])
+    want = _gaps_listing_every_date(holed, assets, AS_OF, sessions)
+    got = session_gaps(holed, assets, AS_OF, sessions)
+    assert want.height, "the holes are meant to leave gaps"
+    assert "^OFF" in want["symbol"].to_list()  # only off-calendar bars: every session between them missing
+    listed = ", ".join(f"{r['symbol']} ({r['n']}, first {r['first']})" for r in want.head(MAX_LISTED).iter_rows(named=True))
+    more = f" and {want.height - MAX_LISTED} more" if want.height > MAX_LISTED else ""
+    assert got == [f"gaps: {want.height} symbol(s) miss expected dates: {listed}{more}"]
