@@ -11,6 +11,7 @@ is written by ``run_state`` and read here, in one place.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from transforms.incremental import first_changed_session
 from transforms.marts import MartParams
 from warehouse import snapshots
 from warehouse.lake import WITHDRAWN_AT
+from warehouse.marts import read_published as read_published_mart
 from warehouse.query import read_tables
 
 
@@ -234,5 +236,21 @@ def unreadable_warehouse(path: Path, reason: object) -> str:
 
 def _read_seed(path: Path, names: list[str], where: dict | None = None) -> dict[str, pl.DataFrame]:
     """Published tables (only the rows ``where`` names, see ``warehouse.query.read_tables``),
-    each conformed to its contract (a table of another shape is an error)."""
-    return {n: TABLES[n].conform(f) if n in TABLES else f for n, f in read_tables(path, names, where).items()}
+    each conformed to its contract (a table of another shape is an error).
+
+    A table read whole that the run also publishes as a Parquet mart is read from the
+    published run's mart (``warehouse.marts.read_published``: the same rows, published by the
+    same switch, 2-4x faster to read than out of the DuckDB file); from the DuckDB file when
+    the mart cannot stand for it."""
+    where = where or {}
+    run_dir = Path(os.path.realpath(path)).parent
+    out: dict[str, pl.DataFrame] = {}
+    for n in names:
+        if n in TABLES and TABLES[n].publish and not where.get(n):
+            frame = read_published_mart(TABLES[n], run_dir / snapshots.MARTS_DIR)
+            if frame is not None:
+                out[n] = frame
+    rest = [n for n in names if n not in out]
+    read = read_tables(path, rest, where) if rest else {}
+    out |= {n: TABLES[n].conform(f) if n in TABLES else f for n, f in read.items()}
+    return {n: out[n] for n in names if n in out}

@@ -105,6 +105,33 @@ def written_from(table: Table, published_dir: Path | None, since: date | None) -
     return date(since.year, 1, 1)
 
 
+def read_published(table: Table, marts_dir: Path) -> pl.DataFrame | None:
+    """A published table's rows read back from its Parquet mart (all of them, conformed to the
+    contract; the ``year`` column dropped), or None when the mart cannot stand for the table:
+    no manifest, one describing other columns or partitioning, a listed file missing, or
+    another number of rows than the manifest's.
+
+    Reading a run's Parquet marts is 2-4x faster than converting the same rows out of its
+    DuckDB file (a next-day run reads ~27 M rows back at 1,000 equities). Row order is the
+    marts' (by year, then key), not the warehouse's: for readers that do not depend on it.
+    """
+    try:
+        manifest = json.loads(manifest_path(marts_dir, table.name).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+    if manifest.get("schema") != manifest_schema(table) or manifest.get("partitioning") != partitioning(table):
+        return None
+    paths = [Path(marts_dir) / table.name / name for name in manifest.get("files", [])]
+    if not all(p.is_file() for p in paths):
+        return None
+    if not paths:
+        return pl.DataFrame(schema=table.polars_schema)
+    frame = pl.read_parquet(paths)
+    if frame.height != manifest.get("row_count"):
+        return None
+    return table.conform(frame)
+
+
 def manifest_schema(table: Table) -> list[dict]:
     partition = year_column(table)
     return [

@@ -331,3 +331,36 @@ def test_a_copy_and_its_marts_conform_only_the_rows_they_write(tmp_path, tables,
         if table.publish and mart_files.reusable_years(table, published / "marts", since):
             this_year = pl.col(table.partition_year_by).dt.year() >= since.year
             assert max(seen[name]) == new[name].filter(this_year | pl.col(table.partition_year_by).is_null()).height
+
+
+def test_a_published_mart_reads_back_as_its_warehouse_table(tables, published):
+    con = duckdb.connect(str(published / "warehouse.duckdb"), read_only=True)
+    try:
+        for name, table in TABLES.items():
+            if not table.publish:
+                continue
+            got = mart_files.read_published(table, published / "marts")
+            want = con.sql(f"SELECT * FROM {name}").pl()
+            assert got is not None and got.schema == table.polars_schema, name
+            keys = table.column_names
+            assert got.sort(keys, nulls_last=True).equals(table.conform(want).sort(keys, nulls_last=True),
+                                                          null_equal=True), name
+    finally:
+        con.close()
+
+
+def test_a_mart_that_cannot_stand_for_its_table_is_not_read(tables, published):
+    marts, name = published / "marts", "mart_rolling_correlation"
+    table = TABLES[name]
+    manifest_file = mart_files.manifest_path(marts, name)
+    manifest = json.loads(manifest_file.read_text())
+    assert mart_files.read_published(table, marts) is not None
+    manifest_file.write_text(json.dumps({**manifest, "row_count": manifest["row_count"] + 1}))
+    assert mart_files.read_published(table, marts) is None
+    other = dict(manifest, schema=[{**manifest["schema"][0], "description": "old words"}, *manifest["schema"][1:]])
+    manifest_file.write_text(json.dumps(other))
+    assert mart_files.read_published(table, marts) is None
+    manifest_file.write_text(json.dumps(manifest))
+    (marts / name / manifest["files"][0]).unlink()
+    assert mart_files.read_published(table, marts) is None
+    assert mart_files.read_published(TABLES["dim_asset"], published / "no-marts") is None
