@@ -119,7 +119,7 @@ def stage_publish_next_day(work: Path, args) -> None:
             seed["rows"][name] = seed["rows"].get(name, 0) + frame.height
         return out
 
-    real_mart = flows.rebuild_plan.read_published_mart
+    real_mart = getattr(flows.rebuild_plan, "read_published_mart", None)  # None: code before the Parquet seed read
 
     def counted_mart(table, marts_dir):
         t = time.perf_counter()
@@ -131,7 +131,7 @@ def stage_publish_next_day(work: Path, args) -> None:
         return frame
 
     flows.rebuild_plan.read_tables = counted
-    if hasattr(flows.rebuild_plan, "read_published_mart"):  # the seed read from the Parquet marts
+    if real_mart is not None:
         flows.rebuild_plan.read_published_mart = counted_mart
     steps: dict[str, tuple[float, float]] = {}
 
