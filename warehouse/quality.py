@@ -445,12 +445,7 @@ def session_gaps(
     """
     if prices.is_empty() or assets is None or assets.is_empty():
         return []
-    spans = (
-        prices.filter(pl.col("date") <= as_of)
-        .group_by("symbol").agg(pl.col("date").min().alias("first"), pl.col("date").max().alias("last"))
-        .join(assets.select("symbol", "asset_class"), on="symbol", how="inner")
-    )
-    spans = spans.join(_short_of_bars(prices, spans, as_of, sessions), on="symbol", how="semi")
+    spans = _short_of_bars(prices, assets, as_of, sessions)
     if spans.is_empty():
         return []
     crypto = spans.filter(pl.col("asset_class").is_in(CRYPTO_CLASSES))
@@ -474,38 +469,36 @@ def session_gaps(
 
 
 def _short_of_bars(
-    prices: pl.DataFrame, spans: pl.DataFrame, as_of: date, sessions: Callable[[date, date], pl.Series],
+    prices: pl.DataFrame, assets: pl.DataFrame, as_of: date, sessions: Callable[[date, date], pl.Series],
 ) -> pl.DataFrame:
-    """The symbols of ``spans`` with fewer distinct bar dates than expected dates between their
-    first and last bar (``session_gaps``' calendars): exactly those that miss one, found by
-    counting instead of listing every expected date of every symbol, which ``session_gaps``
-    then does for these few only (a nightly run judges the whole of fact_prices)."""
-    dated = prices.filter(pl.col("date") <= as_of).select("symbol", "date")
-    crypto = spans.filter(pl.col("asset_class").is_in(CRYPTO_CLASSES)).select(
-        "symbol", ((pl.col("last") - pl.col("first")).dt.total_days() + 1).alias("expected")
-    )
-
-    def short(expected: pl.DataFrame, bars: pl.DataFrame) -> pl.DataFrame:
-        present = bars.join(expected, on="symbol", how="semi").group_by("symbol").agg(
-            pl.col("date").n_unique().cast(pl.Int64).alias("present")
-        )  # fmt: skip
-        return (
-            expected.join(present, on="symbol", how="left")
-            .filter(pl.col("present").fill_null(0) < pl.col("expected").cast(pl.Int64))
-            .select("symbol")
+    """(symbol, first, last, asset_class) of the symbols with fewer distinct bar dates up to
+    ``as_of`` than expected dates between their first and last bar (``session_gaps``'
+    calendars): exactly those that miss one, found in one pass by counting instead of listing
+    every expected date of every symbol, which ``session_gaps`` then does for these few only
+    (a nightly run judges the whole of fact_prices)."""
+    dated = prices.filter(pl.col("date") <= as_of)
+    if dated.is_empty():
+        return pl.DataFrame(schema={"symbol": pl.String, "first": pl.Date, "last": pl.Date, "asset_class": pl.String})
+    # Sessions counted within each symbol's own span: the same from a calendar over any wider range.
+    cal = sessions(dated["date"].min(), as_of).cast(pl.Date).unique().sort()
+    spans = (
+        dated.group_by("symbol").agg(
+            pl.col("date").min().alias("first"), pl.col("date").max().alias("last"),
+            pl.col("date").n_unique().alias("_days"),
+            pl.col("date").filter(pl.col("date").is_in(cal.implode())).n_unique().alias("_sessions"),
         )
-
-    out = [short(crypto, dated)]
-    equity = spans.filter(pl.col("asset_class").is_in(EQUITY_CLASSES))
-    if not equity.is_empty():
-        cal = sessions(equity["first"].min(), equity["last"].max()).cast(pl.Date).unique().sort()
-        expected = equity.select(
-            "symbol",
-            (pl.Series(cal.search_sorted(equity["last"], side="right"))
-             - pl.Series(cal.search_sorted(equity["first"], side="left"))).cast(pl.Int64).alias("expected"),
-        )  # fmt: skip
-        out.append(short(expected, dated.filter(pl.col("date").is_in(cal.implode()))))
-    return pl.concat(out)
+        .join(assets.select("symbol", "asset_class"), on="symbol", how="inner")
+    )  # fmt: skip
+    crypto = pl.col("asset_class").is_in(CRYPTO_CLASSES)
+    equity = pl.col("asset_class").is_in(EQUITY_CLASSES)
+    expected_sessions = (
+        pl.Series(cal.search_sorted(spans["last"], side="right")).cast(pl.Int64)
+        - pl.Series(cal.search_sorted(spans["first"], side="left")).cast(pl.Int64)
+    )
+    short = (crypto & (pl.col("_days") < (pl.col("last") - pl.col("first")).dt.total_days() + 1)) | (
+        equity & (pl.col("_sessions") < pl.lit(expected_sessions))
+    )
+    return spans.filter(short).select("symbol", "first", "last", "asset_class")
 
 
 def split_like_moves(prices: pl.DataFrame, assets: pl.DataFrame) -> list[str]:
