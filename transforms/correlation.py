@@ -11,6 +11,7 @@ flat), never a division artefact.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
@@ -27,7 +28,7 @@ def paired_returns(
     benchmarks: Iterable[str],
     spans: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """(asset, benchmark, session_idx, session_date, x, y) on a dense session grid.
+    """(asset, benchmark, session_idx, x, y, session_date) on a dense session grid.
 
     Each (asset, benchmark) pair gets every session from the later of the two
     first returns to the earlier of the two last returns, so row-count windows
@@ -40,49 +41,23 @@ def paired_returns(
     run. Its ``first`` may precede ``sessions`` (the grid starts at the first
     session then).
     """
-    idx = session_index(sessions)
-    assets, benchmarks = list(assets), list(benchmarks)
-    # Only the pairs' own series: the returns frame also holds every stock (millions of rows).
-    r = (
-        returns.filter(pl.col("symbol").is_in(assets + benchmarks) & pl.col("log_return").is_not_null())
-        .join(idx, on="session_date", how="inner")
-    )
-    x = r.filter(pl.col("symbol").is_in(assets)).select(
-        pl.col("symbol").alias("asset"), "session_idx", pl.col("log_return").alias("x")
-    )
-    y = r.filter(pl.col("symbol").is_in(benchmarks)).select(
-        pl.col("symbol").alias("benchmark"), "session_idx", pl.col("log_return").alias("y")
-    )
-    span_x = x.group_by("asset").agg(pl.col("session_idx").min().alias("x0"), pl.col("session_idx").max().alias("x1"))
-    span_y = y.group_by("benchmark").agg(pl.col("session_idx").min().alias("y0"), pl.col("session_idx").max().alias("y1"))
-    derived = (
-        span_x.join(span_y, how="cross")
-        .filter(pl.col("asset") != pl.col("benchmark"))
-        .select(
-            "asset",
-            "benchmark",
-            pl.int_ranges(pl.max_horizontal("x0", "y0"), pl.min_horizontal("x1", "y1") + 1, dtype=pl.Int32).alias(
-                "session_idx"
-            ),
-        )
-    )
-    if spans is not None:
-        # Span bounds (dates) to positions in ``sessions``: first session on/after ``first``
-        # up to the last on/before ``last``.
-        dates = idx["session_date"]
-        lo = pl.Series(dates.search_sorted(spans["first"].cast(pl.Date), side="left"), dtype=pl.Int32)
-        hi = pl.Series(dates.search_sorted(spans["last"].cast(pl.Date), side="right"), dtype=pl.Int32)
-        given = spans.select("asset", "benchmark").with_columns(
-            pl.int_ranges(lo, hi, dtype=pl.Int32).alias("session_idx")
-        )
-        derived = pl.concat([derived.join(given, on=["asset", "benchmark"], how="anti"), given])
-    spans = derived.explode("session_idx").drop_nulls("session_idx")
-    return (
-        spans.join(x, on=["asset", "session_idx"], how="left")
-        .join(y, on=["benchmark", "session_idx"], how="left")
-        .join(idx, on="session_idx", how="left")
-        .sort("asset", "benchmark", "session_idx")
-    )
+    g, dates = _grid(returns, sessions, assets, benchmarks, spans)
+    pair = pl.Series(g.pair_of_row())
+    return pl.DataFrame(
+        {
+            "asset": g.pairs["asset"].gather(pair),
+            "benchmark": g.pairs["benchmark"].gather(pair),
+            "session_idx": pl.Series(g.session_idx, dtype=pl.Int32),
+            "session_date": dates.gather(g.session_idx),
+            "x": g.x,
+            "_has_x": g.has_x,
+            "y": g.y,
+            "_has_y": g.has_y,
+        }
+    ).select(
+        "asset", "benchmark", "session_idx",
+        pl.when("_has_x").then("x").alias("x"), pl.when("_has_y").then("y").alias("y"), "session_date",
+    )  # fmt: skip
 
 
 # Window sums are differences of cumulative sums that restart at every epoch of
@@ -94,92 +69,204 @@ def paired_returns(
 # A window must fit in one epoch (it then spans at most two).
 EPOCH_SESSIONS = 512
 
-# Sums the moment formulas need, over paired rows (unpaired rows add zeros).
-_SUMS = ("x", "y", "xy", "xx", "yy")
+@dataclass(frozen=True)
+class _Grid:
+    """The ``paired_returns`` grid as arrays: pair ``p`` (``pairs`` row p, sorted
+    by asset then benchmark) holds rows ``start[p]`` .. ``start[p] + length[p] - 1``,
+    one per session of its span. ``x``/``y`` are the returns (0.0 where
+    ``has_x``/``has_y`` is False: no return)."""
+
+    pairs: pl.DataFrame
+    start: np.ndarray
+    length: np.ndarray
+    session_idx: np.ndarray
+    x: np.ndarray
+    has_x: np.ndarray
+    y: np.ndarray
+    has_y: np.ndarray
+
+    @property
+    def height(self) -> int:
+        return int(self.session_idx.size)
+
+    def pair_of_row(self) -> np.ndarray:
+        return np.repeat(np.arange(self.start.size), self.length)
+
+    def pos(self) -> np.ndarray:
+        """Each row's position within its pair."""
+        return np.arange(self.height) - np.repeat(self.start, self.length)
 
 
-def _with_positions(grid: pl.DataFrame, epoch: int) -> pl.DataFrame:
-    """Adds ``_pair`` (pair number), ``_pos`` (row number within its pair), the running
-    paired count, and per sum its cumulative sum within the (pair, epoch)
-    segment (``_c_<sum>``) and the pair's last one of the previous epoch
-    (``_p_<sum>``), so window statistics can be computed over the whole sorted
-    grid at once instead of per pair."""
-    i = pl.int_range(pl.len())
-    first = (pl.col("asset") != pl.col("asset").shift(1)) | (pl.col("benchmark") != pl.col("benchmark").shift(1))
-    first = first.fill_null(True)
-    ep = pl.col("session_idx") // epoch
-    seg_first = first | (ep != ep.shift(1)).fill_null(True)
-    paired = (pl.col("x").is_not_null() & pl.col("y").is_not_null()).cast(pl.Int32)
-    start = pl.when(first).then(i).forward_fill()
-    seg_start = pl.when(seg_first).then(i).forward_fill()
+def _dense(r: pl.DataFrame, symbols: list[str], n_sessions: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """(n_sessions, len(symbols) + 1) returns and presence; the last column,
+    all absent, stands for a symbol without returns."""
+    col = {s: i for i, s in enumerate(dict.fromkeys(symbols))}
+    part = r.filter(pl.col("symbol").is_in(list(col)))
+    j = part["symbol"].replace_strict(col, return_dtype=pl.Int64).to_numpy()
+    i = part["session_idx"].to_numpy()
+    values = np.zeros((n_sessions, len(col) + 1))
+    have = np.zeros((n_sessions, len(col) + 1), dtype=bool)
+    values[i, j] = part["log_return"].to_numpy()
+    have[i, j] = True
+    return values, have, col
+
+
+def _grid(
+    returns: pl.DataFrame,
+    sessions: pl.Series,
+    assets: Iterable[str],
+    benchmarks: Iterable[str],
+    spans: pl.DataFrame | None = None,
+) -> tuple[_Grid, pl.Series]:
+    """The grid of ``paired_returns`` (same pairs, spans and values) as arrays,
+    from a dense session x symbol matrix of the pairs' own series; second: the
+    sorted session dates the grid's ``session_idx`` count."""
+    idx = session_index(sessions)
+    dates = idx["session_date"]
+    assets, benchmarks = list(assets), list(benchmarks)
+    # Only the pairs' own series: the returns frame also holds every stock (millions of rows).
+    r = returns.filter(pl.col("symbol").is_in(assets + benchmarks) & pl.col("log_return").is_not_null()).join(
+        idx, on="session_date", how="inner"
+    )
+    xv, xh, xcol = _dense(r, assets, idx.height)
+    yv, yh, ycol = _dense(r, benchmarks, idx.height)
+
+    def extent(have: np.ndarray, col: dict[str, int], name: str) -> pl.DataFrame:
+        h = have[:, : len(col)]
+        some = h.any(axis=0)
+        first = h.argmax(axis=0)
+        last = h.shape[0] - 1 - h[::-1].argmax(axis=0)
+        return pl.DataFrame(
+            {name: [s for s, ok in zip(col, some) if ok], f"{name}0": first[some], f"{name}1": last[some]},
+            schema={name: pl.String, f"{name}0": pl.Int64, f"{name}1": pl.Int64},
+        )
+
+    derived = (
+        extent(xh, xcol, "asset")
+        .join(extent(yh, ycol, "benchmark"), how="cross")
+        .filter(pl.col("asset") != pl.col("benchmark"))
+        .select(
+            "asset",
+            "benchmark",
+            pl.max_horizontal("asset0", "benchmark0").alias("lo"),
+            (pl.min_horizontal("asset1", "benchmark1") + 1).alias("hi"),
+        )
+    )
+    if spans is not None:
+        # Span bounds (dates) to positions in ``sessions``: first session on/after ``first``
+        # up to the last on/before ``last``.
+        given = spans.select(
+            pl.col("asset").cast(pl.String),
+            pl.col("benchmark").cast(pl.String),
+            pl.Series("lo", dates.search_sorted(spans["first"].cast(pl.Date), side="left"), dtype=pl.Int64),
+            pl.Series("hi", dates.search_sorted(spans["last"].cast(pl.Date), side="right"), dtype=pl.Int64),
+        )
+        derived = pl.concat([derived.join(given, on=["asset", "benchmark"], how="anti"), given])
+    pairs = derived.filter(pl.col("hi") > pl.col("lo")).sort("asset", "benchmark")
+    lo = pairs["lo"].to_numpy()
+    length = pairs["hi"].to_numpy() - lo
+    start = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64) if length.size else np.zeros(0, np.int64)
+    n = int(length.sum())
+    session_idx = np.arange(n) + np.repeat(lo - start, length)
+    xc = np.repeat(pairs["asset"].replace_strict(xcol, default=len(xcol), return_dtype=pl.Int64).to_numpy(), length)
+    yc = np.repeat(pairs["benchmark"].replace_strict(ycol, default=len(ycol), return_dtype=pl.Int64).to_numpy(), length)
+    grid = _Grid(
+        pairs.select("asset", "benchmark"), start, length, session_idx,
+        xv[session_idx, xc], xh[session_idx, xc], yv[session_idx, yc], yh[session_idx, yc],
+    )  # fmt: skip
+    return grid, dates
+
+
+def _segment_cumsums(terms: np.ndarray, seg: np.ndarray, seg_pos: np.ndarray, n_segs: int) -> np.ndarray:
+    """Per row, the running sum of each term (rows of ``terms``) within the row's
+    segment, added left to right from 0.0 as Polars' ``cum_sum().over(segment)``
+    adds (so -0.0 sums to 0.0, and no rounding of earlier segments leaks in)."""
+    width = int(seg_pos.max()) + 2
+    block = np.zeros((terms.shape[0], n_segs, width))
+    block[:, seg, seg_pos + 1] = terms
+    np.cumsum(block, axis=2, out=block)
+    return block[:, seg, seg_pos + 1]
+
+
+def _shift(a: np.ndarray, k: int) -> np.ndarray:
+    """``a`` moved ``k`` rows later along its last axis (row t holds a[t - k]);
+    the first ``k`` rows hold zeros."""
+    out = np.zeros_like(a)
+    if k < a.shape[-1]:
+        out[..., k:] = a[..., : a.shape[-1] - k] if k else a
+    return out
+
+
+def _window_arrays(g: _Grid, windows: Sequence[int], epoch: int) -> list[tuple[np.ndarray, ...]]:
+    """Per window: (observations, correlation, correlation valid, beta, beta valid)
+    for every grid row.
+
+    Window sums are differences of cumulative sums that restart at every
+    (pair, epoch) segment; a window reaching into the previous epoch adds that
+    epoch's last cumulative value. Only the pair's own rows from the previous
+    epoch on enter, always in the same order, so a row's value does not depend
+    on where the grid starts (see ``EPOCH_SESSIONS``)."""
+    n = g.height
+    pos = g.pos()
+    ep = g.session_idx // epoch
+    seg_first = pos == 0
+    seg_first[1:] |= ep[1:] != ep[:-1]
+    seg = np.cumsum(seg_first) - 1
+    seg_start = np.flatnonzero(seg_first)
+    row_seg_start = seg_start[seg]
+    seg_pos = np.arange(n) - row_seg_start
+    paired = g.has_x & g.has_y
     # Unpaired sessions contribute zeros to the sums; they are only ever used
     # when the window is fully paired, so the zeros never reach a result.
-    px = pl.when(paired == 1).then(pl.col("x")).otherwise(0.0)
-    py = pl.when(paired == 1).then(pl.col("y")).otherwise(0.0)
-    terms = {"x": px, "y": py, "xy": px * py, "xx": px * px, "yy": py * py}
-    grid = grid.with_columns(
-        start.alias("_start"),
-        seg_start.alias("_seg_start"),
-        paired.cum_sum().alias("_cum"),
-        first.cum_sum().alias("_pair"),
-        seg_first.cum_sum().alias("_seg"),
-    )
-    # A cumulative sum that truly restarts per segment (a global one minus an
-    # offset would keep the rounding of every earlier row).
-    grid = grid.with_columns(terms[k].cum_sum().over("_seg").alias(f"_c_{k}") for k in _SUMS)
+    px = np.where(paired, g.x, 0.0)
+    py = np.where(paired, g.y, 0.0)
+    terms = np.stack([px, py, px * py, px * px, py * py])
+    c = _segment_cumsums(terms, seg, seg_pos, seg_start.size)
     # The previous epoch's last cumulative value, when the pair has one (0 when
     # the segment opens the pair).
-    has_prev = pl.col("_seg_start") > pl.col("_start")
-    before = (pl.col("_seg_start") - 1).clip(lower_bound=0)
-    return grid.with_columns(
-        (i - pl.col("_start")).alias("_pos"),
-        (i - pl.col("_seg_start")).alias("_seg_pos"),
-        # Paired rows of all earlier pairs, to turn the running count into the pair's own.
-        (pl.col("_cum").gather(pl.col("_start")) - paired.gather(pl.col("_start"))).alias("_paired_before"),
-        *(
-            pl.when(has_prev).then(pl.col(f"_c_{k}").gather(before)).otherwise(0.0).alias(f"_p_{k}")
-            for k in _SUMS
-        ),
-    )
-
-
-def _window_stats(w: int) -> list[pl.Expr]:
-    # The grid is sorted by pair and session and dense within a pair, so a
-    # window of w rows ending at a row whose position in its pair is >= w - 1
-    # lies inside that pair; rows closer to the pair's start are never full.
-    inside = pl.col("_pos") >= w - 1
-    paired = pl.col("x").is_not_null() & pl.col("y").is_not_null()
-
-    def wsum(k: str) -> pl.Expr:
-        # Sum over rows (t-w, t]: within the segment a difference of its
-        # cumulative sums; when t-w lies in the previous epoch, the rest of
-        # that epoch is its last cumulative value minus C(t-w). The row just
-        # before the pair (position w - 1) counts as 0. Only the pair's own
-        # rows from the previous epoch on enter, in a fixed order.
-        c = pl.col(f"_c_{k}")
-        back = pl.when(pl.col("_pos") >= w).then(c.shift(w)).otherwise(0.0)
-        return pl.when(pl.col("_seg_pos") >= w).then(c - back).otherwise(c + (pl.col(f"_p_{k}") - back))
-
-    # ... so the paired count of a short window is a difference of cumulative counts.
-    n = pl.when(inside).then(paired.cast(pl.Int32).rolling_sum(w, min_samples=w)).otherwise(
-        pl.col("_cum") - pl.col("_paired_before")
-    )
-    # Exact flatness test: a constant series has max == min, whereas the
-    # moment formula below would leave rounding noise instead of zero.
-    flat_x = pl.col("x").rolling_max(w, min_samples=w) == pl.col("x").rolling_min(w, min_samples=w)
-    flat_y = pl.col("y").rolling_max(w, min_samples=w) == pl.col("y").rolling_min(w, min_samples=w)
-    sx, sy = wsum("x"), wsum("y")
-    cov = wsum("xy") - sx * sy / w
-    vx = wsum("xx") - sx * sx / w
-    vy = wsum("yy") - sy * sy / w
-    full = inside & (n == w)
-    corr = (cov / (vx * vy).sqrt()).clip(-1.0, 1.0)
-    beta = cov / vy
-    return [
-        n.alias("observations"),
-        pl.when(full & ~flat_x & ~flat_y).then(corr).otherwise(None).alias("correlation"),
-        pl.when(full & ~flat_y).then(beta).otherwise(None).alias("beta"),
-    ]
+    has_prev = seg_pos != pos
+    prev = np.where(has_prev, c[:, np.maximum(row_seg_start - 1, 0)], 0.0)
+    # Paired rows and value changes counted from the grid's start: a window's
+    # count is a difference (integers, exact).
+    paired_cum = np.cumsum(paired)
+    pair_before = (paired_cum - paired)[np.repeat(g.start, g.length)]
+    changes = []
+    for v, h in ((g.x, g.has_x), (g.y, g.has_y)):
+        changed = np.zeros(n, dtype=bool)
+        changed[1:] = (v[1:] != v[:-1]) | (h[1:] != h[:-1])
+        changed[pos == 0] = False
+        changes.append(np.cumsum(changed))
+    out = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for w in windows:
+            # The grid is sorted by pair and session and dense within a pair, so a
+            # window of w rows ending at a row whose position in its pair is >= w - 1
+            # lies inside that pair; rows closer to the pair's start are never full.
+            inside = pos >= w - 1
+            reach = pos >= w
+            obs = paired_cum - np.where(reach, _shift(paired_cum, w), pair_before)
+            # Sums over rows (t-w, t]: within the segment a difference of its
+            # cumulative sums; when t-w lies in the previous epoch, the rest of
+            # that epoch is its last cumulative value minus C(t-w). The row just
+            # before the pair (position w - 1) counts as 0.
+            back = np.where(reach, _shift(c, w), 0.0)
+            sums = np.where(seg_pos >= w, c - back, c + (prev - back))
+            sx, sy, sxy, sxx, syy = sums
+            # Exact flatness test: no value change inside the window (a constant
+            # series would leave rounding noise instead of zero in the moments).
+            flat_x = changes[0] == _shift(changes[0], w - 1)
+            flat_y = changes[1] == _shift(changes[1], w - 1)
+            # Times 1/w, not divided by w: the rounding Polars gives ``expr / w``
+            # (it multiplies by the reciprocal), which the published values carry.
+            inv = 1.0 / w
+            cov = sxy - sx * sy * inv
+            vx = sxx - sx * sx * inv
+            vy = syy - sy * sy * inv
+            full = inside & (obs == w)
+            corr = np.clip(cov / np.sqrt(vx * vy), -1.0, 1.0)
+            beta = cov / vy
+            out.append((obs, corr, full & ~flat_x & ~flat_y, beta, full & ~flat_y))
+    return out
 
 
 def rolling_correlation(
@@ -209,31 +296,47 @@ def rolling_correlation(
     windows = sorted(set(windows))
     if windows and windows[-1] > epoch:
         raise ValueError(f"window of {windows[-1]} sessions is longer than the epoch of {epoch} sessions")
-    grid = paired_returns(returns, sessions, assets, benchmarks, spans)
-    if grid.is_empty():
+    g, dates = _grid(returns, sessions, assets, benchmarks, spans)
+    if g.height == 0:
         return pl.DataFrame(schema=MART_ROLLING_CORRELATION.polars_schema)
-    grid = _with_positions(grid, epoch)
-    frames = [
-        grid.with_columns(_window_stats(w)).select(
-            pl.col("session_date").alias("date"),
-            "asset",
-            "benchmark",
-            pl.lit(w, dtype=pl.Int32).alias("window_days"),
-            "correlation",
-            "beta",
-            "observations",
-        )
-        for w in windows
-    ]
+    stats = _window_arrays(g, windows, epoch)
+    # Output rows are ordered (pair, window, date): row ``pos`` of pair p in
+    # window k goes to k_windows * start[p] + k * length[p] + pos, so every
+    # column is one scatter, with no sort and no string key per row.
+    k_windows = len(windows)
+    start, length = np.repeat(g.start, g.length), np.repeat(g.length, g.length)
+    base = k_windows * start + g.pos()
+    dest = np.concatenate([base + k * length for k in range(k_windows)])
+    keep = None
     if since is not None:
-        keys = ["asset", "benchmark", "window_days", "date"]
-        return pl.concat([f.filter(pl.col("date") >= since) for f in frames]).sort(keys).pipe(MART_ROLLING_CORRELATION.conform)
-    # Each frame is in grid order (pair, date). The output wants (pair,
-    # window, date): take each pair's slice of each window's frame in turn,
-    # by position, rather than sorting millions of rows on string keys.
-    pairs = grid.group_by("_pair").agg(pl.col("_start").first(), pl.len()).sort("_pair")
-    n = grid.height
-    order = np.concatenate(
-        [np.arange(start, start + length) + k * n for start, length in pairs.select("_start", "len").iter_rows() for k in range(len(windows))]
+        first = int(dates.search_sorted(since, side="left"))
+        keep = np.empty(dest.size, dtype=bool)
+        keep[dest] = np.tile(g.session_idx >= first, k_windows)
+
+    def column(values: np.ndarray) -> np.ndarray:
+        out = np.empty(dest.size, dtype=values.dtype)
+        out[dest] = values
+        return out if keep is None else out[keep]
+
+    date_days = dates.cast(pl.Int32).to_numpy()[g.session_idx]
+    frame = pl.DataFrame(
+        {
+            "_pair": column(np.tile(g.pair_of_row(), k_windows)),
+            "date": column(np.tile(date_days, k_windows)),
+            "window_days": column(np.repeat(np.array(windows, dtype=np.int32), g.height)),
+            "correlation": column(np.concatenate([s[1] for s in stats])),
+            "_corr_ok": column(np.concatenate([s[2] for s in stats])),
+            "beta": column(np.concatenate([s[3] for s in stats])),
+            "_beta_ok": column(np.concatenate([s[4] for s in stats])),
+            "observations": column(np.concatenate([s[0] for s in stats])),
+        }
     )
-    return pl.concat(frames)[order].pipe(MART_ROLLING_CORRELATION.conform)
+    return frame.select(
+        pl.col("date").cast(pl.Date),
+        g.pairs["asset"].gather(frame["_pair"]).alias("asset"),
+        g.pairs["benchmark"].gather(frame["_pair"]).alias("benchmark"),
+        "window_days",
+        pl.when(pl.col("_corr_ok")).then(pl.col("correlation")).alias("correlation"),
+        pl.when(pl.col("_beta_ok")).then(pl.col("beta")).alias("beta"),
+        "observations",
+    ).pipe(MART_ROLLING_CORRELATION.conform)
