@@ -158,6 +158,23 @@ def stage_correlation(work: Path, args) -> None:
         ratio_polars_over_numpy=round(polars_s / numpy_s, 2),
         cpu_ratio_polars_over_numpy=round(polars_cpu / numpy_cpu, 2), max_abs_diff=worst,
     )
+    # The baseline above computes correlations only, as dense matrices. The
+    # mart also needs beta and the paired count, as rows in its own order:
+    # the same numpy way, for the ratio against all the mart's work.
+    t, c = time.perf_counter(), time.process_time()
+    mart = baseline.rolling_correlation_mart(returns, sessions, coins, benchmarks, windows)
+    mart_s, mart_cpu = time.perf_counter() - t, time.process_time() - c
+    keys = ["date", "asset", "benchmark", "window_days"]
+    same_rows = mart.select(*keys, "observations").equals(
+        corr.select(*keys, pl.col("observations").cast(mart.schema["observations"]))
+    )
+    emit(
+        "rolling_correlation_numpy_mart_baseline", mart_s, mart.height, cpu=mart_cpu,
+        ratio_polars_over_numpy=round(polars_s / mart_s, 2), cpu_ratio_polars_over_numpy=round(polars_cpu / mart_cpu, 2),
+        same_rows_and_observations=same_rows,
+        max_abs_diff=(mart["correlation"] - corr["correlation"]).abs().max() if same_rows else None,
+        max_abs_diff_beta=(mart["beta"] - corr["beta"]).abs().max() if same_rows else None,
+    )
 
     # What a one-new-day recompute of this mart needs: only the last
     # max(window) sessions of returns feed the new day's values.

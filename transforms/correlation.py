@@ -188,18 +188,24 @@ def _segment_cumsums(terms: np.ndarray, seg: np.ndarray, seg_pos: np.ndarray, n_
     return block[:, seg, seg_pos + 1]
 
 
-def _shift(a: np.ndarray, k: int) -> np.ndarray:
-    """``a`` moved ``k`` rows later along its last axis (row t holds a[t - k]);
-    the first ``k`` rows hold zeros."""
-    out = np.zeros_like(a)
-    if k < a.shape[-1]:
-        out[..., k:] = a[..., : a.shape[-1] - k] if k else a
+# Rows per chunk of the window loop (its float temporaries: 5 x 8 bytes a row).
+_CHUNK_ROWS = 16_384
+
+
+def _rows_back(a: np.ndarray, rows: slice, k: int) -> np.ndarray:
+    """``a[..., t - k]`` for t in ``rows`` (zeros where t - k < 0)."""
+    lo, hi = rows.start - k, rows.stop - k
+    if lo >= 0:
+        return a[..., lo:hi]
+    out = np.zeros((*a.shape[:-1], rows.stop - rows.start), dtype=a.dtype)
+    if hi > 0:
+        out[..., -lo:] = a[..., :hi]
     return out
 
 
-def _window_arrays(g: _Grid, windows: Sequence[int], epoch: int) -> list[tuple[np.ndarray, ...]]:
-    """Per window: (observations, correlation, correlation valid, beta, beta valid)
-    for every grid row.
+def _window_arrays(g: _Grid, windows: Sequence[int], epoch: int) -> tuple[np.ndarray, ...]:
+    """(observations, correlation, correlation valid, beta, beta valid), each
+    (window, grid row).
 
     Window sums are differences of cumulative sums that restart at every
     (pair, epoch) segment; a window reaching into the previous epoch adds that
@@ -236,37 +242,43 @@ def _window_arrays(g: _Grid, windows: Sequence[int], epoch: int) -> list[tuple[n
         changed[1:] = (v[1:] != v[:-1]) | (h[1:] != h[:-1])
         changed[pos == 0] = False
         changes.append(np.cumsum(changed))
-    out = []
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for w in windows:
+    k_windows = len(windows)
+    obs = np.empty((k_windows, n), dtype=np.int64)
+    corr, beta = np.empty((k_windows, n)), np.empty((k_windows, n))
+    corr_ok, beta_ok = np.empty((k_windows, n), dtype=bool), np.empty((k_windows, n), dtype=bool)
+    # Rows in chunks, so the temporaries of a window stay in the cache.
+    for a in range(0, n, _CHUNK_ROWS):
+        rows = slice(a, min(n, a + _CHUNK_ROWS))
+        c_r, prev_r, pos_r, seg_pos_r = c[:, rows], prev[:, rows], pos[rows], seg_pos[rows]
+        for k, w in enumerate(windows):
             # The grid is sorted by pair and session and dense within a pair, so a
             # window of w rows ending at a row whose position in its pair is >= w - 1
             # lies inside that pair; rows closer to the pair's start are never full.
-            inside = pos >= w - 1
-            reach = pos >= w
-            obs = paired_cum - np.where(reach, _shift(paired_cum, w), pair_before)
+            reach = pos_r >= w
+            obs[k, rows] = paired_cum[rows] - np.where(reach, _rows_back(paired_cum, rows, w), pair_before[rows])
             # Sums over rows (t-w, t]: within the segment a difference of its
             # cumulative sums; when t-w lies in the previous epoch, the rest of
             # that epoch is its last cumulative value minus C(t-w). The row just
             # before the pair (position w - 1) counts as 0.
-            back = np.where(reach, _shift(c, w), 0.0)
-            sums = np.where(seg_pos >= w, c - back, c + (prev - back))
-            sx, sy, sxy, sxx, syy = sums
+            back = np.where(reach, _rows_back(c, rows, w), 0.0)
+            sx, sy, sxy, sxx, syy = np.where(seg_pos_r >= w, c_r - back, c_r + (prev_r - back))
             # Exact flatness test: no value change inside the window (a constant
             # series would leave rounding noise instead of zero in the moments).
-            flat_x = changes[0] == _shift(changes[0], w - 1)
-            flat_y = changes[1] == _shift(changes[1], w - 1)
+            flat_x = changes[0][rows] == _rows_back(changes[0], rows, w - 1)
+            flat_y = changes[1][rows] == _rows_back(changes[1], rows, w - 1)
             # Times 1/w, not divided by w: the rounding Polars gives ``expr / w``
             # (it multiplies by the reciprocal), which the published values carry.
             inv = 1.0 / w
             cov = sxy - sx * sy * inv
             vx = sxx - sx * sx * inv
             vy = syy - sy * sy * inv
-            full = inside & (obs == w)
-            corr = np.clip(cov / np.sqrt(vx * vy), -1.0, 1.0)
-            beta = cov / vy
-            out.append((obs, corr, full & ~flat_x & ~flat_y, beta, full & ~flat_y))
-    return out
+            full = (pos_r >= w - 1) & (obs[k, rows] == w)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                np.clip(cov / np.sqrt(vx * vy), -1.0, 1.0, out=corr[k, rows])
+                np.divide(cov, vy, out=beta[k, rows])
+            beta_ok[k, rows] = full & ~flat_y
+            corr_ok[k, rows] = beta_ok[k, rows] & ~flat_x
+    return obs, corr, corr_ok, beta, beta_ok
 
 
 def rolling_correlation(
@@ -299,7 +311,7 @@ def rolling_correlation(
     g, dates = _grid(returns, sessions, assets, benchmarks, spans)
     if g.height == 0:
         return pl.DataFrame(schema=MART_ROLLING_CORRELATION.polars_schema)
-    stats = _window_arrays(g, windows, epoch)
+    obs, corr, corr_ok, beta, beta_ok = _window_arrays(g, windows, epoch)
     # Output rows are ordered (pair, window, date): row ``pos`` of pair p in
     # window k goes to k_windows * start[p] + k * length[p] + pos, so every
     # column is one scatter, with no sort and no string key per row.
@@ -324,11 +336,11 @@ def rolling_correlation(
             "_pair": column(np.tile(g.pair_of_row(), k_windows)),
             "date": column(np.tile(date_days, k_windows)),
             "window_days": column(np.repeat(np.array(windows, dtype=np.int32), g.height)),
-            "correlation": column(np.concatenate([s[1] for s in stats])),
-            "_corr_ok": column(np.concatenate([s[2] for s in stats])),
-            "beta": column(np.concatenate([s[3] for s in stats])),
-            "_beta_ok": column(np.concatenate([s[4] for s in stats])),
-            "observations": column(np.concatenate([s[0] for s in stats])),
+            "correlation": column(corr.ravel()),
+            "_corr_ok": column(corr_ok.ravel()),
+            "beta": column(beta.ravel()),
+            "_beta_ok": column(beta_ok.ravel()),
+            "observations": column(obs.ravel()),
         }
     )
     return frame.select(
