@@ -188,6 +188,27 @@ def _segment_cumsums(terms: np.ndarray, seg: np.ndarray, seg_pos: np.ndarray, n_
     return block[:, seg, seg_pos + 1]
 
 
+# Above this conditioning of a window (its sum of squares over its sum of
+# squared deviations, 1 + w mean^2 / variance) the moments are summed again
+# around the window's own mean (the rule of transforms.spillover).
+MAX_CONDITION = 64.0
+
+
+def _centred_moments(g: _Grid, ends: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Co-moment and the two sums of squared deviations of the fully paired
+    windows of ``w`` grid rows ending at rows ``ends``, each around its own
+    window's means (two passes: no cancellation)."""
+    out = np.empty((3, ends.size))
+    for a in range(0, ends.size, _CHUNK_ROWS // 8):
+        e = ends[a : a + _CHUNK_ROWS // 8]
+        at = e[:, None] + np.arange(1 - w, 1)
+        dx, dy = g.x[at], g.y[at]
+        dx -= dx.mean(axis=1, keepdims=True)
+        dy -= dy.mean(axis=1, keepdims=True)
+        out[:, a : a + e.size] = (dx * dy).sum(axis=1), (dx * dx).sum(axis=1), (dy * dy).sum(axis=1)
+    return out[0], out[1], out[2]
+
+
 # Rows per chunk of the window loop (its float temporaries: 5 x 8 bytes a row).
 _CHUNK_ROWS = 16_384
 
@@ -273,6 +294,14 @@ def _window_arrays(g: _Grid, windows: Sequence[int], epoch: int) -> tuple[np.nda
             vx = sxx - sx * sx * inv
             vy = syy - sy * sy * inv
             full = (pos_r >= w - 1) & (obs[k, rows] == w)
+            # Ill-conditioned windows (a series whose mean dwarfs its spread):
+            # the formulas above lose about the conditioning's factor of
+            # precision, so those windows are summed again around their means.
+            ill = np.flatnonzero(
+                full & ~flat_y & ((syy > MAX_CONDITION * vy) | (~flat_x & (sxx > MAX_CONDITION * vx)))
+            )
+            if ill.size:
+                cov[ill], vx[ill], vy[ill] = _centred_moments(g, a + ill, w)
             with np.errstate(invalid="ignore", divide="ignore"):
                 np.clip(cov / np.sqrt(vx * vy), -1.0, 1.0, out=corr[k, rows])
                 np.divide(cov, vy, out=beta[k, rows])
