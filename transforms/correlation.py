@@ -341,35 +341,33 @@ def rolling_correlation(
     if g.height == 0:
         return pl.DataFrame(schema=MART_ROLLING_CORRELATION.polars_schema)
     obs, corr, corr_ok, beta, beta_ok = _window_arrays(g, windows, epoch)
-    # Output rows are ordered (pair, window, date): row ``pos`` of pair p in
-    # window k goes to k_windows * start[p] + k * length[p] + pos, so every
-    # column is one scatter, with no sort and no string key per row.
-    k_windows = len(windows)
-    start, length = np.repeat(g.start, g.length), np.repeat(g.length, g.length)
-    base = k_windows * start + g.pos()
-    dest = np.concatenate([base + k * length for k in range(k_windows)])
-    keep = None
-    if since is not None:
-        first = int(dates.search_sorted(since, side="left"))
-        keep = np.empty(dest.size, dtype=bool)
-        keep[dest] = np.tile(g.session_idx >= first, k_windows)
+    # Output rows are ordered (pair, window, date): pair p's rows of window k
+    # are grid rows start[p] .. start[p] + length[p] - 1 of that window's
+    # arrays, so each column is one concatenation of slices (no sort, no
+    # string key per row). ``since`` keeps a suffix of each slice.
+    first = 0 if since is None else int(dates.search_sorted(since, side="left"))
+    lo = g.start + np.clip(first - g.session_idx[g.start], 0, g.length)
+    hi = g.start + g.length
+    spans = [(k, a, b) for a, b in zip(lo.tolist(), hi.tolist()) for k in range(len(windows))]
 
     def column(values: np.ndarray) -> np.ndarray:
-        out = np.empty(dest.size, dtype=values.dtype)
-        out[dest] = values
-        return out if keep is None else out[keep]
+        """``values`` (window, grid row) or (grid row) in output order."""
+        if values.ndim == 1:
+            return np.concatenate([values[a:b] for _, a, b in spans]) if spans else values[:0]
+        return np.concatenate([values[k, a:b] for k, a, b in spans]) if spans else values[0, :0]
 
-    date_days = dates.cast(pl.Int32).to_numpy()[g.session_idx]
+    kept = np.repeat(hi - lo, len(windows))
+    pair = np.repeat(np.arange(g.start.size), (hi - lo) * len(windows))
     frame = pl.DataFrame(
         {
-            "_pair": column(np.tile(g.pair_of_row(), k_windows)),
-            "date": column(np.tile(date_days, k_windows)),
-            "window_days": column(np.repeat(np.array(windows, dtype=np.int32), g.height)),
-            "correlation": column(corr.ravel()),
-            "_corr_ok": column(corr_ok.ravel()),
-            "beta": column(beta.ravel()),
-            "_beta_ok": column(beta_ok.ravel()),
-            "observations": column(obs.ravel()),
+            "_pair": pair,
+            "date": column(dates.cast(pl.Int32).to_numpy()[g.session_idx]),
+            "window_days": np.repeat(np.tile(np.array(windows, dtype=np.int32), g.start.size), kept),
+            "correlation": column(corr),
+            "_corr_ok": column(corr_ok),
+            "beta": column(beta),
+            "_beta_ok": column(beta_ok),
+            "observations": column(obs),
         }
     )
     return frame.select(
