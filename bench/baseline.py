@@ -17,8 +17,10 @@ from transforms.returns import session_index
 def dense_returns(returns: pl.DataFrame, sessions: pl.Series, symbols: Sequence[str]) -> np.ndarray:
     """(n_sessions, n_symbols) log returns, NaN where there is none."""
     idx = session_index(sessions)
-    r = returns.join(idx, on="session_date", how="inner").filter(
-        pl.col("symbol").is_in(list(symbols)) & pl.col("log_return").is_not_null()
+    # The symbols first, then the calendar: joining every stock's return (10 M
+    # rows at 2,000 equities) before filtering cost this baseline 0.4-0.7 s there.
+    r = returns.filter(pl.col("symbol").is_in(list(symbols)) & pl.col("log_return").is_not_null()).join(
+        idx, on="session_date", how="inner"
     )
     col = {s: i for i, s in enumerate(symbols)}
     out = np.full((idx.height, len(symbols)), np.nan)

@@ -5,7 +5,11 @@ return for both series ("paired"): a partial window would mix regimes and make
 figures from different windows incomparable. ``observations`` always reports how
 many paired returns the window holds, so a null is explainable. Zero variance in
 either series gives a null correlation (and a null beta when the benchmark is
-flat), never a division artefact.
+flat), never a division artefact; a window whose mean dwarfs its spread is
+summed around its own mean (``MAX_CONDITION``).
+
+The windows are computed on numpy arrays of the pairs' grid (``_Grid``) and
+the mart's frame is built once, in its row order.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def paired_returns(
 # A window must fit in one epoch (it then spans at most two).
 EPOCH_SESSIONS = 512
 
+
 @dataclass(frozen=True)
 class _Grid:
     """The ``paired_returns`` grid as arrays: pair ``p`` (``pairs`` row p, sorted
@@ -118,9 +123,9 @@ def _grid(
     benchmarks: Iterable[str],
     spans: pl.DataFrame | None = None,
 ) -> tuple[_Grid, pl.Series]:
-    """The grid of ``paired_returns`` (same pairs, spans and values) as arrays,
-    from a dense session x symbol matrix of the pairs' own series; second: the
-    sorted session dates the grid's ``session_idx`` count."""
+    """The grid ``paired_returns`` describes, as arrays, gathered from a dense
+    session x symbol matrix of the pairs' own series; second: the sorted
+    session dates the grid's ``session_idx`` count."""
     idx = session_index(sessions)
     dates = idx["session_date"]
     assets, benchmarks = list(assets), list(benchmarks)
