@@ -133,6 +133,13 @@ def stage_correlation(work: Path, args) -> None:
     coins = assets.filter(pl.col("asset_class") == "crypto")["symbol"].to_list()
     benchmarks = ["^RUT", "^GSPC"]
     windows = (30, 90, 180, 365)
+    # A small call of each side first: one-time costs (lazy imports, Polars'
+    # first use of an operation) would otherwise fall on whichever runs first.
+    small = sessions.sort().tail(400)
+    warm = returns.filter(pl.col("session_date") >= small[0])
+    rolling_correlation(warm, small, coins[:3], benchmarks, windows)
+    baseline.rolling_correlation(baseline.dense_returns(warm, small, coins[:3]), baseline.dense_returns(warm, small, benchmarks)[:, 0], windows)
+    baseline.rolling_correlation_mart(warm, small, coins[:3], benchmarks, windows)
     before = rss_now()
     t, c = time.perf_counter(), time.process_time()
     corr = rolling_correlation(returns, sessions, coins, benchmarks, windows)
