@@ -182,15 +182,19 @@ def _grid(
     return grid, dates
 
 
-def _segment_cumsums(terms: np.ndarray, seg: np.ndarray, seg_pos: np.ndarray, n_segs: int) -> np.ndarray:
-    """Per row, the running sum of each term (rows of ``terms``) within the row's
-    segment, added left to right from 0.0 as Polars' ``cum_sum().over(segment)``
-    adds (so -0.0 sums to 0.0, and no rounding of earlier segments leaks in)."""
+def _segment_cumsums(px: np.ndarray, py: np.ndarray, seg: np.ndarray, seg_pos: np.ndarray, n_segs: int) -> np.ndarray:
+    """(5, rows): per row, the running sums of x, y, xy, xx and yy within the
+    row's segment, added left to right from 0.0 as Polars' ``cum_sum().over(segment)``
+    adds (so -0.0 sums to 0.0, and no rounding of earlier segments leaks in):
+    one cumsum over a (segment, position) block with a leading 0.0 column."""
     width = int(seg_pos.max()) + 2
-    block = np.zeros((terms.shape[0], n_segs, width))
-    block[:, seg, seg_pos + 1] = terms
-    np.cumsum(block, axis=2, out=block)
-    return block[:, seg, seg_pos + 1]
+    at = seg * width + seg_pos + 1
+    block = np.zeros((5, n_segs * width))
+    for k, term in enumerate((px, py, px * py, px * px, py * py)):
+        block[k, at] = term
+    cube = block.reshape(5, n_segs, width)
+    np.cumsum(cube, axis=2, out=cube)
+    return np.take(block, at, axis=1)
 
 
 # Above this conditioning of a window (its sum of squares over its sum of
@@ -252,8 +256,7 @@ def _window_arrays(g: _Grid, windows: Sequence[int], epoch: int) -> tuple[np.nda
     # when the window is fully paired, so the zeros never reach a result.
     px = np.where(paired, g.x, 0.0)
     py = np.where(paired, g.y, 0.0)
-    terms = np.stack([px, py, px * py, px * px, py * py])
-    c = _segment_cumsums(terms, seg, seg_pos, seg_start.size)
+    c = _segment_cumsums(px, py, seg, seg_pos, seg_start.size)
     # The previous epoch's last cumulative value, when the pair has one (0 when
     # the segment opens the pair).
     has_prev = seg_pos != pos
