@@ -12,8 +12,9 @@ windows) and, in the same process right after it, the two numpy baselines of
 - ``numpy_mart``: everything the mart holds (correlation, beta, paired count)
   as rows in the mart's order over each pair's span.
 
-Each round runs the three in that order; the first round is the cold one the
-``correlation`` stage measures. Printed per tree: CPU and wall seconds of each
+Each round runs the three in that order; the first round is cold (one-time
+costs such as lazy imports fall on the mart, which runs first; the
+``correlation`` stage warms both sides up instead). Printed per tree: CPU and wall seconds of each
 round, and the ratios to each baseline (of the cold round and of the best
 round). ``--before REV`` (e.g. ``main``) runs the code of that git revision
 (``git archive`` into a temporary directory) first, on the same inputs, and
