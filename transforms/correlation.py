@@ -260,7 +260,7 @@ def _window_arrays(g: _Grid, windows: Sequence[int], epoch: int) -> tuple[np.nda
     # The previous epoch's last cumulative value, when the pair has one (0 when
     # the segment opens the pair).
     has_prev = seg_pos != pos
-    prev = np.where(has_prev, c[:, np.maximum(row_seg_start - 1, 0)], 0.0)
+    prev_at = np.maximum(row_seg_start - 1, 0)
     # Paired rows and value changes counted from the grid's start: a window's
     # count is a difference (integers, exact).
     paired_cum = np.cumsum(paired)
@@ -278,7 +278,8 @@ def _window_arrays(g: _Grid, windows: Sequence[int], epoch: int) -> tuple[np.nda
     # Rows in chunks, so the temporaries of a window stay in the cache.
     for a in range(0, n, _CHUNK_ROWS):
         rows = slice(a, min(n, a + _CHUNK_ROWS))
-        c_r, prev_r, pos_r, seg_pos_r = c[:, rows], prev[:, rows], pos[rows], seg_pos[rows]
+        c_r, pos_r, seg_pos_r = c[:, rows], pos[rows], seg_pos[rows]
+        prev_r = np.where(has_prev[rows], np.take(c, prev_at[rows], axis=1), 0.0)
         for k, w in enumerate(windows):
             # The grid is sorted by pair and session and dense within a pair, so a
             # window of w rows ending at a row whose position in its pair is >= w - 1
