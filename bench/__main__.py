@@ -133,13 +133,13 @@ def stage_correlation(work: Path, args) -> None:
     coins = assets.filter(pl.col("asset_class") == "crypto")["symbol"].to_list()
     benchmarks = ["^RUT", "^GSPC"]
     windows = (30, 90, 180, 365)
-    # A small call of each side first: one-time costs (lazy imports, Polars'
-    # first use of an operation) would otherwise fall on whichever runs first.
-    small = sessions.sort().tail(400)
-    warm = returns.filter(pl.col("session_date") >= small[0])
-    rolling_correlation(warm, small, coins[:3], benchmarks, windows)
-    baseline.rolling_correlation(baseline.dense_returns(warm, small, coins[:3]), baseline.dense_returns(warm, small, benchmarks)[:, 0], windows)
-    baseline.rolling_correlation_mart(warm, small, coins[:3], benchmarks, windows)
+    # One untimed call of each side first: one-time costs (lazy imports,
+    # Polars' first use of an operation, the first touch of ~150 MB of fresh
+    # heap: ~0.2-0.3 s at 500 equities) would otherwise fall on whichever runs
+    # first, and the process's heap is then warm for both, as in a run.
+    rolling_correlation(returns, sessions, coins, benchmarks, windows)
+    baseline.rolling_correlation(baseline.dense_returns(returns, sessions, coins), baseline.dense_returns(returns, sessions, benchmarks)[:, 0], windows)
+    baseline.rolling_correlation_mart(returns, sessions, coins, benchmarks, windows)
     before = rss_now()
     t, c = time.perf_counter(), time.process_time()
     corr = rolling_correlation(returns, sessions, coins, benchmarks, windows)
@@ -160,7 +160,7 @@ def stage_correlation(work: Path, args) -> None:
         ref = base[b][w][part["i"].to_numpy(), part["asset"].replace_strict(col, return_dtype=pl.Int64).to_numpy()]
         worst = max(worst, float(np.nanmax(np.abs(ref - part["correlation"].to_numpy()))))
     # Two more rounds of each, alternating: on a shared machine one call moves
-    # with the load, and the first full-size call pays first-touch memory costs.
+    # with the load.
     best = {"mart": [polars_s, polars_cpu], "numpy": [numpy_s, numpy_cpu]}
     for _ in range(2):
         for side, run in (("mart", lambda: rolling_correlation(returns, sessions, coins, benchmarks, windows)),
