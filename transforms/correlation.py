@@ -347,7 +347,7 @@ def rolling_correlation(
     if windows and windows[-1] > epoch:
         raise ValueError(f"window of {windows[-1]} sessions is longer than the epoch of {epoch} sessions")
     g, dates = _grid(returns, sessions, assets, benchmarks, spans)
-    if g.height == 0:
+    if g.height == 0 or not windows:
         return pl.DataFrame(schema=MART_ROLLING_CORRELATION.polars_schema)
     obs, corr, corr_ok, beta, beta_ok = _window_arrays(g, windows, epoch)
     # Output rows are ordered (pair, window, date): pair p's rows of window k
