@@ -37,6 +37,16 @@ def _rolling_sum(a: np.ndarray, w: int) -> np.ndarray:
     return out
 
 
+def _window_moments(paired: np.ndarray, px: np.ndarray, py: np.ndarray, w: int) -> tuple[np.ndarray, ...]:
+    """Paired count (NaN for the first w - 1 rows), co-moment and the two sums of squared deviations."""
+    n = _rolling_sum(paired.astype(np.float64), w)
+    sx, sy = _rolling_sum(px, w), _rolling_sum(py, w)
+    cov = _rolling_sum(px * py, w) - sx * sy / w
+    vx = _rolling_sum(px * px, w) - sx * sx / w
+    vy = _rolling_sum(py * py, w) - sy * sy / w
+    return n, cov, vx, vy
+
+
 def rolling_correlation(x: np.ndarray, y: np.ndarray, windows: Sequence[int]) -> dict[int, np.ndarray]:
     """{window: (n_sessions, n_assets) correlation of each column of x with y}."""
     paired = ~np.isnan(x) & ~np.isnan(y)[:, None]
@@ -44,11 +54,7 @@ def rolling_correlation(x: np.ndarray, y: np.ndarray, windows: Sequence[int]) ->
     py = np.where(paired, y[:, None], 0.0)
     out = {}
     for w in windows:
-        n = _rolling_sum(paired.astype(np.float64), w)
-        sx, sy = _rolling_sum(px, w), _rolling_sum(py, w)
-        cov = _rolling_sum(px * py, w) - sx * sy / w
-        vx = _rolling_sum(px * px, w) - sx * sx / w
-        vy = _rolling_sum(py * py, w) - sy * sy / w
+        n, cov, vx, vy = _window_moments(paired, px, py, w)
         with np.errstate(invalid="ignore", divide="ignore"):
             corr = np.clip(cov / np.sqrt(vx * vy), -1.0, 1.0)
         corr[n != w] = np.nan
@@ -78,13 +84,9 @@ def rolling_correlation_mart(
         px = np.where(paired, x, 0.0)
         py = np.where(paired, y[:, None], 0.0)
         for m, w in enumerate(windows):
-            n = np.nan_to_num(_rolling_sum(paired.astype(np.float64), w))
+            n, cov, vx, vy = _window_moments(paired, px, py, w)
             # Shorter windows near the start: the running count.
             n[: w - 1] = np.cumsum(paired, axis=0)[: w - 1]
-            sx, sy = _rolling_sum(px, w), _rolling_sum(py, w)
-            cov = _rolling_sum(px * py, w) - sx * sy / w
-            vx = _rolling_sum(px * px, w) - sx * sx / w
-            vy = _rolling_sum(py * py, w) - sy * sy / w
             with np.errstate(invalid="ignore", divide="ignore"):
                 c = np.clip(cov / np.sqrt(vx * vy), -1.0, 1.0)
                 b = cov / vy
