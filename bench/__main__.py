@@ -134,7 +134,7 @@ def stage_correlation(work: Path, args) -> None:
     benchmarks = ["^RUT", "^GSPC"]
     windows = (30, 90, 180, 365)
     # One untimed call of each side first: one-time costs (lazy imports,
-    # Polars' first use of an operation, the first touch of ~150 MB of fresh
+    # Polars' first use of an operation, most likely the first touch of fresh
     # heap: ~0.2-0.3 s at 500 equities) would otherwise fall on whichever runs
     # first, and the process's heap is then warm for both, as in a run.
     rolling_correlation(returns, sessions, coins, benchmarks, windows)
