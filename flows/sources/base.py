@@ -95,6 +95,9 @@ class SourceBatch:
     warnings: list[str] = field(default_factory=list)
     # Files skipped and rows held back by the source itself (the files source).
     problems: list[InputProblem] = field(default_factory=list)
+    # The files source's input cursor (flows.sources.files_cursor.CursorLanding): whether ``bars``
+    # are only the rows new since the last landing, and what to record once they are landed.
+    cursor: object | None = None
 
 
 class Source(Protocol):
