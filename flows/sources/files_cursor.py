@@ -60,7 +60,8 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(), "n_all": pl.Int64(), "first_all": pl.Date(), "n_in": pl.Int64(),
     "first_in": pl.Date(), "last": pl.Date(),
 }
-_CODE = [Path(__file__), Path(__file__).with_name("files.py"), Path(__file__).with_name("base.py")]
+_CODE = [Path(__file__), *(Path(__file__).with_name(n) for n in ("files.py", "base.py")),
+         Path(__file__).parents[1] / "universe.py"]
 
 
 def code_digest() -> str:
