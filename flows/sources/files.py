@@ -488,8 +488,9 @@ def _split(frame: pl.DataFrame, groups: dict[int, SymbolName]) -> list[tuple[Sym
 
 
 def _daily_parts(
-    frame: pl.DataFrame, groups: dict[int, SymbolName], rel: str, warnings: list[str], problems: list[InputProblem]
-) -> list[tuple[SymbolName, pl.DataFrame]]:
+    frame: pl.DataFrame, groups: dict[int, SymbolName], rel: str, warnings: list[str], problems: list[InputProblem],
+    split: bool = True,
+) -> list[tuple[SymbolName, pl.DataFrame]] | pl.DataFrame:
     """One file's daily bars per symbol, checked over the whole file at once: rows the contracts cannot vouch
     for are held back (``_refuse_missing``), exact repeats collapsed, and every version of a date written twice
     with different values held back. Problems come per symbol in the order found, each symbol's held-back rows
@@ -531,7 +532,7 @@ def _daily_parts(
         if i in collapsed:
             warnings.append(f"{rel}: {sym.symbol}: {collapsed[i]} exact duplicate row(s) collapsed")
     # Each symbol's rows in file order: ``read`` sorts each history by date once, at the end.
-    return _split(kept, groups)
+    return _split(kept, groups) if split else kept  # unsplit: every symbol's rows, ``_GROUP`` kept
 
 
 def _day_key() -> pl.Expr:
@@ -675,7 +676,8 @@ class FilesSource:
         owner = {sym: i for i, f in enumerate(state.files) for sym in f.symbols}
         last = dict(state.summary.select("symbol", "last").iter_rows())
         records: list[FileRecord] = []
-        new: list[tuple[SymbolName, pl.DataFrame]] = []
+        new: list[pl.DataFrame] = []  # each file's new bars
+        names: list[SymbolName] = []  # the symbols they are of
         for i, ((path, rel), rec) in enumerate(zip(found, state.files, strict=True)):
             if rec.mode == "bytes":
                 if bytes_digest(path) != rec.digest:
@@ -705,28 +707,37 @@ class FilesSource:
                 else:
                     groups = {0: symbol_from_filename(path, universe)}
                     added = added.with_columns(pl.lit(0, pl.UInt32).alias(_GROUP))
-                parts = _daily_parts(added, groups, rel, warnings, problems)
+                kept = _daily_parts(added, groups, rel, warnings, problems, split=False)
+                if len({n.symbol for n in groups.values()}) < len(groups):
+                    log.info("input cursor not used: two values of %s's symbol column name one symbol", rel)
+                    return None
                 if problems or warnings:
                     log.info("input cursor not used: the new rows of %s have problems", rel)
                     return None
-                for sym, part in parts:
-                    if part.is_empty():
-                        continue
+                # Per symbol at once, not one frame per symbol (2,000 of them a night).
+                for g, first in kept.group_by(_GROUP).agg(pl.col("date").min()).sort(_GROUP).iter_rows():
+                    sym = groups[g]
                     if owner.get(sym.symbol, i) != i or sym.symbol in state.failed:
                         log.info("input cursor not used: %s's new rows are of %s, also in another file", rel, sym.symbol)
                         return None
-                    if sym.symbol in last and part["date"].min() <= last[sym.symbol]:
+                    if sym.symbol in last and first <= last[sym.symbol]:
                         log.info("input cursor not used: %s's new rows of %s are not after %s", rel, sym.symbol,
                                  last[sym.symbol])
                         return None
                     owner[sym.symbol] = i
                     symbols.add(sym.symbol)
-                    new.append((sym, part))
+                    names.append(sym)
+                named = pl.DataFrame({_GROUP: list(groups), "symbol": [n.symbol for n in groups.values()]},
+                                     schema={_GROUP: pl.UInt32, "symbol": pl.String})
+                new.append(kept.join(named, on=_GROUP).select(
+                    pl.col(c).cast(t) for c, t in SOURCE_BAR_SCHEMA.items()
+                ))
             records.append(FileRecord(str(path), rel, "rows", whole, frame.height, sorted(symbols)))
         known = set(state.assets["symbol"])
-        meta = [self._asset(sym, universe) for sym, _ in new if sym.symbol not in known]
+        meta = [self._asset(sym, universe) for sym in names if sym.symbol not in known]
         assets = pl.concat([state.assets, pl.DataFrame(meta, schema=ASSET_SCHEMA)]) if meta else state.assets
-        bars = pl.concat([self._bars(sym.symbol, part) for sym, part in new]) if new else empty_bars()
+        # By symbol, each by date (as the full read hands each symbol's history on).
+        bars = pl.concat(new).sort("symbol", "date", maintain_order=True) if new else empty_bars()
         return FilesRead(
             bars, conform_assets(assets), list(state.warnings), list(state.problems), dict(state.failed),
             records=records, old=state,
@@ -816,7 +827,8 @@ class FilesSource:
             for sym, part in _daily_parts(frame, groups, rel, warnings, problems):
                 names.setdefault(sym.symbol, sym)
                 parts.setdefault(sym.symbol, []).append((rel, part))
-        records = self._records(seen, len(problems), len(warnings))
+        # A symbol in two files, or named by two values of one file, is merged from its parts: not followed.
+        records = self._records(seen, len(problems), len(warnings)) if all(len(f) == 1 for f in parts.values()) else None
         at_close = self._equity_close_bars(hourly, parts, names, failed_files, warnings)
         by_symbol, conflicts = self._merge(parts)
         by_symbol.update(at_close)

@@ -259,3 +259,14 @@ def test_real_folders_land_through_the_cursor_as_without_it(real_data, tmp_path,
     assert n.step()["handed_on"] > 0
     got = n.step()  # unchanged: the cursor holds, whatever problems the folder has
     assert got["delta"] and got["handed_on"] == 0
+
+
+def test_two_values_naming_one_symbol_are_never_followed(nights):
+    # "BTC-USD" and "BTC" are both BTC: the full read merges them as two files' parts.
+    frame = long_frame(61, symbols=["AAA", "BBB", "^RUT", "BTC-USD"])
+    frame = pl.concat([frame, frame.filter(pl.col("symbol") == "BTC-USD").with_columns(
+        symbol=pl.lit("BTC"), date=pl.col("date") + timedelta(days=100))])
+    frame.write_parquet(nights.folder / "equities.parquet")
+    assert not nights.step()["delta"]
+    pl.concat([frame, long_frame(62, symbols=["AAA"]).tail(1)]).write_parquet(nights.folder / "equities.parquet")
+    assert not nights.step()["delta"]
