@@ -105,6 +105,8 @@ class Source(Protocol):
     # Whether ``fetch`` compares against ``stored_tail``; reading it costs a pass over the lake,
     # so a snapshot source that ignores it says so.
     reads_stored_tail: bool
+    # Whether ``fetch`` uses ``last_dates`` (a stat of every symbol's last year file); absent: it does.
+    reads_last_dates: bool
 
     def fetch(
         self,

@@ -614,6 +614,7 @@ class FilesRead:
 class FilesSource:
     name = "files"
     reads_stored_tail = False  # the files are the whole snapshot
+    reads_last_dates = False  # likewise: what is new is found in the files (the input cursor), not the lake
 
     def __init__(
         self, paths: list[Path], overlap_rel_tol: float = 1e-4, on_conflict: str = "refuse",
@@ -691,10 +692,10 @@ class FilesSource:
             except (NotAPriceHistory, FileFormatError, OSError):
                 log.info("input cursor not used: %s no longer reads as it did", rel)
                 return None
-            if frame.height < rec.rows or rows_digests(frame, rec.rows)[0] != rec.digest:
+            first, whole = rows_digests(frame, min(rec.rows, frame.height))
+            if frame.height < rec.rows or first != rec.digest:
                 log.info("input cursor not used: %s: its first %d rows changed", rel, rec.rows)
                 return None
-            whole = rows_digests(frame, frame.height)[1]
             added = frame.slice(rec.rows)
             symbols = set(rec.symbols)
             if added.height:

@@ -133,7 +133,8 @@ def extract(
 ) -> SourceBatch:
     """Fetch every symbol in batches mapped over the task runner."""
     parts = batches(universe, runner.extract_batch_size, splittable=src.name != "files")
-    last_dates = lake.last_dates() if incremental else {}
+    # A source that finds what is new itself (files: the input cursor) is spared the read of every symbol's last date.
+    last_dates = lake.last_dates() if incremental and getattr(src, "reads_last_dates", True) else {}
     # The stored tail must span the live source's look-back window so every
     # re-fetched bar has a stored twin to compare for restated history;
     # twice the window leaves room for a gap inside it. A source that ignores it is spared the read.
