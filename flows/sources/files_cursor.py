@@ -191,7 +191,8 @@ class InputCursor:
             changed = sorted(k for k in set(key) | set(state.key) if key.get(k) != state.key.get(k))
             log.info("input cursor not used: %s changed", ", ".join(changed))
             return None
-        why = self.lake.landed_unchanged(state.lake, date.fromisoformat(state.as_of))
+        why = (self.lake.landed_unchanged(state.lake, date.fromisoformat(state.as_of)) if state.as_of
+               else "it records no landing")
         if why:
             log.info("input cursor not used: %s", why)
             return None
