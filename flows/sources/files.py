@@ -672,7 +672,7 @@ class FilesSource:
         """The rows after those ``state`` recorded, or None (why logged) when a full read is needed."""
         found = self._discover()
         if [(str(p), rel) for p, rel in found] != [(f.path, f.rel) for f in state.files]:
-            log.info("input cursor not used: the input files are not the ones it recorded")
+            self.cursor.not_used("the input files are not the ones it recorded")
             return None
         owner = {sym: i for i, f in enumerate(state.files) for sym in f.symbols}
         last = dict(state.summary.select("symbol", "last").iter_rows())
@@ -682,7 +682,7 @@ class FilesSource:
         for i, ((path, rel), rec) in enumerate(zip(found, state.files, strict=True)):
             if rec.mode == "bytes":
                 if bytes_digest(path) != rec.digest:
-                    log.info("input cursor not used: %s changed (a file the cursor does not follow row by row)", rel)
+                    self.cursor.not_used("%s changed (a file the cursor does not follow row by row)", rel)
                     return None
                 records.append(rec)
                 continue
@@ -690,11 +690,11 @@ class FilesSource:
             try:
                 frame = READERS[kind](path)
             except (NotAPriceHistory, FileFormatError, OSError):
-                log.info("input cursor not used: %s no longer reads as it did", rel)
+                self.cursor.not_used("%s no longer reads as it did", rel)
                 return None
             first, whole = rows_digests(frame, min(rec.rows, frame.height))
             if frame.height < rec.rows or first != rec.digest:
-                log.info("input cursor not used: %s: its first %d rows changed", rel, rec.rows)
+                self.cursor.not_used("%s: its first %d rows changed", rel, rec.rows)
                 return None
             added = frame.slice(rec.rows)
             symbols = set(rec.symbols)
@@ -710,19 +710,19 @@ class FilesSource:
                     added = added.with_columns(pl.lit(0, pl.UInt32).alias(_GROUP))
                 kept = _daily_parts(added, groups, rel, warnings, problems, split=False)
                 if len({n.symbol for n in groups.values()}) < len(groups):
-                    log.info("input cursor not used: two values of %s's symbol column name one symbol", rel)
+                    self.cursor.not_used("two values of %s's symbol column name one symbol", rel)
                     return None
                 if problems or warnings:
-                    log.info("input cursor not used: the new rows of %s have problems", rel)
+                    self.cursor.not_used("the new rows of %s have problems", rel)
                     return None
                 # Per symbol at once, not one frame per symbol (2,000 of them a night).
                 for g, first in kept.group_by(_GROUP).agg(pl.col("date").min()).sort(_GROUP).iter_rows():
                     sym = groups[g]
                     if owner.get(sym.symbol, i) != i or sym.symbol in state.failed:
-                        log.info("input cursor not used: %s's new rows are of %s, also in another file", rel, sym.symbol)
+                        self.cursor.not_used("%s's new rows are of %s, also in another file", rel, sym.symbol)
                         return None
                     if sym.symbol in last and first <= last[sym.symbol]:
-                        log.info("input cursor not used: %s's new rows of %s are not after %s", rel, sym.symbol,
+                        self.cursor.not_used("%s's new rows of %s are not after %s", rel, sym.symbol,
                                  last[sym.symbol])
                         return None
                     owner[sym.symbol] = i
@@ -996,7 +996,7 @@ class FilesSource:
         done = self.read(universe)
         if done.old is not None and (done.old.start != start.isoformat() or as_of < done.last_date):
             # The cursor's counts are of the bars from its start through the inputs' last date.
-            log.info("input cursor not used: the run reads %s..%s, the cursor counts from %s through %s",
+            self.cursor.not_used("the run reads %s..%s, the cursor counts from %s through %s",
                      start, as_of, done.old.start, done.last_date)
             done = self._read_full(universe)
             self._memo = (universe, done)

@@ -173,6 +173,11 @@ class InputCursor:
 
     def __init__(self, lake: Lake) -> None:
         self.lake = lake
+        self.why: str | None = None  # why the last read did not go through the cursor
+
+    def not_used(self, why: str, *args) -> None:
+        self.why = why % args if args else why
+        log.info("input cursor not used: %s", self.why)
 
     @property
     def path(self) -> Path:
@@ -181,21 +186,23 @@ class InputCursor:
     def load(self, key: dict, asset_schema: dict) -> CursorState | None:
         """The recorded state if it describes these inputs' settings and this lake as it is; else None (why logged)."""
         if not self.path.exists():
+            self.why = "none recorded yet"
             return None
         try:
             state = CursorState.from_json(self.path.read_text(), asset_schema)
         except Exception as exc:  # corrupt or foreign: the full read, which writes a new one
-            log.info("input cursor not used: unreadable (%s)", str(exc)[:200])
+            self.not_used("unreadable (%s)", str(exc)[:200])
             return None
         if state.key != key:
             changed = sorted(k for k in set(key) | set(state.key) if key.get(k) != state.key.get(k))
-            log.info("input cursor not used: %s changed", ", ".join(changed))
+            self.not_used("%s changed", ", ".join(changed))
             return None
         why = (self.lake.landed_unchanged(state.lake, date.fromisoformat(state.as_of)) if state.as_of
                else "it records no landing")
         if why:
-            log.info("input cursor not used: %s", why)
+            self.not_used(why)
             return None
+        self.why = None
         return state
 
     def save(self, state: CursorState, as_of: date) -> None:
@@ -220,6 +227,12 @@ class CursorLanding:
     cursor: InputCursor
     state: CursorState | None
     delta: bool
+
+    def describe(self, rows: int) -> str:
+        """One line for the run log: whether only the new rows were read, else why everything was."""
+        if self.delta:
+            return f"input cursor: only the {rows} row(s) after those the last landed run read were checked and landed"
+        return f"input cursor not used ({self.cursor.why or 'not recorded'}): every input row was read"
 
     def landed(self, as_of: date) -> None:
         if self.state is not None:

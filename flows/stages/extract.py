@@ -294,6 +294,7 @@ def withdraw_absent(
         withdrawn = lake.withdraw_absent(batch.bars, span[0], span[1], now, keep=failed)
     if landing is not None:
         landing.landed(span[1])  # after the land and the withdrawal: what the next run may skip
+        logger.info(landing.describe(batch.bars.height))
     removed = set(withdrawn["symbol"].unique().to_list()) - {o.symbol for o in batch.outcomes}
     line = withdrawal_summary(withdrawn, removed)
     if line:

@@ -79,6 +79,7 @@ class Nights:
         lake.upsert_assets(batch.assets)
         run = RunSummary(run_id="r", source="files", as_of=as_of, status="running")
         withdrawn, gone = withdraw_absent(batch, lake, (self.start, as_of), now, run, logging.getLogger("test"))
+        self.said = batch.cursor.describe(batch.bars.height) if batch.cursor is not None else None
         return {
             "delta": bool(batch.cursor is not None and batch.cursor.delta), "handed_on": batch.bars.height,
             "written": written, "outcomes": batch.outcomes, "problems": batch.problems, "warnings": batch.warnings,
@@ -89,7 +90,9 @@ class Nights:
     def step(self) -> dict:
         """One night in both lakes; returns the cursor's landing after checking it equals the full one."""
         self.night += 1
-        got, want = self.land("cursor"), self.land("full")
+        got = self.land("cursor")
+        self.said_by_cursor = self.said
+        want = self.land("full")
         for key in ("written", "outcomes", "problems", "warnings", "gone", "run_warnings", "as_of"):
             assert got[key] == want[key], key
         assert got["assets"].equals(want["assets"])
@@ -130,6 +133,7 @@ def test_next_days_read_only_the_new_rows_and_land_as_a_full_read(nights):
 def test_an_unchanged_input_hands_on_nothing(nights):
     got = nights.step()
     assert got["delta"] and got["handed_on"] == 0 and got["written"] == 0
+    assert nights.said_by_cursor.startswith("input cursor: only the 0 row(s) after")
 
 
 def test_a_corrected_old_row_falls_back_to_the_full_read(nights):
@@ -140,6 +144,8 @@ def test_a_corrected_old_row_falls_back_to_the_full_read(nights):
     frame.write_parquet(nights.folder / "equities.parquet")
     got = nights.step()
     assert not got["delta"] and got["written"] == 1 + 3
+    # The cursor's lake was landed first: the line says why its run read everything.
+    assert "equities.parquet: its first 180 rows changed" in nights.said_by_cursor
     write(nights.folder, 62)  # the correction undone and a day more: the full read again, then the cursor
     assert not nights.step()["delta"]
     write(nights.folder, 63)
