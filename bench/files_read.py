@@ -43,4 +43,77 @@ def stage_files_read(work: Path, args) -> None:
         del batch
 
 
-STAGES = {"files_read": stage_files_read}
+def _night(files: Path, root: Path, universe, start, now, cursor: bool) -> dict:
+    """One night's extract and land as the flow runs them (``--source files``, no ``--as-of``):
+    the inputs' last date, the fetch, then the land and the ``withdraw_absent`` stage."""
+    import logging
+
+    from flows.run import RunSummary
+    from flows.sources.base import empty_bars
+    from flows.sources.files import FilesSource
+    from flows.stages.extract import withdraw_absent
+    from warehouse.lake import Lake
+
+    lake = Lake(root, "files", writers=8)
+    t, c = time.perf_counter(), time.process_time()
+    src = FilesSource([files], lake=lake if cursor else None)
+    as_of = src.last_date(universe)
+    batch = src.fetch(universe, start, as_of, {}, empty_bars())
+    extract, extract_cpu = time.perf_counter() - t, time.process_time() - c
+    t, c = time.perf_counter(), time.process_time()
+    written = lake.upsert_bars(batch.bars, now)
+    lake.upsert_assets(batch.assets)
+    run = RunSummary(run_id="bench", source="files", as_of=as_of, status="running")
+    withdrawn, _ = withdraw_absent(batch, lake, (start, as_of), now, run, logging.getLogger("bench"))
+    land, land_cpu = time.perf_counter() - t, time.process_time() - c
+    return {"extract_s": round(extract, 3), "extract_cpu_s": round(extract_cpu, 3), "land_s": round(land, 3),
+            "land_cpu_s": round(land_cpu, 3), "handed_on": batch.bars.height, "written": written,
+            "withdrawn": withdrawn.height, "cursor_used": bool(batch.cursor is not None and batch.cursor.delta),
+            "outcome_rows": sum(o.rows for o in batch.outcomes), "problems": len(batch.problems)}
+
+
+def stage_input_cursor(work: Path, args) -> None:
+    """The input cursor: a full night through D, then the next day (D+1 appended to the files), landed
+    into a lake with the cursor and into one without it (``baseline``: today's full read) in the same
+    run; the two lakes are compared file by file after each night.
+    ``python -m bench --equities 1000 --stages generate,input_cursor``."""
+    import json
+    import shutil
+    from datetime import UTC, datetime, timedelta
+
+    from bench.__main__ import _inputs
+    from bench.e2e import _universe, _write_files
+    from bench.lake_land import same_files
+    from flows.settings import Settings
+    from flows.universe import load_universe
+
+    prices, assets, _ = _inputs(work)
+    last = prices["date"].max()
+    day = prices.filter(prices["date"] < last)["date"].max()
+    folder = work / "input_cursor"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    _universe(assets, folder / "universe.yaml")
+    universe = load_universe(folder / "universe.yaml")
+    start = Settings().history_start
+    now = datetime(2026, 11, 21, 6, tzinfo=UTC)
+    for step, through in (("full", day), ("next_day", last)):
+        _write_files(prices, assets, through, folder / "files")
+        got = {}
+        for label in ("baseline", "cursor"):
+            got[label] = _night(folder / "files", folder / f"lake-{label}", universe, start, now, label == "cursor")
+        differ = same_files(folder / "lake-baseline", folder / "lake-cursor")
+        b, c = got["baseline"], got["cursor"]
+        print(json.dumps({
+            "stage": f"input_cursor_{step}", "through": str(through), "baseline": b, "cursor": c,
+            "extract_land_s": {"baseline": round(b["extract_s"] + b["land_s"], 3),
+                               "cursor": round(c["extract_s"] + c["land_s"], 3)},
+            "ratio_cursor_to_baseline": round((c["extract_s"] + c["land_s"]) / (b["extract_s"] + b["land_s"]), 3),
+            "lakes_equal": not differ, "files_differing": differ[:5],
+        }), flush=True)
+        if differ or any(b[k] != c[k] for k in ("written", "withdrawn", "outcome_rows", "problems")):
+            raise SystemExit(f"input_cursor: the lakes differ after {step}: {differ[:5]}")
+        now += timedelta(days=1)
+
+
+STAGES = {"files_read": stage_files_read, "input_cursor": stage_input_cursor}

@@ -127,6 +127,12 @@ def appends_only(entry: tuple | None, digest: tuple, new: pl.DataFrame) -> bool:
     return digest[0] == entry[0] + added[0] and all(digest[i] == (entry[i] + added[i]) % 2**64 for i in (1, 2, 3))
 
 
+def _added(entry: tuple, new: pl.DataFrame) -> tuple:
+    """The digests (``DIGEST_COLUMNS``) of a file's bars (index ``entry``) and ``new``, all dated after them."""
+    added = new.select(_digest_exprs()).row(0)
+    return (entry[0] + added[0], *((entry[i] + added[i]) % 2**64 for i in (1, 2, 3)), added[4])
+
+
 def file_stat(path: Path) -> tuple[int, int, int, int] | None:
     """What the index records of a file as written (``STAT_COLUMNS``); None if there is none."""
     try:
@@ -209,6 +215,40 @@ class Lake:
     @property
     def index_path(self) -> Path:
         return self.root / "index" / f"bars-source={self.source}.parquet"
+
+    def index_token(self) -> list | None:
+        """The index file's stat as the last land left it (an input cursor records it)."""
+        stat = file_stat(self.index_path)
+        return list(stat) if stat is not None else None
+
+    def landed_unchanged(self, token: list | None, through: date) -> str | None:
+        """None if the lake is as the land that left the index at ``token`` left it: the index not
+        rewritten since, every year file the one its entry describes, and no bar dated after
+        ``through`` (that land's last date); else why not."""
+        if token is None or self.index_token() != token:
+            return "the lake index changed since the cursor was written"
+        index = LakeIndex(self.index_path)
+        if index.dirty:
+            return "the lake index is unreadable or of another version"
+        seen = 0
+        for sym_dir in os.scandir(self.bars_dir) if self.bars_dir.exists() else []:
+            symbol = unquote(sym_dir.name)
+            for f in os.scandir(sym_dir.path):
+                if not f.name.endswith(".parquet"):
+                    continue  # not a year file (the lake reads ``*/*.parquet``)
+                year = f.name[: -len(".parquet")]
+                entry = index.entries.get((symbol, int(year))) if year.isdigit() else None
+                if entry is None:
+                    return f"{symbol}/{f.name} has no index entry"
+                st = f.stat()
+                if entry[len(DIGEST_COLUMNS):] != (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
+                    return f"{symbol}/{f.name} changed since the index described it"
+                if entry[len(DIGEST_COLUMNS) - 1] is not None and entry[len(DIGEST_COLUMNS) - 1] > through:
+                    return f"{symbol}/{f.name} holds bars after {through}"
+                seen += 1
+        if seen != len(index.entries):
+            return "year files the index describes are gone"
+        return None
 
     def _files(self) -> list[Path]:
         return sorted(self.bars_dir.glob("*/*.parquet")) if self.bars_dir.exists() else []
@@ -313,6 +353,10 @@ class Lake:
             return part.height
         old = conform_stored(read_stored_parquet(path))
         new = part.filter(pl.col("date") > entry[-1]) if entry is not None and entry[-1] is not None else part.clear()
+        if entry is not None and new.height == part.height and part.height:
+            # Only bars dated after every stored one (an input cursor's new rows): the comparison
+            # below would keep the stored bars and add these; the digests add up.
+            digest = _added(entry, new)
         if appends_only(entry, digest, new):
             # The nightly case: the stored bars as they were and new dates after them. The file
             # becomes both, as the comparison below would make it, without comparing bar by bar.

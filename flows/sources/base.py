@@ -95,6 +95,9 @@ class SourceBatch:
     warnings: list[str] = field(default_factory=list)
     # Files skipped and rows held back by the source itself (the files source).
     problems: list[InputProblem] = field(default_factory=list)
+    # The files source's input cursor (flows.sources.files_cursor.CursorLanding): whether ``bars``
+    # are only the rows new since the last landing, and what to record once they are landed.
+    cursor: object | None = None
 
 
 class Source(Protocol):
@@ -102,6 +105,8 @@ class Source(Protocol):
     # Whether ``fetch`` compares against ``stored_tail``; reading it costs a pass over the lake,
     # so a snapshot source that ignores it says so.
     reads_stored_tail: bool
+    # Whether ``fetch`` uses ``last_dates`` (a stat of every symbol's last year file); absent: it does.
+    reads_last_dates: bool
 
     def fetch(
         self,

@@ -38,6 +38,7 @@ or ``BTC.parquet row 7`` (1-based data row of JSON, Feather and Parquet files).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -60,8 +61,21 @@ from flows.sources.base import (
     SourceError,
     SymbolOutcome,
     conform_assets,
+    empty_bars,
+)
+from flows.sources.files_cursor import (
+    CursorLanding,
+    CursorState,
+    FileRecord,
+    InputCursor,
+    bytes_digest,
+    code_digest,
+    combine,
+    rows_digests,
+    summarize,
 )
 from flows.universe import Universe, check_symbol, infer_asset_class
+from warehouse.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -474,8 +488,9 @@ def _split(frame: pl.DataFrame, groups: dict[int, SymbolName]) -> list[tuple[Sym
 
 
 def _daily_parts(
-    frame: pl.DataFrame, groups: dict[int, SymbolName], rel: str, warnings: list[str], problems: list[InputProblem]
-) -> list[tuple[SymbolName, pl.DataFrame]]:
+    frame: pl.DataFrame, groups: dict[int, SymbolName], rel: str, warnings: list[str], problems: list[InputProblem],
+    split: bool = True,
+) -> list[tuple[SymbolName, pl.DataFrame]] | pl.DataFrame:
     """One file's daily bars per symbol, checked over the whole file at once: rows the contracts cannot vouch
     for are held back (``_refuse_missing``), exact repeats collapsed, and every version of a date written twice
     with different values held back. Problems come per symbol in the order found, each symbol's held-back rows
@@ -517,7 +532,7 @@ def _daily_parts(
         if i in collapsed:
             warnings.append(f"{rel}: {sym.symbol}: {collapsed[i]} exact duplicate row(s) collapsed")
     # Each symbol's rows in file order: ``read`` sorts each history by date once, at the end.
-    return _split(kept, groups)
+    return _split(kept, groups) if split else kept  # unsplit: every symbol's rows, ``_GROUP`` kept
 
 
 def _day_key() -> pl.Expr:
@@ -582,15 +597,28 @@ class FilesRead:
     problems: list[InputProblem]
     # Per symbol not published: (status, why) for ingest_log.
     failed: dict[str, tuple[str, str]]
+    # What an input cursor records of each file (None: this read cannot be a cursor's base).
+    records: list[FileRecord] | None = None
+    # Read through the input cursor: ``bars`` are only the rows after the recorded ones, and the
+    # rest (problems, warnings, failed, each symbol's old rows) is the recorded state's.
+    old: CursorState | None = None
+
+    @property
+    def last_date(self) -> date | None:
+        last = self.bars["date"].max()
+        if self.old is not None and self.old.summary.height:
+            last = max(d for d in (last, self.old.summary["last"].max()) if d is not None)
+        return last
 
 
 class FilesSource:
     name = "files"
     reads_stored_tail = False  # the files are the whole snapshot
+    reads_last_dates = False  # likewise: what is new is found in the files (the input cursor), not the lake
 
     def __init__(
         self, paths: list[Path], overlap_rel_tol: float = 1e-4, on_conflict: str = "refuse",
-        crypto_close: str = "utc_midnight", calendar: str = "XNYS",
+        crypto_close: str = "utc_midnight", calendar: str = "XNYS", lake: Lake | None = None,
     ) -> None:
         check_paths(paths)
         self.crypto_close = crypto_close
@@ -601,6 +629,20 @@ class FilesSource:
         self.overlap_rel_tol = overlap_rel_tol
         self.on_conflict = on_conflict
         self._memo: tuple[Universe, FilesRead] | None = None
+        # The input cursor of the lake this source lands in (files_cursor): none without a lake.
+        self.cursor = InputCursor(lake) if lake is not None else None
+
+    def cursor_key(self, universe: Universe) -> dict:
+        """Everything besides the files that decides what a read returns: another value, a full read."""
+        import pyarrow
+
+        return {
+            "source": self.name, "polars": pl.__version__, "pyarrow": pyarrow.__version__, "code": code_digest(),
+            "paths": [str(p.resolve()) for p in self.paths], "given": [str(p) for p in self.paths],
+            "on_conflict": self.on_conflict, "overlap_rel_tol": repr(self.overlap_rel_tol),
+            "crypto_close": self.crypto_close, "calendar": self.calendar,
+            "universe": hashlib.blake2b(universe.model_dump_json().encode(), digest_size=16).hexdigest(),
+        }
 
     def _discover(self) -> list[tuple[Path, str]]:
         """Each file and its name relative to the path it was found under (a file path: its
@@ -614,17 +656,129 @@ class FilesSource:
         return files
 
     def read(self, universe: Universe) -> FilesRead:
-        """One pass over every file: what is valid, and every problem found (never only the first)."""
+        """One pass over every file: what is valid, and every problem found (never only the first).
+
+        Through the input cursor when it holds: only the rows after those the last landed run read."""
         if self._memo is not None and self._memo[0] == universe:
             return self._memo[1]
+        state = self.cursor.load(self.cursor_key(universe), ASSET_SCHEMA) if self.cursor is not None else None
+        done = self._read_after(universe, state) if state is not None else None
+        if done is None:
+            done = self._read_full(universe)
+        self._memo = (universe, done)
+        return done
+
+    def _read_after(self, universe: Universe, state: CursorState) -> FilesRead | None:
+        """The rows after those ``state`` recorded, or None (why logged) when a full read is needed."""
+        found = self._discover()
+        if [(str(p), rel) for p, rel in found] != [(f.path, f.rel) for f in state.files]:
+            self.cursor.not_used("the input files are not the ones it recorded")
+            return None
+        owner = {sym: i for i, f in enumerate(state.files) for sym in f.symbols}
+        last = dict(state.summary.select("symbol", "last").iter_rows())
+        records: list[FileRecord] = []
+        new: list[pl.DataFrame] = []  # each file's new bars
+        names: list[SymbolName] = []  # the symbols they are of
+        for i, ((path, rel), rec) in enumerate(zip(found, state.files, strict=True)):
+            if rec.mode == "bytes":
+                if bytes_digest(path) != rec.digest:
+                    self.cursor.not_used("%s changed (a file the cursor does not follow row by row)", rel)
+                    return None
+                records.append(rec)
+                continue
+            kind = SUFFIXES[path.suffix.lower()]
+            try:
+                frame = READERS[kind](path)
+            except (NotAPriceHistory, FileFormatError, OSError):
+                self.cursor.not_used("%s no longer reads as it did", rel)
+                return None
+            first, whole = rows_digests(frame, min(rec.rows, frame.height))
+            if frame.height < rec.rows or first != rec.digest:
+                self.cursor.not_used("%s: its first %d rows changed", rel, rec.rows)
+                return None
+            added = frame.slice(rec.rows)
+            symbols = set(rec.symbols)
+            if added.height:
+                problems: list[InputProblem] = []
+                warnings: list[str] = []
+                where = f"{rel} {'line' if kind == 'csv' else 'row'} "
+                added = added.with_columns((pl.lit(where) + pl.col(_AT).cast(pl.String)).alias(ORIGIN)).drop(_AT)
+                if "symbol" in added.columns:
+                    added, groups = _symbol_groups(added, rel, universe, problems)
+                else:
+                    groups = {0: symbol_from_filename(path, universe)}
+                    added = added.with_columns(pl.lit(0, pl.UInt32).alias(_GROUP))
+                kept = _daily_parts(added, groups, rel, warnings, problems, split=False)
+                if len({n.symbol for n in groups.values()}) < len(groups):
+                    self.cursor.not_used("two values of %s's symbol column name one symbol", rel)
+                    return None
+                if problems or warnings:
+                    self.cursor.not_used("the new rows of %s have problems", rel)
+                    return None
+                # Per symbol at once, not one frame per symbol (2,000 of them a night).
+                for g, first in kept.group_by(_GROUP).agg(pl.col("date").min()).sort(_GROUP).iter_rows():
+                    sym = groups[g]
+                    if owner.get(sym.symbol, i) != i or sym.symbol in state.failed:
+                        self.cursor.not_used("%s's new rows are of %s, also in another file", rel, sym.symbol)
+                        return None
+                    if sym.symbol in last and first <= last[sym.symbol]:
+                        self.cursor.not_used("%s's new rows of %s are not after %s", rel, sym.symbol,
+                                 last[sym.symbol])
+                        return None
+                    owner[sym.symbol] = i
+                    symbols.add(sym.symbol)
+                    names.append(sym)
+                named = pl.DataFrame({_GROUP: list(groups), "symbol": [n.symbol for n in groups.values()]},
+                                     schema={_GROUP: pl.UInt32, "symbol": pl.String})
+                new.append(kept.join(named, on=_GROUP).select(
+                    pl.col(c).cast(t) for c, t in SOURCE_BAR_SCHEMA.items()
+                ))
+            records.append(FileRecord(str(path), rel, "rows", whole, frame.height, sorted(symbols)))
+        known = set(state.assets["symbol"])
+        meta = [self._asset(sym, universe) for sym in names if sym.symbol not in known]
+        assets = pl.concat([state.assets, pl.DataFrame(meta, schema=ASSET_SCHEMA)]) if meta else state.assets
+        # By symbol, each by date (as the full read hands each symbol's history on).
+        bars = pl.concat(new).sort("symbol", "date", maintain_order=True) if new else empty_bars()
+        return FilesRead(
+            bars, conform_assets(assets), list(state.warnings), list(state.problems), dict(state.failed),
+            records=records, old=state,
+        )
+
+    def _asset(self, name: SymbolName, universe: Universe) -> dict:
+        """A symbol's ``dim_asset`` row: the universe's name and sector, the file's class and currency."""
+        known = universe.get(name.symbol)
+        return {
+            "symbol": name.symbol,
+            "name": known.name if known else name.symbol,
+            "asset_class": name.asset_class,
+            "sector": known.sector if known else None,
+            "industry": known.industry if known else None,
+            "quote_currency": name.quote_currency,
+            "source": self.name,
+            "source_symbol": name.source_symbol,
+        }
+
+    @staticmethod
+    def _bars(symbol: str, frame: pl.DataFrame) -> pl.DataFrame:
+        """One symbol's bars as the source hands them on, by date (as ``conform_bars`` sorts one symbol's frame)."""
+        return frame.select(
+            pl.lit(symbol, t).alias(c) if c == "symbol" else pl.col(c).cast(t) for c, t in SOURCE_BAR_SCHEMA.items()
+        ).sort("date")
+
+    def _read_full(self, universe: Universe) -> FilesRead:
+        """Every row of every file (today's read), and what an input cursor records of each file."""
         warnings: list[str] = []
         problems: list[InputProblem] = []
         parts: dict[str, list[tuple[str, pl.DataFrame]]] = {}
         names: dict[str, SymbolName] = {}
         failed_files: dict[str, tuple[str, str]] = {}
         hourly: dict[str, list[tuple[str, pl.DataFrame]]] = {}
+        seen: list[dict] = []  # per file, what an input cursor records
         for path, rel in self._discover():
             kind = SUFFIXES.get(path.suffix.lower())
+            info = {"path": path, "rel": rel, "problems": len(problems), "warnings": len(warnings),
+                    "digest": None, "rows": 0, "symbols": set()}
+            seen.append(info)
             try:
                 name = symbol_from_filename(path, universe)
             except ValueError as why:
@@ -643,6 +797,7 @@ class FilesSource:
                                              "file_not_price_history", name.symbol if name else None))
                 if name:
                     failed_files.setdefault(name.symbol, ("skipped", f"{rel}: not a price history ({clip(str(why))})"))
+                    info["symbols"].add(name.symbol)
                 continue
             except (FileFormatError, OSError) as why:
                 text = clip(str(why).replace(str(path), rel))
@@ -650,7 +805,10 @@ class FilesSource:
                 problems.append(InputProblem(rel, text, "file skipped", "file_unreadable", name.symbol if name else None))
                 if name:
                     failed_files[name.symbol] = ("error", f"{rel}: {text}")
+                    info["symbols"].add(name.symbol)
                 continue
+            if not hour:  # the decoded rows, for the input cursor
+                info["rows"], info["digest"] = frame.height, rows_digests(frame, frame.height)[0]
             where = f"{rel} {'line' if kind == 'csv' else 'row'} "
             frame = frame.with_columns((pl.lit(where) + pl.col(_AT).cast(pl.String)).alias(ORIGIN)).drop(_AT)
             if "symbol" in frame.columns:
@@ -661,6 +819,7 @@ class FilesSource:
                 continue
             else:
                 frame, groups = frame.with_columns(pl.lit(0, pl.UInt32).alias(_GROUP)), {0: name}
+            info["symbols"].update(sym.symbol for sym in groups.values())
             if hour:
                 for sym, part in _split(frame, groups):
                     names.setdefault(sym.symbol, sym)
@@ -669,6 +828,8 @@ class FilesSource:
             for sym, part in _daily_parts(frame, groups, rel, warnings, problems):
                 names.setdefault(sym.symbol, sym)
                 parts.setdefault(sym.symbol, []).append((rel, part))
+        # A symbol in two files, or named by two values of one file, is merged from its parts: not followed.
+        records = self._records(seen, len(problems), len(warnings)) if all(len(f) == 1 for f in parts.values()) else None
         at_close = self._equity_close_bars(hourly, parts, names, failed_files, warnings)
         by_symbol, conflicts = self._merge(parts)
         by_symbol.update(at_close)
@@ -697,29 +858,39 @@ class FilesSource:
             raise SourceError(
                 f"no price history found under {', '.join(map(str, self.paths))}" + (f" ({why})" if why else "")
             )
-        meta = []
-        for sym in by_symbol:
-            name, known = names[sym], universe.get(sym)
-            meta.append({
-                "symbol": sym,
-                "name": known.name if known else sym,
-                "asset_class": name.asset_class,
-                "sector": known.sector if known else None,
-                "industry": known.industry if known else None,
-                "quote_currency": name.quote_currency,
-                "source": self.name,
-                "source_symbol": name.source_symbol,
-            })
+        meta = [self._asset(names[sym], universe) for sym in by_symbol]
         # Symbols in the order found, each by date (as ``conform_bars`` sorts one symbol's frame).
-        bars = pl.concat([
-            f.select(
-                pl.lit(sym, t).alias(c) if c == "symbol" else pl.col(c).cast(t) for c, t in SOURCE_BAR_SCHEMA.items()
-            ).sort("date")
-            for sym, f in by_symbol.items()
-        ])
-        done = FilesRead(bars, conform_assets(pl.DataFrame(meta, schema=ASSET_SCHEMA)), warnings, problems, failed)
-        self._memo = (universe, done)
-        return done
+        bars = pl.concat([self._bars(sym, f) for sym, f in by_symbol.items()])
+        return FilesRead(bars, conform_assets(pl.DataFrame(meta, schema=ASSET_SCHEMA)), warnings, problems, failed,
+                         records=records)
+
+    def _records(self, seen: list[dict], problems: int, warnings: int) -> list[FileRecord] | None:
+        """What an input cursor records of each file read (``seen``), or None if it cannot follow this input:
+        crypto sampled at the equity close, or a symbol in more than one file (their merge needs every row).
+
+        A file whose rows all passed (no problem, no warning) is followed row by row; any other
+        must stay byte for byte as it is for the cursor to hold."""
+        if self.crypto_close != "utc_midnight" or self.cursor is None:
+            return None
+        owners: dict[str, int] = {}
+        for info in seen:
+            for sym in info["symbols"]:
+                owners[sym] = owners.get(sym, 0) + 1
+        if any(n > 1 for n in owners.values()):
+            return None
+        records = []
+        for k, info in enumerate(seen):
+            after = seen[k + 1] if k + 1 < len(seen) else {"problems": problems, "warnings": warnings}
+            clean = info["problems"] == after["problems"] and info["warnings"] == after["warnings"]
+            path, rel, symbols = info["path"], info["rel"], sorted(info["symbols"])
+            if clean and info["digest"] is not None:
+                records.append(FileRecord(str(path), rel, "rows", info["digest"], info["rows"], symbols))
+            else:
+                try:
+                    records.append(FileRecord(str(path), rel, "bytes", bytes_digest(path), 0, symbols))
+                except OSError:
+                    return None
+        return records
 
     @staticmethod
     def _hourly_rows(part: pl.DataFrame, rel: str, symbol: str, problems: list[InputProblem]) -> pl.DataFrame:
@@ -812,7 +983,7 @@ class FilesSource:
 
     def last_date(self, universe: Universe) -> date:
         """The last date the inputs cover."""
-        return self.read(universe).bars["date"].max()
+        return self.read(universe).last_date
 
     def fetch(
         self,
@@ -823,6 +994,12 @@ class FilesSource:
         stored_tail: pl.DataFrame,
     ) -> SourceBatch:
         done = self.read(universe)
+        if done.old is not None and (done.old.start != start.isoformat() or as_of < done.last_date):
+            # The cursor's counts are of the bars from its start through the inputs' last date.
+            self.cursor.not_used("the run reads %s..%s, the cursor counts from %s through %s",
+                     start, as_of, done.old.start, done.last_date)
+            done = self._read_full(universe)
+            self._memo = (universe, done)
         # An index keeps its whole record before ``start``: all-time highs
         # look back over all of it (the transform uses it for milestones only).
         indices = done.assets.filter(pl.col("asset_class") == "index")["symbol"].implode()
@@ -844,6 +1021,20 @@ class FilesSource:
                 pl.len(), pl.col("date").min().alias("first"), pl.col("date").max().alias("last")
             ).iter_rows()
         }
+        state = None
+        if done.records is not None and done.last_date is not None and as_of >= done.last_date:
+            # Every bar read is in ``bars`` but the non-index ones before ``start``: the summary says how many.
+            summary = summarize(done.bars, start)
+            if done.old is not None:
+                summary = combine(done.old.summary, summary)
+                index = set(done.assets.filter(pl.col("asset_class") == "index")["symbol"])
+                span = {
+                    sym: (n_all, first_all, last) if sym in index else (n_in, first_in, last if n_in else None)
+                    for sym, n_all, first_all, n_in, first_in, last in summary.iter_rows()
+                }
+                span = {sym: v for sym, v in span.items() if v[0]}
+            state = CursorState(self.cursor_key(universe), start.isoformat(), done.records, summary, done.assets,
+                                done.warnings, done.problems, done.failed)
         outcomes = []
         for sym in done.assets["symbol"]:
             n, first, last = span.get(sym, (0, None, None))
@@ -860,7 +1051,9 @@ class FilesSource:
             )
         for sym, (status, why) in sorted(done.failed.items()):
             outcomes.append(SymbolOutcome(symbol=sym, source=self.name, status=status, error=clip(why, 500)))
-        return SourceBatch(bars=bars, assets=done.assets, outcomes=outcomes, warnings=warnings, problems=done.problems)
+        cursor = CursorLanding(self.cursor, state, delta=done.old is not None) if self.cursor is not None else None
+        return SourceBatch(bars=bars, assets=done.assets, outcomes=outcomes, warnings=warnings, problems=done.problems,
+                           cursor=cursor)
 
 
 def _row_kind(why: str) -> str:

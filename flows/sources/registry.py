@@ -51,10 +51,12 @@ def sample(settings: Settings, paths: list[Path] | None) -> Source:
 @register("files")
 def files(settings: Settings, paths: list[Path] | None) -> Source:
     from flows.sources.files import FilesSource
+    from warehouse.lake import Lake
 
     return FilesSource(
         paths or [], overlap_rel_tol=settings.files_overlap_rel_tol, on_conflict=settings.files_on_conflict,
         crypto_close=settings.crypto_close, calendar=settings.exchange_calendar,
+        lake=Lake(settings.lake_dir, "files"),  # its input cursor: the next run reads only what is new
     )
 
 

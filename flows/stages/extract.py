@@ -28,7 +28,7 @@ from flows.settings import Settings
 from flows.sources.base import ASSET_SCHEMA, Source, SourceBatch, SymbolOutcome, empty_bars
 from flows.sources.live_config import deadline as source_deadline
 from flows.universe import Universe, UniverseError
-from warehouse.lake import Lake
+from warehouse.lake import BARS_SCHEMA, Lake
 from warehouse.quality import withdrawal_summary
 from warehouse.runs import RunLog
 
@@ -116,6 +116,7 @@ def merge_batches(parts: list[SourceBatch]) -> SourceBatch:
         synthetic=any(p.synthetic for p in parts),
         warnings=[w for p in parts for w in p.warnings],
         problems=[x for p in parts for x in p.problems],
+        cursor=parts[0].cursor if len(parts) == 1 else None,
     )
 
 
@@ -132,7 +133,8 @@ def extract(
 ) -> SourceBatch:
     """Fetch every symbol in batches mapped over the task runner."""
     parts = batches(universe, runner.extract_batch_size, splittable=src.name != "files")
-    last_dates = lake.last_dates() if incremental else {}
+    # A source that finds what is new itself (files: the input cursor) is spared the read of every symbol's last date.
+    last_dates = lake.last_dates() if incremental and getattr(src, "reads_last_dates", True) else {}
     # The stored tail must span the live source's look-back window so every
     # re-fetched bar has a stored twin to compare for restated history;
     # twice the window leaves room for a gap inside it. A source that ignores it is spared the read.
@@ -282,7 +284,17 @@ def withdraw_absent(
     A symbol the source failed to read keeps its bars (stale, as check_failures says).
     """
     failed = {o.symbol for o in batch.outcomes if o.status == "error"}
-    withdrawn = lake.withdraw_absent(batch.bars, span[0], span[1], now, keep=failed)
+    landing = batch.cursor
+    if landing is not None and landing.delta:
+        # Only the rows after those the cursor recorded were read: the lake held exactly the recorded
+        # rows' bars in the span and none after its last date (checked when the cursor was loaded),
+        # and the land added the new ones, so no stored bar in the span is absent from the input.
+        withdrawn = pl.DataFrame(schema=BARS_SCHEMA)
+    else:
+        withdrawn = lake.withdraw_absent(batch.bars, span[0], span[1], now, keep=failed)
+    if landing is not None:
+        landing.landed(span[1])  # after the land and the withdrawal: what the next run may skip
+        logger.info(landing.describe(batch.bars.height))
     removed = set(withdrawn["symbol"].unique().to_list()) - {o.symbol for o in batch.outcomes}
     line = withdrawal_summary(withdrawn, removed)
     if line:

@@ -1,0 +1,37 @@
+"""Through the nightly flow: a files run the day after reads only the new rows (the input cursor) and
+publishes the same tables as a full rebuild from the same files."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.sources.files import FilesSource
+from tests.flows.test_incremental_run import assert_same_tables
+from tests.warehouse.test_integrity import D1, D2, full_rebuild, run, save, write_inputs
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def test_the_next_days_files_run_reads_only_the_new_rows_and_equals_a_full_rebuild(tmp_path, monkeypatch):
+    folder, data = tmp_path / "in", tmp_path / "data"
+    rows = write_inputs(folder)
+    for symbol, by_date in rows.items():  # the files as they were on D1
+        save(folder, symbol, {d: r for d, r in by_date.items() if d <= D1})
+    full_reads = []
+    real = FilesSource._read_full
+
+    def counted(self, universe):
+        full_reads.append(self.paths)
+        return real(self, universe)
+
+    monkeypatch.setattr(FilesSource, "_read_full", counted)
+    first = run(folder, data, D1)
+    assert len(full_reads) == 1 and (data / "lake" / "index" / "input-source=files.json").exists()
+    for symbol, by_date in rows.items():  # a month more appended to every file
+        save(folder, symbol, by_date)
+    second = run(folder, data, D2)
+    assert len(full_reads) == 1, "the next day read every row again"
+    new = sum(1 for by_date in rows.values() for d in by_date if D1 < d <= D2)
+    assert second.rows_written == new and second.incremental_from is not None
+    assert first.status == second.status == "succeeded"
+    assert_same_tables(data, full_rebuild(folder, tmp_path))
