@@ -342,6 +342,20 @@ def published_before(settings: Settings, plan: LakeRead, as_of: date) -> tuple[p
     return read["fact_prices"], quarantine_keys(quarantine.with_columns(pl.lit("").alias("run_id")))
 
 
+def _by_symbol_and_date(bars: pl.DataFrame) -> bool:
+    s, d = pl.col("symbol"), pl.col("date")
+    ascending = (s > s.shift()) | ((s == s.shift()) & (d > d.shift()))
+    return bars.height < 2 or bars.select(ascending.slice(1).fill_null(False).all()).item()
+
+
+def _merge_bars(kept: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """``kept`` and ``new`` bars sorted by symbol and date as one frame: each symbol's kept bars
+    come before its new ones, so the two sorted frames are merged (not sorted again: ~9 M rows)."""
+    kept = kept if _by_symbol_and_date(kept) else kept.sort("symbol", "date")
+    merged = kept.merge_sorted(new, key="symbol")
+    return merged if _by_symbol_and_date(merged) else merged.sort("symbol", "date")
+
+
 def merge_published(
     plan: LakeRead, files: pl.DataFrame, stored: pl.DataFrame, clean: pl.DataFrame, quarantined: pl.DataFrame,
     published: pl.DataFrame, published_quarantine: pl.DataFrame, as_of: date,
@@ -370,13 +384,14 @@ def merge_published(
             f"from, e.g. {short[0]}"
         )
     cut = cut.select("symbol", "_f")
-    kept = published.filter(~pl.col("symbol").is_in(whole)).join(cut, on="symbol", how="left")
-    kept = kept.filter(pl.col("_f").is_null() | (pl.col("date") <= pl.col("_f"))).drop("_f")
+    kept = published.filter(~pl.col("symbol").is_in(whole)).join(cut, on="symbol", how="left", maintain_order="left")
     # The bar each read symbol starts from is the one the published run kept.
     first = clean.join(cut, on="symbol").filter(pl.col("date") == pl.col("_f")).drop("_f")
-    differs = first.join(kept, on=first.columns, how="anti", nulls_equal=True)
+    was = kept.filter(pl.col("date") == pl.col("_f")).drop("_f")
+    differs = first.join(was, on=first.columns, how="anti", nulls_equal=True)
     if differs.height:
         return f"the published bar of {differs['symbol'][0]} on {differs['date'][0]} is not the stored one"
+    kept = kept.filter(pl.col("_f").is_null() | (pl.col("date") <= pl.col("_f"))).drop("_f")
     # Every published bar kept still has its year file.
     gone = (
         kept.select("symbol", pl.col("date").dt.year().cast(pl.Int32).alias("year")).unique()
@@ -385,7 +400,7 @@ def merge_published(
     if gone.height:
         return f"the lake no longer holds {gone['symbol'][0]}'s {gone['year'][0]} file the published run read"
     new = clean.join(cut, on="symbol", how="left").filter(pl.col("_f").is_null() | (pl.col("date") > pl.col("_f")))
-    prices = pl.concat([kept, new.drop("_f")]).sort("symbol", "date")
+    prices = _merge_bars(kept, new.drop("_f"))
     old_q = (
         published_quarantine.filter(~pl.col("_symbol").is_in(whole))
         .join(cut, left_on="_symbol", right_on="symbol", how="left")
