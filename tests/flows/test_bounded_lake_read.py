@@ -172,3 +172,37 @@ def test_a_published_run_without_a_lake_listing_makes_the_next_day_read_the_whol
     whole = full_run_on_a_copy(data, tmp_path, runs)
     assert_same_tables(data, whole)
     assert_same_quarantine(bounded.screened, built[-1].screened)
+
+
+def test_real_files_the_next_day_reads_the_recent_years_and_equals_a_full_run(real_data, tmp_path, runs):
+    """Real price files (^RUT since 1987, SPY since 1993, IWM, RTY=F, ^VIX; six coins since 2024-10):
+    the second night reads only 2025-2026 of the ETFs, the future and the coins, the indices whole,
+    and publishes a full run's tables."""
+    built, reads = runs
+    folders = [real_data / "alitalbi-storage_data_fy", real_data / "Harthor-marketlab"]
+    for folder in folders:
+        if not folder.exists():
+            pytest.skip(f"{folder} absent (see ../shared/data/real/SOURCES.md)")
+    paths = [str(f) for f in folders]
+    data = tmp_path / "data"
+    first, second = date(2026, 1, 26), date(2026, 1, 28)
+    nightly(source="files", paths=paths, as_of=first, data_dir=str(data))
+    reads.clear()
+    run = nightly(source="files", paths=paths, as_of=second, data_dir=str(data))
+    assert run.incremental_from == first + timedelta(days=1)
+    bounded = built[-1]
+    assert "nothing landed or withdrawn before 2026-01-01" in bounded.lake_read, bounded.lake_read
+    lake = Lake(data / "lake", "files")
+    index = set(lake.read_assets().filter(pl.col("asset_class") == "index")["symbol"])
+    from urllib.parse import unquote
+
+    years = {int(Path(p).stem) for p in reads[-1] if unquote(Path(p).parent.name) not in index}
+    assert years == {2025, 2026}
+    whole = tmp_path / "whole"
+    shutil.copytree(data / "lake", whole / "lake")
+    full = nightly(source="files", paths=paths, as_of=second, data_dir=str(whole))
+    assert full.incremental_from is None and built[-1].lake_read.startswith("read the whole lake")
+    assert_same_tables(data, whole)
+    # The real files' bad bars (RTY=F closes outside the day's range, a ^VIX bar on Labor Day).
+    assert bounded.screened.height >= 4
+    assert_same_quarantine(bounded.screened, built[-1].screened)
