@@ -14,7 +14,21 @@ stage: its peak RSS is this stage's alone.
 Prints wall, CPU, peak RSS, whether it was incremental and from when, and
 the rows read back from the published warehouse per table (summed over the
 reads of ``flows.rebuild_plan``), so a bounded read shows as a row count,
-not only as a time.
+not only as a time; also how many of the lake's year files the transform
+read (``lake_read``) and a digest of each table it returned (outside the timing).
+
+``transform_next_day_whole`` is the same with the whole lake read and screened
+(``transform(..., bounded=False)``, what the transform did before the bounded
+lake read): the baseline in the same bench run, and its digests must equal
+``transform_next_day``'s (same tables)::
+
+    flock /tmp/xasset-big.lock python -m bench --equities 1000 --coins 100 --years 20 \
+        --stages generate,e2e,transform_next_day_whole,transform_next_day --workdir W
+
+The published run's state records when it listed the lake (``LAKE_LISTED``);
+one written by an older version lacks it, and the stage then takes the full
+run's ``run.json`` status-change time instead: the full run wrote it after it
+listed the lake, and the next day's run landed its bars after that.
 """
 
 from __future__ import annotations
@@ -35,12 +49,27 @@ def _runs(data: Path) -> list[tuple[str, Path]]:
     return sorted(out)
 
 
-def stage_transform_next_day(work: Path, args) -> None:
+def table_digests(tables: dict) -> dict[str, str]:
+    """Per table: rows and an order-free digest of its rows (equal tables, equal digests)."""
+    import polars as pl
+
+    out = {}
+    for name, frame in sorted(tables.items()):
+        h = frame.hash_rows(seed=1).cast(pl.UInt64).sum() if frame.height else 0
+        out[name] = f"{frame.height}:{h:x}"
+    return out
+
+
+def stage_transform_next_day_whole(work: Path, args) -> None:
+    stage_transform_next_day(work, args, bounded=False)
+
+
+def stage_transform_next_day(work: Path, args, bounded: bool = True) -> None:
     from datetime import date
 
     from bench.__main__ import emit, rss_now
     from flows.params import mart_params
-    from flows.rebuild_plan import transform_fingerprint
+    from flows.rebuild_plan import LAKE_LISTED, transform_fingerprint
     from flows.settings import Settings
     from flows.stages.transform import transform
     from flows.universe import load_universe
@@ -70,6 +99,7 @@ def stage_transform_next_day(work: Path, args) -> None:
     universe = load_universe(settings.universe_path)
     state = json.loads((full / "run.json").read_text())
     state["fingerprint"] = transform_fingerprint(mart_params(settings, universe), settings, "files")
+    state.setdefault(LAKE_LISTED, (full / "run.json").stat().st_ctime_ns)
     (current / "run.json").write_text(json.dumps(state))
 
     import flows.rebuild_plan
@@ -92,15 +122,17 @@ def stage_transform_next_day(work: Path, args) -> None:
         import cProfile
 
         with cProfile.Profile() as prof:
-            built = transform(lake, settings, universe, date.fromisoformat(next_as_of), synthetic=False)
+            built = transform(lake, settings, universe, date.fromisoformat(next_as_of), synthetic=False, bounded=bounded)
         prof.dump_stats(profile)
     else:
-        built = transform(lake, settings, universe, date.fromisoformat(next_as_of), synthetic=False)
+        built = transform(lake, settings, universe, date.fromisoformat(next_as_of), synthetic=False, bounded=bounded)
     seconds, cpu = time.perf_counter() - t, time.process_time() - c
     emit(
-        "transform_next_day", seconds, sum(f.height for f in built.tables.values()), rss_before=before, cpu=cpu,
+        "transform_next_day" if bounded else "transform_next_day_whole", seconds,
+        sum(f.height for f in built.tables.values()), rss_before=before, cpu=cpu,
         incremental_from=str(built.incremental_from), full_because=built.full_because, seed_rows=seed_rows,
+        lake_read=built.lake_read, digests=table_digests(built.tables),
     )
 
 
-STAGES = {"transform_next_day": stage_transform_next_day}
+STAGES = {"transform_next_day": stage_transform_next_day, "transform_next_day_whole": stage_transform_next_day_whole}

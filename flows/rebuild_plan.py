@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 
-from contracts.tables import TABLES
+from contracts.tables import QUARANTINE, TABLES
 from flows.settings import Settings
 from transforms.graph import DERIVED_BARS, seed_reads
 from transforms.incremental import first_changed_session
@@ -26,15 +27,28 @@ from transforms.marts import MartParams
 from warehouse import snapshots
 from warehouse.lake import WITHDRAWN_AT
 from warehouse.marts import read_published as read_published_mart
+from warehouse.quality import in_screen_order, quarantine_keys, screen_rules
 from warehouse.query import read_tables
 
+# The run state's record of the lake's year files as the run listed them: the
+# largest status-change time among them (``Lake.bar_files``). A file written,
+# replaced or added since has a later one: runs take the data directory's lock in
+# turn, so the next run's land writes seconds after this run listed the files
+# (the clock's tick is milliseconds); a file at exactly this time is this run's.
+LAKE_LISTED = "lake_listed_ctime_ns"
 
-def run_state(source: str, as_of: date, fingerprint: str, prices: pl.DataFrame) -> dict:
-    """What the next run needs to build on this one: what ``incremental_base`` checks."""
-    return {
+
+def run_state(
+    source: str, as_of: date, fingerprint: str, prices: pl.DataFrame, lake_listed: int | None = None
+) -> dict:
+    """What the next run needs to build on this one: what ``incremental_base`` and ``lake_read_plan`` check."""
+    state = {
         "source": source, "as_of": as_of, "fingerprint": fingerprint,
         "ingested_through": prices["ingested_at"].max(),
     }
+    if lake_listed is not None:
+        state[LAKE_LISTED] = lake_listed
+    return state
 
 
 CODE_PACKAGES = ("contracts", "flows", "transforms", "warehouse")
@@ -254,3 +268,164 @@ def _read_seed(path: Path, names: list[str], where: dict | None = None) -> dict[
     read = read_tables(path, rest, where) if rest else {}
     out |= {n: TABLES[n].conform(f) if n in TABLES else f for n, f in read.items()}
     return {n: out[n] for n in names if n in out}
+
+
+# --- the bounded lake read -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LakeRead:
+    """The lake's year files a next-day run reads when the published run vouches for the rest.
+
+    Every bar landed or withdrawn since the published run listed the lake is
+    dated on or after ``changed_from`` (1 January of the first such year, at
+    the latest of the year after the published as-of). The year before it is
+    read as the screen's context: a bar is judged by its clean neighbours (the
+    jump rules), so the earlier bars' verdicts, and the bars themselves, are the
+    published run's (``merge_published``). ``whole``: symbols read whole (index
+    assets, whose bars before the history start only feed the milestones and
+    are not published; symbols without a year file before the context year).
+    """
+
+    files: list[str]
+    changed_from: date
+    whole: frozenset[str]
+    run_id: str
+
+    @property
+    def context_from(self) -> date:
+        return date(self.changed_from.year - 1, 1, 1)
+
+
+def lake_read_plan(
+    settings: Settings, source: str, fingerprint: str, as_of: date,
+    files: pl.DataFrame, withdrawn: pl.DataFrame, assets: pl.DataFrame | None,
+) -> LakeRead | str:
+    """Which year files (``Lake.bar_files``) the run must read, or why it reads them all.
+
+    A file is new to this run when its status-change time is after the largest
+    the published run listed (``LAKE_LISTED``); a bar withdrawn since
+    it read the lake counts from its date. Only when the published run could
+    seed this one (``incremental_base``'s first checks) and recorded its listing.
+    """
+    if not settings.incremental:
+        return "incremental rebuilds are switched off (XASSET_INCREMENTAL=false)"
+    state = snapshots.published_state(settings.data_dir)
+    if state is None:
+        return "there is no published run to build on"
+    if state.get("source") != source or state.get("fingerprint") != fingerprint:
+        return "the published run was built from another source, code version or settings"
+    if LAKE_LISTED not in state or "run_id" not in state or not state.get("ingested_through"):
+        return "the published run did not record which lake files it read (an older version wrote it)"
+    previous_as_of = date.fromisoformat(state["as_of"])
+    if previous_as_of > as_of:
+        return f"the published run is as of {previous_as_of}, later than {as_of}"
+    if assets is None or files.is_empty():
+        return "the lake holds no assets or bars"
+    unnamed = files.filter(pl.col("year").is_null())
+    if unnamed.height:
+        return f"a lake file is not named by its year ({unnamed['path'][0]})"
+    read_through = datetime.fromisoformat(state["ingested_through"])
+    years = [
+        files.filter(pl.col("ctime_ns") > int(state[LAKE_LISTED]))["year"].min(),
+        withdrawn.filter(pl.col(WITHDRAWN_AT) > read_through)["date"].dt.year().min() if withdrawn.height else None,
+        (previous_as_of + timedelta(days=1)).year,
+    ]
+    first = min(y for y in years if y is not None)
+    changed_from = date(first, 1, 1)
+    context = first - 1
+    if files["year"].min() >= context:
+        return f"the changed range (from {changed_from}) reaches the lake's first year"
+    with_old = files.filter(pl.col("year") < context)["symbol"].unique()
+    index_assets = assets.filter(pl.col("asset_class") == "index")["symbol"]
+    whole = set(files["symbol"].unique().to_list()) - set(with_old.to_list()) | set(index_assets.to_list())
+    read = files.filter((pl.col("year") >= context) | pl.col("symbol").is_in(sorted(whole)))
+    return LakeRead(read["path"].to_list(), changed_from, frozenset(whole), str(state["run_id"]))
+
+
+def published_before(settings: Settings, plan: LakeRead, as_of: date) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The published run's bars (not the derived ones) dated before ``plan.changed_from``, and its
+    screen's quarantine rows of ``fact_prices`` (with ``quarantine_keys``' columns), from the
+    published warehouse: what ``merge_published`` takes for the bars the run does not read."""
+    first, second = screen_rules("fact_prices", as_of)
+    where = {
+        "fact_prices": [(DERIVED_BARS[0], "!=", DERIVED_BARS[2]), ("date", "<", plan.changed_from)],
+        "quarantine": [("run_id", "==", plan.run_id), ("table_name", "==", "fact_prices"),
+                       ("rule", "in", tuple(sorted(first | second)))],
+    }  # fmt: skip
+    read = _read_seed(settings.warehouse_path, ["fact_prices", "quarantine"], where)
+    if "fact_prices" not in read:
+        raise ValueError("it has no fact_prices table")
+    quarantine = read.get("quarantine", pl.DataFrame(schema=QUARANTINE.polars_schema))
+    return read["fact_prices"], quarantine_keys(quarantine.with_columns(pl.lit("").alias("run_id")))
+
+
+def _by_symbol_and_date(bars: pl.DataFrame) -> bool:
+    s, d = pl.col("symbol"), pl.col("date")
+    ascending = (s > s.shift()) | ((s == s.shift()) & (d > d.shift()))
+    return bars.height < 2 or bars.select(ascending.slice(1).fill_null(False).all()).item()
+
+
+def _merge_bars(kept: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """``kept`` and ``new`` bars sorted by symbol and date as one frame: each symbol's kept bars
+    come before its new ones, so the two sorted frames are merged (not sorted again: ~9 M rows)."""
+    kept = kept if _by_symbol_and_date(kept) else kept.sort("symbol", "date")
+    merged = kept.merge_sorted(new, key="symbol")
+    return merged if _by_symbol_and_date(merged) else merged.sort("symbol", "date")
+
+
+def merge_published(
+    plan: LakeRead, files: pl.DataFrame, stored: pl.DataFrame, clean: pl.DataFrame, quarantined: pl.DataFrame,
+    published: pl.DataFrame, published_quarantine: pl.DataFrame, as_of: date,
+) -> tuple[pl.DataFrame, pl.DataFrame] | str:
+    """The clean bars and the screen's quarantine rows of the whole lake, from the screen of the
+    files ``plan`` read (``clean``, ``quarantined``) and the published run's (``published_before``);
+    or why they cannot be told apart (then the run reads the whole lake).
+
+    Per symbol read from the context year (not ``plan.whole``): with its first
+    two clean bars before ``plan.changed_from`` (``f`` < ``g``), the bars up to
+    ``f`` are the published ones (nothing landed there, and their neighbours
+    up to ``g`` are unchanged, so each keeps the verdict it had), the later ones
+    are judged here (every neighbour of theirs, from ``f``, was screened with
+    them). A symbol not read at all is the published run's whole.
+    """
+    whole = pl.Series(sorted(plan.whole), dtype=pl.String).implode()
+    read = stored.filter(~pl.col("symbol").is_in(whole))["symbol"].unique()
+    cut = (
+        clean.filter(pl.col("symbol").is_in(read.implode()) & (pl.col("date") < plan.changed_from))
+        .group_by("symbol").agg(pl.col("date").min().alias("_f"), pl.col("date").len().alias("_n"))
+    )
+    short = read.to_frame().join(cut.filter(pl.col("_n") >= 2), on="symbol", how="anti")["symbol"].sort()
+    if short.len():
+        return (
+            f"{short.len()} symbol(s) without two clean bars in {plan.context_from.year} to start the screen "
+            f"from, e.g. {short[0]}"
+        )
+    cut = cut.select("symbol", "_f")
+    kept = published.filter(~pl.col("symbol").is_in(whole)).join(cut, on="symbol", how="left", maintain_order="left")
+    # The bar each read symbol starts from is the one the published run kept.
+    first = clean.join(cut, on="symbol").filter(pl.col("date") == pl.col("_f")).drop("_f")
+    was = kept.filter(pl.col("date") == pl.col("_f")).drop("_f")
+    differs = first.join(was, on=first.columns, how="anti", nulls_equal=True)
+    if differs.height:
+        return f"the published bar of {differs['symbol'][0]} on {differs['date'][0]} is not the stored one"
+    kept = kept.filter(pl.col("_f").is_null() | (pl.col("date") <= pl.col("_f"))).drop("_f")
+    # Every published bar kept still has its year file.
+    gone = (
+        kept.select("symbol", pl.col("date").dt.year().cast(pl.Int32).alias("year")).unique()
+        .join(files.select("symbol", "year"), on=["symbol", "year"], how="anti")
+    )
+    if gone.height:
+        return f"the lake no longer holds {gone['symbol'][0]}'s {gone['year'][0]} file the published run read"
+    new = clean.join(cut, on="symbol", how="left").filter(pl.col("_f").is_null() | (pl.col("date") > pl.col("_f")))
+    prices = _merge_bars(kept, new.drop("_f"))
+    old_q = (
+        published_quarantine.filter(~pl.col("_symbol").is_in(whole))
+        .join(cut, left_on="_symbol", right_on="symbol", how="left")
+        .filter(pl.col("_f").is_null() | (pl.col("_date") < pl.col("_f"))).drop("_f")
+    )
+    new_q = (
+        quarantine_keys(quarantined).join(cut, left_on="_symbol", right_on="symbol", how="left")
+        .filter(pl.col("_f").is_null() | (pl.col("_date") > pl.col("_f"))).drop("_f")
+    )
+    return prices, in_screen_order(pl.concat([old_q, new_q]), "fact_prices", as_of)

@@ -259,6 +259,24 @@ class Lake:
         if symbols is not None:
             wanted = {symbol_dir(s) for s in symbols}
             files = [f for f in files if f.parent.name in wanted]
+        return self.read_bar_files(files)
+
+    def bar_files(self) -> pl.DataFrame:
+        """Every year file of the bars: ``symbol``, ``year`` (null for a file not named by its
+        year), ``path`` and ``ctime_ns``, the status-change time the index trusts a file by
+        (``STAT_COLUMNS``; set by every write and rename, never copied along with a file), so
+        a reader can tell the files written since it last listed them (``read_bar_files``)."""
+        rows = []
+        for f in self._files():
+            stat = file_stat(f)
+            if stat is not None:
+                rows.append((unquote(f.parent.name), int(f.stem) if f.stem.isdigit() else None, str(f), stat[2]))
+        schema = {"symbol": pl.String(), "year": pl.Int32(), "path": pl.String(), "ctime_ns": pl.Int64()}
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    def read_bar_files(self, files: list[Path]) -> pl.DataFrame:
+        """The stored bars of the given year files (``bar_files``' paths), sorted by symbol and date."""
+        files = [Path(f) for f in files]
         if not files:
             return pl.DataFrame(schema=BARS_SCHEMA)
         try:

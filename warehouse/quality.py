@@ -377,6 +377,39 @@ def screen(
     return good, QUARANTINE.conform(merged)
 
 
+def screen_rules(name: str, as_of: date) -> tuple[set[str], set[str]]:
+    """The rule names ``screen`` can give ``name``'s quarantine rows: (first pass, second pass).
+
+    The second pass (rules ``on_clean_rows``, e.g. the jump rules) judges a row
+    by its clean neighbours; ``screen`` lists its rows after the first pass's.
+    """
+    table = TABLES[name]
+    second = {r.name for r in table.rules if r.on_clean_rows}
+    return set(compile_table(table, as_of).descriptions) - second, second
+
+
+def quarantine_keys(quarantine: pl.DataFrame) -> pl.DataFrame:
+    """``quarantine`` (rows of a table keyed by symbol and date, e.g. ``fact_prices``)
+    with its key's ``_symbol`` and ``_date`` as columns."""
+    key = pl.col("key").str.json_decode(pl.Struct({"symbol": pl.String(), "date": pl.String()}))
+    return quarantine.with_columns(
+        key.struct.field("symbol").alias("_symbol"),
+        key.struct.field("date").str.to_date(strict=False).alias("_date"),
+    )
+
+
+def in_screen_order(quarantine: pl.DataFrame, name: str, as_of: date) -> pl.DataFrame:
+    """``screen``'s quarantine rows of ``name`` (keyed by symbol and date) from parts screened
+    apart, in the order one ``screen`` of all their bars gives them: the first pass's rows by
+    symbol, date and rule, then the second pass's the same way."""
+    _, second = screen_rules(name, as_of)
+    keyed = quarantine if "_symbol" in quarantine.columns else quarantine_keys(quarantine)
+    return QUARANTINE.conform(
+        keyed.with_columns(pl.col("rule").is_in(sorted(second)).alias("_pass"))
+        .sort("_pass", "_symbol", "_date", "rule", maintain_order=True)
+    )
+
+
 WITHDRAWN_RULE = "withdrawn"
 
 

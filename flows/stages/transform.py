@@ -17,7 +17,17 @@ from prefect.context import FlowRunContext
 from flows.artifacts import stale_symbols, stale_warning
 from flows.calendar import sessions as exchange_sessions
 from flows.params import mart_params
-from flows.rebuild_plan import UNREADABLE_WAREHOUSE, incremental_base, run_state, transform_fingerprint
+from flows.rebuild_plan import (
+    UNREADABLE_WAREHOUSE,
+    LakeRead,
+    incremental_base,
+    lake_read_plan,
+    merge_published,
+    published_before,
+    run_state,
+    transform_fingerprint,
+    unreadable_warehouse,
+)
 from flows.run import PipelineError, RunSummary
 from flows.settings import Settings
 from flows.sources.sample import SYNTHETIC_TAG
@@ -61,31 +71,53 @@ class Transformed:
     # Per table, the date before which its rows are the published run's
     # (transforms.marts.Marts.unchanged_before); empty after a full build.
     unchanged_before: dict[str, date] = field(default_factory=dict)
+    # Which of the lake's year files were read, or why all of them (``lake_read_plan``).
+    lake_read: str = ""
 
 
 def transform(
-    lake: Lake, settings: Settings, universe: Universe, as_of: date, synthetic: bool
+    lake: Lake, settings: Settings, universe: Universe, as_of: date, synthetic: bool, bounded: bool = True,
 ) -> Transformed:
     """Read the lake, screen it, and build every mart; the heavy parts are mapped over the runner.
 
     When the published run can seed it (``incremental_base``), only what the
     newly landed bars touch is rebuilt (``build_marts`` from ``since``, equal
-    to the full build).
+    to the full build), and only the lake's year files from the year before
+    the first one with a bar landed or withdrawn since are read and screened
+    (``lake_read_plan``; the earlier bars and their verdicts are the published
+    run's, ``merge_published``). ``bounded=False``: the whole lake.
     """
-    stored = lake.read_bars()
-    if stored["date"].max() is not None and (stored["date"].max() > as_of or stored["date"].null_count()):
-        # Not copied when every bar is up to as_of (the nightly case; ~9 M bars at the bench size).
-        stored = stored.filter(pl.col("date") <= as_of)
     assets = lake.read_assets()
-    if stored.is_empty() or assets is None:
-        raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of}")
-    calendar = exchange_sessions(stored["date"].min(), as_of, settings.exchange_calendar)
-    # Bad bars are set aside in the quarantine, naming where they came from
-    # (the lake's origin), not dropped or "fixed": everything derived is
-    # computed without them. An equity bar off the exchange calendar is one.
-    prices, quarantined = screen(
-        "fact_prices", stored, as_of, sessions=calendar, assets=assets, jump_bounds=settings.jump_bounds
+    params = mart_params(settings, universe)
+    fingerprint = transform_fingerprint(params, settings, lake.source)
+    files = lake.bar_files()
+    withdrawn = lake.read_withdrawn()
+    plan = (
+        lake_read_plan(settings, lake.source, fingerprint, as_of, files, withdrawn, assets)
+        if bounded else "asked to read the whole lake"
     )
+    read = _read_bounded(lake, settings, as_of, assets, files, plan) if isinstance(plan, LakeRead) else plan
+    if isinstance(read, str):
+        lake_read = f"read the whole lake ({files.height} year files): {read}"
+        stored = lake.read_bar_files(files["path"].to_list())
+        if stored["date"].max() is not None and (stored["date"].max() > as_of or stored["date"].null_count()):
+            # Not copied when every bar is up to as_of (the nightly case; ~9 M bars at the bench size).
+            stored = stored.filter(pl.col("date") <= as_of)
+        if stored.is_empty() or assets is None:
+            raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of}")
+        calendar = exchange_sessions(stored["date"].min(), as_of, settings.exchange_calendar)
+        # Bad bars are set aside in the quarantine, naming where they came from
+        # (the lake's origin), not dropped or "fixed": everything derived is
+        # computed without them. An equity bar off the exchange calendar is one.
+        prices, quarantined = screen(
+            "fact_prices", stored, as_of, sessions=calendar, assets=assets, jump_bounds=settings.jump_bounds
+        )
+    else:
+        stored, prices, quarantined, calendar = read
+        lake_read = (
+            f"read {len(plan.files)} of {files.height} lake year files (from {plan.context_from.year}; "
+            f"nothing landed or withdrawn before {plan.changed_from})"
+        )
     if prices.is_empty():
         raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of} pass the quality rules")
     # Index bars from before the history start and every other asset's first
@@ -105,16 +137,19 @@ def transform(
             prices = prices.filter(pl.col("date") >= start)
     assets = assets.filter(pl.col("symbol").is_in(prices["symbol"].unique().implode()))
     sess = calendar.filter(calendar >= prices["date"].min())
-    params = mart_params(settings, universe)
     fundamentals = fundamentals_as_of(lake, as_of)
-    fingerprint = transform_fingerprint(params, settings, lake.source)
     base = incremental_base(
         settings, lake.source, fingerprint, as_of, prices, assets, fundamentals,
-        stored=stored, withdrawn=lake.read_withdrawn(),
+        stored=stored, withdrawn=withdrawn,
     )
     # The stored bars as read (with each bar's origin) are not needed past the
     # rebuild plan: not held through the build (the lake's size in memory).
     del stored
+    if isinstance(base, str) and isinstance(plan, LakeRead) and not isinstance(read, str):
+        # The earlier bars' verdicts are the published run's only while it can seed this one
+        # (e.g. an asset's class decides its jump bound): a full rebuild reads the whole lake.
+        del prices, history, read
+        return transform(lake, settings, universe, as_of, synthetic, bounded=False)
     if not isinstance(base, str):
         # The graph's own rules (a required previous table missing, a changed
         # range within a node's look-back of the first session) are reported too.
@@ -142,8 +177,35 @@ def transform(
             .alias("name")
         )
     marts.tables["quarantine"] = quarantined
-    state = run_state(lake.source, as_of, fingerprint, prices)
-    return Transformed(marts.tables, marts.warnings, state, incremental_from, full_because, marts.unchanged_before)
+    state = run_state(lake.source, as_of, fingerprint, prices, files["ctime_ns"].max())
+    return Transformed(
+        marts.tables, marts.warnings, state, incremental_from, full_because, marts.unchanged_before, lake_read
+    )
+
+
+def _read_bounded(
+    lake: Lake, settings: Settings, as_of: date, assets: pl.DataFrame, files: pl.DataFrame, plan: LakeRead
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.Series] | str:
+    """The year files ``plan`` names, screened, with the published run's earlier bars and quarantine rows
+    (``merge_published``): (stored bars read, clean bars, quarantine rows, sessions); or why not."""
+    stored = lake.read_bar_files(plan.files)
+    if stored["date"].max() is not None and (stored["date"].max() > as_of or stored["date"].null_count()):
+        stored = stored.filter(pl.col("date") <= as_of)
+    try:
+        published, published_quarantine = published_before(settings, plan, as_of)
+    except Exception as exc:
+        return unreadable_warehouse(settings.warehouse_path, exc)
+    firsts = [d for d in (stored["date"].min(), published["date"].min()) if d is not None]
+    if not firsts:
+        return "no bars stored or published"
+    calendar = exchange_sessions(min(firsts), as_of, settings.exchange_calendar)
+    clean, quarantined = screen(
+        "fact_prices", stored, as_of, sessions=calendar, assets=assets, jump_bounds=settings.jump_bounds
+    )
+    merged = merge_published(plan, files, stored, clean, quarantined, published, published_quarantine, as_of)
+    if isinstance(merged, str):
+        return merged
+    return stored, *merged, calendar
 
 
 def fundamentals_as_of(lake: Lake, as_of: date) -> pl.DataFrame | None:
@@ -165,6 +227,8 @@ def note_transform(built: Transformed, run: RunSummary, settings: Settings, as_o
     for w in warnings:
         logger.warning(w)
     run.incremental_from = built.incremental_from
+    if built.lake_read:
+        logger.info("%s", built.lake_read)
     if built.incremental_from:
         logger.info("incremental rebuild from %s (the published run seeds the rest)", built.incremental_from)
     else:

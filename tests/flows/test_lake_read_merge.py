@@ -1,0 +1,104 @@
+"""``merge_published``: the screen of the re-read year files and the published run's earlier bars
+and quarantine rows give exactly one screen of the whole lake, or a reason to read it all."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from flows.calendar import sessions
+from flows.rebuild_plan import LakeRead, merge_published
+from warehouse.lake import BARS_SCHEMA
+from warehouse.quality import quarantine_keys, screen
+
+AS_OF = date(2018, 6, 29)
+CHANGED_FROM = date(2018, 1, 1)
+ASSETS = pl.DataFrame({"symbol": ["AAA", "BBB", "CCC"], "asset_class": ["equity"] * 3})
+BOUNDS = {"equity": 3.0}
+
+
+def bars(spikes: dict[str, list[date]], saturday: date) -> pl.DataFrame:
+    """Three stocks on every session 2016..AS_OF; a x10 bar on each spike date (the next bar
+    reverts it); AAA also on ``saturday``."""
+    days = sessions(date(2016, 1, 4), AS_OF).to_list()
+    frames = []
+    for i, symbol in enumerate(ASSETS["symbol"]):
+        dates = days + ([saturday] if symbol == "AAA" else [])
+        close = [100.0 + i + k * 0.01 for k in range(len(dates))]
+        close = [c * 10 if d in spikes.get(symbol, []) else c for c, d in zip(close, dates, strict=True)]
+        frames.append(pl.DataFrame({
+            "symbol": symbol, "date": dates, "open": close, "high": close, "low": close, "close": close,
+            "adj_close": close, "volume": 1.0, "source": "files", "ingested_at": datetime(2018, 1, 1, tzinfo=UTC),
+            "origin": [f"{symbol}.csv line {k + 2}" for k in range(len(dates))],
+        }))
+    return pl.concat(frames).select([pl.col(c).cast(t) for c, t in BARS_SCHEMA.items()]).sort("symbol", "date")
+
+
+def files_of(stored: pl.DataFrame) -> pl.DataFrame:
+    return stored.select("symbol", pl.col("date").dt.year().cast(pl.Int32).alias("year")).unique().with_columns(
+        pl.lit("p").alias("path"), pl.lit(0, pl.Int64).alias("ctime_ns"))
+
+
+def split_screen(lake: pl.DataFrame, whole: frozenset[str] = frozenset()):
+    """(one screen of ``lake``, ``merge_published`` of the screen of its files from 2017 on
+    and of the first screen's bars before 2018 as the published ones)."""
+    cal = sessions(lake["date"].min(), AS_OF)
+    kw = {"sessions": cal, "assets": ASSETS, "jump_bounds": BOUNDS}
+    clean_all, q_all = screen("fact_prices", lake, AS_OF, **kw)
+    plan = LakeRead([], CHANGED_FROM, whole, "run-1")
+    read = lake.filter((pl.col("date") >= plan.context_from) | pl.col("symbol").is_in(sorted(whole)))
+    clean, q = screen("fact_prices", read, AS_OF, **kw)
+    published = clean_all.filter(pl.col("date") < CHANGED_FROM)
+    merged = merge_published(plan, files_of(lake), read, clean, q, published, quarantine_keys(q_all), AS_OF)
+    return (clean_all, q_all), merged
+
+
+def test_the_merge_equals_one_screen_of_the_whole_lake():
+    lake = bars({"AAA": [date(2016, 5, 10), date(2017, 3, 14)], "BBB": [date(2018, 2, 6)],
+                 "CCC": [date(2016, 12, 30)]}, saturday=date(2016, 3, 12))
+    (clean_all, q_all), merged = split_screen(lake)
+    assert not isinstance(merged, str), merged
+    prices, quarantine = merged
+    assert q_all.height == 9  # four spikes, each by both jump rules, and the Saturday bar
+    assert_frame_equal(prices, clean_all, check_exact=True)
+    assert_frame_equal(quarantine, q_all, check_exact=True)
+
+
+def test_a_symbol_read_whole_is_screened_whole():
+    lake = bars({"AAA": [date(2016, 5, 10), date(2017, 1, 3)], "CCC": [date(2017, 1, 10)]}, saturday=date(2016, 3, 12))
+    (clean_all, q_all), merged = split_screen(lake, whole=frozenset({"AAA"}))
+    assert not isinstance(merged, str), merged
+    assert_frame_equal(merged[0], clean_all, check_exact=True)
+    assert_frame_equal(merged[1], q_all, check_exact=True)
+
+
+def test_a_start_bar_the_context_cannot_judge_reads_the_whole_lake():
+    """A spike on the first session of the context year has no earlier bar in the read files:
+    that screen keeps it, the whole one does not, and the published run never had it."""
+    lake = bars({"CCC": [date(2017, 1, 3)]}, saturday=date(2016, 3, 12))
+    _, merged = split_screen(lake)
+    assert merged == "the published bar of CCC on 2017-01-03 is not the stored one"
+
+
+def test_a_symbol_without_two_clean_bars_in_the_context_year_reads_the_whole_lake():
+    lake = bars({}, saturday=date(2016, 3, 12))
+    lake = lake.filter(~((pl.col("symbol") == "BBB") & pl.col("date").is_between(date(2016, 6, 1), date(2017, 12, 31))))
+    _, merged = split_screen(lake)
+    assert merged == "1 symbol(s) without two clean bars in 2017 to start the screen from, e.g. BBB"
+
+
+def test_a_published_year_without_its_file_reads_the_whole_lake():
+    lake = bars({}, saturday=date(2016, 3, 12))
+    cal = sessions(lake["date"].min(), AS_OF)
+    kw = {"sessions": cal, "assets": ASSETS, "jump_bounds": BOUNDS}
+    clean_all, q_all = screen("fact_prices", lake, AS_OF, **kw)
+    plan = LakeRead([], CHANGED_FROM, frozenset(), "run-1")
+    read = lake.filter(pl.col("date") >= plan.context_from)
+    clean, q = screen("fact_prices", read, AS_OF, **kw)
+    files = files_of(lake).filter(~((pl.col("symbol") == "BBB") & (pl.col("year") == 2016)))
+    merged = merge_published(plan, files, read, clean, q, clean_all.filter(pl.col("date") < CHANGED_FROM),
+                             quarantine_keys(q_all), AS_OF)
+    assert merged == "the lake no longer holds BBB's 2016 file the published run read"
