@@ -3,10 +3,9 @@ and quarantine rows give exactly one screen of the whole lake, or a reason to re
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import polars as pl
-import pytest
 from polars.testing import assert_frame_equal
 
 from flows.calendar import sessions
