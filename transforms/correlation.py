@@ -107,8 +107,9 @@ def _dense(r: pl.DataFrame, symbols: list[str], n_sessions: int) -> tuple[np.nda
     all absent, stands for a symbol without returns."""
     col = {s: i for i, s in enumerate(dict.fromkeys(symbols))}
     part = r.filter(pl.col("symbol").is_in(list(col)))
-    j = part["symbol"].replace_strict(col, return_dtype=pl.Int64).to_numpy()
-    i = part["session_idx"].to_numpy()
+    # Typed explicitly: with no symbols both come back as object arrays numpy cannot index with.
+    j = part["symbol"].replace_strict(col, return_dtype=pl.Int64).to_numpy().astype(np.int64)
+    i = part["session_idx"].cast(pl.Int64).to_numpy()
     values = np.zeros((n_sessions, len(col) + 1))
     have = np.zeros((n_sessions, len(col) + 1), dtype=bool)
     values[i, j] = part["log_return"].to_numpy()

@@ -162,7 +162,9 @@ def _rolling_correlation_since(
             .alias("last")
         )
     )
-    pairs = pl.DataFrame({"asset": assets}).join(pl.DataFrame({"benchmark": benchmarks}), how="cross").filter(
+    pairs = pl.DataFrame({"asset": assets}, schema={"asset": pl.String}).join(
+        pl.DataFrame({"benchmark": benchmarks}, schema={"benchmark": pl.String}), how="cross"
+    ).filter(
         pl.col("asset") != pl.col("benchmark")
     )
     # Continuing pairs reach the session before the changed range; the rest of

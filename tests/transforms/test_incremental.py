@@ -97,6 +97,21 @@ def test_one_new_day(panel):
     assert full.tables["fact_prices"].filter((pl.col("symbol") == "ALTS_DV") & (pl.col("date") > prev)).height
 
 
+def test_one_new_day_without_any_crypto_asset(panel):
+    """A universe of equities and indices only (e.g. one real folder of stock files):
+    the correlation node has no crypto asset to pair, and its incremental build
+    must still equal the full one (it joined a null-typed empty pair list to the
+    previous rows' string keys and raised)."""
+    prices, assets, sessions = panel
+    assets = assets.filter(pl.col("asset_class") != "crypto")
+    prices = prices.join(assets.select("symbol"), on="symbol", how="semi")
+    d, prev = sessions[-1], sessions[-2]
+    p, s = as_of(prices, sessions, d)
+    pp, ps = as_of(prices, sessions, prev)
+    full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+    assert full.tables["mart_rolling_correlation"].is_empty()
+
+
 def test_fact_prices_is_unchanged_before_the_new_day_with_the_lakes_ingested_at(panel):
     """As a run reads the lake (source, ingested_at): the derived index bars take the freshness of
     their members' bars up to their own date, not the newest bar of the run, so the published
