@@ -84,7 +84,10 @@ class AtomicBatch:
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".parquet", dir=path.parent)
         os.close(fd)
         try:
-            frame.write_parquet(tmp, compression="zstd", statistics=True)
+            try:
+                frame.write_parquet(tmp, compression="zstd", statistics=True)
+            except pl.exceptions.ComputeError as exc:  # Polars' I/O error names no file (a full disk)
+                raise OSError(f"writing {path}: {str(exc).strip().splitlines()[0][:300]}") from exc
             os.chmod(tmp, PUBLISHED_MODE)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
