@@ -16,7 +16,8 @@ must be an exchange session (the default ``--as-of`` 2026-11-20 is a Friday).
    empty data dir (the full run), then the files get one more day of bars and
    ``--as-of D+1`` runs (the next day's run). Each is a subprocess reaped with
    ``os.wait4``: wall time, CPU seconds (user+sys of the run and the children
-   it reaped) and peak RSS of that run alone.
+   it reaped) and peak RSS of that run alone (``ru_maxrss``: its largest process), and the
+   peak of the run's process tree summed, sampled every 0.5 s (``peak_tree_rss_gib``).
 4. From each run's own record (``state/pipeline_runs``): status, seconds and
    ``stage_seconds``; from its log: whether the transform was incremental
    ("incremental rebuild from ..." or "full rebuild: <why>") and whether the
@@ -35,6 +36,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -91,6 +93,39 @@ def _write_files(prices, assets, through, folder: Path) -> int:
     return bars.height
 
 
+def _tree_rss(pid: int) -> int:
+    """Bytes resident in ``pid`` and every process below it (``/proc``; 0 once it is gone)."""
+    total, todo, seen = 0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                total += next((int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:")), 0)
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+class _TreePeak(threading.Thread):
+    """The peak of ``_tree_rss`` sampled every ``every`` seconds until stopped: a run's children
+    (e.g. a DuckDB or Prefect helper) count together, where ``ru_maxrss`` is one process's peak."""
+
+    def __init__(self, pid: int, every: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.every, self.peak, self.done = pid, every, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.peak = max(self.peak, _tree_rss(self.pid))
+            self.done.wait(self.every)
+
+
 def _cli_run(label: str, files: Path, data: Path, as_of, env: dict[str, str], logs: Path) -> dict:
     from warehouse.runs import RunLog
 
@@ -101,8 +136,12 @@ def _cli_run(label: str, files: Path, data: Path, as_of, env: dict[str, str], lo
     t = time.perf_counter()
     with log_path.open("w") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        sampler = _TreePeak(proc.pid)
+        sampler.start()
         # wait4: this run's own rusage (it and the children it reaped), not every child's maximum so far.
         _, status, usage = os.wait4(proc.pid, 0)
+        sampler.done.set()
+        sampler.join()
     wall = time.perf_counter() - t
     proc.returncode = os.waitstatus_to_exitcode(status)
     text = log_path.read_text(errors="replace")
@@ -116,6 +155,7 @@ def _cli_run(label: str, files: Path, data: Path, as_of, env: dict[str, str], lo
         "wall_s": round(wall, 2),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "peak_rss_gib": round(usage.ru_maxrss * 1024 / GIB, 3),
+        "peak_tree_rss_gib": round(sampler.peak / GIB, 3),  # the run and its children, sampled every 0.5 s
         "status": last.get("status"),
         "pipeline_s": round((last["finished_at"] - last["started_at"]).total_seconds(), 2)
         if last.get("finished_at") else None,
@@ -180,6 +220,7 @@ def stage_e2e(work: Path, args) -> None:
         "e2e_summary",
         full_wall_s=full["wall_s"], full_cpu_s=full["cpu_s"], full_peak_rss_gib=full["peak_rss_gib"],
         next_wall_s=nxt["wall_s"], next_cpu_s=nxt["cpu_s"], next_peak_rss_gib=nxt["peak_rss_gib"],
+        full_peak_tree_rss_gib=full["peak_tree_rss_gib"], next_peak_tree_rss_gib=nxt["peak_tree_rss_gib"],
         ratio_next_over_full_wall=round(share, 3), ratio_next_over_full_cpu=round(nxt["cpu_s"] / full["cpu_s"], 3),
         next_incremental=bool(nxt["transform"] and nxt["transform"].startswith("incremental")),
         next_load=nxt["load"],

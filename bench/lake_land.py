@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -113,13 +115,23 @@ def main() -> None:
         return real_read(*a, **k)
 
     mod.read_stored_parquet = counted
+    # fsync calls per step (files and directories), whoever makes them.
+    syncs = [0]
+    real_fsync = os.fsync
+
+    def counted_fsync(fd):
+        syncs[0] += 1
+        return real_fsync(fd)
+
+    os.fsync = counted_fsync
     label = args.label or ("baseline" if args.baseline else "index")
     root = args.workdir / f"lake-{label}"
     if root.exists():
         shutil.rmtree(root)
     settings = Settings()
     # As the flow makes it (flows/nightly.py); the code before the index took no writers.
-    lake = mod.Lake(root, "files") if args.baseline else mod.Lake(root, "files", writers=settings.lake_writers)
+    takes_writers = "writers" in inspect.signature(mod.Lake).parameters
+    lake = mod.Lake(root, "files", writers=settings.lake_writers) if takes_writers else mod.Lake(root, "files")
     start = settings.history_start
     sessions = pl.read_parquet(args.workdir / "sessions.parquet")["session_date"]
     next_day = sessions.max()
@@ -139,7 +151,7 @@ def main() -> None:
             continue
         bars, as_of = steps[name]
         now = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=i)
-        reads[0] = 0
+        reads[0] = syncs[0] = 0
         t, c = time.perf_counter(), time.process_time()
         written = lake.upsert_bars(bars, now)
         upsert_s, upsert_cpu, upsert_reads = time.perf_counter() - t, time.process_time() - c, reads[0]
@@ -151,6 +163,7 @@ def main() -> None:
             "withdrawn": withdrawn.height, "upsert_s": round(upsert_s, 2), "upsert_cpu_s": round(upsert_cpu, 2),
             "upsert_files_read": upsert_reads, "withdraw_s": round(time.perf_counter() - t, 2),
             "withdraw_cpu_s": round(time.process_time() - c, 2), "withdraw_files_read": reads[0],
+            "fsyncs": syncs[0],
         }
         line["land_s"] = round(line["upsert_s"] + line["withdraw_s"], 2)
         if args.check_against is not None:

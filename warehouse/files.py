@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import polars as pl
@@ -57,6 +58,68 @@ def atomic_write_parquet(frame: pl.DataFrame, path: Path, **kwargs) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+class AtomicBatch:
+    """Many Parquet files replaced atomically, with one rename pass and one fsync per directory.
+
+    ``write_parquet`` (thread-safe) writes a frame to a temp file beside its
+    path and fsyncs it: its data is durable, but no reader sees it. ``commit``
+    then renames every temp file over its path and fsyncs each directory once,
+    instead of once per file as ``atomic_write_parquet`` does (a full land
+    writes ~12 year files per symbol directory). A crash at any point leaves
+    every path with its old bytes or its new ones, never a part: a rename
+    happens only after its file's data is on disk, and a rename the crash lost
+    leaves the old file (the temp file is removed by the next run,
+    ``remove_stale_temp_files``). ``discard`` removes the temp files of a batch
+    that is not committed.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[str, Path]] = []
+        self._lock = threading.Lock()
+
+    def write_parquet(self, frame: pl.DataFrame, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".parquet", dir=path.parent)
+        os.close(fd)
+        try:
+            try:
+                frame.write_parquet(tmp, compression="zstd", statistics=True)
+            except pl.exceptions.ComputeError as exc:  # Polars' I/O error names no file (a full disk)
+                raise OSError(f"writing {path}: {str(exc).strip().splitlines()[0][:300]}") from exc
+            os.chmod(tmp, PUBLISHED_MODE)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        with self._lock:
+            self._pending.append((tmp, path))
+
+    def commit(self) -> list[Path]:
+        """Rename every written file over its path, then fsync their directories; returns the paths."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        done = []
+        try:
+            for tmp, path in pending:
+                os.replace(tmp, path)
+                done.append(path)
+        except BaseException:
+            for tmp, _ in pending[len(done):]:
+                Path(tmp).unlink(missing_ok=True)
+            raise
+        finally:
+            for directory in sorted({p.parent for p in done}):
+                fsync_dir(directory)
+        return done
+
+    def discard(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for tmp, _ in pending:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def write_parquet_content_named(frame: pl.DataFrame, directory: Path, prefix: str = "part-") -> str:

@@ -47,7 +47,7 @@ from urllib.parse import quote, unquote
 
 import polars as pl
 
-from warehouse.files import atomic_write_parquet, read_stored_parquet
+from warehouse.files import AtomicBatch, atomic_write_parquet, read_stored_parquet
 from contracts.tables import FACT_PRICES
 
 VALUE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
@@ -111,11 +111,16 @@ def unique_bars(bars: pl.DataFrame) -> pl.DataFrame:
     A frame strictly sorted by symbol and date (what the sources hand over) is
     already that: checked in one vectorized pass instead of hashing every bar.
     """
-    s, d = pl.col("symbol"), pl.col("date")
-    ascending = (s > s.shift()) | ((s == s.shift()) & (d > d.shift()))
-    if bars.select(ascending.slice(1).fill_null(False).all()).item():
+    if ascending(bars):
         return bars
     return bars.unique(["symbol", "date"], keep="last", maintain_order=True)
+
+
+def ascending(bars: pl.DataFrame) -> bool:
+    """Whether ``bars`` is strictly sorted by symbol and date (one vectorized pass)."""
+    s, d = pl.col("symbol"), pl.col("date")
+    ascending = (s > s.shift()) | ((s == s.shift()) & (d > d.shift()))
+    return bars.select(ascending.slice(1).fill_null(False).all()).item()
 
 
 def appends_only(entry: tuple | None, digest: tuple, new: pl.DataFrame) -> bool:
@@ -336,38 +341,64 @@ class Lake:
             entry = index.trusted(symbol, year, path)
             if entry != tuple(digest):
                 todo.append((symbol, year, tuple(digest), path, entry))
-        parts = {}
+        spans = {}
         if todo:
+            # Each (symbol, year)'s bars are one run of rows of the frame sorted by symbol and date:
+            # a zero-copy slice each, already in date order (a partition and a sort per file cost
+            # more than writing it: `python -m bench.lake_land`).
+            if not ascending(incoming):
+                incoming = incoming.sort("symbol", "date")
+            incoming = incoming.rechunk()
             wanted = pl.DataFrame([(s, y) for s, y, *_ in todo], schema={"symbol": pl.String, "year": pl.Int32}, orient="row")
-            parts = (
-                incoming.with_columns(pl.col("date").dt.year().cast(pl.Int32).alias("_year"))
-                .join(wanted, left_on=["symbol", "_year"], right_on=["symbol", "year"], how="semi")
-                .partition_by("symbol", "_year", as_dict=True)
-            )
+            spans = {
+                (s, y): (at, n)
+                for s, y, at, n in incoming.select("symbol", pl.col("date").dt.year().cast(pl.Int32).alias("year"))
+                .with_row_index("_at")
+                .join(wanted, on=["symbol", "year"], how="semi")
+                .group_by("symbol", "year")
+                .agg(pl.col("_at").min().cast(pl.Int64), pl.len().cast(pl.Int64))
+                .iter_rows()
+            }
+        # Every file is written to a temp file and fsynced, then all are renamed at once and each
+        # directory fsynced once (``AtomicBatch``); the index records them after the renames.
+        batch = AtomicBatch()
+        written: dict[Path, tuple[str, int, tuple]] = {}
         pool = ThreadPoolExecutor(self.writers, thread_name_prefix="lake-writer")
         try:
             # Each file on its own (atomic): the order they are written in changes nothing stored.
             futures = [
-                pool.submit(self._upsert_file, symbol, year, digest, path, parts.pop((symbol, year)).drop("_year"), index, entry)
+                pool.submit(self._upsert_file, symbol, year, digest, path, incoming.slice(*spans[(symbol, year)]),
+                            index, entry, batch, written)
                 for symbol, year, digest, path, entry in todo
             ]
             return sum(f.result() for f in futures)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            # Also after a failure: what was written is described (the rest is never trusted).
-            index.save()
+            # Also after a failure: what was written is renamed and described (the rest is never trusted).
+            try:
+                for path in batch.commit():
+                    index.record(*written[path], path)
+            finally:
+                index.save()
 
     @staticmethod
     def _upsert_file(
-        symbol: str, year: int, digest: tuple, path: Path, part: pl.DataFrame, index: LakeIndex, entry: tuple | None
+        symbol: str, year: int, digest: tuple, path: Path, part: pl.DataFrame, index: LakeIndex, entry: tuple | None,
+        batch: AtomicBatch, written: dict[Path, tuple[str, int, tuple]],
     ) -> int:
-        """Merge one (symbol, year)'s incoming bars into its file; returns how many were new or revised.
+        """Merge one (symbol, year)'s incoming bars (in date order) into its file; returns how many
+        were new or revised.
 
-        ``entry``: the index's digests of the file if it still describes it.
+        ``entry``: the index's digests of the file if it still describes it. A new file is
+        written into ``batch`` and its digests put in ``written`` (recorded once it is renamed).
         """
+
+        def write(frame: pl.DataFrame, digest: tuple) -> None:
+            batch.write_parquet(frame, path)
+            written[path] = (symbol, year, digest)
+
         if not path.exists():
-            atomic_write_parquet(part.sort("date"), path)
-            index.record(symbol, year, digest, path)
+            write(part, digest)
             return part.height
         old = conform_stored(read_stored_parquet(path))
         new = part.filter(pl.col("date") > entry[-1]) if entry is not None and entry[-1] is not None else part.clear()
@@ -378,8 +409,7 @@ class Lake:
         if appends_only(entry, digest, new):
             # The nightly case: the stored bars as they were and new dates after them. The file
             # becomes both, as the comparison below would make it, without comparing bar by bar.
-            atomic_write_parquet(pl.concat([old, new]).sort("date"), path)
-            index.record(symbol, year, digest, path)
+            write(pl.concat([old, new]).sort("date"), digest)
             return new.height
         # A bar whose values did not change keeps its original
         # ingested_at, so re-runs leave the lake byte-for-byte alike.
@@ -398,8 +428,7 @@ class Lake:
             return 0
         replaced = pl.concat([changed, moved])
         merged = pl.concat([old.join(replaced, on="date", how="anti"), replaced])
-        atomic_write_parquet(merged.sort("date"), path)
-        index.record_frame(symbol, year, merged, path)
+        write(merged.sort("date"), merged.select(_digest_exprs()).row(0))
         return changed.height
 
     @property

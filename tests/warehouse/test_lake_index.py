@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import polars as pl
 import pytest
 
 import warehouse.lake as lake_module
-from warehouse.lake import BARS_SCHEMA, INDEX_SCHEME, Lake, digests, symbol_dir
+from warehouse.files import AtomicBatch
+from warehouse.lake import BARS_SCHEMA, INDEX_SCHEME, Lake, LakeIndex, digests, symbol_dir
 
 START = date(2022, 11, 1)
 SYMBOLS = ["AAA", "BBB", "^RUT"]
@@ -230,24 +232,26 @@ def test_an_index_of_another_scheme_is_ignored(tmp_path, monkeypatch):
 def test_a_land_that_fails_midway_leaves_an_index_the_next_land_can_use(tmp_path, monkeypatch, writers):
     lake, reference = two_lakes(tmp_path)
     lake.writers = writers
-    real = lake_module.atomic_write_parquet
-    written, calls = [], []
+    real = AtomicBatch.write_parquet
+    calls = []
 
-    def fail_second(frame, path, **k):
+    def fail_second(self, frame, path):
         calls.append(path)
         if len(calls) == 2:
             raise OSError("disk full")
-        real(frame, path, **k)
-        written.append(path)
+        real(self, frame, path)
 
     bumped = history(D2).with_columns(pl.col("close") + 1)
-    monkeypatch.setattr(lake_module, "atomic_write_parquet", fail_second)
+    monkeypatch.setattr(AtomicBatch, "write_parquet", fail_second)
     with pytest.raises(OSError, match="disk full"):
         lake.upsert_bars(bumped, datetime(2024, 2, 2, tzinfo=UTC))  # land()'s time for i=1
-    monkeypatch.setattr(lake_module, "atomic_write_parquet", real)
-    assert written[-1] == lake.index_path, "the index is saved after a failure too"
-    landed = {f"{p.parent.name}/{p.name}" for p in written[:-1]}
+    monkeypatch.setattr(AtomicBatch, "write_parquet", real)
+    landed = {f"{p.parent.name}/{p.name}" for p in calls[:1] + calls[2:]}
     assert landed and len(landed) < 9
+    assert not list(lake.root.rglob(".tmp-*")), "no temp file is left behind"
+    # The index is saved after a failure too: it describes the files written before it.
+    index = LakeIndex(lake.index_path)
+    assert all(index.trusted(unquote(p.parent.name), int(p.stem), p) is not None for p in calls[:1] + calls[2:])
     reads = Reads(monkeypatch)
     # The files written before the failure are trusted (their entries were saved), the rest compared;
     # the bars written count fewer (those files had them already).
