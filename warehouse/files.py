@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -81,16 +82,22 @@ class AtomicBatch:
 
     def write_parquet(self, frame: pl.DataFrame, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Encoded in memory (a year file is small), written by Python: a full disk is then an
+        # OSError with its errno, named here; Polars' own file writer reports it as whatever its
+        # encoder was doing ("Invalid thrift: transport error") and names no file.
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer, compression="zstd", statistics=True)
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".parquet", dir=path.parent)
-        os.close(fd)
         try:
             try:
-                frame.write_parquet(tmp, compression="zstd", statistics=True)
-            except pl.exceptions.ComputeError as exc:  # Polars' I/O error names no file (a full disk)
-                raise OSError(f"writing {path}: {str(exc).strip().splitlines()[0][:300]}") from exc
+                with os.fdopen(fd, "wb", buffering=0) as fh:
+                    data = memoryview(buffer.getbuffer())
+                    while data:  # a raw write may write part (a disk filling up) and raise only on the next
+                        data = data[fh.write(data):]
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                raise OSError(exc.errno, f"writing {path}: {exc.strerror or exc}") from exc
             os.chmod(tmp, PUBLISHED_MODE)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
