@@ -267,9 +267,9 @@ class Settings(ExecutionSettings):
     lake_writers: int = Field(
         8, ge=1,
         description=(
-            "Year files of the lake the land step compares and writes at once. Most of a write is waiting on its "
-            "fsync, so a few at a time land a full run's thousands of files faster; each file is still written "
-            "atomically and the lake's index only after them (docs/performance.md)."
+            "Year files of the lake the land step compares and encodes at once (threads: Polars' encoding and the "
+            "fsync release the GIL). Each file is written to a temp file and fsynced, all are renamed in one pass "
+            "with one fsync per directory, and the lake's index is written after them (docs/performance.md)."
         ),
     )
     prefect_server_startup_timeout_seconds: float = Field(
