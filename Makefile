@@ -23,8 +23,8 @@ DEMO_FLAGS := --source sample $(if $(DEMO_AS_OF),--as-of $(DEMO_AS_OF))
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv
 
-.venv/.synced: pyproject.toml uv.lock $(UV_DEP)
-	$(UV) sync --locked
+.venv/.synced: pyproject.toml uv.lock Makefile $(UV_DEP)
+	$(UV) sync --locked --compile-bytecode
 	@touch $@
 
 setup: .venv/.synced

@@ -60,20 +60,13 @@ def table_digests(tables: dict) -> dict[str, str]:
     return out
 
 
-def stage_transform_next_day_whole(work: Path, args) -> None:
-    stage_transform_next_day(work, args, bounded=False)
-
-
-def stage_transform_next_day(work: Path, args, bounded: bool = True) -> None:
-    from datetime import date
-
-    from bench.__main__ import emit, rss_now
+def _scratch(work: Path):
+    """Point a scratch data dir at the e2e bench's full run and lake (see the module's note):
+    (settings, universe, the next day's as-of)."""
     from flows.params import mart_params
     from flows.rebuild_plan import LAKE_LISTED, transform_fingerprint
     from flows.settings import Settings
-    from flows.stages.transform import transform
     from flows.universe import load_universe
-    from warehouse.lake import Lake
 
     data = work / "e2e" / "data"
     runs = _runs(data)
@@ -101,7 +94,21 @@ def stage_transform_next_day(work: Path, args, bounded: bool = True) -> None:
     state["fingerprint"] = transform_fingerprint(mart_params(settings, universe), settings, "files")
     state.setdefault(LAKE_LISTED, (full / "run.json").stat().st_ctime_ns)
     (current / "run.json").write_text(json.dumps(state))
+    return settings, universe, next_as_of
 
+
+def stage_transform_next_day_whole(work: Path, args) -> None:
+    stage_transform_next_day(work, args, bounded=False)
+
+
+def stage_transform_next_day(work: Path, args, bounded: bool = True) -> None:
+    from datetime import date
+
+    from bench.__main__ import emit, rss_now
+    from flows.stages.transform import transform
+    from warehouse.lake import Lake
+
+    settings, universe, next_as_of = _scratch(work)
     import flows.rebuild_plan
 
     seed_rows: dict[str, int] = {}
@@ -135,4 +142,100 @@ def stage_transform_next_day(work: Path, args, bounded: bool = True) -> None:
     )
 
 
-STAGES = {"transform_next_day": stage_transform_next_day, "transform_next_day_whole": stage_transform_next_day_whole}
+def merge_published_before(plan, files, stored, clean, quarantined, published, published_quarantine, as_of):
+    """The yardstick for ``flows.rebuild_plan.merge_published``: its version before it kept the
+    published bars by one filter (main 90e1048), verbatim but for the early returns."""
+    import polars as pl
+
+    from flows.rebuild_plan import _merge_bars
+    from warehouse.quality import in_screen_order, quarantine_keys
+
+    whole = pl.Series(sorted(plan.whole), dtype=pl.String).implode()
+    read = stored.filter(~pl.col("symbol").is_in(whole))["symbol"].unique()
+    cut = (
+        clean.filter(pl.col("symbol").is_in(read.implode()) & (pl.col("date") < plan.changed_from))
+        .group_by("symbol").agg(pl.col("date").min().alias("_f"), pl.col("date").len().alias("_n"))
+    )
+    cut = cut.select("symbol", "_f")
+    kept = published.filter(~pl.col("symbol").is_in(whole)).join(cut, on="symbol", how="left", maintain_order="left")
+    first = clean.join(cut, on="symbol").filter(pl.col("date") == pl.col("_f")).drop("_f")
+    was = kept.filter(pl.col("date") == pl.col("_f")).drop("_f")
+    assert not first.join(was, on=first.columns, how="anti", nulls_equal=True).height
+    kept = kept.filter(pl.col("_f").is_null() | (pl.col("date") <= pl.col("_f"))).drop("_f")
+    gone = (
+        kept.select("symbol", pl.col("date").dt.year().cast(pl.Int32).alias("year")).unique()
+        .join(files.select("symbol", "year"), on=["symbol", "year"], how="anti")
+    )
+    assert not gone.height
+    new = clean.join(cut, on="symbol", how="left").filter(pl.col("_f").is_null() | (pl.col("date") > pl.col("_f")))
+    prices = _merge_bars(kept, new.drop("_f"))
+    old_q = (
+        published_quarantine.filter(~pl.col("_symbol").is_in(whole))
+        .join(cut, left_on="_symbol", right_on="symbol", how="left")
+        .filter(pl.col("_f").is_null() | (pl.col("_date") < pl.col("_f"))).drop("_f")
+    )
+    new_q = (
+        quarantine_keys(quarantined).join(cut, left_on="_symbol", right_on="symbol", how="left")
+        .filter(pl.col("_f").is_null() | (pl.col("_date") > pl.col("_f"))).drop("_f")
+    )
+    return prices, in_screen_order(pl.concat([old_q, new_q]), "fact_prices", as_of)
+
+
+def stage_merge_published(work: Path, args) -> None:
+    """``merge_published`` (the bounded lake read's merge of the published bars with the
+    screened ones) on the next day's real inputs, against ``merge_published_before`` in the
+    same process: each timed ``BENCH_REPEAT`` (3) times in turn after one untimed call; the
+    median wall and CPU of each, their ratio, and whether both gave the same frames."""
+    from datetime import date
+    from statistics import median
+
+    from bench.__main__ import emit, rss_now
+    import flows.stages.transform as stage
+    from flows.rebuild_plan import merge_published
+    from warehouse.lake import Lake
+
+    settings, universe, next_as_of = _scratch(work)
+    captured = []
+
+    class Captured(Exception):
+        pass
+
+    def capture(*a):
+        captured.extend(a)
+        raise Captured
+
+    stage.merge_published = capture
+    try:
+        stage.transform(Lake(settings.lake_dir, "files"), settings, universe, date.fromisoformat(next_as_of), synthetic=False)
+    except Captured:
+        pass
+    finally:
+        stage.merge_published = merge_published
+    if not captured:
+        raise SystemExit("merge_published: the next day's transform did not take the bounded lake read")
+    sides = {"before": merge_published_before, "now": merge_published}
+    out = {name: fn(*captured) for name, fn in sides.items()}
+    same = all(a.equals(b) for a, b in zip(out["before"], out["now"], strict=True))
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
+    before = rss_now()
+    for _ in range(int(os.environ.get("BENCH_REPEAT", "3"))):
+        for name, fn in sides.items():
+            t, c = time.perf_counter(), time.process_time()
+            fn(*captured)
+            times[name].append((time.perf_counter() - t, time.process_time() - c))
+    wall = {n: median(w for w, _ in v) for n, v in times.items()}
+    cpu = {n: median(c for _, c in v) for n, v in times.items()}
+    emit(
+        "merge_published", wall["now"], out["now"][0].height, rss_before=before, cpu=cpu["now"],
+        baseline_s=round(wall["before"], 3), baseline_cpu_s=round(cpu["before"], 3),
+        ratio_wall=round(wall["now"] / wall["before"], 3), ratio_cpu=round(cpu["now"] / cpu["before"], 3),
+        same_frames=same, published_rows=captured[5].height,
+    )
+    if not same:
+        raise SystemExit("merge_published: the frames differ from merge_published_before's")
+
+
+STAGES = {
+    "transform_next_day": stage_transform_next_day, "transform_next_day_whole": stage_transform_next_day_whole,
+    "merge_published": stage_merge_published,
+}

@@ -101,3 +101,33 @@ def test_a_published_year_without_its_file_reads_the_whole_lake():
     merged = merge_published(plan, files, read, clean, q, clean_all.filter(pl.col("date") < CHANGED_FROM),
                              quarantine_keys(q_all), AS_OF)
     assert merged == "the lake no longer holds BBB's 2016 file the published run read"
+
+
+def test_published_bars_in_another_row_order_merge_the_same_and_a_missing_year_file_is_still_found():
+    # merge_published tells a kept bar's (symbol, year) pairs by where they change from the row
+    # before: published bars not sorted by symbol and date (a warehouse rewritten in another
+    # order) must neither change the merge nor hide a year file the lake no longer holds.
+    lake = bars({"AAA": [date(2016, 5, 10)], "CCC": [date(2017, 3, 14)]}, saturday=date(2016, 3, 12))
+    cal = sessions(lake["date"].min(), AS_OF)
+    kw = {"sessions": cal, "assets": ASSETS, "jump_bounds": BOUNDS}
+    clean_all, q_all = screen("fact_prices", lake, AS_OF, **kw)
+    plan = LakeRead([], CHANGED_FROM, frozenset(), "run-1")
+    read = lake.filter(pl.col("date") >= plan.context_from)
+    clean, q = screen("fact_prices", read, AS_OF, **kw)
+    published = clean_all.filter(pl.col("date") < CHANGED_FROM)
+    shuffled = published.sort("date", "symbol", descending=[True, False])
+    args = (read, clean, q)
+    merged = merge_published(plan, files_of(lake), *args, published, quarantine_keys(q_all), AS_OF)
+    reordered = merge_published(plan, files_of(lake), *args, shuffled, quarantine_keys(q_all), AS_OF)
+    assert not isinstance(merged, str)
+    assert_frame_equal(reordered[0], merged[0])
+    assert_frame_equal(reordered[1], merged[1])
+    assert_frame_equal(merged[0], clean_all)
+    files = files_of(lake).filter(~((pl.col("symbol") == "CCC") & (pl.col("year") == 2016)))
+    missing = merge_published(plan, files, *args, shuffled, quarantine_keys(q_all), AS_OF)
+    assert missing == "the lake no longer holds CCC's 2016 file the published run read"
+    # A later year of a symbol (not where its rows start) in either order.
+    files = files_of(lake).filter(~((pl.col("symbol") == "CCC") & (pl.col("year") == 2017)))
+    for order in (published, shuffled):
+        missing = merge_published(plan, files, *args, order, quarantine_keys(q_all), AS_OF)
+        assert missing == "the lake no longer holds CCC's 2017 file the published run read"
