@@ -539,11 +539,15 @@ def split_like_moves(prices: pl.DataFrame, assets: pl.DataFrame) -> list[str]:
     if prices.is_empty() or assets is None or assets.is_empty():
         return []
     equities = assets.filter(pl.col("asset_class").is_in(EQUITY_CLASSES))["symbol"].implode()
+    # Each bar's previous one by date within its symbol (a window ordered by date), and only the
+    # few moves found sorted: sorting all of fact_prices by symbol and date first took ~2 s of the
+    # full run's audit at 2,000 equities (6.4 M rows), the ordered window ~0.3 s.
+    previous = pl.col("adj_close").shift(1).over("symbol", order_by="date")
     moves = (
-        prices.filter(pl.col("symbol").is_in(equities))
-        .sort("symbol", "date")
-        .with_columns((pl.col("adj_close") / pl.col("adj_close").shift(1).over("symbol")).log().alias("_m"))
+        prices.select("symbol", "date", "adj_close").filter(pl.col("symbol").is_in(equities))
+        .with_columns((pl.col("adj_close") / previous).log().alias("_m"))
         .filter(pl.col("_m").abs() >= SPLIT_LIKE_LOG_MOVE)
+        .sort("symbol", "date")
     )
     if moves.is_empty():
         return []

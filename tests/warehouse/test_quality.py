@@ -213,6 +213,31 @@ def test_split_like_move_is_flagged_and_kept(tables):
     assert audit({**tables, "fact_prices": split}, AS_OF) == []  # a flag, not a failure
 
 
+def test_split_like_moves_follow_each_symbols_dates_in_any_row_order(tables):
+    # The previous bar is the same symbol's previous date whatever the frame's row order, a
+    # symbol's first bar is never compared with another symbol's last, and the moves are listed
+    # by symbol and date.
+    prices, assets = tables["fact_prices"], tables["dim_asset"]
+    day = date(2024, 3, 1)
+    equity = assets.filter(pl.col("asset_class") == "equity")["symbol"].implode()
+    traded = [set(prices.filter(pl.col("symbol").is_in(equity) & side)["symbol"])
+              for side in (pl.col("date") < day, pl.col("date") > day)]
+    stocks = sorted(traded[0] & traded[1])[:2]
+    assert len(stocks) == 2
+    scaled = prices.with_columns(  # the second stock's whole history 100x: no move of its own
+        pl.when(pl.col("symbol") == stocks[1]).then(pl.col("adj_close") * 100).otherwise(pl.col("adj_close"))
+    )
+    assert split_like_moves(scaled, assets) == []
+    split = scaled.with_columns(
+        pl.when(pl.col("symbol").is_in(stocks) & (pl.col("date") >= day))
+        .then(pl.col("adj_close") / 50).otherwise(pl.col("adj_close"))
+    )
+    (warning,) = split_like_moves(split.sample(fraction=1.0, shuffle=True, seed=7), assets)
+    first = split.filter((pl.col("symbol") == stocks[0]) & (pl.col("date") >= day))["date"].min()
+    second = split.filter((pl.col("symbol") == stocks[1]) & (pl.col("date") >= day))["date"].min()
+    assert warning.endswith(f": {stocks[0]} {first} (-98%), {stocks[1]} {second} (-98%)")
+
+
 def test_quarantine_is_persisted_stamped_and_published(tmp_path):
     log = RunLog(tmp_path)
     log.record_run({"run_id": "r1", "started_at": datetime(2024, 7, 1, tzinfo=UTC), "source": "files",

@@ -1,0 +1,76 @@
+"""Bench stage of the full run's audit (issue #16): ``audit_full``.
+
+Needs the ``transform`` stage's tables in the work dir. Times, in one process,
+what the publish step's audit runs on a full build: the rules
+(``warehouse.audit.audit``) and the warnings (``audit_warnings``: session gaps
+and split-like moves), each after one untimed call (lazy imports, the exchange
+calendar). The split-like moves are also timed as they were computed before
+(all of fact_prices sorted by symbol and date, then a shift over symbol):
+``split_like_moves_before``, with the ratio and a check that both find the
+same moves.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from pathlib import Path
+
+
+def _split_like_moves_before(prices, assets):
+    """The moves as ``warehouse.quality.split_like_moves`` found them before 2026-12-05."""
+    import polars as pl
+
+    from warehouse.quality import EQUITY_CLASSES, SPLIT_LIKE_LOG_MOVE
+
+    equities = assets.filter(pl.col("asset_class").is_in(EQUITY_CLASSES))["symbol"].implode()
+    return (
+        prices.filter(pl.col("symbol").is_in(equities))
+        .sort("symbol", "date")
+        .with_columns((pl.col("adj_close") / pl.col("adj_close").shift(1).over("symbol")).log().alias("_m"))
+        .filter(pl.col("_m").abs() >= SPLIT_LIKE_LOG_MOVE)
+    )
+
+
+def stage_audit_full(work: Path, args) -> None:
+    import polars as pl
+
+    from bench.__main__ import emit, rss_now
+    from flows.calendar import sessions
+    from flows.settings import get_settings
+    from warehouse import quality
+    from warehouse.audit import audit, audit_warnings
+
+    tables = {p.stem: pl.read_parquet(p) for p in sorted((work / "tables").glob("*.parquet"))}
+    rows = sum(f.height for f in tables.values())
+    prices, assets = tables["fact_prices"], tables["dim_asset"]
+    as_of = prices["date"].max()
+    calendar = partial(sessions, code=get_settings().exchange_calendar)
+    before = rss_now()
+
+    def timed(fn):
+        fn()  # untimed: one-time costs
+        t, c = time.perf_counter(), time.process_time()
+        out = fn()
+        return out, time.perf_counter() - t, time.process_time() - c
+
+    failures, s, c = timed(lambda: audit(tables, as_of))
+    emit("audit_full_rules", s, rows, rss_before=before, cpu=c, failures=len(failures))
+    warnings, s, c = timed(lambda: audit_warnings(tables, as_of, None, calendar))
+    emit("audit_full_warnings", s, prices.height, rss_before=before, cpu=c, warnings=len(warnings))
+    old, s_old, c_old = timed(lambda: _split_like_moves_before(prices, assets))
+    emit("split_like_moves_before", s_old, prices.height, cpu=c_old, moves=old.height)
+    saved = quality.MAX_LISTED
+    quality.MAX_LISTED = old.height + 1  # every move listed, to compare them all
+    try:
+        new, s, c = timed(lambda: quality.split_like_moves(prices, assets))
+    finally:
+        quality.MAX_LISTED = saved
+    listed = ", ".join(f"{r['symbol']} {r['date']} ({math.exp(r['_m']) - 1:+.0%})" for r in old.iter_rows(named=True))
+    same = new == [] if old.is_empty() else (len(new) == 1 and new[0].endswith(": " + listed))
+    emit("split_like_moves", s, prices.height, cpu=c, moves=old.height, ratio_to_before=round(s / s_old, 3),
+         same_moves=bool(same))
+
+
+STAGES = {"audit_full": stage_audit_full}
