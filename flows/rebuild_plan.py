@@ -78,6 +78,19 @@ def transform_fingerprint(params: MartParams, settings: Settings, source: str) -
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def published_base_state(settings: Settings, source: str, fingerprint: str) -> dict | str:
+    """The published run's state if it may seed a run of ``source`` with ``fingerprint``, or why not
+    (the checks ``incremental_base`` and ``lake_read_plan`` share)."""
+    if not settings.incremental:
+        return "incremental rebuilds are switched off (XASSET_INCREMENTAL=false)"
+    state = snapshots.published_state(settings.data_dir)
+    if state is None:
+        return "there is no published run to build on"
+    if state.get("source") != source or state.get("fingerprint") != fingerprint:
+        return "the published run was built from another source, code version or settings"
+    return state
+
+
 def incremental_base(
     settings: Settings, source: str, fingerprint: str, as_of: date,
     prices: pl.DataFrame, assets: pl.DataFrame, fundamentals: pl.DataFrame | None,
@@ -91,13 +104,9 @@ def incremental_base(
     bar landed after it read the lake (``ingested_at``), of a new fundamentals
     snapshot, or after its as-of is unchanged.
     """
-    if not settings.incremental:
-        return "incremental rebuilds are switched off (XASSET_INCREMENTAL=false)"
-    state = snapshots.published_state(settings.data_dir)
-    if state is None:
-        return "there is no published run to build on"
-    if state.get("source") != source or state.get("fingerprint") != fingerprint:
-        return "the published run was built from another source, code version or settings"
+    state = published_base_state(settings, source, fingerprint)
+    if isinstance(state, str):
+        return state
     previous_as_of = date.fromisoformat(state["as_of"])
     if previous_as_of > as_of:
         return f"the published run is as of {previous_as_of}, later than {as_of}"
@@ -308,13 +317,9 @@ def lake_read_plan(
     it read the lake counts from its date. Only when the published run could
     seed this one (``incremental_base``'s first checks) and recorded its listing.
     """
-    if not settings.incremental:
-        return "incremental rebuilds are switched off (XASSET_INCREMENTAL=false)"
-    state = snapshots.published_state(settings.data_dir)
-    if state is None:
-        return "there is no published run to build on"
-    if state.get("source") != source or state.get("fingerprint") != fingerprint:
-        return "the published run was built from another source, code version or settings"
+    state = published_base_state(settings, source, fingerprint)
+    if isinstance(state, str):
+        return state
     if LAKE_LISTED not in state or "run_id" not in state or not state.get("ingested_through"):
         return "the published run did not record which lake files it read (an older version wrote it)"
     previous_as_of = date.fromisoformat(state["as_of"])
