@@ -132,6 +132,23 @@ def read_published(table: Table, marts_dir: Path) -> pl.DataFrame | None:
     return table.conform(frame)
 
 
+def snapshot_files(marts_dir: Path, table: str) -> tuple[str, list[Path]]:
+    """The run id and data files of one published mart, for a reader a publish may overlap.
+
+    Resolves the ``marts`` link once and returns the files its manifest names, as paths into
+    that run's own directory. Reading them gives that run's rows whole, or fails with "file
+    not found" when the run was pruned meanwhile (two more publishes): never part of a run or
+    rows of two runs. A glob through the links cannot promise that with DuckDB: its listing
+    resolves the links again for every entry and drops without a word an entry whose
+    ``stat`` fails (``LocalFileSystem::ListFilesExtended``), so a listing that overlaps a
+    switch can leave out a changed year's file, and its lazy listing can read one run's files
+    and list the next run's.
+    """
+    root = Path(os.path.realpath(marts_dir))
+    manifest = json.loads(manifest_path(root, table).read_text())
+    return manifest["run_id"], [root / table / name for name in manifest["files"]]
+
+
 def manifest_schema(table: Table) -> list[dict]:
     partition = year_column(table)
     return [

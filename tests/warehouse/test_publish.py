@@ -21,7 +21,7 @@ import pytest
 
 from warehouse import snapshots
 from warehouse.build import build_database
-from warehouse.marts import write_table
+from warehouse.marts import snapshot_files, write_table
 from contracts.tables import TABLES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,39 +131,63 @@ def correlation_version(v: int) -> pl.DataFrame:
 
 
 def test_mart_reader_never_sees_two_runs_mixed(tmp_path):
+    """A reader that takes one run's files (links resolved once) reads that run whole, always.
+
+    The reader is a thread hammering the marts while 29 runs publish as fast as they can, so
+    its reads overlap switches and prunes. Each read either fails (its run was pruned after
+    two more publishes: retry) or returns exactly one complete run. A plain glob through the
+    links is not held to this: DuckDB's listing drops an entry whose ``stat`` fails after a
+    switch, so such a read can silently miss a changed year (see ``snapshot_files``).
+    """
     table = TABLES["mart_rolling_correlation"]
     publish_version(tmp_path, 1, correlation_version(1))
     last, rows = 30, correlation_version(1).height
-    seen: list[tuple[str, set[int], int]] = []
+    seen: list[tuple[str, str, set[int], int]] = []
     errors: list[BaseException] = []
+    reading = threading.Event()
 
     def read_until_last() -> None:
         for _ in range(100_000):
-            path = tmp_path / "marts" / table.name
+            reading.set()
             try:
-                # A naive BI reader: glob through the links, then read each file.
-                naive = duckdb.sql(f"SELECT observations FROM read_parquet('{path}/**/*.parquet')").pl()
-                seen.append(("duckdb", set(naive["observations"]), naive.height))
-                # A careful one resolves the links once and reads that run.
-                careful = ds.dataset(os.path.realpath(path), format="parquet", partitioning="hive").to_table()
-                seen.append(("pyarrow", set(careful.column("observations").to_pylist()), careful.num_rows))
-            except (OSError, duckdb.IOException) as exc:  # a pruned run vanished mid-read: retry
+                run_id, files = snapshot_files(tmp_path / "marts", table.name)
+                names = [str(f) for f in files]
+                by_duckdb = duckdb.read_parquet(names).select("observations").pl()
+                seen.append(("duckdb", run_id, set(by_duckdb["observations"]), by_duckdb.height))
+                by_arrow = ds.dataset(names, format="parquet").to_table(columns=["observations"])
+                seen.append(("pyarrow", run_id, set(by_arrow.column("observations").to_pylist()), by_arrow.num_rows))
+            except (OSError, duckdb.IOException) as exc:  # the run was pruned mid-read: retry
                 errors.append(exc)
                 continue
-            if seen[-1][1] == {last}:
+            if seen[-1][2] == {last}:
                 return
 
     reader = threading.Thread(target=read_until_last)
     reader.start()
+    assert reading.wait(timeout=600), "the reader thread never started"
     for v in range(2, last + 1):
         publish_version(tmp_path, v, correlation_version(v))
     reader.join()
-    assert seen and seen[-1][1] == {last}
-    for how, versions, n in seen:
-        assert len(versions) == 1 and n == rows, f"{how} read a mix of runs {versions} ({n} rows)"
+    assert seen and seen[-1][2] == {last}
+    for how, run_id, versions, n in seen:
+        assert versions == {int(run_id[1:])} and n == rows, f"{how} read {versions} ({n} rows) for run {run_id}"
     manifest = json.loads((tmp_path / "marts" / f"{table.name}.manifest.json").read_text())
     assert manifest["run_id"] == f"r{last:03}" and manifest["row_count"] == rows
     assert sorted(p.name for p in (tmp_path / ".runs").iterdir()) == [f"r{last - 1:03}", f"r{last:03}"]
+
+
+def test_snapshot_files_are_one_runs_and_a_pruned_run_fails_loudly(tmp_path):
+    publish_version(tmp_path, 1, correlation_version(1))
+    run_id, files = snapshot_files(tmp_path / "marts", "mart_rolling_correlation")
+    assert run_id == "r001" and len(files) == 3
+    assert all(f.is_relative_to((tmp_path / ".runs" / "r001").resolve()) for f in files)
+    assert duckdb.read_parquet([str(f) for f in files]).count("*").fetchall()[0] == (correlation_version(1).height,)
+    publish_version(tmp_path, 2, correlation_version(2))
+    assert duckdb.read_parquet([str(f) for f in files]).count("*").fetchall()[0] == (correlation_version(1).height,), (
+        "the run before the current one stays readable")
+    publish_version(tmp_path, 3, correlation_version(3))
+    with pytest.raises(duckdb.IOException):
+        duckdb.read_parquet([str(f) for f in files]).count("*").fetchall()[0]
 
 
 def published_state(data: Path) -> tuple[str | None, tuple[int, ...], str]:
