@@ -24,6 +24,7 @@ from prefect import flow, get_run_logger
 from flows import __version__, cancel, progress
 from flows.artifacts import RunReport, publish_artifacts, summarize
 from flows.backfill import Checkpoint, chunk_id, publish_as_of, year_chunks
+from flows.calendar import cache_sessions_in
 from flows.run import PipelineError, RunSummary
 from flows.runners import RunnerSettings, build_task_runner
 from flows.settings import get_settings
@@ -99,6 +100,8 @@ def run_pipeline(
     settings = get_settings()
     if data_dir:
         settings = settings.model_copy(update={"data_dir": Path(data_dir)})
+    # Each night's calendar is the last one's: read from the data directory, not built again.
+    cache_sessions_in(settings.data_dir / "cache" / "calendar")
     runner = RunnerSettings()
     logger = get_run_logger()
     now = datetime.now(UTC)
