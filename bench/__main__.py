@@ -390,6 +390,7 @@ def _more_stages() -> None:
     # Stages kept in their own modules (one line each here, for easy merges).
     from bench import full_audit
     from bench import e2e, files_read, incremental, incremental_load, next_day_publish, next_day_transform, prefect_overhead
+    from bench import startup
 
     STAGES.update(e2e.STAGES)
     STAGES.update(full_audit.STAGES)
@@ -399,6 +400,7 @@ def _more_stages() -> None:
     STAGES.update(next_day_publish.STAGES)
     STAGES.update(next_day_transform.STAGES)
     STAGES.update(prefect_overhead.STAGES)
+    STAGES.update(startup.STAGES)
 
 
 _more_stages()

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import polars as pl
 from prefect import flow, get_run_logger
+from prefect.utilities.annotations import quote
 
 from flows import __version__, cancel, progress
 from flows.artifacts import RunReport, publish_artifacts, summarize
 from flows.backfill import Checkpoint, chunk_id, publish_as_of, year_chunks
+from flows.calendar import cache_sessions_in
 from flows.run import PipelineError, RunSummary
 from flows.runners import RunnerSettings, build_task_runner
 from flows.settings import get_settings
@@ -99,6 +101,8 @@ def run_pipeline(
     settings = get_settings()
     if data_dir:
         settings = settings.model_copy(update={"data_dir": Path(data_dir)})
+    # Each night's calendar is the last one's: read from the data directory, not built again.
+    cache_sessions_in(settings.data_dir / "cache" / "calendar")
     runner = RunnerSettings()
     logger = get_run_logger()
     now = datetime.now(UTC)
@@ -193,7 +197,9 @@ def run_pipeline(
                 check_failures(batch, source, settings, universe, run)
                 stage_done("extract")
                 stage_start("land")
-                run.rows_written += land(batch, lake, now)
+                # quote: Prefect would visit every outcome and problem of the batch (0.1-0.2 CPU-s at
+                # 2,000 symbols) looking for futures it cannot hold; the task gets the batch as is.
+                run.rows_written += land(quote(batch), lake, now)
                 if source == "files" and not chunked:
                     withdrawn, gone = withdraw_absent(batch, lake, chunk, now, run, logger)
                     outcomes += gone

@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import TaskRunContext
 from prefect.futures import as_completed
 from prefect.tasks import exponential_backoff
+from prefect.utilities.annotations import quote
 from prefect.utilities.hashing import hash_objects
 
 from contracts.tables import INGEST_LOG
@@ -170,12 +171,15 @@ def extract(
     def submit(i: int, refresh: bool = False):
         part = parts[i]
         symbols = {a.symbol for a in part.assets}
+        # quote: Prefect would visit every asset of the universe (a pydantic model each: 0.1-0.3 CPU-s for
+        # the files source's one batch of 2,000 symbols) and every last date looking for futures; the
+        # task, its cache key and its run name get the values as they are.
         return (task_.with_options(refresh_cache=True) if refresh else task_).submit(
             src,
-            part,
+            quote(part),
             start,
             as_of,
-            {s: d for s, d in last_dates.items() if s in symbols},
+            quote({s: d for s, d in last_dates.items() if s in symbols}),
             tail.filter(pl.col("symbol").is_in(list(symbols))),
             fingerprint,
             batch=f"{i + 1}of{len(parts)}",

@@ -178,3 +178,10 @@ def test_a_failed_mirror_is_a_warning_not_a_failed_run(tmp_path, monkeypatch):
     assert run.status == "succeeded"
     assert any(w.startswith("marts not mirrored to nosuchprotocol://bucket/marts") for w in run.warnings), run.warnings
     assert (tmp_path / "marts" / "mart_rolling_correlation.manifest.json").exists()
+
+
+def test_the_run_keeps_the_exchange_calendar_for_the_next(sample_run):
+    # The next night's run reads the sessions instead of building the calendar (flows.calendar.cache_sessions_in).
+    data, _ = sample_run
+    kept = list((data / "cache" / "calendar").glob("sessions-XNYS-*.parquet"))
+    assert len(kept) == 1 and pl.read_parquet(kept[0])["session_date"].is_sorted()
