@@ -221,7 +221,7 @@ def build_indices(inputs, params: MartParams, since, previous) -> Built:
     else:
         index_bars = indices.bars
     if since is None:
-        all_prices = pl.concat([prices, index_bars], how="diagonal_relaxed").sort("symbol", "date")
+        all_prices = with_blocks_in_order(prices, index_bars)
     else:
         # Not re-sorted (the lake's bars come sorted; the three index series are appended).
         all_prices = pl.concat([prices, index_bars], how="diagonal_relaxed", rechunk=False)
@@ -236,6 +236,39 @@ def build_indices(inputs, params: MartParams, since, previous) -> Built:
     # published run read (``flows.rebuild_plan``), the derived ones are kept from the published
     # run and their ingested_at depends only on bars up to their date (``_freshness``).
     return Built(tables, warnings, unchanged_before={} if since is None else {"fact_prices": since})
+
+
+def strictly_sorted(frame: pl.DataFrame) -> bool:
+    """Whether ``frame``'s (symbol, date) strictly increase row by row (no nulls, no repeated key)."""
+    s, d = pl.col("symbol"), pl.col("date")
+    step = (s.shift(1) < s) | ((s.shift(1) == s) & (d.shift(1) < d))
+    # A null key makes a step null, and ``all`` then neither true nor false.
+    return frame.height < 2 or frame.select(step.slice(1).all(ignore_nulls=False)).item() is True
+
+
+def with_blocks_in_order(bars: pl.DataFrame, blocks: pl.DataFrame) -> pl.DataFrame:
+    """``pl.concat([bars, blocks], how="diagonal_relaxed").sort("symbol", "date")``, without the sort
+    when both are strictly sorted and share no symbol (the lake's bars and the index bars):
+    each symbol's block of ``blocks`` is spliced in where its symbol falls among ``bars``.
+
+    The same rows in the same order (a strictly sorted key leaves no tie for a sort
+    to order), as slices of the inputs instead of a sorted copy of ~9 M bars.
+    """
+    both = pl.concat([bars, blocks], how="diagonal_relaxed", rechunk=False)
+    if blocks.is_empty():
+        return both.sort("symbol", "date") if not strictly_sorted(bars) else both
+    if not (strictly_sorted(bars) and strictly_sorted(blocks)):
+        return both.sort("symbol", "date")
+    starts = blocks.with_row_index("_i").group_by("symbol", maintain_order=True).agg(pl.col("_i").first(), pl.len())
+    at = bars["symbol"].search_sorted(starts["symbol"], side="left")
+    if not at.equals(bars["symbol"].search_sorted(starts["symbol"], side="right")):
+        return both.sort("symbol", "date")  # a symbol in both: its bars interleave by date
+    pieces, done = [], 0
+    for pos, first, n in zip(at.to_list(), starts["_i"].to_list(), starts["len"].to_list(), strict=True):
+        pieces += [both.slice(done, pos - done), both.slice(bars.height + first, n)]
+        done = pos
+    pieces.append(both.slice(done, bars.height - done))
+    return pl.concat(pieces, rechunk=False)
 
 
 def _freshness(prices: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
