@@ -45,6 +45,7 @@ from typing import Any
 
 import polars as pl
 
+from contracts.schema import strictly_increasing
 from contracts.vocabulary import CRYPTO_CLASSES, INDEX_CLASSES
 from transforms.allocation import simulate_mixes
 from transforms.events import correlation_events_since, mart_correlation_events
@@ -238,12 +239,7 @@ def build_indices(inputs, params: MartParams, since, previous) -> Built:
     return Built(tables, warnings, unchanged_before={} if since is None else {"fact_prices": since})
 
 
-def strictly_sorted(frame: pl.DataFrame) -> bool:
-    """Whether ``frame``'s (symbol, date) strictly increase row by row (no nulls, no repeated key)."""
-    s, d = pl.col("symbol"), pl.col("date")
-    step = (s.shift(1) < s) | ((s.shift(1) == s) & (d.shift(1) < d))
-    # A null key makes a step null, and ``all`` then neither true nor false.
-    return frame.height < 2 or frame.select(step.slice(1).all(ignore_nulls=False)).item() is True
+KEY = ("symbol", "date")  # fact_prices' order
 
 
 def with_blocks_in_order(bars: pl.DataFrame, blocks: pl.DataFrame) -> pl.DataFrame:
@@ -256,13 +252,13 @@ def with_blocks_in_order(bars: pl.DataFrame, blocks: pl.DataFrame) -> pl.DataFra
     """
     both = pl.concat([bars, blocks], how="diagonal_relaxed", rechunk=False)
     if blocks.is_empty():
-        return both.sort("symbol", "date") if not strictly_sorted(bars) else both
-    if not (strictly_sorted(bars) and strictly_sorted(blocks)):
-        return both.sort("symbol", "date")
+        return both.sort(KEY) if not strictly_increasing(bars, KEY) else both
+    if not (strictly_increasing(bars, KEY) and strictly_increasing(blocks, KEY)):
+        return both.sort(KEY)
     starts = blocks.with_row_index("_i").group_by("symbol", maintain_order=True).agg(pl.col("_i").first(), pl.len())
     at = bars["symbol"].search_sorted(starts["symbol"], side="left")
     if not at.equals(bars["symbol"].search_sorted(starts["symbol"], side="right")):
-        return both.sort("symbol", "date")  # a symbol in both: its bars interleave by date
+        return both.sort(KEY)  # a symbol in both: its bars interleave by date
     pieces, done = [], 0
     for pos, first, n in zip(at.to_list(), starts["_i"].to_list(), starts["len"].to_list(), strict=True):
         pieces += [both.slice(done, pos - done), both.slice(bars.height + first, n)]

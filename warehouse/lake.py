@@ -48,6 +48,7 @@ from urllib.parse import quote, unquote
 import polars as pl
 
 from warehouse.files import AtomicBatch, atomic_write_parquet, read_stored_parquet
+from contracts.schema import strictly_increasing
 from contracts.tables import FACT_PRICES
 
 VALUE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
@@ -281,7 +282,8 @@ class Lake:
 
     def read_bar_files(self, files: list[Path]) -> pl.DataFrame:
         """The stored bars of the given year files (``bar_files``' paths), sorted by symbol and date."""
-        files = [Path(f) for f in files]
+        # Scanned in (symbol, year) order, the files' bars usually come out sorted: checked, not sorted again.
+        files = sorted((Path(f) for f in files), key=lambda f: (unquote(f.parent.name), f.stem.zfill(8)))
         if not files:
             return pl.DataFrame(schema=BARS_SCHEMA)
         try:
@@ -293,7 +295,7 @@ class Lake:
             # A file the scan cannot take as it is (another type, damage): one at a time,
             # so a file that cannot be read is named, and one of another type is cast as before.
             bars = pl.concat([conform_stored(read_stored_parquet(f)) for f in files])
-        return bars.sort("symbol", "date")
+        return bars if strictly_increasing(bars, ("symbol", "date")) else bars.sort("symbol", "date")
 
     def last_dates(self) -> dict[str, date]:
         out: dict[str, date] = {}

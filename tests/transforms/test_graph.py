@@ -24,6 +24,7 @@ from transforms.graph import (
     seed_tables,
 )
 from transforms.marts import MartParams, build_marts, serial_map
+from contracts.schema import strictly_increasing
 from contracts.tables import TABLES
 
 AS_OF = date(2026, 11, 20)
@@ -236,22 +237,28 @@ INDEX = pl.DataFrame(
     ],
 )
 def test_index_bars_spliced_into_sorted_bars_equal_concat_and_sort(bars, blocks):
-    from transforms.graph import strictly_sorted, with_blocks_in_order
+    from transforms.graph import with_blocks_in_order
 
     expected = pl.concat([bars, blocks], how="diagonal_relaxed").sort("symbol", "date", maintain_order=True)
     got = with_blocks_in_order(bars, blocks)
     assert_frame_equal(got, expected)
-    assert strictly_sorted(got) == strictly_sorted(expected)
+    assert strictly_increasing(got, ["symbol", "date"]) == strictly_increasing(expected, ["symbol", "date"])
 
 
-def test_strictly_sorted_refuses_repeats_nulls_and_disorder():
-    from transforms.graph import strictly_sorted
+def test_strictly_increasing_refuses_repeats_nulls_and_disorder():
+    def strictly_sorted(frame):
+        return strictly_increasing(frame, ["symbol", "date"])
 
     assert strictly_sorted(LAKE) and strictly_sorted(LAKE.head(1)) and strictly_sorted(LAKE.head(0))
     assert not strictly_sorted(pl.concat([LAKE, LAKE.tail(1)]))
     assert not strictly_sorted(LAKE.reverse())
     assert not strictly_sorted(LAKE.with_columns(pl.col("date").replace(D + timedelta(1), None)))
     assert not strictly_sorted(LAKE.with_columns(pl.col("symbol").replace("BTC", None)))
+    assert not strictly_sorted(LAKE.head(1).with_columns(pl.col("symbol").replace("AAA", None)))
+    # Only the named columns count, compared in their order.
+    assert strictly_increasing(LAKE, ["symbol", "date", "adj_close"])
+    assert not strictly_increasing(LAKE, ["date", "symbol"])
+    assert not strictly_increasing(LAKE, ["symbol"])
 
 
 def test_the_full_build_splices_the_index_bars_into_the_sorted_lake_bars(panel):
