@@ -453,9 +453,7 @@ def build_factors(inputs, params: MartParams, since, previous) -> Built:
     if not (stocks.len() and params.factors):
         return Built({})
     if since is None:
-        # Only the stocks' bars are read.
-        stock_prices = prices.filter(pl.col("symbol").is_in(stocks.implode()))
-        return Built(factor_marts(stock_prices, assets, sessions, params, fundamentals))
+        return Built(factor_marts(prices, assets, sessions, params, fundamentals))  # reads the stocks' bars only
     sess = _sess(sessions)
     if all(t in previous for t in FACTOR_TABLES):
         tables, unchanged = factor_marts_since(prices, assets, sess, params, fundamentals, previous, since)
