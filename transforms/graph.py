@@ -252,7 +252,7 @@ def with_blocks_in_order(bars: pl.DataFrame, blocks: pl.DataFrame) -> pl.DataFra
     """
     both = pl.concat([bars, blocks], how="diagonal_relaxed", rechunk=False)
     if blocks.is_empty():
-        return both.sort(KEY) if not strictly_increasing(bars, KEY) else both
+        return both.sort(KEY) if not strictly_increasing(bars, KEY) else _flagged(both)
     if not (strictly_increasing(bars, KEY) and strictly_increasing(blocks, KEY)):
         return both.sort(KEY)
     starts = blocks.with_row_index("_i").group_by("symbol", maintain_order=True).agg(pl.col("_i").first(), pl.len())
@@ -264,7 +264,13 @@ def with_blocks_in_order(bars: pl.DataFrame, blocks: pl.DataFrame) -> pl.DataFra
         pieces += [both.slice(done, pos - done), both.slice(bars.height + first, n)]
         done = pos
     pieces.append(both.slice(done, bars.height - done))
-    return pl.concat(pieces, rechunk=False)
+    return _flagged(pl.concat(pieces, rechunk=False))
+
+
+def _flagged(frame: pl.DataFrame) -> pl.DataFrame:
+    # Sorted by KEY: flagged as a sort by it flags its first column (a sorted column takes
+    # Polars' fast paths in the nodes that read fact_prices).
+    return frame.with_columns(pl.col(KEY[0]).set_sorted())
 
 
 def _freshness(prices: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:

@@ -295,7 +295,10 @@ class Lake:
             # A file the scan cannot take as it is (another type, damage): one at a time,
             # so a file that cannot be read is named, and one of another type is cast as before.
             bars = pl.concat([conform_stored(read_stored_parquet(f)) for f in files])
-        return bars if strictly_increasing(bars, ("symbol", "date")) else bars.sort("symbol", "date")
+        if not strictly_increasing(bars, ("symbol", "date")):
+            return bars.sort("symbol", "date")
+        # Flagged as the sort would (a sorted column takes Polars' fast paths later on).
+        return bars.with_columns(pl.col("symbol").set_sorted())
 
     def last_dates(self) -> dict[str, date]:
         out: dict[str, date] = {}

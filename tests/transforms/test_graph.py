@@ -242,6 +242,7 @@ def test_index_bars_spliced_into_sorted_bars_equal_concat_and_sort(bars, blocks)
     expected = pl.concat([bars, blocks], how="diagonal_relaxed").sort("symbol", "date", maintain_order=True)
     got = with_blocks_in_order(bars, blocks)
     assert_frame_equal(got, expected)
+    assert got["symbol"].flags == expected["symbol"].flags  # sorted, as a sort leaves it
     assert strictly_increasing(got, ["symbol", "date"]) == strictly_increasing(expected, ["symbol", "date"])
 
 

@@ -124,4 +124,5 @@ def test_year_files_are_read_in_symbol_and_date_order_whatever_order_they_are_na
     expected = bars(*rows).sort("symbol", "date")
     for order in (paths, paths[::-1], sorted(paths)):
         got = lake.read_bar_files(order)
+        assert got["symbol"].flags["SORTED_ASC"]
         assert got.select(expected.columns).equals(expected.with_columns(pl.col("origin").cast(got["origin"].dtype)))
