@@ -440,7 +440,9 @@ def build_milestones(inputs, params: MartParams, since, previous) -> Built:
     symbols = _milestone_symbols(inputs)
     crypto = _classes(inputs["dim_asset"], CRYPTO_CLASSES)
     if since is None:
-        prices, sess = inputs["fact_prices"], inputs["sessions"]
+        # Their bars only, taken once (each mart filters the bars it reads again; a filter keeps the order).
+        wanted = pl.Series(symbols + [params.period_benchmark], dtype=pl.String).implode()
+        prices, sess = inputs["fact_prices"].filter(pl.col("symbol").is_in(wanted)), inputs["sessions"]
     else:
         sess = _sess(inputs["sessions"])
         prices = inputs["_focus_prices"].filter(
