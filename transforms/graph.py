@@ -203,12 +203,15 @@ def build_indices(inputs, params: MartParams, since, previous) -> Built:
     has = prices.select([(pl.col("symbol") == b).any().alias(str(i)) for i, b in enumerate(params.benchmarks)])
     present = {b for i, b in enumerate(params.benchmarks) if has[str(i)].item()} if params.benchmarks else set()
     benchmarks, warnings = present_benchmarks(params, present)
+    # The indices read their members' bars only, and every member is a crypto asset
+    # (``transforms.indices.index_members``): those bars are taken once, not per index.
+    crypto = prices.filter(pl.col("symbol").is_in(_classes(assets, ("crypto",))))
     if since is None:
-        indices = build_crypto_indices(prices, assets, stablecoins=params.stablecoins)
+        indices = build_crypto_indices(crypto, assets, stablecoins=params.stablecoins)
     else:
         prev_prices = previous["fact_prices"]
         indices = build_crypto_indices(
-            prices, assets, stablecoins=params.stablecoins,
+            crypto, assets, stablecoins=params.stablecoins,
             previous_bars=prev_prices.filter(pl.col("source") == "derived") if "source" in prev_prices.columns else prev_prices,
             since=since,
         )  # fmt: skip
@@ -216,7 +219,7 @@ def build_indices(inputs, params: MartParams, since, previous) -> Built:
         # A derived bar is as fresh as the newest stored bar it was built from.
         index_bars = (
             indices.bars.with_columns(pl.lit("derived").alias("source")).sort("date")
-            .join_asof(_freshness(prices, indices.members), on="date", strategy="backward")
+            .join_asof(_freshness(crypto, indices.members), on="date", strategy="backward")
             .sort("symbol", "date")
         )
     else:
