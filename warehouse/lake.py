@@ -48,7 +48,6 @@ from urllib.parse import quote, unquote
 import polars as pl
 
 from warehouse.files import AtomicBatch, atomic_write_parquet, read_stored_parquet
-from contracts.schema import strictly_increasing
 from contracts.tables import FACT_PRICES
 
 VALUE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
@@ -282,8 +281,7 @@ class Lake:
 
     def read_bar_files(self, files: list[Path]) -> pl.DataFrame:
         """The stored bars of the given year files (``bar_files``' paths), sorted by symbol and date."""
-        # Scanned in (symbol, year) order, the files' bars usually come out sorted: checked, not sorted again.
-        files = sorted((Path(f) for f in files), key=lambda f: (unquote(f.parent.name), f.stem.zfill(8)))
+        files = [Path(f) for f in files]
         if not files:
             return pl.DataFrame(schema=BARS_SCHEMA)
         try:
@@ -295,11 +293,7 @@ class Lake:
             # A file the scan cannot take as it is (another type, damage): one at a time,
             # so a file that cannot be read is named, and one of another type is cast as before.
             bars = pl.concat([conform_stored(read_stored_parquet(f)) for f in files])
-        if not strictly_increasing(bars, ("symbol", "date")):
-            return bars.sort("symbol", "date")
-        # One contiguous chunk per column and the symbol column flagged sorted, as the sort leaves
-        # them: the screen and the marts run several times slower on a frame of one chunk per file.
-        return bars.rechunk().with_columns(pl.col("symbol").set_sorted())
+        return bars.sort("symbol", "date")
 
     def last_dates(self) -> dict[str, date]:
         out: dict[str, date] = {}
