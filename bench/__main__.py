@@ -389,11 +389,13 @@ STAGES = {
 def _more_stages() -> None:
     # Stages kept in their own modules (one line each here, for easy merges).
     from bench import full_audit
+    from bench import full_transform
     from bench import e2e, files_read, incremental, incremental_load, next_day_publish, next_day_transform, prefect_overhead
     from bench import startup
 
     STAGES.update(e2e.STAGES)
     STAGES.update(full_audit.STAGES)
+    STAGES.update(full_transform.STAGES)
     STAGES.update(files_read.STAGES)
     STAGES.update(incremental.STAGES)
     STAGES.update(incremental_load.STAGES)

@@ -7,7 +7,7 @@ frames and write Parquet marts, and the data dictionary in the docs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
@@ -210,3 +210,17 @@ def ident(name: str) -> str:
 def sql_literal(text: str) -> str:
     """A single-quoted SQL string literal (quotes doubled), for generated DDL only."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def strictly_increasing(frame: pl.DataFrame, columns: Sequence[str]) -> bool:
+    """Whether ``frame``'s rows strictly increase on ``columns`` (compared in order, as a sort by
+    them orders): no null in them and no key twice. Such a frame is its own sort by ``columns``,
+    whatever the sort's tie rule, so a caller may skip the sort (one pass instead)."""
+    if frame.height < 2:
+        return frame.select(pl.all_horizontal(pl.col(c).is_not_null() for c in columns).all()).item()
+    step = None
+    for c in reversed(columns):
+        prev, cur = pl.col(c).shift(1), pl.col(c)
+        step = prev < cur if step is None else (prev < cur) | ((prev == cur) & step)
+    # A null makes a step null, and ``all`` then neither true nor false.
+    return frame.select(step.slice(1).all(ignore_nulls=False)).item() is True

@@ -68,11 +68,13 @@ def _check_horizons(horizons: Sequence[int]) -> None:
 
 
 def _forward_grid(
-    prices: pl.DataFrame, cal: pl.DataFrame, horizons: Sequence[int], symbols: Sequence[str] | None, start_idx: int = 0
+    prices: pl.DataFrame, cal: pl.DataFrame, horizons: Sequence[int], symbols: Sequence[str] | None, start_idx: int = 0,
+    grid: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """The session grid (symbol-major, sessions ``>= start_idx``) with one
+    """The session grid (symbol-major, sessions ``>= start_idx``; ``grid`` when given) with one
     ``fwd_{h}`` column per horizon: null unless finite."""
-    grid = _dense_grid(prices, cal, symbols, start_idx)
+    if grid is None:
+        grid = _dense_grid(prices, cal, symbols, start_idx)
     px = pl.col("adj_close")
     fwd = [
         # Within the stock's run of the grid, shift(-h) is h sessions later.
@@ -150,6 +152,7 @@ def factor_daily_stats_from_prices(
     min_obs: int = 5,
     quantiles: int = 5,
     from_date: date | None = None,
+    grid: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Per session, factor and horizon: ``ic``, ``n`` and ``top_minus_bottom``
     (``DAILY_SCHEMA``), from the scores and the forward returns of ``prices``;
@@ -168,6 +171,10 @@ def factor_daily_stats_from_prices(
     With ``from_date``, only the sessions whose forward window reaches a
     session ``>= from_date`` are computed: those ``>= from_date - max(horizons)``
     sessions. Only the scores and prices from that session on are read.
+
+    ``grid``: without ``from_date``, the session grid of ``prices`` when the caller has it
+    (``transforms.factors.stock_grid``, of every stock: a stock without scores finds no row).
+    Each row's forward returns are its own stock's, so the extra stocks change nothing.
     """
     _check_horizons(horizons)
     hs = sorted(set(horizons))
@@ -185,7 +192,7 @@ def factor_daily_stats_from_prices(
         scores = scores.filter(pl.col("date") >= start_date)
         prices = prices.filter(pl.col("date") >= start_date)
     symbols = scores["symbol"].unique().to_list()
-    grid = _forward_grid(prices, cal, hs, symbols, start_idx)
+    grid = _forward_grid(prices, cal, hs, symbols, start_idx, grid if from_date is None else None)
     # Where each stock's run starts in the symbol-major grid.
     runs = (
         grid.lazy()
@@ -274,8 +281,10 @@ def evaluate_factors(
     min_obs: int = 5,
     quantiles: int = 5,
     from_date: date | None = None,
+    grid: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """``(mart_factor_ic, summary)`` for ``mart_factor_scores`` against prices.
+    """``(mart_factor_ic, summary)`` for ``mart_factor_scores`` against prices (``grid``:
+    see ``factor_daily_stats_from_prices``).
 
     With ``from_date``, the IC rows are only those of the sessions whose
     forward window is touched by sessions ``>= from_date``, i.e. sessions
@@ -294,6 +303,7 @@ def evaluate_factors(
         min_obs=min_obs,
         quantiles=quantiles,
         from_date=from_date,
+        grid=grid,
     )
     return mart_factor_ic(daily), factor_ic_summary(daily)
 

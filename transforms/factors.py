@@ -240,6 +240,12 @@ def _dense_grid(
     return grid.with_columns(adj).select("symbol", "sym", "session_idx", "date", "adj_close", "grid_pos", "grid_rpos")
 
 
+def stock_grid(prices: pl.DataFrame, assets: pl.DataFrame, sessions: pl.Series) -> pl.DataFrame:
+    """The full build's session grid of the stocks of ``assets`` (``_dense_grid``): what
+    ``build_factor_marts`` and ``factor_daily_stats_from_prices`` build without ``from_date``."""
+    return _dense_grid(prices, _calendar(sessions), _stocks(assets)["symbol"].to_list())
+
+
 def _stocks(assets: pl.DataFrame) -> pl.DataFrame:
     return assets.filter(pl.col("asset_class") == "equity").select("symbol", "name", "sector").unique("symbol")
 
@@ -280,6 +286,7 @@ def _metric_values(
     metrics: Sequence[Metric],
     fundamentals_tolerance: timedelta | None,
     from_date: date | None,
+    grid: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Metric values per stock and session, sessions ``>= from_date`` only.
 
@@ -296,7 +303,8 @@ def _metric_values(
         later = cal.filter(pl.col("date") >= from_date)["session_idx"]
         first_idx = int(later.min()) if later.len() else cal.height
     lookback = max((m.lookback for m in metrics), default=0)
-    grid = _dense_grid(prices, cal, stocks["symbol"].to_list(), max(first_idx - lookback, 0))
+    if grid is None or from_date is not None:
+        grid = _dense_grid(prices, cal, stocks["symbol"].to_list(), max(first_idx - lookback, 0))
     # Windows partition faster on an integer than on the sector string.
     sectors = stocks.select(
         "symbol", "sector", pl.col("sector").rank("dense").cast(pl.Int32).alias("sector_code")
@@ -577,6 +585,7 @@ def build_factor_marts(
     fundamentals_tolerance: timedelta | None = None,
     from_date: date | None = None,
     min_cross_section: int = DEFAULT_MIN_CROSS_SECTION,
+    grid: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``(mart_factor_scores, mart_factor_metrics)`` from raw inputs.
 
@@ -586,9 +595,13 @@ def build_factor_marts(
     ``max(lookback)`` sessions before it and later, plus each stock's first
     and last priced session, so a one-session run costs a small fraction of a
     full one.
+
+    ``grid``: ``stock_grid(prices, assets, sessions)`` when the caller has built it (a full
+    build shares it with the IC's forward returns); used without ``from_date`` only.
     """
     _normalised_weights(weights)  # fail before the heavy work
-    values = _metric_values(prices, assets, sessions, fundamentals, metrics, fundamentals_tolerance, from_date)
+    values = _metric_values(prices, assets, sessions, fundamentals, metrics, fundamentals_tolerance, from_date, grid)
+    del grid
     ranked = {}
     for m in metrics:
         ranked[m.name] = _ranked(values, m, min_sector_size, min_cross_section)

@@ -27,7 +27,13 @@ from contracts.vocabulary import DEFAULT_STABLECOINS
 from transforms.correlation import EPOCH_SESSIONS, rolling_correlation
 from transforms.events import DEFAULT_DEAD_BAND, mart_correlation_events
 from transforms.factor_eval import evaluate_factors
-from transforms.factors import DEFAULT_FAMILY_WEIGHTS, DEFAULT_MIN_CROSS_SECTION, LabelThresholds, build_factor_marts
+from transforms.factors import (
+    DEFAULT_FAMILY_WEIGHTS,
+    DEFAULT_MIN_CROSS_SECTION,
+    LabelThresholds,
+    build_factor_marts,
+    stock_grid,
+)
 from transforms.milestones import mart_market_milestones, mart_period_returns
 from transforms.policy import Policy
 from transforms.spillover import SpilloverParams
@@ -167,6 +173,10 @@ def build_marts(
 FACTOR_TABLES = ("mart_factor_scores", "mart_factor_metrics", "mart_factor_ic", "mart_factor_ic_summary")
 
 
+def _stock_symbols(assets: pl.DataFrame) -> pl.Series:
+    return assets.filter(pl.col("asset_class") == "equity")["symbol"]
+
+
 def factor_scores(
     prices: pl.DataFrame,
     assets: pl.DataFrame,
@@ -177,9 +187,8 @@ def factor_scores(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(mart_factor_scores, mart_factor_metrics) of the run's stocks; ``kwargs``
     go to ``build_factor_marts`` (an incremental run passes ``from_date``)."""
-    stocks = assets.filter(pl.col("asset_class") == "equity")["symbol"]
     return build_factor_marts(
-        prices.filter(pl.col("symbol").is_in(stocks.implode())),
+        prices.filter(pl.col("symbol").is_in(_stock_symbols(assets).implode())),
         assets,
         sessions,
         fundamentals,
@@ -199,8 +208,12 @@ def factor_marts(
     fundamentals: pl.DataFrame | None,
 ) -> dict[str, pl.DataFrame]:
     """The Alpha Score marts (FACTOR_TABLES)."""
-    scores, metrics = factor_scores(prices, assets, sessions, params, fundamentals)
-    ic, ic_summary = evaluate_factors(scores, prices, sessions, horizons=params.factor_horizons)
+    # Only the stocks' bars are read; their session grid is built once, for the metrics and
+    # for the IC's forward returns.
+    prices = prices.filter(pl.col("symbol").is_in(_stock_symbols(assets).implode()))
+    grid = stock_grid(prices, assets, sessions)
+    scores, metrics = factor_scores(prices, assets, sessions, params, fundamentals, grid=grid)
+    ic, ic_summary = evaluate_factors(scores, prices, sessions, horizons=params.factor_horizons, grid=grid)
     return dict(zip(FACTOR_TABLES, (scores, metrics, ic, ic_summary), strict=True))
 
 

@@ -27,11 +27,10 @@ def as_of_sessions(sessions: pl.Series) -> pl.Series:
     return pl.concat([month_ends, s.tail(1)]).unique().sort()
 
 
-def _window_matrix(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(correlation with NaN for null, paired observation counts) of a T x N block."""
-    valid = ~np.isnan(x)
-    observations = valid.T.astype(np.int64) @ valid.astype(np.int64)
-    full = valid.all(axis=0)
+def _window_matrix(x: np.ndarray, observations: np.ndarray) -> np.ndarray:
+    """The correlations (NaN for null) of a T x N block whose paired observation counts are ``observations``."""
+    # A column is full when it has a value on each of the T rows.
+    full = np.diagonal(observations) == x.shape[0]
     # Exact flatness test (max == min); the moment formula leaves rounding noise.
     flat = np.zeros(x.shape[1], dtype=bool)
     flat[full] = np.ptp(x[:, full], axis=0) == 0
@@ -44,7 +43,25 @@ def _window_matrix(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         c = np.clip(cov / np.outer(sd, sd), -1.0, 1.0)
         np.fill_diagonal(c, 1.0)
         corr[np.ix_(ok, ok)] = c
-    return corr, observations
+    return corr
+
+
+def _window_counts(valid: np.ndarray, spans: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """``valid[lo:hi].T @ valid[lo:hi]`` (as int64) for each ``(lo, hi)`` of ``spans``: how many
+    rows of the span have both columns valid. Taken as differences of running counts at the
+    spans' ends, so each row is multiplied once, not once per window that holds it. The
+    products of 0/1 rows are float matrix products (BLAS; numpy has none for integers),
+    exact far beyond any row count, summed in int64: the same counts as the direct product."""
+    ones = valid.astype(np.float64)
+    running = np.zeros((valid.shape[1], valid.shape[1]), dtype=np.int64)
+    at: dict[int, np.ndarray] = {}
+    prev = 0
+    for k in sorted({k for span in spans for k in span}):
+        if k > prev:
+            seg = ones[prev:k]
+            running = running + (seg.T @ seg).astype(np.int64)
+        at[k], prev = running, k
+    return [at[hi] - at[lo] for lo, hi in spans]
 
 
 def mart_correlation_matrix(
@@ -94,9 +111,9 @@ def mart_correlation_matrix(
         return pl.DataFrame(schema=MART_CORRELATION_MATRIX.polars_schema)
     corr = np.empty((len(blocks), n * n))
     obs = np.empty((len(blocks), n * n), dtype=np.int64)
-    for i, (t, w) in enumerate(blocks):
-        c, o = _window_matrix(x[t + 1 - w : t + 1])
-        corr[i], obs[i] = c.ravel(), o.ravel()
+    spans = [(t + 1 - w, t + 1) for t, w in blocks]
+    for i, ((lo, hi), o) in enumerate(zip(spans, _window_counts(~np.isnan(x), spans), strict=True)):
+        corr[i], obs[i] = _window_matrix(x[lo:hi], o).ravel(), o.ravel()
     block_t = np.array([t for t, _ in blocks])
     pair = np.arange(n * n)
     name_s = pl.Series(names, dtype=pl.String)
@@ -110,6 +127,7 @@ def mart_correlation_matrix(
             "observations": obs.ravel(),
         }
     ).with_columns(pl.col("correlation").fill_nan(None))
-    # Blocks are built in (date, window) order and names are sorted, so the
-    # frame is already in key order; the sort only guards that invariant.
-    return frame.pipe(MART_CORRELATION_MATRIX.conform).sort("date", "window_days", "asset_a", "asset_b", maintain_order=True)
+    # Already in key order (date, window_days, asset_a, asset_b), without a sort: the blocks are
+    # built in (date, window) order (targets ascending, windows sorted) and each block's pairs
+    # in the order of the sorted names (Python's str order is Polars' byte order in UTF-8).
+    return frame.pipe(MART_CORRELATION_MATRIX.conform)

@@ -354,3 +354,25 @@ def test_forward_returns_never_enter_scores(panel):
         prices.filter(pl.col("date") <= cut), assets, pl.Series(sessions), fund.filter(pl.col("as_of") <= cut)
     )
     assert truncated.equals(scores.filter(pl.col("date") <= cut))
+
+
+def test_the_full_build_shares_one_session_grid_and_gets_the_ic_of_separate_grids():
+    # factor_marts builds the stocks' grid once for the metrics and the forward returns;
+    # a stock without any score (here: listed too late for momentum) only adds rows nobody finds.
+    from tests.panels import generate
+    from transforms.marts import MartParams, factor_marts
+
+    prices, assets, sessions = generate(40, 3, 2, date(2026, 11, 20), 11)
+    late = assets.filter(pl.col("asset_class") == "equity")["symbol"][0]
+    prices = prices.filter((pl.col("symbol") != late) | (pl.col("date") >= date(2026, 9, 1)))
+    params = MartParams()
+    got = factor_marts(prices, assets, sessions, params, None)
+    stocks = prices.filter(pl.col("symbol").is_in(assets.filter(pl.col("asset_class") == "equity")["symbol"].implode()))
+    scores, metrics = build_factor_marts(stocks, assets, sessions, None, min_sector_size=params.factor_min_sector_size,
+                                         min_cross_section=params.factor_min_cross_section, weights=params.factor_weights,
+                                         thresholds=params.factor_thresholds)  # fmt: skip
+    ic, summary = evaluate_factors(scores, prices, sessions, horizons=params.factor_horizons)
+    assert late not in set(scores["symbol"]) and scores.height and ic["ic"].drop_nulls().len()
+    for name, want in zip(("mart_factor_scores", "mart_factor_metrics", "mart_factor_ic", "mart_factor_ic_summary"),
+                          (scores, metrics, ic, summary), strict=True):  # fmt: skip
+        assert got[name].equals(want), name

@@ -24,6 +24,7 @@ from transforms.graph import (
     seed_tables,
 )
 from transforms.marts import MartParams, build_marts, serial_map
+from contracts.schema import strictly_increasing
 from contracts.tables import TABLES
 
 AS_OF = date(2026, 11, 20)
@@ -206,3 +207,67 @@ def test_a_node_returning_an_undeclared_table_is_an_error(panel):
     sloppy = Node("sloppy", ("mart_sloppy",), ("fact_returns",), lambda i, p, s, prev: Built({"mart_other": i["fact_returns"]}))
     with pytest.raises(ValueError, match="node sloppy returned mart_other, not declared"):
         assemble(prices, assets, sessions, dataclasses.replace(PARAMS, factors=False), graph=(*GRAPH, sloppy))
+
+
+def _bars(rows):
+    return pl.DataFrame(
+        rows, schema={"symbol": pl.String, "date": pl.Date, "adj_close": pl.Float64}, orient="row"
+    )
+
+
+D = date(2026, 1, 5)
+LAKE = _bars([("AAA", D, 1.0), ("AAA", D + timedelta(1), 2.0), ("BTC", D, 3.0), ("ZZZ", D, 4.0)])
+INDEX = pl.DataFrame(
+    {"symbol": ["ALTS", "ALTS", "MAJORS", "ZZZZ"], "date": [D, D + timedelta(1), D, D],
+     "adj_close": [10.0, 11.0, 12.0, 13.0], "source": ["derived"] * 4},
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "bars, blocks",
+    [
+        (LAKE, INDEX),  # spliced: before, between and after the lake's symbols
+        (LAKE, INDEX.head(0)),
+        (LAKE.head(0), INDEX),
+        (LAKE.reverse(), INDEX),  # not sorted: sorted as before
+        (LAKE, INDEX.reverse()),
+        (pl.concat([LAKE, LAKE.tail(1)]), INDEX),  # a repeated key: sorted as before
+        (LAKE.with_columns(pl.col("symbol").replace("ZZZ", None)), INDEX),  # a null symbol
+        (LAKE, INDEX.with_columns(pl.col("symbol").replace("ZZZZ", "AAA"))),  # a symbol in both
+    ],
+)
+def test_index_bars_spliced_into_sorted_bars_equal_concat_and_sort(bars, blocks):
+    from transforms.graph import with_blocks_in_order
+
+    expected = pl.concat([bars, blocks], how="diagonal_relaxed").sort("symbol", "date", maintain_order=True)
+    got = with_blocks_in_order(bars, blocks)
+    assert_frame_equal(got, expected)
+    assert got["symbol"].flags == expected["symbol"].flags  # sorted, as a sort leaves it
+    assert strictly_increasing(got, ["symbol", "date"]) == strictly_increasing(expected, ["symbol", "date"])
+
+
+def test_strictly_increasing_refuses_repeats_nulls_and_disorder():
+    def strictly_sorted(frame):
+        return strictly_increasing(frame, ["symbol", "date"])
+
+    assert strictly_sorted(LAKE) and strictly_sorted(LAKE.head(1)) and strictly_sorted(LAKE.head(0))
+    assert not strictly_sorted(pl.concat([LAKE, LAKE.tail(1)]))
+    assert not strictly_sorted(LAKE.reverse())
+    assert not strictly_sorted(LAKE.with_columns(pl.col("date").replace(D + timedelta(1), None)))
+    assert not strictly_sorted(LAKE.with_columns(pl.col("symbol").replace("BTC", None)))
+    assert not strictly_sorted(LAKE.head(1).with_columns(pl.col("symbol").replace("AAA", None)))
+    # Only the named columns count, compared in their order.
+    assert strictly_increasing(LAKE, ["symbol", "date", "adj_close"])
+    assert not strictly_increasing(LAKE, ["date", "symbol"])
+    assert not strictly_increasing(LAKE, ["symbol"])
+
+
+def test_the_full_build_splices_the_index_bars_into_the_sorted_lake_bars(panel):
+    # The full build's fact_prices is the lake's bars with the index bars, sorted by symbol and date.
+    prices, assets, sessions = panel
+    marts = build_marts(prices, assets, sessions, PARAMS)
+    fact = marts.tables["fact_prices"]
+    derived = pl.col("symbol").is_in(marts.tables["dim_index_member"]["index_symbol"].unique().implode())
+    assert set(fact.filter(derived)["symbol"]) >= {"ALTS", "MAJORS"}
+    assert_frame_equal(fact, fact.sort("symbol", "date", maintain_order=True))
+    assert_frame_equal(fact.filter(~derived), prices.sort("symbol", "date"))

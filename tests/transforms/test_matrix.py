@@ -111,3 +111,38 @@ def test_golden_zero_variance_holiday_month_end_and_symmetry() -> None:
 def test_as_of_sessions() -> None:
     s = _sessions("2023-12-20", "2024-01-10")
     assert as_of_sessions(s).to_list() == [date(2023, 12, 29), date(2024, 1, 10)]
+
+
+def test_window_counts_equal_the_direct_count_of_rows_with_both_values() -> None:
+    from transforms.matrix import _window_counts
+
+    rng = np.random.default_rng(3)
+    valid = rng.random((400, 9)) > 0.3
+    valid[:120, 4] = False  # a late listing
+    # Overlapping, nested, repeated and empty spans, in no order.
+    spans = [(0, 400), (10, 40), (370, 400), (0, 1), (5, 5), (10, 40), (200, 390), (1, 400)]
+    got = _window_counts(valid, spans)
+    for (lo, hi), counts in zip(spans, got, strict=True):
+        direct = valid[lo:hi].T.astype(np.int64) @ valid[lo:hi].astype(np.int64)
+        assert counts.dtype == np.int64 and np.array_equal(counts, direct), (lo, hi)
+
+
+def test_matrix_rows_come_in_key_order_and_per_window_parts_combine_to_the_whole() -> None:
+    from transforms.graph import Built, _combine_matrix
+
+    sessions = _sessions("2023-01-03", "2024-06-28")
+    rng = np.random.default_rng(5)
+    names = ["ZEC", "BTC", "^RUT", "ALTS", "ETH"]
+    rows = [
+        (s, d, float(rng.normal()) if rng.random() > 0.05 else None)
+        for s in names
+        for d in sessions.to_list()
+        if not (s == "ZEC" and d < date(2023, 9, 1))
+    ]
+    returns = pl.DataFrame(rows, schema={"symbol": pl.String, "session_date": pl.Date, "log_return": pl.Float64}, orient="row")
+    windows = (90, 30, 180)
+    whole = mart_correlation_matrix(returns, sessions, names, windows)
+    key = ["date", "window_days", "asset_a", "asset_b"]
+    assert whole.height and whole.equals(whole.sort(key))
+    parts = [Built({"mart_correlation_matrix": mart_correlation_matrix(returns, sessions, names, (w,))}) for w in windows]
+    assert _combine_matrix(parts).tables["mart_correlation_matrix"].equals(whole)

@@ -105,3 +105,24 @@ def test_withdraw_absent_judges_each_symbol_by_its_own_dates(tmp_path):
     assert lake.read_bars().select("symbol", "date").sort("symbol", "date").rows() == [
         ("A", d1), ("A", d2), ("A", d3), ("B", d1), ("B", d2), ("C", d1)]
     assert lake.read_withdrawn().height == 3
+
+
+def test_year_files_are_read_in_symbol_and_date_order_whatever_order_they_are_named_in(tmp_path):
+    # Path order is not symbol order ("BRK-B/" sorts before "BRK/"), and the caller's list may be in any order.
+    lake = Lake(tmp_path, "files")
+    rows = [
+        (s, d, 1.0 + i, None)
+        for i, (s, d) in enumerate(
+            (s, d)
+            for s in ("A", "BRK", "BRK-B", "^RUT", "a b")
+            for d in (date(2023, 12, 28), date(2023, 12, 29), date(2024, 1, 2), date(2025, 1, 2))
+        )
+    ]
+    lake.upsert_bars(bars(*rows), T1)
+    paths = lake.bar_files()["path"].to_list()
+    assert len(paths) == 15
+    expected = bars(*rows).sort("symbol", "date")
+    for order in (paths, paths[::-1], sorted(paths)):
+        got = lake.read_bar_files(order)
+        assert got["symbol"].flags["SORTED_ASC"]
+        assert got.select(expected.columns).equals(expected.with_columns(pl.col("origin").cast(got["origin"].dtype)))
