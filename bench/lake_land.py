@@ -16,6 +16,14 @@ the upsert and the withdrawal, bars written, files read (counted by wrapping
 instead (the code before the index), so before and after run the same
 steps; ``--check-against`` compares every file of the two lakes (bars and
 withdrawals) byte for byte after each step.
+
+``--fsync both`` lands every step twice in one process, step by step, into
+``DIR/lake-per-file`` (one fsync per written file, as where there is no
+``syncfs``) and ``DIR/lake-syncfs`` (one ``syncfs`` of the lake's filesystem
+before the renames, ``warehouse.files.AtomicBatch`` on Linux): one JSON line
+per step with both timings, their ratio, and the files that differ between
+the two lakes (none expected). ``--fsync per-file`` lands with the fallback
+only.
 """
 
 from __future__ import annotations
@@ -102,7 +110,16 @@ def main() -> None:
     ap.add_argument("--steps", default="full,next_day,correction,withdrawal",
                     help="land steps in order; 'read' times Lake.read_bars (what the transform reads) "
                     "against one read per file, on the lake as the steps before left it")
+    ap.add_argument("--fsync", choices=["default", "per-file", "both"], default="default",
+                    help="how AtomicBatch makes a land's files durable; 'both' compares the two step by step")
     args = ap.parse_args()
+    if args.fsync == "both":
+        compare_fsync(args)
+        return
+    if args.fsync == "per-file":
+        from warehouse import files
+
+        files._SYNCFS = None
 
     from flows.settings import Settings
 
@@ -132,19 +149,7 @@ def main() -> None:
     # As the flow makes it (flows/nightly.py); the code before the index took no writers.
     takes_writers = "writers" in inspect.signature(mod.Lake).parameters
     lake = mod.Lake(root, "files", writers=settings.lake_writers) if takes_writers else mod.Lake(root, "files")
-    start = settings.history_start
-    sessions = pl.read_parquet(args.workdir / "sessions.parquet")["session_date"]
-    next_day = sessions.max()
-    day = next_day - timedelta(days=1)
-    full = input_bars(args.workdir, start, next_day)
-    key = (pl.col("symbol") == full["symbol"][0]) & (pl.col("date") == full.filter(
-        pl.col("symbol") == full["symbol"][0])["date"][len(full.filter(pl.col("symbol") == full["symbol"][0])) // 3])
-    steps = {
-        "full": (full.filter(pl.col("date") <= day), day),
-        "next_day": (full, next_day),
-        "correction": (full.with_columns(pl.when(key).then(pl.col("close") * 1.01).otherwise(pl.col("close")).alias("close")), next_day),
-        "withdrawal": (full.filter(~key), next_day),
-    }
+    steps, start = land_steps(args.workdir)
     for i, name in enumerate(args.steps.split(",")):
         if name == "read":
             print(json.dumps(read_step(mod, lake)), flush=True)
@@ -174,6 +179,74 @@ def main() -> None:
             if snap.exists():
                 shutil.rmtree(snap)
             shutil.copytree(root, snap)
+        print(json.dumps(line), flush=True)
+
+
+def land_steps(work: Path) -> tuple[dict, object]:
+    """The four steps' (bars, as-of) as ``main`` lands them, and the history start."""
+    from flows.settings import Settings
+
+    start = Settings().history_start
+    sessions = pl.read_parquet(work / "sessions.parquet")["session_date"]
+    next_day = sessions.max()
+    day = next_day - timedelta(days=1)
+    full = input_bars(work, start, next_day)
+    first = full.filter(pl.col("symbol") == full["symbol"][0])
+    key = (pl.col("symbol") == full["symbol"][0]) & (pl.col("date") == first["date"][len(first) // 3])
+    return {
+        "full": (full.filter(pl.col("date") <= day), day),
+        "next_day": (full, next_day),
+        "correction": (full.with_columns(pl.when(key).then(pl.col("close") * 1.01).otherwise(pl.col("close")).alias("close")), next_day),
+        "withdrawal": (full.filter(~key), next_day),
+    }, start
+
+
+def compare_fsync(args) -> None:
+    """Each step landed with one fsync per file, then with one syncfs, into two lakes (same process)."""
+    from flows.settings import Settings
+    from warehouse import files
+    from warehouse.lake import Lake
+
+    real_syncfs = files._SYNCFS
+    if real_syncfs is None:
+        raise SystemExit("syncfs(2) is not available here (Linux only): nothing to compare")
+    calls = {"fsync": 0, "syncfs": 0}
+    real_fsync, real_syncfs_call = os.fsync, files.syncfs
+
+    def counted_fsync(fd):
+        calls["fsync"] += 1
+        return real_fsync(fd)
+
+    def counted_syncfs(fd):
+        calls["syncfs"] += 1
+        return real_syncfs_call(fd)
+
+    os.fsync, files.syncfs = counted_fsync, counted_syncfs
+    writers = Settings().lake_writers
+    lakes = {}
+    for mode in ("per-file", "syncfs"):
+        root = args.workdir / f"lake-{mode}"
+        if root.exists():
+            shutil.rmtree(root)
+        lakes[mode] = Lake(root, "files", writers=writers)
+    steps, start = land_steps(args.workdir)
+    for i, name in enumerate(args.steps.split(",")):
+        bars, as_of = steps[name]
+        now = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=i)
+        line = {"stage": f"lake_land_fsync_{name}", "bars_in": bars.height, "writers": writers}
+        for mode, lake in lakes.items():
+            files._SYNCFS = None if mode == "per-file" else real_syncfs
+            calls.update(fsync=0, syncfs=0)
+            t, c = time.perf_counter(), time.process_time()
+            line[f"{mode}_written"] = lake.upsert_bars(bars, now)
+            lake.withdraw_absent(bars, start, as_of, now)
+            line[f"{mode}_land_s"] = round(time.perf_counter() - t, 2)
+            line[f"{mode}_cpu_s"] = round(time.process_time() - c, 2)
+            line[f"{mode}_fsyncs"], line[f"{mode}_syncfs"] = calls["fsync"], calls["syncfs"]
+        files._SYNCFS = real_syncfs
+        line["ratio_wall"] = round(line["syncfs_land_s"] / max(line["per-file_land_s"], 1e-9), 3)
+        line["ratio_cpu"] = round(line["syncfs_cpu_s"] / max(line["per-file_cpu_s"], 1e-9), 3)
+        line["files_differing"] = same_files(lakes["per-file"].root, lakes["syncfs"].root)
         print(json.dumps(line), flush=True)
 
 

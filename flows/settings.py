@@ -268,8 +268,9 @@ class Settings(ExecutionSettings):
         8, ge=1,
         description=(
             "Year files of the lake the land step compares and encodes at once (threads: Polars' encoding and the "
-            "fsync release the GIL). Each file is written to a temp file and fsynced, all are renamed in one pass "
-            "with one fsync per directory, and the lake's index is written after them (docs/performance.md)."
+            "writes release the GIL). Each file is written to a temp file; all are made durable at once (one "
+            "syncfs of the lake's filesystem on Linux, else an fsync per file), renamed in one pass, the renames "
+            "made durable, and the lake's index is written after them (docs/performance.md)."
         ),
     )
     prefect_server_startup_timeout_seconds: float = Field(

@@ -202,7 +202,7 @@ class Lake:
     def __init__(self, root: Path, source: str, writers: int = 1) -> None:
         self.root = Path(root)
         self.source = source
-        # Year files compared and written at once (``lake_writers``): most of a write is waiting on fsync.
+        # Year files compared and written at once (``lake_writers``): Polars' encoding and the writes release the GIL.
         self.writers = writers
 
     @property
@@ -359,8 +359,8 @@ class Lake:
                 .agg(pl.col("_at").min().cast(pl.Int64), pl.len().cast(pl.Int64))
                 .iter_rows()
             }
-        # Every file is written to a temp file and fsynced, then all are renamed at once and each
-        # directory fsynced once (``AtomicBatch``); the index records them after the renames.
+        # Every file is written to a temp file, all are made durable at once, then renamed, then the
+        # renames made durable (``AtomicBatch``); the index records them after the renames.
         batch = AtomicBatch()
         written: dict[Path, tuple[str, int, tuple]] = {}
         pool = ThreadPoolExecutor(self.writers, thread_name_prefix="lake-writer")

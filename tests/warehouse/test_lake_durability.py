@@ -1,8 +1,10 @@
-"""A land's year files are durable before they are visible, with one directory fsync per symbol.
+"""A land's year files are durable before they are visible, and their renames durable after.
 
-Every ``os.fsync`` and ``os.replace`` of a land is logged with the path it
-concerns (an fsync's descriptor resolved through ``/proc/self/fd``), so the
-order a crash could interrupt is checked, not only the result.
+Every ``os.fsync``, ``syncfs`` and ``os.replace`` of a land is logged with the
+path it concerns (a descriptor resolved through ``/proc/self/fd``), so the
+order a crash could interrupt is checked, not only the result. Both ways of
+making the data durable are checked: one ``syncfs`` of the lake's filesystem
+before the renames (Linux) and one fsync per file (the fallback elsewhere).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from warehouse import files
 from warehouse.files import AtomicBatch, remove_stale_temp_files
 from warehouse.lake import BARS_SCHEMA, Lake
 
@@ -33,13 +36,19 @@ def bars(through: date) -> pl.DataFrame:
 
 @pytest.fixture
 def events(monkeypatch) -> list[tuple[str, str, str | None]]:
-    """("fsync", path, None) and ("replace", src, dst), in the order they happen."""
+    """("fsync", path, None), ("syncfs", path, None) and ("replace", src, dst), in the order they happen."""
     log: list[tuple[str, str, str | None]] = []
-    real_fsync, real_replace = os.fsync, os.replace
+    real_fsync, real_replace, real_syncfs = os.fsync, os.replace, files.syncfs
 
     def fsync(fd):
         log.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"), None))
         return real_fsync(fd)
+
+    def syncfs(fd):
+        log.append(("syncfs", os.readlink(f"/proc/self/fd/{fd}"), None))
+        return real_syncfs(fd)
+
+    monkeypatch.setattr(files, "syncfs", syncfs)
 
     def replace(src, dst, **k):
         log.append(("replace", str(src), str(dst)))
@@ -50,26 +59,111 @@ def events(monkeypatch) -> list[tuple[str, str, str | None]]:
     return log
 
 
+needs_syncfs = pytest.mark.skipif(files._SYNCFS is None, reason="syncfs(2) is Linux-only; the per-file case covers the rest")
+
+
+@pytest.fixture(params=["syncfs", "per-file fsync"])
+def mechanism(request, monkeypatch) -> str:
+    if request.param == "syncfs" and files._SYNCFS is None:
+        pytest.skip("syncfs(2) is Linux-only; the per-file case covers the rest")
+    if request.param == "per-file fsync":
+        monkeypatch.setattr(files, "_SYNCFS", None)  # as where there is no syncfs
+    return request.param
+
+
 @pytest.mark.parametrize("writers", [1, 4])
-def test_a_full_land_fsyncs_each_file_before_its_rename_and_each_directory_once_after(tmp_path, events, writers):
+def test_a_full_land_makes_every_file_durable_before_any_rename_and_the_renames_durable_after(
+    tmp_path, events, writers, mechanism
+):
     lake = Lake(tmp_path, "files", writers=writers)
     lake.upsert_bars(bars(date(2024, 1, 30)), datetime(2024, 2, 1, tzinfo=UTC))
     year_files = sorted(lake.bars_dir.glob("*/*.parquet"))
     assert len(year_files) == 9  # 3 symbols x 2022..2024
     fsyncs = [p for kind, p, _ in events if kind == "fsync"]
+    syncs = [i for i, (kind, _, _) in enumerate(events) if kind == "syncfs"]
     renames = [(src, dst) for kind, src, dst in events if kind == "replace"]
-    # Each year file once, each symbol directory once, and the index and its directory: 14 (it was 20,
-    # a directory fsync after every file).
-    assert len(fsyncs) == len(year_files) + len(SYMBOLS) + 2
+    if mechanism == "syncfs":
+        # Two syncfs of the lake's filesystem (the data, then the renames) instead of an fsync per
+        # year file and per symbol directory; the index and its directory: 2 fsyncs (it was 14, 20 before).
+        assert len(syncs) == 2 and all(Path(events[i][1]).is_relative_to(tmp_path) for i in syncs)
+        assert len(fsyncs) == 2
+    else:
+        # Each year file once, each symbol directory once, and the index and its directory: 14.
+        assert not syncs and len(fsyncs) == len(year_files) + len(SYMBOLS) + 2
     assert sorted(dst for _, dst in renames if "/bars/" in dst) == [str(p) for p in year_files]
     for i, (kind, src, dst) in enumerate(events):
         if kind == "replace" and "/bars/" in dst:
-            # The data is durable before the name points at it ...
-            assert ("fsync", src, None) in events[:i]
-            # ... and the directory is fsynced after the rename, once, after the last one into it.
-            later = [j for j, e in enumerate(events) if e == ("fsync", str(Path(dst).parent), None)]
-            assert len(later) == 1 and later[0] > i
+            # The data is durable before the name points at it: the filesystem synced (after every
+            # file of the batch was written: the renames start once all writers are done) or the file
+            # fsynced ...
+            assert ("fsync", src, None) in events[:i] if mechanism != "syncfs" else syncs[0] < i
+            # ... and the rename is made durable after it: the filesystem synced again, or the
+            # directory fsynced once, after the last rename into it.
+            if mechanism == "syncfs":
+                assert syncs[1] > i
+            else:
+                later = [j for j, e in enumerate(events) if e == ("fsync", str(Path(dst).parent), None)]
+                assert len(later) == 1 and later[0] > i
     assert not list(tmp_path.rglob(".tmp-*"))
+
+
+@needs_syncfs
+def test_a_batch_syncs_the_filesystem_after_every_write_and_before_the_first_rename(tmp_path, events, monkeypatch):
+    """The order inside one batch: writes (unsynced), one syncfs, the renames, one syncfs; a rename
+    before the first syncfs, a write after it, or a rename after the second, fails here."""
+    # What is on disk, in full, when the filesystem is synced: every temp file and its size.
+    at_sync: dict[str, int] = {}
+    logged_syncfs = files.syncfs
+
+    def syncfs(fd):
+        at_sync.update({str(p): p.stat().st_size for p in tmp_path.rglob(".tmp-*")})
+        return logged_syncfs(fd)
+
+    monkeypatch.setattr(files, "syncfs", syncfs)
+    batch = AtomicBatch()
+    targets = [tmp_path / d / f"{y}.parquet" for d in ("a", "b") for y in (2023, 2024)]
+    for n, path in enumerate(targets):
+        batch.write_parquet(pl.DataFrame({"x": [n]}), path)
+    # Written, not yet made durable by any call, not visible.
+    assert not events and not any(p.exists() for p in targets)
+    assert batch.commit() == targets
+    kinds = [kind for kind, _, _ in events]
+    assert kinds == ["syncfs"] + ["replace"] * len(targets) + ["syncfs"]
+    # Each renamed file was whole when the filesystem was first synced.
+    for _, src, dst in events[1: 1 + len(targets)]:
+        assert at_sync[src] == Path(dst).stat().st_size > 0
+    assert [pl.read_parquet(p)["x"].item() for p in targets] == [0, 1, 2, 3]
+
+
+@needs_syncfs
+def test_a_failed_syncfs_renames_nothing_and_leaves_the_old_files(tmp_path, monkeypatch):
+    old = tmp_path / "AAA" / "2024.parquet"
+    old.parent.mkdir()
+    pl.DataFrame({"x": [1]}).write_parquet(old)
+    before = old.read_bytes()
+
+    def failing(fd):
+        raise OSError(5, "syncfs: Input/output error")
+
+    monkeypatch.setattr(files, "syncfs", failing)
+    batch = AtomicBatch()
+    batch.write_parquet(pl.DataFrame({"x": [2]}), old)
+    batch.write_parquet(pl.DataFrame({"x": [3]}), old.with_name("2025.parquet"))
+    with pytest.raises(OSError, match="Input/output error"):
+        batch.commit()
+    assert old.read_bytes() == before and not old.with_name("2025.parquet").exists()
+    assert not list(tmp_path.rglob(".tmp-*"))
+
+
+@needs_syncfs
+def test_a_batch_of_no_files_syncs_nothing_and_a_discarded_one_closes_its_descriptors(tmp_path, events):
+    assert AtomicBatch().commit() == [] and events == []
+    batch = AtomicBatch()
+    batch.write_parquet(pl.DataFrame({"x": [1]}), tmp_path / "a" / "1.parquet")
+    opened = set(os.listdir("/proc/self/fd"))
+    batch.discard()
+    assert len(opened - set(os.listdir("/proc/self/fd"))) == 1 and events == []
+    assert not list(tmp_path.rglob(".tmp-*")) and not (tmp_path / "a" / "1.parquet").exists()
 
 
 def test_a_batch_killed_before_its_commit_leaves_the_old_files_and_temp_files_the_next_run_removes(tmp_path):
