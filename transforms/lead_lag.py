@@ -41,7 +41,9 @@ from transforms.spillover import (
     _since_idx,
     batches_by_ends,
     pair_arrays,
+    pair_column,
     pair_grid,
+    pair_rows,
     publish_dates,
     stack_on_calendar,
     window_span,
@@ -108,10 +110,7 @@ def mart_lead_lag(
     ).sort("asset", "benchmark", "session_idx")
     all_dates = sessions.to_numpy()
     publish = np.isin(all_dates, publish_dates(sessions, cadence).to_numpy())
-    weekends = [
-        part["weekend_return"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-        for part in grid.partition_by(["asset", "benchmark"], maintain_order=True)
-    ]
+    weekends = pair_column(grid, pair_rows(grid)[1], "weekend_return")
     measures = [("session", k) for k in LAGS] + [("weekend", -1)]
     parts: list[tuple[int, int, int, int, np.ndarray, np.ndarray, np.ndarray]] = []
     pairs = pair_arrays(grid)

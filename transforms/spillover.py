@@ -74,20 +74,29 @@ def publish_dates(sessions: pl.Series, cadence: Cadence) -> pl.Series:
     raise ValueError(f"unknown cadence {cadence!r}: expected 'session' or 'month_end'")
 
 
+def pair_rows(grid: pl.DataFrame) -> tuple[pl.DataFrame, list[np.ndarray]]:
+    """The (asset, benchmark) pairs of a ``paired_returns`` grid in the order they first
+    appear, and each pair's row numbers in the grid (in grid order): one ``group_by``,
+    not one frame per pair."""
+    groups = grid.with_row_index("_row").group_by("asset", "benchmark", maintain_order=True).agg("_row")
+    ends = np.cumsum(groups["_row"].list.len().to_numpy())[:-1]
+    return groups.select("asset", "benchmark"), np.split(groups["_row"].explode().to_numpy(), ends)
+
+
+def pair_column(grid: pl.DataFrame, rows: list[np.ndarray], column: str) -> list[np.ndarray]:
+    """``column`` of a grid as float per pair (``pair_rows``' rows); nulls as NaN."""
+    values = grid[column].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    return [values[r] for r in rows]
+
+
 def pair_arrays(grid: pl.DataFrame) -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
     """(asset, benchmark, session_idx, x, y) per pair of a ``paired_returns`` grid; nulls as NaN."""
-    out = []
-    for part in grid.partition_by(["asset", "benchmark"], maintain_order=True):
-        out.append(
-            (
-                part["asset"][0],
-                part["benchmark"][0],
-                part["session_idx"].to_numpy(),
-                part["x"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
-                part["y"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
-            )
-        )
-    return out
+    keys, rows = pair_rows(grid)
+    sidx = grid["session_idx"].to_numpy()
+    return list(zip(
+        keys["asset"].to_list(), keys["benchmark"].to_list(), [sidx[r] for r in rows],
+        pair_column(grid, rows, "x"), pair_column(grid, rows, "y"), strict=True,
+    ))  # fmt: skip
 
 
 # Above this conditioning (sum of squares over the sum of squared deviations of a
