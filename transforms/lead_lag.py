@@ -36,7 +36,19 @@ import numpy as np
 import polars as pl
 
 from contracts.tables import MART_LEAD_LAG
-from transforms.spillover import Cadence, _since_idx, _targets, pair_arrays, pair_grid, publish_dates, window_stats
+from transforms.spillover import (
+    Cadence,
+    _since_idx,
+    batches_by_ends,
+    pair_arrays,
+    pair_column,
+    pair_grid,
+    pair_rows,
+    publish_dates,
+    stack_on_calendar,
+    window_span,
+    window_stats_rows,
+)
 
 LAGS = (-1, 0, 1)
 
@@ -98,26 +110,27 @@ def mart_lead_lag(
     ).sort("asset", "benchmark", "session_idx")
     all_dates = sessions.to_numpy()
     publish = np.isin(all_dates, publish_dates(sessions, cadence).to_numpy())
-    weekends = [
-        part["weekend_return"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-        for part in grid.partition_by(["asset", "benchmark"], maintain_order=True)
-    ]
+    weekends = pair_column(grid, pair_rows(grid)[1], "weekend_return")
     measures = [("session", k) for k in LAGS] + [("weekend", -1)]
     parts: list[tuple[int, int, int, int, np.ndarray, np.ndarray, np.ndarray]] = []
     pairs = pair_arrays(grid)
-    for p, ((asset, bench, sidx, x, y), wk) in enumerate(zip(pairs, weekends, strict=True)):
-        sdates = all_dates[sidx]
+    # Per pair, the four (a, b) series of ``measures``.
+    series = []
+    for (_, _, _, x, y), wk in zip(pairs, weekends, strict=True):
         # k < 0: row i pairs y[i] with x[i-1]; k > 0: row i pairs y[i-1] with x[i] (row = later session).
-        series = [(_shift(x, -k) if k < 0 else x, _shift(y, k) if k > 0 else y) for k in LAGS]
-        series.append((wk, y))
-        ones = np.ones(x.size, dtype=bool)
-        for w in sorted(set(windows)):
-            ends = _targets(sidx, firsts[asset, bench], publish, w, since_idx)
-            if not ends.size:
-                continue
-            for j, (a, b) in enumerate(series):
-                corr, _, n = window_stats(a, b, ones, ends, w, min_observations, origin=int(sidx[0]))
-                parts.append((p, w, j, ends.size, sdates[ends], corr, n))
+        series.append([(_shift(x, -k) if k < 0 else x, _shift(y, k) if k > 0 else y) for k in LAGS] + [(wk, y)])
+    origins = [int(sidx[0]) for _, _, sidx, _, _ in pairs]
+    # The pairs whose windows end at the same sessions (the next day: all of them) in one call each.
+    for w, ends, members in batches_by_ends(pairs, firsts, publish, windows, since_idx):
+        start, stop = window_span(ends, w)
+        at = [origins[p] for p in members]
+        ones = np.ones((len(members), stop - start), dtype=bool)
+        for j in range(len(measures)):
+            a = stack_on_calendar([series[p][j][0] for p in members], at, start, stop, np.nan)
+            b = stack_on_calendar([series[p][j][1] for p in members], at, start, stop, np.nan)
+            corr, _, n = window_stats_rows(a, b, ones, ends - start, w, min_observations, origin=start)
+            for i, p in enumerate(members):
+                parts.append((p, w, j, ends.size, all_dates[ends], corr[i], n[i]))
     if not parts:
         return pl.DataFrame(schema=MART_LEAD_LAG.polars_schema)
     # In key order (asset, benchmark, window_days, measure, lag_sessions; dates

@@ -74,20 +74,29 @@ def publish_dates(sessions: pl.Series, cadence: Cadence) -> pl.Series:
     raise ValueError(f"unknown cadence {cadence!r}: expected 'session' or 'month_end'")
 
 
+def pair_rows(grid: pl.DataFrame) -> tuple[pl.DataFrame, list[np.ndarray]]:
+    """The (asset, benchmark) pairs of a ``paired_returns`` grid in the order they first
+    appear, and each pair's row numbers in the grid (in grid order): one ``group_by``,
+    not one frame per pair."""
+    groups = grid.with_row_index("_row").group_by("asset", "benchmark", maintain_order=True).agg("_row")
+    ends = np.cumsum(groups["_row"].list.len().to_numpy())[:-1]
+    return groups.select("asset", "benchmark"), np.split(groups["_row"].explode().to_numpy(), ends)
+
+
+def pair_column(grid: pl.DataFrame, rows: list[np.ndarray], column: str) -> list[np.ndarray]:
+    """``column`` of a grid as float per pair (``pair_rows``' rows); nulls as NaN."""
+    values = grid[column].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    return [values[r] for r in rows]
+
+
 def pair_arrays(grid: pl.DataFrame) -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
     """(asset, benchmark, session_idx, x, y) per pair of a ``paired_returns`` grid; nulls as NaN."""
-    out = []
-    for part in grid.partition_by(["asset", "benchmark"], maintain_order=True):
-        out.append(
-            (
-                part["asset"][0],
-                part["benchmark"][0],
-                part["session_idx"].to_numpy(),
-                part["x"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
-                part["y"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
-            )
-        )
-    return out
+    keys, rows = pair_rows(grid)
+    sidx = grid["session_idx"].to_numpy()
+    return list(zip(
+        keys["asset"].to_list(), keys["benchmark"].to_list(), [sidx[r] for r in rows],
+        pair_column(grid, rows, "x"), pair_column(grid, rows, "y"), strict=True,
+    ))  # fmt: skip
 
 
 # Above this conditioning (sum of squares over the sum of squared deviations of a
@@ -97,36 +106,39 @@ MAX_CONDITION = 64.0
 
 
 def _blocked(v: np.ndarray, w: int, origin: int, fill) -> np.ndarray:
-    """``v`` in rows of ``w`` aligned on the session calendar: row k holds the
-    global positions k w .. k w + w - 1 (``origin``: the global position of
-    v[0]); positions outside v hold ``fill``."""
+    """``v`` (series x positions) in rows of ``w`` aligned on the session calendar:
+    row k of a series holds the global positions k w .. k w + w - 1 (``origin``:
+    the global position of column 0); positions outside v hold ``fill``."""
     lead = origin % w
-    rows = -(-(lead + v.size) // w)
-    out = np.full(rows * w, fill, dtype=v.dtype)
-    out[lead : lead + v.size] = v
-    return out.reshape(rows, w)
+    rows = -(-(lead + v.shape[1]) // w)
+    out = np.full((v.shape[0], rows * w), fill, dtype=v.dtype)
+    out[:, lead : lead + v.shape[1]] = v
+    return out.reshape(v.shape[0], rows, w)
 
 
 def _window_reduce(v: np.ndarray, w: int, origin: int, fill, scan, combine, ends: np.ndarray) -> np.ndarray:
-    """``v`` reduced over the ``w`` positions ending at each of ``ends``, each
-    result from that window's values alone: a window of ``w`` covers the tail of
-    one calendar-aligned row of ``w`` and the head of the next (or one whole
-    row), so it is ``combine(suffix scan at its start, prefix scan at its end)``
-    (van Herk / Gil-Werman). The rows are fixed by the calendar, not by the
-    span computed, so a build of the later ends alone gives the same bits."""
+    """Each series of ``v`` (series x positions) reduced over the ``w`` positions
+    ending at each of ``ends``, each result from that window's values alone: a
+    window of ``w`` covers the tail of one calendar-aligned row of ``w`` and the
+    head of the next (or one whole row), so it is ``combine(suffix scan at its
+    start, prefix scan at its end)`` (van Herk / Gil-Werman). The rows are fixed
+    by the calendar, not by the span computed, and each row is scanned on its
+    own (a sequential scan along the last axis), so a build of the later ends
+    alone, or of one series alone, gives the same bits."""
     blk = _blocked(v, w, origin, fill)
-    prefix = scan(blk, axis=1).ravel()
-    suffix = scan(blk[:, ::-1], axis=1)[:, ::-1].ravel()
+    prefix = scan(blk, axis=2).reshape(v.shape[0], -1)
+    suffix = scan(blk[:, :, ::-1], axis=2)[:, :, ::-1].reshape(v.shape[0], -1)
     e = ends + origin % w
     s = e - (w - 1)
-    return np.where(s % w == 0, prefix[e], combine(suffix[s], prefix[e]))
+    at_end = np.take(prefix, e, axis=1)
+    return np.where(s % w == 0, at_end, combine(np.take(suffix, s, axis=1), at_end))
 
 
 def _two_pass_moments(
     a: np.ndarray, b: np.ndarray, m: np.ndarray, ends: np.ndarray, w: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cov, var a, var b) as sums of products of deviations from each window's
-    own means (materialises the windows: for the few ill-conditioned ones)."""
+    """(cov, var a, var b) of one series as sums of products of deviations from
+    each window's own means (materialises the windows: for the few ill-conditioned ones)."""
     take = sliding_window_view(np.arange(a.size), w)[ends - (w - 1)]
     mw = m[take]
     aw = np.where(mw, a[take], 0.0)
@@ -150,20 +162,37 @@ def window_stats(
     The window sums of a, b, a^2, b^2 and ab come from ``_window_reduce`` in
     O(rows) per series; the moments are sums minus the mean correction, or,
     for a window whose conditioning exceeds ``MAX_CONDITION``, recomputed as
-    sums of deviations from the window's means."""
+    sums of deviations from the window's means. One series of ``window_stats_rows``."""
+    corr, beta, n = window_stats_rows(a[None], b[None], mask[None], ends, w, min_obs, origin)
+    return corr[0], beta[0], n[0]
+
+
+def window_stats_rows(
+    a: np.ndarray, b: np.ndarray, mask: np.ndarray, ends: np.ndarray, w: int, min_obs: int, origin: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``window_stats`` of many series at once: ``a``, ``b`` and ``mask`` are
+    (series x positions) arrays on the same calendar positions (column 0 at
+    ``origin``), the windows end at the same ``ends`` for every series; results
+    are (series x ends). Each series' values are bit for bit those of
+    ``window_stats`` on that series alone (every scan runs within one row of
+    one series; the ill-conditioned windows are recomputed per series), so the
+    marts batch their pairs without changing a bit (one call instead of one per
+    pair, window and regime: the next day's few windows cost ~1 ms each)."""
     m = mask & ~np.isnan(a) & ~np.isnan(b)
     ends = np.asarray(ends, dtype=np.int64)
     if not ends.size:
-        empty = np.empty(0)
-        return empty, empty, np.empty(0, dtype=np.int64)
-    if ends.min() < w - 1 or ends.max() >= a.size:
-        raise ValueError(f"window_stats: windows of {w} ending at {ends.min()}..{ends.max()} exceed the {a.size} rows given")
+        empty = np.empty((a.shape[0], 0))
+        return empty, empty, np.empty((a.shape[0], 0), dtype=np.int64)
+    if ends.min() < w - 1 or ends.max() >= a.shape[1]:
+        raise ValueError(
+            f"window_stats: windows of {w} ending at {ends.min()}..{ends.max()} exceed the {a.shape[1]} rows given"
+        )
     # Only the calendar rows the windows touch (an incremental build: the last
     # one or two); the rows start where they did, so the scans give the same bits.
     lo = max((int(ends.min()) - (w - 1) + origin) // w * w - origin, 0)
     hi = int(ends.max()) + 1
-    if lo or hi < a.size:
-        a, b, m, ends, origin = a[lo:hi], b[lo:hi], m[lo:hi], ends - lo, origin + lo
+    if lo or hi < a.shape[1]:
+        a, b, m, ends, origin = a[:, lo:hi], b[:, lo:hi], m[:, lo:hi], ends - lo, origin + lo
     a0 = np.where(m, a, 0.0)
     b0 = np.where(m, b, 0.0)
 
@@ -181,14 +210,64 @@ def window_stats(
         va = saa - sa * sa / n
         vb = sbb - sb * sb / n
         enough = n >= max(min_obs, 2)
-        ill = np.flatnonzero(enough & ~((saa <= MAX_CONDITION * va) & (sbb <= MAX_CONDITION * vb)))
-        if ill.size:
-            cov[ill], va[ill], vb[ill] = _two_pass_moments(a, b, m, ends[ill], w)
+        ill = enough & ~((saa <= MAX_CONDITION * va) & (sbb <= MAX_CONDITION * vb))
+        for p in np.flatnonzero(ill.any(axis=1)):
+            at = np.flatnonzero(ill[p])
+            cov[p, at], va[p, at], vb[p, at] = _two_pass_moments(a[p], b[p], m[p], ends[at], w)
         flat_a = extreme(a, -np.inf, np.maximum) == extreme(a, np.inf, np.minimum)
         flat_b = extreme(b, -np.inf, np.maximum) == extreme(b, np.inf, np.minimum)
         corr = np.where(enough & ~flat_a & ~flat_b, np.clip(cov / np.sqrt(va * vb), -1.0, 1.0), np.nan)
         beta = np.where(enough & ~flat_b, cov / vb, np.nan)
     return corr, beta, n
+
+
+def stack_on_calendar(series: Sequence[np.ndarray], origins: Sequence[int], start: int, stop: int, fill) -> np.ndarray:
+    """(len(series) x (stop - start)): each series (its element 0 at calendar
+    position ``origins[i]``) placed over the calendar positions start .. stop - 1,
+    ``fill`` where it has none (``window_stats_rows``' layout)."""
+    out = np.full((len(series), stop - start), fill, dtype=series[0].dtype if len(series) else float)
+    for i, (v, o) in enumerate(zip(series, origins, strict=True)):
+        lo, hi = max(start, o), min(stop, o + v.size)
+        if lo < hi:
+            out[i, lo - start : hi - start] = v[lo - o : hi - o]
+    return out
+
+
+# At most this many (series x calendar position) cells per ``window_stats_rows`` call:
+# its dozen temporaries then stay in the CPU's cache (batches of 4-8 full-history pairs
+# took ~1.2x the CPU of one pair at a time). A full build's pairs span the whole history
+# and go one at a time; the next day's windows span one or two calendar rows of ``w``,
+# so a batch holds ~11 (w = 365) to ~45 (w = 90) pairs.
+BATCH_CELLS = 1 << 13
+
+
+def batches_by_ends(
+    pairs: Sequence[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]], firsts: dict[tuple[str, str], int],
+    publish: np.ndarray, windows: Sequence[int], since_idx: int,
+) -> list[tuple[int, np.ndarray, list[int]]]:
+    """(window, calendar positions of the windows' ends, pair numbers) for sets of
+    ``pair_arrays``' pairs whose windows (``_targets``) end at the same sessions:
+    what ``window_stats_rows`` computes in one call (the next day: every pair, in
+    batches of ``BATCH_CELLS``)."""
+    groups: dict[tuple[int, bytes], list[int]] = {}
+    for p, (asset, bench, sidx, _, _) in enumerate(pairs):
+        for w in sorted(set(windows)):
+            ends = _targets(sidx, firsts[asset, bench], publish, w, since_idx)
+            if ends.size:
+                groups.setdefault((w, (ends + int(sidx[0])).astype(np.int64).tobytes()), []).append(p)
+    out = []
+    for (w, key), members in groups.items():
+        ends = np.frombuffer(key, dtype=np.int64)
+        start, stop = window_span(ends, w)
+        size = max(BATCH_CELLS // (stop - start), 1)
+        out += [(w, ends, members[i : i + size]) for i in range(0, len(members), size)]
+    return out
+
+
+def window_span(ends: np.ndarray, w: int) -> tuple[int, int]:
+    """The calendar positions (start, stop) ``window_stats_rows`` reads for windows of ``w``
+    ending at ``ends``: from the start of the calendar row of ``w`` the first window starts in."""
+    return (int(ends.min()) - (w - 1)) // w * w, int(ends.max()) + 1
 
 
 def trailing_sd(returns: pl.DataFrame, sessions: pl.Series, symbol: str, lookback: int) -> np.ndarray:
@@ -289,18 +368,25 @@ def mart_spillover(
     sds = {b: trailing_sd(returns, sessions, b, regime_lookback) for b in benchmarks}
     parts: list[tuple[int, int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     pairs = pair_arrays(grid)
-    for p, (asset, bench, sidx, x, y) in enumerate(pairs):
+    masks: dict[str, list[np.ndarray]] = {regime: [] for regime in REGIMES}
+    for _, bench, sidx, _, y in pairs:
         sd = sds[bench][sidx]
         with np.errstate(invalid="ignore"):
-            masks = {"risk_on": y > sd, "risk_off": y < -sd, "all": np.ones(y.size, dtype=bool)}
-        sdates = all_dates[sidx]
-        for w in sorted(set(windows)):
-            ends = _targets(sidx, firsts[asset, bench], publish, w, since_idx)
-            if not ends.size:
-                continue
-            for r, regime in enumerate(REGIMES):
-                corr, beta, n = window_stats(x, y, masks[regime], ends, w, min_observations, origin=int(sidx[0]))
-                parts.append((p, w, r, ends.size, sdates[ends], corr, beta, n))
+            masks["risk_on"].append(y > sd)
+            masks["risk_off"].append(y < -sd)
+        masks["all"].append(np.ones(y.size, dtype=bool))
+    origins = [int(sidx[0]) for _, _, sidx, _, _ in pairs]
+    # The pairs whose windows end at the same sessions (the next day: all of them) in one call each.
+    for w, ends, members in batches_by_ends(pairs, firsts, publish, windows, since_idx):
+        start, stop = window_span(ends, w)
+        at = [origins[p] for p in members]
+        x = stack_on_calendar([pairs[p][3] for p in members], at, start, stop, np.nan)
+        y = stack_on_calendar([pairs[p][4] for p in members], at, start, stop, np.nan)
+        for r, regime in enumerate(REGIMES):
+            mask = stack_on_calendar([masks[regime][p] for p in members], at, start, stop, False)
+            corr, beta, n = window_stats_rows(x, y, mask, ends - start, w, min_observations, origin=start)
+            for i, p in enumerate(members):
+                parts.append((p, w, r, ends.size, all_dates[ends], corr[i], beta[i], n[i]))
     if not parts:
         return pl.DataFrame(schema=MART_SPILLOVER.polars_schema)
     # In key order (asset, benchmark, window_days, regime; dates ascend within a

@@ -312,3 +312,69 @@ def test_builds_from_any_session_equal_the_full_build_with_gaps_and_late_listing
         part_ll = mart_lead_lag(returns, prices, sess, *args, windows=(20, 60), since=since)
         assert_frame_equal(full_ll.filter(pl.col("date") >= since), part_ll, check_exact=True)
     assert set(full.filter(pl.col("date") >= sess[650])["asset"]) == {"GAP", "LATE", "GONE"}
+
+
+@pytest.mark.parametrize("w", [7, 90])
+def test_window_stats_of_stacked_series_equal_each_series_alone(w):
+    """``window_stats_rows`` (the marts' pairs batched per set of window ends) gives each
+    series the bits ``window_stats`` gives it alone: series starting and ending at other
+    calendar positions, gaps, a regime mask, a flat stretch, an ill-conditioned series."""
+    from transforms.spillover import stack_on_calendar, window_span, window_stats, window_stats_rows
+
+    rng = np.random.default_rng(w)
+    origins, series = [], []
+    for i in range(6):
+        size = 4 * w + 11 * i
+        b = rng.normal(0, 0.01, size)
+        a = rng.normal(0, 0.03, size) + 0.5 * b + (5.0 if i == 2 else 0.0)  # i == 2: mean / sd ~ 170
+        a[rng.random(size) < 0.05] = np.nan
+        if i == 3:
+            a[w : 2 * w] = a[w]  # flat over whole windows
+        origins.append(3 * i)
+        series.append((a, b, rng.random(size) < 0.6))
+    # Windows ending at the same calendar positions for every series (inside each one's span).
+    last = min(o + a.size for o, (a, _, _) in zip(origins, series, strict=True)) - 1
+    for ends in (np.arange(max(origins) + w - 1, last + 1), np.array([last]), np.array([last - 1, last])):
+        start, stop = window_span(ends, w)
+        stacked = [stack_on_calendar([s[k] for s in series], origins, start, stop, np.nan if k < 2 else False) for k in range(3)]
+        corr, beta, n = window_stats_rows(*stacked, ends - start, w, 3, origin=start)
+        for i, (o, (a, b, m)) in enumerate(zip(origins, series, strict=True)):
+            alone = window_stats(a, b, m, ends - o, w, 3, origin=o)
+            for got, want in zip((corr[i], beta[i], n[i]), alone, strict=True):
+                np.testing.assert_array_equal(got, want)
+        if ends.size > 2:  # a flat side or too few rows gives null
+            assert np.isfinite(corr).any() and np.isnan(corr).any()
+
+
+def test_marts_are_the_same_whatever_the_pairs_are_batched_in(sess, monkeypatch):
+    """mart_spillover and mart_lead_lag batch the pairs whose windows end on the same
+    sessions (``batches_by_ends``); one pair per batch gives the same frames bit for bit,
+    in full and from the last session (where every pair is in one batch)."""
+    import transforms.spillover as spillover_module
+
+    rng = np.random.default_rng(5)
+    n = sess.len()
+    y = rng.normal(0, 0.01, n)
+    series = {"^RUT": y, "^GSPC": rng.normal(0, 0.01, n)}
+    for i in range(5):
+        r = rng.normal(0, 0.03, n) + 0.5 * y
+        r[: 40 * i] = np.nan  # listed later
+        series[f"C{i}"] = r
+    returns = returns_frame(sess, series)
+    coins = [f"C{i}" for i in range(5)]
+    days = pl.date_range(START - timedelta(days=3), END, "1d", eager=True)
+    prices = pl.concat(
+        pl.DataFrame({"symbol": c, "date": days, "adj_close": np.exp(np.cumsum(rng.normal(0, 0.03, days.len())))})
+        for c in coins
+    )
+    args = (coins, ["^RUT", "^GSPC"])
+    for since in (None, sess[-1]):
+        batched = mart_spillover(returns, sess, *args, windows=(20, 60), regime_lookback=50, since=since)
+        batched_ll = mart_lead_lag(returns, prices, sess, *args, windows=(20, 60), since=since)
+        with monkeypatch.context() as m:
+            m.setattr(spillover_module, "BATCH_CELLS", 1)
+            alone = mart_spillover(returns, sess, *args, windows=(20, 60), regime_lookback=50, since=since)
+            alone_ll = mart_lead_lag(returns, prices, sess, *args, windows=(20, 60), since=since)
+        assert batched.height and batched_ll.height
+        assert_frame_equal(batched, alone, check_exact=True)
+        assert_frame_equal(batched_ll, alone_ll, check_exact=True)
