@@ -85,4 +85,43 @@ def stage_audit_full(work: Path, args) -> None:
          same_moves=bool(same))
 
 
-STAGES = {"audit_full": stage_audit_full}
+def stage_marts_full(work: Path, args) -> None:
+    """The full run's staging of the Parquet marts (``warehouse.marts.stage_marts``), and the same
+    as before 2026-12-05 (every year sorted with Polars' multi-column sort: no key-order check,
+    no ``key_codes``) in the same process, with the ratio and a check that both wrote the same
+    files (content-named: the same bytes). Twice each, alternating; the best of each counts."""
+    import json
+    import shutil
+
+    import polars as pl
+
+    from bench.__main__ import emit, rss_now
+    from warehouse import marts
+
+    tables = {p.stem: pl.read_parquet(p) for p in sorted((work / "tables").glob("*.parquet"))}
+    rows = sum(f.height for f in tables.values())
+    before = rss_now()
+    now = (marts.strictly_ascending, marts.key_codes)
+    best: dict[str, tuple[float, float]] = {}
+    files: dict[str, dict] = {}
+    for variant in ("before", "now", "before", "now"):
+        if variant == "before":
+            marts.strictly_ascending, marts.key_codes = (lambda *_: False), (lambda *_: None)
+        out = work / f"marts-{variant}"
+        shutil.rmtree(out, ignore_errors=True)
+        try:
+            t, c = time.perf_counter(), time.process_time()
+            marts.stage_marts(tables, out, "bench", {"source": "bench"})
+            s, cpu = time.perf_counter() - t, time.process_time() - c
+        finally:
+            marts.strictly_ascending, marts.key_codes = now
+        best[variant] = min(best.get(variant, (s, cpu)), (s, cpu))
+        files[variant] = {p.name: json.loads(p.read_text())["files"] for p in out.glob("*.manifest.json")}
+        shutil.rmtree(out)
+    (s_old, c_old), (s, c) = best["before"], best["now"]
+    emit("marts_full_before", s_old, rows, cpu=c_old)
+    emit("marts_full", s, rows, rss_before=before, cpu=c, ratio_to_before=round(s / s_old, 3),
+         cpu_ratio_to_before=round(c / c_old, 3), same_files=files["before"] == files["now"])
+
+
+STAGES = {"audit_full": stage_audit_full, "marts_full": stage_marts_full}
