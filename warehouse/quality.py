@@ -199,12 +199,19 @@ def strictly_ascending(frame: pl.DataFrame, columns: Sequence[str]) -> bool:
     in another order costs next to nothing."""
     if not columns or frame.height < 2 or frame.select(pl.sum_horizontal(pl.col(columns).null_count())).item():
         return False
-    greater, equal = pl.lit(False), pl.lit(True)
-    for c in columns:
-        cur, prev = pl.col(c), pl.col(c).shift(1)
-        greater, equal = greater | (equal & (cur > prev)), equal & (cur == prev)
-    ascending = greater.slice(1).fill_null(False).all()
-    return frame.head(1024).select(ascending).item() and frame.select(ascending).item()
+    def ascending(rows: pl.DataFrame) -> bool:
+        # Each column compared with its previous row in its own expression (Polars runs them in
+        # parallel), then folded: greater on the first column that differs.
+        compared = rows.select(
+            *((pl.col(c) > pl.col(c).shift(1)).alias(f"gt{i}") for i, c in enumerate(columns)),
+            *((pl.col(c) == pl.col(c).shift(1)).alias(f"eq{i}") for i, c in enumerate(columns)),
+        ).slice(1)
+        greater, equal = pl.lit(False), pl.lit(True)
+        for i in range(len(columns)):
+            greater, equal = greater | (equal & pl.col(f"gt{i}")), equal & pl.col(f"eq{i}")
+        return compared.select(greater.fill_null(False).all()).item()
+
+    return ascending(frame.head(1024)) and ascending(frame)
 
 
 def key_is_unique(frame: pl.DataFrame, key: Sequence[str]) -> bool:
