@@ -204,6 +204,9 @@ def test_key_is_unique_is_proven_by_order_or_distinct_hashes_and_never_wrongly()
     with_null = frame.with_columns(pl.Series("d", [1, None, 1, 2]))
     assert not strictly_ascending(with_null, ["s", "d"]) and not key_is_unique(with_null, ["s", "d"])
     assert not key_is_unique(frame.with_columns(pl.lit(1).alias("d")), ["d"])
+    # Strings compare as Polars sorts them (by bytes): a sorted frame is ascending, whatever the text.
+    text = pl.DataFrame({"s": ["b", "a", "ä", "B", "", "ab", "a b", "Z", "é", "e"]})
+    assert strictly_ascending(text.sort("s"), ["s"]) and not strictly_ascending(text, ["s"])
 
 
 def test_the_audit_skips_dataframelys_key_hash_only_where_the_key_is_proven(tables, monkeypatch):
