@@ -2,7 +2,8 @@
 
 Needs the ``transform`` stage's tables in the work dir. Times, in one process,
 what the publish step's audit runs on a full build: the rules
-(``warehouse.audit.audit``) and the warnings (``audit_warnings``: session gaps
+(``warehouse.audit.audit``; also as before 2026-12-05, every primary key hashed by
+dataframely, with the ratio and a check of equal failures) and the warnings (``audit_warnings``: session gaps
 and split-like moves), each after one untimed call (lazy imports, the exchange
 calendar). The split-like moves are also timed as they were computed before
 (all of fact_prices sorted by symbol and date, then a shift over symbol):
@@ -56,7 +57,18 @@ def stage_audit_full(work: Path, args) -> None:
         return out, time.perf_counter() - t, time.process_time() - c
 
     failures, s, c = timed(lambda: audit(tables, as_of))
-    emit("audit_full_rules", s, rows, rss_before=before, cpu=c, failures=len(failures))
+    # Before 2026-12-05 (branch fullwh) every primary key went through dataframely's hash of
+    # every key; now only keys ``key_is_unique`` cannot prove do. The old way: nothing proven.
+    proven = quality.key_is_unique
+    quality.key_is_unique = lambda frame, key: False
+    try:
+        failures_old, s_old, c_old = timed(lambda: audit(tables, as_of))
+    finally:
+        quality.key_is_unique = proven
+    emit("audit_full_rules_before", s_old, rows, cpu=c_old, failures=len(failures_old))
+    emit("audit_full_rules", s, rows, rss_before=before, cpu=c, failures=len(failures),
+         ratio_to_before=round(s / s_old, 3), cpu_ratio_to_before=round(c / c_old, 3),
+         same_failures=failures == failures_old)
     warnings, s, c = timed(lambda: audit_warnings(tables, as_of, None, calendar))
     emit("audit_full_warnings", s, prices.height, rss_before=before, cpu=c, warnings=len(warnings))
     old, s_old, c_old = timed(lambda: _split_like_moves_before(prices, assets))
@@ -73,4 +85,43 @@ def stage_audit_full(work: Path, args) -> None:
          same_moves=bool(same))
 
 
-STAGES = {"audit_full": stage_audit_full}
+def stage_marts_full(work: Path, args) -> None:
+    """The full run's staging of the Parquet marts (``warehouse.marts.stage_marts``), and the same
+    as before 2026-12-05 (every year sorted with Polars' multi-column sort: no key-order check,
+    no ``key_codes``) in the same process, with the ratio and a check that both wrote the same
+    files (content-named: the same bytes). Twice each, alternating; the best of each counts."""
+    import json
+    import shutil
+
+    import polars as pl
+
+    from bench.__main__ import emit, rss_now
+    from warehouse import marts
+
+    tables = {p.stem: pl.read_parquet(p) for p in sorted((work / "tables").glob("*.parquet"))}
+    rows = sum(f.height for f in tables.values())
+    before = rss_now()
+    now = (marts.strictly_ascending, marts.key_codes)
+    best: dict[str, tuple[float, float]] = {}
+    files: dict[str, dict] = {}
+    for variant in ("before", "now", "before", "now"):
+        if variant == "before":
+            marts.strictly_ascending, marts.key_codes = (lambda *_: False), (lambda *_: None)
+        out = work / f"marts-{variant}"
+        shutil.rmtree(out, ignore_errors=True)
+        try:
+            t, c = time.perf_counter(), time.process_time()
+            marts.stage_marts(tables, out, "bench", {"source": "bench"})
+            s, cpu = time.perf_counter() - t, time.process_time() - c
+        finally:
+            marts.strictly_ascending, marts.key_codes = now
+        best[variant] = min(best.get(variant, (s, cpu)), (s, cpu))
+        files[variant] = {p.name: json.loads(p.read_text())["files"] for p in out.glob("*.manifest.json")}
+        shutil.rmtree(out)
+    (s_old, c_old), (s, c) = best["before"], best["now"]
+    emit("marts_full_before", s_old, rows, cpu=c_old)
+    emit("marts_full", s, rows, rss_before=before, cpu=c, ratio_to_before=round(s / s_old, 3),
+         cpu_ratio_to_before=round(c / c_old, 3), same_files=files["before"] == files["now"])
+
+
+STAGES = {"audit_full": stage_audit_full, "marts_full": stage_marts_full}

@@ -12,7 +12,9 @@ import pytest
 from tests.warehouse.conftest import AS_OF
 from warehouse.audit import audit, audit_warnings
 from warehouse.build import build_database
-from warehouse.quality import MAX_LISTED, screen, session_gaps, split_like_moves
+from warehouse.quality import (
+    MAX_LISTED, key_is_unique, screen, session_gaps, split_like_moves, strictly_ascending,
+)
 from warehouse.runs import RunLog
 from contracts.tables import FACT_PRICES, QUARANTINE
 
@@ -171,6 +173,64 @@ def test_duplicate_key_fails_the_audit(tables):
     (failure,) = audit(tables, AS_OF)
     assert failure.rule == "(asset, benchmark, window_days, date) is unique"
     assert failure.detail.startswith("2 row(s)")
+
+
+@pytest.mark.parametrize("order", ["key order", "shuffled"])
+@pytest.mark.parametrize("where", ["adjacent", "apart"])
+def test_a_duplicate_key_fails_the_audit_whatever_the_row_order(tables, order, where):
+    corr = tables["mart_rolling_correlation"].sort("asset", "benchmark", "window_days", "date")
+    copy = corr.slice(3, 1)
+    corr = pl.concat([corr.head(4), copy, corr.slice(4)] if where == "adjacent" else [corr, copy])
+    tables["mart_rolling_correlation"] = corr if order == "key order" else corr.sample(fraction=1.0, shuffle=True, seed=3)
+    (failure,) = audit(tables, AS_OF)
+    assert failure.rule == "(asset, benchmark, window_days, date) is unique"
+    assert failure.detail.startswith("2 row(s)")
+
+
+def test_a_null_in_a_key_fails_the_audit_as_a_null_not_a_duplicate(tables):
+    corr = tables["mart_rolling_correlation"].sort("asset", "benchmark", "window_days", "date")
+    tables["mart_rolling_correlation"] = corr.with_columns(
+        pl.when(pl.int_range(pl.len()) == 2).then(None).otherwise(pl.col("asset")).alias("asset"))
+    assert [f.rule for f in audit(tables, AS_OF)] == ["asset is not null"]
+
+
+def test_key_is_unique_is_proven_by_order_or_distinct_hashes_and_never_wrongly():
+    frame = pl.DataFrame({"s": ["a", "a", "b", "b"], "d": [1, 2, 1, 2]})
+    assert strictly_ascending(frame, ["s", "d"]) and key_is_unique(frame, ["s", "d"])
+    assert not strictly_ascending(frame, ["d", "s"]) and key_is_unique(frame, ["d", "s"])  # by hashes
+    assert not strictly_ascending(frame.reverse(), ["s", "d"]) and key_is_unique(frame.reverse(), ["s", "d"])
+    for dup in (pl.concat([frame.head(2), frame.slice(1)]), pl.concat([frame, frame.head(1)])):
+        assert not strictly_ascending(dup, ["s", "d"]) and not key_is_unique(dup, ["s", "d"])
+    with_null = frame.with_columns(pl.Series("d", [1, None, 1, 2]))
+    assert not strictly_ascending(with_null, ["s", "d"]) and not key_is_unique(with_null, ["s", "d"])
+    assert not key_is_unique(frame.with_columns(pl.lit(1).alias("d")), ["d"])
+    # Strings compare as Polars sorts them (by bytes): a sorted frame is ascending, whatever the text.
+    text = pl.DataFrame({"s": ["b", "a", "ä", "B", "", "ab", "a b", "Z", "é", "e"]})
+    assert strictly_ascending(text.sort("s"), ["s"]) and not strictly_ascending(text, ["s"])
+
+
+def test_the_audit_skips_dataframelys_key_hash_only_where_the_key_is_proven(tables, monkeypatch):
+    """The cut of the full run's audit (docs/performance.md): dataframely's primary-key rule
+    (a hash of every key) runs only where ``key_is_unique`` cannot prove the key."""
+    import warehouse.quality as quality
+
+    compiled = {}
+    real = quality.compile_table
+
+    def spy(table, *args, **kwargs):
+        out = real(table, *args, **kwargs)
+        if not kwargs.get("neighbours"):
+            compiled[table.name] = out.schema.primary_key()
+        return out
+
+    monkeypatch.setattr(quality, "compile_table", spy)
+    corr = tables["mart_rolling_correlation"].sort("asset", "benchmark", "window_days", "date")
+    tables["mart_rolling_correlation"] = corr
+    assert audit(tables, AS_OF) == []
+    assert compiled["mart_rolling_correlation"] == []
+    tables["mart_rolling_correlation"] = pl.concat([corr, corr.head(1)])
+    assert [f.rule for f in audit(tables, AS_OF)] == ["(asset, benchmark, window_days, date) is unique"]
+    assert sorted(compiled["mart_rolling_correlation"]) == ["asset", "benchmark", "date", "window_days"]
 
 
 def test_scores_checked_by_column_name_even_without_a_contract(tables):
