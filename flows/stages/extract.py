@@ -15,8 +15,9 @@ from pathlib import Path
 import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE, CachePolicy
-from prefect.context import TaskRunContext
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 from prefect.utilities.hashing import hash_objects
@@ -168,18 +169,23 @@ def extract(
     fingerprint = source_fingerprint(src.name, settings, paths)
     deadline_at = time.time() + runner.extract_timeout_seconds
 
+    # quote: Prefect would visit every asset of the universe (a pydantic model each: 0.1-0.3 CPU-s for
+    # the files source's one batch of 2,000 symbols) and every last date looking for futures; the
+    # task, its cache key and its run name get the values as they are. Not on Dask: Dask takes the
+    # annotation (a named tuple) for a tuple of its own and hands the task a plain tuple.
+    flow_run = FlowRunContext.get()
+    in_process = flow_run is None or isinstance(flow_run.task_runner, ThreadPoolTaskRunner)
+    quoted = quote if in_process else (lambda value: value)
+
     def submit(i: int, refresh: bool = False):
         part = parts[i]
         symbols = {a.symbol for a in part.assets}
-        # quote: Prefect would visit every asset of the universe (a pydantic model each: 0.1-0.3 CPU-s for
-        # the files source's one batch of 2,000 symbols) and every last date looking for futures; the
-        # task, its cache key and its run name get the values as they are.
         return (task_.with_options(refresh_cache=True) if refresh else task_).submit(
             src,
-            quote(part),
+            quoted(part),
             start,
             as_of,
-            quote({s: d for s, d in last_dates.items() if s in symbols}),
+            quoted({s: d for s, d in last_dates.items() if s in symbols}),
             tail.filter(pl.col("symbol").is_in(list(symbols))),
             fingerprint,
             batch=f"{i + 1}of{len(parts)}",
