@@ -378,14 +378,22 @@ def _ranked(
         pl.col(m.name).alias("value"),
     ).filter(v.is_not_null())
     # A whole session is kept or dropped, so the ranks of the kept ones do not move.
-    sub = sub.filter(pl.len().over("session_idx") >= min_cross_section)
+    sub = sub.filter(pl.len().over("session_idx") >= min_cross_section).with_columns(
+        use_sector.alias("use_sector")
+    )
+    if sub["use_sector"].all():
+        # Every row ranks within its sector (the usual case with a full universe):
+        # the across-all-stocks rank would be computed for nothing.
+        return sub.select(
+            "row", "date", "symbol", "value", pct_sector.alias("rank_pct"), pl.lit("sector").alias("rank_scope")
+        )
     return sub.select(
         "row",
         "date",
         "symbol",
         "value",
-        pl.when(use_sector).then(pct_sector).otherwise(pct_all).alias("rank_pct"),
-        pl.when(use_sector).then(pl.lit("sector")).otherwise(pl.lit("all")).alias("rank_scope"),
+        pl.when(pl.col("use_sector")).then(pct_sector).otherwise(pct_all).alias("rank_pct"),
+        pl.when(pl.col("use_sector")).then(pl.lit("sector")).otherwise(pl.lit("all")).alias("rank_scope"),
     )
 
 
@@ -506,7 +514,6 @@ def _score_rows(
             pl.sum_horizontal([pl.col(c).is_not_null().cast(pl.Int64) for c in score_cols]).alias("coverage"),
         )
         .with_columns(label_expr(pl.col("alpha_score"), thresholds).alias("alpha_label"))
-        .join(names.lazy(), on="symbol", how="left", maintain_order="left")
         .with_columns([_label_code(pl.col(c), thresholds).alias(f"{c}__code") for c in score_cols])
         .collect()
     )
@@ -554,20 +561,27 @@ def _score_rows(
         summary_key.alias("__skey"), (pl.col(headline_key).cast(pl.Int64) * 128 + alpha_key).alias("__hkey")
     )
     return base.with_columns(
-        _by_key(base, "__skey", summary).alias("summary"), _by_key(base, "__hkey", headline).alias("headline")
+        _by_key(base, "__skey", summary).alias("summary"),
+        # The stock's name is only read by the headline: joined to its one row per key, not to every row.
+        _by_key(base, "__hkey", headline, names).alias("headline"),
     ).pipe(MART_FACTOR_SCORES.conform)
 
 
-def _by_key(frame: pl.DataFrame, key: str, expr: pl.Expr) -> pl.Series:
+def _by_key(frame: pl.DataFrame, key: str, expr: pl.Expr, joined: pl.DataFrame | None = None) -> pl.Series:
     """``frame.select(expr)`` when ``expr`` depends on the row only through the
     non-negative integer column ``key``: evaluated on one row per key value and
-    gathered back (no hashing; the gathered strings share their buffers)."""
+    gathered back (no hashing; the gathered strings share their buffers).
+    ``joined`` (unique on ``symbol``; ``key`` must fix the symbol) is left-joined
+    to those rows first, for columns ``expr`` reads that ``frame`` lacks."""
     keys = frame[key]
     size = int(keys.max() or 0) + 1
     # Any row of a key will do; scatter keeps one per key.
     rep = pl.repeat(None, size, dtype=pl.Int64, eager=True).scatter(keys, pl.int_range(frame.height, eager=True))
     rep = rep.drop_nulls()
-    values = frame[rep].select(expr).to_series()
+    reps = frame[rep]
+    if joined is not None:
+        reps = reps.join(joined, on="symbol", how="left", maintain_order="left")
+    values = reps.select(expr).to_series()
     lookup = pl.repeat(None, size, dtype=values.dtype, eager=True).scatter(keys.gather(rep), values)
     return lookup.gather(keys)
 
