@@ -278,6 +278,22 @@ def _with_fundamentals(
     )
 
 
+def _with_sectors(grid: pl.DataFrame, sectors: pl.DataFrame) -> pl.DataFrame:
+    """``grid`` with the ``sector, sector_code`` of each row's stock (``sectors``:
+    unique ``symbol``), as a left join on ``symbol`` keeping the grid's order.
+
+    The grid is laid out stock by stock with ``sym`` numbering the stocks from 0
+    (``_dense_grid``): the sectors are joined to one row per stock and gathered
+    back by ``sym`` instead of hashing the symbol of every row.
+    """
+    firsts = grid.filter(pl.col("grid_pos") == 0).select("sym", "symbol")
+    dense = pl.int_range(0, firsts.height, dtype=pl.Int64, eager=True)
+    if not firsts["sym"].cast(pl.Int64).equals(dense, check_names=False):
+        return grid.join(sectors, on="symbol", how="left", maintain_order="left")
+    by_sym = firsts.join(sectors, on="symbol", how="left", maintain_order="left")
+    return grid.with_columns(by_sym["sector"].gather(grid["sym"]), by_sym["sector_code"].gather(grid["sym"]))
+
+
 def _metric_values(
     prices: pl.DataFrame,
     assets: pl.DataFrame,
@@ -311,9 +327,7 @@ def _metric_values(
     )
     # Time-series formulas (momentum) read rows in grid order, so every join
     # on the way must keep the left frame's (symbol, date) order.
-    joined = _with_fundamentals(grid.lazy(), fundamentals, fundamentals_tolerance).join(
-        sectors.lazy(), on="symbol", how="left", maintain_order="left"
-    )
+    joined = _with_fundamentals(_with_sectors(grid, sectors).lazy(), fundamentals, fundamentals_tolerance)
     values = (
         joined.select(
             "session_idx",
@@ -408,7 +422,8 @@ def _family_scores(n: int, ranked: Mapping[str, pl.DataFrame], metrics: Sequence
     out = []
     for fam in FAMILIES:
         members = [m.name for m in metrics if m.family == fam]
-        if not members:
+        # No rank at all (no fundamentals): the mean of null columns is null.
+        if not any(ranked[name].height for name in members):
             out.append(pl.repeat(None, n, dtype=pl.Float64, eager=True).alias(f"{fam}_score"))
             continue
         ranks = pl.DataFrame([_spread(n, ranked[name], "rank_pct", pl.Float64).alias(name) for name in members])

@@ -14,6 +14,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
+from contracts.tables import MART_FACTOR_SCORES
 from flows.sources.sample_fundamentals import sample_fundamentals
 from tests.oracles import alpha as oracle
 from transforms.factors import (
@@ -404,6 +405,9 @@ def test_no_fundamentals_gives_momentum_only(golden):
     assert set(metrics["metric"].unique()) == {"momentum_12_1", "momentum_6_1"}
     assert scores["coverage"].max() == 1
     assert scores["value_score"].null_count() == scores.height
+    # Families without any rank take a short cut to their null column: same frame as the reference's.
+    assert scores.schema == MART_FACTOR_SCORES.polars_schema
+    oracle.assert_equal((scores, metrics), oracle.alpha_score(prices, assets, SESSIONS, None, min_cross_section=1))
 
 
 # ---------------------------------------------------------------- larger panel
