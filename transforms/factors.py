@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+import numpy as np
 import polars as pl
 
 from contracts.tables import MART_FACTOR_METRICS, MART_FACTOR_SCORES
@@ -218,12 +219,13 @@ def _dense_grid(
         )
         .with_columns((pl.col("len").cum_sum() - pl.col("len")).alias("offset"))
     )
-    grid = bounds.select(
-        pl.col("symbol").repeat_by("len"),
-        pl.col("sym").repeat_by("len"),
-        pl.int_ranges("first", pl.col("last") + 1).alias("session_idx"),
-        pl.int_ranges(0, "len", dtype=pl.Int64).alias("grid_pos"),
-    ).explode(["symbol", "sym", "session_idx", "grid_pos"])
+    # Each stock's run by arithmetic on its code (no lists to explode): row i of
+    # stock s is session first[s] + i, at grid_pos i = row - offset[s].
+    sym = pl.Series("sym", np.repeat(np.arange(bounds.height, dtype=np.int32), bounds["len"].to_numpy()))
+    grid_pos = (pl.int_range(0, sym.len(), dtype=pl.Int64, eager=True) - bounds["offset"].gather(sym)).alias("grid_pos")
+    grid = pl.DataFrame(
+        [bounds["symbol"].gather(sym), sym, (bounds["first"].gather(sym) + grid_pos).alias("session_idx"), grid_pos]
+    )
     # session_idx numbers the calendar, so the date is a gather, not a join.
     grid = grid.with_columns(
         cal["date"].gather(grid["session_idx"]).alias("date"),
