@@ -144,11 +144,13 @@ def _daily_from_base(
     bucket = quantile_bucket(pl.col("rx"), pl.col("n"), quantiles)
     keep = base.select([pl.col(name).is_finite().fill_null(False).alias(name) for name in factors])
     keep_h = base.select([pl.col(f"fwd_{h}").is_finite().fill_null(False).alias(f"fwd_{h}") for h in horizons])
-    x_ranks = {name: _session_ranks(base, name) for name in factors if keep[name].any()}
+    # One factor's ranks at a time (and each pair collected at once): the
+    # memory held is the horizons' ranks, one factor's and one pair's.
     y_ranks = {h: _session_ranks(base, f"fwd_{h}") for h in horizons}
     parts = []
-    for h in horizons:
-        for name in factors:
+    for name in factors:
+        x_ranks = _session_ranks(base, name) if keep[name].any() else None
+        for h in horizons:
             both = keep[name] & keep_h[f"fwd_{h}"]
             pair = (
                 base.select(pl.col("date").set_sorted(), pl.col(name).alias("x"), pl.col(f"fwd_{h}").alias("y"))
@@ -156,7 +158,7 @@ def _daily_from_base(
                 .with_columns(pl.len().over("date").alias("n"))
             )
             if pair.height:
-                rx = _pair_ranks(pair, x_ranks[name].filter(both), "x")
+                rx = _pair_ranks(pair, x_ranks.filter(both), "x")
                 ry = _pair_ranks(pair, y_ranks[h].filter(both), "y")
                 pair = pair.with_columns(rx.alias("rx"), ry.alias("ry"))
             else:
@@ -177,8 +179,10 @@ def _daily_from_base(
                     "n",
                     "top_minus_bottom",
                 )
+                .collect(engine="in-memory")
             )
-    out = pl.concat(pl.collect_all(parts, engine="in-memory")).sort("factor", "horizon_sessions", "date")
+        del x_ranks
+    out = pl.concat(parts).sort("factor", "horizon_sessions", "date")
     return out.select([pl.col(c).cast(t) for c, t in DAILY_SCHEMA.items()])
 
 
