@@ -96,6 +96,30 @@ DAILY_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+def _session_ranks(base: pl.DataFrame, column: str) -> pl.DataFrame:
+    """``r, c``: each row's average rank among the finite values of ``column``
+    on its session (null where not finite) and how many the session has."""
+    v = pl.col(column)
+    return base.select(pl.col("date").set_sorted(), pl.when(v.is_finite()).then(v).alias("v")).select(
+        pl.col("v").rank("average").over("date").alias("r"), pl.col("v").count().over("date").alias("c")
+    )
+
+
+def _pair_ranks(pair: pl.DataFrame, ranks: pl.DataFrame, name: str) -> pl.Series:
+    """The session ranks of ``name`` among the rows of ``pair`` (``date, x, y, n``
+    and the shared ranks in ``ranks``, row for row): the shared rank where the
+    session kept every row with a value (same rows, same rank), ranked anew on
+    the other sessions only (whole sessions, so their ranks are those of a rank
+    over all of ``pair``)."""
+    shared = ranks["r"]
+    redo = pair["n"] != ranks["c"]
+    if not redo.any():
+        return shared
+    idx = redo.arg_true()
+    fresh = pair.filter(redo).select(pl.col(name).rank("average").over(pl.col("date").set_sorted()))[name]
+    return shared.scatter(idx, fresh)
+
+
 def _daily_from_base(
     base: pl.DataFrame, horizons: Sequence[int], factors: Mapping[str, str], min_obs: int, quantiles: int
 ) -> pl.DataFrame:
@@ -106,39 +130,59 @@ def _daily_from_base(
     bucket expression written inside the group-by put a few rows in another
     quantile on some sessions (seen at 1,000 stocks x 12 years), and the
     buckets must not move.
+
+    Each (factor, horizon) pair ranks the score and the forward return per
+    session among the rows having both. Those are, on most sessions, all the
+    rows having the score (or the return): each factor's and each horizon's
+    session ranks are taken once (``_session_ranks``) and reused by every pair
+    on the sessions where the pair keeps all those rows; only the other
+    sessions (a stock's last h sessions, a data gap) are ranked again.
     """
     if not horizons or not factors:
         return pl.DataFrame(schema=DAILY_SCHEMA)
-    x, y = pl.col("x"), pl.col("y")
+    y = pl.col("y")
     bucket = quantile_bucket(pl.col("rx"), pl.col("n"), quantiles)
-    queries = [
-        base.lazy()
-        # base is in date order: the per-session windows and groups slice.
-        .select(pl.col("date").set_sorted(), pl.col(name).alias("x"), pl.col(f"fwd_{h}").alias("y"))
-        .filter(x.is_finite() & y.is_finite())
-        .with_columns(
-            x.rank("average").over("date").alias("rx"),
-            y.rank("average").over("date").alias("ry"),
-            pl.len().over("date").alias("n"),
-        )
-        .group_by("date", maintain_order=True)
-        .agg(
-            pl.corr("rx", "ry").alias("ic"),
-            pl.len().alias("n"),
-            (y.filter(bucket == quantiles).mean() - y.filter(bucket == 1).mean()).alias("top_minus_bottom"),
-        )
-        .select(
-            "date",
-            pl.lit(name).alias("factor"),
-            pl.lit(h, dtype=pl.Int64).alias("horizon_sessions"),
-            pl.when((pl.col("n") >= min_obs) & pl.col("ic").is_finite()).then(pl.col("ic")).alias("ic"),
-            "n",
-            "top_minus_bottom",
-        )
-        for h in horizons
-        for name in factors
-    ]
-    out = pl.concat(pl.collect_all(queries, engine="in-memory")).sort("factor", "horizon_sessions", "date")
+    keep = base.select([pl.col(name).is_finite().fill_null(False).alias(name) for name in factors])
+    keep_h = base.select([pl.col(f"fwd_{h}").is_finite().fill_null(False).alias(f"fwd_{h}") for h in horizons])
+    # One factor's ranks at a time (and each pair collected at once): the
+    # memory held is the horizons' ranks, one factor's and one pair's.
+    y_ranks = {h: _session_ranks(base, f"fwd_{h}") for h in horizons}
+    parts = []
+    for name in factors:
+        x_ranks = _session_ranks(base, name) if keep[name].any() else None
+        for h in horizons:
+            both = keep[name] & keep_h[f"fwd_{h}"]
+            pair = (
+                base.select(pl.col("date").set_sorted(), pl.col(name).alias("x"), pl.col(f"fwd_{h}").alias("y"))
+                .filter(both)
+                .with_columns(pl.len().over("date").alias("n"))
+            )
+            if pair.height:
+                rx = _pair_ranks(pair, x_ranks.filter(both), "x")
+                ry = _pair_ranks(pair, y_ranks[h].filter(both), "y")
+                pair = pair.with_columns(rx.alias("rx"), ry.alias("ry"))
+            else:
+                pair = pair.with_columns([pl.lit(None, dtype=pl.Float64).alias(r) for r in ("rx", "ry")])
+            parts.append(
+                pair.lazy()
+                .group_by("date", maintain_order=True)
+                .agg(
+                    pl.corr("rx", "ry").alias("ic"),
+                    pl.len().alias("n"),
+                    (y.filter(bucket == quantiles).mean() - y.filter(bucket == 1).mean()).alias("top_minus_bottom"),
+                )
+                .select(
+                    "date",
+                    pl.lit(name).alias("factor"),
+                    pl.lit(h, dtype=pl.Int64).alias("horizon_sessions"),
+                    pl.when((pl.col("n") >= min_obs) & pl.col("ic").is_finite()).then(pl.col("ic")).alias("ic"),
+                    "n",
+                    "top_minus_bottom",
+                )
+                .collect(engine="in-memory")
+            )
+        del x_ranks
+    out = pl.concat(parts).sort("factor", "horizon_sessions", "date")
     return out.select([pl.col(c).cast(t) for c, t in DAILY_SCHEMA.items()])
 
 

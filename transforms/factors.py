@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+import numpy as np
 import polars as pl
 
 from contracts.tables import MART_FACTOR_METRICS, MART_FACTOR_SCORES
@@ -218,12 +219,13 @@ def _dense_grid(
         )
         .with_columns((pl.col("len").cum_sum() - pl.col("len")).alias("offset"))
     )
-    grid = bounds.select(
-        pl.col("symbol").repeat_by("len"),
-        pl.col("sym").repeat_by("len"),
-        pl.int_ranges("first", pl.col("last") + 1).alias("session_idx"),
-        pl.int_ranges(0, "len", dtype=pl.Int64).alias("grid_pos"),
-    ).explode(["symbol", "sym", "session_idx", "grid_pos"])
+    # Each stock's run by arithmetic on its code (no lists to explode): row i of
+    # stock s is session first[s] + i, at grid_pos i = row - offset[s].
+    sym = pl.Series("sym", np.repeat(np.arange(bounds.height, dtype=np.int32), bounds["len"].to_numpy()))
+    grid_pos = (pl.int_range(0, sym.len(), dtype=pl.Int64, eager=True) - bounds["offset"].gather(sym)).alias("grid_pos")
+    grid = pl.DataFrame(
+        [bounds["symbol"].gather(sym), sym, (bounds["first"].gather(sym) + grid_pos).alias("session_idx"), grid_pos]
+    )
     # session_idx numbers the calendar, so the date is a gather, not a join.
     grid = grid.with_columns(
         cal["date"].gather(grid["session_idx"]).alias("date"),
@@ -278,6 +280,22 @@ def _with_fundamentals(
     )
 
 
+def _with_sectors(grid: pl.DataFrame, sectors: pl.DataFrame) -> pl.DataFrame:
+    """``grid`` with the ``sector, sector_code`` of each row's stock (``sectors``:
+    unique ``symbol``), as a left join on ``symbol`` keeping the grid's order.
+
+    The grid is laid out stock by stock with ``sym`` numbering the stocks from 0
+    (``_dense_grid``): the sectors are joined to one row per stock and gathered
+    back by ``sym`` instead of hashing the symbol of every row.
+    """
+    firsts = grid.filter(pl.col("grid_pos") == 0).select("sym", "symbol")
+    dense = pl.int_range(0, firsts.height, dtype=pl.Int64, eager=True)
+    if not firsts["sym"].cast(pl.Int64).equals(dense, check_names=False):
+        return grid.join(sectors, on="symbol", how="left", maintain_order="left")
+    by_sym = firsts.join(sectors, on="symbol", how="left", maintain_order="left")
+    return grid.with_columns(by_sym["sector"].gather(grid["sym"]), by_sym["sector_code"].gather(grid["sym"]))
+
+
 def _metric_values(
     prices: pl.DataFrame,
     assets: pl.DataFrame,
@@ -311,9 +329,7 @@ def _metric_values(
     )
     # Time-series formulas (momentum) read rows in grid order, so every join
     # on the way must keep the left frame's (symbol, date) order.
-    joined = _with_fundamentals(grid.lazy(), fundamentals, fundamentals_tolerance).join(
-        sectors.lazy(), on="symbol", how="left", maintain_order="left"
-    )
+    joined = _with_fundamentals(_with_sectors(grid, sectors).lazy(), fundamentals, fundamentals_tolerance)
     values = (
         joined.select(
             "session_idx",
@@ -378,14 +394,22 @@ def _ranked(
         pl.col(m.name).alias("value"),
     ).filter(v.is_not_null())
     # A whole session is kept or dropped, so the ranks of the kept ones do not move.
-    sub = sub.filter(pl.len().over("session_idx") >= min_cross_section)
+    sub = sub.filter(pl.len().over("session_idx") >= min_cross_section).with_columns(
+        use_sector.alias("use_sector")
+    )
+    if sub["use_sector"].all():
+        # Every row ranks within its sector (the usual case with a full universe):
+        # the across-all-stocks rank would be computed for nothing.
+        return sub.select(
+            "row", "date", "symbol", "value", pct_sector.alias("rank_pct"), pl.lit("sector").alias("rank_scope")
+        )
     return sub.select(
         "row",
         "date",
         "symbol",
         "value",
-        pl.when(use_sector).then(pct_sector).otherwise(pct_all).alias("rank_pct"),
-        pl.when(use_sector).then(pl.lit("sector")).otherwise(pl.lit("all")).alias("rank_scope"),
+        pl.when(pl.col("use_sector")).then(pct_sector).otherwise(pct_all).alias("rank_pct"),
+        pl.when(pl.col("use_sector")).then(pl.lit("sector")).otherwise(pl.lit("all")).alias("rank_scope"),
     )
 
 
@@ -400,7 +424,8 @@ def _family_scores(n: int, ranked: Mapping[str, pl.DataFrame], metrics: Sequence
     out = []
     for fam in FAMILIES:
         members = [m.name for m in metrics if m.family == fam]
-        if not members:
+        # No rank at all (no fundamentals): the mean of null columns is null.
+        if not any(ranked[name].height for name in members):
             out.append(pl.repeat(None, n, dtype=pl.Float64, eager=True).alias(f"{fam}_score"))
             continue
         ranks = pl.DataFrame([_spread(n, ranked[name], "rank_pct", pl.Float64).alias(name) for name in members])
@@ -506,7 +531,6 @@ def _score_rows(
             pl.sum_horizontal([pl.col(c).is_not_null().cast(pl.Int64) for c in score_cols]).alias("coverage"),
         )
         .with_columns(label_expr(pl.col("alpha_score"), thresholds).alias("alpha_label"))
-        .join(names.lazy(), on="symbol", how="left", maintain_order="left")
         .with_columns([_label_code(pl.col(c), thresholds).alias(f"{c}__code") for c in score_cols])
         .collect()
     )
@@ -554,20 +578,27 @@ def _score_rows(
         summary_key.alias("__skey"), (pl.col(headline_key).cast(pl.Int64) * 128 + alpha_key).alias("__hkey")
     )
     return base.with_columns(
-        _by_key(base, "__skey", summary).alias("summary"), _by_key(base, "__hkey", headline).alias("headline")
+        _by_key(base, "__skey", summary).alias("summary"),
+        # The stock's name is only read by the headline: joined to its one row per key, not to every row.
+        _by_key(base, "__hkey", headline, names).alias("headline"),
     ).pipe(MART_FACTOR_SCORES.conform)
 
 
-def _by_key(frame: pl.DataFrame, key: str, expr: pl.Expr) -> pl.Series:
+def _by_key(frame: pl.DataFrame, key: str, expr: pl.Expr, joined: pl.DataFrame | None = None) -> pl.Series:
     """``frame.select(expr)`` when ``expr`` depends on the row only through the
     non-negative integer column ``key``: evaluated on one row per key value and
-    gathered back (no hashing; the gathered strings share their buffers)."""
+    gathered back (no hashing; the gathered strings share their buffers).
+    ``joined`` (unique on ``symbol``; ``key`` must fix the symbol) is left-joined
+    to those rows first, for columns ``expr`` reads that ``frame`` lacks."""
     keys = frame[key]
     size = int(keys.max() or 0) + 1
     # Any row of a key will do; scatter keeps one per key.
     rep = pl.repeat(None, size, dtype=pl.Int64, eager=True).scatter(keys, pl.int_range(frame.height, eager=True))
     rep = rep.drop_nulls()
-    values = frame[rep].select(expr).to_series()
+    reps = frame[rep]
+    if joined is not None:
+        reps = reps.join(joined, on="symbol", how="left", maintain_order="left")
+    values = reps.select(expr).to_series()
     lookup = pl.repeat(None, size, dtype=values.dtype, eager=True).scatter(keys.gather(rep), values)
     return lookup.gather(keys)
 

@@ -376,3 +376,84 @@ def test_the_full_build_shares_one_session_grid_and_gets_the_ic_of_separate_grid
     for name, want in zip(("mart_factor_scores", "mart_factor_metrics", "mart_factor_ic", "mart_factor_ic_summary"),
                           (scores, metrics, ic, summary), strict=True):  # fmt: skip
         assert got[name].equals(want), name
+
+
+def _daily_one_rank_per_pair(base, horizons, factors, min_obs, quantiles):
+    """``_daily_from_base`` as it was written before it shared ranks: every
+    (factor, horizon) pair ranks its own rows on every session."""
+    x, y = pl.col("x"), pl.col("y")
+    bucket = quantile_bucket(pl.col("rx"), pl.col("n"), quantiles)
+    parts = [
+        base.lazy()
+        .select(pl.col("date").set_sorted(), pl.col(name).alias("x"), pl.col(f"fwd_{h}").alias("y"))
+        .filter(x.is_finite() & y.is_finite())
+        .with_columns(
+            x.rank("average").over("date").alias("rx"),
+            y.rank("average").over("date").alias("ry"),
+            pl.len().over("date").alias("n"),
+        )
+        .group_by("date", maintain_order=True)
+        .agg(
+            pl.corr("rx", "ry").alias("ic"),
+            pl.len().alias("n"),
+            (y.filter(bucket == quantiles).mean() - y.filter(bucket == 1).mean()).alias("top_minus_bottom"),
+        )
+        .select(
+            "date",
+            pl.lit(name).alias("factor"),
+            pl.lit(h, dtype=pl.Int64).alias("horizon_sessions"),
+            pl.when((pl.col("n") >= min_obs) & pl.col("ic").is_finite()).then(pl.col("ic")).alias("ic"),
+            "n",
+            "top_minus_bottom",
+        )
+        for h in horizons
+        for name in factors
+    ]
+    out = pl.concat(pl.collect_all(parts)).sort("factor", "horizon_sessions", "date")
+    return out.select([pl.col(c).cast(t) for c, t in DAILY_SCHEMA.items()])
+
+
+def test_shared_session_ranks_give_the_ranks_of_each_pair_bit_for_bit():
+    # Sessions where a pair keeps every row with a score (the shared ranks are
+    # reused) and sessions where a missing or non-finite return or score drops
+    # some (ranked again), with ties, NaN, inf and nulls on both sides, a factor
+    # without any value and one whose rows are a superset of another's.
+    rng = np.random.default_rng(7)
+    n_dates, n_sym = 60, 40
+    rows = n_dates * n_sym
+    d = np.repeat(np.arange(n_dates), n_sym)
+
+    def sprinkle(v, frac):
+        v = v.copy()
+        hit = rng.random(rows) < frac
+        v[hit] = rng.choice([np.nan, np.inf, -np.inf], size=int(hit.sum()))
+        return v
+
+    mom = np.round(rng.normal(50, 20, rows), 0)  # rounded: ties
+    alpha = mom + np.round(rng.normal(0, 5, rows), 0)
+    fwd21 = np.round(rng.normal(0, 0.05, rows), 3)
+    fwd63 = np.round(rng.normal(0, 0.1, rows), 3)
+
+    def nulls(frac):
+        return rng.random(rows) < frac
+
+    base = pl.DataFrame(
+        {
+            "date": [date(2020, 1, 1) + timedelta(days=int(i)) for i in d],
+            "momentum": pl.Series(sprinkle(mom, 0.01)).set(pl.Series(nulls(0.05)), None),
+            "value": pl.Series([None] * rows, dtype=pl.Float64),
+            "alpha": pl.Series(alpha).set(pl.Series(nulls(0.01)), None),
+            # the last sessions of every stock have no forward return, as on the grid
+            "fwd_21": pl.Series(sprinkle(fwd21, 0.005)).set(pl.Series((d >= n_dates - 5) | nulls(0.02)), None),
+            "fwd_63": pl.Series(fwd63).set(pl.Series(d >= n_dates - 15), None),
+        }
+    )
+    factors = {"momentum": "m", "value": "v", "alpha": "a"}
+    got = _daily_from_base(base, [21, 63], factors, 5, 5)
+    want = _daily_one_rank_per_pair(base, [21, 63], factors, 5, 5)
+    assert got.schema == want.schema
+    assert got.equals(want)
+    # Both paths ran: some pair sessions keep every scored row, some do not.
+    counted = base.group_by("date").agg(pl.col("momentum").is_finite().sum().alias("c"))
+    kept = got.filter((pl.col("factor") == "momentum") & (pl.col("horizon_sessions") == 21)).join(counted, on="date")
+    assert (kept["n"] == kept["c"]).any() and (kept["n"] != kept["c"]).any()

@@ -14,6 +14,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
+from contracts.tables import MART_FACTOR_SCORES
 from flows.sources.sample_fundamentals import sample_fundamentals
 from tests.oracles import alpha as oracle
 from transforms.factors import (
@@ -309,6 +310,41 @@ def test_summary_and_headline_strings():
     assert out["MYST"]["summary"] == "Alpha Score of 75 reflects strong overall profile with strong quality."
 
 
+def test_every_row_gets_its_own_stocks_headline():
+    # The name is joined to one row per (stock, Alpha Score), not to every row:
+    # every row must still read its own stock's name, sector and score (names
+    # shared by two symbols, a stock without a name, stocks listed but unscored).
+    rng = np.random.default_rng(3)
+    symbols = [f"S{i:02d}" for i in range(12)]
+    names = ["Twin Corp", "Twin Corp", None, *[f"Company {i}" for i in range(3, 12)]]
+    sectors = ["Energy", "Financials", None, *(["Utilities", "Energy", "Materials"] * 3)]
+    assets = pl.DataFrame(
+        {
+            "symbol": [*symbols, "UNSCORED"],
+            "name": [*names, "Never Seen"],
+            "asset_class": "equity",
+            "sector": [*sectors, "Energy"],
+        }
+    )
+    rows = []
+    for k in range(40):
+        for i, sym in enumerate(symbols):
+            m = rng.choice([None, float(rng.integers(0, 101))], p=[0.1, 0.9])
+            q = rng.choice([None, float(rng.integers(0, 101))], p=[0.5, 0.5])
+            rows.append({"date": date(2024, 1, 1) + timedelta(days=k), "symbol": sym, "sector": sectors[i],
+                         "momentum_score": m, "quality_score": q})  # fmt: skip
+    out = scores_of(_panel(rows), assets, weights=EQUAL)
+    assert out.height > 300
+    name_of = dict(zip(symbols, names, strict=True))
+    for r in out.to_dicts():
+        want = (
+            f"{name_of[r['symbol']] or r['symbol']} ({r['symbol']}) maintains an Alpha Score of "
+            f"{r['alpha_score']}/100, "
+            f"categorized as {r['alpha_label']} within the {r['sector'] or 'Unclassified'} sector."
+        )
+        assert r["headline"] == want
+
+
 @pytest.mark.parametrize(
     ("scores", "expected"),
     [
@@ -369,6 +405,9 @@ def test_no_fundamentals_gives_momentum_only(golden):
     assert set(metrics["metric"].unique()) == {"momentum_12_1", "momentum_6_1"}
     assert scores["coverage"].max() == 1
     assert scores["value_score"].null_count() == scores.height
+    # Families without any rank take a short cut to their null column: same frame as the reference's.
+    assert scores.schema == MART_FACTOR_SCORES.polars_schema
+    oracle.assert_equal((scores, metrics), oracle.alpha_score(prices, assets, SESSIONS, None, min_cross_section=1))
 
 
 # ---------------------------------------------------------------- larger panel
@@ -408,6 +447,25 @@ def test_generated_panel_matches_reference():
     assert set(metrics["rank_scope"].unique()) == {"sector", "all"}
     assert scores["alpha_score"].min() >= 0 and scores["alpha_score"].max() <= 100
     assert set(scores["coverage"].unique()) <= {1, 2, 3, 4}
+
+
+def test_every_metric_ranked_within_sectors_matches_reference():
+    # Sectors all large enough: every rank is a sector rank (the across-all
+    # rank is then not computed at all), still the reference's.
+    sessions = weekdays(date(2019, 1, 1), 300)
+    sectors = ["Financials"] * 6 + ["Energy"] * 5 + ["Utilities"] * 4
+    symbols = [f"S{i:02d}" for i in range(len(sectors))]
+    assets = pl.DataFrame(
+        {"symbol": symbols, "name": symbols, "asset_class": "equity", "sector": sectors, "industry": "Misc"}
+    )
+    prices = random_walk_prices(symbols, sessions, seed=8, listing={"S03": 120})
+    fund = sample_fundamentals(assets, prices, seed=2, start=sessions[0], end=sessions[-1])
+    got = build_factor_marts(prices, assets, pl.Series(sessions), fund, min_sector_size=2, min_cross_section=1)
+    oracle.assert_equal(
+        got, oracle.alpha_score(prices, assets, sessions, fund, min_sector_size=2, min_cross_section=1)
+    )
+    assert set(got[1]["rank_scope"].unique()) == {"sector"}
+    assert set(got[1]["metric"].unique()) == {m.name for m in METRICS}
 
 
 # ---------------------------------------------------------------- who is scored
