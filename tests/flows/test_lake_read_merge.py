@@ -157,3 +157,11 @@ def test_a_symbol_not_read_is_kept_whole_and_chunked_published_bars_merge_the_sa
         assert merged[0].n_chunks() == 1
         assert_frame_equal(merged[1], q_all, check_exact=True)
     assert "DDD" in merged[0]["symbol"] and "DDD" not in read["symbol"]
+
+
+def test_every_symbol_read_whole_keeps_no_published_bar():
+    lake = bars({"AAA": [date(2016, 5, 10)], "CCC": [date(2017, 1, 10)]}, saturday=date(2016, 3, 12))
+    (clean_all, q_all), merged = split_screen(lake, whole=frozenset(ASSETS["symbol"]))
+    assert not isinstance(merged, str), merged
+    assert_frame_equal(merged[0], clean_all, check_exact=True)
+    assert_frame_equal(merged[1], q_all, check_exact=True)
