@@ -13,7 +13,9 @@ stage: its peak RSS is this stage's alone.
 
 Prints wall, CPU, peak RSS, whether it was incremental and from when, and
 the rows read back from the published warehouse per table (summed over the
-reads of ``flows.rebuild_plan``), so a bounded read shows as a row count,
+reads of ``flows.rebuild_plan``) and the CPU seconds of the published side's
+steps (``step_cpu``: ``published_before``, ``merge_published``,
+``incremental_base``), so a bounded read shows as a row count,
 not only as a time; also how many of the lake's year files the transform
 read (``lake_read``) and a digest of each table it returned (outside the timing).
 
@@ -121,6 +123,24 @@ def stage_transform_next_day(work: Path, args, bounded: bool = True) -> None:
         return out
 
     flows.rebuild_plan.read_tables = counted
+    # CPU seconds of the published-warehouse side (the seed reads and the merge), timed where
+    # the transform calls them.
+    import flows.stages.transform as stage
+
+    step_cpu: dict[str, float] = {}
+
+    def timed(name: str, fn):
+        def call(*args, **kwargs):
+            c0 = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                step_cpu[name] = round(step_cpu.get(name, 0.0) + time.process_time() - c0, 3)
+
+        return call
+
+    for name in ("published_before", "merge_published", "incremental_base"):
+        setattr(stage, name, timed(name, getattr(stage, name)))
     lake = Lake(settings.lake_dir, "files")
     before = rss_now()
     t, c = time.perf_counter(), time.process_time()
@@ -138,6 +158,7 @@ def stage_transform_next_day(work: Path, args, bounded: bool = True) -> None:
         "transform_next_day" if bounded else "transform_next_day_whole", seconds,
         sum(f.height for f in built.tables.values()), rss_before=before, cpu=cpu,
         incremental_from=str(built.incremental_from), full_because=built.full_because, seed_rows=seed_rows,
+        step_cpu=step_cpu,
         lake_read=built.lake_read, digests=table_digests(built.tables),
     )
 

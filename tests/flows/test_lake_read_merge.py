@@ -131,3 +131,37 @@ def test_published_bars_in_another_row_order_merge_the_same_and_a_missing_year_f
     for order in (published, shuffled):
         missing = merge_published(plan, files, *args, order, quarantine_keys(q_all), AS_OF)
         assert missing == "the lake no longer holds CCC's 2017 file the published run read"
+
+
+def test_a_symbol_not_read_is_kept_whole_and_chunked_published_bars_merge_the_same():
+    # merge_published slices each symbol's run of the published bars (sorted by symbol and
+    # date): a symbol the run did not read (DDD, whose bars end in 2016) is kept whole, and
+    # published bars in many chunks (as DuckDB hands them over) merge as one frame would.
+    assets = pl.concat([ASSETS, pl.DataFrame({"symbol": ["DDD"], "asset_class": ["equity"]})])
+    lake = bars({"AAA": [date(2016, 5, 10)], "BBB": [date(2017, 6, 6)]}, saturday=date(2016, 3, 12))
+    ddd = lake.filter((pl.col("symbol") == "CCC") & (pl.col("date") < date(2017, 1, 1))).with_columns(
+        pl.lit("DDD").alias("symbol"))
+    lake = pl.concat([lake, ddd]).sort("symbol", "date")
+    kw = {"sessions": sessions(lake["date"].min(), AS_OF), "assets": assets, "jump_bounds": BOUNDS}
+    clean_all, q_all = screen("fact_prices", lake, AS_OF, **kw)
+    plan = LakeRead([], CHANGED_FROM, frozenset(), "run-1")
+    read = lake.filter(pl.col("date") >= plan.context_from)
+    clean, q = screen("fact_prices", read, AS_OF, **kw)
+    published = clean_all.filter(pl.col("date") < CHANGED_FROM)
+    chunked = pl.concat([published.slice(k, 97) for k in range(0, published.height, 97)], rechunk=False)
+    assert chunked.n_chunks() > 1
+    for given in (published, chunked):
+        merged = merge_published(plan, files_of(lake), read, clean, q, given, quarantine_keys(q_all), AS_OF)
+        assert not isinstance(merged, str), merged
+        assert_frame_equal(merged[0], clean_all, check_exact=True)
+        assert merged[0].n_chunks() == 1
+        assert_frame_equal(merged[1], q_all, check_exact=True)
+    assert "DDD" in merged[0]["symbol"] and "DDD" not in read["symbol"]
+
+
+def test_every_symbol_read_whole_keeps_no_published_bar():
+    lake = bars({"AAA": [date(2016, 5, 10)], "CCC": [date(2017, 1, 10)]}, saturday=date(2016, 3, 12))
+    (clean_all, q_all), merged = split_screen(lake, whole=frozenset(ASSETS["symbol"]))
+    assert not isinstance(merged, str), merged
+    assert_frame_equal(merged[0], clean_all, check_exact=True)
+    assert_frame_equal(merged[1], q_all, check_exact=True)
