@@ -48,6 +48,7 @@ from urllib.parse import quote, unquote
 import polars as pl
 
 from warehouse.files import AtomicBatch, atomic_write_parquet, read_stored_parquet
+from contracts.schema import strictly_increasing
 from contracts.tables import FACT_PRICES
 
 VALUE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
@@ -118,9 +119,7 @@ def unique_bars(bars: pl.DataFrame) -> pl.DataFrame:
 
 def ascending(bars: pl.DataFrame) -> bool:
     """Whether ``bars`` is strictly sorted by symbol and date (one vectorized pass)."""
-    s, d = pl.col("symbol"), pl.col("date")
-    ascending = (s > s.shift()) | ((s == s.shift()) & (d > d.shift()))
-    return bars.select(ascending.slice(1).fill_null(False).all()).item()
+    return strictly_increasing(bars, ("symbol", "date"))
 
 
 def appends_only(entry: tuple | None, digest: tuple, new: pl.DataFrame) -> bool:

@@ -35,8 +35,7 @@ from pathlib import Path
 import polars as pl
 
 from warehouse.files import atomic_write_text, write_parquet_content_named
-from warehouse.quality import strictly_ascending
-from contracts.schema import Table
+from contracts.schema import Table, strictly_increasing
 from contracts.tables import TABLES
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -229,7 +228,7 @@ def write_table(
     files: list[str] = []
     # A frame already strictly in key order (most large marts leave the transform so) is what
     # sorting it gives: checked in one pass instead of sorted (docs/performance.md).
-    in_order = strictly_ascending(frame, key)
+    in_order = strictly_increasing(frame, key)
     codes = None if in_order or not frame.height else key_codes(frame, key)
     order = key if codes is None else [SORT_CODE]
     if codes is not None:

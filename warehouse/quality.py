@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from warehouse.lake import ORIGIN
-from contracts.schema import Column, LogicalType, RuleInputs, Table
+from contracts.schema import Column, LogicalType, RuleInputs, Table, strictly_increasing
 from contracts.tables import QUARANTINE, TABLES
 from contracts.vocabulary import CRYPTO_CLASSES, EQUITY_CLASSES
 
@@ -192,33 +192,11 @@ def check_frame(
     return good.drop(carry), failures
 
 
-def strictly_ascending(frame: pl.DataFrame, columns: Sequence[str]) -> bool:
-    """Whether every row of ``frame`` is greater than the one before it, comparing ``columns`` in
-    turn (the order ``frame.sort(columns)`` gives, strings by bytes), with no null in them: one
-    vectorized pass, a tenth of hashing the rows. The first rows are checked first, so a frame
-    in another order costs next to nothing."""
-    if not columns or frame.height < 2 or frame.select(pl.sum_horizontal(pl.col(columns).null_count())).item():
-        return False
-    def ascending(rows: pl.DataFrame) -> bool:
-        # Each column compared with its previous row in its own expression (Polars runs them in
-        # parallel), then folded: greater on the first column that differs.
-        compared = rows.select(
-            *((pl.col(c) > pl.col(c).shift(1)).alias(f"gt{i}") for i, c in enumerate(columns)),
-            *((pl.col(c) == pl.col(c).shift(1)).alias(f"eq{i}") for i, c in enumerate(columns)),
-        ).slice(1)
-        greater, equal = pl.lit(False), pl.lit(True)
-        for i in range(len(columns)):
-            greater, equal = greater | (equal & pl.col(f"gt{i}")), equal & pl.col(f"eq{i}")
-        return compared.select(greater.fill_null(False).all()).item()
-
-    return ascending(frame.head(1024)) and ascending(frame)
-
-
 def key_is_unique(frame: pl.DataFrame, key: Sequence[str]) -> bool:
     """Whether no two rows of ``frame`` share ``key``, where that is cheap to prove; False means
     "not proven" (dataframely's exact check then runs and names the duplicates).
 
-    Proven by key order (``strictly_ascending``: most large tables come out of the
+    Proven by key order (``strictly_increasing``: most large tables come out of the
     transform in it) or, for a frame without nulls in the key, by as many distinct
     64-bit row hashes as rows (equal keys hash alike, so distinct hashes mean
     distinct keys; a collision only sends the frame to the exact check).
@@ -227,7 +205,7 @@ def key_is_unique(frame: pl.DataFrame, key: Sequence[str]) -> bool:
         return bool(key)
     if frame.select(pl.sum_horizontal(pl.col(list(key)).null_count())).item():
         return False
-    if strictly_ascending(frame, key):
+    if strictly_increasing(frame, key):
         return True
     return frame.select(pl.struct(list(key)).hash().n_unique()).item() == frame.height
 

@@ -13,9 +13,10 @@ from tests.warehouse.conftest import AS_OF
 from warehouse.audit import audit, audit_warnings
 from warehouse.build import build_database
 from warehouse.quality import (
-    MAX_LISTED, key_is_unique, screen, session_gaps, split_like_moves, strictly_ascending,
+    MAX_LISTED, key_is_unique, screen, session_gaps, split_like_moves,
 )
 from warehouse.runs import RunLog
+from contracts.schema import strictly_increasing
 from contracts.tables import FACT_PRICES, QUARANTINE
 
 
@@ -196,17 +197,17 @@ def test_a_null_in_a_key_fails_the_audit_as_a_null_not_a_duplicate(tables):
 
 def test_key_is_unique_is_proven_by_order_or_distinct_hashes_and_never_wrongly():
     frame = pl.DataFrame({"s": ["a", "a", "b", "b"], "d": [1, 2, 1, 2]})
-    assert strictly_ascending(frame, ["s", "d"]) and key_is_unique(frame, ["s", "d"])
-    assert not strictly_ascending(frame, ["d", "s"]) and key_is_unique(frame, ["d", "s"])  # by hashes
-    assert not strictly_ascending(frame.reverse(), ["s", "d"]) and key_is_unique(frame.reverse(), ["s", "d"])
+    assert strictly_increasing(frame, ["s", "d"]) and key_is_unique(frame, ["s", "d"])
+    assert not strictly_increasing(frame, ["d", "s"]) and key_is_unique(frame, ["d", "s"])  # by hashes
+    assert not strictly_increasing(frame.reverse(), ["s", "d"]) and key_is_unique(frame.reverse(), ["s", "d"])
     for dup in (pl.concat([frame.head(2), frame.slice(1)]), pl.concat([frame, frame.head(1)])):
-        assert not strictly_ascending(dup, ["s", "d"]) and not key_is_unique(dup, ["s", "d"])
+        assert not strictly_increasing(dup, ["s", "d"]) and not key_is_unique(dup, ["s", "d"])
     with_null = frame.with_columns(pl.Series("d", [1, None, 1, 2]))
-    assert not strictly_ascending(with_null, ["s", "d"]) and not key_is_unique(with_null, ["s", "d"])
+    assert not strictly_increasing(with_null, ["s", "d"]) and not key_is_unique(with_null, ["s", "d"])
     assert not key_is_unique(frame.with_columns(pl.lit(1).alias("d")), ["d"])
     # Strings compare as Polars sorts them (by bytes): a sorted frame is ascending, whatever the text.
     text = pl.DataFrame({"s": ["b", "a", "ä", "B", "", "ab", "a b", "Z", "é", "e"]})
-    assert strictly_ascending(text.sort("s"), ["s"]) and not strictly_ascending(text, ["s"])
+    assert strictly_increasing(text.sort("s"), ["s"]) and not strictly_increasing(text, ["s"])
 
 
 def test_the_audit_skips_dataframelys_key_hash_only_where_the_key_is_proven(tables, monkeypatch):
