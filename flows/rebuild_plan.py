@@ -26,7 +26,7 @@ from transforms.graph import DERIVED_BARS, seed_reads
 from transforms.incremental import first_changed_session
 from transforms.marts import MartParams
 from warehouse import snapshots
-from warehouse.lake import WITHDRAWN_AT
+from warehouse.lake import WITHDRAWN_AT, ascending
 from warehouse.marts import read_published as read_published_mart
 from warehouse.quality import in_screen_order, quarantine_keys, screen_rules
 from warehouse.query import read_tables
@@ -366,12 +366,6 @@ def published_before(settings: Settings, plan: LakeRead, as_of: date) -> tuple[p
     return read["fact_prices"], quarantine_keys(quarantine.with_columns(pl.lit("").alias("run_id")))
 
 
-def _by_symbol_and_date(bars: pl.DataFrame) -> bool:
-    s, d = pl.col("symbol"), pl.col("date")
-    ascending = (s > s.shift()) | ((s == s.shift()) & (d > d.shift()))
-    return bars.height < 2 or bars.select(ascending.slice(1).fill_null(False).all()).item()
-
-
 def _symbol_runs(bars: pl.DataFrame) -> pl.DataFrame:
     """Per symbol of ``bars`` (sorted by symbol): ``symbol``, its first row ``_at`` and its rows ``_n``."""
     runs = bars.select(pl.col("symbol").rle()).unnest("symbol")
@@ -387,7 +381,7 @@ def _merge_bars(kept: list[pl.DataFrame], new: pl.DataFrame) -> pl.DataFrame:
     symbol and date as one frame: each symbol's kept bars come before its new ones, so the
     frame is the two parts' slices of each symbol, in symbol order, copied once (not sorted
     again, ~9 M rows; not ``merge_sorted``, which compares and gathers row by row)."""
-    new = new if _by_symbol_and_date(new) else new.sort("symbol", "date")
+    new = new if ascending(new) else new.sort("symbol", "date")
     parts = {part["symbol"][0]: [part] for part in kept}
     for symbol, at, n in _symbol_runs(new).iter_rows():
         parts.setdefault(symbol, []).append(new.slice(at, n))
@@ -395,7 +389,7 @@ def _merge_bars(kept: list[pl.DataFrame], new: pl.DataFrame) -> pl.DataFrame:
         return new
     order = pl.Series(list(parts), dtype=pl.String).sort()
     merged = pl.concat([part for symbol in order for part in parts[symbol]], how="vertical").rechunk()
-    return merged if _by_symbol_and_date(merged) else merged.sort("symbol", "date")
+    return merged if ascending(merged) else merged.sort("symbol", "date")
 
 
 def merge_published(
@@ -431,7 +425,7 @@ def merge_published(
     # run of the sorted frame: the (~6 M-row, 10-column) published frame is neither joined
     # nor filtered whole, only sliced, and copied once, by ``_merge_bars``
     # (``python -m bench --stages transform_next_day``, its ``step_cpu``).
-    published = published if _by_symbol_and_date(published) else published.sort("symbol", "date")
+    published = published if ascending(published) else published.sort("symbol", "date")
     runs = _symbol_runs(published).join(cut, on="symbol", how="left", maintain_order="left")
     days = published["date"].to_physical().to_numpy()  # days since 1970-01-01, as ``_f`` below
     runs = runs.with_columns(pl.col("_f").to_physical().alias("_f"))
