@@ -3,6 +3,7 @@ and quarantine rows give exactly one screen of the whole lake, or a reason to re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import polars as pl
@@ -41,18 +42,39 @@ def files_of(stored: pl.DataFrame) -> pl.DataFrame:
         pl.lit("p").alias("path"), pl.lit(0, pl.Int64).alias("ctime_ns"))
 
 
-def split_screen(lake: pl.DataFrame, whole: frozenset[str] = frozenset()):
-    """(one screen of ``lake``, ``merge_published`` of the screen of its files from 2017 on
-    and of the first screen's bars before 2018 as the published ones)."""
-    cal = sessions(lake["date"].min(), AS_OF)
-    kw = {"sessions": cal, "assets": ASSETS, "jump_bounds": BOUNDS}
+@dataclass(frozen=True)
+class Screens:
+    """One screen of the whole lake (``clean_all``, ``q_all``), the bounded read of the
+    ``plan`` (files from 2017 on, symbols in ``whole`` whole) and its screen (``clean``, ``q``),
+    and the first screen's bars before 2018 as the ``published`` ones."""
+
+    clean_all: pl.DataFrame
+    q_all: pl.DataFrame
+    plan: LakeRead
+    read: pl.DataFrame
+    clean: pl.DataFrame
+    q: pl.DataFrame
+    published: pl.DataFrame
+
+    def merge(self, files: pl.DataFrame, published: pl.DataFrame | None = None):
+        published = self.published if published is None else published
+        return merge_published(self.plan, files, self.read, self.clean, self.q, published,
+                               quarantine_keys(self.q_all), AS_OF)
+
+
+def screens(lake: pl.DataFrame, whole: frozenset[str] = frozenset(), assets: pl.DataFrame = ASSETS) -> Screens:
+    kw = {"sessions": sessions(lake["date"].min(), AS_OF), "assets": assets, "jump_bounds": BOUNDS}
     clean_all, q_all = screen("fact_prices", lake, AS_OF, **kw)
     plan = LakeRead([], CHANGED_FROM, whole, "run-1")
     read = lake.filter((pl.col("date") >= plan.context_from) | pl.col("symbol").is_in(sorted(whole)))
     clean, q = screen("fact_prices", read, AS_OF, **kw)
-    published = clean_all.filter(pl.col("date") < CHANGED_FROM)
-    merged = merge_published(plan, files_of(lake), read, clean, q, published, quarantine_keys(q_all), AS_OF)
-    return (clean_all, q_all), merged
+    return Screens(clean_all, q_all, plan, read, clean, q, clean_all.filter(pl.col("date") < CHANGED_FROM))
+
+
+def split_screen(lake: pl.DataFrame, whole: frozenset[str] = frozenset()):
+    """(one screen of ``lake``, ``merge_published`` of the bounded read's screen and the published bars)."""
+    s = screens(lake, whole)
+    return (s.clean_all, s.q_all), s.merge(files_of(lake))
 
 
 def test_the_merge_equals_one_screen_of_the_whole_lake():
@@ -91,15 +113,8 @@ def test_a_symbol_without_two_clean_bars_in_the_context_year_reads_the_whole_lak
 
 def test_a_published_year_without_its_file_reads_the_whole_lake():
     lake = bars({}, saturday=date(2016, 3, 12))
-    cal = sessions(lake["date"].min(), AS_OF)
-    kw = {"sessions": cal, "assets": ASSETS, "jump_bounds": BOUNDS}
-    clean_all, q_all = screen("fact_prices", lake, AS_OF, **kw)
-    plan = LakeRead([], CHANGED_FROM, frozenset(), "run-1")
-    read = lake.filter(pl.col("date") >= plan.context_from)
-    clean, q = screen("fact_prices", read, AS_OF, **kw)
     files = files_of(lake).filter(~((pl.col("symbol") == "BBB") & (pl.col("year") == 2016)))
-    merged = merge_published(plan, files, read, clean, q, clean_all.filter(pl.col("date") < CHANGED_FROM),
-                             quarantine_keys(q_all), AS_OF)
+    merged = screens(lake).merge(files)
     assert merged == "the lake no longer holds BBB's 2016 file the published run read"
 
 
@@ -108,28 +123,21 @@ def test_published_bars_in_another_row_order_merge_the_same_and_a_missing_year_f
     # before: published bars not sorted by symbol and date (a warehouse rewritten in another
     # order) must neither change the merge nor hide a year file the lake no longer holds.
     lake = bars({"AAA": [date(2016, 5, 10)], "CCC": [date(2017, 3, 14)]}, saturday=date(2016, 3, 12))
-    cal = sessions(lake["date"].min(), AS_OF)
-    kw = {"sessions": cal, "assets": ASSETS, "jump_bounds": BOUNDS}
-    clean_all, q_all = screen("fact_prices", lake, AS_OF, **kw)
-    plan = LakeRead([], CHANGED_FROM, frozenset(), "run-1")
-    read = lake.filter(pl.col("date") >= plan.context_from)
-    clean, q = screen("fact_prices", read, AS_OF, **kw)
-    published = clean_all.filter(pl.col("date") < CHANGED_FROM)
-    shuffled = published.sort("date", "symbol", descending=[True, False])
-    args = (read, clean, q)
-    merged = merge_published(plan, files_of(lake), *args, published, quarantine_keys(q_all), AS_OF)
-    reordered = merge_published(plan, files_of(lake), *args, shuffled, quarantine_keys(q_all), AS_OF)
+    s = screens(lake)
+    shuffled = s.published.sort("date", "symbol", descending=[True, False])
+    merged = s.merge(files_of(lake))
+    reordered = s.merge(files_of(lake), shuffled)
     assert not isinstance(merged, str)
     assert_frame_equal(reordered[0], merged[0])
     assert_frame_equal(reordered[1], merged[1])
-    assert_frame_equal(merged[0], clean_all)
+    assert_frame_equal(merged[0], s.clean_all)
     files = files_of(lake).filter(~((pl.col("symbol") == "CCC") & (pl.col("year") == 2016)))
-    missing = merge_published(plan, files, *args, shuffled, quarantine_keys(q_all), AS_OF)
+    missing = s.merge(files, shuffled)
     assert missing == "the lake no longer holds CCC's 2016 file the published run read"
     # A later year of a symbol (not where its rows start) in either order.
     files = files_of(lake).filter(~((pl.col("symbol") == "CCC") & (pl.col("year") == 2017)))
-    for order in (published, shuffled):
-        missing = merge_published(plan, files, *args, order, quarantine_keys(q_all), AS_OF)
+    for order in (s.published, shuffled):
+        missing = s.merge(files, order)
         assert missing == "the lake no longer holds CCC's 2017 file the published run read"
 
 
@@ -142,21 +150,16 @@ def test_a_symbol_not_read_is_kept_whole_and_chunked_published_bars_merge_the_sa
     ddd = lake.filter((pl.col("symbol") == "CCC") & (pl.col("date") < date(2017, 1, 1))).with_columns(
         pl.lit("DDD").alias("symbol"))
     lake = pl.concat([lake, ddd]).sort("symbol", "date")
-    kw = {"sessions": sessions(lake["date"].min(), AS_OF), "assets": assets, "jump_bounds": BOUNDS}
-    clean_all, q_all = screen("fact_prices", lake, AS_OF, **kw)
-    plan = LakeRead([], CHANGED_FROM, frozenset(), "run-1")
-    read = lake.filter(pl.col("date") >= plan.context_from)
-    clean, q = screen("fact_prices", read, AS_OF, **kw)
-    published = clean_all.filter(pl.col("date") < CHANGED_FROM)
-    chunked = pl.concat([published.slice(k, 97) for k in range(0, published.height, 97)], rechunk=False)
+    s = screens(lake, assets=assets)
+    chunked = pl.concat([s.published.slice(k, 97) for k in range(0, s.published.height, 97)], rechunk=False)
     assert chunked.n_chunks() > 1
-    for given in (published, chunked):
-        merged = merge_published(plan, files_of(lake), read, clean, q, given, quarantine_keys(q_all), AS_OF)
+    for given in (s.published, chunked):
+        merged = s.merge(files_of(lake), given)
         assert not isinstance(merged, str), merged
-        assert_frame_equal(merged[0], clean_all, check_exact=True)
+        assert_frame_equal(merged[0], s.clean_all, check_exact=True)
         assert merged[0].n_chunks() == 1
-        assert_frame_equal(merged[1], q_all, check_exact=True)
-    assert "DDD" in merged[0]["symbol"] and "DDD" not in read["symbol"]
+        assert_frame_equal(merged[1], s.q_all, check_exact=True)
+    assert "DDD" in merged[0]["symbol"] and "DDD" not in s.read["symbol"]
 
 
 def test_every_symbol_read_whole_keeps_no_published_bar():
