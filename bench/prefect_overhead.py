@@ -73,7 +73,7 @@ app()
 """
 
 
-def _cli_run(data: Path, env: dict[str, str]) -> dict:
+def _cli_run(data: Path, env: dict[str, str], driver: str = CLI_DRIVER) -> dict:
     from warehouse.runs import RunLog
 
     marker = data.parent / f"{data.name}-first-stage.json"
@@ -81,7 +81,7 @@ def _cli_run(data: Path, env: dict[str, str]) -> dict:
     marker.unlink(missing_ok=True)
     launched = datetime.now(UTC)
     t, cpu = time.perf_counter(), _children_cpu()
-    done = subprocess.run([sys.executable, "-c", CLI_DRIVER, "run", "--source", "sample", *RANGE,
+    done = subprocess.run([sys.executable, "-c", driver, "run", "--source", "sample", *RANGE,
                            "--data-dir", str(data)], env=env | {"XASSET_BENCH_FIRST_STAGE": str(marker)},
                           cwd=REPO, capture_output=True, text=True, timeout=900)
     wall, cpu = time.perf_counter() - t, _children_cpu() - cpu

