@@ -40,17 +40,22 @@ def stored_files(root: Path) -> dict[str, bytes]:
 
 
 class Reads:
-    """Which files the lake reads (``read_stored_parquet`` wrapped)."""
+    """Which files the lake reads (``read_stored_parquet`` and the multi-file ``scan_stored`` wrapped)."""
 
     def __init__(self, monkeypatch) -> None:
         self.paths: list[Path] = []
-        real = lake_module.read_stored_parquet
+        real, real_scan = lake_module.read_stored_parquet, lake_module.scan_stored
 
         def counted(path, *a, **k):
             self.paths.append(Path(path))
             return real(path, *a, **k)
 
+        def scanned(paths):
+            self.paths.extend(Path(p) for p in paths)
+            return real_scan(paths)
+
         monkeypatch.setattr(lake_module, "read_stored_parquet", counted)
+        monkeypatch.setattr(lake_module, "scan_stored", scanned)
 
     def take(self) -> list[str]:
         out = sorted(f"{p.parent.name}/{p.name}" for p in self.paths if p.parent.parent.name.startswith("source="))
