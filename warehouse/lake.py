@@ -402,9 +402,11 @@ class Lake:
         out: dict[tuple[str, int], pl.DataFrame] = {}
         described = [(s, y, p, e[0]) for s, y, p, e in files if e is not None]
         chunk: list[tuple[str, int, Path, int]] = []
+        rows = 0
         for i, item in enumerate(described):
             chunk.append(item)
-            if i + 1 < len(described) and sum(n for *_, n in chunk) + described[i + 1][3] <= Lake.SCAN_ROWS:
+            rows += item[3]
+            if i + 1 < len(described) and rows + described[i + 1][3] <= Lake.SCAN_ROWS:
                 continue
             try:
                 bars = scan_stored([p for _, _, p, _ in chunk])
@@ -412,12 +414,12 @@ class Lake:
                 bars = None
             # The rows come file after file; each file holds its entry's row count (its stat is
             # the one the entry was written with), checked as a whole.
-            if bars is not None and bars.height == sum(n for *_, n in chunk):
+            if bars is not None and bars.height == rows:
                 at = 0
                 for symbol, year, _, n in chunk:
                     out[(symbol, year)] = bars.slice(at, n)
                     at += n
-            chunk = []
+            chunk, rows = [], 0
         return out
 
     @staticmethod
