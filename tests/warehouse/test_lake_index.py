@@ -7,6 +7,7 @@ stored file must be byte for byte the same.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote
@@ -405,3 +406,28 @@ def test_a_described_file_the_scan_or_the_append_cannot_take_is_merged_as_before
     assert stored_files(indexed.root) == stored_files(reference.root)
     stored = indexed.read_bars(["AAA"])
     assert stored["date"].is_sorted() and stored.height == history(D2).filter(pl.col("symbol") == "AAA").height
+
+
+def test_the_index_is_decoded_once_per_content_and_never_kept_past_an_edit(tmp_path, monkeypatch):
+    """A night reads the index up to three times in one process: the second read of the same bytes
+    takes the entries decoded before; any other bytes (an edit in place, whatever its stat) are decoded."""
+    lake = Lake(tmp_path, "files")
+    land(lake, history(D2), D2, 0)
+    first = LakeIndex(lake.index_path).entries
+    decoded = []
+    real = pl.read_parquet
+    monkeypatch.setattr(lake_module.pl, "read_parquet", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    again = LakeIndex(lake.index_path)
+    assert again.entries == first and not decoded, "the same bytes: not decoded again"
+    again.entries.clear()  # the kept entries are a copy
+    assert LakeIndex(lake.index_path).entries == first
+    stat = os.stat(lake.index_path)
+    index = real(lake.index_path)
+    forged = index.with_columns(pl.when(pl.col("symbol") == "AAA").then(pl.col("rows") + 1).otherwise("rows").alias("rows"))
+    with lake.index_path.open("r+b") as fh:  # in place, the times put back: only the bytes tell
+        fh.truncate(0)
+        forged.write_parquet(fh)
+    os.utime(lake.index_path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    changed = LakeIndex(lake.index_path).entries
+    assert decoded and changed != first
+    assert {k: v[0] for k, v in changed.items() if k[0] == "AAA"} == {k: v[0] + 1 for k, v in first.items() if k[0] == "AAA"}
