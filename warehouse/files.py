@@ -209,15 +209,18 @@ class AtomicBatch:
                 done.append(path)
             return
 
-        def rename(item: tuple[str, Path]) -> None:
-            os.replace(*item)
-            done.append(item[1])  # list.append is atomic
+        def rename(items: list[tuple[str, Path]]) -> None:
+            for tmp, path in items:
+                os.replace(tmp, path)
+                done.append(path)  # list.append is atomic
 
         # Each path is renamed once, into its own name: the order among them changes nothing a
         # reader or a crash can see (each path is old or new), only that all come after the first
-        # sync and before the second, which the pool's shutdown (waiting for all) keeps.
-        with ThreadPoolExecutor(min(self._renamers, len(pending)), thread_name_prefix="renamer") as pool:
-            futures = [pool.submit(rename, item) for item in pending]
+        # sync and before the second, which the pool's shutdown (waiting for all) keeps. One share
+        # of the paths per thread (a task per rename would cost more than many renames).
+        n = min(self._renamers, len(pending))
+        with ThreadPoolExecutor(n, thread_name_prefix="renamer") as pool:
+            futures = [pool.submit(rename, pending[i::n]) for i in range(n)]
         errors = [f.exception() for f in futures if f.exception() is not None]
         if errors:
             raise errors[0]
