@@ -35,6 +35,9 @@ index write, or a file changed by hand, falls back to reading that file (the
 comparison of old) and rebuilds its entry. Digests are sums of Polars row
 hashes with two seeds (128 bits); Polars keeps its hashes stable only within
 one version, so the index records the version and is ignored under another.
+The files an upsert reads and the index describes are read in a few multi-file
+scans; a file that only gains bars after its stored ones (the nightly case) is
+written as the stored bars followed by the new ones, its digests summed.
 """
 
 from __future__ import annotations
