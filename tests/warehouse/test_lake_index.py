@@ -352,13 +352,13 @@ def test_the_new_days_bars_alone_append_as_the_comparison_writes_them_after_one_
         reads.take()
         assert stored_files(indexed.root) == stored_files(reference.root)
         assert read == ["%5ERUT/2024.parquet", "AAA/2024.parquet", "BBB/2024.parquet"]
-        assert scans == [3, 3][:i] and len(scans) == i, "one scan for the three files, none read on their own"
+        assert scans == [3] * i, "one scan for the three files, none read on their own"
     reads.take()
     assert indexed.upsert_bars(history(D4), datetime(2024, 3, 1, tzinfo=UTC)) == 0
     assert reads.take() == [], "the appended files are described by the index"
 
 
-def test_a_small_scan_budget_splits_the_reads_and_stores_the_same(tmp_path, monkeypatch):
+def test_files_past_the_scan_budget_are_read_one_by_one_and_store_the_same(tmp_path, monkeypatch):
     indexed, reference = Lake(tmp_path / "indexed", "files", writers=2), Lake(tmp_path / "reference", "files")
     for x in (indexed, reference):
         x.upsert_bars(history(D1), datetime(2024, 2, 1, tzinfo=UTC))
@@ -366,10 +366,12 @@ def test_a_small_scan_budget_splits_the_reads_and_stores_the_same(tmp_path, monk
     scans = []
     real_scan = lake_module.scan_stored
     monkeypatch.setattr(lake_module, "scan_stored", lambda paths: scans.append(len(paths)) or real_scan(paths))
-    monkeypatch.setattr(Lake, "SCAN_ROWS", 40)  # a 2024 file holds 29 rows: one file a scan
-    for x in (indexed, reference):
-        x.upsert_bars(new_days(D2, D1), datetime(2024, 2, 2, tzinfo=UTC))
-    assert scans == [1, 1, 1]
+    monkeypatch.setattr(Lake, "SCAN_ROWS", 40)  # a 2024 file holds 29 rows: one file read ahead
+    reads = Reads(monkeypatch)
+    indexed.upsert_bars(new_days(D2, D1), datetime(2024, 2, 2, tzinfo=UTC))
+    assert scans == [1] and len(reads.take()) == 3, "one file scanned, two read on their own"
+    reference.upsert_bars(new_days(D2, D1), datetime(2024, 2, 2, tzinfo=UTC))
+    reference.index_path.unlink()
     assert stored_files(indexed.root) == stored_files(reference.root)
 
 
