@@ -17,6 +17,15 @@ instead (the code before the index), so before and after run the same
 steps; ``--check-against`` compares every file of the two lakes (bars and
 withdrawals) byte for byte after each step.
 
+``--compare REV`` lands every step twice in one process, step by step: with
+``warehouse/lake.py`` as of REV into ``DIR/lake-baseline`` and with this tree's
+into ``DIR/lake-current``; one JSON line per step with both timings (wall and
+CPU of upsert + withdrawal), their ratio, and the files that differ between the
+two lakes (none expected). The step ``next_day_new`` is the next day as the
+files source's input cursor hands it to the land: only the new day's bars, and
+no withdrawal (``flows.stages.extract.withdraw_absent`` skips it for a cursor's
+delta): ``--compare REV --steps full,next_day_new``.
+
 ``--fsync both`` lands every step twice in one process, step by step, into
 ``DIR/lake-per-file`` (one fsync per written file, as where there is no
 ``syncfs``) and ``DIR/lake-syncfs`` (one ``syncfs`` of the lake's filesystem
@@ -112,7 +121,12 @@ def main() -> None:
                     "against one read per file, on the lake as the steps before left it")
     ap.add_argument("--fsync", choices=["default", "per-file", "both"], default="default",
                     help="how AtomicBatch makes a land's files durable; 'both' compares the two step by step")
+    ap.add_argument("--compare", default=None, metavar="REV",
+                    help="land each step with warehouse/lake.py as of REV and with this tree's, in one process")
     args = ap.parse_args()
+    if args.compare is not None:
+        compare_revs(args)
+        return
     if args.fsync == "both":
         compare_fsync(args)
         return
@@ -162,7 +176,7 @@ def main() -> None:
         upsert_s, upsert_cpu, upsert_reads = time.perf_counter() - t, time.process_time() - c, reads[0]
         reads[0] = 0
         t, c = time.perf_counter(), time.process_time()
-        withdrawn = lake.withdraw_absent(bars, start, as_of, now)
+        withdrawn = withdraw(lake, name, bars, start, as_of, now)
         line = {
             "stage": f"lake_land_{name}", "impl": label, "bars_in": bars.height, "written": written,
             "withdrawn": withdrawn.height, "upsert_s": round(upsert_s, 2), "upsert_cpu_s": round(upsert_cpu, 2),
@@ -182,8 +196,15 @@ def main() -> None:
         print(json.dumps(line), flush=True)
 
 
+def withdraw(lake, step: str, bars: pl.DataFrame, start, as_of, now) -> pl.DataFrame:
+    """The land's withdrawal as the flow makes it: none after an input cursor's delta (``next_day_new``)."""
+    if step == "next_day_new":
+        return bars.clear()
+    return lake.withdraw_absent(bars, start, as_of, now)
+
+
 def land_steps(work: Path) -> tuple[dict, object]:
-    """The four steps' (bars, as-of) as ``main`` lands them, and the history start."""
+    """The steps' (bars, as-of) as ``main`` lands them, and the history start."""
     from flows.settings import Settings
 
     start = Settings().history_start
@@ -196,9 +217,43 @@ def land_steps(work: Path) -> tuple[dict, object]:
     return {
         "full": (full.filter(pl.col("date") <= day), day),
         "next_day": (full, next_day),
+        # The input cursor's next day: only the bars after those the last landed run read.
+        "next_day_new": (full.filter(pl.col("date") == next_day), next_day),
         "correction": (full.with_columns(pl.when(key).then(pl.col("close") * 1.01).otherwise(pl.col("close")).alias("close")), next_day),
         "withdrawal": (full.filter(~key), next_day),
     }, start
+
+
+def compare_revs(args) -> None:
+    """Each step landed with ``warehouse/lake.py`` as of ``args.compare`` and with this tree's, into two
+    lakes, one after the other in one process (the machine's load is the same for both)."""
+    from flows.settings import Settings
+
+    impls = {"baseline": lake_module(args.compare), "current": lake_module(None)}
+    writers = Settings().lake_writers
+    lakes = {}
+    for label, mod in impls.items():
+        root = args.workdir / f"lake-{label}"
+        if root.exists():
+            shutil.rmtree(root)
+        takes_writers = "writers" in inspect.signature(mod.Lake).parameters
+        lakes[label] = mod.Lake(root, "files", writers=writers) if takes_writers else mod.Lake(root, "files")
+    steps, start = land_steps(args.workdir)
+    for i, name in enumerate(args.steps.split(",")):
+        bars, as_of = steps[name]
+        now = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=i)
+        line = {"stage": f"lake_land_compare_{name}", "baseline_rev": args.compare, "bars_in": bars.height,
+                "writers": writers}
+        for label, lake in lakes.items():
+            t, c = time.perf_counter(), time.process_time()
+            line[f"{label}_written"] = lake.upsert_bars(bars, now)
+            line[f"{label}_withdrawn"] = withdraw(lake, name, bars, start, as_of, now).height
+            line[f"{label}_land_s"] = round(time.perf_counter() - t, 2)
+            line[f"{label}_cpu_s"] = round(time.process_time() - c, 2)
+        line["ratio_wall"] = round(line["current_land_s"] / max(line["baseline_land_s"], 1e-9), 3)
+        line["ratio_cpu"] = round(line["current_cpu_s"] / max(line["baseline_cpu_s"], 1e-9), 3)
+        line["files_differing"] = same_files(lakes["baseline"].root, lakes["current"].root)
+        print(json.dumps(line), flush=True)
 
 
 def compare_fsync(args) -> None:
@@ -239,7 +294,7 @@ def compare_fsync(args) -> None:
             calls.update(fsync=0, syncfs=0)
             t, c = time.perf_counter(), time.process_time()
             line[f"{mode}_written"] = lake.upsert_bars(bars, now)
-            lake.withdraw_absent(bars, start, as_of, now)
+            withdraw(lake, name, bars, start, as_of, now)
             line[f"{mode}_land_s"] = round(time.perf_counter() - t, 2)
             line[f"{mode}_cpu_s"] = round(time.process_time() - c, 2)
             line[f"{mode}_fsyncs"], line[f"{mode}_syncfs"] = calls["fsync"], calls["syncfs"]

@@ -190,3 +190,28 @@ def test_a_batch_commit_renames_and_discard_removes(tmp_path):
     assert batch.commit() == []
     assert pl.read_parquet(tmp_path / "a" / "1.parquet")["x"].to_list() == [1]
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["1.parquet"]
+
+
+@pytest.mark.parametrize("renamers", [1, 4])
+def test_a_rename_that_fails_leaves_every_path_old_or_new_and_no_temp_file(tmp_path, monkeypatch, mechanism, renamers):
+    paths = [tmp_path / f"s{i}" / "2024.parquet" for i in range(12)]
+    for i, path in enumerate(paths):
+        path.parent.mkdir()
+        pl.DataFrame({"x": [i]}).write_parquet(path)
+    batch = AtomicBatch(renamers=renamers)
+    for i, path in enumerate(paths):
+        batch.write_parquet(pl.DataFrame({"x": [100 + i]}), path)
+    real_replace = os.replace
+
+    def replace(src, dst, **k):
+        if str(dst) == str(paths[5]):
+            raise OSError("rename refused")
+        return real_replace(src, dst, **k)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="rename refused"):
+        batch.commit()
+    values = [pl.read_parquet(p)["x"][0] for p in paths]
+    assert values[5] == 5, "the path whose rename failed keeps its old bytes"
+    assert all(v in (i, 100 + i) for i, v in enumerate(values))
+    assert not list(tmp_path.rglob(".tmp-*")), "no temp file is left behind"

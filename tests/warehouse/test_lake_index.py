@@ -7,6 +7,7 @@ stored file must be byte for byte the same.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote
@@ -40,17 +41,22 @@ def stored_files(root: Path) -> dict[str, bytes]:
 
 
 class Reads:
-    """Which files the lake reads (``read_stored_parquet`` wrapped)."""
+    """Which files the lake reads (``read_stored_parquet`` and the multi-file ``scan_stored`` wrapped)."""
 
     def __init__(self, monkeypatch) -> None:
         self.paths: list[Path] = []
-        real = lake_module.read_stored_parquet
+        real, real_scan = lake_module.read_stored_parquet, lake_module.scan_stored
 
         def counted(path, *a, **k):
             self.paths.append(Path(path))
             return real(path, *a, **k)
 
+        def scanned(paths):
+            self.paths.extend(Path(p) for p in paths)
+            return real_scan(paths)
+
         monkeypatch.setattr(lake_module, "read_stored_parquet", counted)
+        monkeypatch.setattr(lake_module, "scan_stored", scanned)
 
     def take(self) -> list[str]:
         out = sorted(f"{p.parent.name}/{p.name}" for p in self.paths if p.parent.parent.name.startswith("source="))
@@ -316,3 +322,114 @@ def test_real_histories_land_through_the_index_as_without_it(tmp_path, real_data
             assert got == (5, 0) and read == sorted(f"{symbol_dir(s)}/{last.year}.parquet" for s in classes)
         if i == 3:
             assert got == (0, 1) and read == ["%5ERUT/2000.parquet"] * 2
+
+
+def new_days(through: date, after: date) -> pl.DataFrame:
+    """Only the bars dated after ``after``: what the files source's input cursor (or a live fetch) hands on."""
+    return history(through).filter(pl.col("date") > after)
+
+
+def test_the_new_days_bars_alone_append_as_the_comparison_writes_them_after_one_scan(tmp_path, monkeypatch):
+    """A land of only the bars after the stored ones (the cursor's next day): every file it writes is
+    byte for byte what the lake without an index writes, the files it appends to are read in one
+    multi-file scan and none on its own, and the index then describes them (nothing read again)."""
+    indexed, reference = Lake(tmp_path / "indexed", "files", writers=4), Lake(tmp_path / "reference", "files")
+    scans = []
+    real_scan = lake_module.scan_stored
+    monkeypatch.setattr(lake_module, "scan_stored", lambda paths: scans.append(len(paths)) or real_scan(paths))
+    for x in (indexed, reference):
+        x.upsert_bars(history(D1), datetime(2024, 2, 1, tzinfo=UTC))
+    reference.index_path.unlink()
+    reads = Reads(monkeypatch)
+    scans.clear()
+    for i, (through, after) in enumerate([(D2, D1), (D4, D2)], start=1):
+        now = datetime(2024, 2, 1, tzinfo=UTC) + timedelta(days=i)
+        bars = new_days(through, after)
+        assert indexed.upsert_bars(bars, now) == bars.height
+        read = reads.take()
+        assert reference.upsert_bars(bars, now) == bars.height
+        reference.index_path.unlink()
+        reads.take()
+        assert stored_files(indexed.root) == stored_files(reference.root)
+        assert read == ["%5ERUT/2024.parquet", "AAA/2024.parquet", "BBB/2024.parquet"]
+        assert scans == [3] * i, "one scan for the three files, none read on their own"
+    reads.take()
+    assert indexed.upsert_bars(history(D4), datetime(2024, 3, 1, tzinfo=UTC)) == 0
+    assert reads.take() == [], "the appended files are described by the index"
+
+
+def test_files_past_the_scan_budget_are_read_one_by_one_and_store_the_same(tmp_path, monkeypatch):
+    indexed, reference = Lake(tmp_path / "indexed", "files", writers=2), Lake(tmp_path / "reference", "files")
+    for x in (indexed, reference):
+        x.upsert_bars(history(D1), datetime(2024, 2, 1, tzinfo=UTC))
+    reference.index_path.unlink()
+    scans = []
+    real_scan = lake_module.scan_stored
+    monkeypatch.setattr(lake_module, "scan_stored", lambda paths: scans.append(len(paths)) or real_scan(paths))
+    monkeypatch.setattr(Lake, "SCAN_ROWS", 40)  # a 2024 file holds 29 rows: one file read ahead
+    reads = Reads(monkeypatch)
+    indexed.upsert_bars(new_days(D2, D1), datetime(2024, 2, 2, tzinfo=UTC))
+    assert scans == [1] and len(reads.take()) == 3, "one file scanned, two read on their own"
+    reference.upsert_bars(new_days(D2, D1), datetime(2024, 2, 2, tzinfo=UTC))
+    reference.index_path.unlink()
+    assert stored_files(indexed.root) == stored_files(reference.root)
+
+
+@pytest.mark.parametrize("odd", ["volume stored as integers", "rows not in date order", "no origin column"])
+def test_a_described_file_the_scan_or_the_append_cannot_take_is_merged_as_before(tmp_path, monkeypatch, odd):
+    """A year file another writer left (an integer column, rows out of date order, no ``origin``),
+    then described by the index after a land compared it: the next day's bars are merged into it as
+    the lake without an index merges them (cast, sorted, origin null), never appended unsorted or lost."""
+    indexed, reference = Lake(tmp_path / "indexed", "files", writers=4), Lake(tmp_path / "reference", "files")
+    for x in (indexed, reference):
+        x.upsert_bars(history(D1), datetime(2024, 2, 1, tzinfo=UTC))
+        path = x.bars_dir / "AAA" / "2024.parquet"
+        frame = pl.read_parquet(path)
+        if odd == "volume stored as integers":
+            frame = frame.with_columns(pl.col("volume").cast(pl.Int64))
+        elif odd == "rows not in date order":
+            frame = frame.reverse()
+        else:
+            frame = frame.drop("origin")
+        frame.write_parquet(path)
+    bars = history(D1) if odd != "no origin column" else history(D1).with_columns(
+        pl.when((pl.col("symbol") == "AAA") & (pl.col("date").dt.year() == 2024)).then(None).otherwise("origin")
+        .alias("origin"))
+    reference.index_path.unlink()
+    reads = Reads(monkeypatch)
+    # The same bars again: the changed file is compared, nothing written, and its entry rebuilt.
+    assert indexed.upsert_bars(bars, datetime(2024, 2, 2, tzinfo=UTC)) == 0
+    assert reads.take() == ["AAA/2024.parquet"]
+    assert indexed.upsert_bars(bars, datetime(2024, 2, 2, tzinfo=UTC)) == 0
+    assert reads.take() == [], "the odd file is now described"
+    for x in (indexed, reference):
+        x.upsert_bars(new_days(D2, D1), datetime(2024, 2, 3, tzinfo=UTC))
+    reference.index_path.unlink()
+    assert stored_files(indexed.root) == stored_files(reference.root)
+    stored = indexed.read_bars(["AAA"])
+    assert stored["date"].is_sorted() and stored.height == history(D2).filter(pl.col("symbol") == "AAA").height
+
+
+def test_the_index_is_decoded_once_per_content_and_never_kept_past_an_edit(tmp_path, monkeypatch):
+    """A night reads the index up to three times in one process: the second read of the same bytes
+    takes the entries decoded before; any other bytes (an edit in place, whatever its stat) are decoded."""
+    lake = Lake(tmp_path, "files")
+    land(lake, history(D2), D2, 0)
+    first = LakeIndex(lake.index_path).entries
+    decoded = []
+    real = pl.read_parquet
+    monkeypatch.setattr(lake_module.pl, "read_parquet", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    again = LakeIndex(lake.index_path)
+    assert again.entries == first and not decoded, "the same bytes: not decoded again"
+    again.entries.clear()  # the kept entries are a copy
+    assert LakeIndex(lake.index_path).entries == first
+    stat = os.stat(lake.index_path)
+    index = real(lake.index_path)
+    forged = index.with_columns(pl.when(pl.col("symbol") == "AAA").then(pl.col("rows") + 1).otherwise("rows").alias("rows"))
+    with lake.index_path.open("r+b") as fh:  # in place, the times put back: only the bytes tell
+        fh.truncate(0)
+        forged.write_parquet(fh)
+    os.utime(lake.index_path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    changed = LakeIndex(lake.index_path).entries
+    assert decoded and changed != first
+    assert {k: v[0] for k, v in changed.items() if k[0] == "AAA"} == {k: v[0] + 1 for k, v in first.items() if k[0] == "AAA"}
