@@ -104,7 +104,7 @@ def stale_symbols(
     if prices.is_empty():
         return []
     last = (
-        prices.filter(pl.col("source") != "derived")
+        prices.select("symbol", "date", "source").filter(pl.col("source") != "derived")
         .group_by("symbol").agg(pl.col("date").max().alias("last_bar"))
         .join(assets.select("symbol", "asset_class"), on="symbol", how="left")
         .sort("symbol")
