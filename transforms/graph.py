@@ -46,6 +46,7 @@ from typing import Any
 import polars as pl
 
 from contracts.schema import strictly_increasing
+from contracts.tables import TABLES
 from contracts.vocabulary import CRYPTO_CLASSES, INDEX_CLASSES
 from transforms.allocation import simulate_mixes
 from transforms.events import correlation_events_since, mart_correlation_events
@@ -704,4 +705,31 @@ def assemble(
         out_tables |= {t: f for t, f in b.tables.items() if not t.startswith("_")}
         warnings += b.warnings
         unchanged |= {t: d for t, d in b.unchanged_before.items() if t in b.tables and not t.startswith("_")}
-    return Marts(tables=out_tables, warnings=warnings, unchanged_before=unchanged if since is not None else {})
+    if since is None:
+        return Marts(tables=out_tables, warnings=warnings)
+    # Marts.unchanged_before: a named table holds only its rows from the date on (a no-op
+    # where the node returned only its tail); the rows before are the published run's.
+    for t, d in unchanged.items():
+        out_tables[t] = tail(t, out_tables[t], d)
+    return Marts(tables=out_tables, warnings=warnings, unchanged_before=unchanged)
+
+
+def tail(table: str, frame: pl.DataFrame, since: date) -> pl.DataFrame:
+    """``frame``'s rows dated on or after ``since`` by ``table``'s date column (a null date
+    counts as changed, as in the load), the frame itself when it holds no earlier row.
+
+    Only a table whose key holds its date column can be handed on as a tail: the
+    audit then checks its key among the tail's rows alone (``warehouse.quality.audit_from``).
+    """
+    contract = TABLES.get(table)
+    col = contract.date_column if contract is not None else None
+    if col is None or col not in contract.key:
+        raise ValueError(f"mart graph: {table} cannot be handed on from {since}: its key holds no date column")
+    first = frame[col].min()
+    if first is None or first >= since:
+        return frame
+    # Column by column: a frame whose columns are chunked unlike each other (e.g. a node's
+    # partitions concatenated) is copied whole into one chunk by ``DataFrame.filter`` first
+    # (+0.6 GiB for mart_factor_metrics at 2,000 equities); gathering the kept rows is not.
+    rows = (frame[col].is_null() | (frame[col] >= since)).arg_true()
+    return pl.DataFrame([column.gather(rows) for column in frame.get_columns()])

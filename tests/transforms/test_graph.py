@@ -24,7 +24,7 @@ from transforms.graph import (
     seed_tables,
 )
 from transforms.marts import MartParams, build_marts, serial_map
-from contracts.schema import strictly_increasing
+from contracts.schema import Column, Table, strictly_increasing
 from contracts.tables import TABLES
 
 AS_OF = date(2026, 11, 20)
@@ -124,11 +124,15 @@ def test_the_indices_node_gets_only_the_derived_bars_and_builds_as_from_the_whol
     assert received and received[0]["source"].unique().to_list() == ["derived"]
     assert received[0].height == bounded["fact_prices"].height
     full = assemble(prices, assets, sessions, params)
+    assert whole.unchanged_before == inc.unchanged_before and "fact_prices" in inc.unchanged_before
     for name in full.tables:
         keys = [c for c in full.tables[name].columns if full.tables[name][c].dtype != pl.Float64]
+        want = full.tables[name]
+        if name in inc.unchanged_before:  # handed on as its tail (Marts.unchanged_before)
+            want = want.filter(pl.col(TABLES[name].date_column) >= inc.unchanged_before[name])
         for other in (whole, inc):
             assert_frame_equal(other.tables[name].sort(keys, nulls_last=True),
-                               full.tables[name].sort(keys, nulls_last=True), check_exact=True)
+                               want.sort(keys, nulls_last=True), check_exact=True)
 
 
 def test_full_build_reason_is_derived_from_requires_and_lookback(panel):
@@ -180,10 +184,14 @@ def build_toy(inputs, params, since, previous) -> Built:
 
 
 TOY = Node("toy", ("mart_toy",), ("fact_returns", "dim_asset"), build_toy, previous=("mart_toy",))
+# Its contract (a new mart's other place): the date column its tail is handed on by.
+TOY_TABLE = Table("mart_toy", "", (Column("session_date", "date", "", False), Column("crypto_returns", "int", "", False)),
+                  primary_key=("session_date",), date_column="session_date")
 
 
-def test_a_new_node_appears_in_full_and_incremental_builds(panel):
+def test_a_new_node_appears_in_full_and_incremental_builds(panel, monkeypatch):
     prices, assets, sessions = panel
+    monkeypatch.setitem(TABLES, "mart_toy", TOY_TABLE)
     graph = (*GRAPH, TOY)
     assert "mart_toy" in seed_tables(graph)
     # Nothing reads it: it runs alongside the correlations.
@@ -196,9 +204,12 @@ def test_a_new_node_appears_in_full_and_incremental_builds(panel):
     full = assemble(p, assets, s, params, graph=graph)
     inc = assemble(p, assets, s, params, graph=graph, since=prev + timedelta(days=1), previous=previous.tables)
     assert set(full.tables) == set(inc.tables) == set(build_marts(p, assets, s, params).tables) | {"mart_toy"}
-    assert_frame_equal(inc.tables["mart_toy"], full.tables["mart_toy"], check_exact=True)
-    assert full.tables["mart_toy"]["session_date"].max() == d
-    assert inc.unchanged_before["mart_toy"] == prev + timedelta(days=1)
+    since = prev + timedelta(days=1)
+    assert inc.unchanged_before["mart_toy"] == since
+    # Handed on as its tail (Marts.unchanged_before): the full build's rows from the day on.
+    tail = full.tables["mart_toy"].filter(pl.col("session_date") >= since)
+    assert_frame_equal(inc.tables["mart_toy"], tail, check_exact=True)
+    assert full.tables["mart_toy"]["session_date"].max() == d and tail.height < full.tables["mart_toy"].height
     assert full.unchanged_before == {}
 
 
@@ -271,3 +282,17 @@ def test_the_full_build_splices_the_index_bars_into_the_sorted_lake_bars(panel):
     assert set(fact.filter(derived)["symbol"]) >= {"ALTS", "MAJORS"}
     assert_frame_equal(fact, fact.sort("symbol", "date", maintain_order=True))
     assert_frame_equal(fact.filter(~derived), prices.sort("symbol", "date"))
+
+
+def test_a_tail_keeps_the_rows_from_its_day_and_needs_the_date_in_the_key():
+    from transforms.graph import tail
+
+    frame = pl.DataFrame({"symbol": ["A", "A", "A", "B"], "date": [D - timedelta(1), D, None, D + timedelta(1)]})
+    # A null date counts as changed (as the load's delete-and-insert counts it).
+    assert tail("fact_prices", frame, D).to_dict(as_series=False) == {
+        "symbol": ["A", "A", "B"], "date": [D, None, D + timedelta(1)]}
+    already = frame.filter(pl.col("date") >= D)
+    assert tail("fact_prices", already, D) is already  # a node that returned its tail: no copy
+    # A table whose key lacks its date: its tail could not be audited alone (warehouse.quality.audit_from).
+    with pytest.raises(ValueError, match="mart_mix_summary cannot be handed on"):
+        tail("mart_mix_summary", pl.DataFrame({"mix": ["m"]}), D)
