@@ -46,6 +46,7 @@ from typing import Any
 import polars as pl
 
 from contracts.schema import strictly_increasing
+from contracts.tables import TABLES
 from contracts.vocabulary import CRYPTO_CLASSES, INDEX_CLASSES
 from transforms.allocation import simulate_mixes
 from transforms.events import correlation_events_since, mart_correlation_events
@@ -127,6 +128,13 @@ class Node:
     # the warehouse scan (``seed_reads``). A previous table the node passes on
     # into its output (rows before ``since`` kept as they were) is read whole.
     previous_rows: tuple[tuple[str, tuple[Condition, ...]], ...] = ()
+    # The previous tables the node reads only from a window before ``since`` on:
+    # (table, sessions before the first session on/after ``since``, from the
+    # node's parameters). Their rows from that session (and from ``since``) on
+    # are all it needs (``seed_reads`` pushes the bound into the read), and a
+    # table it also produces it returns as its tail: only the rows on/after the
+    # date it names in ``Built.unchanged_before`` (INTERFACE.md).
+    previous_window: tuple[tuple[str, Callable[[MartParams], int]], ...] = ()
     # Sessions before ``since`` the incremental build reads; a changed range
     # that starts closer to the first session makes the run a full build.
     lookback: Callable[[MartParams], int] = _no_lookback
@@ -306,14 +314,14 @@ def build_returns(inputs, params: MartParams, since, previous) -> Built:
         return Built({"fact_returns": log_returns(all_prices, sessions)})
     plan = _plan(sessions, since, params)
     sess, from_idx = plan.sess, plan.from_idx
-    prev_returns = previous["fact_returns"]
     if plan.from_session is None:
-        returns = prev_returns
+        # No session on/after ``since``: the previous rows from it on (none, unless the calendar moved) stand.
+        returns = tail(previous["fact_returns"], "fact_returns", since)
     else:
-        changed = log_returns(
+        # Only the tail (each return reads its own and the previous session's close): no previous row is read.
+        returns = log_returns(
             all_prices.filter(pl.col("date") >= sess[from_idx - 1]), sess.slice(from_idx - 1)
         ).filter(pl.col("session_date") >= plan.from_session)
-        returns = pl.concat([_before(prev_returns, "session_date", plan.from_session), changed], rechunk=False)
     return Built({"fact_returns": returns}, unchanged_before={"fact_returns": since})
 
 
@@ -330,16 +338,20 @@ def build_tail(inputs, params: MartParams, since, previous) -> Built:
         return Built({})
     plan = _plan(inputs["sessions"], since, params)
     sess, tail_idx = plan.sess, plan.tail_idx
-    focus = inputs["fact_prices"].filter(
-        pl.col("symbol").is_in(sorted(set(_matrix_symbols(inputs)) | {params.period_benchmark}))
-    )
-    # From the session before the tail (its first return needs that close), or
-    # from the first session, whose return is null in the full build too.
-    tail_sessions = sess.slice(max(tail_idx - 1, 0))
-    tail_returns = log_returns(focus.filter(pl.col("date") >= tail_sessions[0]), tail_sessions).filter(
-        pl.col("session_date") >= sess[tail_idx]
-    )
-    return Built({"_focus_prices": focus, "_tail_returns": tail_returns})
+    focus = inputs["fact_prices"].filter(pl.col("symbol").is_in(_focus_symbols(inputs, params)))
+    # The focus symbols' whole returns (each return reads its own and the previous
+    # session's close: a symbol's rows are those of fact_returns, bit for bit), so the
+    # nodes below read no previous fact_returns: the spillover marts' windows and the
+    # correlations of pairs recomputed over their whole history.
+    focus_returns = log_returns(focus, sess)
+    tail_returns = focus_returns.filter(pl.col("session_date") >= sess[tail_idx])
+    return Built({"_focus_prices": focus, "_tail_returns": tail_returns, "_focus_returns": focus_returns})
+
+
+def _focus_symbols(inputs: Mapping[str, Any], params: MartParams) -> list[str]:
+    """Every symbol the incremental marts read whole: the matrix's, the period benchmark, the spillover series."""
+    spill = set(params.spillover.index_series) if params.spillover.enabled else set()
+    return sorted(set(_matrix_symbols(inputs)) | {params.period_benchmark} | spill)
 
 
 def _correlation_blocks(inputs, params: MartParams, since) -> list[Any]:
@@ -363,7 +375,7 @@ def build_correlation(inputs, params: MartParams, since, previous) -> Built:
     sess, from_session = plan.sess, plan.from_session
     crypto = _classes(inputs["dim_asset"], CRYPTO_CLASSES)
     kept_corr, new_corr, whole = _rolling_correlation_since(
-        previous["mart_rolling_correlation"], previous["fact_returns"], inputs["_tail_returns"], sess,
+        previous["mart_rolling_correlation"], inputs["_focus_returns"], inputs["_tail_returns"], sess,
         plan.tail_idx, plan.from_idx, crypto, benchmarks, sorted(set(windows)), params.correlation_epoch_sessions,
     )  # fmt: skip
     corr = pl.concat([kept_corr, new_corr])
@@ -479,9 +491,8 @@ def build_spillover(inputs, params: MartParams, since, previous) -> Built:
         return Built({})
     benchmarks = _benchmarks(inputs)
     crypto = _classes(inputs["dim_asset"], CRYPTO_CLASSES)
-    returns = inputs["fact_returns"]
     if since is None:
-        all_prices = inputs["fact_prices"]
+        returns, all_prices = inputs["fact_returns"], inputs["fact_prices"]
         spill = sorted(set(crypto) | set(benchmarks) | set(sp.index_series))
         return Built(spillover_marts(
             returns.filter(pl.col("symbol").is_in(spill)), all_prices.filter(pl.col("symbol").is_in(crypto)),
@@ -489,8 +500,10 @@ def build_spillover(inputs, params: MartParams, since, previous) -> Built:
         ))  # fmt: skip
     plan = _plan(inputs["sessions"], since, params)
     sess, from_session = plan.sess, plan.from_session
-    # From the whole returns: each row of these marts reads only its own window.
-    tables = spillover_marts_since(previous, returns, inputs["_focus_prices"], sess, crypto, benchmarks, sp, from_session)
+    # From the focus symbols' whole returns: each row of these marts reads only its own window.
+    tables = spillover_marts_since(
+        previous, inputs["_focus_returns"], inputs["_focus_prices"], sess, crypto, benchmarks, sp, from_session
+    )
     unchanged: dict[str, date] = {}
     if all(t in previous for t in SPILLOVER_TABLES):
         # The previous rows before the first changed session are kept unless
@@ -500,7 +513,22 @@ def build_spillover(inputs, params: MartParams, since, previous) -> Built:
         for t in SPILLOVER_TABLES:
             dropped = previous[t].filter((pl.col("date") < since) & ~pl.col("date").is_in(dates[t].implode()))
             unchanged[t] = min(since, dropped["date"].min() or since)
+            tables[t] = tail(tables[t], t, unchanged[t])
     return Built(tables, unchanged_before=unchanged)
+
+
+def _previous_latest_session(params: MartParams) -> int:
+    """The spillover marts' window before ``since``: one session. Their previous rows before
+    ``since`` stay but on a date that stopped being a publish date, and only the previous
+    run's latest session can stop being one (``publish_dates``, ``index_dates``: the
+    cadence's dates of a longer calendar are the shorter one's, plus its last session)."""
+    return 1
+
+
+def _factor_horizon(params: MartParams) -> int:
+    """The factor scores' window before ``since``: the IC of a session reads the scores of the
+    sessions up to its longest horizon later (``evaluate_factors`` with ``from_date``)."""
+    return max((int(h) for h in params.factor_horizons), default=0)
 
 
 def build_allocation(inputs, params: MartParams, since, previous) -> Built:
@@ -532,13 +560,14 @@ GRAPH: tuple[Node, ...] = (
          previous_rows=(("fact_prices", (DERIVED_BARS,)),)),
     Node("fundamentals", ("fact_fundamentals",), ("fundamentals",), build_fundamentals, inline=True),
     Node("returns", ("fact_returns",), ("fact_prices", "sessions"), build_returns,
-         previous=("fact_returns",), requires=("fact_returns",)),
-    Node("tail", ("_focus_prices", "_tail_returns"), ("fact_prices", "dim_asset", "_benchmarks", "sessions"),
+         previous=("fact_returns",), requires=("fact_returns",), previous_window=(("fact_returns", _no_lookback),)),
+    Node("tail", ("_focus_prices", "_tail_returns", "_focus_returns"),
+         ("fact_prices", "dim_asset", "_benchmarks", "sessions"),
          build_tail, lookback=_correlation_lookback, partitions=_incremental_only),
     Node("correlation", ("mart_rolling_correlation", "mart_correlation_events"),
-         ("fact_returns", "dim_asset", "_benchmarks", "sessions", "_tail_returns"), build_correlation,
-         previous=("mart_rolling_correlation", "fact_returns", "mart_correlation_events"),
-         requires=("mart_rolling_correlation", "fact_returns"), lookback=_correlation_lookback,
+         ("fact_returns", "dim_asset", "_benchmarks", "sessions", "_tail_returns", "_focus_returns"),
+         build_correlation, previous=("mart_rolling_correlation", "mart_correlation_events"),
+         requires=("mart_rolling_correlation",), lookback=_correlation_lookback,
          partitions=_correlation_blocks, combine=_combine_correlation),
     Node("matrix", ("mart_correlation_matrix",),
          ("fact_returns", "dim_asset", "_benchmarks", "sessions", "_tail_returns"), build_matrix,
@@ -547,10 +576,13 @@ GRAPH: tuple[Node, ...] = (
     Node("milestones", ("mart_market_milestones", "mart_period_returns"),
          ("fact_prices", "dim_asset", "_benchmarks", "sessions", "history", "_focus_prices"), build_milestones),
     Node("factors", FACTOR_TABLES, ("prices", "assets", "sessions", "fundamentals"), build_factors,
-         previous=FACTOR_TABLES),
+         previous=FACTOR_TABLES,
+         # The metrics are only passed on; the IC (and its summary over all of it) is small.
+         previous_window=(("mart_factor_scores", _factor_horizon), ("mart_factor_metrics", _no_lookback))),
     Node("spillover", SPILLOVER_TABLES,
-         ("fact_returns", "fact_prices", "dim_asset", "_benchmarks", "sessions", "_focus_prices"), build_spillover,
-         previous=SPILLOVER_TABLES),
+         ("fact_returns", "fact_prices", "dim_asset", "_benchmarks", "sessions", "_focus_prices", "_focus_returns"),
+         build_spillover, previous=SPILLOVER_TABLES,
+         previous_window=tuple((t, _previous_latest_session) for t in SPILLOVER_TABLES)),
     Node("allocation", ALLOCATION_TABLES,
          ("fact_prices", "dim_asset", "_benchmarks", "mart_rolling_correlation", "_focus_prices"), build_allocation),
 )  # fmt: skip
@@ -609,15 +641,67 @@ def seed_tables(graph: Sequence[Node] = GRAPH) -> tuple[str, ...]:
     return tuple(dict.fromkeys(t for n in graph for t in n.previous))
 
 
-def seed_reads(graph: Sequence[Node] = GRAPH) -> dict[str, tuple[Condition, ...] | None]:
+def seed_reads(
+    graph: Sequence[Node] = GRAPH,
+    *,
+    sessions: pl.Series | None = None,
+    params: MartParams | None = None,
+    since: date | None = None,
+) -> dict[str, tuple[Condition, ...] | None]:
     """Each of ``seed_tables`` with the rows to read: the conditions every node
     reading it declared in ``previous_rows`` (the same for all of them), or
-    None (whole) when one of them reads it whole or they declare different rows."""
+    None (whole) when one of them reads it whole or they declare different rows.
+
+    Given the run's ``sessions``, ``params`` and ``since`` (known before the
+    read), a table every reader declares a window of (``Node.previous_window``)
+    is read from the earliest of their windows' first dates on
+    (``(date column, ">=", day)``), e.g. the factor metrics from ``since``."""
+    starts = window_starts(graph, sessions, params, since) if sessions is not None and params is not None and since is not None else {}
     out: dict[str, tuple[Condition, ...] | None] = {}
     for table in seed_tables(graph):
         wants = {dict(n.previous_rows).get(table) for n in graph if table in n.previous}
-        out[table] = wants.pop() if len(wants) == 1 else None
+        conds = wants.pop() if len(wants) == 1 else None
+        if table in starts and (conds is not None or len(wants) == 0):
+            conds = (*(conds or ()), (TABLES[table].date_column, ">=", starts[table]))
+        out[table] = conds
     return out
+
+
+def window_starts(
+    graph: Sequence[Node], sessions: pl.Series, params: MartParams, since: date
+) -> dict[str, date]:
+    """Per previous table that every node reading it reads only from a window on
+    (``Node.previous_window``): the first date any of them reads. The window's
+    first session is ``n`` sessions before the first session on/after ``since``
+    (never after ``since``); a window reaching before the first session leaves the
+    table out (read whole)."""
+    sess = _sess(sessions)
+    at = sess.search_sorted(since, side="left")
+    out: dict[str, date] = {}
+    whole: set[str] = set()
+    for node in graph:
+        windows = dict(node.previous_window)
+        for table in node.previous:
+            if table not in windows:
+                whole.add(table)
+                continue
+            i = at - windows[table](params)
+            if i < 0:
+                whole.add(table)
+                continue
+            start = min(since, sess[i]) if i < sess.len() else since
+            out[table] = min(out.get(table, start), start)
+    return {t: d for t, d in out.items() if t not in whole}
+
+
+def tail(frame: pl.DataFrame, table: str, d: date) -> pl.DataFrame:
+    """``frame``'s rows whose date column is on/after ``d``: the frame itself (no copy) when that is all of them.
+    A table without a contract (a test's own node) is the node's to return as its tail."""
+    if table not in TABLES:
+        return frame
+    col = TABLES[table].date_column
+    first = frame[col].min() if frame.height else None
+    return frame if first is None or first >= d else frame.filter(pl.col(col) >= d)
 
 
 def full_build_reason(
@@ -703,5 +787,10 @@ def assemble(
         b = built[node.name]
         out_tables |= {t: f for t, f in b.tables.items() if not t.startswith("_")}
         warnings += b.warnings
-        unchanged |= {t: d for t, d in b.unchanged_before.items() if t in b.tables and not t.startswith("_")}
+        named = {t: d for t, d in b.unchanged_before.items() if t in b.tables and not t.startswith("_")}
+        unchanged |= named
+        if since is not None:
+            # An incremental build's named tables hold only their tails (INTERFACE.md): a no-op
+            # for a node that returns only its tail (``Node.previous_window``), a filter otherwise.
+            out_tables |= {t: tail(out_tables[t], t, d) for t, d in named.items()}
     return Marts(tables=out_tables, warnings=warnings, unchanged_before=unchanged if since is not None else {})

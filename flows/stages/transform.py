@@ -140,7 +140,7 @@ def transform(
     fundamentals = fundamentals_as_of(lake, as_of)
     base = incremental_base(
         settings, lake.source, fingerprint, as_of, prices, assets, fundamentals,
-        stored=stored, withdrawn=withdrawn,
+        stored=stored, withdrawn=withdrawn, sessions=sess, params=params,
     )
     # The stored bars as read (with each bar's origin) are not needed past the
     # rebuild plan: not held through the build (the lake's size in memory).

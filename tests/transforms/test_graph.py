@@ -10,6 +10,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from tests.panels import generate
+from tests.transforms.seeding import tails_of
 from flows.policy import load_policy
 from transforms.graph import (
     BASE_INPUTS,
@@ -124,11 +125,12 @@ def test_the_indices_node_gets_only_the_derived_bars_and_builds_as_from_the_whol
     assert received and received[0]["source"].unique().to_list() == ["derived"]
     assert received[0].height == bounded["fact_prices"].height
     full = assemble(prices, assets, sessions, params)
-    for name in full.tables:
-        keys = [c for c in full.tables[name].columns if full.tables[name][c].dtype != pl.Float64]
-        for other in (whole, inc):
+    for other in (whole, inc):
+        expected = tails_of(full, other)  # the incremental tables are tails (INTERFACE.md)
+        for name in full.tables:
+            keys = [c for c in full.tables[name].columns if full.tables[name][c].dtype != pl.Float64]
             assert_frame_equal(other.tables[name].sort(keys, nulls_last=True),
-                               full.tables[name].sort(keys, nulls_last=True), check_exact=True)
+                               expected[name].sort(keys, nulls_last=True), check_exact=True)
 
 
 def test_full_build_reason_is_derived_from_requires_and_lookback(panel):
@@ -174,9 +176,9 @@ def build_toy(inputs, params, since, previous) -> Built:
     )
     if since is None:
         return Built({"mart_toy": counts.sort("session_date")})
-    kept = previous["mart_toy"].filter(pl.col("session_date") < since)
-    new = counts.filter(pl.col("session_date") >= since)
-    return Built({"mart_toy": pl.concat([kept, new]).sort("session_date")}, unchanged_before={"mart_toy": since})
+    # Its tail only (INTERFACE.md): the rows before ``since`` are the published ones.
+    return Built({"mart_toy": counts.filter(pl.col("session_date") >= since).sort("session_date")},
+                 unchanged_before={"mart_toy": since})
 
 
 TOY = Node("toy", ("mart_toy",), ("fact_returns", "dim_asset"), build_toy, previous=("mart_toy",))
@@ -196,7 +198,9 @@ def test_a_new_node_appears_in_full_and_incremental_builds(panel):
     full = assemble(p, assets, s, params, graph=graph)
     inc = assemble(p, assets, s, params, graph=graph, since=prev + timedelta(days=1), previous=previous.tables)
     assert set(full.tables) == set(inc.tables) == set(build_marts(p, assets, s, params).tables) | {"mart_toy"}
-    assert_frame_equal(inc.tables["mart_toy"], full.tables["mart_toy"], check_exact=True)
+    assert_frame_equal(
+        inc.tables["mart_toy"], full.tables["mart_toy"].filter(pl.col("session_date") > prev), check_exact=True
+    )
     assert full.tables["mart_toy"]["session_date"].max() == d
     assert inc.unchanged_before["mart_toy"] == prev + timedelta(days=1)
     assert full.unchanged_before == {}

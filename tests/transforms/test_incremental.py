@@ -24,6 +24,8 @@ from tests.panels import generate
 from transforms.incremental import first_changed_session
 from transforms.marts import MartParams, build_marts
 from contracts.tables import TABLES
+from tests.transforms.seeding import published, seed_rows, tails_of
+from transforms.graph import seed_reads
 
 AS_OF = date(2026, 11, 20)
 PARAMS = MartParams(policy=load_policy(), factors=False)
@@ -52,14 +54,16 @@ def assert_same_marts(full: dict[str, pl.DataFrame], inc: dict[str, pl.DataFrame
             raise AssertionError(f"{name}: {e}") from None
 
 
-def assert_unchanged_before(previous: dict[str, pl.DataFrame], inc) -> None:
-    """The contract of ``Marts.unchanged_before`` (INTERFACE.md): for each named
-    table, its rows dated before the date are the previous rows dated before
-    it, as a multiset of whole rows (nulls equal)."""
+def assert_unchanged_before(previous: dict[str, pl.DataFrame], full, inc) -> None:
+    """The contract of ``Marts.unchanged_before`` (INTERFACE.md): each named table
+    holds only its rows dated on/after the date, and the full build's rows dated
+    before it are the previous rows dated before it, as a multiset of whole rows
+    (nulls equal): the previous rows before the date plus the tail are the full table."""
     for name, d in inc.unchanged_before.items():
         col = TABLES[name].date_column
         assert col is not None, f"{name} has no date column and cannot be named"
-        new = inc.tables[name].filter(pl.col(col) < d)
+        assert inc.tables[name].filter(pl.col(col) < d).is_empty(), f"{name}: rows before {d} in its tail"
+        new = full.tables[name].filter(pl.col(col) < d)
         old = previous[name].filter(pl.col(col) < d).select(new.columns).cast(new.schema)
         keys = list(new.columns)
         try:
@@ -71,11 +75,13 @@ def assert_unchanged_before(previous: dict[str, pl.DataFrame], inc) -> None:
 def check(prices, assets, sessions, d, prev_prices, prev_assets, prev_sessions, from_date, params=PARAMS):
     previous = build_marts(prev_prices, prev_assets, prev_sessions, params)
     full = build_marts(prices, assets, sessions, params)
-    inc = build_marts(prices, assets, sessions, params, previous=previous.tables, since=from_date)
-    assert_same_marts(full.tables, inc.tables)
+    # The previous tables as the run's seed read gives them: only the rows the nodes declare.
+    seeded = seed_rows(previous.tables, seed_reads(sessions=sessions, params=params, since=from_date))
+    inc = build_marts(prices, assets, sessions, params, previous=seeded, since=from_date)
+    assert_same_marts(tails_of(full, inc), inc.tables)
     assert inc.warnings == full.warnings
     assert full.unchanged_before == {}
-    assert_unchanged_before(previous.tables, inc)
+    assert_unchanged_before(previous.tables, full, inc)
     return full, inc
 
 
@@ -214,9 +220,12 @@ def test_chained_nightly_runs(panel):
     tables = build_marts(p, assets, s, PARAMS).tables
     for i in range(start + 1, sessions.len()):
         p, s = as_of(prices, sessions, sessions[i])
-        tables = build_marts(
-            p, assets, s, PARAMS, previous=tables, since=sessions[i - 1] + timedelta(days=1)
-        ).tables
+        since = sessions[i - 1] + timedelta(days=1)
+        inc = build_marts(
+            p, assets, s, PARAMS, previous=seed_rows(tables, seed_reads(sessions=s, params=PARAMS, since=since)),
+            since=since,
+        )
+        tables = published(tables, inc)
     assert_same_marts(build_marts(prices, assets, sessions, PARAMS).tables, tables)
 
 

@@ -1,0 +1,65 @@
+"""The previous tables as an incremental run's seed read gives them, for pure tests.
+
+``flows.rebuild_plan`` reads each of the graph's previous tables with the
+conditions ``transforms.graph.seed_reads`` names, pushed into the warehouse's
+scan (``warehouse.query.read_tables``) or the year files of its Parquet mart
+(``warehouse.marts.read_published``). Here the same conditions filter frames in
+memory, so a node's incremental build is tested with exactly the rows it is
+given in a run, not with whole tables it would never see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import polars as pl
+
+from contracts.tables import TABLES
+
+_OPERATORS = {
+    "==": lambda c, v: c == v,
+    "!=": lambda c, v: c != v,
+    ">=": lambda c, v: c >= v,
+    "<": lambda c, v: c < v,
+    "in": lambda c, v: c.is_in(list(v)),
+}
+
+
+def seed_rows(
+    tables: Mapping[str, pl.DataFrame], reads: Mapping[str, Sequence[tuple[str, str, object]] | None]
+) -> dict[str, pl.DataFrame]:
+    """``tables`` cut to what the seed read returns: only the tables in ``reads``
+    (those the graph reads back), each filtered by its conditions (None: whole).
+    A condition on a column the frame lacks is left out: the generated panels'
+    fact_prices has no ``source`` (the warehouse's always has; the indices node
+    reads such a frame whole, as it is)."""
+    out = {}
+    for name, conditions in reads.items():
+        if name not in tables:
+            continue
+        frame = tables[name]
+        for column, op, value in conditions or ():
+            if column not in frame.columns:
+                continue
+            frame = frame.filter(_OPERATORS[op](pl.col(column), value))
+        out[name] = frame
+    return out
+
+
+def tails_of(full, inc) -> dict[str, pl.DataFrame]:
+    """The full build's tables as an incremental build returns them: the tables it names in
+    ``unchanged_before`` from that date on, the others whole."""
+    return {
+        n: f.filter(pl.col(TABLES[n].date_column) >= inc.unchanged_before[n]) if n in inc.unchanged_before else f
+        for n, f in full.tables.items()
+    }
+
+
+def published(previous: dict[str, pl.DataFrame], inc) -> dict[str, pl.DataFrame]:
+    """The tables a run publishes from an incremental build: the previous rows before each
+    named table's date, then its tail; the other tables as built."""
+    out = dict(inc.tables)
+    for n, d in inc.unchanged_before.items():
+        col = TABLES[n].date_column
+        out[n] = pl.concat([previous[n].filter(pl.col(col) < d), inc.tables[n]], how="diagonal_relaxed")
+    return out
