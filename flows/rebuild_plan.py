@@ -296,6 +296,12 @@ def _read_seed(path: Path, names: list[str], where: dict | None = None) -> dict[
     return {n: out[n] for n in names if n in out}
 
 
+def read_seeds_whole(settings: Settings, names: list[str]) -> dict[str, pl.DataFrame]:
+    """Published tables read whole, for a node whose window of them was too short
+    (``transforms.graph.SeedTooShort``)."""
+    return _read_seed(settings.warehouse_path, names)
+
+
 def _from_day(table, conditions) -> date | None:
     """The day of ``conditions`` when they are only "the partition column on/after a day"
     (``seed_reads``' window bound), which a year-partitioned mart reads from its year's files on."""

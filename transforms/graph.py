@@ -80,11 +80,24 @@ from transforms.spillover_marts import SPILLOVER_TABLES, spillover_marts, spillo
 # The published fact_prices rows the crypto indices were built as (warehouse source "derived").
 DERIVED_BARS: Condition = ("source", "==", "derived")
 # What a run reads besides the previous tables.
-BASE_INPUTS = ("prices", "assets", "sessions", "fundamentals", "history")
+BASE_INPUTS = ("prices", "assets", "sessions", "fundamentals", "history", "_previous_from")
 ALLOCATION_TABLES = (
     "mart_allocation_weights", "mart_mix_performance", "mart_mix_summary", "mart_band_breaches",
     "mart_band_compliance",
 )  # fmt: skip
+
+
+class SeedTooShort(Exception):
+    """Raised by a node whose previous rows, read only from its window (``Node.previous_window``),
+    cannot give its tail this time (e.g. a symbol new to the correlation matrix rewrites every
+    block): the run reads ``tables`` whole and builds again (``flows.stages.transform``)."""
+
+    def __init__(self, tables: tuple[str, ...], reason: str):
+        super().__init__(tables, reason)  # both in args: it pickles to and from Dask workers
+        self.tables, self.reason = tuple(tables), reason
+
+    def __str__(self) -> str:
+        return f"{', '.join(self.tables)} needed whole: {self.reason}"
 
 
 @dataclass
@@ -428,12 +441,20 @@ def build_matrix(inputs, params: MartParams, since, previous) -> Built:
     plan = _plan(inputs["sessions"], since, params)
     sess = plan.sess
     matrix_returns = inputs["_tail_returns"].filter(pl.col("session_date") >= sess[plan.look_idx])
-    matrix, unchanged = _matrix_since(
-        previous["mart_correlation_matrix"], matrix_returns, sess, plan.from_idx, names, sorted(set(params.windows))
-    )
+    prev = previous["mart_correlation_matrix"]
+    last = prev["date"].max()
+    if (
+        "mart_correlation_matrix" in inputs["_previous_from"] and last is not None
+        and set(prev.filter(pl.col("date") == last)["asset_a"].unique().to_list()) != set(names)
+    ):
+        # A symbol new to (or gone from) the matrix changes every block: its whole history.
+        raise SeedTooShort(("mart_correlation_matrix",), f"the matrix's symbols changed since {last}")
+    matrix, unchanged = _matrix_since(prev, matrix_returns, sess, plan.from_idx, names, sorted(set(params.windows)))
+    if unchanged is None:
+        return Built({"mart_correlation_matrix": matrix})
     return Built(
-        {"mart_correlation_matrix": matrix},
-        unchanged_before={} if unchanged is None else {"mart_correlation_matrix": unchanged},
+        {"mart_correlation_matrix": tail(matrix, "mart_correlation_matrix", unchanged)},
+        unchanged_before={"mart_correlation_matrix": unchanged},
     )
 
 
@@ -518,10 +539,11 @@ def build_spillover(inputs, params: MartParams, since, previous) -> Built:
 
 
 def _previous_latest_session(params: MartParams) -> int:
-    """The spillover marts' window before ``since``: one session. Their previous rows before
-    ``since`` stay but on a date that stopped being a publish date, and only the previous
-    run's latest session can stop being one (``publish_dates``, ``index_dates``: the
-    cadence's dates of a longer calendar are the shorter one's, plus its last session)."""
+    """The spillover marts' and the matrix's window before ``since``: one session. Their
+    previous rows before ``since`` stay but on a date that stopped being a publish (as-of)
+    date, and only the previous run's latest session can stop being one (``publish_dates``,
+    ``index_dates``, ``as_of_sessions``: the cadence's dates of a longer calendar are the
+    shorter one's, plus its last session). The matrix's last block also names its symbols."""
     return 1
 
 
@@ -570,8 +592,9 @@ GRAPH: tuple[Node, ...] = (
          requires=("mart_rolling_correlation",), lookback=_correlation_lookback,
          partitions=_correlation_blocks, combine=_combine_correlation),
     Node("matrix", ("mart_correlation_matrix",),
-         ("fact_returns", "dim_asset", "_benchmarks", "sessions", "_tail_returns"), build_matrix,
+         ("fact_returns", "dim_asset", "_benchmarks", "sessions", "_tail_returns", "_previous_from"), build_matrix,
          previous=("mart_correlation_matrix",), requires=("mart_correlation_matrix",),
+         previous_window=(("mart_correlation_matrix", _previous_latest_session),),
          lookback=_correlation_lookback, partitions=_matrix_windows, combine=_combine_matrix),
     Node("milestones", ("mart_market_milestones", "mart_period_returns"),
          ("fact_prices", "dim_asset", "_benchmarks", "sessions", "history", "_focus_prices"), build_milestones),
@@ -739,10 +762,14 @@ def assemble(
     since: date | None = None,
     previous: Mapping[str, pl.DataFrame] | None = None,
     graph: Sequence[Node] = GRAPH,
+    previous_from: Mapping[str, date] | None = None,
 ) -> Marts:
     """Every table of ``graph`` from the run's inputs: full (``since`` None) or
     incremental from ``since`` over ``previous`` (see the module docstring);
     an incremental build that ``full_build_reason`` rules out is built in full.
+
+    ``previous_from``: the previous tables read only from a day on (``window_starts``);
+    a node that finds its rows too short raises ``SeedTooShort``.
     """
     previous = previous or {}
     if since is not None:
@@ -751,6 +778,7 @@ def assemble(
             since, previous = None, {}
     tables: dict[str, Any] = {
         "prices": prices, "assets": assets, "sessions": sessions, "fundamentals": fundamentals, "history": history,
+        "_previous_from": dict(previous_from or {}),
     }  # fmt: skip
     built: dict[str, Built] = {}
     for level in levels(graph):

@@ -231,6 +231,10 @@ def _matrix_since(
     from_session = sess[from_idx]
     unchanged: date | None = from_session
     targets = as_of_sessions(sess)
+    # Every block holds the whole grid of the previous run's symbols: its last one names them
+    # (also when only the rows from the previous latest session on were read).
+    last = prev_matrix["date"].max()
+    prev_symbols = set(prev_matrix.filter(pl.col("date") == last)["asset_a"].unique().to_list()) if last else set()
     kept = _before(prev_matrix, "date", from_session)
     # Of the kept blocks only the last can have stopped being an as-of date
     # (the previous run's latest session, when it is not a month-end).
@@ -241,7 +245,7 @@ def _matrix_since(
             kept = kept.slice(0, dates.search_sorted(dates.max(), side="left"))
         else:
             kept = kept.filter(pl.col("date").is_in(targets.implode()))
-    prev_names = set(kept.filter(pl.col("date") == kept["date"].max())["asset_a"].unique().to_list()) if kept.height else set()
+    prev_names = prev_symbols if kept.height else set()
     if prev_names and prev_names != set(names):
         unchanged = None
         kept = kept.filter(pl.col("asset_a").is_in(names) & pl.col("asset_b").is_in(names))

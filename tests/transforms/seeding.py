@@ -63,3 +63,23 @@ def published(previous: dict[str, pl.DataFrame], inc) -> dict[str, pl.DataFrame]
         col = TABLES[n].date_column
         out[n] = pl.concat([previous[n].filter(pl.col(col) < d), inc.tables[n]], how="diagonal_relaxed")
     return out
+
+
+def seeded_build(prices, assets, sessions, params, previous: dict[str, pl.DataFrame], since, rereads: list | None = None):
+    """An incremental build as the run does it (``flows.stages.transform``): from the previous
+    tables as the seed read gives them; the tables a node finds too short
+    (``SeedTooShort``) read whole and built again. ``rereads`` collects those tables."""
+    from transforms.graph import GRAPH, SeedTooShort, seed_reads, window_starts
+    from transforms.marts import build_marts
+
+    seeded = seed_rows(previous, seed_reads(sessions=sessions, params=params, since=since))
+    bounded = window_starts(GRAPH, sessions, params, since)
+    while True:
+        try:
+            return build_marts(prices, assets, sessions, params, previous=seeded, since=since, previous_from=bounded)
+        except SeedTooShort as short:
+            assert set(short.tables) & set(bounded), f"{short}: asked again for a table read whole"
+            if rereads is not None:
+                rereads.extend(short.tables)
+            seeded |= {t: previous[t] for t in short.tables if t in previous}
+            bounded = {t: d for t, d in bounded.items() if t not in short.tables}
