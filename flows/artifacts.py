@@ -8,15 +8,19 @@ report plus table artifacts) and the CLI prints the same report with rich.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from contracts.tables import TABLES
 from flows.sources.base import InputProblem, SymbolOutcome
 from warehouse.markdown import markdown_table
+from warehouse.marts import published_before
 
 # Alpha Scores come from another mart that may not be in a given build yet.
 ALPHA_TABLE = "mart_factor_scores"
@@ -253,6 +257,30 @@ def alpha_moves(tables: dict[str, pl.DataFrame], previous_as_of: date | None = N
     return moves.to_dicts(), f"No Alpha Score changed between {prev} and {last}."
 
 
+def with_alpha_context(
+    tables: dict[str, pl.DataFrame], unchanged_before: dict[str, date], published_marts: Path,
+) -> dict[str, pl.DataFrame]:
+    """``tables`` with ``ALPHA_TABLE`` as ``alpha_moves`` needs it: when the run hands on only its
+    rows from a day (``Marts.unchanged_before``), with the published run's rows of the last
+    two scored sessions before that day in front (read from its mart's files of that year and
+    the one before, or of every year when those hold fewer than two sessions).
+
+    ``alpha_moves`` compares the last session with the last one up to the previous run's
+    as-of or, failing that, the one before the last: each is a session of the tail or one
+    of those two. The rows before the day are the published run's, before or after this
+    run publishes (it keeps them)."""
+    since, scores = unchanged_before.get(ALPHA_TABLE), tables.get(ALPHA_TABLE)
+    if since is None or scores is None:
+        return tables
+    table = TABLES[ALPHA_TABLE]
+    marts = Path(os.path.realpath(published_marts))
+    earlier = published_before(table, marts, since, [since.year - 1, since.year])
+    if earlier["date"].n_unique() < 2:
+        earlier = published_before(table, marts, since)
+    last_two = earlier["date"].unique().sort().tail(2).implode()
+    return {**tables, ALPHA_TABLE: pl.concat([earlier.filter(pl.col("date").is_in(last_two)), table.conform(scores)])}
+
+
 def allocation_vs_bands(weights: pl.DataFrame | None, performance: pl.DataFrame | None) -> list[dict]:
     if weights is None or weights.is_empty():
         return []
@@ -288,23 +316,29 @@ def summarize(
     error: str | None = None,
     problems: list[InputProblem] | None = None,
     stale: list[dict] | None = None,
+    fresh: tuple[list[dict], list[dict]] | None = None,
 ) -> RunReport:
     """The run's report. ``stale`` (``stale_symbols``, judged against the as-of)
-    replaces the default staleness rule (behind the rest of the asset class)."""
+    replaces the default staleness rule (behind the rest of the asset class).
+    ``fresh``: ``freshness`` of the whole of fact_prices, when ``tables`` may hold its tail
+    (``flows.stages.transform.Transformed.freshness``)."""
     report = RunReport(run_id, source, as_of, status, synthetic, audit, error=error)
     report.input_problems = input_problems(problems or [], tables.get("quarantine"), run_id)
     failed = [
         {"symbol": o.symbol, "status": "failed", "detail": o.error or ""} for o in outcomes if o.status == "error"
     ]
     prices, assets = tables.get("fact_prices"), tables.get("dim_asset")
-    if prices is not None and assets is not None:
-        report.freshness, behind = freshness(prices, assets)
+    if fresh is not None or (prices is not None and assets is not None):
+        report.freshness, behind = fresh if fresh is not None else freshness(prices, assets)
         stale = behind if stale is None else stale
         failed_symbols = {f["symbol"] for f in failed}
         report.problems = failed + [s for s in stale if s["symbol"] not in failed_symbols]
     else:
         report.problems = failed + [s for s in stale or [] if s["symbol"] not in {f["symbol"] for f in failed}]
     if "mart_correlation_events" in tables:
+        # Its tail suffices (Marts.unchanged_before): the new events are dated after the previous
+        # run's as-of, and the tail starts at the latest the day after the published run's as-of
+        # (``flows.rebuild_plan.incremental_base``), which is no later than the previous as-of.
         report.events_since = previous_as_of
         report.events = new_events(tables["mart_correlation_events"], previous_as_of, as_of)
     report.alpha_moves, report.alpha_note = alpha_moves(tables, previous_as_of)

@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
 
 from flows import __version__, cancel, progress
-from flows.artifacts import RunReport, publish_artifacts, summarize
+from flows.artifacts import RunReport, publish_artifacts, summarize, with_alpha_context
 from flows.backfill import Checkpoint, chunk_id, publish_as_of, year_chunks
 from flows.calendar import cache_sessions_in
 from flows.run import PipelineError, RunSummary
@@ -150,6 +150,8 @@ def run_pipeline(
         published = False
         withdrawn = empty_bars()
         tables: dict[str, pl.DataFrame] = {}
+        unchanged_before: dict[str, date] = {}
+        fresh = None
         outcomes: list[SymbolOutcome] = []
         problems: list[InputProblem] = []
         clock = time.perf_counter()
@@ -211,23 +213,26 @@ def run_pipeline(
             batch = None
             stage_start("transform")
             built = transform(lake, settings, universe, as_of, synthetic=source == "sample")
-            tables = built.tables
+            tables, fresh, unchanged_before = built.tables, built.freshness, built.unchanged_before
             note_transform(built, run, settings, as_of, logger)
             stage_done("transform")
             stage_start("load")
             add_run_tables(tables, log, record, problems, withdrawn)
             staging = snapshots.stage(settings.data_dir, run.run_id)
             staging.write_state({**built.state, "run_id": run.run_id, "incremental_from": built.incremental_from})
-            unchanged_before = built.unchanged_before
             loaded = load(tables, staging.warehouse_path, settings.warehouse_storage_version,
                           settings.data_dir / snapshots.WAREHOUSE_FILE, unchanged_before,
                           settings.warehouse_compact_above)
             run.table_rows = loaded.counts
+            if loaded.whole:
+                # Built whole after all (warehouse.build.whole_tables): the tails are whole tables now.
+                tables |= loaded.whole
+                unchanged_before = {}
             stage_done("load")
             stage_start("audit")
             # Only what this run writes itself; all of it after a full build (warehouse.audit.written_from).
-            since = written_from(unchanged_before, loaded.full_because is None, settings.data_dir / snapshots.MARTS_DIR)
-            run.warnings += audit_run(tables, as_of, run.run_id, settings.exchange_calendar, since)
+            since = written_from(unchanged_before, loaded.full_because is None)
+            run.warnings += audit_run(tables, as_of, run.run_id, settings.exchange_calendar, since, built.price_warnings)
             stage_done("audit")
             stage_start("publish")
             extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic, "crypto_close": settings.crypto_close}
@@ -271,21 +276,28 @@ def run_pipeline(
                 audit=audit_result,
             )
             log.record_run(record)
-            run.report = report_run(run, tables, outcomes, previous_as_of, audit_result or "not reached", problems)
+            run.report = report_run(run, tables, outcomes, previous_as_of, audit_result or "not reached", problems,
+                                    fresh, unchanged_before, settings.data_dir / snapshots.MARTS_DIR)
     return run
 
 
 def report_run(
     run: RunSummary, tables: dict[str, pl.DataFrame], outcomes: list, previous_as_of: date | None, audit_result: str,
-    problems: list | None = None,
+    problems: list | None = None, fresh: tuple | None = None, unchanged_before: dict[str, date] | None = None,
+    published_marts: Path | None = None,
 ) -> RunReport | None:
-    """The run report and its artifacts; never the reason a run fails."""
+    """The run report and its artifacts; never the reason a run fails.
+
+    ``fresh`` (``Transformed.freshness``) and ``unchanged_before`` with the published marts:
+    the report states the figures of the whole tables when the run hands on tails."""
     logger = get_run_logger()
     try:
+        if unchanged_before and published_marts is not None:
+            tables = with_alpha_context(tables, unchanged_before, published_marts)
         report = summarize(
             tables, run_id=run.run_id, source=run.source, as_of=run.as_of, status=run.status,
             synthetic=run.synthetic, audit=audit_result, outcomes=outcomes, previous_as_of=previous_as_of,
-            error=run.error, problems=problems, stale=run.stale,
+            error=run.error, problems=problems, stale=run.stale, fresh=fresh,
         )
     except Exception as exc:
         logger.warning("could not summarise the run: %r", exc)

@@ -329,7 +329,7 @@ def build_returns(inputs, params: MartParams, since, previous) -> Built:
     sess, from_idx = plan.sess, plan.from_idx
     if plan.from_session is None:
         # No session on/after ``since``: the previous rows from it on (none, unless the calendar moved) stand.
-        returns = tail(previous["fact_returns"], "fact_returns", since)
+        returns = tail("fact_returns", previous["fact_returns"], since)
     else:
         # Only the tail (each return reads its own and the previous session's close): no previous row is read.
         returns = log_returns(
@@ -453,7 +453,7 @@ def build_matrix(inputs, params: MartParams, since, previous) -> Built:
     if unchanged is None:
         return Built({"mart_correlation_matrix": matrix})
     return Built(
-        {"mart_correlation_matrix": tail(matrix, "mart_correlation_matrix", unchanged)},
+        {"mart_correlation_matrix": tail("mart_correlation_matrix", matrix, unchanged)},
         unchanged_before={"mart_correlation_matrix": unchanged},
     )
 
@@ -534,7 +534,7 @@ def build_spillover(inputs, params: MartParams, since, previous) -> Built:
         for t in SPILLOVER_TABLES:
             dropped = previous[t].filter((pl.col("date") < since) & ~pl.col("date").is_in(dates[t].implode()))
             unchanged[t] = min(since, dropped["date"].min() or since)
-            tables[t] = tail(tables[t], t, unchanged[t])
+            tables[t] = tail(t, tables[t], unchanged[t])
     return Built(tables, unchanged_before=unchanged)
 
 
@@ -717,16 +717,6 @@ def window_starts(
     return {t: d for t, d in out.items() if t not in whole}
 
 
-def tail(frame: pl.DataFrame, table: str, d: date) -> pl.DataFrame:
-    """``frame``'s rows whose date column is on/after ``d``: the frame itself (no copy) when that is all of them.
-    A table without a contract (a test's own node) is the node's to return as its tail."""
-    if table not in TABLES:
-        return frame
-    col = TABLES[table].date_column
-    first = frame[col].min() if frame.height else None
-    return frame if first is None or first >= d else frame.filter(pl.col(col) >= d)
-
-
 def full_build_reason(
     sessions: pl.Series, params: MartParams, since: date, previous: Mapping[str, pl.DataFrame],
     graph: Sequence[Node] = GRAPH,
@@ -815,10 +805,28 @@ def assemble(
         b = built[node.name]
         out_tables |= {t: f for t, f in b.tables.items() if not t.startswith("_")}
         warnings += b.warnings
-        named = {t: d for t, d in b.unchanged_before.items() if t in b.tables and not t.startswith("_")}
-        unchanged |= named
-        if since is not None:
-            # An incremental build's named tables hold only their tails (INTERFACE.md): a no-op
-            # for a node that returns only its tail (``Node.previous_window``), a filter otherwise.
-            out_tables |= {t: tail(out_tables[t], t, d) for t, d in named.items()}
-    return Marts(tables=out_tables, warnings=warnings, unchanged_before=unchanged if since is not None else {})
+        unchanged |= {t: d for t, d in b.unchanged_before.items() if t in b.tables and not t.startswith("_")}
+    if since is None:
+        return Marts(tables=out_tables, warnings=warnings)
+    # Marts.unchanged_before: a named table holds only its rows from the date on (a no-op
+    # where the node returned only its tail); the rows before are the published run's.
+    for t, d in unchanged.items():
+        out_tables[t] = tail(t, out_tables[t], d)
+    return Marts(tables=out_tables, warnings=warnings, unchanged_before=unchanged)
+
+
+def tail(table: str, frame: pl.DataFrame, since: date) -> pl.DataFrame:
+    """``frame``'s rows dated on or after ``since`` by ``table``'s date column (a null date
+    counts as changed, as in the load), the frame itself when it holds no earlier row.
+
+    Only a table whose key holds its date column can be handed on as a tail: the
+    audit then checks its key among the tail's rows alone (``warehouse.quality.audit_from``).
+    """
+    contract = TABLES.get(table)
+    col = contract.date_column if contract is not None else None
+    if col is None or col not in contract.key:
+        raise ValueError(f"mart graph: {table} cannot be handed on from {since}: its key holds no date column")
+    first = frame[col].min()
+    if first is None or first >= since:
+        return frame
+    return frame.filter(pl.col(col).is_null() | (pl.col(col) >= since))

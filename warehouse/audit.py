@@ -17,13 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import polars as pl
 
 from contracts.schema import Table
 from contracts.tables import TABLES
-from warehouse import marts as mart_files
 from warehouse import quality
 
 
@@ -48,36 +46,23 @@ def audit(
     ]
 
 
-def written_from(
-    unchanged_before: Mapping[str, date], copied: bool, published_marts: Path | None,
-    tables: Mapping[str, Table] = TABLES,
-) -> dict[str, date]:
+def written_from(unchanged_before: Mapping[str, date], copied: bool, tables: Mapping[str, Table] = TABLES) -> dict[str, date]:
     """Per table, the first date of the rows this run writes from its own frames; tables not named
     are written whole.
 
     The run publishes a table's rows from two places: its frame, and the
     published run (which passed the same audit, its code fingerprint being
-    this run's). Only the former needs auditing. From the frame come the
-    warehouse's rows from ``unchanged_before`` on when the load copied the
-    published file (``copied``; a full build writes every row), and a mart's
-    rows from the first day of the first year it does not hard-link from the
-    published marts (``warehouse.marts.written_from``; every row when it links
-    none).
+    this run's). Only the former needs auditing. A table named in
+    ``unchanged_before`` holds only its rows from that day on (Marts.unchanged_before):
+    when the load copied the published file (``copied``) every earlier row, in the
+    warehouse and in the marts (linked years, and the changed year's rows before the
+    day: ``warehouse.marts.published_before``), is the published run's. A full build
+    of the warehouse hands on whole tables (``warehouse.build.whole_tables``) and
+    audits every row.
     """
     if not copied:
         return {}
-    out: dict[str, date] = {}
-    for name, since in unchanged_before.items():
-        table = tables.get(name)
-        if table is None:
-            continue
-        if table.publish:
-            mart = mart_files.written_from(table, published_marts, since)
-            if mart is None:
-                continue
-            since = min(since, mart)
-        out[name] = since
-    return out
+    return {name: since for name, since in unchanged_before.items() if name in tables}
 
 
 def audit_warnings(
@@ -96,8 +81,15 @@ def audit_warnings(
             out.append(line)
     prices, assets = frames.get("fact_prices"), frames.get("dim_asset")
     if prices is not None and assets is not None:
-        if sessions is None:
-            raise ValueError("audit_warnings: fact_prices' gaps need the exchange calendar (sessions=)")
-        out += quality.session_gaps(prices, assets, as_of, sessions)
-        out += quality.split_like_moves(prices, assets)
+        out += price_warnings(prices, assets, as_of, sessions)
     return out
+
+
+def price_warnings(
+    prices: pl.DataFrame, assets: pl.DataFrame, as_of: date, sessions: Callable[[date, date], pl.Series] | None,
+) -> list[str]:
+    """``audit_warnings``' findings on fact_prices: gaps and split-like moves, judged on its whole
+    history (a run that hands on fact_prices' tail judges them before, ``flows.stages.transform``)."""
+    if sessions is None:
+        raise ValueError("audit_warnings: fact_prices' gaps need the exchange calendar (sessions=)")
+    return quality.session_gaps(prices, assets, as_of, sessions) + quality.split_like_moves(prices, assets)

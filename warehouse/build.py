@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -34,7 +34,7 @@ import duckdb
 import polars as pl
 
 from warehouse.files import atomic_write_text
-from warehouse.query import read_sql_file
+from warehouse.query import read_sql_file, read_tables
 from contracts.schema import Table, ident, sql_literal
 from contracts.tables import TABLES
 from contracts.vocabulary import DEFAULT_WAREHOUSE_COMPACT_ABOVE, DEFAULT_WAREHOUSE_STORAGE_VERSION
@@ -155,6 +155,10 @@ class Loaded:
     counts: dict[str, int]
     # None: the published file was copied and only changed rows replaced.
     full_because: str | None = None
+    # A full build of a run whose tables were tails (``unchanged_before``): each such table
+    # whole, its earlier rows read from the published file (``whole_tables``). The caller
+    # hands these on instead of the tails, as after a full build.
+    whole: dict[str, pl.DataFrame] = field(default_factory=dict)
 
 
 def load_database(
@@ -166,8 +170,10 @@ def load_database(
     """Write the run's warehouse at ``path``: a copy of ``published`` with the changed rows
     replaced (``unchanged_before``, see ``copy_on_write``), or a full ``build_database``.
 
-    The result holds the same rows, comments and views as ``build_database(path, frames)``
-    either way; only the physical row order may differ.
+    A table named in ``unchanged_before`` holds only its rows from that day on (docs:
+    Marts.unchanged_before); the rows before are the published file's. The result holds
+    the same rows, comments and views as ``build_database`` of the whole tables either
+    way; only the physical row order may differ.
     """
     reason = copy_refused(published, unchanged_before or {}, tables, compact_above)
     if reason is None:
@@ -175,7 +181,8 @@ def load_database(
             return Loaded(copy_on_write(path, published, frames, unchanged_before or {}, tables, storage_version))
         except IncompatibleCopy as exc:
             reason = str(exc)
-    counts = build_database(path, frames, tables, storage_version)
+    whole = whole_tables(published, frames, unchanged_before or {}, tables)
+    counts = build_database(path, frames | whole, tables, storage_version)
     # What the next night's copy compares its catalog with (``recorded_shape``): this file's,
     # read back from it as ``expected_shape`` reads an empty build's.
     con = duckdb.connect(str(path), read_only=True)
@@ -183,7 +190,31 @@ def load_database(
         record_shape(path, catalog_key(tables, storage_version), catalog_shape(con), storage_tag(con))
     finally:
         con.close()
-    return Loaded(counts, reason)
+    return Loaded(counts, reason, whole)
+
+
+def whole_tables(
+    published: Path | None, frames: dict[str, pl.DataFrame], unchanged_before: dict[str, date],
+    tables: dict[str, Table] = TABLES,
+) -> dict[str, pl.DataFrame]:
+    """Each table named in ``unchanged_before`` whole: the published file's rows dated before
+    its day, then the run's (its tail). For a full build of a run that handed on tails (the
+    copy refused, e.g. compaction): read from the file the run would have copied."""
+    named = [n for n in unchanged_before if n in frames]
+    if not named:
+        return {}
+    if published is None or not published.exists():
+        raise ValueError(
+            f"the run's tables {', '.join(named)} hold only their changed rows, and the published warehouse "
+            f"{published} that holds the rest is gone: run again to rebuild in full"
+        )
+    before = read_tables(Path(os.path.realpath(published)), named,
+                         {n: ((tables[n].date_column, "<", unchanged_before[n]),) for n in named})
+    out = {}
+    for n in named:
+        earlier = tables[n].conform(before.get(n, pl.DataFrame(schema=tables[n].polars_schema)))
+        out[n] = pl.concat([earlier, tables[n].conform(frames[n])], rechunk=False)
+    return out
 
 
 class IncompatibleCopy(Exception):
@@ -407,6 +438,9 @@ def copy_on_write(
             con.execute(sql, params)
             frame, counts[name] = changed_rows(table, frames, since)
             insert_frame(con, table, frame)
+            if since is not None:
+                # The run's frame is the table's tail: its rows are those kept plus those inserted.
+                counts[name] = con.execute(f"SELECT count(*) FROM {ident(table.name)}").fetchone()[0]
         con.execute("COMMIT")
         con.execute("CHECKPOINT")
     except BaseException:

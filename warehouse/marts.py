@@ -22,6 +22,10 @@ years before the year of its ``unchanged_before`` day hold the same rows as
 the published run's, so their content-named files are hard-linked from it
 (the published run's directory is left as it is: readers and the run kept
 for them still see it whole). The manifest is always written whole.
+
+Such a table's frame holds only its rows from that day on (Marts.unchanged_before);
+the changed year's earlier rows are read from the published run's file of that
+year (``published_before``), and an unpartitioned table's from its one file.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from pathlib import Path
 import polars as pl
 
 from warehouse.files import atomic_write_text, write_parquet_content_named
+from warehouse.query import read_tables
+from warehouse.snapshots import WAREHOUSE_FILE
 from contracts.schema import Table, strictly_increasing
 from contracts.tables import TABLES
 
@@ -96,13 +102,49 @@ def reusable_years(table: Table, published_dir: Path | None, since: date | None)
     return out
 
 
-def written_from(table: Table, published_dir: Path | None, since: date | None) -> date | None:
-    """The first date of the rows ``write_table`` writes from the run's frame (not linked from the
-    published run): the first day of ``since``'s year where earlier years are reused, None (every
-    row) where none are."""
-    if not reusable_years(table, Path(os.path.realpath(published_dir)) if published_dir else None, since):
+def _rows_in(directory: Path, names: list[str]) -> int:
+    # From the files' footers: no row is read.
+    return pl.scan_parquet([directory / n for n in names]).select(pl.len()).collect().item() if names else 0
+
+
+def published_before(
+    table: Table, published_dir: Path | None, since: date, years: list[int] | None = None,
+) -> pl.DataFrame:
+    """The published run's rows of ``table`` dated before ``since`` (conformed; a null date is never
+    "before"), read from its mart's files of ``years`` only (None: all of them), or, where the
+    mart cannot stand for the table (``read_published``' checks), from the published run's
+    warehouse beside it with the condition pushed into DuckDB's scan."""
+    col = table.date_column
+    if published_dir is None:
+        raise ValueError(f"{table.name}: the run holds only its rows from {since}, and no published run holds the rest")
+    files = _mart_files(table, published_dir)
+    if files is not None:
+        if years is not None and table.partition_year_by:
+            files = [f for f in files if f.partition("/")[0].isdigit() and int(f.partition("/")[0]) in years]
+        if not files:
+            return pl.DataFrame(schema=table.polars_schema)
+        frame = pl.scan_parquet([published_dir / table.name / f for f in files]).filter(pl.col(col) < since).collect()
+        return table.conform(frame)
+    warehouse = published_dir.parent / WAREHOUSE_FILE
+    if not warehouse.exists():
+        raise ValueError(f"{table.name}: the run holds only its rows from {since}, and the published run "
+                         f"{published_dir.parent} has neither its mart nor a warehouse")
+    frame = read_tables(warehouse, [table.name], {table.name: ((col, "<", since),)}).get(table.name)
+    return table.conform(frame if frame is not None else pl.DataFrame(schema=table.polars_schema))
+
+
+def _mart_files(table: Table, marts_dir: Path) -> list[str] | None:
+    """The files a published mart's manifest lists, None when the mart cannot stand for the table."""
+    try:
+        manifest = json.loads(manifest_path(marts_dir, table.name).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
-    return date(since.year, 1, 1)
+    if manifest.get("schema") != manifest_schema(table) or manifest.get("partitioning") != partitioning(table):
+        return None
+    files = manifest.get("files", [])
+    if not all((Path(marts_dir) / table.name / name).is_file() for name in files):
+        return None
+    return files
 
 
 def read_published(table: Table, marts_dir: Path, since: date | None = None) -> pl.DataFrame | None:
@@ -119,19 +161,15 @@ def read_published(table: Table, marts_dir: Path, since: date | None = None) -> 
     DuckDB file (a next-day run reads ~27 M rows back at 1,000 equities). Row order is the
     marts' (by year, then key), not the warehouse's: for readers that do not depend on it.
     """
-    try:
-        manifest = json.loads(manifest_path(marts_dir, table.name).read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+    files = _mart_files(table, marts_dir)
+    if files is None:
         return None
-    if manifest.get("schema") != manifest_schema(table) or manifest.get("partitioning") != partitioning(table):
-        return None
-    paths = [Path(marts_dir) / table.name / name for name in manifest.get("files", [])]
-    if not all(p.is_file() for p in paths):
-        return None
-    if not paths:
+    if not files:
         return pl.DataFrame(schema=table.polars_schema)
+    paths = [Path(marts_dir) / table.name / name for name in files]
+    row_count = json.loads(manifest_path(marts_dir, table.name).read_text()).get("row_count")
     if since is not None and table.partition_year_by:
-        if pl.scan_parquet(paths).select(pl.len()).collect().item() != manifest.get("row_count"):
+        if _rows_in(Path(marts_dir) / table.name, files) != row_count:
             return None
         # Files are listed as <year>/part-<hash>.parquet (a null date's year: None/, read and filtered out).
         later = [p for p in paths if not p.parent.name.isdigit() or int(p.parent.name) >= since.year]
@@ -140,7 +178,7 @@ def read_published(table: Table, marts_dir: Path, since: date | None = None) -> 
         frame = pl.read_parquet(later).filter(pl.col(table.partition_year_by) >= since)
         return table.conform(frame)
     frame = pl.read_parquet(paths)
-    if frame.height != manifest.get("row_count"):
+    if frame.height != row_count:
         return None
     return table.conform(frame)
 
@@ -222,18 +260,21 @@ def write_table(
 ) -> Path:
     """Write ``<marts_dir>/<table>/`` and its manifest.
 
-    With ``since`` (the table's ``unchanged_before`` day) and the published
-    marts directory, the years before ``since.year`` are hard-linked from the
-    published run instead of written (``reusable_years``).
+    With ``since`` (the table's ``unchanged_before`` day) ``frame`` is the table's tail: its
+    rows dated on or after ``since`` (Marts.unchanged_before). The years before ``since.year``
+    are hard-linked from the published run's marts (``reusable_years``) and the rows of
+    ``since.year`` before ``since`` read from its file of that year; without years to
+    reuse, every earlier row is read from the published run (``published_before``).
     """
-    rows = frame.height
     reuse = reusable_years(table, published_dir, since)
-    if reuse:  # only the rows of the years written fresh are conformed, sorted and written
-        col = table.partition_year_by
-        if frame.schema.get(col) != table.polars_schema[col]:
-            frame = table.conform(frame)
-        frame = frame.filter(~(pl.col(col).dt.year() < since.year).fill_null(False))
     frame = table.conform(frame)
+    if since is not None:
+        earlier = published_before(table, published_dir, since, [since.year] if reuse else None)
+        rows = _rows_in(published_dir / table.name, [n for names in reuse.values() for n in names])
+        frame = pl.concat([earlier, frame], rechunk=False)
+        rows += frame.height
+    else:
+        rows = frame.height
     key = list(table.key) or table.column_names[:1]
     out = marts_dir / table.name
     if out.exists():

@@ -71,11 +71,14 @@ def load(
 @task(name="audit", cache_policy=NO_CACHE)
 def audit_run(
     tables: dict[str, pl.DataFrame], as_of: date, run_id: str, calendar: str, since: dict[str, date] | None = None,
+    price_warnings: list[str] | None = None,
 ) -> list[str]:
     """The audit of the complete run: any failure publishes nothing. Returns its warnings.
 
     ``since`` (``warehouse.audit.written_from``): a table's rows before its date
     were published by the run this one copied, and passed this audit there.
+    ``price_warnings``: the warnings on fact_prices, judged on its whole history by the
+    transform stage (``Transformed.price_warnings``; fact_prices may be its tail here).
     """
     if since:
         get_run_logger().info("audit of the rows this run writes: from %s on in %d table(s), the others whole",
@@ -83,7 +86,10 @@ def audit_run(
     failures = audit(tables, as_of, since)
     if failures:
         raise PipelineError("audit failed, nothing published: " + "; ".join(map(str, failures[:5])))
-    return audit_warnings(tables, as_of, run_id, partial(exchange_sessions, code=calendar))
+    if price_warnings is None:
+        return audit_warnings(tables, as_of, run_id, partial(exchange_sessions, code=calendar))
+    others = {name: frame for name, frame in tables.items() if name != "fact_prices"}
+    return audit_warnings(others, as_of, run_id) + price_warnings
 
 
 @task(name="stage-marts", cache_policy=NO_CACHE)

@@ -46,25 +46,6 @@ def seed_rows(
     return out
 
 
-def tails_of(full, inc) -> dict[str, pl.DataFrame]:
-    """The full build's tables as an incremental build returns them: the tables it names in
-    ``unchanged_before`` from that date on, the others whole."""
-    return {
-        n: f.filter(pl.col(TABLES[n].date_column) >= inc.unchanged_before[n]) if n in inc.unchanged_before else f
-        for n, f in full.tables.items()
-    }
-
-
-def published(previous: dict[str, pl.DataFrame], inc) -> dict[str, pl.DataFrame]:
-    """The tables a run publishes from an incremental build: the previous rows before each
-    named table's date, then its tail; the other tables as built."""
-    out = dict(inc.tables)
-    for n, d in inc.unchanged_before.items():
-        col = TABLES[n].date_column
-        out[n] = pl.concat([previous[n].filter(pl.col(col) < d), inc.tables[n]], how="diagonal_relaxed")
-    return out
-
-
 def seeded_build(prices, assets, sessions, params, previous: dict[str, pl.DataFrame], since, rereads: list | None = None):
     """An incremental build as the run does it (``flows.stages.transform``): from the previous
     tables as the seed read gives them; the tables a node finds too short

@@ -10,7 +10,6 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from tests.panels import generate
-from tests.transforms.seeding import tails_of
 from flows.policy import load_policy
 from transforms.graph import (
     BASE_INPUTS,
@@ -25,7 +24,7 @@ from transforms.graph import (
     seed_tables,
 )
 from transforms.marts import MartParams, build_marts, serial_map
-from contracts.schema import strictly_increasing
+from contracts.schema import Column, Table, strictly_increasing
 from contracts.tables import TABLES
 
 AS_OF = date(2026, 11, 20)
@@ -153,12 +152,15 @@ def test_the_indices_node_gets_only_the_derived_bars_and_builds_as_from_the_whol
     assert received and received[0]["source"].unique().to_list() == ["derived"]
     assert received[0].height == bounded["fact_prices"].height
     full = assemble(prices, assets, sessions, params)
-    for other in (whole, inc):
-        expected = tails_of(full, other)  # the incremental tables are tails (INTERFACE.md)
-        for name in full.tables:
-            keys = [c for c in full.tables[name].columns if full.tables[name][c].dtype != pl.Float64]
+    assert whole.unchanged_before == inc.unchanged_before and "fact_prices" in inc.unchanged_before
+    for name in full.tables:
+        keys = [c for c in full.tables[name].columns if full.tables[name][c].dtype != pl.Float64]
+        want = full.tables[name]
+        if name in inc.unchanged_before:  # handed on as its tail (Marts.unchanged_before)
+            want = want.filter(pl.col(TABLES[name].date_column) >= inc.unchanged_before[name])
+        for other in (whole, inc):
             assert_frame_equal(other.tables[name].sort(keys, nulls_last=True),
-                               expected[name].sort(keys, nulls_last=True), check_exact=True)
+                               want.sort(keys, nulls_last=True), check_exact=True)
 
 
 def test_full_build_reason_is_derived_from_requires_and_lookback(panel):
@@ -210,10 +212,14 @@ def build_toy(inputs, params, since, previous) -> Built:
 
 
 TOY = Node("toy", ("mart_toy",), ("fact_returns", "dim_asset"), build_toy, previous=("mart_toy",))
+# Its contract (a new mart's other place): the date column its tail is handed on by.
+TOY_TABLE = Table("mart_toy", "", (Column("session_date", "date", "", False), Column("crypto_returns", "int", "", False)),
+                  primary_key=("session_date",), date_column="session_date")
 
 
-def test_a_new_node_appears_in_full_and_incremental_builds(panel):
+def test_a_new_node_appears_in_full_and_incremental_builds(panel, monkeypatch):
     prices, assets, sessions = panel
+    monkeypatch.setitem(TABLES, "mart_toy", TOY_TABLE)
     graph = (*GRAPH, TOY)
     assert "mart_toy" in seed_tables(graph)
     # Nothing reads it: it runs alongside the correlations.
@@ -226,11 +232,12 @@ def test_a_new_node_appears_in_full_and_incremental_builds(panel):
     full = assemble(p, assets, s, params, graph=graph)
     inc = assemble(p, assets, s, params, graph=graph, since=prev + timedelta(days=1), previous=previous.tables)
     assert set(full.tables) == set(inc.tables) == set(build_marts(p, assets, s, params).tables) | {"mart_toy"}
-    assert_frame_equal(
-        inc.tables["mart_toy"], full.tables["mart_toy"].filter(pl.col("session_date") > prev), check_exact=True
-    )
-    assert full.tables["mart_toy"]["session_date"].max() == d
-    assert inc.unchanged_before["mart_toy"] == prev + timedelta(days=1)
+    since = prev + timedelta(days=1)
+    assert inc.unchanged_before["mart_toy"] == since
+    # Handed on as its tail (Marts.unchanged_before): the full build's rows from the day on.
+    tail = full.tables["mart_toy"].filter(pl.col("session_date") >= since)
+    assert_frame_equal(inc.tables["mart_toy"], tail, check_exact=True)
+    assert full.tables["mart_toy"]["session_date"].max() == d and tail.height < full.tables["mart_toy"].height
     assert full.unchanged_before == {}
 
 

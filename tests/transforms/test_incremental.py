@@ -24,7 +24,7 @@ from tests.panels import generate
 from transforms.incremental import first_changed_session
 from transforms.marts import MartParams, build_marts
 from contracts.tables import TABLES
-from tests.transforms.seeding import published, seeded_build, tails_of
+from tests.transforms.seeding import seeded_build
 
 AS_OF = date(2026, 11, 20)
 PARAMS = MartParams(policy=load_policy(), factors=False)
@@ -53,33 +53,43 @@ def assert_same_marts(full: dict[str, pl.DataFrame], inc: dict[str, pl.DataFrame
             raise AssertionError(f"{name}: {e}") from None
 
 
-def assert_unchanged_before(previous: dict[str, pl.DataFrame], full, inc) -> None:
-    """The contract of ``Marts.unchanged_before`` (INTERFACE.md): each named table
-    holds only its rows dated on/after the date, and the full build's rows dated
-    before it are the previous rows dated before it, as a multiset of whole rows
-    (nulls equal): the previous rows before the date plus the tail are the full table."""
+def assert_unchanged_before(previous: dict[str, pl.DataFrame], inc, full) -> None:
+    """The contract of ``Marts.unchanged_before`` (INTERFACE.md): each named table holds only its
+    rows dated on or after the date, and the previous rows dated before it are the full
+    build's rows before it, as a multiset of whole rows (nulls equal)."""
     for name, d in inc.unchanged_before.items():
         col = TABLES[name].date_column
         assert col is not None, f"{name} has no date column and cannot be named"
-        assert inc.tables[name].filter(pl.col(col) < d).is_empty(), f"{name}: rows before {d} in its tail"
-        new = full.tables[name].filter(pl.col(col) < d)
-        old = previous[name].filter(pl.col(col) < d).select(new.columns).cast(new.schema)
-        keys = list(new.columns)
+        assert inc.tables[name].filter(pl.col(col) < d).is_empty(), f"{name} holds rows before {d}"
+        want = full.tables[name].filter(pl.col(col) < d)
+        old = previous[name].filter(pl.col(col) < d).select(want.columns).cast(want.schema)
+        keys = list(want.columns)
         try:
-            assert_frame_equal(old.sort(keys, nulls_last=True), new.sort(keys, nulls_last=True), check_exact=True)
+            assert_frame_equal(old.sort(keys, nulls_last=True), want.sort(keys, nulls_last=True), check_exact=True)
         except AssertionError as e:
             raise AssertionError(f"{name} before {d}: {e}") from None
+
+
+def completed(previous: dict[str, pl.DataFrame], inc) -> dict[str, pl.DataFrame]:
+    """The tables as the published run holds them after ``inc``: a named table's previous rows
+    before its date, then its tail (``Marts.unchanged_before``); the others as built."""
+    out = dict(inc.tables)
+    for name, d in inc.unchanged_before.items():
+        tail = inc.tables[name]
+        earlier = previous[name].filter(pl.col(TABLES[name].date_column) < d).select(tail.columns).cast(tail.schema)
+        out[name] = pl.concat([earlier, tail])
+    return out
 
 
 def check(prices, assets, sessions, d, prev_prices, prev_assets, prev_sessions, from_date, params=PARAMS, rereads=None):
     previous = build_marts(prev_prices, prev_assets, prev_sessions, params)
     full = build_marts(prices, assets, sessions, params)
-    # The previous tables as the run's seed read gives them: only the rows the nodes declare.
+    # From the previous tables as the run's seed read gives them: only the rows the nodes declare.
     inc = seeded_build(prices, assets, sessions, params, previous.tables, from_date, rereads)
-    assert_same_marts(tails_of(full, inc), inc.tables)
+    assert_same_marts(full.tables, completed(previous.tables, inc))
     assert inc.warnings == full.warnings
     assert full.unchanged_before == {}
-    assert_unchanged_before(previous.tables, full, inc)
+    assert_unchanged_before(previous.tables, inc, full)
     return full, inc
 
 
@@ -224,7 +234,7 @@ def test_chained_nightly_runs(panel):
     for i in range(start + 1, sessions.len()):
         p, s = as_of(prices, sessions, sessions[i])
         since = sessions[i - 1] + timedelta(days=1)
-        tables = published(tables, seeded_build(p, assets, s, PARAMS, tables, since))
+        tables = completed(tables, seeded_build(p, assets, s, PARAMS, tables, since))
     assert_same_marts(build_marts(prices, assets, sessions, PARAMS).tables, tables)
 
 
