@@ -96,6 +96,16 @@ def incremental_change(tables: dict[str, pl.DataFrame], seed: int) -> tuple[dict
     return new, unchanged_before
 
 
+def tails(frames: dict[str, pl.DataFrame], unchanged_before: dict[str, date]) -> dict[str, pl.DataFrame]:
+    """What a run hands on (Marts.unchanged_before): a named table's rows from its date only
+    (a null date counts as changed); the rows before are the published run's."""
+    out = dict(frames)
+    for name, since in unchanged_before.items():
+        col = pl.col(TABLES[name].date_column)
+        out[name] = frames[name].filter(col.is_null() | (col >= since))
+    return out
+
+
 @pytest.fixture
 def published(tmp_path, tables) -> Path:
     run = tmp_path / "runs" / "previous"
@@ -115,7 +125,8 @@ def test_copy_on_write_equals_a_full_build(tmp_path, tables, published, seed):
         seen = reader.execute("SELECT count(*), sum(close) FROM fact_prices").fetchone()
         staged = tmp_path / "staged" / "warehouse.duckdb"
         staged.parent.mkdir()
-        loaded = load_database(staged, new, published=published / "warehouse.duckdb", unchanged_before=unchanged_before)
+        loaded = load_database(staged, tails(new, unchanged_before), published=published / "warehouse.duckdb",
+                               unchanged_before=unchanged_before)
         assert loaded.full_because is None
         assert loaded.counts == {n: new.get(n, pl.DataFrame()).height for n in TABLES}
         # The reader still sees its snapshot, in the same connection.
@@ -137,7 +148,8 @@ def test_repeated_incremental_loads_stay_equal(tmp_path, tables, published):
         frames, unchanged_before = incremental_change(frames, seed)
         staged = tmp_path / f"run{seed}" / "warehouse.duckdb"
         staged.parent.mkdir()
-        assert load_database(staged, frames, published=base, unchanged_before=unchanged_before).full_because is None
+        assert load_database(staged, tails(frames, unchanged_before), published=base,
+                             unchanged_before=unchanged_before).full_because is None
         base = staged
     full = tmp_path / "full.duckdb"
     build_database(full, frames)
@@ -148,9 +160,16 @@ def full_reason(tmp_path, frames, published, **kwargs) -> str:
     """Why the load built whole (it must have); the result still equals a full build."""
     new, unchanged_before = incremental_change(frames, 5)
     staged = tmp_path / "staged.duckdb"
-    loaded = load_database(staged, new, published=published / "warehouse.duckdb",
-                           unchanged_before=kwargs.pop("unchanged_before", unchanged_before), **kwargs)
+    unchanged_before = kwargs.pop("unchanged_before", unchanged_before)
+    loaded = load_database(staged, tails(new, unchanged_before), published=published / "warehouse.duckdb",
+                           unchanged_before=unchanged_before, **kwargs)
     assert loaded.full_because
+    # Built whole, each tail with the published rows before its date (warehouse.build.whole_tables).
+    assert set(loaded.whole) == set(unchanged_before)
+    for name, frame in loaded.whole.items():
+        keys = TABLES[name].column_names
+        assert frame.sort(keys, nulls_last=True).equals(
+            TABLES[name].conform(new[name]).sort(keys, nulls_last=True), null_equal=True), name
     full = tmp_path / "full.duckdb"
     build_database(full, new, kwargs.get("tables", TABLES), kwargs.get("storage_version", "v1.1.0"))
     if "tables" not in kwargs:
@@ -203,8 +222,10 @@ def test_compaction_once_the_file_outgrows_its_full_build(tmp_path, tables, publ
 def test_nothing_unchanged_or_no_published_file_means_a_full_build(tmp_path, tables, published):
     assert "no table is unchanged" in full_reason(tmp_path, tables, published, unchanged_before={})
     staged = tmp_path / "s.duckdb"
-    loaded = load_database(staged, tables, published=tmp_path / "absent.duckdb", unchanged_before={"fact_prices": date(2024, 1, 1)})
-    assert loaded.full_because == "no published warehouse"
+    # A tail without the published file that holds the rest: an error, never a warehouse of tails.
+    since = {"fact_prices": date(2024, 1, 1)}
+    with pytest.raises(ValueError, match="fact_prices hold only their changed rows, and the published warehouse"):
+        load_database(staged, tails(tables, since), published=tmp_path / "absent.duckdb", unchanged_before=since)
 
 
 def mart_tree(marts: Path) -> dict[str, bytes]:
@@ -219,7 +240,7 @@ def test_marts_rewrite_only_changed_years(tmp_path, tables, published, seed):
     before_inodes = {p: p.stat().st_ino for p in old_marts.rglob("*.parquet")}
     inc, full = tmp_path / "inc", tmp_path / "full"
     extra = {"source": "sample"}
-    mart_files.stage_marts(new, inc, "next", extra, unchanged_before, old_marts)
+    mart_files.stage_marts(tails(new, unchanged_before), inc, "next", extra, unchanged_before, old_marts)
     mart_files.stage_marts(new, full, "next", extra)
     # Byte for byte what a full write makes: the same files, the same manifests.
     assert mart_tree(inc) == mart_tree(full)
@@ -249,7 +270,8 @@ def test_marts_in_a_changed_schema_are_written_fresh(tmp_path, tables, published
     manifest["schema"][0]["description"] = "old words"
     path.write_text(json.dumps(manifest))
     out = tmp_path / "inc"
-    mart_files.stage_marts(tables, out, "next", {}, {"mart_rolling_correlation": date(2099, 1, 1)}, published / "marts")
+    since = {"mart_rolling_correlation": date(2099, 1, 1)}
+    mart_files.stage_marts(tails(tables, since), out, "next", {}, since, published / "marts")
     files = json.loads(mart_files.manifest_path(out, "mart_rolling_correlation").read_text())["files"]
     assert files and all(os.stat(out / "mart_rolling_correlation" / f).st_nlink == 1 for f in files)
 
@@ -274,7 +296,8 @@ def test_a_copy_compares_its_catalog_with_the_published_runs_record_without_an_e
     new, unchanged_before = incremental_change(tables, 1)
     staged = tmp_path / "staged" / "warehouse.duckdb"
     staged.parent.mkdir()
-    loaded = load_database(staged, new, published=recorded / "warehouse.duckdb", unchanged_before=unchanged_before)
+    loaded = load_database(staged, tails(new, unchanged_before), published=recorded / "warehouse.duckdb",
+                           unchanged_before=unchanged_before)
     assert loaded.full_because is None
     full = tmp_path / "full.duckdb"
     build_database(full, new)
@@ -292,7 +315,8 @@ def test_a_record_of_another_catalog_key_is_not_trusted(tmp_path, tables, record
     monkeypatch.setattr(build_module, "expected_shape", lambda *a: built.append(a) or real(*a))
     new, unchanged_before = incremental_change(tables, 2)
     staged = tmp_path / "staged.duckdb"
-    loaded = load_database(staged, new, published=recorded / "warehouse.duckdb", unchanged_before=unchanged_before)
+    loaded = load_database(staged, tails(new, unchanged_before), published=recorded / "warehouse.duckdb",
+                           unchanged_before=unchanged_before)
     assert loaded.full_because is None and len(built) == 1
 
 
@@ -314,7 +338,7 @@ def test_a_copy_and_its_marts_conform_only_the_rows_they_write(tmp_path, tables,
                         or real(self, frame))
     new, unchanged_before = incremental_change(tables, 1)
     staged = tmp_path / "staged.duckdb"
-    assert load_database(staged, new, published=published / "warehouse.duckdb",
+    assert load_database(staged, tails(new, unchanged_before), published=published / "warehouse.duckdb",
                          unchanged_before=unchanged_before).full_because is None
     narrowed = 0
     for name, since in unchanged_before.items():
@@ -325,12 +349,13 @@ def test_a_copy_and_its_marts_conform_only_the_rows_they_write(tmp_path, tables,
     assert narrowed, "seed 1 is meant to keep rows of some table"
     seen.clear()
     marts = tmp_path / "marts"
-    mart_files.stage_marts(new, marts, "next", {}, unchanged_before, published / "marts")
+    mart_files.stage_marts(tails(new, unchanged_before), marts, "next", {}, unchanged_before, published / "marts")
     for name, since in unchanged_before.items():
         table = TABLES[name]
         if table.publish and mart_files.reusable_years(table, published / "marts", since):
+            # The tail and the changed year's published rows before the day: that year's rows, no more.
             this_year = pl.col(table.partition_year_by).dt.year() >= since.year
-            assert max(seen[name]) == new[name].filter(this_year | pl.col(table.partition_year_by).is_null()).height
+            assert sum(seen[name]) == new[name].filter(this_year | pl.col(table.partition_year_by).is_null()).height
 
 
 def test_a_published_mart_reads_back_as_its_warehouse_table(tables, published):
