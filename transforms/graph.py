@@ -12,8 +12,22 @@ builder signature serves the full and the incremental build::
 ``since`` None is the full build. Otherwise ``since`` is the first calendar
 date whose stored bars may differ from the ones the previous run read, and
 ``previous`` holds the previous run's tables (those the node declared in
-``previous``); the node returns exactly what its full build would return for
-the same inputs (tests/transforms/test_incremental.py compares bit for bit).
+``previous``); for each table it names in ``Built.unchanged_before`` the node
+returns exactly the rows its full build would return on/after that date, the
+other tables whole (tests/transforms/test_incremental.py compares bit for bit).
+
+A node that needs only a window of a previous table declares it in
+``previous_window`` (sessions before ``since``, from the node's parameters:
+the factor scores' longest IC horizon, one session for the marts whose
+previous latest session may stop being a publish date, none for a table it
+only rebuilds the tail of); the run reads those tables only from that day on
+(``seed_reads``, pushed into the scan of the year-partitioned Parquet marts or
+of DuckDB), and the tests build from exactly those rows. A node whose window
+turns out too short for this run (a symbol new to the correlation matrix
+rewrites every block) raises ``SeedTooShort``; the run reads that table whole
+and builds again. In an incremental build an input another node names in its
+``unchanged_before`` may hold only that tail (``fact_returns`` does): the whole
+returns of the symbols the marts read whole are the tail node's ``_focus_returns``.
 
 ``assemble`` walks ``GRAPH`` in dependency order for both builds and hands the
 nodes of each level (and a node's partitions, e.g. the correlations per block
