@@ -310,3 +310,17 @@ def test_the_full_build_splices_the_index_bars_into_the_sorted_lake_bars(panel):
     assert set(fact.filter(derived)["symbol"]) >= {"ALTS", "MAJORS"}
     assert_frame_equal(fact, fact.sort("symbol", "date", maintain_order=True))
     assert_frame_equal(fact.filter(~derived), prices.sort("symbol", "date"))
+
+
+def test_a_tail_keeps_the_rows_from_its_day_and_needs_the_date_in_the_key():
+    from transforms.graph import tail
+
+    frame = pl.DataFrame({"symbol": ["A", "A", "A", "B"], "date": [D - timedelta(1), D, None, D + timedelta(1)]})
+    # A null date counts as changed (as the load's delete-and-insert counts it).
+    assert tail("fact_prices", frame, D).to_dict(as_series=False) == {
+        "symbol": ["A", "A", "B"], "date": [D, None, D + timedelta(1)]}
+    already = frame.filter(pl.col("date") >= D)
+    assert tail("fact_prices", already, D) is already  # a node that returned its tail: no copy
+    # A table whose key lacks its date: its tail could not be audited alone (warehouse.quality.audit_from).
+    with pytest.raises(ValueError, match="mart_mix_summary cannot be handed on"):
+        tail("mart_mix_summary", pl.DataFrame({"mix": ["m"]}), D)

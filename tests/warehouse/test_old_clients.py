@@ -95,7 +95,10 @@ def copied_warehouse(path: Path, frames: dict) -> Path:
     dated = {n for n in frames if TABLES[n].date_column}
     published = built_warehouse(path.with_name("published.duckdb"), {
         n: f.filter(pl.col(TABLES[n].date_column) < last) if n in dated else f for n, f in frames.items()})
-    loaded = load_database(path, frames, published=published, unchanged_before=dict.fromkeys(dated, last))
+    # The run hands on each dated table's tail (Marts.unchanged_before).
+    tails = {n: f.filter(pl.col(TABLES[n].date_column).is_null() | (pl.col(TABLES[n].date_column) >= last))
+             if n in dated else f for n, f in frames.items()}
+    loaded = load_database(path, tails, published=published, unchanged_before=dict.fromkeys(dated, last))
     assert loaded.full_because is None, loaded.full_because
     return path
 
