@@ -104,24 +104,24 @@ def stale_symbols(
     if prices.is_empty():
         return []
     last = (
-        prices.filter(pl.col("source") != "derived")
+        prices.select("symbol", "date", "source").filter(pl.col("source") != "derived")
         .group_by("symbol").agg(pl.col("date").max().alias("last_bar"))
         .join(assets.select("symbol", "asset_class"), on="symbol", how="left")
         .sort("symbol")
     )
     cal = sessions.filter(sessions <= as_of).sort()
-    rows = []
-    for r in last.iter_rows(named=True):
-        if r["asset_class"] in EQUITY_CLASSES:
-            behind, unit = int((cal > r["last_bar"]).sum()), "session(s)"
-        else:
-            behind, unit = (as_of - r["last_bar"]).days, "day(s)"
-        if behind > max_behind:
-            rows.append({
-                "symbol": r["symbol"], "status": "stale",
-                "detail": f"last bar {r['last_bar']}, {behind} {unit} before the as-of {as_of}",
-            })
-    return rows
+    # Sessions after each last bar, by position in the sorted calendar (not a comparison per symbol).
+    after = cal.len() - pl.Series(cal.search_sorted(last["last_bar"], side="right"), dtype=pl.Int64)
+    equity = pl.col("asset_class").is_in(EQUITY_CLASSES).fill_null(False)
+    last = last.with_columns(
+        pl.when(equity).then(pl.lit(after)).otherwise((pl.lit(as_of) - pl.col("last_bar")).dt.total_days()).alias("_behind"),
+        equity.alias("_equity"),
+    ).filter(pl.col("_behind") > max_behind)
+    return [
+        {"symbol": r["symbol"], "status": "stale",
+         "detail": f"last bar {r['last_bar']}, {r['_behind']} {'session(s)' if r['_equity'] else 'day(s)'} before the as-of {as_of}"}
+        for r in last.iter_rows(named=True)
+    ]  # fmt: skip
 
 
 def stale_warning(stale: list[dict], max_behind: int, as_of: date) -> str | None:

@@ -531,7 +531,8 @@ def _short_of_bars(
     calendars): exactly those that miss one, found in one pass by counting instead of listing
     every expected date of every symbol, which ``session_gaps`` then does for these few only
     (a nightly run judges the whole of fact_prices)."""
-    dated = prices.filter(pl.col("date") <= as_of)
+    # The two columns it reads, not a copy of every column of every bar (the whole fact_prices).
+    dated = prices.select("symbol", "date").filter(pl.col("date") <= as_of)
     if dated.is_empty():
         return pl.DataFrame(schema={"symbol": pl.String, "first": pl.Date, "last": pl.Date, "asset_class": pl.String})
     # Sessions counted within each symbol's own span: the same from a calendar over any wider range.
