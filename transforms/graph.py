@@ -89,7 +89,7 @@ from transforms.matrix import mart_correlation_matrix
 from transforms.returns import log_returns
 from transforms.spillover import publish_dates
 from transforms.spillover_index import index_dates
-from transforms.spillover_marts import SPILLOVER_TABLES, spillover_marts, spillover_marts_since
+from transforms.spillover_marts import SPILLOVER_TABLES, spillover_index_whole, spillover_marts, spillover_marts_since
 
 # The published fact_prices rows the crypto indices were built as (warehouse source "derived").
 DERIVED_BARS: Condition = ("source", "==", "derived")
@@ -549,7 +549,26 @@ def build_spillover(inputs, params: MartParams, since, previous) -> Built:
             dropped = previous[t].filter((pl.col("date") < since) & ~pl.col("date").is_in(dates[t].implode()))
             unchanged[t] = min(since, dropped["date"].min() or since)
             tables[t] = tail(t, tables[t], unchanged[t])
+        if _index_series(previous["mart_spillover_index"]) != _index_series_now(inputs["_focus_returns"], sp):
+            # A series new to (or gone from) the spillover index (e.g. ALTS once its first alt coin
+            # is listed) changes every earlier row of it: the index whole, from the whole returns.
+            tables["mart_spillover_index"] = spillover_index_whole(inputs["_focus_returns"], sess, sp)
+            del unchanged["mart_spillover_index"]
     return Built(tables, unchanged_before=unchanged)
+
+
+def _index_series(index: pl.DataFrame) -> set[str]:
+    """The series of a mart_spillover_index: those of its latest date (every date holds all of them,
+    ``mart_spillover_index``), also when only its rows from the previous latest session were read."""
+    last = index["date"].max()
+    return set(index.filter(pl.col("date") == last)["series"].to_list()) if last is not None else set()
+
+
+def _index_series_now(returns: pl.DataFrame, sp) -> set[str]:
+    """The series the spillover index is built over now (``mart_spillover_index``: those with returns,
+    none with fewer than two)."""
+    present = set(returns.filter(pl.col("symbol").is_in(list(sp.index_series)))["symbol"].unique().to_list())
+    return present if len(present) >= 2 else set()
 
 
 def _previous_latest_session(params: MartParams) -> int:

@@ -205,6 +205,21 @@ def test_new_symbol_listed_on_the_new_day(panel):
     assert rereads == ["mart_correlation_matrix"]
 
 
+def test_a_series_new_to_the_spillover_index_rebuilds_the_index_whole(panel):
+    """ETH listed on the new day joins the spillover index's series: every earlier row of the
+    index changes (the VAR is over all its series), so the index is handed on whole, not as a tail."""
+    prices, assets, sessions = panel
+    d, prev = sessions[-1], sessions[-2]
+    later = prices.filter((pl.col("symbol") != "ETH") | (pl.col("date") > prev))
+    p, s = as_of(later, sessions, d)
+    pp, ps = as_of(later, sessions, prev)
+    full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+    assert "mart_spillover_index" not in inc.unchanged_before
+    previous = build_marts(pp, assets, ps, PARAMS).tables["mart_spillover_index"]
+    assert "ETH" not in previous["series"].to_list() and previous.height
+    assert full.tables["mart_spillover_index"].filter(pl.col("date") <= prev).height != previous.height
+
+
 def _last_event_day(panel) -> date:
     prices, assets, sessions = panel
     events = build_marts(prices, assets, sessions, PARAMS).tables["mart_correlation_events"]
