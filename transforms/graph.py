@@ -862,4 +862,8 @@ def tail(table: str, frame: pl.DataFrame, since: date) -> pl.DataFrame:
     first = frame[col].min()
     if first is None or first >= since:
         return frame
-    return frame.filter(pl.col(col).is_null() | (pl.col(col) >= since))
+    # Column by column: a frame whose columns are chunked unlike each other (e.g. a node's
+    # partitions concatenated) is copied whole into one chunk by ``DataFrame.filter`` first
+    # (+0.6 GiB for mart_factor_metrics at 2,000 equities); gathering the kept rows is not.
+    rows = (frame[col].is_null() | (frame[col] >= since)).arg_true()
+    return pl.DataFrame([column.gather(rows) for column in frame.get_columns()])
