@@ -82,6 +82,11 @@ def _incremental(work: Path, args, factors: bool) -> None:
     full = build_marts(prices, assets, sess, params)
     full_s, full_cpu = time.perf_counter() - t, time.process_time() - c
     full_rows = {k: v.height for k, v in full.tables.items()}
+    # Each table's dates, to count the full build's rows of the tails the incremental build hands on
+    # (Marts.unchanged_before: a named table holds only its rows from that date).
+    from contracts.tables import TABLES
+
+    full_dates = {k: v[TABLES[k].date_column] for k, v in full.tables.items() if k in TABLES and TABLES[k].date_column}
     # Kept for the check below: the last session's correlations and events.
     last = sess[-1]
     full_corr = full.tables["mart_rolling_correlation"].filter(pl.col("date") == last)
@@ -99,6 +104,8 @@ def _incremental(work: Path, args, factors: bool) -> None:
         return
     inc_s, inc_cpu = time.perf_counter() - t, time.process_time() - c
     inc_rows = {k: v.height for k, v in inc.tables.items()}
+    full_rows = {k: int(((full_dates[k] >= inc.unchanged_before[k]) | full_dates[k].is_null()).sum()) if k in inc.unchanged_before else n
+                 for k, n in full_rows.items()}  # fmt: skip
     keys = ["asset", "benchmark", "window_days"]
     corr = inc.tables["mart_rolling_correlation"].filter(pl.col("date") == last).sort(keys)
     full_corr = full_corr.sort(keys)

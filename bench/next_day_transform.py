@@ -12,8 +12,8 @@ does (partitions one after another, no Prefect). In a fresh interpreter per
 stage: its peak RSS is this stage's alone.
 
 Prints wall, CPU, peak RSS, whether it was incremental and from when, and
-the rows read back from the published warehouse per table (summed over the
-reads of ``flows.rebuild_plan``) and the CPU seconds of the published side's
+the rows read back from the published warehouse and its Parquet marts per table
+(summed over the reads of ``flows.rebuild_plan``) and the CPU seconds of the published side's
 steps (``step_cpu``: ``published_before``, ``merge_published``,
 ``incremental_base``), so a bounded read shows as a row count,
 not only as a time; also how many of the lake's year files the transform
@@ -123,6 +123,16 @@ def stage_transform_next_day(work: Path, args, bounded: bool = True) -> None:
         return out
 
     flows.rebuild_plan.read_tables = counted
+    # The seeds read from the published Parquet marts count too (``_read_seed`` prefers them).
+    real_mart = flows.rebuild_plan.read_published_mart
+
+    def counted_mart(table, *args):
+        frame = real_mart(table, *args)
+        if frame is not None:
+            seed_rows[table.name] = seed_rows.get(table.name, 0) + frame.height
+        return frame
+
+    flows.rebuild_plan.read_published_mart = counted_mart
     # CPU seconds of the published-warehouse side (the seed reads and the merge), timed where
     # the transform calls them.
     import flows.stages.transform as stage

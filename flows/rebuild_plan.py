@@ -96,6 +96,7 @@ def incremental_base(
     settings: Settings, source: str, fingerprint: str, as_of: date,
     prices: pl.DataFrame, assets: pl.DataFrame, fundamentals: pl.DataFrame | None,
     stored: pl.DataFrame | None = None, withdrawn: pl.DataFrame | None = None,
+    sessions: pl.Series | None = None, params: MartParams | None = None,
 ) -> tuple[dict[str, pl.DataFrame], date] | str:
     """The published tables and the first date to rebuild from, or why the run must rebuild everything.
 
@@ -104,6 +105,10 @@ def incremental_base(
     with the same asset metadata; then everything before the first date of a
     bar landed after it read the lake (``ingested_at``), of a new fundamentals
     snapshot, or after its as-of is unchanged.
+
+    With the run's ``sessions`` and mart ``params``, each seed table is read only as far
+    back as the graph's nodes read it from that date (``seed_reads``: e.g. the factor
+    metrics from it on); without them, as far as ``seed_reads`` bounds it without a date.
     """
     state = published_base_state(settings, source, fingerprint)
     if isinstance(state, str):
@@ -142,14 +147,8 @@ def incremental_base(
         new = now.join(stored, on=fund.column_names, how="anti", nulls_equal=True)
         if new.height:
             candidates.append(new["as_of"].min())
-    # The tables the mart graph's nodes read back when built incrementally,
-    # each only as far as its nodes read it (``seed_reads``: e.g. fact_prices'
-    # derived index bars), filtered in the warehouse's scan.
-    reads = seed_reads()
-    large = [t for t in reads if t not in small]
     touched = touched if touched is not None else prices.clear().select("symbol", "date")
     try:
-        previous = small | _read_seed(settings.warehouse_path, large, reads)
         # The published bars against the clean bars now: a stored bar revised
         # into a quarantined value, one withdrawn from the input, or one whose
         # plausibility changed with its neighbours (a jump the next bar reverts)
@@ -161,12 +160,28 @@ def incremental_base(
         )
     except Exception as exc:
         return unreadable_warehouse(settings.warehouse_path, exc)
-    if "fact_prices" not in previous or published_bars is None:
+    if published_bars is None:
         return unreadable_warehouse(settings.warehouse_path, "it has no fact_prices table")
     changed = first_published_difference(published_bars, prices, touched, previous_as_of)
     if changed is not None:
         candidates.append(changed)
-    return previous, min(candidates)
+    since = min(candidates)
+    # Then, with the first date to rebuild from known, the tables the mart graph's
+    # nodes read back when built incrementally, each only as far as its nodes read
+    # it (``seed_reads``: fact_prices' derived index bars, the factor scores from
+    # their horizon before ``since``, ...), filtered in the scan.
+    if sessions is not None and params is not None:
+        reads = seed_reads(sessions=sessions, params=params, since=since)
+    else:
+        reads = seed_reads()
+    large = [t for t in reads if t not in small]
+    try:
+        previous = small | _read_seed(settings.warehouse_path, large, reads)
+    except Exception as exc:
+        return unreadable_warehouse(settings.warehouse_path, exc)
+    if "fact_prices" not in previous:
+        return unreadable_warehouse(settings.warehouse_path, "it has no fact_prices table")
+    return previous, since
 
 
 # Days before the earliest touched date the published bars are searched for
@@ -270,14 +285,31 @@ def _read_seed(path: Path, names: list[str], where: dict | None = None) -> dict[
     run_dir = Path(os.path.realpath(path)).parent
     out: dict[str, pl.DataFrame] = {}
     for n in names:
-        if n in TABLES and TABLES[n].publish and not where.get(n):
-            frame = read_published_mart(TABLES[n], run_dir / snapshots.MARTS_DIR)
+        if n in TABLES and TABLES[n].publish and (not where.get(n) or _from_day(TABLES[n], where[n])):
+            # Whole, or from a day on: a year-partitioned mart's files from that year on.
+            frame = read_published_mart(TABLES[n], run_dir / snapshots.MARTS_DIR, _from_day(TABLES[n], where.get(n)))
             if frame is not None:
                 out[n] = frame
     rest = [n for n in names if n not in out]
     read = read_tables(path, rest, where) if rest else {}
     out |= {n: TABLES[n].conform(f) if n in TABLES else f for n, f in read.items()}
     return {n: out[n] for n in names if n in out}
+
+
+def read_seeds_whole(settings: Settings, names: list[str]) -> dict[str, pl.DataFrame]:
+    """Published tables read whole, for a node whose window of them was too short
+    (``transforms.graph.SeedTooShort``)."""
+    return _read_seed(settings.warehouse_path, names)
+
+
+def _from_day(table, conditions) -> date | None:
+    """The day of ``conditions`` when they are only "the partition column on/after a day"
+    (``seed_reads``' window bound), which a year-partitioned mart reads from its year's files on."""
+    if conditions and len(conditions) == 1:
+        column, op, day = conditions[0]
+        if op == ">=" and column == table.partition_year_by and isinstance(day, date):
+            return day
+    return None
 
 
 # --- the bounded lake read -------------------------------------------------------------------

@@ -12,8 +12,22 @@ builder signature serves the full and the incremental build::
 ``since`` None is the full build. Otherwise ``since`` is the first calendar
 date whose stored bars may differ from the ones the previous run read, and
 ``previous`` holds the previous run's tables (those the node declared in
-``previous``); the node returns exactly what its full build would return for
-the same inputs (tests/transforms/test_incremental.py compares bit for bit).
+``previous``); for each table it names in ``Built.unchanged_before`` the node
+returns exactly the rows its full build would return on/after that date, the
+other tables whole (tests/transforms/test_incremental.py compares bit for bit).
+
+A node that needs only a window of a previous table declares it in
+``previous_window`` (sessions before ``since``, from the node's parameters:
+the factor scores' longest IC horizon, one session for the marts whose
+previous latest session may stop being a publish date, none for a table it
+only rebuilds the tail of); the run reads those tables only from that day on
+(``seed_reads``, pushed into the scan of the year-partitioned Parquet marts or
+of DuckDB), and the tests build from exactly those rows. A node whose window
+turns out too short for this run (a symbol new to the correlation matrix
+rewrites every block) raises ``SeedTooShort``; the run reads that table whole
+and builds again. In an incremental build an input another node names in its
+``unchanged_before`` may hold only that tail (``fact_returns`` does): the whole
+returns of the symbols the marts read whole are the tail node's ``_focus_returns``.
 
 ``assemble`` walks ``GRAPH`` in dependency order for both builds and hands the
 nodes of each level (and a node's partitions, e.g. the correlations per block
@@ -75,16 +89,29 @@ from transforms.matrix import mart_correlation_matrix
 from transforms.returns import log_returns
 from transforms.spillover import publish_dates
 from transforms.spillover_index import index_dates
-from transforms.spillover_marts import SPILLOVER_TABLES, spillover_marts, spillover_marts_since
+from transforms.spillover_marts import SPILLOVER_TABLES, spillover_index_whole, spillover_marts, spillover_marts_since
 
 # The published fact_prices rows the crypto indices were built as (warehouse source "derived").
 DERIVED_BARS: Condition = ("source", "==", "derived")
 # What a run reads besides the previous tables.
-BASE_INPUTS = ("prices", "assets", "sessions", "fundamentals", "history")
+BASE_INPUTS = ("prices", "assets", "sessions", "fundamentals", "history", "_previous_from")
 ALLOCATION_TABLES = (
     "mart_allocation_weights", "mart_mix_performance", "mart_mix_summary", "mart_band_breaches",
     "mart_band_compliance",
 )  # fmt: skip
+
+
+class SeedTooShort(Exception):
+    """Raised by a node whose previous rows, read only from its window (``Node.previous_window``),
+    cannot give its tail this time (e.g. a symbol new to the correlation matrix rewrites every
+    block): the run reads ``tables`` whole and builds again (``flows.stages.transform``)."""
+
+    def __init__(self, tables: tuple[str, ...], reason: str):
+        super().__init__(tables, reason)  # both in args: it pickles to and from Dask workers
+        self.tables, self.reason = tuple(tables), reason
+
+    def __str__(self) -> str:
+        return f"{', '.join(self.tables)} needed whole: {self.reason}"
 
 
 @dataclass
@@ -128,6 +155,13 @@ class Node:
     # the warehouse scan (``seed_reads``). A previous table the node passes on
     # into its output (rows before ``since`` kept as they were) is read whole.
     previous_rows: tuple[tuple[str, tuple[Condition, ...]], ...] = ()
+    # The previous tables the node reads only from a window before ``since`` on:
+    # (table, sessions before the first session on/after ``since``, from the
+    # node's parameters). Their rows from that session (and from ``since``) on
+    # are all it needs (``seed_reads`` pushes the bound into the read), and a
+    # table it also produces it returns as its tail: only the rows on/after the
+    # date it names in ``Built.unchanged_before`` (INTERFACE.md).
+    previous_window: tuple[tuple[str, Callable[[MartParams], int]], ...] = ()
     # Sessions before ``since`` the incremental build reads; a changed range
     # that starts closer to the first session makes the run a full build.
     lookback: Callable[[MartParams], int] = _no_lookback
@@ -307,14 +341,14 @@ def build_returns(inputs, params: MartParams, since, previous) -> Built:
         return Built({"fact_returns": log_returns(all_prices, sessions)})
     plan = _plan(sessions, since, params)
     sess, from_idx = plan.sess, plan.from_idx
-    prev_returns = previous["fact_returns"]
     if plan.from_session is None:
-        returns = prev_returns
+        # No session on/after ``since``: the previous rows from it on (none, unless the calendar moved) stand.
+        returns = tail("fact_returns", previous["fact_returns"], since)
     else:
-        changed = log_returns(
+        # Only the tail (each return reads its own and the previous session's close): no previous row is read.
+        returns = log_returns(
             all_prices.filter(pl.col("date") >= sess[from_idx - 1]), sess.slice(from_idx - 1)
         ).filter(pl.col("session_date") >= plan.from_session)
-        returns = pl.concat([_before(prev_returns, "session_date", plan.from_session), changed], rechunk=False)
     return Built({"fact_returns": returns}, unchanged_before={"fact_returns": since})
 
 
@@ -331,16 +365,20 @@ def build_tail(inputs, params: MartParams, since, previous) -> Built:
         return Built({})
     plan = _plan(inputs["sessions"], since, params)
     sess, tail_idx = plan.sess, plan.tail_idx
-    focus = inputs["fact_prices"].filter(
-        pl.col("symbol").is_in(sorted(set(_matrix_symbols(inputs)) | {params.period_benchmark}))
-    )
-    # From the session before the tail (its first return needs that close), or
-    # from the first session, whose return is null in the full build too.
-    tail_sessions = sess.slice(max(tail_idx - 1, 0))
-    tail_returns = log_returns(focus.filter(pl.col("date") >= tail_sessions[0]), tail_sessions).filter(
-        pl.col("session_date") >= sess[tail_idx]
-    )
-    return Built({"_focus_prices": focus, "_tail_returns": tail_returns})
+    focus = inputs["fact_prices"].filter(pl.col("symbol").is_in(_focus_symbols(inputs, params)))
+    # The focus symbols' whole returns (each return reads its own and the previous
+    # session's close: a symbol's rows are those of fact_returns, bit for bit), so the
+    # nodes below read no previous fact_returns: the spillover marts' windows and the
+    # correlations of pairs recomputed over their whole history.
+    focus_returns = log_returns(focus, sess)
+    tail_returns = focus_returns.filter(pl.col("session_date") >= sess[tail_idx])
+    return Built({"_focus_prices": focus, "_tail_returns": tail_returns, "_focus_returns": focus_returns})
+
+
+def _focus_symbols(inputs: Mapping[str, Any], params: MartParams) -> list[str]:
+    """Every symbol the incremental marts read whole: the matrix's, the period benchmark, the spillover series."""
+    spill = set(params.spillover.index_series) if params.spillover.enabled else set()
+    return sorted(set(_matrix_symbols(inputs)) | {params.period_benchmark} | spill)
 
 
 def _correlation_blocks(inputs, params: MartParams, since) -> list[Any]:
@@ -364,7 +402,7 @@ def build_correlation(inputs, params: MartParams, since, previous) -> Built:
     sess, from_session = plan.sess, plan.from_session
     crypto = _classes(inputs["dim_asset"], CRYPTO_CLASSES)
     kept_corr, new_corr, whole = _rolling_correlation_since(
-        previous["mart_rolling_correlation"], previous["fact_returns"], inputs["_tail_returns"], sess,
+        previous["mart_rolling_correlation"], inputs["_focus_returns"], inputs["_tail_returns"], sess,
         plan.tail_idx, plan.from_idx, crypto, benchmarks, sorted(set(windows)), params.correlation_epoch_sessions,
     )  # fmt: skip
     corr = pl.concat([kept_corr, new_corr])
@@ -417,12 +455,20 @@ def build_matrix(inputs, params: MartParams, since, previous) -> Built:
     plan = _plan(inputs["sessions"], since, params)
     sess = plan.sess
     matrix_returns = inputs["_tail_returns"].filter(pl.col("session_date") >= sess[plan.look_idx])
-    matrix, unchanged = _matrix_since(
-        previous["mart_correlation_matrix"], matrix_returns, sess, plan.from_idx, names, sorted(set(params.windows))
-    )
+    prev = previous["mart_correlation_matrix"]
+    last = prev["date"].max()
+    if (
+        "mart_correlation_matrix" in inputs["_previous_from"] and last is not None
+        and set(prev.filter(pl.col("date") == last)["asset_a"].unique().to_list()) != set(names)
+    ):
+        # A symbol new to (or gone from) the matrix changes every block: its whole history.
+        raise SeedTooShort(("mart_correlation_matrix",), f"the matrix's symbols changed since {last}")
+    matrix, unchanged = _matrix_since(prev, matrix_returns, sess, plan.from_idx, names, sorted(set(params.windows)))
+    if unchanged is None:
+        return Built({"mart_correlation_matrix": matrix})
     return Built(
-        {"mart_correlation_matrix": matrix},
-        unchanged_before={} if unchanged is None else {"mart_correlation_matrix": unchanged},
+        {"mart_correlation_matrix": tail("mart_correlation_matrix", matrix, unchanged)},
+        unchanged_before={"mart_correlation_matrix": unchanged},
     )
 
 
@@ -480,9 +526,8 @@ def build_spillover(inputs, params: MartParams, since, previous) -> Built:
         return Built({})
     benchmarks = _benchmarks(inputs)
     crypto = _classes(inputs["dim_asset"], CRYPTO_CLASSES)
-    returns = inputs["fact_returns"]
     if since is None:
-        all_prices = inputs["fact_prices"]
+        returns, all_prices = inputs["fact_returns"], inputs["fact_prices"]
         spill = sorted(set(crypto) | set(benchmarks) | set(sp.index_series))
         return Built(spillover_marts(
             returns.filter(pl.col("symbol").is_in(spill)), all_prices.filter(pl.col("symbol").is_in(crypto)),
@@ -490,8 +535,10 @@ def build_spillover(inputs, params: MartParams, since, previous) -> Built:
         ))  # fmt: skip
     plan = _plan(inputs["sessions"], since, params)
     sess, from_session = plan.sess, plan.from_session
-    # From the whole returns: each row of these marts reads only its own window.
-    tables = spillover_marts_since(previous, returns, inputs["_focus_prices"], sess, crypto, benchmarks, sp, from_session)
+    # From the focus symbols' whole returns: each row of these marts reads only its own window.
+    tables = spillover_marts_since(
+        previous, inputs["_focus_returns"], inputs["_focus_prices"], sess, crypto, benchmarks, sp, from_session
+    )
     unchanged: dict[str, date] = {}
     if all(t in previous for t in SPILLOVER_TABLES):
         # The previous rows before the first changed session are kept unless
@@ -501,7 +548,42 @@ def build_spillover(inputs, params: MartParams, since, previous) -> Built:
         for t in SPILLOVER_TABLES:
             dropped = previous[t].filter((pl.col("date") < since) & ~pl.col("date").is_in(dates[t].implode()))
             unchanged[t] = min(since, dropped["date"].min() or since)
+            tables[t] = tail(t, tables[t], unchanged[t])
+        if _index_series(previous["mart_spillover_index"]) != _index_series_now(inputs["_focus_returns"], sp):
+            # A series new to (or gone from) the spillover index (e.g. ALTS once its first alt coin
+            # is listed) changes every earlier row of it: the index whole, from the whole returns.
+            tables["mart_spillover_index"] = spillover_index_whole(inputs["_focus_returns"], sess, sp)
+            del unchanged["mart_spillover_index"]
     return Built(tables, unchanged_before=unchanged)
+
+
+def _index_series(index: pl.DataFrame) -> set[str]:
+    """The series of a mart_spillover_index: those of its latest date (every date holds all of them,
+    ``mart_spillover_index``), also when only its rows from the previous latest session were read."""
+    last = index["date"].max()
+    return set(index.filter(pl.col("date") == last)["series"].to_list()) if last is not None else set()
+
+
+def _index_series_now(returns: pl.DataFrame, sp) -> set[str]:
+    """The series the spillover index is built over now (``mart_spillover_index``: those with returns,
+    none with fewer than two)."""
+    present = set(returns.filter(pl.col("symbol").is_in(list(sp.index_series)))["symbol"].unique().to_list())
+    return present if len(present) >= 2 else set()
+
+
+def _previous_latest_session(params: MartParams) -> int:
+    """The spillover marts' and the matrix's window before ``since``: one session. Their
+    previous rows before ``since`` stay but on a date that stopped being a publish (as-of)
+    date, and only the previous run's latest session can stop being one (``publish_dates``,
+    ``index_dates``, ``as_of_sessions``: the cadence's dates of a longer calendar are the
+    shorter one's, plus its last session). The matrix's last block also names its symbols."""
+    return 1
+
+
+def _factor_horizon(params: MartParams) -> int:
+    """The factor scores' window before ``since``: the IC of a session reads the scores of the
+    sessions up to its longest horizon later (``evaluate_factors`` with ``from_date``)."""
+    return max((int(h) for h in params.factor_horizons), default=0)
 
 
 def build_allocation(inputs, params: MartParams, since, previous) -> Built:
@@ -533,25 +615,30 @@ GRAPH: tuple[Node, ...] = (
          previous_rows=(("fact_prices", (DERIVED_BARS,)),)),
     Node("fundamentals", ("fact_fundamentals",), ("fundamentals",), build_fundamentals, inline=True),
     Node("returns", ("fact_returns",), ("fact_prices", "sessions"), build_returns,
-         previous=("fact_returns",), requires=("fact_returns",)),
-    Node("tail", ("_focus_prices", "_tail_returns"), ("fact_prices", "dim_asset", "_benchmarks", "sessions"),
+         previous=("fact_returns",), requires=("fact_returns",), previous_window=(("fact_returns", _no_lookback),)),
+    Node("tail", ("_focus_prices", "_tail_returns", "_focus_returns"),
+         ("fact_prices", "dim_asset", "_benchmarks", "sessions"),
          build_tail, lookback=_correlation_lookback, partitions=_incremental_only),
     Node("correlation", ("mart_rolling_correlation", "mart_correlation_events"),
-         ("fact_returns", "dim_asset", "_benchmarks", "sessions", "_tail_returns"), build_correlation,
-         previous=("mart_rolling_correlation", "fact_returns", "mart_correlation_events"),
-         requires=("mart_rolling_correlation", "fact_returns"), lookback=_correlation_lookback,
+         ("fact_returns", "dim_asset", "_benchmarks", "sessions", "_tail_returns", "_focus_returns"),
+         build_correlation, previous=("mart_rolling_correlation", "mart_correlation_events"),
+         requires=("mart_rolling_correlation",), lookback=_correlation_lookback,
          partitions=_correlation_blocks, combine=_combine_correlation),
     Node("matrix", ("mart_correlation_matrix",),
-         ("fact_returns", "dim_asset", "_benchmarks", "sessions", "_tail_returns"), build_matrix,
+         ("fact_returns", "dim_asset", "_benchmarks", "sessions", "_tail_returns", "_previous_from"), build_matrix,
          previous=("mart_correlation_matrix",), requires=("mart_correlation_matrix",),
+         previous_window=(("mart_correlation_matrix", _previous_latest_session),),
          lookback=_correlation_lookback, partitions=_matrix_windows, combine=_combine_matrix),
     Node("milestones", ("mart_market_milestones", "mart_period_returns"),
          ("fact_prices", "dim_asset", "_benchmarks", "sessions", "history", "_focus_prices"), build_milestones),
     Node("factors", FACTOR_TABLES, ("prices", "assets", "sessions", "fundamentals"), build_factors,
-         previous=FACTOR_TABLES),
+         previous=FACTOR_TABLES,
+         # The metrics are only passed on; the IC (and its summary over all of it) is small.
+         previous_window=(("mart_factor_scores", _factor_horizon), ("mart_factor_metrics", _no_lookback))),
     Node("spillover", SPILLOVER_TABLES,
-         ("fact_returns", "fact_prices", "dim_asset", "_benchmarks", "sessions", "_focus_prices"), build_spillover,
-         previous=SPILLOVER_TABLES),
+         ("fact_returns", "fact_prices", "dim_asset", "_benchmarks", "sessions", "_focus_prices", "_focus_returns"),
+         build_spillover, previous=SPILLOVER_TABLES,
+         previous_window=tuple((t, _previous_latest_session) for t in SPILLOVER_TABLES)),
     Node("allocation", ALLOCATION_TABLES,
          ("fact_prices", "dim_asset", "_benchmarks", "mart_rolling_correlation", "_focus_prices"), build_allocation),
 )  # fmt: skip
@@ -610,15 +697,57 @@ def seed_tables(graph: Sequence[Node] = GRAPH) -> tuple[str, ...]:
     return tuple(dict.fromkeys(t for n in graph for t in n.previous))
 
 
-def seed_reads(graph: Sequence[Node] = GRAPH) -> dict[str, tuple[Condition, ...] | None]:
+def seed_reads(
+    graph: Sequence[Node] = GRAPH,
+    *,
+    sessions: pl.Series | None = None,
+    params: MartParams | None = None,
+    since: date | None = None,
+) -> dict[str, tuple[Condition, ...] | None]:
     """Each of ``seed_tables`` with the rows to read: the conditions every node
     reading it declared in ``previous_rows`` (the same for all of them), or
-    None (whole) when one of them reads it whole or they declare different rows."""
+    None (whole) when one of them reads it whole or they declare different rows.
+
+    Given the run's ``sessions``, ``params`` and ``since`` (known before the
+    read), a table every reader declares a window of (``Node.previous_window``)
+    is read from the earliest of their windows' first dates on
+    (``(date column, ">=", day)``), e.g. the factor metrics from ``since``."""
+    starts = window_starts(graph, sessions, params, since) if sessions is not None and params is not None and since is not None else {}
     out: dict[str, tuple[Condition, ...] | None] = {}
     for table in seed_tables(graph):
         wants = {dict(n.previous_rows).get(table) for n in graph if table in n.previous}
-        out[table] = wants.pop() if len(wants) == 1 else None
+        conds = wants.pop() if len(wants) == 1 else None
+        if table in starts and (conds is not None or len(wants) == 0):
+            conds = (*(conds or ()), (TABLES[table].date_column, ">=", starts[table]))
+        out[table] = conds
     return out
+
+
+def window_starts(
+    graph: Sequence[Node], sessions: pl.Series, params: MartParams, since: date
+) -> dict[str, date]:
+    """Per previous table that every node reading it reads only from a window on
+    (``Node.previous_window``): the first date any of them reads. The window's
+    first session is ``n`` sessions before the first session on/after ``since``
+    (never after ``since``); a window reaching before the first session leaves the
+    table out (read whole)."""
+    sess = _sess(sessions)
+    at = sess.search_sorted(since, side="left")
+    out: dict[str, date] = {}
+    whole: set[str] = set()
+    for node in graph:
+        windows = dict(node.previous_window)
+        for table in node.previous:
+            if table not in windows:
+                whole.add(table)
+                continue
+            i = at - windows[table](params)
+            if i < 0:
+                whole.add(table)
+                continue
+            start = min(since, sess[i]) if i < sess.len() else since
+            out[table] = min(out.get(table, start), start)
+    return {t: d for t, d in out.items() if t not in whole}
 
 
 def full_build_reason(
@@ -656,10 +785,14 @@ def assemble(
     since: date | None = None,
     previous: Mapping[str, pl.DataFrame] | None = None,
     graph: Sequence[Node] = GRAPH,
+    previous_from: Mapping[str, date] | None = None,
 ) -> Marts:
     """Every table of ``graph`` from the run's inputs: full (``since`` None) or
     incremental from ``since`` over ``previous`` (see the module docstring);
     an incremental build that ``full_build_reason`` rules out is built in full.
+
+    ``previous_from``: the previous tables read only from a day on (``window_starts``);
+    a node that finds its rows too short raises ``SeedTooShort``.
     """
     previous = previous or {}
     if since is not None:
@@ -668,6 +801,7 @@ def assemble(
             since, previous = None, {}
     tables: dict[str, Any] = {
         "prices": prices, "assets": assets, "sessions": sessions, "fundamentals": fundamentals, "history": history,
+        "_previous_from": dict(previous_from or {}),
     }  # fmt: skip
     built: dict[str, Built] = {}
     for level in levels(graph):

@@ -77,11 +77,16 @@ def factor_marts_since(
     ``from_date`` API of ``transforms.factors``/``transforms.factor_eval``,
     merged with the previous rows; the IC summary over all IC rows. Second:
     per table, the date before which its rows are the previous rows
-    (``transforms.marts.Marts.unchanged_before``)."""
+    (``transforms.marts.Marts.unchanged_before``); the tables named there are
+    returned as their tails, the rows on/after that date (INTERFACE.md).
+
+    Of the previous rows it reads the scores from ``max(horizons)`` sessions
+    before ``from_date`` on (the IC's forward windows) and the whole IC (its
+    summary); the metrics not at all (``transforms.graph``'s factors node
+    declares that window, ``seed_reads`` reads no more)."""
     scores, metrics = factor_scores(prices, assets, sessions, params, fundamentals, from_date=from_date)
     # The previous rows as read (no copy) when none is dated on/after from_date, the nightly case.
     all_scores = pl.concat([_before(previous["mart_factor_scores"], "date", from_date), scores])
-    all_metrics = pl.concat([_before(previous["mart_factor_metrics"], "date", from_date), metrics])
     ic, _ = evaluate_factors(all_scores, prices, sessions, horizons=params.factor_horizons, from_date=from_date)
     # The IC of date t uses closes t..t+h sessions: touched from h sessions before the first changed one.
     sess = sessions.cast(pl.Date).unique().sort()
@@ -114,9 +119,9 @@ def factor_marts_since(
     unchanged = {"mart_factor_scores": from_date, "mart_factor_metrics": from_date,
                  "mart_factor_ic": min(firsts, default=from_date)}
     tables = {
-        "mart_factor_scores": all_scores,
-        "mart_factor_metrics": all_metrics,
-        "mart_factor_ic": all_ic,
+        "mart_factor_scores": scores,
+        "mart_factor_metrics": metrics,
+        "mart_factor_ic": all_ic.filter(pl.col("date") >= unchanged["mart_factor_ic"]),
         "mart_factor_ic_summary": summary,
     }
     return tables, unchanged
@@ -226,6 +231,10 @@ def _matrix_since(
     from_session = sess[from_idx]
     unchanged: date | None = from_session
     targets = as_of_sessions(sess)
+    # Every block holds the whole grid of the previous run's symbols: its last one names them
+    # (also when only the rows from the previous latest session on were read).
+    last = prev_matrix["date"].max()
+    prev_symbols = set(prev_matrix.filter(pl.col("date") == last)["asset_a"].unique().to_list()) if last else set()
     kept = _before(prev_matrix, "date", from_session)
     # Of the kept blocks only the last can have stopped being an as-of date
     # (the previous run's latest session, when it is not a month-end).
@@ -236,7 +245,7 @@ def _matrix_since(
             kept = kept.slice(0, dates.search_sorted(dates.max(), side="left"))
         else:
             kept = kept.filter(pl.col("date").is_in(targets.implode()))
-    prev_names = set(kept.filter(pl.col("date") == kept["date"].max())["asset_a"].unique().to_list()) if kept.height else set()
+    prev_names = prev_symbols if kept.height else set()
     if prev_names and prev_names != set(names):
         unchanged = None
         kept = kept.filter(pl.col("asset_a").is_in(names) & pl.col("asset_b").is_in(names))

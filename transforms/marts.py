@@ -145,6 +145,7 @@ def build_marts(
     *,
     since: date | None = None,
     previous: Mapping[str, pl.DataFrame] | None = None,
+    previous_from: Mapping[str, date] | None = None,
 ) -> Marts:
     """All marts from native-calendar ``prices`` (BAR_SCHEMA plus optional source/ingested_at):
     the mart graph's assembler (``transforms.graph.assemble``) over ``GRAPH``.
@@ -162,11 +163,14 @@ def build_marts(
     changed from ``since`` on is recomputed: the same tables, bit for bit;
     built in full when ``previous`` lacks a table a node requires or the
     changed range starts within a node's look-back of the first session.
+    ``previous_from``: the previous tables read only from a day on
+    (``transforms.graph.window_starts``); see ``transforms.graph.SeedTooShort``.
     """
     from transforms.graph import assemble  # the graph's nodes import this module's pieces
 
     return assemble(
-        prices, assets, sessions, params, fundamentals, map_partitions, history, since=since, previous=previous
+        prices, assets, sessions, params, fundamentals, map_partitions, history, since=since, previous=previous,
+        previous_from=previous_from,
     )
 
 

@@ -51,6 +51,14 @@ def spillover_marts(
     }  # fmt: skip
 
 
+def spillover_index_whole(returns: pl.DataFrame, sessions: pl.Series, params: SpilloverParams) -> pl.DataFrame:
+    """mart_spillover_index over every index date (``spillover_marts``' index alone)."""
+    return mart_spillover_index(
+        returns.filter(pl.col("symbol").is_in(list(params.index_series))), sessions, tuple(params.index_series),
+        params.index_window, params.index_horizon, params.index_max_lags, params.index_ic, params.index_step,
+    )
+
+
 def spillover_marts_since(
     previous: Mapping[str, pl.DataFrame],
     returns: pl.DataFrame,

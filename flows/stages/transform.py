@@ -25,6 +25,7 @@ from flows.rebuild_plan import (
     lake_read_plan,
     merge_published,
     published_before,
+    read_seeds_whole,
     run_state,
     transform_fingerprint,
     unreadable_warehouse,
@@ -33,7 +34,7 @@ from flows.run import PipelineError, RunSummary
 from flows.settings import Settings
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe
-from transforms.graph import DERIVED_BARS, full_build_reason, seed_reads
+from transforms.graph import DERIVED_BARS, GRAPH, SeedTooShort, full_build_reason, seed_reads, window_starts
 from transforms.marts import Marts, build_marts, serial_map
 from warehouse.audit import price_warnings
 from warehouse.lake import Lake
@@ -150,7 +151,7 @@ def transform(
     fundamentals = fundamentals_as_of(lake, as_of)
     base = incremental_base(
         settings, lake.source, fingerprint, as_of, prices, assets, fundamentals,
-        stored=stored, withdrawn=withdrawn,
+        stored=stored, withdrawn=withdrawn, sessions=sess, params=params,
     )
     # The stored bars as read (with each bar's origin) are not needed past the
     # rebuild plan: not held through the build (the lake's size in memory).
@@ -173,10 +174,22 @@ def transform(
             marts.warnings.append(base)
     else:
         previous, incremental_from = base
-        marts = build_marts(
-            prices, assets, sess, params, fundamentals, map_partitions=map_on_runner, history=history,
-            since=incremental_from, previous=previous,
-        )
+        # The seeds were read from each node's window on (``seed_reads``); a node that finds
+        # its window too short this time (``SeedTooShort``: a symbol new to the matrix) gets
+        # its tables whole and the build runs again.
+        bounded = window_starts(GRAPH, sess, params, incremental_from)
+        while True:
+            try:
+                marts = build_marts(
+                    prices, assets, sess, params, fundamentals, map_partitions=map_on_runner, history=history,
+                    since=incremental_from, previous=previous, previous_from=bounded,
+                )
+                break
+            except SeedTooShort as short:
+                if not set(short.tables) & set(bounded):
+                    raise
+                previous = {**previous, **read_seeds_whole(settings, list(short.tables))}
+                bounded = {t: d for t, d in bounded.items() if t not in short.tables}
         full_because = None
     if synthetic:
         # Indices built from synthetic prices are synthetic too.

@@ -3,10 +3,11 @@ publishes the same tables as a full rebuild from the same files."""
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 
 from flows.sources.files import FilesSource
-from tests.flows.test_incremental_run import assert_same_tables
+from tests.flows.test_incremental_run import assert_same_tables, tables
 from tests.warehouse.test_integrity import D1, D2, full_rebuild, run, save, write_inputs
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -35,3 +36,36 @@ def test_the_next_days_files_run_reads_only_the_new_rows_and_equals_a_full_rebui
     assert second.rows_written == new and second.incremental_from is not None
     assert first.status == second.status == "succeeded"
     assert_same_tables(data, full_rebuild(folder, tmp_path))
+
+
+def test_a_coin_listed_on_the_next_day_reads_the_matrix_whole_and_equals_a_full_rebuild(tmp_path, monkeypatch):
+    """A symbol new to the correlation matrix rewrites every earlier block: the matrix node finds
+    the seed read's window (from the previous latest session) too short, raises ``SeedTooShort``
+    from its Prefect task, and the transform reads the published matrix whole and builds again."""
+    import flows.rebuild_plan as plan
+    from datetime import timedelta
+
+    folder, data = tmp_path / "in", tmp_path / "data"
+    rows = write_inputs(folder)
+    (folder / "SOL-USD.csv").unlink()  # SOL is listed after D1
+    for symbol, by_date in rows.items():
+        if symbol != "SOL":
+            save(folder, symbol, {d: r for d, r in by_date.items() if d <= D1})
+    first = run(folder, data, D1)
+    assert first.status == "succeeded"
+    whole_reads = []
+    real = plan.read_seeds_whole
+    monkeypatch.setattr(plan, "read_seeds_whole", lambda settings, names: whole_reads.append(names) or real(settings, names))
+    import flows.stages.transform as stage
+
+    monkeypatch.setattr(stage, "read_seeds_whole", plan.read_seeds_whole)
+    for symbol, by_date in rows.items():
+        save(folder, symbol, by_date if symbol != "SOL" else {d: r for d, r in by_date.items() if d > D1})
+    second = run(folder, data, D2)
+    assert second.status == "succeeded" and second.incremental_from is not None
+    assert second.incremental_from <= D1 + timedelta(days=1)
+    assert whole_reads == [["mart_correlation_matrix"]]
+    # Every table equals a full rebuild's, the spillover index too: its series change with SOL's
+    # listing, which changes every earlier row of it (recomputed whole; main carried the old rows on).
+    assert_same_tables(data, full_rebuild(folder, tmp_path))
+    assert tables(data)["mart_correlation_matrix"].filter(pl.col("asset_a") == "SOL").height

@@ -75,6 +75,15 @@ def test_next_night_rebuilds_only_from_the_new_days_and_equals_a_full_run(tmp_pa
         return out
 
     monkeypatch.setattr(flows.rebuild_plan, "read_tables", recorded)
+    mart_reads = []
+    real_mart = flows.rebuild_plan.read_published_mart
+
+    def recorded_mart(table, marts_dir, since=None):
+        frame = real_mart(table, marts_dir, since)
+        mart_reads.append((table.name, since, None if frame is None else frame.height))
+        return frame
+
+    monkeypatch.setattr(flows.rebuild_plan, "read_published_mart", recorded_mart)
     from warehouse.lake import Lake
 
     tails = []
@@ -91,6 +100,16 @@ def test_next_night_rebuilds_only_from_the_new_days_and_equals_a_full_run(tmp_pa
     assert sum(rows for _, rows in price_reads) < published["fact_prices"].height / 5
     # The published tables read whole come from the published run's Parquet marts, not out of its DuckDB file.
     assert not [name for name, where, _ in reads if where is None and TABLES[name].publish]
+    # The seeds the graph's nodes read only from a window before since (Node.previous_window) are
+    # read from their Parquet marts from that day on: nothing of fact_returns (only its tail is
+    # built), the matrix and spillover marts from the previous latest session.
+    bounded = {name: (since, rows) for name, since, rows in mart_reads if since is not None}
+    assert {"fact_returns", "mart_correlation_matrix", "mart_spillover", "mart_lead_lag"} <= set(bounded)
+    for name, (since, rows) in bounded.items():
+        assert since <= second.incremental_from and rows is not None, name
+        col = TABLES[name].date_column
+        assert rows == published[name].filter(pl.col(col) >= since).height < published[name].height / 5, name
+    assert bounded["fact_returns"][1] == 0
     # What the run hands the load: per named table only its rows from the date (Marts.unchanged_before);
     # the rows before are the published ones (the tables equal a full run's, above).
     unchanged = built[0].unchanged_before
@@ -230,3 +249,30 @@ def test_a_copied_run_audits_what_it_writes_and_a_bad_new_row_still_publishes_no
     monkeypatch.setattr(nightly_module, "transform", transform)
     assert nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path)).status == "succeeded"
     assert audited[2] and snapshots.current_run(tmp_path) != published
+
+
+def test_a_node_whose_window_is_too_short_gets_its_table_whole_and_the_build_runs_again(tmp_path, full_d2, monkeypatch):
+    """``SeedTooShort`` (e.g. a symbol new to the correlation matrix): the transform reads the
+    table whole from the published run and builds again; the run still equals a full run."""
+    import flows.stages.transform as stage
+    from transforms.graph import SeedTooShort
+
+    nightly(source="sample", start=START, as_of=D1, data_dir=str(tmp_path))
+    published = tables(tmp_path)["mart_correlation_matrix"]
+    calls = []
+    real = stage.build_marts
+
+    def build_marts(*args, previous=None, previous_from=None, **kwargs):
+        calls.append((previous["mart_correlation_matrix"].height if previous else None, dict(previous_from or {})))
+        if len(calls) == 1 and previous is not None:
+            raise SeedTooShort(("mart_correlation_matrix",), "a stand-in's symbols changed")
+        return real(*args, previous=previous, previous_from=previous_from, **kwargs)
+
+    monkeypatch.setattr(stage, "build_marts", build_marts)
+    second = nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
+    assert second.incremental_from == D1 + timedelta(days=1)
+    (first_rows, first_from), (again_rows, again_from) = calls
+    assert "mart_correlation_matrix" in first_from and first_rows < published.height
+    assert "mart_correlation_matrix" not in again_from and again_rows == published.height
+    assert set(again_from) == set(first_from) - {"mart_correlation_matrix"}
+    assert_same_tables(tmp_path, full_d2)

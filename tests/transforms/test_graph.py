@@ -100,6 +100,34 @@ def test_seed_reads_bound_each_previous_table_as_its_nodes_declare():
     assert seed_reads((*GRAPH, same))["fact_prices"] == (("source", "==", "derived"),)
 
 
+def test_seed_reads_bound_the_windows_nodes_declare_from_since(panel):
+    _, _, sessions = panel
+    params = dataclasses.replace(PARAMS, factors=True)
+    since = sessions[-1]
+    reads = seed_reads(GRAPH, sessions=sessions, params=params, since=since)
+    before = {n: sessions[sessions.len() - 1 - n] for n in (1, max(params.factor_horizons))}
+    # Read from since: nothing of the previous returns or factor metrics is needed (only their tails are built).
+    assert reads["fact_returns"] == (("session_date", ">=", since),)
+    assert reads["mart_factor_metrics"] == (("date", ">=", since),)
+    # The factor scores from the longest IC horizon before it; the matrix and spillover
+    # marts from the previous latest session (the one publish date that can drop).
+    assert reads["mart_factor_scores"] == (("date", ">=", before[max(params.factor_horizons)]),)
+    for t in ("mart_correlation_matrix", "mart_spillover", "mart_lead_lag", "mart_spillover_index"):
+        assert reads[t] == (("date", ">=", before[1]),), t
+    # Declared conditions stay; tables no node bounds are read whole.
+    assert reads["fact_prices"] == (("source", "==", "derived"),)
+    assert reads["mart_rolling_correlation"] is None and reads["mart_factor_ic"] is None
+    # A window reaching before the first session: whole.
+    assert seed_reads(GRAPH, sessions=sessions, params=params, since=sessions[10])["mart_factor_scores"] is None
+    # Two readers with windows: the earlier bound; one reading whole: whole.
+    wider = Node("wider", ("mart_w",), ("fact_returns",), lambda i, p, s, prev: Built({}), previous=("fact_returns",),
+                 previous_window=(("fact_returns", lambda p: 3),))
+    assert seed_reads((*GRAPH, wider), sessions=sessions, params=params, since=since)["fact_returns"] == (
+        ("session_date", ">=", sessions[sessions.len() - 4]),)
+    whole = dataclasses.replace(wider, previous_window=())
+    assert seed_reads((*GRAPH, whole), sessions=sessions, params=params, since=since)["fact_returns"] is None
+
+
 def test_the_indices_node_gets_only_the_derived_bars_and_builds_as_from_the_whole_table(panel):
     prices, assets, sessions = panel
     # As a run reads them from the lake: the index bars are then "derived" in fact_prices.
@@ -178,9 +206,9 @@ def build_toy(inputs, params, since, previous) -> Built:
     )
     if since is None:
         return Built({"mart_toy": counts.sort("session_date")})
-    kept = previous["mart_toy"].filter(pl.col("session_date") < since)
-    new = counts.filter(pl.col("session_date") >= since)
-    return Built({"mart_toy": pl.concat([kept, new]).sort("session_date")}, unchanged_before={"mart_toy": since})
+    # Its tail only (INTERFACE.md): the rows before ``since`` are the published ones.
+    return Built({"mart_toy": counts.filter(pl.col("session_date") >= since).sort("session_date")},
+                 unchanged_before={"mart_toy": since})
 
 
 TOY = Node("toy", ("mart_toy",), ("fact_returns", "dim_asset"), build_toy, previous=("mart_toy",))

@@ -24,6 +24,7 @@ from tests.panels import generate
 from transforms.incremental import first_changed_session
 from transforms.marts import MartParams, build_marts
 from contracts.tables import TABLES
+from tests.transforms.seeding import seeded_build
 
 AS_OF = date(2026, 11, 20)
 PARAMS = MartParams(policy=load_policy(), factors=False)
@@ -80,10 +81,11 @@ def completed(previous: dict[str, pl.DataFrame], inc) -> dict[str, pl.DataFrame]
     return out
 
 
-def check(prices, assets, sessions, d, prev_prices, prev_assets, prev_sessions, from_date, params=PARAMS):
+def check(prices, assets, sessions, d, prev_prices, prev_assets, prev_sessions, from_date, params=PARAMS, rereads=None):
     previous = build_marts(prev_prices, prev_assets, prev_sessions, params)
     full = build_marts(prices, assets, sessions, params)
-    inc = build_marts(prices, assets, sessions, params, previous=previous.tables, since=from_date)
+    # From the previous tables as the run's seed read gives them: only the rows the nodes declare.
+    inc = seeded_build(prices, assets, sessions, params, previous.tables, from_date, rereads)
     assert_same_marts(full.tables, completed(previous.tables, inc))
     assert inc.warnings == full.warnings
     assert full.unchanged_before == {}
@@ -96,7 +98,9 @@ def test_one_new_day(panel):
     d, prev = sessions[-1], sessions[-2]
     p, s = as_of(prices, sessions, d)
     pp, ps = as_of(prices, sessions, prev)
-    full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+    rereads = []
+    full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), rereads=rereads)
+    assert rereads == []  # every bounded seed was enough
     # A plain new day: every table whose old rows are carried is named, from the new day on
     # (the matrix and spillover marts from the previous latest session, which stops being an as-of date).
     carried = {"fact_prices", "fact_returns", "mart_rolling_correlation", "mart_correlation_events", "mart_correlation_matrix",
@@ -194,8 +198,26 @@ def test_new_symbol_listed_on_the_new_day(panel):
     new_assets = pl.concat([assets, assets.filter(pl.col("symbol") == "SOL").with_columns(pl.lit("NEWC").alias("symbol"))])
     p, s = as_of(new_prices, sessions, d)
     pp, ps = as_of(prices, sessions, prev)
-    full, _ = check(p, new_assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+    rereads = []
+    full, _ = check(p, new_assets, s, d, pp, assets, ps, prev + timedelta(days=1), rereads=rereads)
     assert full.tables["mart_correlation_matrix"].filter(pl.col("asset_a") == "NEWC").height
+    # Its null rows go into every earlier block: the matrix's window is not enough, it is read whole.
+    assert rereads == ["mart_correlation_matrix"]
+
+
+def test_a_series_new_to_the_spillover_index_rebuilds_the_index_whole(panel):
+    """ETH listed on the new day joins the spillover index's series: every earlier row of the
+    index changes (the VAR is over all its series), so the index is handed on whole, not as a tail."""
+    prices, assets, sessions = panel
+    d, prev = sessions[-1], sessions[-2]
+    later = prices.filter((pl.col("symbol") != "ETH") | (pl.col("date") > prev))
+    p, s = as_of(later, sessions, d)
+    pp, ps = as_of(later, sessions, prev)
+    full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+    assert "mart_spillover_index" not in inc.unchanged_before
+    previous = build_marts(pp, assets, ps, PARAMS).tables["mart_spillover_index"]
+    assert "ETH" not in previous["series"].to_list() and previous.height
+    assert full.tables["mart_spillover_index"].filter(pl.col("date") <= prev).height != previous.height
 
 
 def _last_event_day(panel) -> date:
@@ -226,7 +248,8 @@ def test_chained_nightly_runs(panel):
     tables = build_marts(p, assets, s, PARAMS).tables
     for i in range(start + 1, sessions.len()):
         p, s = as_of(prices, sessions, sessions[i])
-        tables = completed(tables, build_marts(p, assets, s, PARAMS, previous=tables, since=sessions[i - 1] + timedelta(days=1)))
+        since = sessions[i - 1] + timedelta(days=1)
+        tables = completed(tables, seeded_build(p, assets, s, PARAMS, tables, since))
     assert_same_marts(build_marts(prices, assets, sessions, PARAMS).tables, tables)
 
 

@@ -389,3 +389,28 @@ def test_a_mart_that_cannot_stand_for_its_table_is_not_read(tables, published):
     (marts / name / manifest["files"][0]).unlink()
     assert mart_files.read_published(table, marts) is None
     assert mart_files.read_published(TABLES["dim_asset"], published / "no-marts") is None
+
+
+def test_a_published_mart_reads_back_from_a_day_from_its_years_files(tables, published, monkeypatch):
+    """``read_published(..., since)``: the rows on/after the day, read from the files of its year
+    on (the earlier years' data is not read), equal to the warehouse's rows filtered the same way;
+    a manifest whose row count the files do not add up to is still refused."""
+    marts, name = published / "marts", "mart_rolling_correlation"
+    table = TABLES[name]
+    whole = mart_files.read_published(table, marts)
+    years = sorted(whole["date"].dt.year().unique().to_list())
+    assert len(years) > 1, "the fixture spans several years"
+    day = date(years[-1], 1, 1) + timedelta(days=3)
+    read: list[list] = []
+    real = pl.read_parquet
+    monkeypatch.setattr(mart_files.pl, "read_parquet", lambda paths, *a, **k: read.append(list(paths)) or real(paths, *a, **k))
+    got = mart_files.read_published(table, marts, day)
+    keys = table.column_names
+    want = whole.filter(pl.col("date") >= day)
+    assert 0 < got.height < whole.height
+    assert got.sort(keys, nulls_last=True).equals(want.sort(keys, nulls_last=True), null_equal=True)
+    assert read and all(int(Path(p).parent.name) >= day.year for p in read[-1])
+    manifest_file = mart_files.manifest_path(marts, name)
+    manifest = json.loads(manifest_file.read_text())
+    manifest_file.write_text(json.dumps({**manifest, "row_count": manifest["row_count"] + 1}))
+    assert mart_files.read_published(table, marts, day) is None
