@@ -66,7 +66,6 @@ from transforms.allocation import simulate_mixes
 from transforms.events import correlation_events_since, mart_correlation_events
 from transforms.incremental import (
     MARGIN_SESSIONS,
-    _before,
     _matrix_since,
     _rolling_correlation_since,
     factor_marts_since,

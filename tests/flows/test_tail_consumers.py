@@ -8,7 +8,7 @@ figure, so the test fails if the consumer took its tail for the whole table.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import polars as pl
 

@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 
 import polars as pl
 
-from contracts.tables import TABLES
 
 _OPERATORS = {
     "==": lambda c, v: c == v,
