@@ -18,6 +18,9 @@ steps (``step_cpu``: ``published_before``, ``merge_published``,
 ``incremental_base``), so a bounded read shows as a row count,
 not only as a time; also how many of the lake's year files the transform
 read (``lake_read``) and a digest of each table it returned (outside the timing).
+``BENCH_STEPS=1`` adds ``steps``: wall and CPU seconds of each step of the transform and
+of each mart graph node (``_time_steps``); ``BENCH_PROFILE=<file>`` writes a cProfile of it.
+The calendar's sessions are kept in the scratch data dir as the nightly flow keeps them.
 
 ``transform_next_day_whole`` is the same with the whole lake read and screened
 (``transform(..., bounded=False)``, what the transform did before the bounded
@@ -65,6 +68,7 @@ def table_digests(tables: dict) -> dict[str, str]:
 def _scratch(work: Path):
     """Point a scratch data dir at the e2e bench's full run and lake (see the module's note):
     (settings, universe, the next day's as-of)."""
+    from flows.calendar import cache_sessions_in
     from flows.params import mart_params
     from flows.rebuild_plan import LAKE_LISTED, transform_fingerprint
     from flows.settings import Settings
@@ -91,12 +95,74 @@ def _scratch(work: Path):
     env = {"XASSET_DATA_DIR": str(scratch), "XASSET_UNIVERSE_PATH": str(work / "e2e" / "universe.yaml")}
     os.environ.update(env)
     settings = Settings()
+    # As the nightly flow does: the calendar's sessions kept in the data dir, not built each run
+    # (the first run of this stage in a work dir builds and keeps them).
+    cache_sessions_in(settings.data_dir / "cache" / "calendar")
     universe = load_universe(settings.universe_path)
     state = json.loads((full / "run.json").read_text())
     state["fingerprint"] = transform_fingerprint(mart_params(settings, universe), settings, "files")
     state.setdefault(LAKE_LISTED, (full / "run.json").stat().st_ctime_ns)
     (current / "run.json").write_text(json.dumps(state))
     return settings, universe, next_as_of
+
+
+def _time_steps(steps: dict[str, list[float]]):
+    """``BENCH_STEPS=1``: wall and CPU seconds and calls of each step of the transform
+    (``steps[name] = [wall, cpu, calls]``, inclusive: a step's time holds the steps it calls),
+    timed where the transform calls them; each mart graph node's build (every partition,
+    ``node:<name>``) too. Returns the function that puts the originals back."""
+    import flows.rebuild_plan as plan
+    import flows.stages.transform as stage
+    import transforms.graph as graph
+    from warehouse.lake import Lake
+
+    restore: list = []
+
+    def wrap(owner, attr: str, name: str) -> None:
+        fn = getattr(owner, attr)
+
+        def call(*args, **kwargs):
+            t, c = time.perf_counter(), time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                label = name if attr != "_read_seed" else f"{name}({','.join(args[1])})"
+                s = steps.setdefault(label, [0.0, 0.0, 0])
+                s[0] += time.perf_counter() - t
+                s[1] += time.process_time() - c
+                s[2] += 1
+
+        restore.append((owner, attr, fn))
+        if isinstance(owner, graph.Node):
+            object.__setattr__(owner, attr, call)
+        else:
+            setattr(owner, attr, call)
+
+    for attr in ("read_assets", "bar_files", "read_withdrawn", "read_bar_files", "read_fundamentals"):
+        wrap(Lake, attr, f"lake.{attr}")
+    for attr in (
+        "lake_read_plan", "exchange_sessions", "screen", "incremental_base", "full_build_reason", "window_starts",
+        "build_marts", "run_state", "whole_prices", "price_figures", "stale_symbols", "price_warnings",
+        "freshness", "_read_bounded", "fundamentals_as_of", "published_before", "merge_published",
+    ):
+        wrap(stage, attr, attr)
+    for attr in (
+        "_read_seed", "published_bars_compared", "first_published_difference", "published_base_state",
+        "screen_rules", "quarantine_keys", "_merge_bars", "_symbol_runs",
+    ):
+        wrap(plan, attr, f"rebuild_plan.{attr}")
+    wrap(graph, "tail", "graph.tail")
+    for node in graph.GRAPH:
+        wrap(node, "build", f"node:{node.name}")
+
+    def undo() -> None:
+        for owner, attr, fn in reversed(restore):
+            if isinstance(owner, graph.Node):
+                object.__setattr__(owner, attr, fn)
+            else:
+                setattr(owner, attr, fn)
+
+    return undo
 
 
 def stage_transform_next_day_whole(work: Path, args) -> None:
@@ -151,6 +217,8 @@ def stage_transform_next_day(work: Path, args, bounded: bool = True) -> None:
 
     for name in ("published_before", "merge_published", "incremental_base"):
         setattr(stage, name, timed(name, getattr(stage, name)))
+    steps: dict[str, list[float]] = {}
+    undo = _time_steps(steps) if os.environ.get("BENCH_STEPS") else (lambda: None)
     lake = Lake(settings.lake_dir, "files")
     before = rss_now()
     t, c = time.perf_counter(), time.process_time()
@@ -164,11 +232,12 @@ def stage_transform_next_day(work: Path, args, bounded: bool = True) -> None:
     else:
         built = transform(lake, settings, universe, date.fromisoformat(next_as_of), synthetic=False, bounded=bounded)
     seconds, cpu = time.perf_counter() - t, time.process_time() - c
+    undo()
     emit(
         "transform_next_day" if bounded else "transform_next_day_whole", seconds,
         sum(f.height for f in built.tables.values()), rss_before=before, cpu=cpu,
         incremental_from=str(built.incremental_from), full_because=built.full_because, seed_rows=seed_rows,
-        step_cpu=step_cpu,
+        step_cpu=step_cpu, **({"steps": {k: [round(x, 3) for x in v] for k, v in steps.items()}} if steps else {}),
         lake_read=built.lake_read, digests=table_digests(built.tables),
     )
 
