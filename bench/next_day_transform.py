@@ -242,6 +242,54 @@ def stage_transform_next_day(work: Path, args, bounded: bool = True) -> None:
     )
 
 
+def stage_lake_read_order(work: Path, args) -> None:
+    """``Lake.read_bar_files`` of this tree against ``warehouse/lake.py`` as of ``BENCH_BASELINE``
+    (a git revision, default ``87589e1``: before the files were read in (symbol, year) order and the
+    sort skipped), on the e2e lake, in one process, alternating: the next day's bounded read (the year
+    files from the year before the as-of's on) and the whole lake (the full run's read). Median wall and
+    CPU of ``--nights`` reps each (default 5), their ratio, and whether the frames are equal (bars and
+    the sorted flag)::
+
+        flock /tmp/xasset-big.lock python -m bench --stages lake_read_order --workdir /tmp/s8/p2000
+    """
+    import statistics
+    from datetime import date
+
+    import polars as pl
+
+    from bench.__main__ import emit
+    from bench.lake_land import lake_module
+    from warehouse.lake import Lake
+
+    rev = os.environ.get("BENCH_BASELINE", "87589e1")
+    lake_dir = work / "e2e" / "data" / "lake"
+    base, current = lake_module(rev).Lake(lake_dir, "files"), Lake(lake_dir, "files")
+    files = current.bar_files()
+    first = date.fromisoformat(args.as_of).year - 1
+    reps = max(1, args.nights)
+    for label, paths in (("bounded", files.filter(pl.col("year") >= first)["path"].to_list()),
+                         ("whole", files["path"].to_list())):
+        times: dict[str, list[tuple[float, float]]] = {"baseline": [], "current": []}
+        frames = {}
+        for _ in range(reps):
+            for name, lake in (("baseline", base), ("current", current)):
+                frames.pop(name, None)
+                t, c = time.perf_counter(), time.process_time()
+                frames[name] = lake.read_bar_files(paths)
+                times[name].append((time.perf_counter() - t, time.process_time() - c))
+        med = {n: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for n, v in times.items()}
+        a, b = frames["baseline"], frames["current"]
+        emit(
+            f"lake_read_order_{label}", med["current"][0], b.height, cpu=med["current"][1], files=len(paths),
+            baseline=rev, baseline_s=round(med["baseline"][0], 3), baseline_cpu_s=round(med["baseline"][1], 3),
+            ratio_wall=round(med["current"][0] / med["baseline"][0], 3),
+            ratio_cpu=round(med["current"][1] / med["baseline"][1], 3), reps=reps,
+            equal=a.equals(b) and a["symbol"].flags == b["symbol"].flags,
+        )
+        del frames, a, b
+
+
 STAGES = {
     "transform_next_day": stage_transform_next_day, "transform_next_day_whole": stage_transform_next_day_whole,
+    "lake_read_order": stage_lake_read_order,
 }

@@ -325,8 +325,14 @@ class Lake:
         return pl.DataFrame(rows, schema=schema, orient="row")
 
     def read_bar_files(self, files: list[Path]) -> pl.DataFrame:
-        """The stored bars of the given year files (``bar_files``' paths), sorted by symbol and date."""
-        files = [Path(f) for f in files]
+        """The stored bars of the given year files (``bar_files``' paths), sorted by symbol and date.
+
+        Read in (symbol, year) order, the files hand over their bars already sorted (each holds
+        one symbol's year, by date): then they are not sorted again (a sort of the next day's
+        1.0 M bars took 0.25 s, of the full run's whole lake several times that; path order is
+        not symbol order: ``%5ERUT/`` sorts before ``A/``). Strictly sorted by symbol and date,
+        the frame is the one the sort gives; any other is sorted as before."""
+        files = sorted((Path(f) for f in files), key=lambda f: (unquote(f.parent.name), f.name))
         if not files:
             return pl.DataFrame(schema=BARS_SCHEMA)
         try:
@@ -338,6 +344,8 @@ class Lake:
             # A file the scan cannot take as it is (another type, damage): one at a time,
             # so a file that cannot be read is named, and one of another type is cast as before.
             bars = pl.concat([conform_stored(read_stored_parquet(f)) for f in files])
+        if ascending(bars):
+            return bars.with_columns(pl.col("symbol").set_sorted())  # the flag the sort sets
         return bars.sort("symbol", "date")
 
     def last_dates(self) -> dict[str, date]:
