@@ -86,20 +86,22 @@ def reusable_years(table: Table, published_dir: Path | None, since: date | None)
         return {}
     if table.date_column != table.partition_year_by:
         return {}
-    try:
-        old = json.loads(manifest_path(published_dir, table.name).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    if old.get("schema") != manifest_schema(table) or old.get("partitioning") != partitioning(table):
+    manifest = _mart_manifest(table, published_dir)
+    if manifest is None:
         return {}
     out: dict[int, list[str]] = {}
-    for name in old.get("files", []):
-        head, _, _ = name.partition("/")
-        if head.isdigit() and int(head) < since.year:
-            if not (published_dir / table.name / name).is_file():
-                return {}
-            out.setdefault(int(head), []).append(name)
+    for name in manifest.get("files", []):
+        year = _mart_year(name)
+        if year is not None and year < since.year:
+            out.setdefault(year, []).append(name)
     return out
+
+
+def _mart_year(name: str) -> int | None:
+    """The year of a partitioned mart's file as its manifest lists it (``<year>/part-<hash>.parquet``);
+    None for the null date's ``None/`` and an unpartitioned file."""
+    head = name.partition("/")[0]
+    return int(head) if head.isdigit() else None
 
 
 def _rows_in(directory: Path, names: list[str]) -> int:
@@ -117,10 +119,11 @@ def published_before(
     col = table.date_column
     if published_dir is None:
         raise ValueError(f"{table.name}: the run holds only its rows from {since}, and no published run holds the rest")
-    files = _mart_files(table, published_dir)
-    if files is not None:
+    manifest = _mart_manifest(table, published_dir)
+    if manifest is not None:
+        files = manifest.get("files", [])
         if years is not None and table.partition_year_by:
-            files = [f for f in files if f.partition("/")[0].isdigit() and int(f.partition("/")[0]) in years]
+            files = [f for f in files if _mart_year(f) in years]
         if not files:
             return pl.DataFrame(schema=table.polars_schema)
         frame = pl.scan_parquet([published_dir / table.name / f for f in files]).filter(pl.col(col) < since).collect()
@@ -133,18 +136,18 @@ def published_before(
     return table.conform(frame if frame is not None else pl.DataFrame(schema=table.polars_schema))
 
 
-def _mart_files(table: Table, marts_dir: Path) -> list[str] | None:
-    """The files a published mart's manifest lists, None when the mart cannot stand for the table."""
+def _mart_manifest(table: Table, marts_dir: Path) -> dict | None:
+    """A published mart's manifest, None when the mart cannot stand for the table (no manifest,
+    one describing other columns or partitioning, a listed file missing)."""
     try:
         manifest = json.loads(manifest_path(marts_dir, table.name).read_text())
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
     if manifest.get("schema") != manifest_schema(table) or manifest.get("partitioning") != partitioning(table):
         return None
-    files = manifest.get("files", [])
-    if not all((Path(marts_dir) / table.name / name).is_file() for name in files):
+    if not all((Path(marts_dir) / table.name / name).is_file() for name in manifest.get("files", [])):
         return None
-    return files
+    return manifest
 
 
 def read_published(table: Table, marts_dir: Path, since: date | None = None) -> pl.DataFrame | None:
@@ -161,18 +164,18 @@ def read_published(table: Table, marts_dir: Path, since: date | None = None) -> 
     DuckDB file (a next-day run reads ~27 M rows back at 1,000 equities). Row order is the
     marts' (by year, then key), not the warehouse's: for readers that do not depend on it.
     """
-    files = _mart_files(table, marts_dir)
-    if files is None:
+    manifest = _mart_manifest(table, marts_dir)
+    if manifest is None:
         return None
+    files, row_count = manifest.get("files", []), manifest.get("row_count")
     if not files:
         return pl.DataFrame(schema=table.polars_schema)
     paths = [Path(marts_dir) / table.name / name for name in files]
-    row_count = json.loads(manifest_path(marts_dir, table.name).read_text()).get("row_count")
     if since is not None and table.partition_year_by:
         if _rows_in(Path(marts_dir) / table.name, files) != row_count:
             return None
-        # Files are listed as <year>/part-<hash>.parquet (a null date's year: None/, read and filtered out).
-        later = [p for p in paths if not p.parent.name.isdigit() or int(p.parent.name) >= since.year]
+        # A null date's file (no year) is read and filtered out.
+        later = [p for p, name in zip(paths, files, strict=True) if (_mart_year(name) or since.year) >= since.year]
         if not later:
             return pl.DataFrame(schema=table.polars_schema)
         frame = pl.read_parquet(later).filter(pl.col(table.partition_year_by) >= since)
