@@ -89,7 +89,10 @@ def stage_marts_full(work: Path, args) -> None:
     """The full run's staging of the Parquet marts (``warehouse.marts.stage_marts``), and the same
     as before 2026-12-05 (every year sorted with Polars' multi-column sort: no key-order check,
     no ``key_codes``) in the same process, with the ratio and a check that both wrote the same
-    files (content-named: the same bytes). Twice each, alternating; the best of each counts."""
+    files (content-named: the same bytes). Twice each, alternating; the best of each counts.
+
+    Also ``marts_full_split``: as before the one-gather year split (``marts.year_parts``: each
+    year split off, then sorted), with ``now``'s ratio to it (``ratio_to_split``)."""
     import json
     import shutil
 
@@ -101,12 +104,14 @@ def stage_marts_full(work: Path, args) -> None:
     tables = {p.stem: pl.read_parquet(p) for p in sorted((work / "tables").glob("*.parquet"))}
     rows = sum(f.height for f in tables.values())
     before = rss_now()
-    now = (marts.strictly_increasing, marts.key_codes)
+    now = (marts.strictly_increasing, marts.key_codes, marts._year_and_code)
     best: dict[str, tuple[float, float]] = {}
     files: dict[str, dict] = {}
-    for variant in ("before", "now", "before", "now"):
+    for variant in ("before", "split", "now", "before", "split", "now"):
         if variant == "before":
             marts.strictly_increasing, marts.key_codes = (lambda *_: False), (lambda *_: None)
+        if variant == "split":
+            marts._year_and_code = lambda *_: None
         out = work / f"marts-{variant}"
         shutil.rmtree(out, ignore_errors=True)
         try:
@@ -114,7 +119,7 @@ def stage_marts_full(work: Path, args) -> None:
             marts.stage_marts(tables, out, "bench", {"source": "bench"})
             s, cpu = time.perf_counter() - t, time.process_time() - c
         finally:
-            marts.strictly_increasing, marts.key_codes = now
+            marts.strictly_increasing, marts.key_codes, marts._year_and_code = now
         best[variant] = min(best.get(variant, (s, cpu)), (s, cpu))
         files[variant] = {p.name: json.loads(p.read_text())["files"] for p in out.glob("*.manifest.json")}
         shutil.rmtree(out)
@@ -122,6 +127,10 @@ def stage_marts_full(work: Path, args) -> None:
     emit("marts_full_before", s_old, rows, cpu=c_old)
     emit("marts_full", s, rows, rss_before=before, cpu=c, ratio_to_before=round(s / s_old, 3),
          cpu_ratio_to_before=round(c / c_old, 3), same_files=files["before"] == files["now"])
+    s_split, c_split = best["split"]
+    emit("marts_full_split", s_split, rows, cpu=c_split)
+    emit("marts_full_vs_split", s, rows, cpu=c, ratio_to_split=round(s / s_split, 3),
+         cpu_ratio_to_split=round(c / c_split, 3), same_files=files["split"] == files["now"])
 
 
 STAGES = {"audit_full": stage_audit_full, "marts_full": stage_marts_full}

@@ -65,3 +65,54 @@ def test_a_partitioned_mart_is_written_in_key_order_as_before(tmp_path, monkeypa
     for name in new["files"]:
         assert (tmp_path / "new" / table.name / name).read_bytes() == (tmp_path / "old" / table.name / name).read_bytes()
         assert SORT_CODE not in pl.read_parquet_schema(tmp_path / "new" / table.name / name)
+
+
+def test_year_and_code_sort_like_the_pair_and_give_way_on_a_null_year_or_65_bits():
+    year = pl.Series([2024, 2023, 2024, 2023, 2030], dtype=pl.Int32)
+    code = pl.Series([0, 9, 3, 2, 1], dtype=pl.UInt64)
+    packed = marts._year_and_code(year, code)
+    assert packed.dtype == pl.UInt64
+    pairs = pl.DataFrame({"y": year, "c": code})
+    assert pairs[packed.arg_sort()].equals(pairs.sort("y", "c"))
+    assert marts._year_and_code(pl.Series([2024, None], dtype=pl.Int32), code[:2]) is None
+    assert marts._year_and_code(year[:2], pl.Series([0, 2**63], dtype=pl.UInt64)) is None
+
+
+@pytest.mark.parametrize("null_date", [False, True])
+def test_years_of_a_coded_mart_are_slices_of_one_sort_with_the_files_of_each_year_sorted(tmp_path, monkeypatch, null_date):
+    """A frame sorted on its key's codes is sorted once on (year, code) and split into slices: no
+    ``partition_by`` (a second gather of every column), and every year's file the same bytes as
+    splitting the years first and sorting each (the code before). A null date (no year to pack)
+    takes the split."""
+    table = TABLES["mart_factor_scores"]
+    days = pl.date_range(date(2021, 12, 28), date(2024, 1, 3), eager=True)
+    n = days.len()
+    frame = pl.DataFrame({"date": days.to_list() * 3, "symbol": [s for s in ("E2", "E10", "E1") for _ in range(n)]})
+    frame = table.conform(frame.with_columns(
+        pl.lit("Tech").alias("sector"), pl.lit(50.0).alias("momentum_score"), pl.lit(1.0).alias("value_score"),
+        pl.lit(2.0).alias("quality_score"), pl.lit(3.0).alias("sentiment_score"),
+        (pl.int_range(pl.len()) % 100).alias("alpha_score"), pl.lit("Moderate").alias("alpha_label"),
+        pl.lit(1).alias("coverage"), pl.lit("s").alias("summary"),
+        pl.format("{} {}", pl.col("symbol"), pl.int_range(pl.len())).alias("headline"),
+    )).sample(fraction=1.0, shuffle=True, seed=3)
+    if null_date:
+        frame = pl.concat([frame, frame.head(1).with_columns(pl.lit(None, pl.Date).alias("date"))])
+    calls = []
+    split = pl.DataFrame.partition_by
+
+    def spy(self, *a, **k):
+        calls.append(a)
+        return split(self, *a, **k)
+
+    monkeypatch.setattr(pl.DataFrame, "partition_by", spy)
+    write_table(table, frame, tmp_path / "new", "r", {})
+    assert bool(calls) == null_date
+    monkeypatch.setattr(marts, "_year_and_code", lambda *_: None)
+    write_table(table, frame, tmp_path / "old", "r", {})
+    new, old = (json.loads((tmp_path / d / f"{table.name}.manifest.json").read_text()) for d in ("new", "old"))
+    assert new["files"] == old["files"] and len(new["files"]) == 4 + null_date
+    for name in new["files"]:
+        assert (tmp_path / "new" / table.name / name).read_bytes() == (tmp_path / "old" / table.name / name).read_bytes()
+        assert SORT_CODE not in pl.read_parquet_schema(tmp_path / "new" / table.name / name)
+    years = [pl.read_parquet(tmp_path / "new" / table.name / name)["year"].unique().to_list() for name in new["files"]]
+    assert all(len(y) == 1 for y in years)
