@@ -389,12 +389,14 @@ STAGES = {
 def _more_stages() -> None:
     # Stages kept in their own modules (one line each here, for easy merges).
     from bench import full_audit
+    from bench import full_load
     from bench import full_transform
     from bench import e2e, files_read, incremental, incremental_load, next_day_publish, next_day_transform, prefect_overhead
     from bench import startup
 
     STAGES.update(e2e.STAGES)
     STAGES.update(full_audit.STAGES)
+    STAGES.update(full_load.STAGES)
     STAGES.update(full_transform.STAGES)
     STAGES.update(files_read.STAGES)
     STAGES.update(incremental.STAGES)
@@ -416,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--as-of", default="2026-11-20")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--nights", type=int, default=5, help="load_incremental: nightly loads in a row (file growth)")
+    ap.add_argument("--load-variants", default="large_string,one_chunk",
+                    help="load_full: variants loaded besides now (bench/full_load.py)")
     ap.add_argument("--stages", default="generate,transform,load,correlation,ranks,prefect",
                     help="comma-separated subset, in order (each after generate needs its inputs)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep inputs/outputs here (default: a temp dir, removed)")
@@ -435,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
             # A fresh interpreter per stage: its ru_maxrss is that stage's peak alone.
             cmd = [sys.executable, "-m", "bench", "--stage", stage, "--workdir", str(work),
                    "--equities", str(args.equities), "--coins", str(args.coins), "--years", str(args.years),
-                   "--as-of", args.as_of, "--seed", str(args.seed), "--nights", str(args.nights)]
+                   "--as-of", args.as_of, "--seed", str(args.seed), "--nights", str(args.nights),
+                   "--load-variants", args.load_variants]
             proc = subprocess.run(cmd, stdout=sys.stdout, stderr=sys.stderr)
             if proc.returncode:
                 print(json.dumps({"stage": stage, "error": f"exit status {proc.returncode}"}), flush=True)
