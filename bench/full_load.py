@@ -11,7 +11,8 @@ same catalog.
 Variants (``--load-variants``, comma-separated; ``now`` is always first):
 - ``now``: the Polars frame handed to DuckDB as Arrow, as the load does;
 - ``large_string``: Arrow in its oldest layout (``large_string`` instead of ``string_view``);
-- ``one_chunk``: the frame rechunked first (one Arrow chunk per column).
+- ``one_chunk``: the frame rechunked first (one Arrow chunk per column);
+- ``memory_limit_1gb``: as ``now`` with DuckDB's ``memory_limit`` at 1 GB.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-VARIANTS = ("now", "large_string", "one_chunk")
+VARIANTS = ("now", "large_string", "one_chunk", "memory_limit_1gb")
 
 
 def _arrow(variant: str):
@@ -81,8 +82,10 @@ def stage_load_full(work: Path, args) -> None:
         per_table: dict[str, tuple[int, float, float]] = {}
         convert = _arrow(variant)
 
-        def timed_insert(con, table, frame, convert=convert, per_table=per_table):
+        def timed_insert(con, table, frame, convert=convert, per_table=per_table, variant=variant):
             t, c = time.perf_counter(), time.process_time()
+            if variant == "memory_limit_1gb":
+                con.execute("SET memory_limit = '1GB'")
             con.register("incoming", convert(frame))
             try:
                 con.execute(build.insert_statement(table, "incoming"))
