@@ -26,7 +26,7 @@ The result equals ``price_figures`` on the whole table
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, timedelta
 from functools import partial
 
 import polars as pl
@@ -97,13 +97,16 @@ def _figures_on_tail(tail: pl.DataFrame, since: date, assets: pl.DataFrame, as_o
     sessions = partial(exchange_sessions, code=settings.exchange_calendar)
     # The published run's directory, resolved once: its warehouse and its state are one run's.
     run_dir = (settings.data_dir / CURRENT).resolve()
+    # The gap rule counts the bars up to as_of; the others every bar (all are up to as_of
+    # whenever since is: one summary serves both).
+    upto = min(since, as_of + timedelta(days=1))
     with EarlierPrices(run_dir / WAREHOUSE_FILE, since) as earlier:
-        firsts = [d for d in (earlier.first_date(as_of), tail.filter(pl.col("date") <= as_of)["date"].min())
+        firsts = [d for d in (earlier.first_date(upto), tail.filter(pl.col("date") <= as_of)["date"].min())
                   if d is not None]
         cal = sessions(min(firsts), as_of).cast(pl.Date).unique().sort() if firsts else pl.Series([], dtype=pl.Date)
-        summary = earlier.summary(as_of, cal)
-        ingested = tail.schema["ingested_at"]
-        summary = summary.with_columns(pl.col("ingested_at").cast(ingested))
+        summary = earlier.summary(since, cal)
+        dated_summary = summary if upto == since else earlier.summary(upto, cal)
+        summary = summary.with_columns(pl.col("ingested_at").cast(tail.schema["ingested_at"]))
         # Each symbol's last bar: the tail's where it has one (every tail bar is after every earlier one).
         own = pl.col("source") != "derived"
         tail_last = tail.group_by("symbol").agg(
@@ -112,7 +115,8 @@ def _figures_on_tail(tail: pl.DataFrame, since: date, assets: pl.DataFrame, as_o
             pl.col("source").sort_by("date").last(),
         )
         cols = ["symbol", "first_bar", "last_bar", "last_own_bar", "ingested_at", "source"]
-        last = pl.concat([summary.select(cols), tail_last.select(cols)]).group_by("symbol").agg(
+        earlier_last = summary.rename({"first": "first_bar", "last": "last_bar"})
+        last = pl.concat([earlier_last.select(cols), tail_last.select(cols)]).group_by("symbol").agg(
             pl.col("first_bar").min(), pl.col("last_bar").max(), pl.col("last_own_bar").max(),
             pl.col("ingested_at").max(), pl.col("source").sort_by("last_bar").last(),
         )
@@ -124,7 +128,7 @@ def _figures_on_tail(tail: pl.DataFrame, since: date, assets: pl.DataFrame, as_o
             assets, as_of, sessions(last["first_bar"].min(), as_of), settings.stale_after_sessions,
         )
         fresh = freshness(last.select("symbol", pl.col("last_bar").alias("date"), "source", "ingested_at"), assets)
-        gaps = _gaps(tail, summary, earlier, assets, as_of, cal, sessions)
+        gaps = _gaps(tail, dated_summary, earlier, assets, as_of, cal, sessions)
         moves = _moves(tail, since, summary, earlier, run_dir)
     return (stale, gaps + split_like_warning(moves, assets), fresh), moves
 
@@ -137,7 +141,7 @@ def _gaps(tail, summary, earlier: EarlierPrices, assets, as_of, cal, sessions) -
     spans_cols = ["symbol", "first", "last", "_days", "_sessions"]
     dated = tail.select("symbol", "date").filter(pl.col("date") <= as_of)
     parts = [
-        summary.filter(pl.col("first").is_not_null()).select(spans_cols),
+        summary.select(spans_cols),
         bar_spans(dated, cal).select(spans_cols),
     ]
     spans = pl.concat(parts, how="vertical_relaxed").group_by("symbol").agg(
@@ -161,7 +165,7 @@ def _moves(tail, since: date, summary, earlier: EarlierPrices, run_dir) -> pl.Da
     before = _carried_moves(run_dir / RUN_STATE, since)
     if before is None:
         before = log_moves(earlier.bars(None))
-    boundary = summary.select("symbol", pl.col("last_bar").alias("date"), "adj_close").join(
+    boundary = summary.select("symbol", pl.col("last").alias("date"), "adj_close").join(
         tail.select("symbol").unique(), on="symbol", how="semi"
     )
     after = log_moves(pl.concat([boundary, tail.select("symbol", "date", "adj_close")], how="vertical_relaxed"))

@@ -26,19 +26,19 @@ class EarlierPrices:
     def __exit__(self, *exc) -> None:
         self.con.close()
 
-    def first_date(self, as_of: date) -> date | None:
-        """The first date of a bar before ``since`` and up to ``as_of``."""
+    def first_date(self, before: date) -> date | None:
+        """The first date of a bar before ``before`` (at most ``since``)."""
         return self.con.sql(
-            read_sql_file("figures/earlier_first.sql"), params={"since": self.since, "as_of": as_of}
+            read_sql_file("figures/earlier_first.sql"), params={"before": min(before, self.since)}
         ).fetchall()[0][0]
 
-    def summary(self, as_of: date, sessions: pl.Series) -> pl.DataFrame:
-        """Per symbol with a bar before ``since``: ``figures/earlier_prices.sql``'s columns, the
-        struct ``at_last`` unnested to ``source`` and ``adj_close``."""
+    def summary(self, before: date, sessions: pl.Series) -> pl.DataFrame:
+        """Per symbol with a bar before ``before`` (at most ``since``): ``figures/earlier_prices.sql``'s
+        columns, the struct ``at_last`` unnested to ``source`` and ``adj_close``."""
         self.con.register("sessions", pl.DataFrame({"date": sessions.cast(pl.Date).unique()}).to_arrow())
         try:
             frame = self.con.sql(
-                read_sql_file("figures/earlier_prices.sql"), params={"since": self.since, "as_of": as_of}
+                read_sql_file("figures/earlier_prices.sql"), params={"before": min(before, self.since)}
             ).pl()
         finally:
             self.con.unregister("sessions")

@@ -560,10 +560,12 @@ def _short_of_bars(
 def bar_spans(dated: pl.DataFrame, cal: pl.Series) -> pl.DataFrame:
     """Per symbol of ``dated`` (symbol, date): its first and last date, its distinct dates
     (``_days``) and those of them in ``cal`` (``_sessions``)."""
-    return dated.group_by("symbol").agg(
+    # Whether a date is a session, looked up once per bar, not once per symbol inside its group
+    # (0.24 s for 2,105 symbols' 2,105 bars: the calendar hashed again for each group).
+    return dated.with_columns(pl.col("date").is_in(cal.implode()).alias("_on_session")).group_by("symbol").agg(
         pl.col("date").min().alias("first"), pl.col("date").max().alias("last"),
         pl.col("date").n_unique().alias("_days"),
-        pl.col("date").filter(pl.col("date").is_in(cal.implode())).n_unique().alias("_sessions"),
+        pl.col("date").filter(pl.col("_on_session")).n_unique().alias("_sessions"),
     )
 
 

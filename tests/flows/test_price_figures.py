@@ -211,3 +211,19 @@ def test_an_empty_tail_and_a_full_build(tmp_path):
     # since=None: the tail is the whole table.
     assert price_figures_from(whole, None, ASSETS, AS_OF, settings) == _whole_figures(whole, settings)
     assert price_figures_from(whole.clear(), None, ASSETS, AS_OF, settings) == ([], [], ([], []))
+
+
+def test_bars_after_the_as_of_before_since_count_for_freshness_not_for_gaps(tmp_path):
+    """Published bars after the as-of and before since (a since past the as-of): the gap rule
+    counts the bars up to the as-of only, stale assets and freshness every bar."""
+    since = AS_OF + timedelta(days=4)
+    btc_days = [d for d in _days("BTC", date(2025, 11, 1), AS_OF + timedelta(days=2)) if d != AS_OF]
+    aaa_days = _days("AAA", date(2025, 11, 3), AS_OF)
+    whole = TABLES["fact_prices"].conform(pl.concat([
+        _bars("BTC", btc_days, [1.0] * len(btc_days), "files"), _bars("AAA", aaa_days, [1.0] * len(aaa_days), "files"),
+    ]))
+    settings = Settings(data_dir=tmp_path)
+    _publish(tmp_path, whole, {"as_of": str(AS_OF)})
+    got = price_figures_from(whole.clear(), since, ASSETS, AS_OF, settings)
+    assert got == _whole_figures(whole, settings)
+    assert got[1] == []  # BTC's missing as-of is after its last bar up to the as-of: no gap
