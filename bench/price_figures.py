@@ -66,12 +66,12 @@ def stage_price_figures_next_day(work: Path, args) -> None:
     times: dict[str, list[tuple[float, float]]] = {"old_whole": [], "new": [], "new_from_bars": []}
     got = {}
     for _ in range(max(1, args.nights)):
-        for name in times:
+        for name, runs in times.items():
             if name != "old_whole":
                 state_path.write_text(json.dumps(carried if name == "new" else plain, default=str))
             t, c = time.perf_counter(), time.process_time()
             got[name] = (old if name == "old_whole" else new)()
-            times[name].append((time.perf_counter() - t, time.process_time() - c))
+            runs.append((time.perf_counter() - t, time.process_time() - c))
     state_path.write_text(json.dumps(plain, default=str))
     med = {n: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for n, v in times.items()}
     base_w, base_c = med["old_whole"]

@@ -227,3 +227,38 @@ def test_bars_after_the_as_of_before_since_count_for_freshness_not_for_gaps(tmp_
     got = price_figures_from(whole.clear(), since, ASSETS, AS_OF, settings)
     assert got == _whole_figures(whole, settings)
     assert got[1] == []  # BTC's missing as-of is after its last bar up to the as-of: no gap
+
+
+def test_real_files_next_day_figures_equal_a_full_runs(real_data, tmp_path, monkeypatch):
+    """Real price files (^RUT since 1987, SPY, IWM, RTY=F, ^VIX; six coins since 2024-10) through the
+    flow: the second night hands on fact_prices' tail and states the same stale assets, warnings
+    on fact_prices and freshness as a full run as of the same day over the same lake; its state
+    carries the same split-like moves."""
+    import shutil
+
+    import flows.nightly
+    from flows.nightly import nightly
+
+    folders = [real_data / "alitalbi-storage_data_fy", real_data / "Harthor-marketlab"]
+    for folder in folders:
+        if not folder.exists():
+            pytest.skip(f"{folder} absent (see ../shared/data/real/SOURCES.md)")
+    built = []
+    real = flows.nightly.transform
+    monkeypatch.setattr(flows.nightly, "transform", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    paths = [str(f) for f in folders]
+    data = tmp_path / "data"
+    first, second = date(2026, 1, 26), date(2026, 1, 28)
+    nightly(source="files", paths=paths, as_of=first, data_dir=str(data))
+    assert MOVES_STATE in json.loads((data / "current" / "run.json").read_text())
+    run = nightly(source="files", paths=paths, as_of=second, data_dir=str(data))
+    assert run.incremental_from == first + timedelta(days=1)
+    tail = built[-1]
+    assert tail.unchanged_before.get("fact_prices") == first + timedelta(days=1)
+    whole = tmp_path / "whole"
+    shutil.copytree(data / "lake", whole / "lake")
+    full = nightly(source="files", paths=paths, as_of=second, data_dir=str(whole))
+    assert full.incremental_from is None
+    assert (tail.stale, tail.price_warnings, tail.freshness) == (built[-1].stale, built[-1].price_warnings, built[-1].freshness)
+    assert tail.freshness[0], "the real files give every source's newest bar"
+    assert tail.state[MOVES_STATE] == built[-1].state[MOVES_STATE]
