@@ -181,9 +181,12 @@ def _carried_moves(path, since: date) -> pl.DataFrame | None:
         return None
     if not isinstance(carried, list):
         return None
-    moves = pl.DataFrame(
-        {"symbol": [r[0] for r in carried], "date": [date.fromisoformat(r[1]) for r in carried],
-         "_m": [float(r[2]) for r in carried]},
-        schema={"symbol": pl.String, "date": pl.Date, "_m": pl.Float64},
-    )
+    try:
+        moves = pl.DataFrame(
+            {"symbol": [str(r[0]) for r in carried], "date": [date.fromisoformat(r[1]) for r in carried],
+             "_m": [float(r[2]) for r in carried]},
+            schema={"symbol": pl.String, "date": pl.Date, "_m": pl.Float64},
+        )
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None  # not what a run wrote: found again from the bars
     return moves.filter(pl.col("date") < since)

@@ -262,3 +262,13 @@ def test_real_files_next_day_figures_equal_a_full_runs(real_data, tmp_path, monk
     assert (tail.stale, tail.price_warnings, tail.freshness) == (built[-1].stale, built[-1].price_warnings, built[-1].freshness)
     assert tail.freshness[0], "the real files give every source's newest bar"
     assert tail.state[MOVES_STATE] == built[-1].state[MOVES_STATE]
+
+
+@pytest.mark.parametrize("carried", [{"a": 1}, [["AAA"]], [["AAA", "not a date", 1.0]], [[1, "2025-08-01", "x"]]])
+def test_carried_moves_a_run_did_not_write_are_found_again_from_the_bars(tmp_path, carried):
+    since = date(2025, 12, 1)
+    days = _days("AAA", date(2025, 6, 2), AS_OF)
+    whole = TABLES["fact_prices"].conform(_bars("AAA", days, [10.0 if d < date(2025, 9, 2) else 200.0 for d in days], "files"))
+    _publish(tmp_path, whole.filter(pl.col("date") < since), {"as_of": "2025-11-28", MOVES_STATE: carried})
+    settings = Settings(data_dir=tmp_path)
+    assert price_figures_from(whole.filter(pl.col("date") >= since), since, ASSETS, AS_OF, settings) == _whole_figures(whole, settings)
