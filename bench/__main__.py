@@ -392,7 +392,7 @@ def _more_stages() -> None:
     from bench import full_load
     from bench import full_transform
     from bench import e2e, files_read, incremental, incremental_load, next_day_publish, next_day_transform, prefect_overhead
-    from bench import startup
+    from bench import price_figures, startup
 
     STAGES.update(e2e.STAGES)
     STAGES.update(full_audit.STAGES)
@@ -404,6 +404,7 @@ def _more_stages() -> None:
     STAGES.update(next_day_publish.STAGES)
     STAGES.update(next_day_transform.STAGES)
     STAGES.update(prefect_overhead.STAGES)
+    STAGES.update(price_figures.STAGES)
     STAGES.update(startup.STAGES)
 
 

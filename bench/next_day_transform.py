@@ -142,8 +142,8 @@ def _time_steps(steps: dict[str, list[float]]):
         wrap(Lake, attr, f"lake.{attr}")
     for attr in (
         "lake_read_plan", "exchange_sessions", "screen", "incremental_base", "full_build_reason", "window_starts",
-        "build_marts", "run_state", "whole_prices", "price_figures", "stale_symbols", "price_warnings",
-        "freshness", "_read_bounded", "fundamentals_as_of", "published_before", "merge_published",
+        "build_marts", "run_state", "price_figures_from",
+        "_read_bounded", "fundamentals_as_of", "published_before", "merge_published",
     ):
         wrap(stage, attr, attr)
     for attr in (

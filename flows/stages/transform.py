@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
-from functools import partial
 
 import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
-from flows.artifacts import freshness, stale_symbols, stale_warning
+from flows.artifacts import stale_warning
 from flows.calendar import sessions as exchange_sessions
 from flows.params import mart_params
+from flows.price_figures import price_figures_from
 from flows.rebuild_plan import (
     UNREADABLE_WAREHOUSE,
     LakeRead,
@@ -34,11 +34,9 @@ from flows.run import PipelineError, RunSummary
 from flows.settings import Settings
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe
-from transforms.graph import DERIVED_BARS, GRAPH, SeedTooShort, full_build_reason, seed_reads, window_starts
-from transforms.marts import Marts, build_marts, serial_map
-from warehouse.audit import price_warnings
+from transforms.graph import GRAPH, SeedTooShort, full_build_reason, window_starts
+from transforms.marts import build_marts, serial_map
 from warehouse.lake import Lake
-from warehouse.query import read_tables
 from warehouse.quality import screen
 
 
@@ -78,7 +76,7 @@ class Transformed:
     # Which of the lake's year files were read, or why all of them (``lake_read_plan``).
     lake_read: str = ""
     # Judged on the whole of fact_prices, which the run may hand on as its tail
-    # (``price_figures``): the stale assets (``flows.artifacts.stale_symbols``), the
+    # (``flows.price_figures.price_figures_from``): the stale assets (``flows.artifacts.stale_symbols``), the
     # audit's warnings on fact_prices (``warehouse.audit.price_warnings``) and the
     # report's freshness (``flows.artifacts.freshness``).
     stale: list[dict] = field(default_factory=list)
@@ -201,50 +199,13 @@ def transform(
         )
     marts.tables["quarantine"] = quarantined
     state = run_state(lake.source, as_of, fingerprint, prices, files["ctime_ns"].max())
-    whole = whole_prices(marts, prices, previous, settings)
     del previous, base  # the seed: not held through the figures below
-    stale, price_warnings, fresh = price_figures(whole, marts.tables["dim_asset"], as_of, settings)
+    stale, price_warnings, fresh = price_figures_from(marts.tables["fact_prices"],
+        marts.unchanged_before.get("fact_prices"), marts.tables["dim_asset"], as_of, settings, state=state)
     return Transformed(
         marts.tables, marts.warnings, state, incremental_from, full_because, marts.unchanged_before, lake_read,
         stale, price_warnings, fresh,
     )
-
-
-def whole_prices(marts: Marts, prices: pl.DataFrame, previous: dict, settings: Settings) -> pl.DataFrame:
-    """The whole of the run's fact_prices, also when the build hands on only its tail
-    (``Marts.unchanged_before``): the clean bars the build read (every one, the published run's
-    earlier ones merged in, ``merge_published``), the published derived index bars before
-    the tail, and the tail's derived bars. Each symbol's rows in the order of the whole table.
-
-    The published derived bars are the seed's (``previous``) while the graph reads them all
-    (``DERIVED_BARS``); otherwise they are read from the published warehouse."""
-    tail = marts.tables["fact_prices"]
-    since = marts.unchanged_before.get("fact_prices")
-    if since is None:
-        return tail
-    derived = pl.col("source") == "derived"
-    if seed_reads().get("fact_prices") == (DERIVED_BARS,) and "fact_prices" in previous:
-        earlier = previous["fact_prices"].filter(derived & (pl.col("date") < since))
-    else:
-        read = read_tables(settings.warehouse_path, ["fact_prices"],
-                           {"fact_prices": (DERIVED_BARS, ("date", "<", since))})
-        earlier = read.get("fact_prices", tail.clear())
-    return pl.concat([prices, earlier, tail.filter(derived)], how="diagonal_relaxed", rechunk=False)
-
-
-def price_figures(
-    prices: pl.DataFrame, assets: pl.DataFrame, as_of: date, settings: Settings,
-) -> tuple[list[dict], list[str], tuple[list[dict], list[dict]]]:
-    """What the run states of the whole of fact_prices (``whole_prices``): its stale assets,
-    the audit's warnings on it, and the report's freshness."""
-    if prices.is_empty():
-        return [], [], ([], [])
-    stale = stale_symbols(
-        prices, assets, as_of, exchange_sessions(prices["date"].min(), as_of, settings.exchange_calendar),
-        settings.stale_after_sessions,
-    )
-    warnings = price_warnings(prices, assets, as_of, partial(exchange_sessions, code=settings.exchange_calendar))
-    return stale, warnings, freshness(prices, assets)
 
 
 def _read_bounded(
