@@ -392,6 +392,7 @@ def _more_stages() -> None:
     from bench import full_transform
     from bench import e2e, files_read, incremental, incremental_load, next_day_publish, next_day_transform, prefect_overhead
     from bench import startup
+    from bench import land_hand_over
 
     STAGES.update(e2e.STAGES)
     STAGES.update(full_audit.STAGES)
@@ -403,6 +404,7 @@ def _more_stages() -> None:
     STAGES.update(next_day_transform.STAGES)
     STAGES.update(prefect_overhead.STAGES)
     STAGES.update(startup.STAGES)
+    STAGES.update(land_hand_over.STAGES)
 
 
 _more_stages()
