@@ -38,6 +38,12 @@ one version, so the index records the version and is ignored under another.
 The files an upsert reads and the index describes are read in a few multi-file
 scans; a file that only gains bars after its stored ones (the nightly case) is
 written as the stored bars followed by the new ones, its digests summed.
+
+A land that writes every one of its year files new (the full run into an empty
+lake) keeps the frame it wrote them from, and ``hand_over`` gives it to the
+transform in place of ``read_bar_files`` of the whole lake, the same frame,
+while the lake's listing is exactly those files with the stat their renames
+left; otherwise, or once taken, it is dropped and the transform reads.
 """
 
 from __future__ import annotations
