@@ -441,9 +441,10 @@ class Lake:
         )))
         index = LakeIndex(self.index_path)
         todo = []
-        groups = 0
+        groups, four_digit_years = 0, True
         for symbol, year, *digest in digests(incoming).iter_rows():
             groups += 1
+            four_digit_years &= year is not None and 1000 <= year <= 9999  # file name order is year order
             path = self.bars_dir / symbol_dir(symbol) / f"{year}.parquet"
             # Same digest: the file holds exactly these bars, so nothing would change.
             entry = index.trusted(symbol, year, path)
@@ -496,7 +497,7 @@ class Lake:
                     renamed.append(path)
             finally:
                 index.save()
-        if todo and strict and len(new_files) == len(todo) == groups == len(renamed):
+        if todo and strict and four_digit_years and len(new_files) == len(todo) == groups == len(renamed):
             # Every (symbol, year) of the input went to a year file of its own that did not exist,
             # written as the input's slice: those files hold exactly ``incoming``, strictly sorted
             # by symbol and date, which ``read_bar_files`` reads back as it is (file after file in

@@ -149,3 +149,13 @@ def test_duplicate_bars_in_the_input_are_handed_over_as_stored(tmp_path):
     assert_same_frame(got, want)
     assert want.height == len(SYMBOLS) * len(DATES)
     assert want.filter(pl.col("symbol") == "A")["close"][0] == 2 * bars(shuffle=False)["close"][0]
+
+
+def test_a_year_whose_file_name_sorts_out_of_date_order_is_read(tmp_path):
+    # "999.parquet" sorts after "2022.parquet": the read sorts what it reads, so it is the read's frame.
+    lake = Lake(tmp_path, "files")
+    lake.upsert_bars(bars(dates=(date(999, 6, 1), *DATES)), T1)
+    files = lake.bar_files()
+    assert lake.hand_over(files) is None
+    read = lake.read_bar_files(files["path"].to_list())
+    assert read.equals(read.sort("symbol", "date")) and read["date"].min() == date(999, 6, 1)
