@@ -392,7 +392,7 @@ def _more_stages() -> None:
     from bench import full_load
     from bench import full_transform
     from bench import e2e, files_read, incremental, incremental_load, next_day_publish, next_day_transform, prefect_overhead
-    from bench import price_figures, startup
+    from bench import land_hand_over, price_figures, startup
 
     STAGES.update(e2e.STAGES)
     STAGES.update(full_audit.STAGES)
@@ -406,6 +406,7 @@ def _more_stages() -> None:
     STAGES.update(prefect_overhead.STAGES)
     STAGES.update(price_figures.STAGES)
     STAGES.update(startup.STAGES)
+    STAGES.update(land_hand_over.STAGES)
 
 
 _more_stages()

@@ -38,6 +38,12 @@ one version, so the index records the version and is ignored under another.
 The files an upsert reads and the index describes are read in a few multi-file
 scans; a file that only gains bars after its stored ones (the nightly case) is
 written as the stored bars followed by the new ones, its digests summed.
+
+A land that writes every one of its year files new (the full run into an empty
+lake) keeps the frame it wrote them from, and ``hand_over`` gives it to the
+transform in place of ``read_bar_files`` of the whole lake, the same frame,
+while the lake's listing is exactly those files with the stat their renames
+left; otherwise, or once taken, it is dropped and the transform reads.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ import io
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -141,6 +148,17 @@ def _plus(entry: tuple, added: tuple) -> tuple:
     """The digests (``DIGEST_COLUMNS``) of a file's bars (index ``entry``) and bars of digests
     ``added``, all dated after them."""
     return (entry[0] + added[0], *((entry[i] + added[i]) % 2**64 for i in (1, 2, 3)), added[4])
+
+
+def as_scanned(bars: pl.DataFrame) -> pl.DataFrame:
+    """Strictly sorted ``bars`` with the sortedness flags ``read_bar_files`` gives its frame: the
+    ``symbol`` column's (the sort's), no other. A multi-file scan sets none; a column built from a
+    literal (``source``, ``ingested_at``) or by a sort carries one, cleared here without a copy
+    (through Arrow). Flags steer Polars' algorithms, so the frame handed on keeps the read's."""
+    return bars.with_columns(
+        [pl.Series(c, bars[c].to_arrow(compat_level=pl.CompatLevel.newest())) for c in bars.columns
+         if c != "symbol" and (bars[c].flags["SORTED_ASC"] or bars[c].flags["SORTED_DESC"])]
+    ).with_columns(pl.col("symbol").set_sorted())
 
 
 def file_stat(path: Path) -> tuple[int, int, int, int] | None:
@@ -243,12 +261,26 @@ class LakeIndex:
         self.dirty = False
 
 
+@dataclass
+class Landed:
+    """What one land wrote: its bars as the lake keeps them (``BARS_SCHEMA``, strictly sorted by
+    symbol and date, the ``symbol`` column flagged sorted: the frame ``Lake.read_bar_files`` gives
+    for these files), each written as a new year file, and those files' stat as the rename left
+    them (``STAT_COLUMNS``), by path."""
+
+    bars: pl.DataFrame
+    files: dict[str, tuple[int, int, int, int]]
+
+
 class Lake:
     def __init__(self, root: Path, source: str, writers: int = 1) -> None:
         self.root = Path(root)
         self.source = source
         # Year files compared and written at once (``lake_writers``): Polars' encoding and the writes release the GIL.
         self.writers = writers
+        # The last land's bars when it wrote every one of its year files new (``upsert_bars``),
+        # until ``hand_over`` takes them or another write to the bars drops them.
+        self._landed: Landed | None = None
 
     @property
     def bars_dir(self) -> Path:
@@ -315,14 +347,34 @@ class Lake:
         """Every year file of the bars: ``symbol``, ``year`` (null for a file not named by its
         year), ``path`` and ``ctime_ns``, the status-change time the index trusts a file by
         (``STAT_COLUMNS``; set by every write and rename, never copied along with a file), so
-        a reader can tell the files written since it last listed them (``read_bar_files``)."""
+        a reader can tell the files written since it last listed them (``read_bar_files``);
+        then the rest of its stat (``size``, ``mtime_ns``, ``ino``: ``hand_over``)."""
         rows = []
         for f in self._files():
             stat = file_stat(f)
             if stat is not None:
-                rows.append((unquote(f.parent.name), int(f.stem) if f.stem.isdigit() else None, str(f), stat[2]))
-        schema = {"symbol": pl.String(), "year": pl.Int32(), "path": pl.String(), "ctime_ns": pl.Int64()}
+                rows.append((unquote(f.parent.name), int(f.stem) if f.stem.isdigit() else None, str(f), stat[2],
+                             stat[0], stat[1], stat[3]))
+        schema = {"symbol": pl.String(), "year": pl.Int32(), "path": pl.String(), "ctime_ns": pl.Int64(),
+                  "size": pl.Int64(), "mtime_ns": pl.Int64(), "ino": pl.Int64()}
         return pl.DataFrame(rows, schema=schema, orient="row")
+
+    def hand_over(self, files: pl.DataFrame) -> pl.DataFrame | None:
+        """The bars the last land wrote, if they are all the lake holds: ``read_bar_files`` of
+        ``files`` (a ``bar_files`` listing) without reading them; else None (read them).
+
+        They are when ``files`` are exactly the year files that land wrote new, each still with
+        the stat its rename left (``STAT_COLUMNS``, which the index trusts a file by: any later
+        write, rename over it, withdrawal or removal changes it, and a file written by anything
+        else is not one of them). Taken once: the lake holds no copy afterwards, proven or not,
+        so a caller that reads instead never holds two."""
+        landed, self._landed = self._landed, None
+        if landed is None or files.height != len(landed.files):
+            return None
+        for path, ctime, size, mtime, ino in files.select("path", "ctime_ns", "size", "mtime_ns", "ino").iter_rows():
+            if landed.files.get(path) != (size, mtime, ctime, ino):
+                return None
+        return landed.bars
 
     def read_bar_files(self, files: list[Path]) -> pl.DataFrame:
         """The stored bars of the given year files (``bar_files``' paths), sorted by symbol and date.
@@ -380,6 +432,7 @@ class Lake:
         incoming ones are read: those without a trusted index entry of the
         same digest.
         """
+        self._landed = None  # whatever an earlier land handed over is not the lake after this one
         if bars.is_empty():
             return 0
         incoming = unique_bars(conform_stored(bars.with_columns(
@@ -388,7 +441,10 @@ class Lake:
         )))
         index = LakeIndex(self.index_path)
         todo = []
+        groups, four_digit_years = 0, True
         for symbol, year, *digest in digests(incoming).iter_rows():
+            groups += 1
+            four_digit_years &= year is not None and 1000 <= year <= 9999  # file name order is year order
             path = self.bars_dir / symbol_dir(symbol) / f"{year}.parquet"
             # Same digest: the file holds exactly these bars, so nothing would change.
             entry = index.trusted(symbol, year, path)
@@ -399,8 +455,11 @@ class Lake:
             # Each (symbol, year)'s bars are one run of rows of the frame sorted by symbol and date:
             # a zero-copy slice each, already in date order (a partition and a sort per file cost
             # more than writing it: `python -m bench.lake_land`).
+            strict = True
             if not ascending(incoming):
                 incoming = incoming.sort("symbol", "date")
+                # Unique bars sort strictly but for a null date, which the read would sort again.
+                strict = ascending(incoming)
             incoming = incoming.rechunk()
             wanted = pl.DataFrame([(s, y) for s, y, *_ in todo], schema={"symbol": pl.String, "year": pl.Int32}, orient="row")
             spans = {
@@ -418,23 +477,36 @@ class Lake:
         # renames made durable (``AtomicBatch``); the index records them after the renames.
         batch = AtomicBatch(renamers=self.writers)
         written: dict[Path, tuple[str, int, tuple]] = {}
+        new_files: list[Path] = []
+        renamed: list[Path] = []
         pool = ThreadPoolExecutor(self.writers, thread_name_prefix="lake-writer")
         try:
             # Each file on its own (atomic): the order they are written in changes nothing stored.
             futures = [
                 pool.submit(self._upsert_file, symbol, year, digest, path, incoming.slice(*spans[(symbol, year)]),
-                            index, entry, batch, written, stored.get((symbol, year)))
+                            index, entry, batch, written, stored.get((symbol, year)), new_files)
                 for symbol, year, digest, path, entry in todo
             ]
-            return sum(f.result() for f in futures)
+            landed = sum(f.result() for f in futures)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             # Also after a failure: what was written is renamed and described (the rest is never trusted).
             try:
                 for path in batch.commit():
                     index.record(*written[path], path)
+                    renamed.append(path)
             finally:
                 index.save()
+        if todo and strict and four_digit_years and len(new_files) == len(todo) == groups == len(renamed):
+            # Every (symbol, year) of the input went to a year file of its own that did not exist,
+            # written as the input's slice: those files hold exactly ``incoming``, strictly sorted
+            # by symbol and date, which ``read_bar_files`` reads back as it is (file after file in
+            # (symbol, year) order), the symbol flagged sorted. Handed to the transform
+            # (``hand_over``) when the lake holds nothing else by then.
+            stats = {str(p): index.entries.get(written[p][:2], ())[len(DIGEST_COLUMNS):] for p in new_files}
+            if all(len(stat) == len(STAT_COLUMNS) for stat in stats.values()):
+                self._landed = Landed(as_scanned(incoming), stats)
+        return landed
 
     # Rows read ahead in one multi-file scan at most (``_read_described``): ~200 MB, twice a next
     # day's at 2,000 equities. A land that rewrites more of the lake reads the rest file by file
@@ -475,13 +547,15 @@ class Lake:
     def _upsert_file(
         symbol: str, year: int, digest: tuple, path: Path, part: pl.DataFrame, index: LakeIndex, entry: tuple | None,
         batch: AtomicBatch, written: dict[Path, tuple[str, int, tuple]], stored: pl.DataFrame | None = None,
+        new_files: list[Path] | None = None,
     ) -> int:
         """Merge one (symbol, year)'s incoming bars (in date order) into its file; returns how many
         were new or revised.
 
         ``entry``: the index's digests of the file if it still describes it; ``stored``: the
         file's bars if already read (``_read_described``). A new file is written into ``batch``
-        and its digests put in ``written`` (recorded once it is renamed).
+        and its digests put in ``written`` (recorded once it is renamed); ``new_files`` gets its
+        path when it did not exist and is written as ``part`` itself.
         """
 
         def write(frame: pl.DataFrame, digest: tuple) -> None:
@@ -490,6 +564,8 @@ class Lake:
 
         if stored is None and not path.exists():
             write(part, digest)
+            if new_files is not None:
+                new_files.append(path)  # the file is ``part`` as it is (``Landed``)
             return part.height
         old = stored if stored is not None else conform_stored(read_stored_parquet(path))
         last = entry[-1] if entry is not None else None
@@ -589,6 +665,7 @@ class Lake:
                     index.record_frame(symbol, year, stored, path)
                     continue
                 out.append(gone)
+                self._landed = None  # the lake is no longer what the land left (``hand_over``)
                 kept = stored.join(gone.select("date"), on="date", how="anti")
                 # The record first: a kill between the two writes leaves the
                 # bar in both places (withdrawn again by the next run), never in neither.

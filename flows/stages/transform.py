@@ -100,15 +100,25 @@ def transform(
     params = mart_params(settings, universe)
     fingerprint = transform_fingerprint(params, settings, lake.source)
     files = lake.bar_files()
+    # The bars this run's land wrote, if they are the whole lake (``Lake.hand_over``: taken here
+    # either way, so the lake holds no copy of them through a read or the build).
+    landed = lake.hand_over(files)
     withdrawn = lake.read_withdrawn()
     plan = (
         lake_read_plan(settings, lake.source, fingerprint, as_of, files, withdrawn, assets)
         if bounded else "asked to read the whole lake"
     )
+    if isinstance(plan, LakeRead):
+        landed = None  # the bounded read takes a few years of files and the published bars
     read = _read_bounded(lake, settings, as_of, assets, files, plan) if isinstance(plan, LakeRead) else plan
     if isinstance(read, str):
         lake_read = f"read the whole lake ({files.height} year files): {read}"
-        stored = lake.read_bar_files(files["path"].to_list())
+        if landed is not None:
+            # The very frame the read would give (``Lake.hand_over``), without reading it back.
+            stored, landed = landed, None
+            lake_read = f"read the whole lake ({files.height} year files, as the land wrote them: not read back): {read}"
+        else:
+            stored = lake.read_bar_files(files["path"].to_list())
         if stored["date"].max() is not None and (stored["date"].max() > as_of or stored["date"].null_count()):
             # Not copied when every bar is up to as_of (the nightly case; ~9 M bars at the bench size).
             stored = stored.filter(pl.col("date") <= as_of)
