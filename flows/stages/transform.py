@@ -15,16 +15,22 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
+from contracts.tables import TABLES
 from flows.artifacts import freshness, stale_symbols, stale_warning
 from flows.calendar import sessions as exchange_sessions
 from flows.params import mart_params
 from flows.rebuild_plan import (
     UNREADABLE_WAREHOUSE,
     LakeRead,
+    NarrowRead,
     incremental_base,
     lake_read_plan,
     merge_published,
+    narrow_bars_from,
+    omitted_files_gone,
+    published_bars_bounded,
     published_before,
+    published_first_date,
     read_seeds_whole,
     run_state,
     transform_fingerprint,
@@ -34,8 +40,17 @@ from flows.run import PipelineError, RunSummary
 from flows.settings import Settings
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe
-from transforms.graph import DERIVED_BARS, GRAPH, SeedTooShort, full_build_reason, seed_reads, window_starts
-from transforms.marts import Marts, build_marts, serial_map
+from transforms.graph import (
+    DERIVED_BARS,
+    GRAPH,
+    SeedTooShort,
+    full_build_reason,
+    prices_from,
+    seed_reads,
+    whole_price_symbols,
+    window_starts,
+)
+from transforms.marts import MartParams, Marts, build_marts, serial_map
 from warehouse.audit import price_warnings
 from warehouse.lake import Lake
 from warehouse.query import read_tables
@@ -88,6 +103,7 @@ class Transformed:
 
 def transform(
     lake: Lake, settings: Settings, universe: Universe, as_of: date, synthetic: bool, bounded: bool = True,
+    narrow: bool = True,
 ) -> Transformed:
     """Read the lake, screen it, and build every mart; the heavy parts are mapped over the runner.
 
@@ -97,6 +113,12 @@ def transform(
     the first one with a bar landed or withdrawn since are read and screened
     (``lake_read_plan``; the earlier bars and their verdicts are the published
     run's, ``merge_published``). ``bounded=False``: the whole lake.
+
+    The published bars merged in are, of every symbol the build does not read whole
+    (``transforms.graph.whole_price_symbols``), its first bar and those from the graph's
+    look-back on (``narrow_bars_from``, ``NarrowRead``), not its whole history; when the
+    first changed date turns out to need earlier bars (``prices_from``), or the run builds
+    in full, it reads them all (``narrow=False``).
     """
     assets = lake.read_assets()
     params = mart_params(settings, universe)
@@ -107,7 +129,11 @@ def transform(
         lake_read_plan(settings, lake.source, fingerprint, as_of, files, withdrawn, assets)
         if bounded else "asked to read the whole lake"
     )
-    read = _read_bounded(lake, settings, as_of, assets, files, plan) if isinstance(plan, LakeRead) else plan
+    read = (
+        _read_bounded(lake, settings, as_of, assets, files, plan, params if narrow else None)
+        if isinstance(plan, LakeRead) else plan
+    )
+    narrowed = None
     if isinstance(read, str):
         lake_read = f"read the whole lake ({files.height} year files): {read}"
         stored = lake.read_bar_files(files["path"].to_list())
@@ -124,10 +150,11 @@ def transform(
             "fact_prices", stored, as_of, sessions=calendar, assets=assets, jump_bounds=settings.jump_bounds
         )
     else:
-        stored, prices, quarantined, calendar = read
+        stored, prices, quarantined, calendar, narrowed = read
         lake_read = (
             f"read {len(plan.files)} of {files.height} lake year files (from {plan.context_from.year}; "
             f"nothing landed or withdrawn before {plan.changed_from})"
+            + (f"; published bars from {narrowed.bars_from}" if narrowed is not None else "")
         )
     if prices.is_empty():
         raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of} pass the quality rules")
@@ -151,7 +178,7 @@ def transform(
     fundamentals = fundamentals_as_of(lake, as_of)
     base = incremental_base(
         settings, lake.source, fingerprint, as_of, prices, assets, fundamentals,
-        stored=stored, withdrawn=withdrawn, sessions=sess, params=params,
+        stored=stored, withdrawn=withdrawn, sessions=sess, params=params, narrow=narrowed,
     )
     # The stored bars as read (with each bar's origin) are not needed past the
     # rebuild plan: not held through the build (the lake's size in memory).
@@ -165,6 +192,13 @@ def transform(
         # The graph's own rules (a required previous table missing, a changed
         # range within a node's look-back of the first session) are reported too.
         base = full_build_reason(sess, params, base[1], base[0]) or base
+    if narrowed is not None and (
+        isinstance(base, str) or (need := prices_from(sess, params, base[1], base[0])) is None
+        or need < narrowed.bars_from
+    ):
+        # The bounded bars do not reach as far back as this build reads: all of them.
+        del prices, history, read, base
+        return transform(lake, settings, universe, as_of, synthetic, bounded=bounded, narrow=False)
     if isinstance(base, str):
         marts = build_marts(
             prices, assets, sess, params, fundamentals=fundamentals, map_partitions=map_on_runner, history=history
@@ -201,9 +235,13 @@ def transform(
         )
     marts.tables["quarantine"] = quarantined
     state = run_state(lake.source, as_of, fingerprint, prices, files["ctime_ns"].max())
-    whole = whole_prices(marts, prices, previous, settings)
+    if narrowed is not None:
+        state["ingested_through"] = narrowed.ingested_through(prices)
     del previous, base  # the seed: not held through the figures below
-    stale, price_warnings, fresh = price_figures(whole, marts.tables["dim_asset"], as_of, settings)
+    stale, price_warnings, fresh = price_figures_from(
+        marts.tables["fact_prices"], marts.unchanged_before.get("fact_prices"), marts.tables["dim_asset"], as_of,
+        settings,
+    )
     return Transformed(
         marts.tables, marts.warnings, state, incremental_from, full_because, marts.unchanged_before, lake_read,
         stale, price_warnings, fresh,
@@ -232,6 +270,26 @@ def whole_prices(marts: Marts, prices: pl.DataFrame, previous: dict, settings: S
     return pl.concat([prices, earlier, tail.filter(derived)], how="diagonal_relaxed", rechunk=False)
 
 
+def price_figures_from(
+    tail: pl.DataFrame, since: date | None, assets: pl.DataFrame, as_of: date, settings: Settings,
+) -> tuple[list[dict], list[str], tuple[list[dict], list[dict]]]:
+    """``price_figures`` of the whole fact_prices from the run's fact_prices as handed on (``tail``:
+    its rows from ``since`` on; None: whole) and the published run's rows before ``since``.
+
+    PLACEHOLDER (correct, slow: it reads every published bar before ``since``) until the
+    ``figures`` branch's body is merged (/work/wt/INTERFACE.md)."""
+    if since is None:
+        return price_figures(tail, assets, as_of, settings)
+    read = read_tables(settings.warehouse_path, ["fact_prices"], {"fact_prices": [("date", "<", since)]})
+    earlier = TABLES["fact_prices"].conform(read["fact_prices"]) if "fact_prices" in read else tail.clear()
+    derived = pl.col("source") == "derived"
+    bars = pl.concat([earlier.filter(~derived), tail.filter(~derived)], how="diagonal_relaxed").sort("symbol", "date")
+    whole = pl.concat(
+        [bars, earlier.filter(derived).sort("symbol", "date"), tail.filter(derived)], how="diagonal_relaxed"
+    )
+    return price_figures(whole, assets, as_of, settings)
+
+
 def price_figures(
     prices: pl.DataFrame, assets: pl.DataFrame, as_of: date, settings: Settings,
 ) -> tuple[list[dict], list[str], tuple[list[dict], list[dict]]]:
@@ -248,28 +306,42 @@ def price_figures(
 
 
 def _read_bounded(
-    lake: Lake, settings: Settings, as_of: date, assets: pl.DataFrame, files: pl.DataFrame, plan: LakeRead
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.Series] | str:
+    lake: Lake, settings: Settings, as_of: date, assets: pl.DataFrame, files: pl.DataFrame, plan: LakeRead,
+    params: MartParams | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.Series, NarrowRead | None] | str:
     """The year files ``plan`` names, screened, with the published run's earlier bars and quarantine rows
-    (``merge_published``): (stored bars read, clean bars, quarantine rows, sessions); or why not."""
+    (``merge_published``): (stored bars read, clean bars, quarantine rows, sessions, how the published
+    bars were bounded); or why not. With ``params``, the published bars are read narrow
+    (``NarrowRead``) when the graph's look-back allows (``narrow_bars_from``)."""
     stored = lake.read_bar_files(plan.files)
     if stored["date"].max() is not None and (stored["date"].max() > as_of or stored["date"].null_count()):
         stored = stored.filter(pl.col("date") <= as_of)
+    narrowed = None
     try:
-        published, published_quarantine = published_before(settings, plan, as_of)
+        first = published_first_date(settings, plan)
+        firsts = [d for d in (stored["date"].min(), first) if d is not None]
+        if not firsts:
+            return "no bars stored or published"
+        calendar = exchange_sessions(min(firsts), as_of, settings.exchange_calendar)
+        bars_from = narrow_bars_from(calendar, params, plan) if params is not None else None
+        if bars_from is not None:
+            whole = frozenset(whole_price_symbols(assets, params))
+            published, published_quarantine, narrowed = published_bars_bounded(
+                settings, plan, as_of, bars_from, whole
+            )
+        else:
+            published, published_quarantine = published_before(settings, plan, as_of)
     except Exception as exc:
         return unreadable_warehouse(settings.warehouse_path, exc)
-    firsts = [d for d in (stored["date"].min(), published["date"].min()) if d is not None]
-    if not firsts:
-        return "no bars stored or published"
-    calendar = exchange_sessions(min(firsts), as_of, settings.exchange_calendar)
     clean, quarantined = screen(
         "fact_prices", stored, as_of, sessions=calendar, assets=assets, jump_bounds=settings.jump_bounds
     )
     merged = merge_published(plan, files, stored, clean, quarantined, published, published_quarantine, as_of)
     if isinstance(merged, str):
         return merged
-    return stored, *merged, calendar
+    if narrowed is not None and (gone := omitted_files_gone(narrowed, files)):
+        return gone
+    return stored, *merged, calendar, narrowed
 
 
 def fundamentals_as_of(lake: Lake, as_of: date) -> pl.DataFrame | None:
