@@ -593,7 +593,9 @@ def _factor_prices_window(params: MartParams) -> int:
     """The factors' window of the stocks' bars before ``since``: the metrics' longest look-back
     (``Metric.lookback``, the grid ``_metric_values`` builds) and the IC's longest horizon
     (``evaluate_factors`` with ``from_date``). Each stock's first bar decides where its grid
-    starts (``_dense_grid``), so the bounded bars keep it (``prices_from``)."""
+    starts (``_dense_grid``), so the bounded bars keep it (``prices_from``). None without factors."""
+    if not params.factors:
+        return 0
     return max([m.lookback for m in METRICS] + [int(h) for h in params.factor_horizons])
 
 
