@@ -64,13 +64,13 @@ from contracts.tables import TABLES
 from contracts.vocabulary import CRYPTO_CLASSES, INDEX_CLASSES
 from transforms.allocation import simulate_mixes
 from transforms.events import correlation_events_since, mart_correlation_events
+from transforms.factors import METRICS
 from transforms.incremental import (
     MARGIN_SESSIONS,
     _matrix_since,
     _rolling_correlation_since,
     factor_marts_since,
 )
-from transforms.factors import METRICS
 from transforms.indices import build_crypto_indices
 from transforms.marts import (
     FACTOR_TABLES,

@@ -44,7 +44,7 @@ def _copy_stock(data, source: str, name: str, keep: pl.Expr) -> pl.DataFrame:
     return bars
 
 
-def test_the_next_day_merges_published_bars_only_from_the_look_back_and_equals_a_full_run(tmp_path, runs):
+def test_the_next_day_merges_published_bars_only_from_the_look_back_and_equals_a_full_run(tmp_path, runs):  # noqa: F811
     built, _ = runs
     data = tmp_path / "data"
     nightly(source="sample", start=START, as_of=D0, data_dir=str(data))
@@ -75,7 +75,7 @@ def test_the_next_day_merges_published_bars_only_from_the_look_back_and_equals_a
     assert_same_quarantine(narrow.screened, built[-1].screened)
 
 
-def test_a_first_changed_date_before_the_bounded_bars_reads_every_published_bar(tmp_path, runs, monkeypatch):
+def test_a_first_changed_date_before_the_bounded_bars_reads_every_published_bar(tmp_path, runs, monkeypatch):  # noqa: F811
     built, _ = runs
     data = tmp_path / "data"
     nightly(source="sample", start=START, as_of=D1, data_dir=str(data))
