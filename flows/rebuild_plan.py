@@ -452,19 +452,40 @@ def published_first_date(settings: Settings, plan: LakeRead) -> date | None:
     return got["first"][0]
 
 
+# Days into the context year within which nearly every symbol the run reads has its first clean
+# bar (``merge_published``'s ``_f``; the first session of the year): the published bars after
+# it are read only for the symbols whose first clean bar comes later (``published_bars_bounded``).
+FIRST_CLEAN_DAYS = 31
+
+
 def published_bars_bounded(
-    settings: Settings, plan: LakeRead, as_of: date, bars_from: date, whole: frozenset[str]
+    settings: Settings, plan: LakeRead, as_of: date, bars_from: date, whole: frozenset[str], clean: pl.DataFrame,
 ) -> tuple[pl.DataFrame, pl.DataFrame, NarrowRead]:
     """``published_before`` read narrow (``NarrowRead``): the published bars before
     ``plan.changed_from`` from ``bars_from`` on, every bar of the symbols in ``whole``, and each
-    other symbol's first bar; its quarantine rows; and what the bars left out tell."""
+    other symbol's first bar; its quarantine rows; and what the bars left out tell.
+
+    Of a symbol read from the lake, ``merge_published`` keeps the published bars up to its first
+    clean bar before ``plan.changed_from`` (in ``clean``, the screen of the bars read) and takes
+    the later ones from the lake: only those up to it are read (the bars after
+    ``FIRST_CLEAN_DAYS`` into the context year only of the symbols whose first clean bar is later)."""
     whole = frozenset(whole | plan.whole)
     symbols = tuple(sorted(whole))
     not_derived = (DERIVED_BARS[0], "!=", DERIVED_BARS[2])
-    recent, quarantine = published_before(settings, plan, as_of, [("date", ">=", bars_from)])
+    until = plan.context_from + timedelta(days=FIRST_CLEAN_DAYS)
+    recent, quarantine = published_before(settings, plan, as_of, [("date", ">=", bars_from), ("date", "<", until)])
+    firsts = (
+        clean.filter(pl.col("date") < plan.changed_from)
+        .group_by("symbol").agg(pl.col("date").min().alias("_f"))
+    )
+    late = tuple(sorted(firsts.filter(pl.col("_f") >= until)["symbol"].to_list()))
     path = settings.warehouse_path
     older = _read_seed(path, ["fact_prices"], {"fact_prices": [
         not_derived, ("date", "<", bars_from), ("symbol", "in", symbols)]}).get("fact_prices", recent.clear())
+    if late:
+        later = _read_seed(path, ["fact_prices"], {"fact_prices": [
+            not_derived, ("date", ">=", until), ("date", "<", plan.changed_from), ("symbol", "in", late)]})
+        older = pl.concat([older, later.get("fact_prices", recent.clear())], how="vertical_relaxed")
     firsts = read_sql(path, "reads/published_first_bars.sql", {"before": bars_from})
     years = read_sql(path, "reads/published_bar_years.sql", {"before": bars_from})
     if firsts is None or years is None:

@@ -319,23 +319,26 @@ def _read_bounded(
     narrowed = None
     try:
         first = published_first_date(settings, plan)
-        firsts = [d for d in (stored["date"].min(), first) if d is not None]
-        if not firsts:
-            return "no bars stored or published"
-        calendar = exchange_sessions(min(firsts), as_of, settings.exchange_calendar)
+    except Exception as exc:
+        return unreadable_warehouse(settings.warehouse_path, exc)
+    firsts = [d for d in (stored["date"].min(), first) if d is not None]
+    if not firsts:
+        return "no bars stored or published"
+    calendar = exchange_sessions(min(firsts), as_of, settings.exchange_calendar)
+    clean, quarantined = screen(
+        "fact_prices", stored, as_of, sessions=calendar, assets=assets, jump_bounds=settings.jump_bounds
+    )
+    try:
         bars_from = narrow_bars_from(calendar, params, plan) if params is not None else None
         if bars_from is not None:
             whole = frozenset(whole_price_symbols(assets, params))
             published, published_quarantine, narrowed = published_bars_bounded(
-                settings, plan, as_of, bars_from, whole
+                settings, plan, as_of, bars_from, whole, clean
             )
         else:
             published, published_quarantine = published_before(settings, plan, as_of)
     except Exception as exc:
         return unreadable_warehouse(settings.warehouse_path, exc)
-    clean, quarantined = screen(
-        "fact_prices", stored, as_of, sessions=calendar, assets=assets, jump_bounds=settings.jump_bounds
-    )
     merged = merge_published(plan, files, stored, clean, quarantined, published, published_quarantine, as_of)
     if isinstance(merged, str):
         return merged
