@@ -82,3 +82,29 @@ def test_alpha_moves_of_a_tail_read_the_last_published_sessions(tmp_path):
     assert alpha_moves({ALPHA_TABLE: tail}, previous_as_of) != alpha_moves({ALPHA_TABLE: whole}, previous_as_of)
     # Not named: handed back as it is.
     assert with_alpha_context({ALPHA_TABLE: whole}, {}, published)[ALPHA_TABLE] is whole
+
+
+def test_price_figures_from_the_tail_and_the_published_rows_are_the_whole_fact_prices_figures(tmp_path):
+    # flows.stages.transform.price_figures_from (INTERFACE.md): the run's fact_prices as handed on
+    # from ``since`` and the published rows before it give the figures of the whole table.
+    import duckdb
+
+    from flows.stages.transform import price_figures_from
+
+    prices = pl.concat([_bars("BTC", date(2026, 1, 1), AS_OF),
+                        _bars("DEAD", date(2026, 1, 1), date(2026, 2, 1), jump_on=date(2026, 1, 15))])
+    table = TABLES["fact_prices"]
+    whole_table = pl.concat([prices, _bars("ALTS", date(2026, 1, 1), AS_OF, "derived")]).with_columns(
+        *[pl.lit(None, dtype=t).alias(c) for c, t in table.polars_schema.items() if c not in prices.columns]
+    ).pipe(table.conform)
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.register("published", whole_table.filter(pl.col("date") < SINCE).to_arrow())
+    con.execute("CREATE TABLE fact_prices AS SELECT * FROM published")
+    con.close()
+    settings = Settings(data_dir=tmp_path)
+    tail = whole_table.filter(pl.col("date") >= SINCE)
+    got = price_figures_from(tail, SINCE, _assets(), AS_OF, settings)
+    assert got == price_figures(whole_table, _assets(), AS_OF, settings)
+    assert [s["symbol"] for s in got[0]] == ["DEAD"]
+    assert got != price_figures(tail, _assets(), AS_OF, settings)
+    assert price_figures_from(whole_table, None, _assets(), AS_OF, settings) == got
