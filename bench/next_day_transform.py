@@ -14,7 +14,7 @@ stage: its peak RSS is this stage's alone.
 Prints wall, CPU, peak RSS, whether it was incremental and from when, and
 the rows read back from the published warehouse and its Parquet marts per table
 (summed over the reads of ``flows.rebuild_plan``) and the CPU seconds of the published side's
-steps (``step_cpu``: ``published_before``, ``merge_published``,
+steps (``step_cpu``: ``published_before``, ``published_bars_bounded``, ``merge_published``,
 ``incremental_base``), so a bounded read shows as a row count,
 not only as a time; also how many of the lake's year files the transform
 read (``lake_read``) and a digest of each table it returned (outside the timing).
@@ -144,6 +144,7 @@ def _time_steps(steps: dict[str, list[float]]):
         "lake_read_plan", "exchange_sessions", "screen", "incremental_base", "full_build_reason", "window_starts",
         "build_marts", "run_state", "price_figures_from",
         "_read_bounded", "fundamentals_as_of", "published_before", "merge_published",
+        "published_bars_bounded", "published_first_date",
     ):
         wrap(stage, attr, attr)
     for attr in (
@@ -215,7 +216,7 @@ def stage_transform_next_day(work: Path, args, bounded: bool = True) -> None:
 
         return call
 
-    for name in ("published_before", "merge_published", "incremental_base"):
+    for name in ("published_before", "published_bars_bounded", "merge_published", "incremental_base"):
         setattr(stage, name, timed(name, getattr(stage, name)))
     steps: dict[str, list[float]] = {}
     undo = _time_steps(steps) if os.environ.get("BENCH_STEPS") else (lambda: None)

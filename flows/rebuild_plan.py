@@ -22,14 +22,14 @@ import polars as pl
 
 from contracts.tables import QUARANTINE, TABLES
 from flows.settings import Settings
-from transforms.graph import DERIVED_BARS, seed_reads
+from transforms.graph import DERIVED_BARS, prices_from, seed_reads
 from transforms.incremental import first_changed_session
 from transforms.marts import MartParams
 from warehouse import snapshots
 from warehouse.lake import WITHDRAWN_AT, ascending
 from warehouse.marts import read_published as read_published_mart
 from warehouse.quality import in_screen_order, quarantine_keys, screen_rules
-from warehouse.query import read_tables
+from warehouse.query import read_sql, read_tables
 
 # The run state's record of the lake's year files as the run listed them: the
 # largest status-change time among them (``Lake.bar_files``). A file written,
@@ -96,7 +96,7 @@ def incremental_base(
     settings: Settings, source: str, fingerprint: str, as_of: date,
     prices: pl.DataFrame, assets: pl.DataFrame, fundamentals: pl.DataFrame | None,
     stored: pl.DataFrame | None = None, withdrawn: pl.DataFrame | None = None,
-    sessions: pl.Series | None = None, params: MartParams | None = None,
+    sessions: pl.Series | None = None, params: MartParams | None = None, narrow: NarrowRead | None = None,
 ) -> tuple[dict[str, pl.DataFrame], date] | str:
     """The published tables and the first date to rebuild from, or why the run must rebuild everything.
 
@@ -109,6 +109,9 @@ def incremental_base(
     With the run's ``sessions`` and mart ``params``, each seed table is read only as far
     back as the graph's nodes read it from that date (``seed_reads``: e.g. the factor
     metrics from it on); without them, as far as ``seed_reads`` bounds it without a date.
+
+    ``narrow``: ``prices`` holds the bars of a bounded read (``NarrowRead``), compared with
+    the published ones from where it holds them all.
     """
     state = published_base_state(settings, source, fingerprint)
     if isinstance(state, str):
@@ -162,7 +165,7 @@ def incremental_base(
         return unreadable_warehouse(settings.warehouse_path, exc)
     if published_bars is None:
         return unreadable_warehouse(settings.warehouse_path, "it has no fact_prices table")
-    changed = first_published_difference(published_bars, prices, touched, previous_as_of)
+    changed = first_published_difference(published_bars, prices, touched, previous_as_of, narrow)
     if changed is not None:
         candidates.append(changed)
     since = min(candidates)
@@ -191,7 +194,8 @@ NEIGHBOUR_SEARCH_DAYS = 31
 
 
 def first_published_difference(
-    published: pl.DataFrame, clean: pl.DataFrame, touched: pl.DataFrame, previous_as_of: date
+    published: pl.DataFrame, clean: pl.DataFrame, touched: pl.DataFrame, previous_as_of: date,
+    narrow: NarrowRead | None = None,
 ) -> date | None:
     """The first date at which the clean bars differ from the published ones (``first_changed_session``).
 
@@ -204,6 +208,10 @@ def first_published_difference(
     compared from that last published bar on; a symbol with none in the
     ``NEIGHBOUR_SEARCH_DAYS`` before its touched date over its whole history.
     A symbol with no bar in that range and nothing touched is unchanged.
+
+    With ``narrow`` (``clean`` holds, of a symbol not in ``narrow.whole``, its first bar and
+    its bars from ``narrow.bars_from`` on), such a symbol is compared from ``narrow.bars_from``:
+    its clean bars before it are the published ones (``merge_published``).
     """
     lo = comparison_start(touched, previous_as_of)
     recent_published = published.filter(pl.col("date") >= lo)
@@ -214,7 +222,11 @@ def first_published_difference(
         near = recent.join(start, on="symbol").filter(pl.col("date") >= pl.col("_from")).drop("_from")
         if far.is_empty():
             return near
-        return pl.concat([near, full.filter(pl.col("symbol").is_in(far.implode()))])
+        whole = full.filter(pl.col("symbol").is_in(far.implode()))
+        if narrow is not None:
+            kept = pl.Series(sorted(narrow.whole), dtype=pl.String).implode()
+            whole = whole.filter((pl.col("date") >= narrow.bars_from) | pl.col("symbol").is_in(kept))
+        return pl.concat([near, whole])
 
     return first_changed_session(window(published, recent_published), window(clean, recent_clean))
 
@@ -381,13 +393,16 @@ def lake_read_plan(
     return LakeRead(read["path"].to_list(), changed_from, frozenset(whole), str(state["run_id"]))
 
 
-def published_before(settings: Settings, plan: LakeRead, as_of: date) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The published run's bars (not the derived ones) dated before ``plan.changed_from``, and its
-    screen's quarantine rows of ``fact_prices`` (with ``quarantine_keys``' columns), from the
-    published warehouse: what ``merge_published`` takes for the bars the run does not read."""
+def published_before(
+    settings: Settings, plan: LakeRead, as_of: date, also: list | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The published run's bars (not the derived ones) dated before ``plan.changed_from`` (and
+    meeting the conditions ``also``), and its screen's quarantine rows of ``fact_prices`` (with
+    ``quarantine_keys``' columns), from the published warehouse: what ``merge_published`` takes
+    for the bars the run does not read."""
     first, second = screen_rules("fact_prices", as_of)
     where = {
-        "fact_prices": [(DERIVED_BARS[0], "!=", DERIVED_BARS[2]), ("date", "<", plan.changed_from)],
+        "fact_prices": [(DERIVED_BARS[0], "!=", DERIVED_BARS[2]), ("date", "<", plan.changed_from), *(also or [])],
         "quarantine": [("run_id", "==", plan.run_id), ("table_name", "==", "fact_prices"),
                        ("rule", "in", tuple(sorted(first | second)))],
     }  # fmt: skip
@@ -396,6 +411,100 @@ def published_before(settings: Settings, plan: LakeRead, as_of: date) -> tuple[p
         raise ValueError("it has no fact_prices table")
     quarantine = read.get("quarantine", pl.DataFrame(schema=QUARANTINE.polars_schema))
     return read["fact_prices"], quarantine_keys(quarantine.with_columns(pl.lit("").alias("run_id")))
+
+
+@dataclass(frozen=True)
+class NarrowRead:
+    """A bounded read of the published bars (``published_bars_bounded``): of every symbol not in
+    ``whole`` (``transforms.graph.whole_price_symbols`` and ``LakeRead.whole``) only its first bar
+    and its bars from ``bars_from`` on, enough for an incremental build whose
+    ``transforms.graph.prices_from`` is not before ``bars_from``. ``omitted``: per symbol and year
+    of the bars left out, their newest ``ingested_at`` (``ingested_through``)."""
+
+    bars_from: date
+    whole: frozenset[str]
+    omitted: pl.DataFrame
+
+    def ingested_through(self, prices: pl.DataFrame):
+        """The newest ``ingested_at`` of ``prices`` and the bars left out: the whole clean bars' (``run_state``)."""
+        left_out = self.omitted["ingested_through"].cast(prices.schema["ingested_at"])
+        return pl.concat([prices["ingested_at"], left_out]).max()
+
+
+def narrow_bars_from(
+    calendar: pl.Series, params: MartParams, plan: LakeRead
+) -> date | None:
+    """The first date of the published bars a bounded read needs (``NarrowRead``), or None (all):
+    ``transforms.graph.prices_from`` of the earliest first changed date the rebuild plan can find
+    without a symbol compared over its whole history (``comparison_start``: ``NEIGHBOUR_SEARCH_DAYS``
+    before ``plan.changed_from``), and no later than ``plan.context_from`` (``merge_published``
+    slices each read symbol's published bars up to a bar in the context year). The run checks
+    ``prices_from`` again once it knows its first changed date, and reads all when it is earlier."""
+    first = prices_from(calendar, params, plan.changed_from - timedelta(days=NEIGHBOUR_SEARCH_DAYS))
+    return None if first is None else min(first, plan.context_from)
+
+
+def published_first_date(settings: Settings, plan: LakeRead) -> date | None:
+    """The first date of the published (not derived) bars before ``plan.changed_from``."""
+    got = read_sql(settings.warehouse_path, "reads/published_bars_first_date.sql", {"before": plan.changed_from})
+    if got is None:
+        raise ValueError("it has no fact_prices table")
+    return got["first"][0]
+
+
+# Days into the context year within which nearly every symbol the run reads has its first clean
+# bar (``merge_published``'s ``_f``; the first session of the year): the published bars after
+# it are read only for the symbols whose first clean bar comes later (``published_bars_bounded``).
+FIRST_CLEAN_DAYS = 31
+
+
+def published_bars_bounded(
+    settings: Settings, plan: LakeRead, as_of: date, bars_from: date, whole: frozenset[str], clean: pl.DataFrame,
+) -> tuple[pl.DataFrame, pl.DataFrame, NarrowRead]:
+    """``published_before`` read narrow (``NarrowRead``): the published bars before
+    ``plan.changed_from`` from ``bars_from`` on, every bar of the symbols in ``whole``, and each
+    other symbol's first bar; its quarantine rows; and what the bars left out tell.
+
+    Of a symbol read from the lake, ``merge_published`` keeps the published bars up to its first
+    clean bar before ``plan.changed_from`` (in ``clean``, the screen of the bars read) and takes
+    the later ones from the lake: only those up to it are read (the bars after
+    ``FIRST_CLEAN_DAYS`` into the context year only of the symbols whose first clean bar is later)."""
+    whole = frozenset(whole | plan.whole)
+    symbols = tuple(sorted(whole))
+    not_derived = (DERIVED_BARS[0], "!=", DERIVED_BARS[2])
+    until = plan.context_from + timedelta(days=FIRST_CLEAN_DAYS)
+    recent, quarantine = published_before(settings, plan, as_of, [("date", ">=", bars_from), ("date", "<", until)])
+    firsts = (
+        clean.filter(pl.col("date") < plan.changed_from)
+        .group_by("symbol").agg(pl.col("date").min().alias("_f"))
+    )
+    late = tuple(sorted(firsts.filter(pl.col("_f") >= until)["symbol"].to_list()))
+    path = settings.warehouse_path
+    older = _read_seed(path, ["fact_prices"], {"fact_prices": [
+        not_derived, ("date", "<", bars_from), ("symbol", "in", symbols)]}).get("fact_prices", recent.clear())
+    if late:
+        later = _read_seed(path, ["fact_prices"], {"fact_prices": [
+            not_derived, ("date", ">=", until), ("date", "<", plan.changed_from), ("symbol", "in", late)]})
+        older = pl.concat([older, later.get("fact_prices", recent.clear())], how="vertical_relaxed")
+    firsts = read_sql(path, "reads/published_first_bars.sql", {"before": bars_from})
+    years = read_sql(path, "reads/published_bar_years.sql", {"before": bars_from})
+    if firsts is None or years is None:
+        raise ValueError("it has no fact_prices table")
+    named = pl.Series(symbols, dtype=pl.String).implode()
+    firsts = TABLES["fact_prices"].conform(firsts).filter(~pl.col("symbol").is_in(named))
+    bars = pl.concat([recent, older, firsts], how="vertical_relaxed").sort("symbol", "date")
+    omitted = years.filter(~pl.col("symbol").is_in(named))
+    return bars, quarantine, NarrowRead(bars_from, whole, omitted)
+
+
+def omitted_files_gone(narrow: NarrowRead, files: pl.DataFrame) -> str | None:
+    """Why the bars a bounded read left out are not the lake's any more (a year file of theirs the
+    lake no longer holds; ``merge_published`` checks the bars it keeps), or None."""
+    gone = narrow.omitted.select("symbol", "year").join(files.select("symbol", "year"), on=["symbol", "year"], how="anti")
+    if gone.height:
+        row = gone.sort("symbol", "year").row(0)
+        return f"the lake no longer holds {row[0]}'s {row[1]} file the published run read"
+    return None
 
 
 def _symbol_runs(bars: pl.DataFrame) -> pl.DataFrame:

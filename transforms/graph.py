@@ -64,6 +64,7 @@ from contracts.tables import TABLES
 from contracts.vocabulary import CRYPTO_CLASSES, INDEX_CLASSES
 from transforms.allocation import simulate_mixes
 from transforms.events import correlation_events_since, mart_correlation_events
+from transforms.factors import METRICS
 from transforms.incremental import (
     MARGIN_SESSIONS,
     _matrix_since,
@@ -164,6 +165,10 @@ class Node:
     # Sessions before ``since`` the incremental build reads; a changed range
     # that starts closer to the first session makes the run a full build.
     lookback: Callable[[MartParams], int] = _no_lookback
+    # Sessions before the first session on/after ``since`` whose bars of ``prices``/``fact_prices``
+    # the incremental build reads, of the symbols not in ``whole_price_symbols`` (those it reads
+    # whole); ``prices_from`` bounds the run's clean bars by it (``flows.stages.transform``).
+    prices_window: Callable[[MartParams], int] = _no_lookback
     # The parts the node's build is split into (each built with inputs["_part"]
     # set, then combined): e.g. blocks of crypto assets.
     partitions: Callable[[Mapping[str, Any], MartParams, "date | None"], list[Any]] = _no_partitions
@@ -579,6 +584,21 @@ def _previous_latest_session(params: MartParams) -> int:
     return 1
 
 
+def _previous_close(params: MartParams) -> int:
+    """fact_returns' window of bars before ``since``: the close of the session before it."""
+    return 1
+
+
+def _factor_prices_window(params: MartParams) -> int:
+    """The factors' window of the stocks' bars before ``since``: the metrics' longest look-back
+    (``Metric.lookback``, the grid ``_metric_values`` builds) and the IC's longest horizon
+    (``evaluate_factors`` with ``from_date``). Each stock's first bar decides where its grid
+    starts (``_dense_grid``), so the bounded bars keep it (``prices_from``). None without factors."""
+    if not params.factors:
+        return 0
+    return max([m.lookback for m in METRICS] + [int(h) for h in params.factor_horizons])
+
+
 def _factor_horizon(params: MartParams) -> int:
     """The factor scores' window before ``since``: the IC of a session reads the scores of the
     sessions up to its longest horizon later (``evaluate_factors`` with ``from_date``)."""
@@ -614,7 +634,8 @@ GRAPH: tuple[Node, ...] = (
          previous_rows=(("fact_prices", (DERIVED_BARS,)),)),
     Node("fundamentals", ("fact_fundamentals",), ("fundamentals",), build_fundamentals, inline=True),
     Node("returns", ("fact_returns",), ("fact_prices", "sessions"), build_returns,
-         previous=("fact_returns",), requires=("fact_returns",), previous_window=(("fact_returns", _no_lookback),)),
+         previous=("fact_returns",), requires=("fact_returns",), previous_window=(("fact_returns", _no_lookback),),
+         prices_window=_previous_close),
     Node("tail", ("_focus_prices", "_tail_returns", "_focus_returns"),
          ("fact_prices", "dim_asset", "_benchmarks", "sessions"),
          build_tail, lookback=_correlation_lookback, partitions=_incremental_only),
@@ -631,7 +652,7 @@ GRAPH: tuple[Node, ...] = (
     Node("milestones", ("mart_market_milestones", "mart_period_returns"),
          ("fact_prices", "dim_asset", "_benchmarks", "sessions", "history", "_focus_prices"), build_milestones),
     Node("factors", FACTOR_TABLES, ("prices", "assets", "sessions", "fundamentals"), build_factors,
-         previous=FACTOR_TABLES,
+         previous=FACTOR_TABLES, prices_window=_factor_prices_window,
          # The metrics are only passed on; the IC (and its summary over all of it) is small.
          previous_window=(("mart_factor_scores", _factor_horizon), ("mart_factor_metrics", _no_lookback))),
     Node("spillover", SPILLOVER_TABLES,
@@ -747,6 +768,40 @@ def window_starts(
             start = min(since, sess[i]) if i < sess.len() else since
             out[table] = min(out.get(table, start), start)
     return {t: d for t, d in out.items() if t not in whole}
+
+
+def whole_price_symbols(assets: pl.DataFrame, params: MartParams) -> set[str]:
+    """The symbols whose every bar an incremental build reads (``_focus_symbols``: crypto assets,
+    indices, benchmarks, the spillover series; the period benchmark and the policy's regime
+    benchmark): the milestones' highs, the whole returns of pairs recomputed whole, the
+    allocation's prices. Of every other symbol it reads the bars from ``prices_from`` on."""
+    spill = set(params.spillover.index_series) if params.spillover.enabled else set()
+    regime = {params.policy.regime.benchmark} if params.policy is not None and params.policy.regime else set()
+    return (
+        set(_classes(assets, (*INDEX_CLASSES, *CRYPTO_CLASSES))) | set(params.benchmarks)
+        | {params.period_benchmark} | spill | regime
+    )
+
+
+def prices_from(
+    sessions: pl.Series, params: MartParams, since: date, previous: Mapping[str, pl.DataFrame] | None = None,
+    graph: Sequence[Node] = GRAPH,
+) -> date | None:
+    """The first date of the bars an incremental build from ``since`` reads of the symbols not
+    in ``whole_price_symbols`` (each node's ``prices_window`` before the first session on/after
+    ``since``), given each such symbol's first bar too (where its factor grid starts); None when
+    it reads them all: the window reaches the first session, or (with ``previous``) a node
+    falls back to its full build on them (the factors without their previous tables, or an IC
+    without the daily spread, ``factor_marts_since``)."""
+    if previous is not None and params.factors:
+        ic = previous.get("mart_factor_ic")
+        if any(t not in previous for t in FACTOR_TABLES) or "top_minus_bottom" not in ic.columns:
+            return None
+    sess = _sess(sessions)
+    i = sess.search_sorted(since, side="left") - max((n.prices_window(params) for n in graph), default=0)
+    if i < 1:
+        return None
+    return min(since, sess[i]) if i < sess.len() else since
 
 
 def full_build_reason(

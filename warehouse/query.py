@@ -195,6 +195,18 @@ def read_tables(
         con.close()
 
 
+def read_sql(db_path: Path, name: str, params: Mapping[str, object] | None = None) -> pl.DataFrame | None:
+    """The rows of the query in ``sql/<name>`` (with its ``$`` parameters) against the warehouse,
+    read-only; None when the warehouse lacks a table the query reads."""
+    con = connect_read_only(db_path)
+    try:
+        return con.sql(read_sql_file(name), params=dict(params or {})).pl()
+    except duckdb.CatalogException:
+        return None
+    finally:
+        con.close()
+
+
 def read_sql_file(name: str) -> str:
     path = Path(__file__).with_name("sql") / name
     return path.read_text()

@@ -21,10 +21,15 @@ from flows.price_figures import price_figures_from
 from flows.rebuild_plan import (
     UNREADABLE_WAREHOUSE,
     LakeRead,
+    NarrowRead,
     incremental_base,
     lake_read_plan,
     merge_published,
+    narrow_bars_from,
+    omitted_files_gone,
+    published_bars_bounded,
     published_before,
+    published_first_date,
     read_seeds_whole,
     run_state,
     transform_fingerprint,
@@ -34,8 +39,8 @@ from flows.run import PipelineError, RunSummary
 from flows.settings import Settings
 from flows.sources.sample import SYNTHETIC_TAG
 from flows.universe import Universe
-from transforms.graph import GRAPH, SeedTooShort, full_build_reason, window_starts
-from transforms.marts import build_marts, serial_map
+from transforms.graph import GRAPH, SeedTooShort, full_build_reason, prices_from, whole_price_symbols, window_starts
+from transforms.marts import MartParams, build_marts, serial_map
 from warehouse.lake import Lake
 from warehouse.quality import screen
 
@@ -86,6 +91,7 @@ class Transformed:
 
 def transform(
     lake: Lake, settings: Settings, universe: Universe, as_of: date, synthetic: bool, bounded: bool = True,
+    narrow: bool = True,
 ) -> Transformed:
     """Read the lake, screen it, and build every mart; the heavy parts are mapped over the runner.
 
@@ -95,6 +101,12 @@ def transform(
     the first one with a bar landed or withdrawn since are read and screened
     (``lake_read_plan``; the earlier bars and their verdicts are the published
     run's, ``merge_published``). ``bounded=False``: the whole lake.
+
+    The published bars merged in are, of every symbol the build does not read whole
+    (``transforms.graph.whole_price_symbols``), its first bar and those from the graph's
+    look-back on (``narrow_bars_from``, ``NarrowRead``), not its whole history; when the
+    first changed date turns out to need earlier bars (``prices_from``), or the run builds
+    in full, it reads them all (``narrow=False``).
     """
     assets = lake.read_assets()
     params = mart_params(settings, universe)
@@ -110,7 +122,11 @@ def transform(
     )
     if isinstance(plan, LakeRead):
         landed = None  # the bounded read takes a few years of files and the published bars
-    read = _read_bounded(lake, settings, as_of, assets, files, plan) if isinstance(plan, LakeRead) else plan
+    read = (
+        _read_bounded(lake, settings, as_of, assets, files, plan, params if narrow else None)
+        if isinstance(plan, LakeRead) else plan
+    )
+    narrowed = None
     if isinstance(read, str):
         lake_read = f"read the whole lake ({files.height} year files): {read}"
         if landed is not None:
@@ -132,10 +148,11 @@ def transform(
             "fact_prices", stored, as_of, sessions=calendar, assets=assets, jump_bounds=settings.jump_bounds
         )
     else:
-        stored, prices, quarantined, calendar = read
+        stored, prices, quarantined, calendar, narrowed = read
         lake_read = (
             f"read {len(plan.files)} of {files.height} lake year files (from {plan.context_from.year}; "
             f"nothing landed or withdrawn before {plan.changed_from})"
+            + (f"; published bars from {narrowed.bars_from}" if narrowed is not None else "")
         )
     if prices.is_empty():
         raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of} pass the quality rules")
@@ -159,7 +176,7 @@ def transform(
     fundamentals = fundamentals_as_of(lake, as_of)
     base = incremental_base(
         settings, lake.source, fingerprint, as_of, prices, assets, fundamentals,
-        stored=stored, withdrawn=withdrawn, sessions=sess, params=params,
+        stored=stored, withdrawn=withdrawn, sessions=sess, params=params, narrow=narrowed,
     )
     # The stored bars as read (with each bar's origin) are not needed past the
     # rebuild plan: not held through the build (the lake's size in memory).
@@ -173,6 +190,13 @@ def transform(
         # The graph's own rules (a required previous table missing, a changed
         # range within a node's look-back of the first session) are reported too.
         base = full_build_reason(sess, params, base[1], base[0]) or base
+    if narrowed is not None and (
+        isinstance(base, str) or (need := prices_from(sess, params, base[1], base[0])) is None
+        or need < narrowed.bars_from
+    ):
+        # The bounded bars do not reach as far back as this build reads: all of them.
+        del prices, history, read, base
+        return transform(lake, settings, universe, as_of, synthetic, bounded=bounded, narrow=False)
     if isinstance(base, str):
         marts = build_marts(
             prices, assets, sess, params, fundamentals=fundamentals, map_partitions=map_on_runner, history=history
@@ -209,9 +233,13 @@ def transform(
         )
     marts.tables["quarantine"] = quarantined
     state = run_state(lake.source, as_of, fingerprint, prices, files["ctime_ns"].max())
+    if narrowed is not None:
+        state["ingested_through"] = narrowed.ingested_through(prices)
     del previous, base  # the seed: not held through the figures below
-    stale, price_warnings, fresh = price_figures_from(marts.tables["fact_prices"],
-        marts.unchanged_before.get("fact_prices"), marts.tables["dim_asset"], as_of, settings, state=state)
+    stale, price_warnings, fresh = price_figures_from(
+        marts.tables["fact_prices"], marts.unchanged_before.get("fact_prices"), marts.tables["dim_asset"], as_of,
+        settings, state=state,
+    )
     return Transformed(
         marts.tables, marts.warnings, state, incremental_from, full_because, marts.unchanged_before, lake_read,
         stale, price_warnings, fresh,
@@ -219,28 +247,45 @@ def transform(
 
 
 def _read_bounded(
-    lake: Lake, settings: Settings, as_of: date, assets: pl.DataFrame, files: pl.DataFrame, plan: LakeRead
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.Series] | str:
+    lake: Lake, settings: Settings, as_of: date, assets: pl.DataFrame, files: pl.DataFrame, plan: LakeRead,
+    params: MartParams | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.Series, NarrowRead | None] | str:
     """The year files ``plan`` names, screened, with the published run's earlier bars and quarantine rows
-    (``merge_published``): (stored bars read, clean bars, quarantine rows, sessions); or why not."""
+    (``merge_published``): (stored bars read, clean bars, quarantine rows, sessions, how the published
+    bars were bounded); or why not. With ``params``, the published bars are read narrow
+    (``NarrowRead``) when the graph's look-back allows (``narrow_bars_from``)."""
     stored = lake.read_bar_files(plan.files)
     if stored["date"].max() is not None and (stored["date"].max() > as_of or stored["date"].null_count()):
         stored = stored.filter(pl.col("date") <= as_of)
+    narrowed = None
     try:
-        published, published_quarantine = published_before(settings, plan, as_of)
+        first = published_first_date(settings, plan)
     except Exception as exc:
         return unreadable_warehouse(settings.warehouse_path, exc)
-    firsts = [d for d in (stored["date"].min(), published["date"].min()) if d is not None]
+    firsts = [d for d in (stored["date"].min(), first) if d is not None]
     if not firsts:
         return "no bars stored or published"
     calendar = exchange_sessions(min(firsts), as_of, settings.exchange_calendar)
     clean, quarantined = screen(
         "fact_prices", stored, as_of, sessions=calendar, assets=assets, jump_bounds=settings.jump_bounds
     )
+    try:
+        bars_from = narrow_bars_from(calendar, params, plan) if params is not None else None
+        if bars_from is not None:
+            whole = frozenset(whole_price_symbols(assets, params))
+            published, published_quarantine, narrowed = published_bars_bounded(
+                settings, plan, as_of, bars_from, whole, clean
+            )
+        else:
+            published, published_quarantine = published_before(settings, plan, as_of)
+    except Exception as exc:
+        return unreadable_warehouse(settings.warehouse_path, exc)
     merged = merge_published(plan, files, stored, clean, quarantined, published, published_quarantine, as_of)
     if isinstance(merged, str):
         return merged
-    return stored, *merged, calendar
+    if narrowed is not None and (gone := omitted_files_gone(narrowed, files)):
+        return gone
+    return stored, *merged, calendar, narrowed
 
 
 def fundamentals_as_of(lake: Lake, as_of: date) -> pl.DataFrame | None:

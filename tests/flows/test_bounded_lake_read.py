@@ -192,6 +192,9 @@ def test_real_files_the_next_day_reads_the_recent_years_and_equals_a_full_run(re
     assert run.incremental_from == first + timedelta(days=1)
     bounded = built[-1]
     assert "nothing landed or withdrawn before 2026-01-01" in bounded.lake_read, bounded.lake_read
+    # The published bars merged in only from the graph's look-back on (``NarrowRead``): ^RUT's
+    # bars from 1987 on (its history before the start) and the coins whole, the others from it.
+    assert "published bars from 2024-" in bounded.lake_read, bounded.lake_read
     lake = Lake(data / "lake", "files")
     index = set(lake.read_assets().filter(pl.col("asset_class") == "index")["symbol"])
     from urllib.parse import unquote

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 HANDED_OVER = "as the land wrote them: not read back"
 
 
-def test_the_full_run_takes_the_landed_bars_and_publishes_what_the_read_gives(tmp_path, runs, monkeypatch):
+def test_the_full_run_takes_the_landed_bars_and_publishes_what_the_read_gives(tmp_path, runs, monkeypatch):  # noqa: F811
     built, reads = runs
     data = tmp_path / "data"
     taken = []
@@ -47,7 +47,7 @@ def test_the_full_run_takes_the_landed_bars_and_publishes_what_the_read_gives(tm
     assert frame.equals(stored) and frame.schema == stored.schema
 
 
-def test_a_full_run_over_a_lake_with_other_files_reads_it(tmp_path, runs):
+def test_a_full_run_over_a_lake_with_other_files_reads_it(tmp_path, runs):  # noqa: F811
     """A year file the input does not cover (here: a symbol no longer in the universe) stays in the
     lake and in the read: the land's bars are not the lake, so nothing is handed over."""
     built, reads = runs
