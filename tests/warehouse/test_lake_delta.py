@@ -199,3 +199,32 @@ def test_a_damaged_delta_is_named_and_no_stored_bar_is_lost(lakes):
     with pytest.raises(StoredFileError, match=second.name):
         delta.upsert_bars(bars(SYMBOLS, [date(2025, 1, 2)]), at(5))  # a land that must fold first
     assert year_files(delta) == before and first.exists() and second.exists(), "nothing stored was touched"
+
+
+def test_splice_and_after_stored_give_what_a_filter_and_a_sort_give():
+    """The binary-search paths against the plain ones: the delta rows after each (symbol, year)'s
+    last stored date, placed after each symbol's bars; a delta row of an earlier year than its
+    symbol's last bar read (never written so, but readable) and one of a year not read are handled."""
+    from warehouse.lake import after_stored, conform_stored, splice
+
+    def full(frame: pl.DataFrame) -> pl.DataFrame:
+        return conform_stored(frame.with_columns(pl.lit("files").alias("source"), pl.lit(at(0)).alias("ingested_at")))
+
+    stored = full(bars(["A", "B", "C"], history()))
+    stored = stored.filter(~((pl.col("symbol") == "B") & (pl.col("date").dt.year() == 2024)))  # B: 2023 only
+    extra = full(bars(["A", "B", "D"], NIGHTS))
+    extra = pl.concat([extra, stored.filter((pl.col("symbol") == "A")).tail(2)]).sort("symbol", "date")
+    year = pl.col("date").dt.year()
+    last = stored.group_by("symbol", year.alias("y")).agg(pl.col("date").max().alias("last"))
+    want = (
+        extra.with_columns(year.alias("y")).join(last, on=["symbol", "y"])
+        .filter(pl.col("date") > pl.col("last")).drop("y", "last").sort("symbol", "date")
+    )
+    got = after_stored(extra, stored)
+    assert got.equals(want) and got["symbol"].unique().to_list() == ["A"]  # B's 2024 and D not read
+    assert splice(stored, got).equals(pl.concat([stored, want]).sort("symbol", "date"))
+    # A delta row of 2023 while B's last bar read is of 2023 too, and one of 2023 for A (last read 2024).
+    early = extra.filter(pl.col("symbol") == "A").with_columns(pl.col("date") - pl.duration(days=120))
+    early = early.filter(pl.col("date").dt.year() == 2023)
+    got = after_stored(early, stored)
+    assert got.height == 0  # all before A's last 2023 bar
