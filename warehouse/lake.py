@@ -706,8 +706,9 @@ class Lake:
                 written += 1
         for f in files:
             f.unlink(missing_ok=True)
-        index.deltas = {}
-        index.dirty = True
+        if files or index.deltas:
+            index.deltas = {}
+            index.dirty = True
         return written
 
     # Rows read ahead in one multi-file scan at most (``_read_described``): ~200 MB, twice a next

@@ -213,7 +213,7 @@ def test_splice_and_after_stored_give_what_a_filter_and_a_sort_give():
     stored = full(bars(["A", "B", "C"], history()))
     stored = stored.filter(~((pl.col("symbol") == "B") & (pl.col("date").dt.year() == 2024)))  # B: 2023 only
     extra = full(bars(["A", "B", "D"], NIGHTS))
-    extra = pl.concat([extra, stored.filter((pl.col("symbol") == "A")).tail(2)]).sort("symbol", "date")
+    extra = pl.concat([extra, stored.filter(pl.col("symbol") == "A").tail(2)]).sort("symbol", "date")
     year = pl.col("date").dt.year()
     last = stored.group_by("symbol", year.alias("y")).agg(pl.col("date").max().alias("last"))
     want = (
