@@ -67,7 +67,7 @@ from urllib.parse import quote, unquote
 
 import polars as pl
 
-from warehouse.files import AtomicBatch, atomic_write_parquet, read_stored_parquet
+from warehouse.files import TMP_PREFIX, AtomicBatch, atomic_write_parquet, read_stored_parquet
 from contracts.schema import strictly_increasing
 from contracts.tables import FACT_PRICES
 
@@ -181,9 +181,13 @@ def default_delta_dir(index_path: Path) -> Path:
 
 
 def delta_files(directory: Path) -> list[Path]:
-    """The delta files in ``directory``, oldest first (named by their land's ``ingested_at``)."""
+    """The delta files in ``directory``, oldest first (named by their land's ``ingested_at``); not
+    a writer's temp file (a crash's is removed by the next run, ``remove_stale_temp_files``)."""
     try:
-        return sorted(Path(e.path) for e in os.scandir(directory) if e.name.endswith(".parquet") and e.is_file())
+        return sorted(
+            Path(e.path) for e in os.scandir(directory)
+            if e.name.endswith(".parquet") and not e.name.startswith(TMP_PREFIX) and e.is_file()
+        )
     except FileNotFoundError:
         return []
 

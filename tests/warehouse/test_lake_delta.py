@@ -188,6 +188,16 @@ def test_a_fold_cut_short_shows_every_bar_once(lakes, tmp_path):
     assert delta_files(delta.delta_dir) == [] and year_files(delta) == year_files(plain)
 
 
+def test_a_writers_temp_file_left_in_the_delta_directory_is_not_a_delta(lakes):
+    """A crash mid-write leaves ``.tmp-*.parquet`` beside the deltas: not read, and the index still trusted."""
+    delta, plain = lakes
+    nights(lakes, 1)
+    (delta.delta_dir / ".tmp-abcd1234.parquet").write_bytes(b"half a file")
+    assert len(delta_files(delta.delta_dir)) == 1
+    assert LakeIndex(delta.index_path, delta.delta_dir).entries, "the index is still trusted"
+    assert_read_alike(delta, plain)
+
+
 def test_a_damaged_delta_is_named_and_no_stored_bar_is_lost(lakes):
     delta, _ = lakes
     nights(lakes, 2)
