@@ -192,14 +192,20 @@ def delta_files(directory: Path) -> list[Path]:
         return []
 
 
-def read_deltas(files: list[Path]) -> pl.DataFrame:
-    """The bars of the delta ``files`` (``BARS_SCHEMA``), sorted by symbol and date; a file that
-    cannot be read raises ``StoredFileError`` naming it."""
+def read_sorted(files: list[Path]) -> pl.DataFrame:
+    """The bars of lake ``files`` (``BARS_SCHEMA``; year files or deltas), sorted by symbol and
+    date (not sorted again when the files hand them over so); a file that cannot be read raises
+    ``StoredFileError`` naming it."""
     if not files:
         return pl.DataFrame(schema=BARS_SCHEMA)
     try:
+        # One multi-file scan: ~3x less CPU than a read per file at 25,000 year files
+        # (`python -m bench.lake_land --steps full,read`). Files written before ``origin``
+        # existed get it as null.
         bars = scan_stored(files)
     except (Exception, pl.exceptions.PanicException):
+        # A file the scan cannot take as it is (another type, damage): one at a time,
+        # so a file that cannot be read is named, and one of another type is cast as before.
         bars = pl.concat([conform_stored(read_stored_parquet(f)) for f in files])
     return bars if ascending(bars) else bars.sort("symbol", "date")
 
@@ -385,7 +391,7 @@ class Lake:
     def delta_bars(self) -> pl.DataFrame:
         """Every stored delta's bars (``BARS_SCHEMA``), sorted by symbol and date: as landed, before
         ``after_stored`` drops those a cut-short fold already wrote into their year file."""
-        return read_deltas(delta_files(self.delta_dir))
+        return read_sorted(delta_files(self.delta_dir))
 
     @property
     def bars_dir(self) -> Path:
@@ -466,7 +472,7 @@ class Lake:
         for f in delta_files(self.delta_dir):
             stat = file_stat(f)
             if stat is not None:
-                pairs = read_deltas([f]).select("symbol", pl.col("date").dt.year().cast(pl.Int32).alias("year")).unique()
+                pairs = read_sorted([f]).select("symbol", pl.col("date").dt.year().cast(pl.Int32).alias("year")).unique()
                 touched.append(pairs.with_columns(pl.lit(stat[2], pl.Int64).alias("_delta_ctime")))
         if touched:
             latest = pl.concat(touched).group_by("symbol", "year").agg(pl.col("_delta_ctime").max())
@@ -486,17 +492,7 @@ class Lake:
         files = sorted((Path(f) for f in files), key=lambda f: (unquote(f.parent.name), f.name))
         if not files:
             return pl.DataFrame(schema=BARS_SCHEMA)
-        try:
-            # One multi-file scan: ~3x less CPU than a read per file at 25,000 year files
-            # (`python -m bench.lake_land --steps full,read`). Files written before ``origin``
-            # existed get it as null.
-            bars = scan_stored(files)
-        except (Exception, pl.exceptions.PanicException):
-            # A file the scan cannot take as it is (another type, damage): one at a time,
-            # so a file that cannot be read is named, and one of another type is cast as before.
-            bars = pl.concat([conform_stored(read_stored_parquet(f)) for f in files])
-        if not ascending(bars):
-            bars = bars.sort("symbol", "date")
+        bars = read_sorted(files)
         extra = self.delta_bars()
         if extra.height:
             # The deltas' bars of the years read, after each year file's own (``after_stored``).
@@ -674,7 +670,7 @@ class Lake:
         ``AtomicBatch``) and recorded before the deltas are removed, and the index is saved
         after: a crash at any point leaves every bar readable once (``after_stored``)."""
         files = delta_files(self.delta_dir)
-        extra = read_deltas(files)
+        extra = read_sorted(files)
         written = 0
         if extra.height:
             parts = extra.with_columns(pl.col("date").dt.year().cast(pl.Int32).alias("_year")).partition_by(
