@@ -65,6 +65,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+import numpy as np
 import polars as pl
 
 from warehouse.files import TMP_PREFIX, AtomicBatch, atomic_write_parquet, read_stored_parquet
@@ -213,62 +214,89 @@ def read_sorted(files: list[Path]) -> pl.DataFrame:
 def after_stored(extra: pl.DataFrame, bars: pl.DataFrame) -> pl.DataFrame:
     """The rows of ``extra`` (delta bars) dated after the last of ``bars``' same (symbol, year):
     what a delta adds to its year file (bars a fold already wrote into it are not taken twice).
-    Rows of a (symbol, year) ``bars`` lacks are dropped (their year file was not read).
+    Rows of a (symbol, year) ``bars`` lacks are dropped (their year file was not read)."""
+    return _after_stored(extra, bars, ascending(bars))[0]
+
+
+def _after_stored(extra: pl.DataFrame, bars: pl.DataFrame, bars_sorted: bool) -> tuple[pl.DataFrame, bool]:
+    """``after_stored``, and whether each symbol's rows of it follow all of its ``bars``.
 
     A delta's (symbol, year) is its symbol's last year file, so with ``bars`` sorted by symbol
-    and date its last date is that of the symbol's last row: found by a binary search of the
-    delta's symbols, not by grouping every bar (~1 M a next day)."""
+    and date (``bars_sorted``) its last date is that of the symbol's last row: found by a binary
+    search of the delta's symbols, not by grouping every bar (~1 M a next day)."""
     if extra.is_empty():
-        return extra
+        return extra, True
     year = pl.col("date").dt.year().cast(pl.Int32)
     symbols = extra["symbol"].unique(maintain_order=True)
-    if ascending(bars) and bars.height:
-        at = (bars["symbol"].search_sorted(symbols, side="right").cast(pl.Int64) - 1).clip(0)
-        last = bars.select("symbol", "date")[at.to_numpy()].select(
-            pl.col("symbol").alias("_symbol"), year.alias("_year"), pl.col("date").alias("_last")
-        ).with_columns(symbol=symbols).filter(pl.col("_symbol") == pl.col("symbol")).drop("_symbol")
-        ahead = extra.with_columns(year.alias("_year")).join(last.select("symbol", pl.col("_year").alias("_max")), on="symbol")
-        if ahead.filter(pl.col("_year") < pl.col("_max")).is_empty():
-            return (
-                extra.with_columns(year.alias("_year"))
-                .join(last, on=["symbol", "_year"], how="inner", maintain_order="left")
+    if bars_sorted and bars.height:
+        # Each symbol's run of ``bars``: [first, end); its last row is end - 1 (read from the date
+        # column made one chunk: the scan hands over a chunk per file, which makes gathers slow).
+        first = bars["symbol"].search_sorted(symbols, side="left").to_numpy()
+        end = bars["symbol"].search_sorted(symbols, side="right").to_numpy()
+        held = end > first
+        last = pl.DataFrame({
+            "symbol": symbols.filter(pl.Series(held)),
+            "_last": bars["date"].rechunk().gather(end[held] - 1),
+        }).with_columns(pl.col("_last").dt.year().cast(pl.Int32).alias("_year"))
+        keyed = extra.with_columns(year.alias("_year"))
+        years = keyed.join(last.select("symbol", pl.col("_year").alias("_max")), on="symbol")
+        if years.filter(pl.col("_year") < pl.col("_max")).is_empty():
+            # Every row kept is dated after its symbol's last bar: it follows them.
+            added = (
+                keyed.join(last, on=["symbol", "_year"], how="inner", maintain_order="left")
                 .filter(pl.col("date") > pl.col("_last"))
                 .drop("_year", "_last")
             )
+            return added, True
     # A delta of an earlier year than its symbol's last file read (not written so): grouped.
     last = (
         bars.filter(pl.col("symbol").is_in(symbols.implode()))
         .group_by("symbol", year.alias("_year"))
         .agg(pl.col("date").max().alias("_last"))
     )
-    return (
+    added = (
         extra.with_columns(year.alias("_year"))
         .join(last, on=["symbol", "_year"], how="inner", maintain_order="left")
         .filter(pl.col("date") > pl.col("_last"))
         .drop("_year", "_last")
     )
+    return added, False
 
 
 def splice(bars: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
-    """``bars`` and ``extra``, both sorted by symbol and date, as one frame sorted so when each
-    symbol's ``extra`` rows follow its ``bars`` rows (a delta's): each symbol's rows of ``extra``
-    put after its run of ``bars`` (found by a binary search) and the slices copied once, not a
-    sort of the whole (~1 M rows a next day); any other frame is sorted."""
+    """``bars`` and ``extra`` as one frame sorted by symbol and date: when both are and each
+    symbol's ``extra`` rows follow its ``bars`` rows (a delta's), without a sort (``_splice``)."""
     if extra.is_empty():
         return bars
-    if bars.is_empty():
-        return extra
     if not (ascending(bars) and ascending(extra)):
         return pl.concat([bars, extra]).sort("symbol", "date")
-    runs = extra.select(pl.col("symbol").rle()).unnest("symbol")
-    ends = bars["symbol"].search_sorted(runs["value"], side="right").to_list()
-    parts, done, at = [], 0, 0
-    for end, n in zip(ends, runs["len"].to_list(), strict=True):
-        parts += [bars.slice(done, end - done), extra.slice(at, n)]
-        done, at = end, at + n
-    parts.append(bars.slice(done))
-    out = pl.concat(parts)
+    out = _splice(bars, extra)
     return out if ascending(out) else out.sort("symbol", "date")
+
+
+def _splice(bars: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
+    """``bars`` and ``extra`` (both sorted by symbol and date, each symbol's ``extra`` rows dated
+    after its ``bars`` rows) as one sorted frame: each symbol's rows of ``extra`` put after its
+    run of ``bars`` (found by a binary search) and the slices copied once, not a sort of the
+    whole (~1 M rows a next day: 0.35 CPU s)."""
+    if extra.is_empty() or bars.is_empty():
+        return extra if bars.is_empty() else bars
+    runs = extra.select(pl.col("symbol").rle()).unnest("symbol")
+    # Where each symbol's rows of ``extra`` go: after its run of ``bars`` (they end at ``ends``).
+    ends = bars["symbol"].search_sorted(runs["value"], side="right").to_numpy().astype(np.int64)
+    lens = runs["len"].to_numpy().astype(np.int64)
+    n = bars.height
+    # The output as segments, alternately of ``bars`` and of ``extra`` (rows from n on in the
+    # concatenation), then the rest of ``bars``; one gather of the concatenation takes them.
+    starts = np.empty(2 * len(ends) + 1, dtype=np.int64)
+    sizes = np.empty_like(starts)
+    starts[0:-1:2] = np.concatenate([[0], ends[:-1]])
+    sizes[0:-1:2] = ends - starts[0:-1:2]
+    starts[1:-1:2] = n + np.cumsum(lens) - lens
+    sizes[1:-1:2] = lens
+    starts[-1], sizes[-1] = ends[-1], n - ends[-1]
+    at = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes) + np.arange(sizes.sum())
+    return pl.concat([bars, extra]).rechunk()[at]
 
 
 # The entries of each index file this process last read or wrote, by a digest of the file's
@@ -495,8 +523,11 @@ class Lake:
         bars = read_sorted(files)
         extra = self.delta_bars()
         if extra.height:
-            # The deltas' bars of the years read, after each year file's own (``after_stored``).
-            bars = splice(bars, after_stored(extra, bars))
+            # The deltas' bars of the years read, after each year file's own (``after_stored``),
+            # spliced in without a sort where they follow their symbol's bars (they always do as
+            # written); ``read_sorted`` hands both over sorted.
+            added, follows = _after_stored(extra, bars, bars_sorted=True)
+            bars = _splice(bars, added) if follows else pl.concat([bars, added]).sort("symbol", "date")
         return bars.with_columns(pl.col("symbol").set_sorted())  # the flag the sort sets
 
     def last_dates(self) -> dict[str, date]:
