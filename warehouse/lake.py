@@ -585,9 +585,12 @@ class Lake:
             return self._land_delta(incoming, todo, index, ingested_at)
         if todo and (index.deltas or delta_files(self.delta_dir)):
             # Not a night's appends (or the deltas are many enough): the deltas go into their
-            # year files first, and the land compares with those as it always has.
+            # year files first, and the land compares with those as it always has; a night's
+            # appends that only found the deltas many enough start the next ones.
             self._fold(index)
             todo = self._todo(sums, index)
+            if todo and self._appends_to_last_years(todo, index, incoming):
+                return self._land_delta(incoming, todo, index, ingested_at)
         spans = {}
         if todo:
             # Each (symbol, year)'s bars are one run of rows of the frame sorted by symbol and date:
@@ -646,7 +649,7 @@ class Lake:
         """Whether the bars to land may go into a delta: deltas allowed and fewer than ``deltas``
         stored, and every (symbol, year) to change is its symbol's last year file, described by
         the index, and gains only bars dated after its last one."""
-        if self.deltas <= 0 or len(index.deltas) >= self.deltas or index.dirty:
+        if self.deltas <= 0 or len(index.deltas) >= self.deltas:
             return False
         last_year: dict[str, int] = {}
         for symbol, year in index.entries:
@@ -709,10 +712,13 @@ class Lake:
             )
             batch = AtomicBatch(renamers=self.writers)
             done: dict[Path, tuple[str, int, tuple]] = {}
+            stored = self._scan_by_file([self.bars_dir / symbol_dir(s) / f"{y}.parquet" for s, y in parts])
 
             def fold_one(symbol: str, year: int, mine: pl.DataFrame) -> None:
                 path = self.bars_dir / symbol_dir(symbol) / f"{year}.parquet"
-                old = conform_stored(read_stored_parquet(path)) if path.exists() else pl.DataFrame(schema=BARS_SCHEMA)
+                old = stored.get(path)
+                if old is None:  # not in the scan (absent, empty, or the scan failed): on its own, named
+                    old = conform_stored(read_stored_parquet(path)) if path.exists() else pl.DataFrame(schema=BARS_SCHEMA)
                 if not old["date"].is_sorted():
                     old = old.sort("date")
                 new = mine.filter(pl.col("date") > old["date"].max()) if old.height else mine
@@ -741,6 +747,27 @@ class Lake:
             index.deltas = {}
             index.dirty = True
         return written
+
+    @staticmethod
+    def _scan_by_file(paths: list[Path]) -> dict[Path, pl.DataFrame]:
+        """The bars of each of ``paths`` that exist, read in one multi-file scan (~0.2 ms a year
+        file against ~1 ms for a read of its own); {} if the scan fails (each is read on its own)."""
+        paths = [p for p in paths if p.exists()]
+        if not paths:
+            return {}
+        try:
+            bars = pl.scan_parquet(
+                paths, schema=BARS_SCHEMA, missing_columns="insert", extra_columns="ignore", include_file_paths="_path"
+            ).collect()
+        except (Exception, pl.exceptions.PanicException):
+            return {}
+        runs = bars.select(pl.col("_path").rle()).unnest("_path")
+        bars = bars.drop("_path")
+        out, at = {}, 0
+        for path, n in runs.select("value", "len").iter_rows():
+            out[Path(path)] = bars.slice(at, n)
+            at += n
+        return out
 
     # Rows read ahead in one multi-file scan at most (``_read_described``): ~200 MB, twice a next
     # day's at 2,000 equities. A land that rewrites more of the lake reads the rest file by file

@@ -98,12 +98,15 @@ def test_the_land_after_n_deltas_folds_them(tmp_path):
         lake.upsert_bars(bars(SYMBOLS, history()), at(0))
     nights((delta, plain), 2)
     assert len(delta_files(delta.delta_dir)) == 2
-    nights_left = NIGHTS[2:]
+    before = year_files(delta)
     for lake in (delta, plain):
-        lake.upsert_bars(bars(SYMBOLS, nights_left), at(3))
-    assert delta_files(delta.delta_dir) == []
-    assert year_files(delta) == year_files(plain)
+        lake.upsert_bars(bars(SYMBOLS, NIGHTS[2:]), at(3))
+    # The third night folded the two (the year files changed) and is the first of the next deltas.
+    assert [f.name for f in delta_files(delta.delta_dir)] == ["20300104T000000000000Z.parquet"]
+    assert year_files(delta) != before
     assert_read_alike(delta, plain)
+    delta.fold_deltas()
+    assert year_files(delta) == year_files(plain)
 
 
 @pytest.mark.parametrize("step", ["revision", "same_again", "new_year", "new_symbol", "withdrawal"])
@@ -167,9 +170,11 @@ def test_a_delta_the_index_never_recorded_is_read_and_folded(lakes):
     assert LakeIndex(delta.index_path, delta.delta_dir).entries == {}
     for lake in lakes:
         lake.upsert_bars(bars(SYMBOLS, [NIGHTS[2]]), at(7))
-    assert delta_files(delta.delta_dir) == []
-    assert year_files(delta) == year_files(plain)
+    # Folded (nothing trusted to append to), then the night is the next delta.
+    assert [f.name for f in delta_files(delta.delta_dir)] == ["20300108T000000000000Z.parquet"]
     assert_read_alike(delta, plain)
+    delta.fold_deltas()
+    assert year_files(delta) == year_files(plain)
 
 
 def test_a_fold_cut_short_shows_every_bar_once(lakes, tmp_path):
