@@ -655,12 +655,12 @@ class Lake:
         for symbol, year in index.entries:
             if year > last_year.get(symbol, year - 1):
                 last_year[symbol] = year
+        for symbol, year, _, _, entry in todo:
+            if entry is None or last_year.get(symbol) != year or entry[-1] is None:
+                return False  # decided before the bars are grouped (a full land's millions)
         year = pl.col("date").dt.year().cast(pl.Int32).alias("year")
         firsts = {(s, y): d for s, y, d in incoming.group_by("symbol", year).agg(pl.col("date").min()).iter_rows()}
-        for symbol, year, _, _, entry in todo:
-            if entry is None or last_year.get(symbol) != year or entry[-1] is None or not firsts[(symbol, year)] > entry[-1]:
-                return False
-        return True
+        return all(firsts[(symbol, year)] > entry[-1] for symbol, year, _, _, entry in todo)
 
     def _land_delta(self, incoming: pl.DataFrame, todo: list[tuple], index: LakeIndex, ingested_at: datetime) -> int:
         """The ``todo`` (symbol, year)s' bars written as one delta file (atomic and durable as a
