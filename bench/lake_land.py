@@ -26,6 +26,22 @@ files source's input cursor hands it to the land: only the new day's bars, and
 no withdrawal (``flows.stages.extract.withdraw_absent`` skips it for a cursor's
 delta): ``--compare REV --steps full,next_day_new``.
 
+Deltas (``lake_delta_nights``): this tree's lake is made as the flow makes it,
+so a cursor's night lands as one delta file and the year files stay as they
+were until the deltas are folded. With ``--compare`` each line then also says
+whether the two lakes READ alike (``reads_equal``: ``read_bars`` and
+``last_dates`` of both), and the step ``fold`` folds the deltas
+(``Lake.fold_deltas``, timed; nothing for the baseline), after which
+``files_differing`` must be empty again. ``full:K`` lands everything through
+the K-th session before the last (``full`` is ``full:1``) and ``new:K`` only
+that session's bars, as a cursor does (``next_day_new`` is ``new:0``):
+``--compare REV --steps full:3,new:2,new:1,new:0,fold`` lands three nights
+into deltas and folds them. The step ``read_recent`` times what the next
+day's transform reads of the lake (``bar_files`` + ``read_bar_files`` of the
+last two years' files, as ``lake_read_plan`` picks them for a night) on both
+lakes, interleaved three times (best of each): with deltas stored, the read
+cost they add.
+
 ``--fsync both`` lands every step twice in one process, step by step, into
 ``DIR/lake-per-file`` (one fsync per written file, as where there is no
 ``syncfs``) and ``DIR/lake-syncfs`` (one ``syncfs`` of the lake's filesystem
@@ -198,7 +214,7 @@ def main() -> None:
 
 def withdraw(lake, step: str, bars: pl.DataFrame, start, as_of, now) -> pl.DataFrame:
     """The land's withdrawal as the flow makes it: none after an input cursor's delta (``next_day_new``)."""
-    if step == "next_day_new":
+    if step == "next_day_new" or step.startswith("new:"):
         return bars.clear()
     return lake.withdraw_absent(bars, start, as_of, now)
 
@@ -214,7 +230,12 @@ def land_steps(work: Path) -> tuple[dict, object]:
     full = input_bars(work, start, next_day)
     first = full.filter(pl.col("symbol") == full["symbol"][0])
     key = (pl.col("symbol") == full["symbol"][0]) & (pl.col("date") == first["date"][len(first) // 3])
-    return {
+    back = sessions.sort(descending=True)
+    steps = {}
+    for k in range(1, 8):
+        steps[f"full:{k}"] = (full.filter(pl.col("date") <= back[k]), back[k])
+        steps[f"new:{k - 1}"] = (full.filter(pl.col("date") == back[k - 1]), back[k - 1])
+    return steps | {
         "full": (full.filter(pl.col("date") <= day), day),
         "next_day": (full, next_day),
         # The input cursor's next day: only the bars after those the last landed run read.
@@ -236,10 +257,27 @@ def compare_revs(args) -> None:
         root = args.workdir / f"lake-{label}"
         if root.exists():
             shutil.rmtree(root)
-        takes_writers = "writers" in inspect.signature(mod.Lake).parameters
-        lakes[label] = mod.Lake(root, "files", writers=writers) if takes_writers else mod.Lake(root, "files")
+        params = inspect.signature(mod.Lake).parameters
+        kwargs = {"writers": writers} if "writers" in params else {}
+        if "deltas" in params:  # as the flow makes it
+            kwargs["deltas"] = Settings().lake_delta_nights
+        lakes[label] = mod.Lake(root, "files", **kwargs)
     steps, start = land_steps(args.workdir)
     for i, name in enumerate(args.steps.split(",")):
+        if name == "read_recent":
+            print(json.dumps(read_recent(lakes, args.compare)), flush=True)
+            continue
+        if name == "fold":
+            line = {"stage": "lake_land_compare_fold", "baseline_rev": args.compare}
+            for label, lake in lakes.items():
+                t, c = time.perf_counter(), time.process_time()
+                line[f"{label}_folded"] = lake.fold_deltas() if hasattr(lake, "fold_deltas") else 0
+                line[f"{label}_land_s"] = round(time.perf_counter() - t, 2)
+                line[f"{label}_cpu_s"] = round(time.process_time() - c, 2)
+            differing(line, same_files(lakes["baseline"].root, lakes["current"].root))
+            line["reads_equal"] = reads_equal(lakes["baseline"], lakes["current"])
+            print(json.dumps(line), flush=True)
+            continue
         bars, as_of = steps[name]
         now = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=i)
         line = {"stage": f"lake_land_compare_{name}", "baseline_rev": args.compare, "bars_in": bars.height,
@@ -252,8 +290,42 @@ def compare_revs(args) -> None:
             line[f"{label}_cpu_s"] = round(time.process_time() - c, 2)
         line["ratio_wall"] = round(line["current_land_s"] / max(line["baseline_land_s"], 1e-9), 3)
         line["ratio_cpu"] = round(line["current_cpu_s"] / max(line["baseline_cpu_s"], 1e-9), 3)
-        line["files_differing"] = same_files(lakes["baseline"].root, lakes["current"].root)
+        differing(line, same_files(lakes["baseline"].root, lakes["current"].root))
+        line["reads_equal"] = reads_equal(lakes["baseline"], lakes["current"])
         print(json.dumps(line), flush=True)
+
+
+def differing(line: dict, files: list[str]) -> None:
+    """``files_differing`` (the first 5 when there are more than 10) and their count."""
+    line["files_differing_count"] = len(files)
+    line["files_differing"] = files if len(files) <= 10 else [*files[:5], "..."]
+
+
+def read_recent(lakes: dict, rev: str) -> dict:
+    """Each lake's read of its last two years' files (listing included), best of 3, interleaved."""
+    best: dict[str, tuple[float, float]] = {}
+    frames = {}
+    for _ in range(3):
+        for label, lake in lakes.items():
+            t, c = time.perf_counter(), time.process_time()
+            files = lake.bar_files()
+            recent = files.filter(pl.col("year") >= files["year"].max() - 1)["path"].to_list()
+            frames[label] = lake.read_bar_files(recent)
+            took = (time.perf_counter() - t, time.process_time() - c)
+            best[label] = min(best.get(label, took), took)
+    line = {"stage": "lake_read_recent", "baseline_rev": rev, "bars": frames["current"].height,
+            "deltas": len(list(getattr(lakes["current"], "delta_dir", Path("/nonexistent")).glob("*.parquet")))}
+    for label, (wall, cpu) in best.items():
+        line[f"{label}_s"], line[f"{label}_cpu_s"] = round(wall, 3), round(cpu, 3)
+    line["ratio_wall"] = round(best["current"][0] / max(best["baseline"][0], 1e-9), 3)
+    line["ratio_cpu"] = round(best["current"][1] / max(best["baseline"][1], 1e-9), 3)
+    line["equal"] = frames["current"].equals(frames["baseline"])
+    return line
+
+
+def reads_equal(a, b) -> bool:
+    """Whether two lakes read alike (``read_bars`` and ``last_dates``): with deltas, the files differ until folded."""
+    return a.read_bars().equals(b.read_bars()) and a.last_dates() == b.last_dates()
 
 
 def compare_fsync(args) -> None:

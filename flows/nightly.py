@@ -173,7 +173,7 @@ def run_pipeline(
             universe = load_universe(settings.universe_path)
             src_paths = [Path(p) for p in paths or []]
             src = make_source(source, settings, src_paths)
-            lake = Lake(settings.lake_dir, source, writers=settings.lake_writers)
+            lake = Lake(settings.lake_dir, source, writers=settings.lake_writers, deltas=settings.lake_delta_nights)
             if source == "files" and not as_of_given:
                 as_of = end = run.as_of = record["as_of"] = default_as_of(source, now.date(), src.last_date(universe))
                 if not rewind:

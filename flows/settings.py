@@ -273,6 +273,18 @@ class Settings(ExecutionSettings):
             "made durable, and the lake's index is written after them (docs/performance.md)."
         ),
     )
+    lake_delta_nights: int = Field(
+        20, ge=0,
+        description=(
+            "Nights a land may append as delta files before they are folded into the lake's year files. A land "
+            "whose bars all follow the last stored date of their symbol's last year file (an input cursor's "
+            "night) writes them as one file per source and night under lake/delta/ instead of rewriting each year "
+            "file; every reader takes a year file and its deltas as one. The deltas are folded (each year file "
+            "written as the nightly rewrites would have left it) by the land that finds this many stored, by any "
+            "land that is not such an append (a revision, a new symbol or year) and before a withdrawal. 0: no "
+            "deltas (every land rewrites its year files)."
+        ),
+    )
     prefect_server_startup_timeout_seconds: float = Field(
         180, gt=0,
         description=(

@@ -35,6 +35,8 @@ def test_the_next_days_files_run_reads_only_the_new_rows_and_equals_a_full_rebui
     new = sum(1 for by_date in rows.values() for d in by_date if D1 < d <= D2)
     assert second.rows_written == new and second.incremental_from is not None
     assert first.status == second.status == "succeeded"
+    # The night's appends went into one delta file (``lake_delta_nights``), read with the year files.
+    assert len(list((data / "lake" / "delta" / "source=files").glob("*.parquet"))) == 1
     assert_same_tables(data, full_rebuild(folder, tmp_path))
 
 
