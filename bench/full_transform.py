@@ -25,14 +25,26 @@ from collections import defaultdict
 from pathlib import Path
 
 
+def full_run_settings(work: Path, scratch: Path):
+    """The settings and universe of a full rebuild into ``scratch`` over the e2e stage's universe
+    (the environment the flow would take them from)."""
+    from flows.settings import Settings
+    from flows.universe import load_universe
+
+    os.environ.update({
+        "XASSET_DATA_DIR": str(scratch), "XASSET_UNIVERSE_PATH": str(work / "e2e" / "universe.yaml"),
+        "XASSET_INCREMENTAL": "false",
+    })  # fmt: skip
+    settings = Settings()
+    return settings, load_universe(settings.universe_path)
+
+
 def stage_transform_full_run(work: Path, args) -> None:
     from datetime import date
 
     import flows.stages.transform as stage
     from bench.__main__ import emit, rss_now
     from bench.next_day_transform import _runs, table_digests
-    from flows.settings import Settings
-    from flows.universe import load_universe
     from warehouse.lake import Lake
 
     data = work / "e2e" / "data"
@@ -44,12 +56,7 @@ def stage_transform_full_run(work: Path, args) -> None:
     scratch.mkdir(parents=True, exist_ok=True)
     if not (scratch / "lake").is_symlink():
         os.symlink(data / "lake", scratch / "lake")
-    os.environ.update({
-        "XASSET_DATA_DIR": str(scratch), "XASSET_UNIVERSE_PATH": str(work / "e2e" / "universe.yaml"),
-        "XASSET_INCREMENTAL": "false",
-    })  # fmt: skip
-    settings = Settings()
-    universe = load_universe(settings.universe_path)
+    settings, universe = full_run_settings(work, scratch)
 
     cpu: dict[str, float] = defaultdict(float)
 

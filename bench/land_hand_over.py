@@ -40,9 +40,8 @@ def ordered_digests(tables: dict) -> dict[str, str]:
 def stage_land_hand_over(work: Path, args) -> None:
     import flows.stages.transform as stage
     from bench.__main__ import emit
+    from bench.full_transform import full_run_settings
     from bench.next_day_transform import _runs
-    from flows.settings import Settings
-    from flows.universe import load_universe
     from warehouse.lake import Lake
 
     data = work / "e2e" / "data"
@@ -54,12 +53,7 @@ def stage_land_hand_over(work: Path, args) -> None:
     if scratch.exists():
         shutil.rmtree(scratch)
     scratch.mkdir(parents=True)
-    os.environ.update({
-        "XASSET_DATA_DIR": str(scratch), "XASSET_UNIVERSE_PATH": str(work / "e2e" / "universe.yaml"),
-        "XASSET_INCREMENTAL": "false",
-    })  # fmt: skip
-    settings = Settings()
-    universe = load_universe(settings.universe_path)
+    settings, universe = full_run_settings(work, scratch)
 
     # The full run's input as it reached the land: the e2e lake's bars up to the full run's as-of, with their origins.
     source = Lake(data / "lake", "files")
