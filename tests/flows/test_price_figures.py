@@ -229,6 +229,7 @@ def test_bars_after_the_as_of_before_since_count_for_freshness_not_for_gaps(tmp_
     assert got[1] == []  # BTC's missing as-of is after its last bar up to the as-of: no gap
 
 
+@pytest.mark.usefixtures("prefect_harness")
 def test_real_files_next_day_figures_equal_a_full_runs(real_data, tmp_path, monkeypatch):
     """Real price files (^RUT since 1987, SPY, IWM, RTY=F, ^VIX; six coins since 2024-10) through the
     flow: the second night hands on fact_prices' tail and states the same stale assets, warnings
