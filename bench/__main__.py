@@ -420,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--as-of", default="2026-11-20")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--nights", type=int, default=5, help="load_incremental: nightly loads in a row (file growth)")
+    ap.add_argument("--e2e-nights", type=int, default=3,
+                    help="e2e: next days run in a row after the full run (the median stands for the next day)")
     ap.add_argument("--load-variants", default="large_string,one_chunk",
                     help="load_full: variants loaded besides now (bench/full_load.py)")
     ap.add_argument("--stages", default="generate,transform,load,correlation,ranks,prefect",
@@ -442,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, "-m", "bench", "--stage", stage, "--workdir", str(work),
                    "--equities", str(args.equities), "--coins", str(args.coins), "--years", str(args.years),
                    "--as-of", args.as_of, "--seed", str(args.seed), "--nights", str(args.nights),
-                   "--load-variants", args.load_variants]
+                   "--e2e-nights", str(args.e2e_nights), "--load-variants", args.load_variants]
             proc = subprocess.run(cmd, stdout=sys.stdout, stderr=sys.stderr)
             if proc.returncode:
                 print(json.dumps({"stage": stage, "error": f"exit status {proc.returncode}"}), flush=True)
