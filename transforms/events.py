@@ -245,7 +245,7 @@ def correlation_events_since(
     *,
     levels: Sequence[float] = (0.5, -0.5),
     dead_band: float = DEFAULT_DEAD_BAND,
-    recent_sessions: int = RECENT_SESSIONS,
+    recent_sessions: int | None = None,
 ) -> pl.DataFrame:
     """``mart_correlation_events`` (``confirm_sessions`` = 1) of
     ``previous_rolling`` (rows before ``from_session``) followed by
@@ -263,9 +263,10 @@ def correlation_events_since(
     row's sign (the sign of its run's last correlation outside the band).
 
     Both the held sign and the last dates are looked up in the previous rows of
-    the last ``recent_sessions`` sessions first (``RECENT_SESSIONS``), and in all
-    previous rows of the series only where the answer is not found there.
+    the last ``recent_sessions`` sessions first (None: ``RECENT_SESSIONS``), and in
+    all previous rows of the series only where the answer is not found there.
     """
+    recent_sessions = RECENT_SESSIONS if recent_sessions is None else recent_sessions
     _check_band(dead_band)
     sess = sessions.cast(pl.Date).unique().sort()
     # Row numbers only enter as differences (sessions_since), and series are
