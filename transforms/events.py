@@ -376,11 +376,12 @@ def correlation_events_since(
 
 
 def _series_rows(frame: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
-    """``frame``'s rows of the series in ``keys`` (a few): a filter on the asset column
-    first, so the join on every key column reads only those assets' rows."""
+    """``frame``'s rows of the series in ``keys`` (a few): filters on the window (integers,
+    cheap) and then the asset first, so the join on every key column reads only those rows."""
     if keys.is_empty():
         return frame.clear()
-    return frame.filter(pl.col("asset").is_in(keys["asset"].unique().implode())).join(keys, on=_KEYS, how="semi")
+    rows = frame.filter(pl.col("window_days").is_in(keys["window_days"].unique().implode()))
+    return rows.filter(pl.col("asset").is_in(keys["asset"].unique().implode())).join(keys, on=_KEYS, how="semi")
 
 
 def _last_outside_band(rows: pl.DataFrame, dead_band: float) -> pl.DataFrame:
