@@ -40,13 +40,15 @@ def _module_at(rev: str, rel: str, name: str):
 
 
 def baseline_build(rev: str):
-    """``build_correlation`` as of ``rev``, calling that revision's event and incremental helpers."""
+    """``build_correlation`` as of ``rev``, calling that revision's event, incremental and rolling-correlation helpers."""
     tag = rev[:12]
     graph = _module_at(rev, "transforms/graph.py", f"graph_{tag}")
     events = _module_at(rev, "transforms/events.py", f"events_{tag}")
     incremental = _module_at(rev, "transforms/incremental.py", f"incremental_{tag}")
     graph.correlation_events_since = events.correlation_events_since
     graph.mart_correlation_events = events.mart_correlation_events
+    correlation = _module_at(rev, "transforms/correlation.py", f"correlation_{tag}")
+    incremental.rolling_correlation = correlation.rolling_correlation
     graph._rolling_correlation_since = incremental._rolling_correlation_since
     return graph.build_correlation
 
