@@ -9,7 +9,11 @@ runs the next day's transform on the e2e bench's data as ``transform_next_day`` 
 
 Prints the median wall and CPU seconds of ``--nights`` reps each (default 5), their ratios, the previous
 rows the node was given, and whether both builds returned the same tables (exactly, rows in any order)
-and the same ``unchanged_before``::
+and the same ``unchanged_before``. Then ``correlation_events_since`` alone on each of the
+``BENCH_EVENT_NIGHTS`` (default 20) sessions before the captured one, as that night's run would call it
+(the previous rows cut before it, its rows as the new ones): the median CPU seconds of both, on how many
+nights the current code looked a series up in all previous rows (``transforms.events.RECENT_SESSIONS``:
+its answer lay before the recent window), and whether all events were equal::
 
     flock /tmp/xasset-big.lock python -m bench --stages correlation_node --workdir W
 """
@@ -119,6 +123,55 @@ def stage_correlation_node(work: Path, args) -> None:
         baseline_cpu_s=round(med["baseline"][1], 3), ratio_wall=round(med["current"][0] / med["baseline"][0], 3),
         ratio_cpu=round(med["current"][1] / med["baseline"][1], 3), reps=len(times["current"]), since=str(since),
         previous_rows={t: f.height for t, f in previous.items()}, equal=_same(out["baseline"], out["current"]),
+    )
+    _event_nights(rev, inputs, params, since, previous, int(os.environ.get("BENCH_EVENT_NIGHTS", "20")))
+
+
+def _event_nights(rev: str, inputs, params, since, previous, nights: int) -> None:
+    import polars as pl
+
+    import transforms.events as events
+    from bench.__main__ import emit
+    from transforms.graph import _plan
+
+    base = _module_at(rev, "transforms/events.py", f"events_{rev[:12]}").correlation_events_since
+    plan = _plan(inputs["sessions"], since, params)
+    corr, prev_events = previous["mart_rolling_correlation"], previous["mart_correlation_events"]
+    kw = {"levels": params.event_levels, "dead_band": params.event_dead_band}
+    series_rows = events._series_rows
+    night = {"recent_rows": 0, "whole": False}
+
+    def counted(frame, keys):
+        # A look-up among more rows than the recent window's: the fallback to all previous rows.
+        night["whole"] |= frame.height > night["recent_rows"]
+        return series_rows(frame, keys)
+
+    cpu: dict[str, list[float]] = {"baseline": [], "current": []}
+    equal, new_events, fallback_nights = True, 0, 0
+    events._series_rows = counted
+    try:
+        for back in range(1, nights + 1):
+            at = plan.from_idx - back
+            day = plan.sess[at]
+            prev = corr.filter(pl.col("date") < day)
+            new, ev = corr.filter(pl.col("date") == day), prev_events.filter(pl.col("date") < day)
+            recent_from = plan.sess[max(at - events.RECENT_SESSIONS, 0)]
+            night.update(recent_rows=prev.filter(pl.col("date") >= recent_from).height, whole=False)
+            got = {}
+            for name, fn in (("baseline", base), ("current", events.correlation_events_since)):
+                c = time.process_time()
+                got[name] = fn(prev, ev, new, plan.sess, day, **kw)
+                cpu[name].append(time.process_time() - c)
+            equal &= got["baseline"].equals(got["current"])
+            new_events += got["current"].filter(pl.col("date") == day).height
+            fallback_nights += night["whole"]
+    finally:
+        events._series_rows = series_rows
+    med = {n: statistics.median(v) for n, v in cpu.items()}
+    emit(
+        "correlation_events_nights", sum(cpu["current"]), new_events, cpu=med["current"], baseline_cpu_s=round(med["baseline"], 3),
+        ratio_cpu=round(med["current"] / med["baseline"], 3), nights=nights, fallback_nights=fallback_nights,
+        equal=equal,
     )
 
 
