@@ -393,6 +393,7 @@ def _more_stages() -> None:
     from bench import full_transform
     from bench import e2e, files_read, incremental, incremental_load, next_day_publish, next_day_transform, prefect_overhead
     from bench import land_hand_over, price_figures, startup
+    from bench import correlation_node
 
     STAGES.update(e2e.STAGES)
     STAGES.update(full_audit.STAGES)
@@ -407,6 +408,7 @@ def _more_stages() -> None:
     STAGES.update(price_figures.STAGES)
     STAGES.update(startup.STAGES)
     STAGES.update(land_hand_over.STAGES)
+    STAGES.update(correlation_node.STAGES)
 
 
 _more_stages()

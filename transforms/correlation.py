@@ -223,8 +223,13 @@ def _centred_moments(g: _Grid, ends: np.ndarray, w: int) -> tuple[np.ndarray, np
 _CHUNK_ROWS = 16_384
 
 
-def _rows_back(a: np.ndarray, rows: slice, k: int) -> np.ndarray:
+def _rows_back(a: np.ndarray, rows: slice | np.ndarray, k: int) -> np.ndarray:
     """``a[..., t - k]`` for t in ``rows`` (zeros where t - k < 0)."""
+    if not isinstance(rows, slice):
+        back = rows - k
+        out = np.take(a, np.maximum(back, 0), axis=-1)
+        out[..., back < 0] = 0
+        return out
     lo, hi = rows.start - k, rows.stop - k
     if lo >= 0:
         return a[..., lo:hi]
@@ -234,9 +239,11 @@ def _rows_back(a: np.ndarray, rows: slice, k: int) -> np.ndarray:
     return out
 
 
-def _window_arrays(g: _Grid, windows: Sequence[int], epoch: int) -> tuple[np.ndarray, ...]:
+def _window_arrays(g: _Grid, windows: Sequence[int], epoch: int, first: int = 0) -> tuple[np.ndarray, ...]:
     """(observations, correlation, correlation valid, beta, beta valid), each
-    (window, grid row).
+    (window, grid row); with ``first``, only the rows of sessions from that index
+    of the grid's sessions on are set (the others are left undefined): an
+    incremental run's few new rows of a tail of many sessions.
 
     Window sums are differences of cumulative sums that restart at every
     (pair, epoch) segment; a window reaching into the previous epoch adds that
@@ -276,9 +283,15 @@ def _window_arrays(g: _Grid, windows: Sequence[int], epoch: int) -> tuple[np.nda
     obs = np.empty((k_windows, n), dtype=np.int64)
     corr, beta = np.empty((k_windows, n)), np.empty((k_windows, n))
     corr_ok, beta_ok = np.empty((k_windows, n), dtype=bool), np.empty((k_windows, n), dtype=bool)
-    # Rows in chunks, so the temporaries of a window stay in the cache.
-    for a in range(0, n, _CHUNK_ROWS):
-        rows = slice(a, min(n, a + _CHUNK_ROWS))
+    # Rows in chunks, so the temporaries of a window stay in the cache. Each row's
+    # figures are computed from the cumulative sums alone, element by element, so
+    # computing some rows only gives them the values all rows would.
+    need = np.flatnonzero(g.session_idx >= first) if first > 0 else None
+    chunks: Iterable[slice | np.ndarray] = (
+        (slice(a, min(n, a + _CHUNK_ROWS)) for a in range(0, n, _CHUNK_ROWS)) if need is None
+        else (need[a : a + _CHUNK_ROWS] for a in range(0, need.size, _CHUNK_ROWS))
+    )  # fmt: skip
+    for rows in chunks:
         c_r, pos_r, seg_pos_r = c[:, rows], pos[rows], seg_pos[rows]
         prev_r = np.where(has_prev[rows], np.take(c, prev_at[rows], axis=1), 0.0)
         for k, w in enumerate(windows):
@@ -311,10 +324,12 @@ def _window_arrays(g: _Grid, windows: Sequence[int], epoch: int) -> tuple[np.nda
                 full & ~flat_y & ((syy > MAX_CONDITION * vy) | (~flat_x & (sxx > MAX_CONDITION * vx)))
             )
             if ill.size:
-                cov[ill], vx[ill], vy[ill] = _centred_moments(g, a + ill, w)
+                ends = rows.start + ill if isinstance(rows, slice) else rows[ill]
+                cov[ill], vx[ill], vy[ill] = _centred_moments(g, ends, w)
             with np.errstate(invalid="ignore", divide="ignore"):
-                np.clip(cov / np.sqrt(vx * vy), -1.0, 1.0, out=corr[k, rows])
-                np.divide(cov, vy, out=beta[k, rows])
+                # Assigned, not written with ``out=``: ``rows`` may be an index array (a copy).
+                corr[k, rows] = np.clip(cov / np.sqrt(vx * vy), -1.0, 1.0)
+                beta[k, rows] = cov / vy
             beta_ok[k, rows] = full & ~flat_y
             corr_ok[k, rows] = beta_ok[k, rows] & ~flat_x
     return obs, corr, corr_ok, beta, beta_ok
@@ -350,12 +365,12 @@ def rolling_correlation(
     g, dates = _grid(returns, sessions, assets, benchmarks, spans)
     if g.height == 0 or not windows:
         return pl.DataFrame(schema=MART_ROLLING_CORRELATION.polars_schema)
-    obs, corr, corr_ok, beta, beta_ok = _window_arrays(g, windows, epoch)
     # Output rows are ordered (pair, window, date): pair p's rows of window k
     # are grid rows start[p] .. start[p] + length[p] - 1 of that window's
     # arrays, so each column is one concatenation of slices (no sort, no
-    # string key per row). ``since`` keeps a suffix of each slice.
+    # string key per row). ``since`` keeps a suffix of each slice, the only rows computed.
     first = 0 if since is None else int(dates.search_sorted(since, side="left"))
+    obs, corr, corr_ok, beta, beta_ok = _window_arrays(g, windows, epoch, first)
     lo = g.start + np.clip(first - g.session_idx[g.start], 0, g.length)
     hi = g.start + g.length
     spans = [(k, a, b) for a, b in zip(lo.tolist(), hi.tolist()) for k in range(len(windows))]

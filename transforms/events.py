@@ -227,6 +227,15 @@ def _finish(found: pl.DataFrame, confirm_sessions: int) -> pl.DataFrame:
     )
 
 
+# Sessions of previous rows (before the first new session) in which
+# ``correlation_events_since`` looks first for a series' held sign and for the
+# last date of each state; a series whose answer lies further back (an event
+# "for the first time since" years ago, or on record) is looked up in all of
+# its previous rows. The window's rows are a fraction of the table: one cheap
+# date filter instead of joins and group-bys over every previous row.
+RECENT_SESSIONS = 260
+
+
 def correlation_events_since(
     previous_rolling: pl.DataFrame,
     previous_events: pl.DataFrame,
@@ -236,6 +245,7 @@ def correlation_events_since(
     *,
     levels: Sequence[float] = (0.5, -0.5),
     dead_band: float = DEFAULT_DEAD_BAND,
+    recent_sessions: int | None = None,
 ) -> pl.DataFrame:
     """``mart_correlation_events`` (``confirm_sessions`` = 1) of
     ``previous_rolling`` (rows before ``from_session``) followed by
@@ -251,7 +261,12 @@ def correlation_events_since(
     Only series whose state changes in the new rows are replayed. The sign
     held inside the dead band is carried into the replay as the last previous
     row's sign (the sign of its run's last correlation outside the band).
+
+    Both the held sign and the last dates are looked up in the previous rows of
+    the last ``recent_sessions`` sessions first (None: ``RECENT_SESSIONS``), and in
+    all previous rows of the series only where the answer is not found there.
     """
+    recent_sessions = RECENT_SESSIONS if recent_sessions is None else recent_sessions
     _check_band(dead_band)
     sess = sessions.cast(pl.Date).unique().sort()
     # Row numbers only enter as differences (sessions_since), and series are
@@ -260,19 +275,21 @@ def correlation_events_since(
     prev = previous_rolling.select("date", *_KEYS, "correlation")
     if prev.height and prev["date"].max() >= from_session:  # no copy when all rows are before it
         prev = prev.filter(pl.col("date") < from_session)
+    from_idx = sess.search_sorted(from_session, side="left")
+    # At least the last previous session: the continuing series' last rows are read from it.
+    recent_from = sess[max(from_idx - max(recent_sessions, 1), 0)] if from_idx else from_session
+    recent = prev.filter(pl.col("date") >= recent_from)
     new = new_rolling.select("date", *_KEYS, "correlation")
     families = _families(levels)
     last_date = sess.filter(sess < from_session).max()
-    last_prev = prev.filter(pl.col("date") == last_date).join(new.select(_KEYS).unique(), on=_KEYS, how="semi")
+    last_prev = recent.filter(pl.col("date") == last_date).join(new.select(_KEYS).unique(), on=_KEYS, how="semi")
     # The sign each continuing series holds on its last previous row: that of
     # the last correlation outside the band, unless a null (a break) came later.
     c = pl.col("correlation")
-    held = (
-        prev.join(last_prev.select(_KEYS), on=_KEYS, how="semi")
-        .filter(c.is_null() | (c.abs() > dead_band))
-        .group_by(_KEYS)
-        .agg(c.sort_by("date").last().alias("_held"))
-    )
+    held = _last_outside_band(recent, dead_band)
+    older = last_prev.select(_KEYS).join(held, on=_KEYS, how="anti")
+    if older.height:  # all of the window's rows inside the band: look further back
+        held = pl.concat([held, _last_outside_band(_series_rows(prev, older), dead_band)])
     last_prev = last_prev.join(held, on=_KEYS, how="left").with_columns(
         pl.when(c.is_null()).then(None)
         .when(pl.col("_held") > dead_band).then(1.0)
@@ -288,24 +305,38 @@ def correlation_events_since(
         [last_prev.select(*_KEYS, "date", "correlation", "_sc"), new.select(*_KEYS, "date", "correlation", "_sc")]
     )
     first_of_series = pl.int_range(pl.len()).over(_KEYS) == 0
+    is_new = pl.col("date") >= from_session
+    nf = len(families)
     changes = (
         head.sort(*_KEYS, "date")
         .with_columns(_held_sign(dead_band, first_of_series, "_sc").alias("_sign"))
         .with_columns([state.alias(f"_s{f}") for f, (state, *_) in enumerate(families)])
         .group_by(_KEYS)
-        .agg([pl.col(f"_s{f}").n_unique().alias(f"_n{f}") for f in range(len(families))])
-        .filter(pl.any_horizontal([pl.col(f"_n{f}") > 1 for f in range(len(families))]))
+        .agg(
+            *[pl.col(f"_s{f}").n_unique().alias(f"_n{f}") for f in range(nf)],
+            # A last date of state v is read only by an event to v on a new row.
+            *[(is_new & (pl.col(f"_s{f}") == v)).any().alias(f"_need_{f}_{v}") for f in range(nf) for v in (1, -1)],
+        )
+        .filter(pl.any_horizontal([pl.col(f"_n{f}") > 1 for f in range(nf)]))
+        .drop([f"_n{f}" for f in range(nf)])
+    )
+    anchor_cols = [f"_{f}_{v}" for f in range(nf) for v in (1, -1)]
+    # Only a continuing series has previous rows (one given whole has none).
+    replayed = changes.join(last_prev.select(_KEYS), on=_KEYS, how="semi")
+    anchors = _last_state_dates(_series_rows(recent, replayed), families, dead_band)
+    # A needed date the window lacks may lie before it (a state not seen in the
+    # window, or held inside the band since before it): all previous rows of those series.
+    missing = (
+        replayed.join(anchors, on=_KEYS, how="left")
+        .filter(pl.any_horizontal([pl.col(f"_need_{a[1:]}") & pl.col(a).is_null() for a in anchor_cols]))
         .select(_KEYS)
     )
-    anchors = (
-        prev.join(changes, on=_KEYS, how="semi")
-        .sort(*_KEYS, "date")
-        .with_columns(_held_sign(dead_band, first_of_series).alias("_sign"))
-        .group_by(_KEYS)
-        .agg(
-            *[pl.col("date").filter(state == v).max().alias(f"_{f}_{v}") for f, (state, *_) in enumerate(families) for v in (1, -1)],
-        )
-    )  # fmt: skip
+    if missing.height:
+        anchors = pl.concat(
+            [anchors.join(missing, on=_KEYS, how="anti"),
+             _last_state_dates(_series_rows(prev, missing), families, dead_band)]
+        )  # fmt: skip
+    changes = changes.select(_KEYS)
     last_prev = last_prev.join(changes, on=_KEYS, how="semi")
     new = new.join(changes, on=_KEYS, how="semi")
     found = []
@@ -342,3 +373,39 @@ def correlation_events_since(
     return pl.concat([kept.pipe(MART_CORRELATION_EVENTS.conform), new_events]).sort(
         *_KEYS, "date", "event", "level", nulls_last=False
     )
+
+
+def _series_rows(frame: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
+    """``frame``'s rows of the series in ``keys`` (a few): filters on the window (integers,
+    cheap) and then the asset first, so the join on every key column reads only those rows."""
+    if keys.is_empty():
+        return frame.clear()
+    rows = frame.filter(pl.col("window_days").is_in(keys["window_days"].unique().implode()))
+    return rows.filter(pl.col("asset").is_in(keys["asset"].unique().implode())).join(keys, on=_KEYS, how="semi")
+
+
+def _last_outside_band(rows: pl.DataFrame, dead_band: float) -> pl.DataFrame:
+    """(_KEYS, ``_held``): per series of ``rows``, its last correlation there that is null
+    or outside the band; a series without one in ``rows`` is left out."""
+    c = pl.col("correlation")
+    return (
+        rows.filter(c.is_null() | (c.abs() > dead_band))
+        .group_by(_KEYS)
+        .agg(c.sort_by("date").last().alias("_held"))
+    )
+
+
+def _last_state_dates(rows: pl.DataFrame, families, dead_band: float) -> pl.DataFrame:
+    """(_KEYS, ``_{f}_{v}``): per series of ``rows``, the last date on which family ``f``'s state
+    was ``v`` (null: none in ``rows``). The held sign is taken from the rows given alone: where
+    they start inside the band it is null until the first value outside it, so a date found
+    is the one all of the series' rows give, and a date not found may lie before ``rows``."""
+    first_of_series = pl.int_range(pl.len()).over(_KEYS) == 0
+    return (
+        rows.sort(*_KEYS, "date")
+        .with_columns(_held_sign(dead_band, first_of_series).alias("_sign"))
+        .group_by(_KEYS)
+        .agg(
+            *[pl.col("date").filter(state == v).max().alias(f"_{f}_{v}") for f, (state, *_) in enumerate(families) for v in (1, -1)],
+        )
+    )  # fmt: skip

@@ -146,9 +146,11 @@ def _rolling_correlation_since(
     if from_idx >= sess.len():
         return prev_corr, prev_corr.clear(), pl.DataFrame(schema={"asset": pl.String, "benchmark": pl.String})
     from_session, last_prev_session = sess[from_idx], sess[from_idx - 1]
-    # Each previous pair's span (its rows are dense on sessions).
+    # Each previous pair's span (its rows are dense on sessions), from its rows on/after the
+    # tail's first session only: an earlier first gives the tail's grid the same start, and a
+    # pair without such a row is recomputed whole or kept as it was (``_pairs_before``).
     spans = (
-        prev_corr.filter(pl.col("window_days") == windows[0])
+        prev_corr.filter((pl.col("window_days") == windows[0]) & (pl.col("date") >= sess[tail_idx]))
         .group_by(_PAIR)
         .agg(pl.col("date").min().alias("first"), pl.col("date").max().alias("prev_last"))
     )
@@ -178,8 +180,8 @@ def _rolling_correlation_since(
     spans = spans.join(pairs, on=_PAIR, how="semi")
     continuing = spans.filter(pl.col("prev_last") >= last_prev_session)
     resumed = spans.filter((pl.col("prev_last") < last_prev_session) & (pl.col("last") > pl.col("prev_last")))
-    new_pairs = pairs.join(spans.select(_PAIR), on=_PAIR, how="anti")
-    whole = pl.concat([resumed.select(_PAIR), new_pairs.select(_PAIR)])
+    older = pairs.join(spans.select(_PAIR), on=_PAIR, how="anti")
+    whole = pl.concat([resumed.select(_PAIR), _pairs_before(prev_corr, older, last, windows[0])])
 
     # ``tail_idx`` is on an epoch boundary, so the tail's epochs are the full build's.
     tail = rolling_correlation(
@@ -204,6 +206,25 @@ def _rolling_correlation_since(
     parts.append(tail)
     out = [MART_ROLLING_CORRELATION.conform(p) for p in parts]
     return out[0], pl.concat(out[1:]), whole
+
+
+def _pairs_before(prev_corr: pl.DataFrame, pairs: pl.DataFrame, last: pl.DataFrame, window: int) -> pl.DataFrame:
+    """Of ``pairs``, none with a previous row from the tail's first session on, those to
+    recompute over their whole history: a pair new to this run, or one that resumes (both
+    series have returns in the tail, so past the pair's previous rows). A pair whose series
+    lacks tail returns keeps its previous rows, if it has any: only those pairs are looked
+    up among all previous rows."""
+    with_returns = last.filter(pl.col("_last").is_not_null())["symbol"].implode()
+    both = pl.col("asset").is_in(with_returns) & pl.col("benchmark").is_in(with_returns)
+    resumed, unsure = pairs.filter(both), pairs.filter(~both)
+    if unsure.height:
+        known = (
+            prev_corr.filter(pl.col("asset").is_in(unsure["asset"].unique().implode()) & (pl.col("window_days") == window))
+            .select(_PAIR)
+            .unique()
+        )
+        unsure = unsure.join(known, on=_PAIR, how="anti")
+    return pl.concat([resumed, unsure])
 
 
 def _before(frame: pl.DataFrame, column: str, d: date) -> pl.DataFrame:

@@ -271,3 +271,7 @@ def test_ill_conditioned_windows_match_the_reference(sessions):
         assert got["correlation"].is_nan().sum() == 0
         for w in (5, 30):
             compare(got, reference(a, b, sessions, w), asset, bench_sym, w)
+        # Only the rows from ``since`` computed (an incremental tail): those rows, bit for bit.
+        since = sessions[40]
+        part = rolling_correlation(frame, pl.Series(sessions), [asset], [bench_sym], [5, 30], since=since, epoch=64)
+        assert part.height and _exact(part.rows()) == _exact(got.filter(pl.col("date") >= since).rows())

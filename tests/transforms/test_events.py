@@ -170,11 +170,38 @@ def test_events_since_carry_the_held_sign(band: float) -> None:
     assert full.filter(pl.col("level").is_null()).height > 3
     for cut in (sessions[30], sessions[41], sessions[100], sessions[-1]):
         prev = whole.filter(pl.col("date") < cut)
-        got = correlation_events_since(
-            prev, mart_correlation_events(prev, levels=(0.3,), dead_band=band), whole.filter(pl.col("date") >= cut),
-            sessions, cut, levels=(0.3,), dead_band=band,
-        )  # fmt: skip
-        assert got.equals(full), cut
+        for recent in (2, 12, 260):  # the answers looked up in a recent window first, then further back
+            got = correlation_events_since(
+                prev, mart_correlation_events(prev, levels=(0.3,), dead_band=band), whole.filter(pl.col("date") >= cut),
+                sessions, cut, levels=(0.3,), dead_band=band, recent_sessions=recent,
+            )  # fmt: skip
+            assert got.equals(full), (cut, recent)
+
+
+@pytest.mark.parametrize("recent", [1, 3, 260])
+def test_events_since_look_before_the_recent_window(recent: int) -> None:
+    # The held sign and the last date of each state are first looked up in the previous rows
+    # of the last ``recent`` sessions; a series whose answer lies only before them must be
+    # looked up in all of its rows (with recent=3 every answer below is older than the window).
+    a = _series([0.4, -0.4] + [0.01] * 10 + [0.4], asset="A")  # negative held inside the band
+    b = _series([0.6] + [0.2] * 11 + [0.35], asset="B")  # back above 0.3 first time since day 0
+    c = _series([0.4, None] + [0.02] * 10 + [0.5], asset="C")  # a null: no sign held
+    d = _series([0.4] * 12 + [-0.4], asset="D")  # a change whose earlier state is in the window
+    whole = pl.concat([a, b, c, d])
+    sessions = whole["date"].unique().sort()
+    cut = sessions[-1]
+    prev = whole.filter(pl.col("date") < cut)
+    full = mart_correlation_events(whole, levels=(0.3,))
+    got = correlation_events_since(
+        prev, mart_correlation_events(prev, levels=(0.3,)), whole.filter(pl.col("date") >= cut), sessions, cut,
+        levels=(0.3,), recent_sessions=recent,
+    )  # fmt: skip
+    assert got.equals(full)
+    new = {(r[1], r[4]): r[6] for r in _rows(full.filter(pl.col("date") == cut))}
+    day0 = date(2024, 1, 1)
+    assert new == {("A", "turned_positive"): day0, ("A", "crossed_above"): day0, ("B", "crossed_above"): day0,
+                   ("C", "crossed_above"): day0,
+                   ("D", "turned_negative"): None, ("D", "crossed_below"): None}  # fmt: skip
 
 
 def test_level_crossings_and_first_time_on_record() -> None:

@@ -456,3 +456,36 @@ def test_property_incremental_equals_full(seed, gap, back, at, k):
     p, s = as_of(prices, sessions, d)
     pp, ps = as_of(prices, sessions, prev)
     check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), params)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), gap=st.sampled_from([0.0, 0.05, 0.3]), back=st.integers(1, 6),
+       at=st.integers(40, 85), recent=st.sampled_from([1, 2, 5]))  # fmt: skip
+def test_property_events_looked_up_beyond_a_short_window(seed, gap, back, at, recent):
+    """The events' held signs and last dates of each state looked up in only the last
+    ``recent`` sessions' rows first (``transforms.events.RECENT_SESSIONS``, a year by
+    default: longer than these panels): the answers before it are found all the same."""
+    import transforms.events
+
+    prices, assets, sessions = _random_panel(seed, gap)
+    d, prev = sessions[at], sessions[at - back]
+    p, s = as_of(prices, sessions, d)
+    pp, ps = as_of(prices, sessions, prev)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(transforms.events, "RECENT_SESSIONS", recent)
+        check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), SMALL)
+
+
+def test_a_delisted_coin_keeps_its_rows_and_the_tail_is_handed_on():
+    """A coin without returns in the tail (delisted long before it) has no previous row
+    from the tail's first session on: its pairs are looked up among all previous rows and,
+    found there, kept as they were, so no pair is recomputed whole and the correlations are
+    handed on as their tail; a pair absent from them would be new (recomputed whole)."""
+    prices, assets, sessions = _random_panel(3, 0.0)
+    prices = prices.filter((pl.col("symbol") != "ADA") | (pl.col("date") < sessions[30]))
+    d, prev = sessions[-1], sessions[-2]
+    p, s = as_of(prices, sessions, d)
+    pp, ps = as_of(prices, sessions, prev)
+    full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), SMALL)
+    assert full.tables["mart_rolling_correlation"].filter(pl.col("asset") == "ADA")["date"].max() < sessions[30]
+    assert inc.unchanged_before["mart_rolling_correlation"] == prev + timedelta(days=1)
