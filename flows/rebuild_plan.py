@@ -332,11 +332,16 @@ class LakeRead:
     """The lake's year files a next-day run reads when the published run vouches for the rest.
 
     Every bar landed or withdrawn since the published run listed the lake is
-    dated on or after ``changed_from`` (1 January of the first such year, at
-    the latest of the year after the published as-of). The year before it is
-    read as the screen's context: a bar is judged by its clean neighbours (the
-    jump rules), so the earlier bars' verdicts, and the bars themselves, are the
-    published run's (``merge_published``). ``whole``: symbols read whole (index
+    dated on or after ``changed_from`` (the first date of the bars newer deltas
+    appended, 1 January of the first year of a year file written since, the
+    date of a bar withdrawn since; at the latest the day after the published
+    as-of). The bars from ``context_from`` on are read as the screen's context:
+    a bar is judged by its clean neighbours (the jump rules), so the earlier
+    bars' verdicts, and the bars themselves, are the published run's
+    (``merge_published``). ``context_start``: ``context_from`` when the context
+    is a few days (``Settings.lake_context_days``; the year files covering it
+    are read and their bars before it left out); None: the whole year before
+    ``changed_from``'s. ``whole``: symbols read whole (index
     assets, whose bars before the history start only feed the milestones and
     are not published; symbols without a year file before the context year).
     """
@@ -345,22 +350,33 @@ class LakeRead:
     changed_from: date
     whole: frozenset[str]
     run_id: str
+    context_start: date | None = None
+    # Symbols with a bar withdrawn since the published run read the lake: screened from the context
+    # on even when no bar of theirs is left there (``merge_published``).
+    withdrawn: frozenset[str] = frozenset()
 
     @property
     def context_from(self) -> date:
-        return date(self.changed_from.year - 1, 1, 1)
+        return self.context_start if self.context_start is not None else date(self.changed_from.year - 1, 1, 1)
 
 
 def lake_read_plan(
     settings: Settings, source: str, fingerprint: str, as_of: date,
     files: pl.DataFrame, withdrawn: pl.DataFrame, assets: pl.DataFrame | None,
+    deltas: pl.DataFrame | None = None, context_days: int | None = None,
 ) -> LakeRead | str:
     """Which year files (``Lake.bar_files``) the run must read, or why it reads them all.
 
     A file is new to this run when its status-change time is after the largest
-    the published run listed (``LAKE_LISTED``); a bar withdrawn since
-    it read the lake counts from its date. Only when the published run could
-    seed this one (``incremental_base``'s first checks) and recorded its listing.
+    the published run listed (``LAKE_LISTED``): from 1 January of its year, or,
+    when only ``deltas`` (``Lake.delta_listing``) newer than that changed it and
+    its year file is the one the published run read (``file_ctime_ns``), from
+    their first date; a bar withdrawn since it read the lake counts from its
+    date. Only when the published run could seed this one (``incremental_base``'s
+    first checks) and recorded its listing.
+
+    ``context_days``: the screen's context is the ``context_days`` days before the
+    first changed date (``LakeRead.context_start``); None: the year before its year.
     """
     state = published_base_state(settings, source, fingerprint)
     if isinstance(state, str):
@@ -376,21 +392,45 @@ def lake_read_plan(
     if unnamed.height:
         return f"a lake file is not named by its year ({unnamed['path'][0]})"
     read_through = datetime.fromisoformat(state["ingested_through"])
-    years = [
-        files.filter(pl.col("ctime_ns") > int(state[LAKE_LISTED]))["year"].min(),
-        withdrawn.filter(pl.col(WITHDRAWN_AT) > read_through)["date"].dt.year().min() if withdrawn.height else None,
-        (previous_as_of + timedelta(days=1)).year,
-    ]
-    first = min(y for y in years if y is not None)
-    changed_from = date(first, 1, 1)
-    context = first - 1
+    changed_from = first_changed_date(files, deltas, int(state[LAKE_LISTED]), previous_as_of)
+    gone = withdrawn.filter(pl.col(WITHDRAWN_AT) > read_through) if withdrawn.height else withdrawn
+    if gone.height:
+        changed_from = min(changed_from, gone["date"].min())
+    context_start = None if context_days is None else changed_from - timedelta(days=context_days)
+    context = changed_from.year - 1 if context_start is None else context_start.year
     if files["year"].min() >= context:
         return f"the changed range (from {changed_from}) reaches the lake's first year"
     with_old = files.filter(pl.col("year") < context)["symbol"].unique()
     index_assets = assets.filter(pl.col("asset_class") == "index")["symbol"]
     whole = set(files["symbol"].unique().to_list()) - set(with_old.to_list()) | set(index_assets.to_list())
     read = files.filter((pl.col("year") >= context) | pl.col("symbol").is_in(sorted(whole)))
-    return LakeRead(read["path"].to_list(), changed_from, frozenset(whole), str(state["run_id"]))
+    return LakeRead(
+        read["path"].to_list(), changed_from, frozenset(whole), str(state["run_id"]), context_start,
+        frozenset(gone["symbol"].to_list()) if gone.height else frozenset(),
+    )
+
+
+def first_changed_date(files: pl.DataFrame, deltas: pl.DataFrame | None, listed: int, previous_as_of: date) -> date:
+    """The first date a bar of the lake may differ from the one the lake held when listed at
+    ``listed`` (a ``LAKE_LISTED``), or the day after ``previous_as_of`` if later (``lake_read_plan``).
+
+    A (symbol, year) listed later (``ctime_ns``) changed from 1 January of its year, unless its
+    year file is the one listed then (``file_ctime_ns``) and deltas newer than it hold its change:
+    a delta only appends bars after the year file's (and the earlier deltas') last, so from their
+    first date (``deltas``: ``Lake.delta_listing``)."""
+    after = previous_as_of + timedelta(days=1)
+    changed = files.filter(pl.col("ctime_ns") > listed).select("symbol", "year", *(
+        ["file_ctime_ns"] if "file_ctime_ns" in files.columns else []))
+    if changed.is_empty():
+        return after
+    jan1 = pl.date(pl.col("year"), 1, 1)
+    if "file_ctime_ns" not in changed.columns or deltas is None:
+        return min(after, changed.select(jan1.min()).item())
+    newer = deltas.filter(pl.col("ctime_ns") > listed).group_by("symbol", "year").agg(pl.col("first").min())
+    firsts = changed.join(newer, on=["symbol", "year"], how="left").select(
+        pl.when(pl.col("file_ctime_ns") <= listed).then(pl.col("first")).otherwise(None).fill_null(jan1).min()
+    ).item()
+    return min(after, firsts)
 
 
 def published_before(
@@ -549,17 +589,19 @@ def merge_published(
     them). A symbol not read at all is the published run's whole.
     """
     whole = pl.Series(sorted(plan.whole), dtype=pl.String).implode()
-    read = stored.filter(~pl.col("symbol").is_in(whole))["symbol"].unique()
+    read = stored.filter(~pl.col("symbol").is_in(whole))["symbol"]
+    # A symbol a bar was withdrawn from is read though none of its bars is left from the context on
+    # (its published bars there would be kept whole, the withdrawn one with them).
+    withdrawn = pl.Series(sorted(plan.withdrawn - plan.whole), dtype=pl.String)
+    read = pl.concat([read, withdrawn]).unique() if withdrawn.len() else read.unique()
     cut = (
         clean.filter(pl.col("symbol").is_in(read.implode()) & (pl.col("date") < plan.changed_from))
         .group_by("symbol").agg(pl.col("date").min().alias("_f"), pl.col("date").len().alias("_n"))
     )
     short = read.to_frame().join(cut.filter(pl.col("_n") >= 2), on="symbol", how="anti")["symbol"].sort()
     if short.len():
-        return (
-            f"{short.len()} symbol(s) without two clean bars in {plan.context_from.year} to start the screen "
-            f"from, e.g. {short[0]}"
-        )
+        within = plan.context_from.year if plan.context_start is None else f"{plan.context_from} to {plan.changed_from}"
+        return f"{short.len()} symbol(s) without two clean bars in {within} to start the screen from, e.g. {short[0]}"
     cut = cut.select("symbol", "_f")
     # Each symbol's published bars kept are the first of its run (those up to ``_f``; none of a
     # symbol read whole; all of a symbol not read), found by a binary search in each symbol's
