@@ -161,3 +161,29 @@ def test_a_revision_of_an_old_bar_widens_the_plan_to_its_year(tmp_path, runs):  
     told = next_night_equals_a_full_rebuild(folder, data, tmp_path, built)
     assert re.search(r"nothing landed or withdrawn before 2023-01-01", told), told
     assert f"screened from {date(2023, 1, 1) - timedelta(days=DAYS)}" in told, told
+
+
+def test_the_first_changed_date_is_the_newer_deltas_first_unless_the_year_file_was_written():
+    from flows.rebuild_plan import first_changed_date
+
+    listed, previous = 100, date(2024, 3, 4)
+    files = pl.DataFrame({
+        "symbol": ["A", "A", "B", "C"], "year": [2023, 2024, 2024, 2024],
+        "ctime_ns": [50, 120, 130, 90], "file_ctime_ns": [50, 90, 130, 90],
+    }, schema_overrides={"year": pl.Int32})
+    deltas = pl.DataFrame({
+        "symbol": ["A", "A", "B", "C"], "year": [2024] * 4,
+        "first": [date(2024, 3, 1), date(2024, 3, 5), date(2024, 3, 5), date(2024, 2, 27)],
+        "ctime_ns": [80, 120, 130, 90],
+    }, schema_overrides={"year": pl.Int32})
+    # B's year file was written since the listing: from 1 January.
+    assert first_changed_date(files, deltas, listed, previous) == date(2024, 1, 1)
+    # Without B: A's newer delta (not its older one, nor C's, read by the published run).
+    assert first_changed_date(files.filter(pl.col("symbol") != "B"), deltas, listed, previous) == date(2024, 3, 5)
+    # Later than the day after the published as-of: that day.
+    assert first_changed_date(files.filter(pl.col("symbol") != "B"), deltas, listed, date(2024, 3, 1)) == date(2024, 3, 2)
+    # A changed (symbol, year) no newer delta explains (a listing without ``file_ctime_ns``, or
+    # no delta found): from 1 January.
+    assert first_changed_date(files.filter(pl.col("symbol") == "A"), deltas.head(1), listed, previous) == date(2024, 1, 1)
+    assert first_changed_date(files.drop("file_ctime_ns"), deltas, listed, previous) == date(2024, 1, 1)
+    assert first_changed_date(files.filter(pl.col("symbol") == "C"), deltas, listed, previous) == date(2024, 3, 5)
