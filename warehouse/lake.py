@@ -514,12 +514,14 @@ class Lake:
             files = [f for f in files if f.parent.name in wanted]
         return self.read_bar_files(files)
 
-    def bar_files(self) -> pl.DataFrame:
+    def bar_files(self, deltas: pl.DataFrame | None = None) -> pl.DataFrame:
         """Every year file of the bars: ``symbol``, ``year`` (null for a file not named by its
         year), ``path`` and ``ctime_ns``, the status-change time the index trusts a file by
         (``STAT_COLUMNS``; set by every write and rename, never copied along with a file), so
         a reader can tell the files written since it last listed them (``read_bar_files``);
-        then the rest of its stat (``size``, ``mtime_ns``, ``ino``: ``hand_over``)."""
+        then the rest of its stat (``size``, ``mtime_ns``, ``ino``: ``hand_over``) and the year
+        file's own status-change time (``file_ctime_ns``). ``deltas``: ``delta_listing`` as the
+        caller took it a moment before (not read again)."""
         rows = []
         for f in self._files():
             stat = file_stat(f)
@@ -533,7 +535,7 @@ class Lake:
         # the year file's and those deltas' (a reader that trusts it reads the year file and them);
         # ``file_ctime_ns`` stays the year file's own (a reader tells a rewritten year file from
         # one that only gained a delta's bars: ``delta_listing`` dates those to the day).
-        touched = self.delta_listing()
+        touched = self.delta_listing() if deltas is None else deltas
         if touched.height:
             latest = touched.group_by("symbol", "year").agg(pl.col("ctime_ns").max().alias("_delta_ctime"))
             listed = listed.join(latest, on=["symbol", "year"], how="left", maintain_order="left").select(

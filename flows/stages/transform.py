@@ -111,12 +111,13 @@ def transform(
     assets = lake.read_assets()
     params = mart_params(settings, universe)
     fingerprint = transform_fingerprint(params, settings, lake.source)
-    files = lake.bar_files()
+    # The deltas' first dates date a year file's change to the day (``lake_read_plan``).
+    deltas = lake.delta_listing()
+    files = lake.bar_files(deltas)
     # The bars this run's land wrote, if they are the whole lake (``Lake.hand_over``: taken here
     # either way, so the lake holds no copy of them through a read or the build).
     landed = lake.hand_over(files)
     withdrawn = lake.read_withdrawn()
-    deltas = lake.delta_listing() if bounded else None
     context_days = settings.lake_context_days or None
 
     def planned(days: int | None) -> LakeRead | str:
