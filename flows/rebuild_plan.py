@@ -26,7 +26,7 @@ from transforms.graph import DERIVED_BARS, prices_from, seed_reads
 from transforms.incremental import first_changed_session
 from transforms.marts import MartParams
 from warehouse import snapshots
-from warehouse.lake import WITHDRAWN_AT, ascending
+from warehouse.lake import WITHDRAWN_AT, ascending, splice
 from warehouse.marts import read_published as read_published_mart
 from warehouse.quality import in_screen_order, quarantine_keys, screen_rules
 from warehouse.query import read_sql, read_tables
@@ -285,25 +285,27 @@ def unreadable_warehouse(path: Path, reason: object) -> str:
     return f"{UNREADABLE_WAREHOUSE} {path} ({text[:300]}); rebuilding every table from the lake"
 
 
-def _read_seed(path: Path, names: list[str], where: dict | None = None) -> dict[str, pl.DataFrame]:
+def _read_seed(
+    path: Path, names: list[str], where: dict | None = None, order: dict | None = None
+) -> dict[str, pl.DataFrame]:
     """Published tables (only the rows ``where`` names, see ``warehouse.query.read_tables``),
     each conformed to its contract (a table of another shape is an error).
 
     A table read whole that the run also publishes as a Parquet mart is read from the
     published run's mart (``warehouse.marts.read_published``: the same rows, published by the
     same switch, 2-4x faster to read than out of the DuckDB file); from the DuckDB file when
-    the mart cannot stand for it."""
-    where = where or {}
+    the mart cannot stand for it. ``order`` (``read_tables``): tables read sorted (from the DuckDB file)."""
+    where, order = where or {}, order or {}
     run_dir = Path(os.path.realpath(path)).parent
     out: dict[str, pl.DataFrame] = {}
     for n in names:
-        if n in TABLES and TABLES[n].publish and (not where.get(n) or _from_day(TABLES[n], where[n])):
+        if n in TABLES and TABLES[n].publish and not order.get(n) and (not where.get(n) or _from_day(TABLES[n], where[n])):
             # Whole, or from a day on: a year-partitioned mart's files from that year on.
             frame = read_published_mart(TABLES[n], run_dir / snapshots.MARTS_DIR, _from_day(TABLES[n], where.get(n)))
             if frame is not None:
                 out[n] = frame
     rest = [n for n in names if n not in out]
-    read = read_tables(path, rest, where) if rest else {}
+    read = read_tables(path, rest, where, order) if rest else {}
     out |= {n: TABLES[n].conform(f) if n in TABLES else f for n, f in read.items()}
     return {n: out[n] for n in names if n in out}
 
@@ -332,11 +334,16 @@ class LakeRead:
     """The lake's year files a next-day run reads when the published run vouches for the rest.
 
     Every bar landed or withdrawn since the published run listed the lake is
-    dated on or after ``changed_from`` (1 January of the first such year, at
-    the latest of the year after the published as-of). The year before it is
-    read as the screen's context: a bar is judged by its clean neighbours (the
-    jump rules), so the earlier bars' verdicts, and the bars themselves, are the
-    published run's (``merge_published``). ``whole``: symbols read whole (index
+    dated on or after ``changed_from`` (the first date of the bars newer deltas
+    appended, 1 January of the first year of a year file written since, the
+    date of a bar withdrawn since; at the latest the day after the published
+    as-of). The bars from ``context_from`` on are read as the screen's context:
+    a bar is judged by its clean neighbours (the jump rules), so the earlier
+    bars' verdicts, and the bars themselves, are the published run's
+    (``merge_published``). ``context_start``: ``context_from`` when the context
+    is a few days (``Settings.lake_context_days``; the year files covering it
+    are read and their bars before it left out); None: the whole year before
+    ``changed_from``'s. ``whole``: symbols read whole (index
     assets, whose bars before the history start only feed the milestones and
     are not published; symbols without a year file before the context year).
     """
@@ -345,22 +352,33 @@ class LakeRead:
     changed_from: date
     whole: frozenset[str]
     run_id: str
+    context_start: date | None = None
+    # Symbols with a bar withdrawn since the published run read the lake: screened from the context
+    # on even when no bar of theirs is left there (``merge_published``).
+    withdrawn: frozenset[str] = frozenset()
 
     @property
     def context_from(self) -> date:
-        return date(self.changed_from.year - 1, 1, 1)
+        return self.context_start if self.context_start is not None else date(self.changed_from.year - 1, 1, 1)
 
 
 def lake_read_plan(
     settings: Settings, source: str, fingerprint: str, as_of: date,
     files: pl.DataFrame, withdrawn: pl.DataFrame, assets: pl.DataFrame | None,
+    deltas: pl.DataFrame | None = None, context_days: int | None = None,
 ) -> LakeRead | str:
     """Which year files (``Lake.bar_files``) the run must read, or why it reads them all.
 
     A file is new to this run when its status-change time is after the largest
-    the published run listed (``LAKE_LISTED``); a bar withdrawn since
-    it read the lake counts from its date. Only when the published run could
-    seed this one (``incremental_base``'s first checks) and recorded its listing.
+    the published run listed (``LAKE_LISTED``): from 1 January of its year, or,
+    when only ``deltas`` (``Lake.delta_listing``) newer than that changed it and
+    its year file is the one the published run read (``file_ctime_ns``), from
+    their first date; a bar withdrawn since it read the lake counts from its
+    date. Only when the published run could seed this one (``incremental_base``'s
+    first checks) and recorded its listing.
+
+    ``context_days``: the screen's context is the ``context_days`` days before the
+    first changed date (``LakeRead.context_start``); None: the year before its year.
     """
     state = published_base_state(settings, source, fingerprint)
     if isinstance(state, str):
@@ -376,37 +394,62 @@ def lake_read_plan(
     if unnamed.height:
         return f"a lake file is not named by its year ({unnamed['path'][0]})"
     read_through = datetime.fromisoformat(state["ingested_through"])
-    years = [
-        files.filter(pl.col("ctime_ns") > int(state[LAKE_LISTED]))["year"].min(),
-        withdrawn.filter(pl.col(WITHDRAWN_AT) > read_through)["date"].dt.year().min() if withdrawn.height else None,
-        (previous_as_of + timedelta(days=1)).year,
-    ]
-    first = min(y for y in years if y is not None)
-    changed_from = date(first, 1, 1)
-    context = first - 1
+    changed_from = first_changed_date(files, deltas, int(state[LAKE_LISTED]), previous_as_of)
+    gone = withdrawn.filter(pl.col(WITHDRAWN_AT) > read_through) if withdrawn.height else withdrawn
+    if gone.height:
+        changed_from = min(changed_from, gone["date"].min())
+    context_start = None if context_days is None else changed_from - timedelta(days=context_days)
+    context = changed_from.year - 1 if context_start is None else context_start.year
     if files["year"].min() >= context:
         return f"the changed range (from {changed_from}) reaches the lake's first year"
     with_old = files.filter(pl.col("year") < context)["symbol"].unique()
     index_assets = assets.filter(pl.col("asset_class") == "index")["symbol"]
     whole = set(files["symbol"].unique().to_list()) - set(with_old.to_list()) | set(index_assets.to_list())
     read = files.filter((pl.col("year") >= context) | pl.col("symbol").is_in(sorted(whole)))
-    return LakeRead(read["path"].to_list(), changed_from, frozenset(whole), str(state["run_id"]))
+    return LakeRead(
+        read["path"].to_list(), changed_from, frozenset(whole), str(state["run_id"]), context_start,
+        frozenset(gone["symbol"].to_list()) if gone.height else frozenset(),
+    )
+
+
+def first_changed_date(files: pl.DataFrame, deltas: pl.DataFrame | None, listed: int, previous_as_of: date) -> date:
+    """The first date a bar of the lake may differ from the one the lake held when listed at
+    ``listed`` (a ``LAKE_LISTED``), or the day after ``previous_as_of`` if later (``lake_read_plan``).
+
+    A (symbol, year) listed later (``ctime_ns``) changed from 1 January of its year, unless its
+    year file is the one listed then (``file_ctime_ns``) and deltas newer than it hold its change:
+    a delta only appends bars after the year file's (and the earlier deltas') last, so from their
+    first date (``deltas``: ``Lake.delta_listing``)."""
+    after = previous_as_of + timedelta(days=1)
+    changed = files.filter(pl.col("ctime_ns") > listed).select("symbol", "year", *(
+        ["file_ctime_ns"] if "file_ctime_ns" in files.columns else []))
+    if changed.is_empty():
+        return after
+    jan1 = pl.date(pl.col("year"), 1, 1)
+    if "file_ctime_ns" not in changed.columns or deltas is None:
+        return min(after, changed.select(jan1.min()).item())
+    newer = deltas.filter(pl.col("ctime_ns") > listed).group_by("symbol", "year").agg(pl.col("first").min())
+    firsts = changed.join(newer, on=["symbol", "year"], how="left").select(
+        pl.when(pl.col("file_ctime_ns") <= listed).then(pl.col("first")).otherwise(None).fill_null(jan1).min()
+    ).item()
+    return min(after, firsts)
 
 
 def published_before(
-    settings: Settings, plan: LakeRead, as_of: date, also: list | None = None
+    settings: Settings, plan: LakeRead, as_of: date, also: list | None = None, ordered: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The published run's bars (not the derived ones) dated before ``plan.changed_from`` (and
-    meeting the conditions ``also``), and its screen's quarantine rows of ``fact_prices`` (with
-    ``quarantine_keys``' columns), from the published warehouse: what ``merge_published`` takes
-    for the bars the run does not read."""
+    meeting the conditions ``also``; ``ordered``: sorted by symbol and date), and its screen's
+    quarantine rows of ``fact_prices`` (with ``quarantine_keys``' columns), from the published
+    warehouse: what ``merge_published`` takes for the bars the run does not read."""
     first, second = screen_rules("fact_prices", as_of)
     where = {
         "fact_prices": [(DERIVED_BARS[0], "!=", DERIVED_BARS[2]), ("date", "<", plan.changed_from), *(also or [])],
         "quarantine": [("run_id", "==", plan.run_id), ("table_name", "==", "fact_prices"),
                        ("rule", "in", tuple(sorted(first | second)))],
     }  # fmt: skip
-    read = _read_seed(settings.warehouse_path, ["fact_prices", "quarantine"], where)
+    order = {"fact_prices": ("symbol", "date")} if ordered else None
+    read = _read_seed(settings.warehouse_path, ["fact_prices", "quarantine"], where, order)
     if "fact_prices" not in read:
         raise ValueError("it has no fact_prices table")
     quarantine = read.get("quarantine", pl.DataFrame(schema=QUARANTINE.polars_schema))
@@ -473,7 +516,9 @@ def published_bars_bounded(
     symbols = tuple(sorted(whole))
     not_derived = (DERIVED_BARS[0], "!=", DERIVED_BARS[2])
     until = plan.context_from + timedelta(days=FIRST_CLEAN_DAYS)
-    recent, quarantine = published_before(settings, plan, as_of, [("date", ">=", bars_from), ("date", "<", until)])
+    recent, quarantine = published_before(
+        settings, plan, as_of, [("date", ">=", bars_from), ("date", "<", until)], ordered=True
+    )
     firsts = (
         clean.filter(pl.col("date") < plan.changed_from)
         .group_by("symbol").agg(pl.col("date").min().alias("_f"))
@@ -492,7 +537,14 @@ def published_bars_bounded(
         raise ValueError("it has no fact_prices table")
     named = pl.Series(symbols, dtype=pl.String).implode()
     firsts = TABLES["fact_prices"].conform(firsts).filter(~pl.col("symbol").is_in(named))
-    bars = pl.concat([recent, older, firsts], how="vertical_relaxed").sort("symbol", "date")
+    # Each symbol's bars before ``bars_from`` (``older``, ``firsts``: a few thousand) come before its
+    # recent ones, read sorted: spliced in (``warehouse.lake.splice``), the recent bars (~0.6 M a next
+    # day at 2,000 equities) not sorted again; the ``later`` ones follow them, so then a sort.
+    early = pl.concat([older, firsts], how="vertical_relaxed").sort("symbol", "date")
+    bars = (
+        splice(early, recent) if not late
+        else pl.concat([recent, early], how="vertical_relaxed").sort("symbol", "date")
+    )
     omitted = years.filter(~pl.col("symbol").is_in(named))
     return bars, quarantine, NarrowRead(bars_from, whole, omitted)
 
@@ -549,17 +601,19 @@ def merge_published(
     them). A symbol not read at all is the published run's whole.
     """
     whole = pl.Series(sorted(plan.whole), dtype=pl.String).implode()
-    read = stored.filter(~pl.col("symbol").is_in(whole))["symbol"].unique()
+    read = stored.filter(~pl.col("symbol").is_in(whole))["symbol"]
+    # A symbol a bar was withdrawn from is read though none of its bars is left from the context on
+    # (its published bars there would be kept whole, the withdrawn one with them).
+    withdrawn = pl.Series(sorted(plan.withdrawn - plan.whole), dtype=pl.String)
+    read = pl.concat([read, withdrawn]).unique() if withdrawn.len() else read.unique()
     cut = (
         clean.filter(pl.col("symbol").is_in(read.implode()) & (pl.col("date") < plan.changed_from))
         .group_by("symbol").agg(pl.col("date").min().alias("_f"), pl.col("date").len().alias("_n"))
     )
     short = read.to_frame().join(cut.filter(pl.col("_n") >= 2), on="symbol", how="anti")["symbol"].sort()
     if short.len():
-        return (
-            f"{short.len()} symbol(s) without two clean bars in {plan.context_from.year} to start the screen "
-            f"from, e.g. {short[0]}"
-        )
+        within = plan.context_from.year if plan.context_start is None else f"{plan.context_from} to {plan.changed_from}"
+        return f"{short.len()} symbol(s) without two clean bars in {within} to start the screen from, e.g. {short[0]}"
     cut = cut.select("symbol", "_f")
     # Each symbol's published bars kept are the first of its run (those up to ``_f``; none of a
     # symbol read whole; all of a symbol not read), found by a binary search in each symbol's

@@ -191,6 +191,17 @@ class Settings(ExecutionSettings):
         description="Rebuild only what newly landed bars touch when the published run was built from the same "
         "source, code and settings; false rebuilds every mart from the whole lake. Either way the tables are equal.",
     )
+    lake_context_days: int = Field(
+        14, ge=0,
+        description=(
+            "Days before the first date a bar landed or was withdrawn on that an incremental run re-reads and "
+            "screens from the lake as the quality screen's context (a bar is judged by its clean neighbours); the "
+            "earlier bars and their verdicts are the published run's. A symbol without two clean bars in them "
+            "(a long gap, a spike at their start) makes the run take the whole year before as the context, then "
+            "the whole lake: the published tables are the same either way, only the read differs. 0: always the "
+            "year before."
+        ),
+    )
     history_start: date = Field(
         date(2015, 1, 2), description="First date a full (non-incremental) run asks sources for."
     )

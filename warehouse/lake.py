@@ -514,36 +514,55 @@ class Lake:
             files = [f for f in files if f.parent.name in wanted]
         return self.read_bar_files(files)
 
-    def bar_files(self) -> pl.DataFrame:
+    def bar_files(self, deltas: pl.DataFrame | None = None) -> pl.DataFrame:
         """Every year file of the bars: ``symbol``, ``year`` (null for a file not named by its
         year), ``path`` and ``ctime_ns``, the status-change time the index trusts a file by
         (``STAT_COLUMNS``; set by every write and rename, never copied along with a file), so
         a reader can tell the files written since it last listed them (``read_bar_files``);
-        then the rest of its stat (``size``, ``mtime_ns``, ``ino``: ``hand_over``)."""
+        then the rest of its stat (``size``, ``mtime_ns``, ``ino``: ``hand_over``) and the year
+        file's own status-change time (``file_ctime_ns``). ``deltas``: ``delta_listing`` as the
+        caller took it a moment before (not read again)."""
         rows = []
         for f in self._files():
             stat = file_stat(f)
             if stat is not None:
                 rows.append((unquote(f.parent.name), int(f.stem) if f.stem.isdigit() else None, str(f), stat[2],
-                             stat[0], stat[1], stat[3]))
+                             stat[0], stat[1], stat[3], stat[2]))
         schema = {"symbol": pl.String(), "year": pl.Int32(), "path": pl.String(), "ctime_ns": pl.Int64(),
-                  "size": pl.Int64(), "mtime_ns": pl.Int64(), "ino": pl.Int64()}
+                  "size": pl.Int64(), "mtime_ns": pl.Int64(), "ino": pl.Int64(), "file_ctime_ns": pl.Int64()}
         listed = pl.DataFrame(rows, schema=schema, orient="row")
         # A delta changes the (symbol, year)s it holds bars of: their ``ctime_ns`` is the latest of
-        # the year file's and those deltas' (a reader that trusts it reads the year file and them).
-        touched = []
+        # the year file's and those deltas' (a reader that trusts it reads the year file and them);
+        # ``file_ctime_ns`` stays the year file's own (a reader tells a rewritten year file from
+        # one that only gained a delta's bars: ``delta_listing`` dates those to the day).
+        touched = self.delta_listing() if deltas is None else deltas
+        if touched.height:
+            latest = touched.group_by("symbol", "year").agg(pl.col("ctime_ns").max().alias("_delta_ctime"))
+            listed = listed.join(latest, on=["symbol", "year"], how="left", maintain_order="left").select(
+                "symbol", "year", "path", pl.max_horizontal("ctime_ns", "_delta_ctime").alias("ctime_ns"),
+                "size", "mtime_ns", "ino", "file_ctime_ns",
+            )
+        return listed
+
+    def delta_listing(self) -> pl.DataFrame:
+        """Per stored delta file and (symbol, year) it holds bars of: ``symbol``, ``year``, the
+        delta's ``ctime_ns`` (as ``bar_files``) and the first date of its bars there (``first``).
+        A delta only appends bars after its year file's last (``_appends_to_last_years``), so a
+        year file unchanged since a reader listed it, with deltas newer than that, differs from
+        what the reader read only from those deltas' ``first`` on."""
+        parts = []
         for f in delta_files(self.delta_dir):
             stat = file_stat(f)
             if stat is not None:
-                pairs = read_sorted([f]).select("symbol", pl.col("date").dt.year().cast(pl.Int32).alias("year")).unique()
-                touched.append(pairs.with_columns(pl.lit(stat[2], pl.Int64).alias("_delta_ctime")))
-        if touched:
-            latest = pl.concat(touched).group_by("symbol", "year").agg(pl.col("_delta_ctime").max())
-            listed = listed.join(latest, on=["symbol", "year"], how="left", maintain_order="left").select(
-                "symbol", "year", "path", pl.max_horizontal("ctime_ns", "_delta_ctime").alias("ctime_ns"),
-                "size", "mtime_ns", "ino",
-            )
-        return listed
+                parts.append(
+                    read_sorted([f]).group_by("symbol", pl.col("date").dt.year().cast(pl.Int32).alias("year"))
+                    .agg(pl.col("date").min().alias("first"))
+                    .with_columns(pl.lit(stat[2], pl.Int64).alias("ctime_ns"))
+                )
+        schema = {"symbol": pl.String(), "year": pl.Int32(), "first": pl.Date(), "ctime_ns": pl.Int64()}
+        if not parts:
+            return pl.DataFrame(schema=schema)
+        return pl.concat(parts).select(list(schema)).sort("symbol", "year", "ctime_ns")
 
     def hand_over(self, files: pl.DataFrame) -> pl.DataFrame | None:
         """The bars the last land wrote, if they are all the lake holds: ``read_bar_files`` of

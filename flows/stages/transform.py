@@ -111,21 +111,36 @@ def transform(
     assets = lake.read_assets()
     params = mart_params(settings, universe)
     fingerprint = transform_fingerprint(params, settings, lake.source)
-    files = lake.bar_files()
+    # The deltas' first dates date a year file's change to the day (``lake_read_plan``).
+    deltas = lake.delta_listing()
+    files = lake.bar_files(deltas)
     # The bars this run's land wrote, if they are the whole lake (``Lake.hand_over``: taken here
     # either way, so the lake holds no copy of them through a read or the build).
     landed = lake.hand_over(files)
     withdrawn = lake.read_withdrawn()
-    plan = (
-        lake_read_plan(settings, lake.source, fingerprint, as_of, files, withdrawn, assets)
-        if bounded else "asked to read the whole lake"
-    )
+    context_days = settings.lake_context_days or None
+
+    def planned(days: int | None) -> LakeRead | str:
+        return (
+            lake_read_plan(settings, lake.source, fingerprint, as_of, files, withdrawn, assets, deltas, days)
+            if bounded else "asked to read the whole lake"
+        )
+
+    plan = planned(context_days)
     if isinstance(plan, LakeRead):
         landed = None  # the bounded read takes a few years of files and the published bars
     read = (
         _read_bounded(lake, settings, as_of, assets, files, plan, params if narrow else None)
         if isinstance(plan, LakeRead) else plan
     )
+    if isinstance(read, str) and isinstance(plan, LakeRead) and plan.context_start is not None:
+        # The few days' context cannot start the screen of some symbol (``merge_published``: e.g. a
+        # gap, or a bad bar at its start): the year before, as the plan's context, then the whole lake.
+        plan = planned(None)
+        read = (
+            _read_bounded(lake, settings, as_of, assets, files, plan, params if narrow else None)
+            if isinstance(plan, LakeRead) else plan
+        )
     narrowed = None
     if isinstance(read, str):
         lake_read = f"read the whole lake ({files.height} year files): {read}"
@@ -150,8 +165,8 @@ def transform(
     else:
         stored, prices, quarantined, calendar, narrowed = read
         lake_read = (
-            f"read {len(plan.files)} of {files.height} lake year files (from {plan.context_from.year}; "
-            f"nothing landed or withdrawn before {plan.changed_from})"
+            f"read {len(plan.files)} of {files.height} lake year files (from {plan.context_from.year}, "
+            f"screened from {plan.context_from}; nothing landed or withdrawn before {plan.changed_from})"
             + (f"; published bars from {narrowed.bars_from}" if narrowed is not None else "")
         )
     if prices.is_empty():
@@ -257,6 +272,11 @@ def _read_bounded(
     stored = lake.read_bar_files(plan.files)
     if stored["date"].max() is not None and (stored["date"].max() > as_of or stored["date"].null_count()):
         stored = stored.filter(pl.col("date") <= as_of)
+    if plan.context_start is not None:
+        # A few days' context: the bars of the year files read before it are the published run's
+        # (``merge_published``), not screened again (the symbols read whole are, whole).
+        whole = pl.Series(sorted(plan.whole), dtype=pl.String).implode()
+        stored = stored.filter((pl.col("date") >= plan.context_start) | pl.col("symbol").is_in(whole))
     narrowed = None
     try:
         first = published_first_date(settings, plan)

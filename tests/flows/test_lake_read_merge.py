@@ -4,7 +4,7 @@ and quarantine rows give exactly one screen of the whole lake, or a reason to re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 from polars.testing import assert_frame_equal
@@ -168,3 +168,52 @@ def test_every_symbol_read_whole_keeps_no_published_bar():
     assert not isinstance(merged, str), merged
     assert_frame_equal(merged[0], clean_all, check_exact=True)
     assert_frame_equal(merged[1], q_all, check_exact=True)
+
+
+# A few days' context (``LakeRead.context_start``): the first changed date known to the day.
+CHANGED_DAY = date(2018, 3, 7)
+SHORT = CHANGED_DAY - timedelta(days=14)
+
+
+def short_screens(lake: pl.DataFrame, withdrawn: frozenset[str] = frozenset()) -> Screens:
+    kw = {"sessions": sessions(lake["date"].min(), AS_OF), "assets": ASSETS, "jump_bounds": BOUNDS}
+    clean_all, q_all = screen("fact_prices", lake, AS_OF, **kw)
+    plan = LakeRead([], CHANGED_DAY, frozenset(), "run-1", SHORT, withdrawn)
+    read = lake.filter(pl.col("date") >= SHORT)
+    clean, q = screen("fact_prices", read, AS_OF, **kw)
+    return Screens(clean_all, q_all, plan, read, clean, q, clean_all.filter(pl.col("date") < CHANGED_DAY))
+
+
+def test_a_few_days_context_merges_to_one_screen_of_the_whole_lake():
+    # Spikes just before the context, on its second session, and on the changed date.
+    lake = bars({"AAA": [SHORT - timedelta(days=1), date(2017, 3, 14)], "BBB": [date(2018, 2, 22)],
+                 "CCC": [CHANGED_DAY]}, saturday=date(2016, 3, 12))
+    s = short_screens(lake)
+    assert s.plan.context_from == SHORT
+    merged = s.merge(files_of(lake))
+    assert not isinstance(merged, str), merged
+    assert_frame_equal(merged[0], s.clean_all, check_exact=True)
+    assert_frame_equal(merged[1], s.q_all, check_exact=True)
+
+
+def test_a_spike_at_the_few_days_contexts_start_is_told_apart():
+    lake = bars({"BBB": [date(2018, 2, 21)]}, saturday=date(2016, 3, 12))  # SHORT: Wednesday 21 February
+    assert SHORT == date(2018, 2, 21)
+    merged = short_screens(lake).merge(files_of(lake))
+    assert merged == "the published bar of BBB on 2018-02-21 is not the stored one"
+
+
+def test_one_clean_bar_in_the_few_days_context_is_told_apart():
+    lake = bars({}, saturday=date(2016, 3, 12))
+    lake = lake.filter(~((pl.col("symbol") == "CCC") & pl.col("date").is_between(SHORT, CHANGED_DAY - timedelta(days=2))))
+    merged = short_screens(lake).merge(files_of(lake))
+    assert merged == "1 symbol(s) without two clean bars in 2018-02-21 to 2018-03-07 to start the screen from, e.g. CCC"
+
+
+def test_a_symbol_withdrawn_from_with_no_bar_left_in_the_context_is_not_kept_whole():
+    """CCC's bars from the context on were withdrawn: none is read, yet its published bars there
+    (the withdrawn ones) must not be kept."""
+    lake = bars({}, saturday=date(2016, 3, 12)).filter(~((pl.col("symbol") == "CCC") & (pl.col("date") >= SHORT)))
+    assert not isinstance(short_screens(lake).merge(files_of(lake)), str)
+    merged = short_screens(lake, withdrawn=frozenset({"CCC"})).merge(files_of(lake))
+    assert merged == "1 symbol(s) without two clean bars in 2018-02-21 to 2018-03-07 to start the screen from, e.g. CCC"

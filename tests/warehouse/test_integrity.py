@@ -296,5 +296,14 @@ def test_read_tables_filters_in_the_scan_and_names_a_bad_condition(tmp_path):
     assert read_tables(path, ["t"], {"t": [("n", "in", ())]})["t"].columns == ["n", "kind"]
     assert read_tables(path, ["t"], {"t": [("n", "in", (3, 5)), ("kind", "!=", "even")]})["t"]["n"].to_list() == [3, 5]
     assert read_tables(path, ["t"], {"t": None})["t"].height == 100
+    # Sorted in DuckDB on request, strings by their bytes as Polars sorts them ("Z" before "a").
+    ordered = read_tables(path, ["t"], {"t": [("n", "<", 6)]}, {"t": ("kind", "n")})["t"]
+    assert ordered.select("kind", "n").rows() == [("even", 0), ("even", 2), ("even", 4), ("odd", 1), ("odd", 3), ("odd", 5)]
+    mixed = tmp_path / "m.duckdb"
+    con = duckdb.connect(str(mixed))
+    con.execute("CREATE TABLE s AS SELECT * FROM (VALUES ('a'), ('Z'), ('^R'), ('B')) AS v(symbol)")
+    con.close()
+    got = read_tables(mixed, ["s"], order={"s": ("symbol",)})["s"]
+    assert got.equals(got.sort("symbol"))
     with pytest.raises(ValueError, match="unknown condition operator '~' on column kind"):
         read_tables(path, ["t"], {"t": [("kind", "~", "odd")]})

@@ -144,6 +144,14 @@ def test_bar_files_dates_a_year_by_its_latest_delta(lakes):
     files = delta.bar_files()
     changed = files.filter(pl.col("ctime_ns") > listed)
     assert sorted(changed["symbol"].to_list()) == sorted(SYMBOLS) and changed["year"].unique().to_list() == [2024]
+    # The year files themselves were not written: only the delta holds the change, from its first date.
+    assert (changed["file_ctime_ns"] <= listed).all()
+    listing = delta.delta_listing()
+    assert listing.select("symbol", "year", "first").sort("symbol").rows() == [(s, 2024, NIGHTS[0]) for s in sorted(SYMBOLS)]
+    assert (listing["ctime_ns"] > listed).all()
+    delta.upsert_bars(bars(SYMBOLS, [NIGHTS[1]]), at(2))
+    later = delta.delta_listing().filter(pl.col("ctime_ns") > listing["ctime_ns"].max())
+    assert later["first"].unique().to_list() == [NIGHTS[1]]
 
 
 def test_landed_unchanged_holds_after_a_delta_and_not_once_a_delta_changes(lakes):
