@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -208,6 +209,34 @@ def settle_imports() -> None:
     import gc
 
     gc.freeze()  # not collected first: the imports leave a few hundred objects of garbage, a collection costs 0.08 s
+
+
+# Set by ``main``: this process is the command line (``xasset``, ``python -m flows.cli``), not a
+# caller of ``app`` such as a test's CliRunner, whose process must end as it would.
+_AS_PROGRAM = False
+
+
+def end_without_teardown() -> None:
+    """Once a pipeline command has printed its result: the process ends right after its exit handlers.
+
+    Python's own end then tears down every module and object of the run one by one
+    (Prefect, pydantic, Polars, DuckDB, the frozen imports): 0.45 s of a next day's
+    12 s, measured on a replay at 2,000 symbols, for nothing anyone reads. Prefect's and
+    logging's exit handlers still run (all of them, in their order: ``atexit._run_exitfuncs``),
+    worker threads are already joined by then, and everything the run writes is closed
+    when its stage ends (atomic files, DuckDB connections closed in ``finally``).
+    """
+    if not _AS_PROGRAM:
+        return
+
+    def end() -> None:
+        atexit.unregister(end)
+        atexit._run_exitfuncs()  # registered before this one: they would run after it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    atexit.register(end)  # the last registered runs first
 
 
 def unsettle_imports() -> None:
@@ -478,6 +507,7 @@ def run(
         print_report(out, summary.report)
     out.print(f"warehouse: {summary.warehouse_path}")
     out.print(f"marts:     {summary.marts_dir}/<table>/")
+    end_without_teardown()
 
 
 class SqlFormat(str, Enum):
@@ -744,6 +774,7 @@ def backfill(
         out.print(f"[yellow]warning:[/] {w}", highlight=False)
     if summary.report is not None:
         print_report(out, summary.report)
+    end_without_teardown()
 
 
 @app.command()
@@ -834,5 +865,12 @@ def mirror(
         out.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
-if __name__ == "__main__":  # pragma: no cover
+def main() -> None:
+    """The command line as a program: a finished pipeline command may end without teardown."""
+    global _AS_PROGRAM
+    _AS_PROGRAM = True
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
