@@ -13,7 +13,7 @@ from contextlib import ExitStack, contextmanager
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -21,7 +21,9 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from contracts.vocabulary import SOURCES
-from flows.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # imported when first used: its Polars, PyArrow and contracts are 0.6 s of `--help`
+    from flows.settings import Settings
 
 out = Console(soft_wrap=not sys.stdout.isatty())  # pipes and logs: one line per message
 err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
@@ -93,6 +95,8 @@ def day(value: datetime | None) -> date | None:
 
 
 def settings_for(data_dir: Path | None) -> Settings:
+    from flows.settings import get_settings
+
     settings = get_settings()
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": data_dir})
