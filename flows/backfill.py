@@ -22,9 +22,10 @@ from pathlib import Path
 from prefect import flow
 
 from flows.run import RunSummary
-from flows.runners import RunnerSettings, build_task_runner
+from flows.runners import RunnerSettings, build_task_runner, plain_parameters
 
 
+@plain_parameters
 @flow(name="backfill", log_prints=True, task_runner=build_task_runner(RunnerSettings()))
 def backfill(
     start: date,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -12,7 +13,7 @@ from contextlib import ExitStack, contextmanager
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,7 +21,9 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from contracts.vocabulary import SOURCES
-from flows.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # imported when first used: its Polars, PyArrow and contracts are 0.6 s of `--help`
+    from flows.settings import Settings
 
 out = Console(soft_wrap=not sys.stdout.isatty())  # pipes and logs: one line per message
 err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
@@ -92,6 +95,8 @@ def day(value: datetime | None) -> date | None:
 
 
 def settings_for(data_dir: Path | None) -> Settings:
+    from flows.settings import get_settings
+
     settings = get_settings()
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": data_dir})
@@ -208,6 +213,34 @@ def settle_imports() -> None:
     import gc
 
     gc.freeze()  # not collected first: the imports leave a few hundred objects of garbage, a collection costs 0.08 s
+
+
+# Set by ``main``: this process is the command line (``xasset``, ``python -m flows.cli``), not a
+# caller of ``app`` such as a test's CliRunner, whose process must end as it would.
+_AS_PROGRAM = False
+
+
+def end_without_teardown() -> None:
+    """Once a pipeline command has printed its result: the process ends right after its exit handlers.
+
+    Python's own end then tears down every module and object of the run one by one
+    (Prefect, pydantic, Polars, DuckDB, the frozen imports): 0.45 s of a next day's
+    12 s, measured on a replay at 2,000 symbols, for nothing anyone reads. Prefect's and
+    logging's exit handlers still run (all of them, in their order: ``atexit._run_exitfuncs``),
+    worker threads are already joined by then, and everything the run writes is closed
+    when its stage ends (atomic files, DuckDB connections closed in ``finally``).
+    """
+    if not _AS_PROGRAM:
+        return
+
+    def end() -> None:
+        atexit.unregister(end)
+        atexit._run_exitfuncs()  # registered before this one: they would run after it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    atexit.register(end)  # the last registered runs first
 
 
 def unsettle_imports() -> None:
@@ -478,6 +511,7 @@ def run(
         print_report(out, summary.report)
     out.print(f"warehouse: {summary.warehouse_path}")
     out.print(f"marts:     {summary.marts_dir}/<table>/")
+    end_without_teardown()
 
 
 class SqlFormat(str, Enum):
@@ -744,6 +778,7 @@ def backfill(
         out.print(f"[yellow]warning:[/] {w}", highlight=False)
     if summary.report is not None:
         print_report(out, summary.report)
+    end_without_teardown()
 
 
 @app.command()
@@ -834,5 +869,12 @@ def mirror(
         out.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
-if __name__ == "__main__":  # pragma: no cover
+def main() -> None:
+    """The command line as a program: a finished pipeline command may end without teardown."""
+    global _AS_PROGRAM
+    _AS_PROGRAM = True
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -27,7 +27,7 @@ from flows.artifacts import RunReport, publish_artifacts, summarize, with_alpha_
 from flows.backfill import Checkpoint, chunk_id, publish_as_of, year_chunks
 from flows.calendar import cache_sessions_in
 from flows.run import PipelineError, RunSummary
-from flows.runners import RunnerSettings, build_task_runner
+from flows.runners import RunnerSettings, build_task_runner, plain_parameters
 from flows.settings import get_settings
 from flows.sources.base import InputProblem, SourceError, SymbolOutcome, empty_bars
 from flows.sources.registry import make_source
@@ -309,6 +309,7 @@ def report_run(
     return report
 
 
+@plain_parameters
 @flow(name="nightly", log_prints=True, task_runner=build_task_runner(RunnerSettings()))
 def nightly(
     source: str = "sample",

@@ -36,3 +36,32 @@ def local_dask_runner(workers: int) -> TaskRunner:
     return DaskTaskRunner(
         cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
     )
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def plain_parameters(flow_):
+    """``flow_`` with its run's parameters stored as Prefect stores them, without FastAPI.
+
+    Prefect serialises a flow run's parameters with FastAPI's ``jsonable_encoder``,
+    whose import brings FastAPI's whole application stack (0.1-0.2 s of a next day's
+    start, ``python -X importtime``). The pipeline's flows take plain values: text,
+    numbers, dates (ISO text, as the encoder gives them) and lists of text; any other
+    value still goes through Prefect's own serialiser.
+    """
+    from datetime import date
+
+    prefect_serialize = flow_.serialize_parameters
+
+    def serialize_parameters(parameters: dict) -> dict:
+        def plain(v) -> bool:
+            return isinstance(v, _PLAIN + (date,)) or (isinstance(v, list) and all(isinstance(x, _PLAIN) for x in v))
+
+        if not all(plain(v) for v in parameters.values()):
+            return prefect_serialize(parameters)
+        return {k: v.isoformat() if isinstance(v, date) else (list(v) if isinstance(v, list) else v)
+                for k, v in parameters.items()}
+
+    flow_.serialize_parameters = serialize_parameters
+    return flow_

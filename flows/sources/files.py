@@ -71,7 +71,11 @@ from flows.sources.files_cursor import (
     bytes_digest,
     code_digest,
     combine,
-    rows_digests,
+    digest_rows,
+    follow_parquet,
+    group_records,
+    groups_digest,
+    row_hashes,
     summarize,
 )
 from flows.universe import Universe, check_symbol, infer_asset_class
@@ -377,7 +381,7 @@ def _is_ms(value: object) -> bool:
     return _MS_RANGE[0] <= value < _MS_RANGE[1]
 
 
-def _from_table(frame: pl.DataFrame, path: Path, keep_time: bool = False) -> pl.DataFrame:
+def _from_table(frame: pl.DataFrame, path: Path, keep_time: bool = False, skipped: int = 0) -> pl.DataFrame:
     rename = {c: _COLUMN_ALIASES.get(c.strip().lower(), c) for c in frame.columns}
     if len(set(rename.values())) < len(rename):
         frame = frame.select(list({v: k for k, v in reversed(rename.items())}.values()))
@@ -388,7 +392,8 @@ def _from_table(frame: pl.DataFrame, path: Path, keep_time: bool = False) -> pl.
         shown = ", ".join(quote(c, 30) for c in frame.columns[:10])
         raise NotAPriceHistory(f"no {', '.join(missing)} column(s); columns are [{shown}]")
     keep = [c for c in ("symbol", "date", *_PRICE_COLUMNS, "adj_close", "volume") if c in frame.columns]
-    frame = frame.select(keep).with_row_index(_AT, offset=1).with_columns(pl.lit(None, pl.String).alias(_WHY))
+    # ``skipped``: the frame is the file's rows after that many (read through the input cursor).
+    frame = frame.select(keep).with_row_index(_AT, offset=1 + skipped).with_columns(pl.lit(None, pl.String).alias(_WHY))
     dtype = frame.schema["date"]
     if keep_time:
         if isinstance(dtype, pl.Datetime):
@@ -428,12 +433,14 @@ def read_ipc(path: Path, keep_time: bool = False) -> pl.DataFrame:
     return _from_table(frame, path, keep_time)
 
 
-def read_parquet(path: Path, keep_time: bool = False) -> pl.DataFrame:
+def read_parquet(path: Path, keep_time: bool = False, skip: int = 0) -> pl.DataFrame:
+    """The file's rows, or those after the first ``skip`` (numbered as in the whole file)."""
     try:
-        frame = pl.read_parquet(path)
+        # read_parquet is this scan collected; the slice skips the row groups before ``skip`` unread.
+        frame = pl.scan_parquet(path).slice(skip).collect() if skip else pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         raise FileFormatError(f"{path}: unreadable Parquet: {clip(str(exc))}") from None
-    return _from_table(frame, path, keep_time)
+    return _from_table(frame, path, keep_time, skipped=skip)
 
 
 READERS = {"csv": read_csv, "json": read_json, "ipc": read_ipc, "parquet": read_parquet}
@@ -688,15 +695,29 @@ class FilesSource:
                 continue
             kind = SUFFIXES[path.suffix.lower()]
             try:
-                frame = READERS[kind](path)
+                if rec.groups is not None and kind == "parquet":
+                    # Only the row groups from the first not byte for byte as recorded are decoded.
+                    grown = follow_parquet(path, rec, lambda p, skip: read_parquet(p, skip=skip))
+                    if grown is None:
+                        self.cursor.not_used("%s: its first %d rows changed", rel, rec.rows)
+                        return None
+                    height, followed = grown.skipped + grown.frame.height, grown.groups
+                    whole, added = groups_digest(followed), grown.frame.slice(rec.rows - grown.skipped)
+                else:
+                    before = os.stat(path)
+                    frame = READERS[kind](path)
+                    hashes = row_hashes(frame)
+                    first = digest_rows(frame.schema, memoryview(hashes)[: 8 * min(rec.rows, frame.height)])
+                    if frame.height < rec.rows or first != rec.digest:
+                        self.cursor.not_used("%s: its first %d rows changed", rel, rec.rows)
+                        return None
+                    # A Parquet file is followed by row group from now on.
+                    followed = group_records(path, frame.schema, hashes, before) if kind == "parquet" else None
+                    whole = groups_digest(followed) if followed else digest_rows(frame.schema, hashes)
+                    height, added = frame.height, frame.slice(rec.rows)
             except (NotAPriceHistory, FileFormatError, OSError):
                 self.cursor.not_used("%s no longer reads as it did", rel)
                 return None
-            first, whole = rows_digests(frame, min(rec.rows, frame.height))
-            if frame.height < rec.rows or first != rec.digest:
-                self.cursor.not_used("%s: its first %d rows changed", rel, rec.rows)
-                return None
-            added = frame.slice(rec.rows)
             symbols = set(rec.symbols)
             if added.height:
                 problems: list[InputProblem] = []
@@ -733,7 +754,7 @@ class FilesSource:
                 new.append(kept.join(named, on=_GROUP).select(
                     pl.col(c).cast(t) for c, t in SOURCE_BAR_SCHEMA.items()
                 ))
-            records.append(FileRecord(str(path), rel, "rows", whole, frame.height, sorted(symbols)))
+            records.append(FileRecord(str(path), rel, "rows", whole, height, sorted(symbols), followed))
         known = set(state.assets["symbol"])
         meta = [self._asset(sym, universe) for sym in names if sym.symbol not in known]
         assets = pl.concat([state.assets, pl.DataFrame(meta, schema=ASSET_SCHEMA)]) if meta else state.assets
@@ -777,7 +798,7 @@ class FilesSource:
         for path, rel in self._discover():
             kind = SUFFIXES.get(path.suffix.lower())
             info = {"path": path, "rel": rel, "problems": len(problems), "warnings": len(warnings),
-                    "digest": None, "rows": 0, "symbols": set()}
+                    "digest": None, "rows": 0, "symbols": set(), "groups": None}
             seen.append(info)
             try:
                 name = symbol_from_filename(path, universe)
@@ -791,6 +812,7 @@ class FilesSource:
                 if hour and name is not None and name.asset_class not in ("crypto", "index_crypto"):
                     raise NotAPriceHistory(f"hourly candles of {name.symbol}, not a crypto pair: only crypto is "
                                            "sampled from hourly candles")
+                before = os.stat(path)
                 frame = READERS[kind](path, keep_time=True) if hour else READERS[kind](path)
             except NotAPriceHistory as why:
                 problems.append(InputProblem(rel, f"not a price history ({clip(str(why))})", "file skipped",
@@ -808,7 +830,11 @@ class FilesSource:
                     info["symbols"].add(name.symbol)
                 continue
             if not hour:  # the decoded rows, for the input cursor
-                info["rows"], info["digest"] = frame.height, rows_digests(frame, frame.height)[0]
+                hashes = row_hashes(frame)
+                info["rows"], info["digest"] = frame.height, digest_rows(frame.schema, hashes)
+                if kind == "parquet" and self.cursor is not None:
+                    info["groups"] = group_records(path, frame.schema, hashes, before)
+                    info["digest"] = groups_digest(info["groups"]) if info["groups"] else info["digest"]
             where = f"{rel} {'line' if kind == 'csv' else 'row'} "
             frame = frame.with_columns((pl.lit(where) + pl.col(_AT).cast(pl.String)).alias(ORIGIN)).drop(_AT)
             if "symbol" in frame.columns:
@@ -884,7 +910,7 @@ class FilesSource:
             clean = info["problems"] == after["problems"] and info["warnings"] == after["warnings"]
             path, rel, symbols = info["path"], info["rel"], sorted(info["symbols"])
             if clean and info["digest"] is not None:
-                records.append(FileRecord(str(path), rel, "rows", info["digest"], info["rows"], symbols))
+                records.append(FileRecord(str(path), rel, "rows", info["digest"], info["rows"], symbols, info["groups"]))
             else:
                 try:
                     records.append(FileRecord(str(path), rel, "bytes", bytes_digest(path), 0, symbols))

@@ -10,7 +10,9 @@ must be equal, and the cursor must have been used where the input only grew.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -318,3 +320,62 @@ def test_real_folders_a_day_later_land_through_the_cursor_as_without_it(real_dat
     # unchanged, and this test cut a row of it too, so that night reads everything.
     assert got["delta"] is (folder != "xjcarter-data")
     assert got["handed_on"] > 0 if got["delta"] else True
+
+
+def write_grouped(folder: Path, frame: pl.DataFrame) -> None:
+    """The long file in row groups of 32 rows (3 a day): a day more leaves all but the last as they were."""
+    frame.write_parquet(folder / "equities.parquet", row_group_size=32)
+
+
+def test_parquet_row_groups_as_recorded_are_not_decoded(nights, monkeypatch):
+    import flows.sources.files as files
+
+    skips: list[int] = []
+    decode = files.read_parquet
+
+    def spied(path: Path, keep_time: bool = False, skip: int = 0) -> pl.DataFrame:
+        skips.append(skip)
+        return decode(path, keep_time, skip)
+
+    monkeypatch.setattr(files, "read_parquet", spied)  # the cursor's decoding only (READERS keeps the original)
+    write_grouped(nights.folder, long_frame(60))  # the same rows in other row groups: checked row by row
+    got = nights.step()
+    assert got["delta"] and got["handed_on"] == 0 and skips == [0]
+    write_grouped(nights.folder, long_frame(61))
+    got = nights.step()
+    # 180 rows were 5 row groups of 32 and one of 20: the 5 are byte for byte as recorded, the 20 rows
+    # after them are decoded and hashed with the 3 new ones.
+    assert got["delta"] and got["handed_on"] == 3 and skips[-1] == 160
+    write_grouped(nights.folder, long_frame(62))
+    got = nights.step()
+    assert got["delta"] and got["handed_on"] == 3 and skips[-1] == 160
+    rows = {o.symbol: o.rows for o in got["outcomes"]}
+    assert rows == {"AAA": 62, "BBB": 62, "CCC": 60, "^RUT": 62}
+
+
+@pytest.mark.parametrize("row", [40, 170], ids=["in a row group vouched for by its bytes", "in a row group decoded"])
+def test_a_changed_row_of_a_parquet_file_followed_by_row_group_falls_back(nights, row):
+    write_grouped(nights.folder, long_frame(61))
+    nights.step()
+    write_grouped(nights.folder, long_frame(62))
+    assert nights.step()["delta"]
+    path = nights.folder / "equities.parquet"
+    before = path.stat()
+    frame = long_frame(63).with_row_index("i").with_columns(
+        close=pl.when(pl.col("i") == row).then(pl.col("close") + 0.01).otherwise(pl.col("close"))
+    ).drop("i")
+    # Rewritten in place (same file, its old modification time): only its content tells.
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, row_group_size=32)
+    with path.open("r+b") as fh:
+        fh.write(buffer.getvalue())
+        fh.truncate()
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_ino == before.st_ino
+    got = nights.step()
+    assert not got["delta"] and got["written"] == 1 + 3
+    assert "equities.parquet: its first 186 rows changed" in nights.said_by_cursor
+    write_grouped(nights.folder, long_frame(64))  # corrected back, a day more: read whole, then followed
+    assert not nights.step()["delta"]
+    write_grouped(nights.folder, long_frame(65))
+    assert nights.step()["delta"]
