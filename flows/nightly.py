@@ -32,7 +32,9 @@ from flows.settings import get_settings
 from flows.sources.base import InputProblem, SourceError, SymbolOutcome, empty_bars
 from flows.sources.registry import make_source
 from flows.stages.extract import check_failures, extract, land, record_ingest, withdraw_absent
-from flows.stages.publish import add_run_tables, audit_run, load, mirror_published, publish, stage_marts
+from flows.stages.publish import (
+    BackgroundMarts, add_run_tables, audit_run, load, mirror_published, publish, stage_marts,
+)
 from flows.stages.transform import note_transform, transform
 from flows.universe import load_universe
 from warehouse import snapshots
@@ -81,6 +83,16 @@ def tidy_data_dir(data_dir: Path, logger) -> RunLog:
         else:
             logger.warning("run %s did not finish (killed or crashed); marked interrupted", killed)
     return log
+
+
+def abandon(marts_job: BackgroundMarts | None, grace_s: float) -> None:
+    """Stop marts being written beside a run that failed or was cancelled, before its staging is removed.
+
+    Half the stop grace at most (the other half records the run): one table's write
+    at worst. A thread still writing after that writes into a removed directory;
+    what it leaves is a ``.tmp-`` staging leftover the next run removes."""
+    if marts_job is not None:
+        marts_job.abandon(grace_s / 2)
 
 
 def run_pipeline(
@@ -147,6 +159,7 @@ def run_pipeline(
         log.record_run(record)
         cancel.current_run(run.run_id, settings.data_dir)
         staging: snapshots.Staging | None = None
+        marts_job: BackgroundMarts | None = None
         published = False
         withdrawn = empty_bars()
         tables: dict[str, pl.DataFrame] = {}
@@ -220,12 +233,22 @@ def run_pipeline(
             add_run_tables(tables, log, record, problems, withdrawn)
             staging = snapshots.stage(settings.data_dir, run.run_id)
             staging.write_state({**built.state, "run_id": run.run_id, "incremental_from": built.incremental_from})
+            extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic, "crypto_close": settings.crypto_close}
+            published_marts = settings.data_dir / snapshots.MARTS_DIR
+            if settings.overlap_marts and built.incremental_from is not None:
+                # The marts are written from the run's frames, not from the warehouse: in an incremental
+                # run (small frames, a peak far below the limit) they are written beside the load and
+                # the audit (~1.2 s of each at 2,000 equities) instead of after them. A full run
+                # keeps the stages apart: their peaks together went over 8 GiB.
+                marts_job = BackgroundMarts(tables, staging, run.run_id, extra, unchanged_before, published_marts)
             loaded = load(tables, staging.warehouse_path, settings.warehouse_storage_version,
                           settings.data_dir / snapshots.WAREHOUSE_FILE, unchanged_before,
                           settings.warehouse_compact_above)
             run.table_rows = loaded.counts
             if loaded.whole:
                 # Built whole after all (warehouse.build.whole_tables): the tails are whole tables now.
+                # Marts being written from the tails meanwhile hold the same rows (Marts.unchanged_before:
+                # their earlier rows are the published run's, as here); the thread keeps its own dict.
                 tables |= loaded.whole
                 unchanged_before = {}
             stage_done("load")
@@ -235,8 +258,11 @@ def run_pipeline(
             run.warnings += audit_run(tables, as_of, run.run_id, settings.exchange_calendar, since, built.price_warnings)
             stage_done("audit")
             stage_start("publish")
-            extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic, "crypto_close": settings.crypto_close}
-            stage_marts(tables, staging, run.run_id, extra, unchanged_before, settings.data_dir / snapshots.MARTS_DIR)
+            if marts_job is not None:
+                marts_job.result()
+                marts_job = None
+            else:
+                stage_marts(tables, staging, run.run_id, extra, unchanged_before, published_marts)
             # The warehouse and every mart become visible together, or not at all;
             # a stop request waits for the switch (and is honoured right after).
             with cancel.shielded():
@@ -253,6 +279,7 @@ def run_pipeline(
             run.status = "failed"
             run.error = str(exc) if isinstance(exc, (PipelineError, SourceError, StoredFileError, ValueError)) else repr(exc)
             if staging is not None:
+                abandon(marts_job, settings.stop_grace_seconds)
                 snapshots.discard(staging)
             raise
         except BaseException as exc:
@@ -265,6 +292,7 @@ def run_pipeline(
                 run.status = "cancelled"
                 run.error = f"{cancel.describe(exc)}; nothing published"
             if staging is not None:
+                abandon(marts_job, settings.stop_grace_seconds)
                 snapshots.discard(staging)
             exc.run_id, exc.published = run.run_id, published  # type: ignore[attr-defined]
             raise

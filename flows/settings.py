@@ -82,6 +82,12 @@ class ExecutionSettings(BaseSettings):
         description="After Ctrl-C or SIGTERM, how long `xasset run`/`backfill` may take to record the run "
         "cancelled and stop cleanly before it stops at once (a second signal stops at once too).",
     )
+    overlap_marts: bool = Field(
+        True,
+        description="In an incremental run, write the Parquet marts in a thread while the warehouse is loaded "
+        "and audited (they do not depend on it; the switch still waits for the audit). A full run writes them "
+        "after, one stage at a time: overlapping its two largest memory peaks went over 8 GiB.",
+    )
 
 
 class Settings(ExecutionSettings):

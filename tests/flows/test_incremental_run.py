@@ -240,6 +240,7 @@ def test_a_copied_run_audits_what_it_writes_and_a_bad_new_row_still_publishes_no
     with pytest.raises(Exception, match=r"audit failed, nothing published: fact_returns: \(symbol, session_date\) is unique"):
         nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
     assert snapshots.current_run(tmp_path) == published
+    assert snapshots.stale_temp_paths(tmp_path) == [], "its staging (marts written beside the audit) removed"
     # The copied run audited each handed-on table from its date (the rows it writes), not whole.
     since = audited[1]
     assert built_since["fact_returns"] > date(2016, 1, 1) and since["fact_returns"] == built_since["fact_returns"]
@@ -276,3 +277,46 @@ def test_a_node_whose_window_is_too_short_gets_its_table_whole_and_the_build_run
     assert "mart_correlation_matrix" not in again_from and again_rows == published.height
     assert set(again_from) == set(first_from) - {"mart_correlation_matrix"}
     assert_same_tables(tmp_path, full_d2)
+
+
+def test_an_incremental_run_writes_its_marts_beside_the_load_and_a_failure_there_publishes_nothing(
+    tmp_path, full_d2, monkeypatch,
+):
+    """The next night's marts are written in a thread of their own while the warehouse is loaded
+    and audited (flows.stages.publish.BackgroundMarts); the switch waits for them, and a failure
+    in either publishes nothing and leaves no staging behind. A full run writes them after."""
+    import threading
+
+    from warehouse import marts as mart_files
+    from warehouse import snapshots
+
+    threads: list[str] = []
+    stage_marts = mart_files.stage_marts
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return stage_marts(*args, **kwargs)
+
+    monkeypatch.setattr(mart_files, "stage_marts", recording)
+    nightly(source="sample", start=START, as_of=D1, data_dir=str(tmp_path))
+    assert threads == [threading.current_thread().name], "a full run stages its marts after the audit"
+    published = snapshots.current_run(tmp_path)
+
+    def failing(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        raise OSError(28, "No space left on device", str(args[1]))
+
+    monkeypatch.setattr(mart_files, "stage_marts", failing)
+    with pytest.raises(OSError, match="No space left on device"):
+        nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
+    assert threads[-1] == "stage-marts"
+    assert snapshots.current_run(tmp_path) == published
+    assert snapshots.stale_temp_paths(tmp_path) == []
+
+    monkeypatch.setattr(mart_files, "stage_marts", recording)
+    second = nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
+    assert second.incremental_from is not None and threads[-1] == "stage-marts"
+    assert snapshots.current_run(tmp_path) == second.run_id
+    assert_same_tables(tmp_path, full_d2)
+    full = {p.relative_to(full_d2 / "marts") for p in (full_d2 / "marts").rglob("*.parquet")}
+    assert {p.relative_to(tmp_path / "marts") for p in (tmp_path / "marts").rglob("*.parquet")} == full
