@@ -283,8 +283,9 @@ def test_an_incremental_run_writes_its_marts_beside_the_load_and_a_failure_there
     tmp_path, full_d2, monkeypatch,
 ):
     """The next night's marts are written in a thread of their own while the warehouse is loaded
-    and audited (flows.stages.publish.BackgroundMarts); the switch waits for them, and a failure
-    in either publishes nothing and leaves no staging behind. A full run writes them after."""
+    and audited (flows.stages.publish.BackgroundMarts), and its warehouse copy begins before the
+    transform; the switch waits for them, and a failure in either publishes nothing and leaves no
+    staging behind. A full run writes its marts after the audit."""
     import threading
 
     from warehouse import marts as mart_files
@@ -313,9 +314,21 @@ def test_an_incremental_run_writes_its_marts_beside_the_load_and_a_failure_there
     assert snapshots.current_run(tmp_path) == published
     assert snapshots.stale_temp_paths(tmp_path) == []
 
+    import warehouse.build as build
+
+    copies: list[str] = []
+    copy_file = build.copy_file
+
+    def recording_copy(*args, **kwargs):
+        copies.append(threading.current_thread().name)
+        return copy_file(*args, **kwargs)
+
+    monkeypatch.setattr(build, "copy_file", recording_copy)
     monkeypatch.setattr(mart_files, "stage_marts", recording)
     second = nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
     assert second.incremental_from is not None and threads[-1] == "stage-marts"
+    # The published warehouse was copied once, before the transform (build.WarehouseCopy), not by the load.
+    assert copies == ["warehouse-copy"]
     assert snapshots.current_run(tmp_path) == second.run_id
     assert_same_tables(tmp_path, full_d2)
     full = {p.relative_to(full_d2 / "marts") for p in (full_d2 / "marts").rglob("*.parquet")}
