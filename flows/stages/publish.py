@@ -52,6 +52,19 @@ def add_run_tables(
     )
 
 
+def replaced_from(unchanged_before: dict[str, date]) -> str:
+    """Each table's rows are replaced from its own date (warehouse.build.delete_statement): the dates, by
+    how many tables share each, the latest first (an earliest date alone read as if every table reached back
+    to it: the factor IC's does, by its forward windows), and the other tables whole."""
+    by_day: dict[date, list[str]] = {}
+    for name, day in unchanged_before.items():
+        by_day.setdefault(day, []).append(name)
+    days = sorted(by_day, reverse=True)
+    parts = [f"{', '.join(sorted(by_day[d]))} from {d}" if len(by_day[d]) <= 2 else f"{len(by_day[d])} tables from {d}"
+             for d in days]
+    return "rows replaced: " + "; ".join(parts) + "; the other tables whole"
+
+
 @task(cache_policy=NO_CACHE)
 def load(
     tables: dict[str, pl.DataFrame], staged: Path, storage_version: str,
@@ -67,8 +80,7 @@ def load(
     if loaded.full_because:
         get_run_logger().info("warehouse built whole: %s", loaded.full_because)
     else:
-        get_run_logger().info("warehouse copied from the published run; rows replaced from %s",
-                              min(unchanged_before.values()))
+        get_run_logger().info("warehouse copied from the published run; %s", replaced_from(unchanged_before))
     return loaded
 
 

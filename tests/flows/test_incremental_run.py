@@ -333,3 +333,15 @@ def test_an_incremental_run_writes_its_marts_beside_the_load_and_a_failure_there
     assert_same_tables(tmp_path, full_d2)
     full = {p.relative_to(full_d2 / "marts") for p in (full_d2 / "marts").rglob("*.parquet")}
     assert {p.relative_to(tmp_path / "marts") for p in (tmp_path / "marts").rglob("*.parquet")} == full
+
+
+def test_the_load_names_each_tables_own_replace_date():
+    """Each table's rows are replaced from its own date: the log does not read as if all reached back
+    to the earliest (the factor IC's, by its forward windows)."""
+    from flows.stages.publish import replaced_from
+
+    d, e, f = date(2026, 12, 5), date(2026, 12, 4), date(2026, 9, 8)
+    said = replaced_from({"fact_prices": d, "fact_returns": d, "mart_spillover": d, "mart_correlation_matrix": e,
+                          "mart_factor_ic": f})
+    assert said == ("rows replaced: 3 tables from 2026-12-05; mart_correlation_matrix from 2026-12-04; "
+                    "mart_factor_ic from 2026-09-08; the other tables whole")
