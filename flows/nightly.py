@@ -278,7 +278,7 @@ def run_pipeline(
             stage_done("audit")
             stage_start("publish")
             if marts_job is not None:
-                marts_job.result()
+                marts_job.wait()
                 marts_job = None
             else:
                 stage_marts(tables, staging, run.run_id, extra, unchanged_before, published_marts)

@@ -34,7 +34,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from warehouse.files import atomic_write_text
+from warehouse.files import StagingThread, atomic_write_text
 from warehouse.query import read_sql_file, read_tables
 from contracts.schema import Table, ident, sql_literal
 from contracts.tables import TABLES
@@ -316,40 +316,23 @@ def copy_file(src: Path, dst: Path, stop: threading.Event | None = None) -> None
 _NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF, errno.ETXTBSY}
 
 
-class WarehouseCopy:
+class WarehouseCopy(StagingThread):
     """The copy of the published file a copy-on-write load starts from, begun early in a thread.
 
     A next day's copy (a new inode of ~1 GB at 2,000 equities, written and synced:
     ~1 s where the filesystem cannot share extents) does not depend on the run's
     tables, so the pipeline starts it when the run looks incremental and goes on
     with its transform; ``copy_on_write`` waits for it. ``abandon`` stops it
-    between chunks (a full build after all, a failed or cancelled run).
+    between chunks (a full build after all, a failed or cancelled run) and removes its file.
     """
 
     def __init__(self, published: Path, path: Path) -> None:
         self.source = Path(os.path.realpath(published))
         self.path = path
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="warehouse-copy", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            copy_file(self.source, self.path, self._stop)
-        except BaseException as exc:  # handed to the loading thread by wait()
-            self._error = exc
-
-    def wait(self) -> None:
-        """Wait for the copy (a signal still interrupts the wait); raise what failed it."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        super().__init__("warehouse-copy", copy_file, self.source, path)
 
     def abandon(self, wait_s: float = 5.0) -> None:
-        """Stop the copy between chunks and wait for it (at most ``wait_s``); its file is removed."""
-        self._stop.set()
-        self._thread.join(wait_s)
+        super().abandon(wait_s)
         self.path.unlink(missing_ok=True)
 
 

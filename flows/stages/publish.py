@@ -27,6 +27,7 @@ from warehouse import marts as mart_files
 from warehouse import snapshots
 from warehouse.audit import audit, audit_warnings
 from warehouse.build import Loaded, WarehouseCopy, file_refused, load_database
+from warehouse.files import StagingThread
 from warehouse.mirror import mirror_marts
 from warehouse.quality import withdrawn_quarantine
 from warehouse.runs import RunLog
@@ -131,14 +132,14 @@ def stage_marts(
     mart_files.stage_marts(tables, staging.marts_dir, run_id, extra, unchanged_before, published_marts, stop)
 
 
-class BackgroundMarts:
+class BackgroundMarts(StagingThread):
     """``stage_marts`` in a thread of its own, beside the load and the audit.
 
     The marts are written from the run's frames, never from the staged warehouse, so
-    they need not wait for it; the switch still does (``result`` before ``publish``).
-    The caller takes copies of what it may change meanwhile: the thread keeps the
-    dict it was given. A run that fails or is cancelled calls ``abandon``: the thread
-    stops before its next table (``warehouse.marts.StagingStopped``), and the staging
+    they need not wait for it; the switch still does (``wait`` before ``publish``).
+    The thread keeps copies of the dicts it was given (the caller may change its own
+    meanwhile). A run that fails or is cancelled calls ``abandon``: the thread stops
+    before its next table (``warehouse.marts.StagingStopped``), and the staging
     directory is removed after it, not under it.
     """
 
@@ -146,30 +147,9 @@ class BackgroundMarts:
         self, tables: dict[str, pl.DataFrame], staging: snapshots.Staging, run_id: str, extra: dict,
         unchanged_before: dict[str, date], published_marts: Path,
     ) -> None:
-        self.stop = threading.Event()
-        self._error: BaseException | None = None
-        args = (dict(tables), staging, run_id, dict(extra), dict(unchanged_before), published_marts, self.stop)
         # Prefect finds its flow run (the task's parent, the logger) in the context: the thread gets a copy.
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(target=context.run, args=(self._run, args), name="stage-marts", daemon=True)
-        self._thread.start()
-
-    def _run(self, args: tuple) -> None:
-        try:
-            stage_marts(*args)
-        except BaseException as exc:  # handed to the main thread by result()
-            self._error = exc
-
-    def result(self) -> None:
-        """Wait for the marts (a signal still interrupts the wait); raise what failed them."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def abandon(self, wait_s: float) -> None:
-        """Stop the thread before its next table and wait for it, at most ``wait_s``."""
-        self.stop.set()
-        self._thread.join(wait_s)
+        super().__init__("stage-marts", stage_marts, dict(tables), staging, run_id, dict(extra),
+                         dict(unchanged_before), published_marts, context=contextvars.copy_context())
 
 
 @task(name="publish", cache_policy=NO_CACHE)

@@ -291,13 +291,14 @@ def test_an_incremental_run_writes_its_marts_beside_the_load_and_a_failure_there
     from warehouse import marts as mart_files
     from warehouse import snapshots
 
+    def by_thread(fn, names: list[str]):
+        def recorded(*args, **kwargs):
+            names.append(threading.current_thread().name)
+            return fn(*args, **kwargs)
+        return recorded
+
     threads: list[str] = []
-    stage_marts = mart_files.stage_marts
-
-    def recording(*args, **kwargs):
-        threads.append(threading.current_thread().name)
-        return stage_marts(*args, **kwargs)
-
+    recording = by_thread(mart_files.stage_marts, threads)
     monkeypatch.setattr(mart_files, "stage_marts", recording)
     nightly(source="sample", start=START, as_of=D1, data_dir=str(tmp_path))
     assert threads == [threading.current_thread().name], "a full run stages its marts after the audit"
@@ -317,13 +318,7 @@ def test_an_incremental_run_writes_its_marts_beside_the_load_and_a_failure_there
     import warehouse.build as build
 
     copies: list[str] = []
-    copy_file = build.copy_file
-
-    def recording_copy(*args, **kwargs):
-        copies.append(threading.current_thread().name)
-        return copy_file(*args, **kwargs)
-
-    monkeypatch.setattr(build, "copy_file", recording_copy)
+    monkeypatch.setattr(build, "copy_file", by_thread(build.copy_file, copies))
     monkeypatch.setattr(mart_files, "stage_marts", recording)
     second = nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
     assert second.incremental_from is not None and threads[-1] == "stage-marts"
