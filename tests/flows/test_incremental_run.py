@@ -317,10 +317,18 @@ def test_an_incremental_run_writes_its_marts_beside_the_load_and_a_failure_there
 
     import warehouse.build as build
 
+    from flows.settings import get_settings
+
     copies: list[str] = []
     monkeypatch.setattr(build, "copy_file", by_thread(build.copy_file, copies))
     monkeypatch.setattr(mart_files, "stage_marts", recording)
-    second = nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
+    monkeypatch.setenv("XASSET_EARLY_WAREHOUSE_COPY", "true")
+    get_settings.cache_clear()
+    try:
+        second = nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
+    finally:
+        monkeypatch.delenv("XASSET_EARLY_WAREHOUSE_COPY")
+        get_settings.cache_clear()
     assert second.incremental_from is not None and threads[-1] == "stage-marts"
     # The published warehouse was copied once, before the transform (build.WarehouseCopy), not by the load.
     assert copies == ["warehouse-copy"]
