@@ -32,11 +32,16 @@ from flows.settings import get_settings
 from flows.sources.base import InputProblem, SourceError, SymbolOutcome, empty_bars
 from flows.sources.registry import make_source
 from flows.stages.extract import check_failures, extract, land, record_ingest, withdraw_absent
-from flows.stages.publish import add_run_tables, audit_run, load, mirror_published, publish, stage_marts
+from flows.params import mart_params
+from flows.rebuild_plan import published_base_state, transform_fingerprint
+from flows.stages.publish import (
+    BackgroundMarts, add_run_tables, audit_run, load, mirror_published, publish, stage_marts, start_warehouse_copy,
+)
 from flows.stages.transform import note_transform, transform
 from flows.universe import load_universe
 from warehouse import snapshots
 from warehouse.audit import written_from
+from warehouse.build import WarehouseCopy
 from warehouse.files import StoredFileError, remove_stale_temp_files
 from warehouse.lake import Lake
 from warehouse.lock import RunLock
@@ -81,6 +86,27 @@ def tidy_data_dir(data_dir: Path, logger) -> RunLog:
         else:
             logger.warning("run %s did not finish (killed or crashed); marked interrupted", killed)
     return log
+
+
+def abandon(jobs: list, grace_s: float) -> None:
+    """Stop the threads writing into a failed or cancelled run's staging (the warehouse copy, the marts)
+    before the staging is removed.
+
+    Half the stop grace at most (the other half records the run): one chunk of the
+    copy or one table's marts at worst. A thread still writing after that writes into
+    a removed directory; what it leaves is a ``.tmp-`` staging leftover the next run removes."""
+    for job in jobs:
+        if job is not None:
+            job.abandon(grace_s / 2 / len(jobs))
+
+
+def looks_incremental(settings, source: str, universe, chunked: bool) -> bool:
+    """Whether the published run can seed this one as far as its state goes (``published_base_state``):
+    the transform decides, this only says whether to start copying the warehouse before it."""
+    if chunked:
+        return False
+    fingerprint = transform_fingerprint(mart_params(settings, universe), settings, source)
+    return isinstance(published_base_state(settings, source, fingerprint), dict)
 
 
 def run_pipeline(
@@ -147,6 +173,8 @@ def run_pipeline(
         log.record_run(record)
         cancel.current_run(run.run_id, settings.data_dir)
         staging: snapshots.Staging | None = None
+        marts_job: BackgroundMarts | None = None
+        warehouse_copy: WarehouseCopy | None = None
         published = False
         withdrawn = empty_bars()
         tables: dict[str, pl.DataFrame] = {}
@@ -212,20 +240,34 @@ def run_pipeline(
             # holding it through the transform would stack it under the transform's own peak.
             batch = None
             stage_start("transform")
+            if settings.early_warehouse_copy and looks_incremental(settings, source, universe, chunked):
+                staging = snapshots.stage(settings.data_dir, run.run_id)
+                warehouse_copy = start_warehouse_copy(settings, staging)
             built = transform(lake, settings, universe, as_of, synthetic=source == "sample")
             tables, fresh, unchanged_before = built.tables, built.freshness, built.unchanged_before
             note_transform(built, run, settings, as_of, logger)
             stage_done("transform")
             stage_start("load")
             add_run_tables(tables, log, record, problems, withdrawn)
-            staging = snapshots.stage(settings.data_dir, run.run_id)
+            staging = staging or snapshots.stage(settings.data_dir, run.run_id)
             staging.write_state({**built.state, "run_id": run.run_id, "incremental_from": built.incremental_from})
+            extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic, "crypto_close": settings.crypto_close}
+            published_marts = settings.data_dir / snapshots.MARTS_DIR
+            if settings.overlap_marts and built.incremental_from is not None:
+                # The marts are written from the run's frames, not from the warehouse: in an incremental
+                # run (small frames, a peak far below the limit) they are written beside the load and
+                # the audit (~1.2 s of each at 2,000 equities) instead of after them. A full run
+                # keeps the stages apart: their peaks together went over 8 GiB.
+                marts_job = BackgroundMarts(tables, staging, run.run_id, extra, unchanged_before, published_marts)
             loaded = load(tables, staging.warehouse_path, settings.warehouse_storage_version,
                           settings.data_dir / snapshots.WAREHOUSE_FILE, unchanged_before,
-                          settings.warehouse_compact_above)
+                          settings.warehouse_compact_above, warehouse_copy)
+            warehouse_copy = None  # taken by the load (or stopped, for a full build)
             run.table_rows = loaded.counts
             if loaded.whole:
                 # Built whole after all (warehouse.build.whole_tables): the tails are whole tables now.
+                # Marts being written from the tails meanwhile hold the same rows (Marts.unchanged_before:
+                # their earlier rows are the published run's, as here); the thread keeps its own dict.
                 tables |= loaded.whole
                 unchanged_before = {}
             stage_done("load")
@@ -235,8 +277,11 @@ def run_pipeline(
             run.warnings += audit_run(tables, as_of, run.run_id, settings.exchange_calendar, since, built.price_warnings)
             stage_done("audit")
             stage_start("publish")
-            extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic, "crypto_close": settings.crypto_close}
-            stage_marts(tables, staging, run.run_id, extra, unchanged_before, settings.data_dir / snapshots.MARTS_DIR)
+            if marts_job is not None:
+                marts_job.wait()
+                marts_job = None
+            else:
+                stage_marts(tables, staging, run.run_id, extra, unchanged_before, published_marts)
             # The warehouse and every mart become visible together, or not at all;
             # a stop request waits for the switch (and is honoured right after).
             with cancel.shielded():
@@ -253,6 +298,7 @@ def run_pipeline(
             run.status = "failed"
             run.error = str(exc) if isinstance(exc, (PipelineError, SourceError, StoredFileError, ValueError)) else repr(exc)
             if staging is not None:
+                abandon([warehouse_copy, marts_job], settings.stop_grace_seconds)
                 snapshots.discard(staging)
             raise
         except BaseException as exc:
@@ -265,6 +311,7 @@ def run_pipeline(
                 run.status = "cancelled"
                 run.error = f"{cancel.describe(exc)}; nothing published"
             if staging is not None:
+                abandon([warehouse_copy, marts_job], settings.stop_grace_seconds)
                 snapshots.discard(staging)
             exc.run_id, exc.published = run.run_id, published  # type: ignore[attr-defined]
             raise

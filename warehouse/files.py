@@ -311,3 +311,36 @@ def remove_stale_temp_files(root: Path) -> list[Path]:
         else:
             p.unlink(missing_ok=True)
     return stale
+
+
+class StagingThread:
+    """``fn(*args, stop=<event>)`` in a thread of its own, writing into a run's staging beside the run.
+
+    ``fn`` checks ``stop`` between its steps and raises once it is set. ``wait`` joins the
+    thread (a signal still interrupts the wait in the main thread) and raises what failed
+    it; ``abandon`` (a failed or cancelled run, before its staging is removed) sets
+    ``stop`` and waits at most ``wait_s``. ``context``: the contextvars the thread runs in
+    (a copy of the caller's, for code that finds its Prefect run there).
+    """
+
+    def __init__(self, name: str, fn, *args, context=None) -> None:
+        self.stop = threading.Event()
+        self._error: BaseException | None = None
+        run = (context.run, self._run) if context is not None else (self._run,)
+        self._thread = threading.Thread(target=run[0], args=(*run[1:], fn, args), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, args: tuple) -> None:
+        try:
+            fn(*args, stop=self.stop)
+        except BaseException as exc:  # handed to the waiting thread by wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abandon(self, wait_s: float) -> None:
+        self.stop.set()
+        self._thread.join(wait_s)

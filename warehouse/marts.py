@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -358,19 +359,30 @@ def write_table(
     return out
 
 
+class StagingStopped(Exception):
+    """``stage_marts`` was asked to stop (its run failed or was cancelled meanwhile): its marts are incomplete."""
+
+
 def stage_marts(
     frames: dict[str, pl.DataFrame], marts_dir: Path, run_id: str, extra: dict,
     unchanged_before: dict[str, date] | None = None, published_dir: Path | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Path]:
     """Write every published table into ``marts_dir`` (a run's staging area).
 
     ``unchanged_before`` and ``published_dir`` (the published run's marts,
     resolved): reuse the published files of the years that did not change.
+    ``stop`` (set by another thread): raise ``StagingStopped`` before the next table,
+    so marts written beside a run that has failed meanwhile stop promptly and
+    never look complete.
     """
     published_dir = Path(os.path.realpath(published_dir)) if published_dir is not None else None
-    return {
-        name: write_table(table, frames.get(name, pl.DataFrame(schema=table.polars_schema)), marts_dir, run_id, extra,
-                          (unchanged_before or {}).get(name), published_dir)
-        for name, table in TABLES.items()
-        if table.publish
-    }
+    out = {}
+    for name, table in TABLES.items():
+        if not table.publish:
+            continue
+        if stop is not None and stop.is_set():
+            raise StagingStopped(f"staging the marts stopped before {name}")
+        out[name] = write_table(table, frames.get(name, pl.DataFrame(schema=table.polars_schema)), marts_dir, run_id,
+                                extra, (unchanged_before or {}).get(name), published_dir)
+    return out

@@ -8,6 +8,8 @@ page shows where it spent its time and where it stopped.
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -24,7 +26,8 @@ from flows.sources.base import InputProblem, problems_frame
 from warehouse import marts as mart_files
 from warehouse import snapshots
 from warehouse.audit import audit, audit_warnings
-from warehouse.build import Loaded, load_database
+from warehouse.build import Loaded, WarehouseCopy, file_refused, load_database
+from warehouse.files import StagingThread
 from warehouse.mirror import mirror_marts
 from warehouse.quality import withdrawn_quarantine
 from warehouse.runs import RunLog
@@ -50,22 +53,50 @@ def add_run_tables(
     )
 
 
+def replaced_from(unchanged_before: dict[str, date]) -> str:
+    """Each table's rows are replaced from its own date (warehouse.build.delete_statement): the dates, by
+    how many tables share each, the latest first (an earliest date alone read as if every table reached back
+    to it: the factor IC's does, by its forward windows), and the other tables whole."""
+    by_day: dict[date, list[str]] = {}
+    for name, day in unchanged_before.items():
+        by_day.setdefault(day, []).append(name)
+    days = sorted(by_day, reverse=True)
+    parts = [f"{', '.join(sorted(by_day[d]))} from {d}" if len(by_day[d]) <= 2 else f"{len(by_day[d])} tables from {d}"
+             for d in days]
+    return "rows replaced: " + "; ".join(parts) + "; the other tables whole"
+
+
 @task(cache_policy=NO_CACHE)
 def load(
     tables: dict[str, pl.DataFrame], staged: Path, storage_version: str,
     published: Path | None = None, unchanged_before: dict[str, date] | None = None,
     compact_above: float = Settings.model_fields["warehouse_compact_above"].default,
+    copy: WarehouseCopy | None = None,
 ) -> Loaded:
-    """Copy the published warehouse and replace the changed rows, or build it whole (warehouse.build)."""
+    """Copy the published warehouse and replace the changed rows, or build it whole (warehouse.build).
+
+    ``copy``: the copy started before the transform (``start_warehouse_copy``)."""
     loaded = load_database(staged, tables, storage_version=storage_version, published=published,
-                           unchanged_before=unchanged_before, compact_above=compact_above)
+                           unchanged_before=unchanged_before, compact_above=compact_above, copy=copy)
     if loaded.full_because:
         get_run_logger().info("warehouse built whole: %s", loaded.full_because)
     else:
-        get_run_logger().info("warehouse copied from the published run; rows replaced from %s",
-                              min(unchanged_before.values()))
+        get_run_logger().info("warehouse copied from the published run; %s", replaced_from(unchanged_before))
     return loaded
 
+
+
+def start_warehouse_copy(settings: Settings, staging: snapshots.Staging) -> WarehouseCopy | None:
+    """Start copying the published warehouse into ``staging`` for a copy-on-write load, or None
+    where the load would not copy it (no published file, one due for compaction).
+
+    Called before the transform, for a run the published run can seed (the caller asks
+    ``flows.rebuild_plan``): the copy's I/O then overlaps the transform instead of
+    opening the load. A run that builds whole after all loses only the copy's I/O."""
+    published = settings.data_dir / snapshots.WAREHOUSE_FILE
+    if file_refused(published, settings.warehouse_compact_above) is not None:
+        return None
+    return WarehouseCopy(published, staging.warehouse_path)
 
 
 @task(name="audit", cache_policy=NO_CACHE)
@@ -95,10 +126,30 @@ def audit_run(
 @task(name="stage-marts", cache_policy=NO_CACHE)
 def stage_marts(
     tables: dict[str, pl.DataFrame], staging: snapshots.Staging, run_id: str, extra: dict,
-    unchanged_before: dict[str, date], published_marts: Path,
+    unchanged_before: dict[str, date], published_marts: Path, stop: threading.Event | None = None,
 ) -> None:
     """Write every mart beside the staged warehouse (unchanged years linked from the published run)."""
-    mart_files.stage_marts(tables, staging.marts_dir, run_id, extra, unchanged_before, published_marts)
+    mart_files.stage_marts(tables, staging.marts_dir, run_id, extra, unchanged_before, published_marts, stop)
+
+
+class BackgroundMarts(StagingThread):
+    """``stage_marts`` in a thread of its own, beside the load and the audit.
+
+    The marts are written from the run's frames, never from the staged warehouse, so
+    they need not wait for it; the switch still does (``wait`` before ``publish``).
+    The thread keeps copies of the dicts it was given (the caller may change its own
+    meanwhile). A run that fails or is cancelled calls ``abandon``: the thread stops
+    before its next table (``warehouse.marts.StagingStopped``), and the staging
+    directory is removed after it, not under it.
+    """
+
+    def __init__(
+        self, tables: dict[str, pl.DataFrame], staging: snapshots.Staging, run_id: str, extra: dict,
+        unchanged_before: dict[str, date], published_marts: Path,
+    ) -> None:
+        # Prefect finds its flow run (the task's parent, the logger) in the context: the thread gets a copy.
+        super().__init__("stage-marts", stage_marts, dict(tables), staging, run_id, dict(extra),
+                         dict(unchanged_before), published_marts, context=contextvars.copy_context())
 
 
 @task(name="publish", cache_policy=NO_CACHE)

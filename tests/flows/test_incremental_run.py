@@ -242,6 +242,7 @@ def test_a_copied_run_audits_what_it_writes_and_a_bad_new_row_still_publishes_no
     with pytest.raises(Exception, match=r"audit failed, nothing published: fact_returns: \(symbol, session_date\) is unique"):
         nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
     assert snapshots.current_run(tmp_path) == published
+    assert snapshots.stale_temp_paths(tmp_path) == [], "its staging (marts written beside the audit) removed"
     # The copied run audited each handed-on table from its date (the rows it writes), not whole.
     since = audited[1]
     assert built_since["fact_returns"] > date(2016, 1, 1) and since["fact_returns"] == built_since["fact_returns"]
@@ -278,3 +279,74 @@ def test_a_node_whose_window_is_too_short_gets_its_table_whole_and_the_build_run
     assert "mart_correlation_matrix" not in again_from and again_rows == published.height
     assert set(again_from) == set(first_from) - {"mart_correlation_matrix"}
     assert_same_tables(tmp_path, full_d2)
+
+
+def test_an_incremental_run_writes_its_marts_beside_the_load_and_a_failure_there_publishes_nothing(
+    tmp_path, full_d2, monkeypatch,
+):
+    """The next night's marts are written in a thread of their own while the warehouse is loaded
+    and audited (flows.stages.publish.BackgroundMarts), and its warehouse copy begins before the
+    transform; the switch waits for them, and a failure in either publishes nothing and leaves no
+    staging behind. A full run writes its marts after the audit."""
+    import threading
+
+    from warehouse import marts as mart_files
+    from warehouse import snapshots
+
+    def by_thread(fn, names: list[str]):
+        def recorded(*args, **kwargs):
+            names.append(threading.current_thread().name)
+            return fn(*args, **kwargs)
+        return recorded
+
+    threads: list[str] = []
+    recording = by_thread(mart_files.stage_marts, threads)
+    monkeypatch.setattr(mart_files, "stage_marts", recording)
+    nightly(source="sample", start=START, as_of=D1, data_dir=str(tmp_path))
+    assert threads == [threading.current_thread().name], "a full run stages its marts after the audit"
+    published = snapshots.current_run(tmp_path)
+
+    def failing(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        raise OSError(28, "No space left on device", str(args[1]))
+
+    monkeypatch.setattr(mart_files, "stage_marts", failing)
+    with pytest.raises(OSError, match="No space left on device"):
+        nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
+    assert threads[-1] == "stage-marts"
+    assert snapshots.current_run(tmp_path) == published
+    assert snapshots.stale_temp_paths(tmp_path) == []
+
+    import warehouse.build as build
+
+    from flows.settings import get_settings
+
+    copies: list[str] = []
+    monkeypatch.setattr(build, "copy_file", by_thread(build.copy_file, copies))
+    monkeypatch.setattr(mart_files, "stage_marts", recording)
+    monkeypatch.setenv("XASSET_EARLY_WAREHOUSE_COPY", "true")
+    get_settings.cache_clear()
+    try:
+        second = nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
+    finally:
+        monkeypatch.delenv("XASSET_EARLY_WAREHOUSE_COPY")
+        get_settings.cache_clear()
+    assert second.incremental_from is not None and threads[-1] == "stage-marts"
+    # The published warehouse was copied once, before the transform (build.WarehouseCopy), not by the load.
+    assert copies == ["warehouse-copy"]
+    assert snapshots.current_run(tmp_path) == second.run_id
+    assert_same_tables(tmp_path, full_d2)
+    full = {p.relative_to(full_d2 / "marts") for p in (full_d2 / "marts").rglob("*.parquet")}
+    assert {p.relative_to(tmp_path / "marts") for p in (tmp_path / "marts").rglob("*.parquet")} == full
+
+
+def test_the_load_names_each_tables_own_replace_date():
+    """Each table's rows are replaced from its own date: the log does not read as if all reached back
+    to the earliest (the factor IC's, by its forward windows)."""
+    from flows.stages.publish import replaced_from
+
+    d, e, f = date(2026, 12, 5), date(2026, 12, 4), date(2026, 9, 8)
+    said = replaced_from({"fact_prices": d, "fact_returns": d, "mart_spillover": d, "mart_correlation_matrix": e,
+                          "mart_factor_ic": f})
+    assert said == ("rows replaced: 3 tables from 2026-12-05; mart_correlation_matrix from 2026-12-04; "
+                    "mart_factor_ic from 2026-09-08; the other tables whole")

@@ -414,3 +414,53 @@ def test_a_published_mart_reads_back_from_a_day_from_its_years_files(tables, pub
     manifest = json.loads(manifest_file.read_text())
     manifest_file.write_text(json.dumps({**manifest, "row_count": manifest["row_count"] + 1}))
     assert mart_files.read_published(table, marts, day) is None
+
+
+def test_a_copy_started_early_is_the_base_of_the_load_and_stopped_for_a_full_build(
+    tmp_path, tables, published, monkeypatch,
+):
+    """``WarehouseCopy``: the copy begun before the transform is the one the load changes (no second
+    copy); a load that builds whole after all stops it and removes its file first."""
+    import warehouse.build as build
+
+    new, unchanged_before = incremental_change(tables, 7)
+    staged = tmp_path / "staged" / "warehouse.duckdb"
+    staged.parent.mkdir()
+    copy = build.WarehouseCopy(published / "warehouse.duckdb", staged)
+    copy.wait()
+    copied = staged.stat().st_ino
+
+    def no_second_copy(*args, **kwargs):
+        raise AssertionError("the load copied the published file again")
+
+    monkeypatch.setattr(build, "copy_file", no_second_copy)
+    loaded = load_database(staged, tails(new, unchanged_before), published=published / "warehouse.duckdb",
+                           unchanged_before=unchanged_before, copy=copy)
+    assert loaded.full_because is None and staged.stat().st_ino == copied
+    full = tmp_path / "full.duckdb"
+    build_database(full, new)
+    assert_same_warehouse(staged, full)
+
+    monkeypatch.undo()
+    other = tmp_path / "other" / "warehouse.duckdb"
+    other.parent.mkdir()
+    copy = build.WarehouseCopy(published / "warehouse.duckdb", other)
+    loaded = load_database(other, tails(new, {}), published=published / "warehouse.duckdb", unchanged_before={},
+                           copy=copy)
+    assert loaded.full_because == "no table is unchanged since the published run"
+    assert_same_warehouse(other, full)
+
+
+def test_a_stopped_copy_ends_between_chunks_and_leaves_no_file(tmp_path, published, monkeypatch):
+    import threading
+
+    import warehouse.build as build
+
+    monkeypatch.setattr(build, "COPY_CHUNK", 4096)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(build.CopyStopped):
+        build.copy_file(published / "warehouse.duckdb", tmp_path / "c.duckdb", stop)
+    copy = build.WarehouseCopy(published / "warehouse.duckdb", tmp_path / "d.duckdb")
+    copy.abandon()
+    assert not (tmp_path / "d.duckdb").exists()
