@@ -71,8 +71,8 @@ def test_next_night_rebuilds_only_from_the_new_days_and_equals_a_full_run(tmp_pa
     reads = []
     real_read = flows.rebuild_plan.read_tables
 
-    def recorded(path, names, where=None):
-        out = real_read(path, names, where)
+    def recorded(path, names, where=None, order=None):
+        out = real_read(path, names, where, order)
         reads.extend((n, (where or {}).get(n), f.height) for n, f in out.items())
         return out
 
