@@ -137,6 +137,20 @@ def describe(exc: BaseException) -> str:
     return f"cancelled by {signal.Signals(signum).name}"
 
 
+def swallowed(exc: BaseException) -> RunCancelled | None:
+    """The stop request ``exc`` came out in place of, if any.
+
+    The handler raises ``RunCancelled`` inside whatever the main thread runs.
+    C code that polls for signals swallows it and raises its own error
+    instead: DuckDB ends the query with ``RuntimeError('Query interrupted')``.
+    Once the handler raised, any other error that reaches the run is that
+    stop's doing, and is a cancellation, not a failure.
+    """
+    if _state.raised and _state.requested is not None and not is_cancellation(exc):
+        return RunCancelled(_state.requested)
+    return None
+
+
 def is_cancellation(exc: BaseException) -> bool:
     """A stop request: ours, a plain Ctrl-C, or Prefect's SIGTERM bridge."""
     if isinstance(exc, KeyboardInterrupt):

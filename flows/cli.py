@@ -220,8 +220,8 @@ def settle_imports() -> None:
 _AS_PROGRAM = False
 
 
-def end_without_teardown() -> None:
-    """Once a pipeline command has printed its result: the process ends right after its exit handlers.
+def end_without_teardown(code: int = 0) -> None:
+    """Once a pipeline command has printed its result: the process ends right after its exit handlers, with ``code``.
 
     Python's own end then tears down every module and object of the run one by one
     (Prefect, pydantic, Polars, DuckDB, the frozen imports): 0.45 s of a next day's
@@ -229,6 +229,8 @@ def end_without_teardown() -> None:
     logging's exit handlers still run (all of them, in their order: ``atexit._run_exitfuncs``),
     worker threads are already joined by then, and everything the run writes is closed
     when its stage ends (atomic files, DuckDB connections closed in ``finally``).
+    A failed run ends so too: its error may hold DuckDB objects, which DuckDB's
+    teardown would report under the error line as "nanobind: leaked ...".
     """
     if not _AS_PROGRAM:
         return
@@ -238,7 +240,7 @@ def end_without_teardown() -> None:
         atexit._run_exitfuncs()  # registered before this one: they would run after it
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(code)
 
     atexit.register(end)  # the last registered runs first
 
@@ -501,6 +503,7 @@ def run(
                     rewind=rewind,
                 )
         except Exception as exc:  # one line for the operator, never a traceback
+            end_without_teardown(1)
             raise fail(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
     label = " [bold yellow](SYNTHETIC sample market)[/]" if summary.synthetic else ""
     out.print(f"[bold green]run {summary.run_id} succeeded[/]{label}: source {summary.source}, as of {summary.as_of}")
@@ -769,6 +772,7 @@ def backfill(
             with stage_progress():
                 summary = backfill_flow(start=start_d, end=end_d, source=source, data_dir=str(settings.data_dir))
         except Exception as exc:
+            end_without_teardown(1)
             raise fail((str(exc).splitlines()[0] if str(exc) else repr(exc)) + " (re-run the same command to resume)") from None
     out.print(
         f"[bold green]backfill {summary.run_id} succeeded[/]: {start_d}..{end_d}, bars landed: {summary.rows_written}; "

@@ -196,6 +196,19 @@ def run_pipeline(
             """The stage's progress bar starts now (extract() then sets its number of batches)."""
             progress.emit(name, 0, 1)
 
+        def cancelled(exc: BaseException) -> None:
+            nonlocal staging
+            if published:  # stopped after the switch: the run did publish, only the mirror was skipped
+                run.status = "succeeded"
+                run.warnings.append(f"stopped ({cancel.describe(exc)}) after publishing; mirror not updated")
+            else:
+                run.status = "cancelled"
+                run.error = f"{cancel.describe(exc)}; nothing published"
+            if staging is not None:
+                abandon([warehouse_copy, marts_job], settings.stop_grace_seconds)
+                snapshots.discard(staging)
+                staging = None
+
         stage_start("extract")  # the stage's clock runs from here
         try:
             universe = load_universe(settings.universe_path)
@@ -295,6 +308,11 @@ def run_pipeline(
             checkpoint.clear()
             run.status = "succeeded"
         except Exception as exc:
+            stop = cancel.swallowed(exc)
+            if stop is not None:  # e.g. a DuckDB query the stop interrupted: cancelled as the stop itself is
+                cancelled(stop)
+                stop.run_id, stop.published = run.run_id, published  # type: ignore[attr-defined]
+                raise stop from exc
             run.status = "failed"
             run.error = str(exc) if isinstance(exc, (PipelineError, SourceError, StoredFileError, ValueError)) else repr(exc)
             if staging is not None:
@@ -304,15 +322,7 @@ def run_pipeline(
         except BaseException as exc:
             if not cancel.is_cancellation(exc):
                 raise
-            if published:  # stopped after the switch: the run did publish, only the mirror was skipped
-                run.status = "succeeded"
-                run.warnings.append(f"stopped ({cancel.describe(exc)}) after publishing; mirror not updated")
-            else:
-                run.status = "cancelled"
-                run.error = f"{cancel.describe(exc)}; nothing published"
-            if staging is not None:
-                abandon([warehouse_copy, marts_job], settings.stop_grace_seconds)
-                snapshots.discard(staging)
+            cancelled(exc)
             exc.run_id, exc.published = run.run_id, published  # type: ignore[attr-defined]
             raise
         finally:

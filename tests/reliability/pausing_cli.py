@@ -7,7 +7,9 @@ SIGKILL it at a known stage without a hook in ``flows/nightly.py``. The
 patches wrap the real functions; everything else is the production code path.
 
 Points: ``extract`` (source fetch starts, lock held), ``transform``
-(bars landed, marts not built), ``stage`` (warehouse staged, marts not yet),
+(bars landed, marts not built), ``load`` (the main thread inside a DuckDB
+query as the load starts: a signal there reaches DuckDB, not Python),
+``stage`` (warehouse staged, marts not yet),
 ``publish`` (warehouse and marts staged and
 audited, the ``current`` link not yet switched), ``switched`` (the link
 switched, the run not yet recorded as succeeded nor older runs pruned).
@@ -35,6 +37,19 @@ def pause(point: str) -> None:
     time.sleep(float(os.environ.get("XASSET_TEST_PAUSE_SECONDS", "300")))
 
 
+def busy_in_duckdb(point: str) -> None:
+    """Like ``pause``, but the main thread waits inside DuckDB queries, as during a long load."""
+    if point != POINT:
+        return
+    import duckdb
+
+    Path(MARKER).write_text(f"{point} {os.getpid()}\n")
+    con = duckdb.connect()
+    deadline = time.monotonic() + float(os.environ.get("XASSET_TEST_PAUSE_SECONDS", "300"))
+    while time.monotonic() < deadline:  # each query a few seconds: the signal lands inside one
+        con.execute("select count(*) from range(1000000000) t(i) where i % 7 = 3").fetchall()
+
+
 def before(point: str, fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -52,6 +67,13 @@ def install() -> None:
 
     SampleSource.fetch = before("extract", SampleSource.fetch)
     nightly.transform = before("transform", nightly.transform)
+    load = nightly.load
+
+    def load_after_a_query(*args, **kwargs):
+        busy_in_duckdb("load")
+        return load(*args, **kwargs)
+
+    nightly.load = load_after_a_query
     marts.stage_marts = before("stage", marts.stage_marts)
     switch = snapshots.switch_current
 
