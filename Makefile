@@ -38,7 +38,7 @@ demo: setup
 	.venv/bin/xasset sql --file warehouse/sql/examples/latest_rut_correlation.sql
 
 test: setup
-	.venv/bin/pytest
+	.venv/bin/pytest --durations=30
 
 bench: setup
 	.venv/bin/python -m bench
