@@ -136,6 +136,13 @@ def pytest_configure(config):
         signal.signal(signal.SIGTERM, _sigterm)
 
 
+def pytest_runtest_makereport(item, call):
+    """Inside a flow run Prefect answers SIGTERM itself, raising ``TerminationSignal`` (not a
+    KeyboardInterrupt: pytest would record a failure and go on to the next test): stop the session."""
+    if call.excinfo is not None and call.excinfo.typename == "TerminationSignal":
+        item.session.shouldstop = "pytest got SIGTERM (in a Prefect flow run)"
+
+
 # After pytest's own sessionfinish: an interrupted session tears its fixtures down there
 # (the harness's server among them), and they are not leftovers.
 @pytest.hookimpl(trylast=True)

@@ -77,3 +77,21 @@ def test_sigterm_to_pytest_stops_the_prefect_harness_and_the_processes_its_tests
         if inner.poll() is None:
             os.killpg(inner.pid, signal.SIGKILL)
             inner.wait(timeout=30)
+
+
+@pytest.mark.process
+def test_sigterm_answered_by_prefect_inside_a_flow_run_stops_the_session_too(tmp_path):
+    """Prefect's SIGTERM bridge raises TerminationSignal out of the test: no further test runs."""
+    (tmp_path / "test_inner.py").write_text(
+        "import signal\n"
+        "from prefect.exceptions import TerminationSignal\n\n"
+        "def test_in_a_flow_run():\n    raise TerminationSignal(signal.SIGTERM)\n\n"
+        "def test_never_run():\n    pass\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.conftest", "-rA",
+         "--rootdir", str(tmp_path), str(tmp_path / "test_inner.py")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert "1 failed" in done.stdout and "test_never_run" not in done.stdout, done.stdout[-3000:]
+    assert "Interrupted: pytest got SIGTERM" in done.stdout, done.stdout[-3000:]
