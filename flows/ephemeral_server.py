@@ -36,16 +36,17 @@ WATCH_INTERVAL_S = 0.5
 SHUTDOWN_GRACE_S = 5.0
 
 
-def own_ephemeral_server() -> bool:
+def own_ephemeral_server(always: bool = False) -> bool:
     """Start Prefect's temporary API server the way described above; idempotent.
 
     Only when Prefect will start one (no ``PREFECT_API_URL``): importing the
     server module costs seconds that a run against a real server need not pay.
+    ``always``: whatever the URL says (the test harness starts a server of its own).
     Returns whether the patch is in place.
     """
     from prefect.settings import get_current_settings
 
-    if get_current_settings().api.url:
+    if get_current_settings().api.url and not always:
         return False
     from prefect.server.api import server
 

@@ -32,16 +32,13 @@ from flows.settings import get_settings
 from flows.sources.base import InputProblem, SourceError, SymbolOutcome, empty_bars
 from flows.sources.registry import make_source
 from flows.stages.extract import check_failures, extract, land, record_ingest, withdraw_absent
-from flows.params import mart_params
-from flows.rebuild_plan import published_base_state, transform_fingerprint
 from flows.stages.publish import (
-    BackgroundMarts, add_run_tables, audit_run, load, mirror_published, publish, stage_marts, start_warehouse_copy,
+    BackgroundMarts, add_run_tables, audit_run, load, mirror_published, publish, stage_marts,
 )
 from flows.stages.transform import note_transform, transform
 from flows.universe import load_universe
 from warehouse import snapshots
 from warehouse.audit import written_from
-from warehouse.build import WarehouseCopy
 from warehouse.files import StoredFileError, remove_stale_temp_files
 from warehouse.lake import Lake
 from warehouse.lock import RunLock
@@ -88,25 +85,14 @@ def tidy_data_dir(data_dir: Path, logger) -> RunLog:
     return log
 
 
-def abandon(jobs: list, grace_s: float) -> None:
-    """Stop the threads writing into a failed or cancelled run's staging (the warehouse copy, the marts)
-    before the staging is removed.
+def abandon(marts_job: BackgroundMarts | None, grace_s: float) -> None:
+    """Stop marts being written beside a run that failed or was cancelled, before its staging is removed.
 
-    Half the stop grace at most (the other half records the run): one chunk of the
-    copy or one table's marts at worst. A thread still writing after that writes into
-    a removed directory; what it leaves is a ``.tmp-`` staging leftover the next run removes."""
-    for job in jobs:
-        if job is not None:
-            job.abandon(grace_s / 2 / len(jobs))
-
-
-def looks_incremental(settings, source: str, universe, chunked: bool) -> bool:
-    """Whether the published run can seed this one as far as its state goes (``published_base_state``):
-    the transform decides, this only says whether to start copying the warehouse before it."""
-    if chunked:
-        return False
-    fingerprint = transform_fingerprint(mart_params(settings, universe), settings, source)
-    return isinstance(published_base_state(settings, source, fingerprint), dict)
+    Half the stop grace at most (the other half records the run): one table's write
+    at worst. A thread still writing after that writes into a removed directory;
+    what it leaves is a ``.tmp-`` staging leftover the next run removes."""
+    if marts_job is not None:
+        marts_job.abandon(grace_s / 2)
 
 
 def run_pipeline(
@@ -174,7 +160,6 @@ def run_pipeline(
         cancel.current_run(run.run_id, settings.data_dir)
         staging: snapshots.Staging | None = None
         marts_job: BackgroundMarts | None = None
-        warehouse_copy: WarehouseCopy | None = None
         published = False
         withdrawn = empty_bars()
         tables: dict[str, pl.DataFrame] = {}
@@ -205,7 +190,7 @@ def run_pipeline(
                 run.status = "cancelled"
                 run.error = f"{cancel.describe(exc)}; nothing published"
             if staging is not None:
-                abandon([warehouse_copy, marts_job], settings.stop_grace_seconds)
+                abandon(marts_job, settings.stop_grace_seconds)
                 snapshots.discard(staging)
                 staging = None
 
@@ -253,16 +238,13 @@ def run_pipeline(
             # holding it through the transform would stack it under the transform's own peak.
             batch = None
             stage_start("transform")
-            if settings.early_warehouse_copy and looks_incremental(settings, source, universe, chunked):
-                staging = snapshots.stage(settings.data_dir, run.run_id)
-                warehouse_copy = start_warehouse_copy(settings, staging)
             built = transform(lake, settings, universe, as_of, synthetic=source == "sample")
             tables, fresh, unchanged_before = built.tables, built.freshness, built.unchanged_before
             note_transform(built, run, settings, as_of, logger)
             stage_done("transform")
             stage_start("load")
             add_run_tables(tables, log, record, problems, withdrawn)
-            staging = staging or snapshots.stage(settings.data_dir, run.run_id)
+            staging = snapshots.stage(settings.data_dir, run.run_id)
             staging.write_state({**built.state, "run_id": run.run_id, "incremental_from": built.incremental_from})
             extra = {"source": source, "as_of": str(as_of), "synthetic": run.synthetic, "crypto_close": settings.crypto_close}
             published_marts = settings.data_dir / snapshots.MARTS_DIR
@@ -274,8 +256,7 @@ def run_pipeline(
                 marts_job = BackgroundMarts(tables, staging, run.run_id, extra, unchanged_before, published_marts)
             loaded = load(tables, staging.warehouse_path, settings.warehouse_storage_version,
                           settings.data_dir / snapshots.WAREHOUSE_FILE, unchanged_before,
-                          settings.warehouse_compact_above, warehouse_copy)
-            warehouse_copy = None  # taken by the load (or stopped, for a full build)
+                          settings.warehouse_compact_above)
             run.table_rows = loaded.counts
             if loaded.whole:
                 # Built whole after all (warehouse.build.whole_tables): the tails are whole tables now.
@@ -316,7 +297,7 @@ def run_pipeline(
             run.status = "failed"
             run.error = str(exc) if isinstance(exc, (PipelineError, SourceError, StoredFileError, ValueError)) else repr(exc)
             if staging is not None:
-                abandon([warehouse_copy, marts_job], settings.stop_grace_seconds)
+                abandon(marts_job, settings.stop_grace_seconds)
                 snapshots.discard(staging)
             raise
         except BaseException as exc:

@@ -489,7 +489,8 @@ def narrow_bars_from(
 
 def published_first_date(settings: Settings, plan: LakeRead) -> date | None:
     """The first date of the published (not derived) bars before ``plan.changed_from``."""
-    got = read_sql(settings.warehouse_path, "reads/published_bars_first_date.sql", {"before": plan.changed_from})
+    got = read_sql(settings.warehouse_path, "reads/published_bars_first_date.sql",
+                   {"before": plan.changed_from, "own_only": True})
     if got is None:
         raise ValueError("it has no fact_prices table")
     return got["first"][0]

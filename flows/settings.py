@@ -88,13 +88,6 @@ class ExecutionSettings(BaseSettings):
         "and audited (they do not depend on it; the switch still waits for the audit). A full run writes them "
         "after, one stage at a time: overlapping its two largest memory peaks went over 8 GiB.",
     )
-    early_warehouse_copy: bool = Field(
-        False,
-        description="When the published run can seed the run, start copying its warehouse file for the "
-        "copy-on-write load before the transform (in a thread), so the copy's I/O overlaps the transform. "
-        "Off: on ext4 (no shared extents) at 2,000 equities on 2 cores it took ~0.5 s off the load but "
-        "added about as much to the transform (docs/performance.md).",
-    )
 
 
 class Settings(ExecutionSettings):

@@ -7,7 +7,9 @@ place, never copied); tests that need it skip with a clear reason when absent.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,8 +39,9 @@ def prefect_harness():
 
     from flows.ephemeral_server import own_ephemeral_server
 
-    # Its server dies with this process even when pytest itself is killed.
-    own_ephemeral_server()
+    # Its server dies with this process even when pytest itself is killed; also with a
+    # PREFECT_API_URL in the environment (the harness starts its own server all the same).
+    own_ephemeral_server(always=True)
     # A fresh database migrates on start; give a loaded 2-core CI machine time.
     with prefect_test_harness(server_startup_timeout=180):
         yield
@@ -112,6 +115,37 @@ def leftover_processes() -> list[psutil.Process]:
     return alive
 
 
+# ----------------------------------------------------------------- SIGTERM ends the session as Ctrl-C does
+# `timeout` and CI cancel pytest with SIGTERM, whose default action ends it at once: no
+# `finally` of a test nor fixture finalizer ran, and the servers and CLI processes the tests
+# started (in sessions of their own) ran on. As a KeyboardInterrupt it ends the session
+# through pytest's teardown and the check below; a second SIGTERM still ends it at once.
+PYTEST_PID = os.getpid()
+
+
+def _sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if os.getpid() != PYTEST_PID:  # a child forked from pytest inherited the handler: die as it would have
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise KeyboardInterrupt("pytest got SIGTERM")
+
+
+def pytest_configure(config):
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm)
+
+
+def pytest_runtest_makereport(item, call):
+    """Inside a flow run Prefect answers SIGTERM itself, raising ``TerminationSignal`` (not a
+    KeyboardInterrupt: pytest would record a failure and go on to the next test): stop the session."""
+    if call.excinfo is not None and call.excinfo.typename == "TerminationSignal":
+        item.session.shouldstop = "pytest got SIGTERM (in a Prefect flow run)"
+
+
+# After pytest's own sessionfinish: an interrupted session tears its fixtures down there
+# (the harness's server among them), and they are not leftovers.
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
     deadline = time.monotonic() + LEFTOVER_GRACE_S
     left = leftover_processes()

@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from warehouse.files import StagingThread, atomic_write_text
+from warehouse.files import atomic_write_text
 from warehouse.query import read_sql_file, read_tables
 from contracts.schema import Table, ident, sql_literal
 from contracts.tables import TABLES
@@ -166,7 +165,7 @@ def load_database(
     path: Path, frames: dict[str, pl.DataFrame], tables: dict[str, Table] = TABLES,
     storage_version: str = DEFAULT_WAREHOUSE_STORAGE_VERSION,
     published: Path | None = None, unchanged_before: dict[str, date] | None = None,
-    compact_above: float = DEFAULT_WAREHOUSE_COMPACT_ABOVE, copy: WarehouseCopy | None = None,
+    compact_above: float = DEFAULT_WAREHOUSE_COMPACT_ABOVE,
 ) -> Loaded:
     """Write the run's warehouse at ``path``: a copy of ``published`` with the changed rows
     replaced (``unchanged_before``, see ``copy_on_write``), or a full ``build_database``.
@@ -175,18 +174,13 @@ def load_database(
     Marts.unchanged_before); the rows before are the published file's. The result holds
     the same rows, comments and views as ``build_database`` of the whole tables either
     way; only the physical row order may differ.
-
-    ``copy``: the copy of ``published`` to ``path`` started earlier (``WarehouseCopy``);
-    taken when the copy goes ahead, stopped before a full build.
     """
     reason = copy_refused(published, unchanged_before or {}, tables, compact_above)
     if reason is None:
         try:
-            return Loaded(copy_on_write(path, published, frames, unchanged_before or {}, tables, storage_version, copy))
+            return Loaded(copy_on_write(path, published, frames, unchanged_before or {}, tables, storage_version))
         except IncompatibleCopy as exc:
             reason = str(exc)
-    if copy is not None:
-        copy.abandon()
     whole = whole_tables(published, frames, unchanged_before or {}, tables)
     counts = build_database(path, frames | whole, tables, storage_version)
     # What the next night's copy compares its catalog with (``recorded_shape``): this file's,
@@ -233,16 +227,11 @@ def copy_refused(
     """Why the published file cannot be copied (None: it can, pending the catalog check)."""
     if not unchanged_before:
         return "no table is unchanged since the published run"
-    bad = sorted(n for n in unchanged_before if n not in tables or tables[n].date_column is None)
-    if bad and published is not None and published.exists():
-        return f"table(s) {', '.join(bad)} have no date column to replace rows from"
-    return file_refused(published, compact_above)
-
-
-def file_refused(published: Path | None, compact_above: float) -> str | None:
-    """Why the published file itself cannot be the base of a copy (None: it can, as far as the file goes)."""
     if published is None or not published.exists():
         return "no published warehouse"
+    bad = sorted(n for n in unchanged_before if n not in tables or tables[n].date_column is None)
+    if bad:
+        return f"table(s) {', '.join(bad)} have no date column to replace rows from"
     full = full_size_estimate(published)
     if full is None:
         return "the published file has no record of the full build it descends from"
@@ -268,30 +257,19 @@ def full_size_estimate(path: Path) -> int | None:
         return None
 
 
-class CopyStopped(Exception):
-    """A ``copy_file`` was asked to stop (its run failed or no longer needs the copy)."""
-
-
-# What copy_file_range copies between checks of ``stop``: a few tens of milliseconds.
-COPY_CHUNK = 64 * 2**20
-
-
-def copy_file(src: Path, dst: Path, stop: threading.Event | None = None) -> None:
+def copy_file(src: Path, dst: Path) -> None:
     """A real copy (a new inode), in the kernel where it can: ``copy_file_range`` reflinks on
     filesystems that share extents (btrfs, XFS) and copies without user-space buffers elsewhere.
 
     Only "this filesystem cannot" falls back to a plain copy; a full disk or an
-    I/O error is raised naming the file (a write error carries no file name).
-    ``stop`` (set by another thread): raise ``CopyStopped`` between chunks."""
+    I/O error is raised naming the file (a write error carries no file name)."""
     try:
         with open(src, "rb") as fin, open(dst, "wb") as fout:
             size = os.fstat(fin.fileno()).st_size
             try:
                 done = 0
                 while done < size:
-                    if stop is not None and stop.is_set():
-                        raise CopyStopped(f"copying {src} to {dst} stopped")
-                    n = os.copy_file_range(fin.fileno(), fout.fileno(), min(size - done, COPY_CHUNK))
+                    n = os.copy_file_range(fin.fileno(), fout.fileno(), size - done)
                     if n == 0:
                         break
                     done += n
@@ -314,26 +292,6 @@ def copy_file(src: Path, dst: Path, stop: threading.Event | None = None) -> None
 # copy_file_range's errors that mean "not here" (another filesystem, not
 # supported), not "the copy failed".
 _NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF, errno.ETXTBSY}
-
-
-class WarehouseCopy(StagingThread):
-    """The copy of the published file a copy-on-write load starts from, begun early in a thread.
-
-    A next day's copy (a new inode of ~1 GB at 2,000 equities, written and synced:
-    ~1 s where the filesystem cannot share extents) does not depend on the run's
-    tables, so the pipeline starts it when the run looks incremental and goes on
-    with its transform; ``copy_on_write`` waits for it. ``abandon`` stops it
-    between chunks (a full build after all, a failed or cancelled run) and removes its file.
-    """
-
-    def __init__(self, published: Path, path: Path) -> None:
-        self.source = Path(os.path.realpath(published))
-        self.path = path
-        super().__init__("warehouse-copy", copy_file, self.source, path)
-
-    def abandon(self, wait_s: float = 5.0) -> None:
-        super().abandon(wait_s)
-        self.path.unlink(missing_ok=True)
 
 
 def catalog_shape(con: duckdb.DuckDBPyConnection) -> list[tuple]:
@@ -448,7 +406,7 @@ def changed_rows(table: Table, frames: dict[str, pl.DataFrame], since: date | No
 def copy_on_write(
     path: Path, published: Path, frames: dict[str, pl.DataFrame], unchanged_before: dict[str, date],
     tables: dict[str, Table] = TABLES,
-    storage_version: str = DEFAULT_WAREHOUSE_STORAGE_VERSION, copy: WarehouseCopy | None = None,
+    storage_version: str = DEFAULT_WAREHOUSE_STORAGE_VERSION,
 ) -> dict[str, int]:
     """Copy ``published`` to ``path`` and bring every table to ``frames``; returns row counts.
 
@@ -457,17 +415,10 @@ def copy_on_write(
     and gets the frame's rows dated on or after ``d``; any other table is replaced
     whole. Raises ``IncompatibleCopy`` (and removes the copy) when the published
     file's catalog or storage format is not what a full build would write.
-    ``copy``: that copy, started earlier (``WarehouseCopy``), is waited for instead.
     """
-    source = Path(os.path.realpath(published))
+    path.unlink(missing_ok=True)
     Path(str(path) + ".wal").unlink(missing_ok=True)
-    if copy is not None and copy.path == path and copy.source == source:
-        copy.wait()
-    else:
-        if copy is not None:
-            copy.abandon()
-        path.unlink(missing_ok=True)
-        copy_file(source, path)
+    copy_file(Path(os.path.realpath(published)), path)
     full_size = full_size_estimate(published)
     counts: dict[str, int] = {}
     con = duckdb.connect(str(path), config={"storage_compatibility_version": storage_version})

@@ -29,7 +29,8 @@ class EarlierPrices:
     def first_date(self, before: date) -> date | None:
         """The first date of a bar before ``before`` (at most ``since``)."""
         return self.con.sql(
-            read_sql_file("figures/earlier_first.sql"), params={"before": min(before, self.since)}
+            read_sql_file("reads/published_bars_first_date.sql"),
+            params={"before": min(before, self.since), "own_only": False},
         ).fetchall()[0][0]
 
     def summary(self, before: date, sessions: pl.Series) -> pl.DataFrame:

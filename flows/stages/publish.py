@@ -26,7 +26,7 @@ from flows.sources.base import InputProblem, problems_frame
 from warehouse import marts as mart_files
 from warehouse import snapshots
 from warehouse.audit import audit, audit_warnings
-from warehouse.build import Loaded, WarehouseCopy, file_refused, load_database
+from warehouse.build import Loaded, load_database
 from warehouse.files import StagingThread
 from warehouse.mirror import mirror_marts
 from warehouse.quality import withdrawn_quarantine
@@ -71,32 +71,16 @@ def load(
     tables: dict[str, pl.DataFrame], staged: Path, storage_version: str,
     published: Path | None = None, unchanged_before: dict[str, date] | None = None,
     compact_above: float = Settings.model_fields["warehouse_compact_above"].default,
-    copy: WarehouseCopy | None = None,
 ) -> Loaded:
-    """Copy the published warehouse and replace the changed rows, or build it whole (warehouse.build).
-
-    ``copy``: the copy started before the transform (``start_warehouse_copy``)."""
+    """Copy the published warehouse and replace the changed rows, or build it whole (warehouse.build)."""
     loaded = load_database(staged, tables, storage_version=storage_version, published=published,
-                           unchanged_before=unchanged_before, compact_above=compact_above, copy=copy)
+                           unchanged_before=unchanged_before, compact_above=compact_above)
     if loaded.full_because:
         get_run_logger().info("warehouse built whole: %s", loaded.full_because)
     else:
         get_run_logger().info("warehouse copied from the published run; %s", replaced_from(unchanged_before))
     return loaded
 
-
-
-def start_warehouse_copy(settings: Settings, staging: snapshots.Staging) -> WarehouseCopy | None:
-    """Start copying the published warehouse into ``staging`` for a copy-on-write load, or None
-    where the load would not copy it (no published file, one due for compaction).
-
-    Called before the transform, for a run the published run can seed (the caller asks
-    ``flows.rebuild_plan``): the copy's I/O then overlaps the transform instead of
-    opening the load. A run that builds whole after all loses only the copy's I/O."""
-    published = settings.data_dir / snapshots.WAREHOUSE_FILE
-    if file_refused(published, settings.warehouse_compact_above) is not None:
-        return None
-    return WarehouseCopy(published, staging.warehouse_path)
 
 
 @task(name="audit", cache_policy=NO_CACHE)

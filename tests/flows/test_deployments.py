@@ -99,12 +99,16 @@ def wait_for(what: str, check, timeout: float, interval: float = 1.0):
 
 
 class Proc:
-    """A background process in its own group, stopped (with its children) on exit."""
+    """A background process in its own group, stopped (with its children) on exit; on Linux it also
+    gets SIGTERM when pytest dies (kill -9 included: no ``stop`` runs then)."""
 
     def __init__(self, args: list[str], env: dict, log: Path) -> None:
+        from flows.serve import _die_with_parent
+
         self.log = log
         self.p = subprocess.Popen(
-            args, env=env, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+            args, env=env, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
 
     def stop(self) -> None:

@@ -285,9 +285,8 @@ def test_an_incremental_run_writes_its_marts_beside_the_load_and_a_failure_there
     tmp_path, full_d2, monkeypatch,
 ):
     """The next night's marts are written in a thread of their own while the warehouse is loaded
-    and audited (flows.stages.publish.BackgroundMarts), and its warehouse copy begins before the
-    transform; the switch waits for them, and a failure in either publishes nothing and leaves no
-    staging behind. A full run writes its marts after the audit."""
+    and audited (flows.stages.publish.BackgroundMarts); the switch waits for them, and a failure
+    in either publishes nothing and leaves no staging behind. A full run writes its marts after the audit."""
     import threading
 
     from warehouse import marts as mart_files
@@ -319,21 +318,13 @@ def test_an_incremental_run_writes_its_marts_beside_the_load_and_a_failure_there
 
     import warehouse.build as build
 
-    from flows.settings import get_settings
-
     copies: list[str] = []
     monkeypatch.setattr(build, "copy_file", by_thread(build.copy_file, copies))
     monkeypatch.setattr(mart_files, "stage_marts", recording)
-    monkeypatch.setenv("XASSET_EARLY_WAREHOUSE_COPY", "true")
-    get_settings.cache_clear()
-    try:
-        second = nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
-    finally:
-        monkeypatch.delenv("XASSET_EARLY_WAREHOUSE_COPY")
-        get_settings.cache_clear()
+    second = nightly(source="sample", start=START, as_of=D2, data_dir=str(tmp_path))
     assert second.incremental_from is not None and threads[-1] == "stage-marts"
-    # The published warehouse was copied once, before the transform (build.WarehouseCopy), not by the load.
-    assert copies == ["warehouse-copy"]
+    # The load copied the published warehouse (copy-on-write), once, while the marts were written beside it.
+    assert len(copies) == 1 and copies[0] != "stage-marts"
     assert snapshots.current_run(tmp_path) == second.run_id
     assert_same_tables(tmp_path, full_d2)
     full = {p.relative_to(full_d2 / "marts") for p in (full_d2 / "marts").rglob("*.parquet")}
