@@ -331,13 +331,15 @@ def test_parquet_row_groups_as_recorded_are_not_decoded(nights, monkeypatch):
     import flows.sources.files as files
 
     skips: list[int] = []
-    decode = files.read_parquet
+    follow = files.follow_parquet
 
-    def spied(path: Path, keep_time: bool = False, skip: int = 0) -> pl.DataFrame:
-        skips.append(skip)
-        return decode(path, keep_time, skip)
+    def spied(path: Path, rec, decode):
+        def counted(p: Path, skip: int) -> pl.DataFrame:
+            skips.append(skip)
+            return decode(p, skip)
+        return follow(path, rec, counted)
 
-    monkeypatch.setattr(files, "read_parquet", spied)  # the cursor's decoding only (READERS keeps the original)
+    monkeypatch.setattr(files, "follow_parquet", spied)  # the cursor's decoding only
     write_grouped(nights.folder, long_frame(60))  # the same rows in other row groups: checked row by row
     got = nights.step()
     assert got["delta"] and got["handed_on"] == 0 and skips == [0]
