@@ -126,15 +126,15 @@ def _forget_row_groups(lake_root: Path) -> None:
     """The lake's input cursor without its row groups: the next night hashes every decoded row, as before."""
     import json
 
-    from flows.sources.files import read_parquet
-    from flows.sources.files_cursor import digest_rows, row_hashes
+    from flows.sources.files import read_hashed
+    from flows.sources.files_cursor import digest_rows
 
     path = lake_root / "index" / "input-source=files.json"
     raw = json.loads(path.read_text())
     for f in raw["files"]:
         if f.get("groups"):
-            frame = read_parquet(Path(f["path"]))
-            f["groups"], f["digest"] = None, digest_rows(frame.schema, row_hashes(frame))
+            _, schema, hashes = read_hashed(Path(f["path"]), "parquet")
+            f["groups"], f["digest"] = None, digest_rows(schema, hashes)
     path.write_text(json.dumps(raw))
 
 

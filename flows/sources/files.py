@@ -433,17 +433,33 @@ def read_ipc(path: Path, keep_time: bool = False) -> pl.DataFrame:
     return _from_table(frame, path, keep_time)
 
 
-def read_parquet(path: Path, keep_time: bool = False, skip: int = 0) -> pl.DataFrame:
-    """The file's rows, or those after the first ``skip`` (numbered as in the whole file)."""
+def parquet_table(path: Path, skip: int = 0) -> pl.DataFrame:
+    """The file's table as stored, or its rows after the first ``skip``."""
     try:
         # read_parquet is this scan collected; the slice skips the row groups before ``skip`` unread.
-        frame = pl.scan_parquet(path).slice(skip).collect() if skip else pl.read_parquet(path)
+        return pl.scan_parquet(path).slice(skip).collect() if skip else pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         raise FileFormatError(f"{path}: unreadable Parquet: {clip(str(exc))}") from None
-    return _from_table(frame, path, keep_time, skipped=skip)
+
+
+def read_parquet(path: Path, keep_time: bool = False, skip: int = 0) -> pl.DataFrame:
+    """The file's rows, or those after the first ``skip`` (numbered as in the whole file)."""
+    return _from_table(parquet_table(path, skip), path, keep_time, skipped=skip)
 
 
 READERS = {"csv": read_csv, "json": read_json, "ipc": read_ipc, "parquet": read_parquet}
+
+
+def read_hashed(path: Path, kind: str) -> tuple[pl.DataFrame, pl.Schema, bytes]:
+    """A daily file's rows, and what the input cursor digests of them: each row's hash (``row_hashes``)
+    and the schema hashed with them. A Parquet file's rows are hashed as stored: its decoded rows are
+    a function of them row by row (``_from_table``), and hashing the stored ones costs half as much
+    (0.5 against 1.0 CPU s for 8.8 M rows: no row numbers, reasons, or casts to hash)."""
+    if kind == "parquet":
+        table = parquet_table(path)
+        return _from_table(table, path), table.schema, row_hashes(table)
+    frame = READERS[kind](path)
+    return frame, frame.schema, row_hashes(frame)
 
 
 def _complete(frame: pl.DataFrame) -> pl.DataFrame:
@@ -696,24 +712,25 @@ class FilesSource:
             kind = SUFFIXES[path.suffix.lower()]
             try:
                 if rec.groups is not None and kind == "parquet":
-                    # Only the row groups from the first not byte for byte as recorded are decoded.
-                    grown = follow_parquet(path, rec, lambda p, skip: read_parquet(p, skip=skip))
+                    # Only the row groups from the first not byte for byte as recorded are decoded, and
+                    # of their rows only the new ones parsed (the stored rows are what is hashed).
+                    grown = follow_parquet(path, rec, lambda p, skip: parquet_table(p, skip))
                     if grown is None:
                         self.cursor.not_used("%s: its first %d rows changed", rel, rec.rows)
                         return None
                     height, followed = grown.skipped + grown.frame.height, grown.groups
-                    whole, added = groups_digest(followed), grown.frame.slice(rec.rows - grown.skipped)
+                    whole = groups_digest(followed)
+                    added = _from_table(grown.frame.slice(rec.rows - grown.skipped), path, skipped=rec.rows)
                 else:
                     before = os.stat(path)
-                    frame = READERS[kind](path)
-                    hashes = row_hashes(frame)
-                    first = digest_rows(frame.schema, memoryview(hashes)[: 8 * min(rec.rows, frame.height)])
+                    frame, schema, hashes = read_hashed(path, kind)
+                    first = digest_rows(schema, memoryview(hashes)[: 8 * min(rec.rows, frame.height)])
                     if frame.height < rec.rows or first != rec.digest:
                         self.cursor.not_used("%s: its first %d rows changed", rel, rec.rows)
                         return None
                     # A Parquet file is followed by row group from now on.
-                    followed = group_records(path, frame.schema, hashes, before) if kind == "parquet" else None
-                    whole = groups_digest(followed) if followed else digest_rows(frame.schema, hashes)
+                    followed = group_records(path, schema, hashes, before) if kind == "parquet" else None
+                    whole = groups_digest(followed) if followed else digest_rows(schema, hashes)
                     height, added = frame.height, frame.slice(rec.rows)
             except (NotAPriceHistory, FileFormatError, OSError):
                 self.cursor.not_used("%s no longer reads as it did", rel)
@@ -813,7 +830,10 @@ class FilesSource:
                     raise NotAPriceHistory(f"hourly candles of {name.symbol}, not a crypto pair: only crypto is "
                                            "sampled from hourly candles")
                 before = os.stat(path)
-                frame = READERS[kind](path, keep_time=True) if hour else READERS[kind](path)
+                if hour:
+                    frame = READERS[kind](path, keep_time=True)
+                else:
+                    frame, schema, hashes = read_hashed(path, kind)
             except NotAPriceHistory as why:
                 problems.append(InputProblem(rel, f"not a price history ({clip(str(why))})", "file skipped",
                                              "file_not_price_history", name.symbol if name else None))
@@ -829,11 +849,10 @@ class FilesSource:
                     failed_files[name.symbol] = ("error", f"{rel}: {text}")
                     info["symbols"].add(name.symbol)
                 continue
-            if not hour:  # the decoded rows, for the input cursor
-                hashes = row_hashes(frame)
-                info["rows"], info["digest"] = frame.height, digest_rows(frame.schema, hashes)
+            if not hour:  # the rows' digests, for the input cursor
+                info["rows"], info["digest"] = frame.height, digest_rows(schema, hashes)
                 if kind == "parquet" and self.cursor is not None:
-                    info["groups"] = group_records(path, frame.schema, hashes, before)
+                    info["groups"] = group_records(path, schema, hashes, before)
                     info["digest"] = groups_digest(info["groups"]) if info["groups"] else info["digest"]
             where = f"{rel} {'line' if kind == 'csv' else 'row'} "
             frame = frame.with_columns((pl.lit(where) + pl.col(_AT).cast(pl.String)).alias(ORIGIN)).drop(_AT)

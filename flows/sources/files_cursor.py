@@ -7,13 +7,14 @@ With it, the run that landed writes (atomically, after its land and withdrawal
 succeeded) ``<lake>/index/input-source=files.json``: per input file what was
 read, and per symbol what was landed. The next run
 
-- decodes each file as before, and hashes its decoded rows (with their row
-  numbers, so each bar's ``origin`` stays the same): when the first rows hash
-  as the recorded ones, only the rows after them are checked and handed on
-  (``mode="rows"``, files whose last read found nothing wrong); a Parquet file
-  is followed by row group (``follow_parquet``): the leading row groups whose
-  bytes, metadata and file schema are as recorded are not decoded, the rows
-  of the others are decoded and hashed as above;
+- decodes each file as before, and hashes its rows in order (a row's place
+  is its number: each bar's ``origin`` stays the same; a Parquet file's rows
+  as stored, ``read_hashed``): when the first rows hash as the recorded ones,
+  only the rows after them are checked and handed on (``mode="rows"``, files
+  whose last read found nothing wrong); a Parquet file is followed by row
+  group (``follow_parquet``): the leading row groups whose bytes, metadata
+  and file schema are as recorded are not decoded, the rows of the others are
+  decoded and hashed as above;
 - hashes the bytes of every other file (one skipped, one with held-back rows,
   an hourly file): it must be unchanged, and its problems are the recorded ones;
 - takes everything a check needs of the old rows (each symbol's row count,
@@ -96,11 +97,14 @@ def digest_rows(schema: pl.Schema, hashes: bytes | memoryview) -> str:
 
 
 # A followed Parquet file, row group by row group (``FileRecord.groups``). The nightly snapshot is
-# rewritten whole with a day appended, and a Parquet writer cuts it into the same row groups as the
-# night before but for the last one or two: a row group whose bytes (and metadata, and the file's
-# schema) are those recorded decodes to the rows recorded, so only the row groups from the first
-# other one on are decoded and hashed row by row (the full check cost ~1.2 s of a next day's 1.6 s
-# extract at 2,000 symbols: decoding 8.8 M rows and hashing each; the bytes hash at ~1 GB/s).
+# rewritten whole with a day appended. A writer that appends (or cuts fixed-size row groups:
+# pyarrow's) leaves the row groups as the night before but for the last one or two: a row group
+# whose bytes (and metadata, and the file's schema) are those recorded decodes to the rows
+# recorded, so only the row groups from the first other one on are decoded and hashed row by row
+# (the full check cost ~1.2 s of a next day's 1.6 s extract at 2,000 symbols: decoding 8.8 M rows
+# and hashing each; the bytes hash at ~1 GB/s). One frame written whole by Polars is cut into
+# row groups of equal size (Polars 2.1: ~123 k rows each): a day more moves every boundary, and
+# the file is decoded and hashed whole, as without row groups, plus the bytes hash (~0.3 s).
 _SPAN_CHUNK = 8 << 20
 
 

@@ -331,13 +331,15 @@ def test_parquet_row_groups_as_recorded_are_not_decoded(nights, monkeypatch):
     import flows.sources.files as files
 
     skips: list[int] = []
-    decode = files.read_parquet
+    follow = files.follow_parquet
 
-    def spied(path: Path, keep_time: bool = False, skip: int = 0) -> pl.DataFrame:
-        skips.append(skip)
-        return decode(path, keep_time, skip)
+    def spied(path: Path, rec, decode):
+        def counted(p: Path, skip: int) -> pl.DataFrame:
+            skips.append(skip)
+            return decode(p, skip)
+        return follow(path, rec, counted)
 
-    monkeypatch.setattr(files, "read_parquet", spied)  # the cursor's decoding only (READERS keeps the original)
+    monkeypatch.setattr(files, "follow_parquet", spied)  # the cursor's decoding only
     write_grouped(nights.folder, long_frame(60))  # the same rows in other row groups: checked row by row
     got = nights.step()
     assert got["delta"] and got["handed_on"] == 0 and skips == [0]
@@ -379,3 +381,34 @@ def test_a_changed_row_of_a_parquet_file_followed_by_row_group_falls_back(nights
     assert not nights.step()["delta"]
     write_grouped(nights.folder, long_frame(65))
     assert nights.step()["delta"]
+
+
+def test_a_parquet_file_whose_row_groups_all_moved_is_hashed_whole_but_parsed_only_from_its_new_rows(
+    nights, monkeypatch
+):
+    import flows.sources.files as files
+
+    path = nights.folder / "equities.parquet"
+    long_frame(60).write_parquet(path, row_group_size=45)
+    assert nights.step()["delta"]
+    parsed: list[tuple[int, int]] = []
+    parse = files._from_table
+
+    def spied(frame: pl.DataFrame, at: Path, keep_time: bool = False, skipped: int = 0) -> pl.DataFrame:
+        if at.name == path.name:
+            parsed.append((frame.height, skipped))
+        return parse(frame, at, keep_time, skipped)
+
+    monkeypatch.setattr(files, "_from_table", spied)
+    # As Polars cuts one frame written whole into row groups of equal size: a day more moves every
+    # boundary, so no row group is vouched for by its bytes and every stored row is hashed.
+    long_frame(61).write_parquet(path, row_group_size=61)
+    got = nights.step()
+    assert got["delta"] and got["handed_on"] == 3
+    # The cursor's lake parsed the 3 new rows alone (numbered after the 180 old ones); the full read all 183.
+    assert parsed == [(3, 180), (183, 0)]
+    changed = long_frame(62).with_columns(
+        volume=pl.when(pl.int_range(pl.len()) == 100).then(pl.col("volume") + 1).otherwise(pl.col("volume")))
+    changed.write_parquet(path, row_group_size=62)
+    got = nights.step()
+    assert not got["delta"] and "equities.parquet: its first 183 rows changed" in nights.said_by_cursor
