@@ -180,8 +180,13 @@ def _rolling_correlation_since(
     spans = spans.join(pairs, on=_PAIR, how="semi")
     continuing = spans.filter(pl.col("prev_last") >= last_prev_session)
     resumed = spans.filter((pl.col("prev_last") < last_prev_session) & (pl.col("last") > pl.col("prev_last")))
+    # A pair whose span now ends before the session before the changed range: its previous
+    # rows past a gap (their series' returns after it since withdrawn) are no longer the full
+    # build's, which ends the pair at its gap. Only a revision, never a next day: rebuilt whole.
+    shrunk = continuing.filter(pl.col("last") < last_prev_session)
+    continuing = continuing.filter(pl.col("last") >= last_prev_session)
     older = pairs.join(spans.select(_PAIR), on=_PAIR, how="anti")
-    whole = pl.concat([resumed.select(_PAIR), _pairs_before(prev_corr, older, last, windows[0])])
+    whole = pl.concat([resumed.select(_PAIR), shrunk.select(_PAIR), _pairs_before(prev_corr, older, last, windows[0])])
 
     # ``tail_idx`` is on an epoch boundary, so the tail's epochs are the full build's.
     tail = rolling_correlation(

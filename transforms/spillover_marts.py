@@ -30,25 +30,87 @@ def spillover_marts(
     benchmarks: list[str],
     params: SpilloverParams,
     since: date | None = None,
+    pairs_since: date | None = None,
 ) -> dict[str, pl.DataFrame]:
-    """mart_spillover, mart_lead_lag and mart_spillover_index (rows dated on/after ``since``)."""
+    """mart_spillover, mart_lead_lag and mart_spillover_index (rows dated on/after ``since``;
+    those of the two pair marts on/after ``pairs_since`` when given)."""
     focus = sorted(set(assets) | set(benchmarks) | set(params.index_series))
     returns = returns.filter(pl.col("symbol").is_in(focus))
     windows = tuple(params.windows)
+    pairs_since = since if pairs_since is None else pairs_since
     return {
         "mart_spillover": mart_spillover(
             returns, sessions, assets, benchmarks, windows, params.regime_lookback, params.min_observations,
-            params.cadence, since,
+            params.cadence, pairs_since,
         ),
         "mart_lead_lag": mart_lead_lag(
             returns, prices.filter(pl.col("symbol").is_in(assets)), sessions, assets, benchmarks, windows,
-            params.min_observations, params.cadence, since,
+            params.min_observations, params.cadence, pairs_since,
         ),
         "mart_spillover_index": mart_spillover_index(
             returns, sessions, tuple(params.index_series), params.index_window, params.index_horizon,
             params.index_max_lags, params.index_ic, params.index_step, since,
         ),
     }  # fmt: skip
+
+
+def pairs_changed_from(
+    previous: Mapping[str, pl.DataFrame],
+    returns: pl.DataFrame,
+    sessions: pl.Series,
+    assets: list[str],
+    benchmarks: list[str],
+    from_session: date,
+) -> date:
+    """The first session whose mart_spillover/mart_lead_lag rows may differ from the previous
+    run's: ``from_session``, or earlier for a pair with a gap at the seam.
+
+    A pair's rows are published up to the end of its span, the earlier of its two series' last
+    returns (``pair_grid``). Returns before ``from_session`` are the previous run's, so the rows
+    of a pair whose series both have a return on the session before it are too. But when one
+    series' last return before ``from_session`` is earlier (a coin without clean bars in the
+    last days before the previous as-of: ``L``, the pair's last session before the gap), the
+    rows of the gap's sessions depend on whether the span reaches past the gap: they exist only
+    if it does, in this run (the series resumed: the full build has them, the previous run had
+    not) or in the previous one (its bars after the gap since withdrawn: the previous run's rows
+    there, which the full build lacks, reach into the previous latest session, read). Such
+    pairs are rebuilt from the session after ``L``; a pair that stayed ended (a delisted coin)
+    is not. The next day: one group_by of the returns, no gapped series."""
+    sess = sessions.cast(pl.Date).unique().sort()
+    from_idx = int(sess.search_sorted(from_session, side="left"))
+    if from_idx == 0:
+        return from_session
+    last_before = sess[from_idx - 1]
+    # By date, not session number: returns are dated on sessions, and no join is needed.
+    ends = returns.filter(pl.col("log_return").is_not_null()).group_by("symbol").agg(
+        pl.col("session_date").filter(pl.col("session_date") < from_session).max().alias("g"),
+        pl.col("session_date").max().alias("n"),
+    ).filter(pl.col("g").is_not_null())
+    if ends.filter(pl.col("g") < last_before).is_empty():
+        return from_session
+    x = ends.filter(pl.col("symbol").is_in(assets)).rename({"symbol": "asset", "g": "gx", "n": "nx"})
+    y = ends.filter(pl.col("symbol").is_in(benchmarks)).rename({"symbol": "benchmark", "g": "gy", "n": "ny"})
+    gapped = (
+        x.join(y, how="cross")
+        .filter(pl.col("asset") != pl.col("benchmark"))
+        .select("asset", "benchmark", pl.min_horizontal("gx", "gy").alias("L"), pl.min_horizontal("nx", "ny").alias("N"))
+        .filter(pl.col("L") < last_before)
+    )
+    if gapped.is_empty():
+        return from_session
+    # Rows the previous run published past a pair's gap (the window read holds its latest session).
+    previous_rows = [previous[t].select("asset", "benchmark", "date") for t in ("mart_spillover", "mart_lead_lag") if t in previous]
+    past = (
+        pl.concat(previous_rows).join(gapped.select("asset", "benchmark", "L"), on=["asset", "benchmark"], how="inner")
+        .filter(pl.col("date") > pl.col("L"))
+        .select("asset", "benchmark")
+        .unique()
+        if previous_rows else gapped.select("asset", "benchmark").clear()
+    )
+    changed = pl.concat([gapped.filter(pl.col("N") > pl.col("L")), gapped.join(past, on=["asset", "benchmark"], how="semi")])
+    if changed.is_empty():
+        return from_session
+    return min(sess[int(sess.search_sorted(changed["L"].min(), side="right"))], from_session)
 
 
 def spillover_index_whole(returns: pl.DataFrame, sessions: pl.Series, params: SpilloverParams) -> pl.DataFrame:
@@ -68,15 +130,21 @@ def spillover_marts_since(
     benchmarks: list[str],
     params: SpilloverParams,
     from_session: date | None,
+    pairs_from: date | None = None,
 ) -> dict[str, pl.DataFrame]:
     """The three marts from the previous run's rows before ``from_session`` (the
     first changed session; None: no new session, the previous rows stand) and
-    rows recomputed on/after it; whole when ``previous`` lacks one of them."""
+    rows recomputed on/after it; whole when ``previous`` lacks one of them.
+    mart_spillover and mart_lead_lag from ``pairs_from`` instead
+    (``pairs_changed_from``, computed when not given)."""
     if any(t not in previous for t in SPILLOVER_TABLES):
         return spillover_marts(returns, prices, sessions, assets, benchmarks, params)
     if from_session is None:
         return {t: previous[t] for t in SPILLOVER_TABLES}
-    new = spillover_marts(returns, prices, sessions, assets, benchmarks, params, since=from_session)
+    if pairs_from is None:
+        pairs_from = pairs_changed_from(previous, returns, sessions, assets, benchmarks, from_session)
+    new = spillover_marts(returns, prices, sessions, assets, benchmarks, params, since=from_session, pairs_since=pairs_from)
+    starts = {"mart_spillover": pairs_from, "mart_lead_lag": pairs_from, "mart_spillover_index": from_session}
     # A previous row stays if its date is still a publish date (the previous
     # latest session drops out unless it is a month-end or on the index's step).
     dates = {
@@ -86,6 +154,6 @@ def spillover_marts_since(
     }
     out = {}
     for t in SPILLOVER_TABLES:
-        kept = previous[t].filter((pl.col("date") < from_session) & pl.col("date").is_in(dates[t].implode()))
+        kept = previous[t].filter((pl.col("date") < starts[t]) & pl.col("date").is_in(dates[t].implode()))
         out[t] = pl.concat([TABLES[t].conform(kept), new[t]])
     return out
