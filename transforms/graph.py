@@ -671,8 +671,10 @@ GRAPH: tuple[Node, ...] = (
          previous_window=(("mart_factor_scores", _factor_horizon), ("mart_factor_metrics", _no_lookback))),
     Node("spillover", SPILLOVER_TABLES,
          ("fact_returns", "fact_prices", "dim_asset", "_benchmarks", "sessions", "_focus_prices", "_focus_returns"),
-         build_spillover, previous=SPILLOVER_TABLES,
-         previous_window=tuple((t, _previous_latest_session) for t in SPILLOVER_TABLES)),
+         build_spillover, previous=(*SPILLOVER_TABLES, "fact_returns"),
+         # fact_returns from ``since`` on (the returns node's window): each series' last previous
+         # return, where a pair's previous rows ended (``pairs_changed_from``).
+         previous_window=(*((t, _previous_latest_session) for t in SPILLOVER_TABLES), ("fact_returns", _no_lookback))),
     Node("allocation", ALLOCATION_TABLES,
          ("fact_prices", "dim_asset", "_benchmarks", "mart_rolling_correlation", "_focus_prices"), build_allocation),
 )  # fmt: skip

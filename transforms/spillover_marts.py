@@ -67,15 +67,14 @@ def pairs_changed_from(
 
     A pair's rows are published up to the end of its span, the earlier of its two series' last
     returns (``pair_grid``). Returns before ``from_session`` are the previous run's, so the rows
-    of a pair whose series both have a return on the session before it are too. But when one
+    of a pair whose series both have a return on the session before it are too. When one
     series' last return before ``from_session`` is earlier (a coin without clean bars in the
-    last days before the previous as-of: ``L``, the pair's last session before the gap), the
-    rows of the gap's sessions depend on whether the span reaches past the gap: they exist only
-    if it does, in this run (the series resumed: the full build has them, the previous run had
-    not) or in the previous one (its bars after the gap since withdrawn: the previous run's rows
-    there, which the full build lacks, reach into the previous latest session, read). Such
-    pairs are rebuilt from the session after ``L``; a pair that stayed ended (a delisted coin)
-    is not. The next day: one group_by of the returns, no gapped series."""
+    last days before the previous as-of), the pair's span ends at the gap (``L``) or reaches
+    past it, in this run (the series resumed) or in the previous one (its returns on/after
+    ``from_session``, ``previous["fact_returns"]``, since withdrawn or revised): the rows of the
+    gap's sessions exist only then. Where the two runs' spans differ past ``L`` the pair's rows
+    are rebuilt from the session after it; a pair that stayed ended there (a delisted coin) is
+    not. The next day: one group_by of the returns, no gapped series."""
     sess = sessions.cast(pl.Date).unique().sort()
     from_idx = int(sess.search_sorted(from_session, side="left"))
     if from_idx == 0:
@@ -88,26 +87,24 @@ def pairs_changed_from(
     ).filter(pl.col("g").is_not_null())
     if ends.filter(pl.col("g") < last_before).is_empty():
         return from_session
-    x = ends.filter(pl.col("symbol").is_in(assets)).rename({"symbol": "asset", "g": "gx", "n": "nx"})
-    y = ends.filter(pl.col("symbol").is_in(benchmarks)).rename({"symbol": "benchmark", "g": "gy", "n": "ny"})
-    gapped = (
+    # Each series' last return in the previous run: on/after from_session (its rows from it
+    # on are read), else the last one before it, which this run has too.
+    old = previous.get("fact_returns")
+    later = (
+        old.filter((pl.col("session_date") >= from_session) & pl.col("log_return").is_not_null())
+        .group_by("symbol").agg(pl.col("session_date").max().alias("p"))
+        if old is not None else pl.DataFrame(schema={"symbol": pl.String, "p": pl.Date})
+    )
+    ends = ends.join(later, on="symbol", how="left").with_columns(pl.coalesce("p", "g").alias("p"))
+    x = ends.filter(pl.col("symbol").is_in(assets)).rename({"symbol": "asset", "g": "gx", "n": "nx", "p": "px"})
+    y = ends.filter(pl.col("symbol").is_in(benchmarks)).rename({"symbol": "benchmark", "g": "gy", "n": "ny", "p": "py"})
+    span_end = {"L": ("gx", "gy"), "now": ("nx", "ny"), "before": ("px", "py")}
+    changed = (
         x.join(y, how="cross")
         .filter(pl.col("asset") != pl.col("benchmark"))
-        .select("asset", "benchmark", pl.min_horizontal("gx", "gy").alias("L"), pl.min_horizontal("nx", "ny").alias("N"))
-        .filter(pl.col("L") < last_before)
+        .select(pl.min_horizontal(*cols).alias(name) for name, cols in span_end.items())
+        .filter((pl.col("L") < last_before) & ((pl.col("now") > pl.col("L")) | (pl.col("before") > pl.col("L"))))
     )
-    if gapped.is_empty():
-        return from_session
-    # Rows the previous run published past a pair's gap (the window read holds its latest session).
-    previous_rows = [previous[t].select("asset", "benchmark", "date") for t in ("mart_spillover", "mart_lead_lag") if t in previous]
-    past = (
-        pl.concat(previous_rows).join(gapped.select("asset", "benchmark", "L"), on=["asset", "benchmark"], how="inner")
-        .filter(pl.col("date") > pl.col("L"))
-        .select("asset", "benchmark")
-        .unique()
-        if previous_rows else gapped.select("asset", "benchmark").clear()
-    )
-    changed = pl.concat([gapped.filter(pl.col("N") > pl.col("L")), gapped.join(past, on=["asset", "benchmark"], how="semi")])
     if changed.is_empty():
         return from_session
     return min(sess[int(sess.search_sorted(changed["L"].min(), side="right"))], from_session)

@@ -244,15 +244,21 @@ def test_a_coin_resuming_after_a_gap_at_the_seam(panel, missing):
     assert previous.filter((pl.col("asset") == "ETH") & pl.col("date").is_in(days.implode())).is_empty()
 
 
-def test_a_coin_whose_bars_after_a_gap_are_withdrawn():
+@pytest.mark.parametrize("benchmarks_end", [False, True], ids=["benchmarks_go_on", "benchmarks_end_in_between"])
+def test_a_coin_whose_bars_after_a_gap_are_withdrawn(benchmarks_end):
     """The other way round: the previous run had ETH's bars after its gap (its pairs' rows of the
-    gap's sessions published), a revision withdraws them: the full build has no such row any more."""
+    gap's sessions published), a revision withdraws them: the full build has no such row any more.
+    With the benchmarks' last bars four sessions before the previous as-of, the previous rows of
+    ETH's pairs end before the spillover marts' window read (the previous latest session)."""
     prices, assets, sessions = _random_panel(5, 0.0)
     params = SMALL
     at = 80
     d, prev = sessions[at], sessions[at - 1]
     gap = sessions.slice(at - 6, 2)
     before = _without(prices, "ETH", gap)
+    if benchmarks_end:
+        for symbol in ("^RUT", "^GSPC"):
+            before = _without(before, symbol, sessions.slice(at - 4, 4))
     after = before.filter((pl.col("symbol") != "ETH") | (pl.col("date") < sessions[at - 3]))
     p, s = as_of(after, sessions, d)
     pp, ps = as_of(before, sessions, prev)
@@ -323,6 +329,22 @@ def test_alpha_score_marts(panel):
     full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), params)
     assert "mart_factor_scores" in inc.tables
     assert {"mart_factor_scores", "mart_factor_metrics", "mart_factor_ic"} <= set(inc.unchanged_before)
+
+
+@pytest.mark.parametrize("back", [(-4, -3), (-40, -3)], ids=["two_sessions", "long_gap"])
+def test_every_mart_with_gaps_at_the_seam(panel, back):
+    """Gaps at the seam in a stock, a coin and a benchmark at once, the Alpha Score marts on:
+    each series' last bar before the previous as-of is days earlier, the new day resumes it."""
+    prices, assets, sessions = panel
+    params = dataclasses.replace(PARAMS, factors=True)
+    d, prev = sessions[-1], sessions[-2]
+    gapped = prices
+    for symbol, shift in (("E0003", 0), ("ETH", 0), ("^RUT", 1)):
+        gapped = _without(gapped, symbol, sessions.slice(len(sessions) + back[0] + shift, back[1] - back[0] + 1 - shift))
+    p, s = as_of(gapped, sessions, d)
+    pp, ps = as_of(gapped, sessions, prev)
+    full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), params)
+    assert {"mart_factor_scores", "mart_spillover"} <= set(inc.unchanged_before)
 
 
 @pytest.mark.parametrize("since", [date(2026, 11, 20), date(2026, 11, 1), date(2026, 10, 31), date(2026, 3, 15)])
