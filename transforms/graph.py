@@ -89,7 +89,13 @@ from transforms.matrix import mart_correlation_matrix
 from transforms.returns import log_returns
 from transforms.spillover import publish_dates
 from transforms.spillover_index import index_dates
-from transforms.spillover_marts import SPILLOVER_TABLES, spillover_index_whole, spillover_marts, spillover_marts_since
+from transforms.spillover_marts import (
+    SPILLOVER_TABLES,
+    pairs_changed_from,
+    spillover_index_whole,
+    spillover_marts,
+    spillover_marts_since,
+)
 
 # The published fact_prices rows the crypto indices were built as (warehouse source "derived").
 DERIVED_BARS: Condition = ("source", "==", "derived")
@@ -539,19 +545,27 @@ def build_spillover(inputs, params: MartParams, since, previous) -> Built:
         ))  # fmt: skip
     plan = _plan(inputs["sessions"], since, params)
     sess, from_session = plan.sess, plan.from_session
+    returns = inputs["_focus_returns"]
+    whole = any(t not in previous for t in SPILLOVER_TABLES)
+    # A pair with a gap at the seam is rebuilt from its gap on (``pairs_changed_from``).
+    pairs_from = None if whole or from_session is None else pairs_changed_from(
+        previous, returns, sess, crypto, benchmarks, from_session)
     # From the focus symbols' whole returns: each row of these marts reads only its own window.
     tables = spillover_marts_since(
-        previous, inputs["_focus_returns"], inputs["_focus_prices"], sess, crypto, benchmarks, sp, from_session
+        previous, returns, inputs["_focus_prices"], sess, crypto, benchmarks, sp, from_session, pairs_from
     )
     unchanged: dict[str, date] = {}
-    if all(t in previous for t in SPILLOVER_TABLES):
+    if not whole:
         # The previous rows before the first changed session are kept unless
         # their date stopped being a publish date (the previous latest session).
         dates = {"mart_spillover": publish_dates(sess, sp.cadence), "mart_lead_lag": publish_dates(sess, sp.cadence),
                  "mart_spillover_index": index_dates(sess, sp.index_step)}  # fmt: skip
+        starts = {t: since for t in SPILLOVER_TABLES}
+        if pairs_from is not None:
+            starts |= {"mart_spillover": min(since, pairs_from), "mart_lead_lag": min(since, pairs_from)}
         for t in SPILLOVER_TABLES:
             dropped = previous[t].filter((pl.col("date") < since) & ~pl.col("date").is_in(dates[t].implode()))
-            unchanged[t] = min(since, dropped["date"].min() or since)
+            unchanged[t] = min(starts[t], dropped["date"].min() or since)
             tables[t] = tail(t, tables[t], unchanged[t])
         if _index_series(previous["mart_spillover_index"]) != _index_series_now(inputs["_focus_returns"], sp):
             # A series new to (or gone from) the spillover index (e.g. ALTS once its first alt coin
@@ -657,8 +671,10 @@ GRAPH: tuple[Node, ...] = (
          previous_window=(("mart_factor_scores", _factor_horizon), ("mart_factor_metrics", _no_lookback))),
     Node("spillover", SPILLOVER_TABLES,
          ("fact_returns", "fact_prices", "dim_asset", "_benchmarks", "sessions", "_focus_prices", "_focus_returns"),
-         build_spillover, previous=SPILLOVER_TABLES,
-         previous_window=tuple((t, _previous_latest_session) for t in SPILLOVER_TABLES)),
+         build_spillover, previous=(*SPILLOVER_TABLES, "fact_returns"),
+         # fact_returns from ``since`` on (the returns node's window): each series' last previous
+         # return, where a pair's previous rows ended (``pairs_changed_from``).
+         previous_window=(*((t, _previous_latest_session) for t in SPILLOVER_TABLES), ("fact_returns", _no_lookback))),
     Node("allocation", ALLOCATION_TABLES,
          ("fact_prices", "dim_asset", "_benchmarks", "mart_rolling_correlation", "_focus_prices"), build_allocation),
 )  # fmt: skip

@@ -9,8 +9,9 @@ are those node bodies' heavy parts:
 - ``mart_rolling_correlation`` (``_rolling_correlation_since``): from
   ``max(windows)`` (+ ``MARGIN_SESSIONS``) sessions of returns, extended back
   to an epoch boundary of the calendar so the values are the full build's bit
-  for bit, each pair's span taken from the previous rows; a pair that is new or
-  resumes after a gap is computed over its whole history;
+  for bit, each pair's span taken from the previous rows; a pair that is new,
+  resumes after a gap, or now ends before the seam (bars after a gap withdrawn)
+  is computed over its whole history;
 - ``mart_correlation_matrix`` (``_matrix_since``): only the as-of blocks
   on/after the first changed session, plus null rows for a symbol that is new
   to the matrix;
@@ -180,8 +181,14 @@ def _rolling_correlation_since(
     spans = spans.join(pairs, on=_PAIR, how="semi")
     continuing = spans.filter(pl.col("prev_last") >= last_prev_session)
     resumed = spans.filter((pl.col("prev_last") < last_prev_session) & (pl.col("last") > pl.col("prev_last")))
+    # A pair whose span now ends earlier than its previous rows, before the session before the
+    # changed range: its previous rows past a gap (their series' returns after it since
+    # withdrawn) are no longer the full build's, which ends the pair at its gap. Only a
+    # revision, never a next day (returns before it are the previous run's): rebuilt whole.
+    shrunk = spans.filter((pl.col("last") < pl.col("prev_last")) & (pl.col("last") < last_prev_session))
+    continuing = continuing.join(shrunk, on=_PAIR, how="anti")
     older = pairs.join(spans.select(_PAIR), on=_PAIR, how="anti")
-    whole = pl.concat([resumed.select(_PAIR), _pairs_before(prev_corr, older, last, windows[0])])
+    whole = pl.concat([resumed.select(_PAIR), shrunk.select(_PAIR), _pairs_before(prev_corr, older, last, windows[0])])
 
     # ``tail_idx`` is on an epoch boundary, so the tail's epochs are the full build's.
     tail = rolling_correlation(

@@ -23,6 +23,7 @@ from flows.policy import load_policy
 from tests.panels import generate
 from transforms.incremental import first_changed_session
 from transforms.marts import MartParams, build_marts
+from transforms.spillover import SpilloverParams
 from contracts.tables import TABLES
 from tests.transforms.seeding import seeded_build
 
@@ -220,6 +221,53 @@ def test_a_series_new_to_the_spillover_index_rebuilds_the_index_whole(panel):
     assert full.tables["mart_spillover_index"].filter(pl.col("date") <= prev).height != previous.height
 
 
+def _without(prices: pl.DataFrame, symbol: str, days) -> pl.DataFrame:
+    return prices.filter((pl.col("symbol") != symbol) | ~pl.col("date").is_in(list(days)))
+
+
+@pytest.mark.parametrize("missing", [(-4, -3), (-3,), (-40, -3)], ids=["two_sessions", "one_session", "long_gap"])
+def test_a_coin_resuming_after_a_gap_at_the_seam(panel, missing):
+    """ETH has no bar on some sessions before the previous as-of (e.g. quarantined), so its last
+    return before it is days earlier: the previous run's ETH pairs ended there. Its return on the
+    new day pairs them again, and the full build publishes the spillover marts' rows of the gap's
+    sessions (their windows lie in the pair's span again): the incremental build must give them."""
+    prices, assets, sessions = panel
+    d, prev = sessions[-1], sessions[-2]
+    days = sessions.gather([i for i in range(missing[0], missing[-1] + 1)]) if len(missing) > 1 else sessions.gather(list(missing))
+    gapped = _without(prices, "ETH", days)
+    p, s = as_of(gapped, sessions, d)
+    pp, ps = as_of(gapped, sessions, prev)
+    full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1))
+    rows = full.tables["mart_spillover"].filter((pl.col("asset") == "ETH") & pl.col("date").is_in(days.implode()))
+    assert rows.height, "the gap's rows exist in the full build"
+    previous = build_marts(pp, assets, ps, PARAMS).tables["mart_spillover"]
+    assert previous.filter((pl.col("asset") == "ETH") & pl.col("date").is_in(days.implode())).is_empty()
+
+
+@pytest.mark.parametrize("benchmarks_end", [False, True], ids=["benchmarks_go_on", "benchmarks_end_in_between"])
+def test_a_coin_whose_bars_after_a_gap_are_withdrawn(benchmarks_end):
+    """The other way round: the previous run had ETH's bars after its gap (its pairs' rows of the
+    gap's sessions published), a revision withdraws them: the full build has no such row any more.
+    With the benchmarks' last bars four sessions before the previous as-of, the previous rows of
+    ETH's pairs end before the spillover marts' window read (the previous latest session)."""
+    prices, assets, sessions = _random_panel(5, 0.0)
+    params = SMALL
+    at = 80
+    d, prev = sessions[at], sessions[at - 1]
+    gap = sessions.slice(at - 6, 2)
+    before = _without(prices, "ETH", gap)
+    if benchmarks_end:
+        for symbol in ("^RUT", "^GSPC"):
+            before = _without(before, symbol, sessions.slice(at - 4, 4))
+    after = before.filter((pl.col("symbol") != "ETH") | (pl.col("date") < sessions[at - 3]))
+    p, s = as_of(after, sessions, d)
+    pp, ps = as_of(before, sessions, prev)
+    from_date = first_changed_session(pp, p)
+    assert from_date is not None and from_date < prev
+    full, _ = check(p, assets, s, d, pp, assets, ps, from_date, params)
+    assert full.tables["mart_spillover"].filter(pl.col("asset") == "ETH")["date"].max() < gap[0]
+
+
 def _last_event_day(panel) -> date:
     prices, assets, sessions = panel
     events = build_marts(prices, assets, sessions, PARAMS).tables["mart_correlation_events"]
@@ -281,6 +329,22 @@ def test_alpha_score_marts(panel):
     full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), params)
     assert "mart_factor_scores" in inc.tables
     assert {"mart_factor_scores", "mart_factor_metrics", "mart_factor_ic"} <= set(inc.unchanged_before)
+
+
+@pytest.mark.parametrize("back", [(-4, -3), (-40, -3)], ids=["two_sessions", "long_gap"])
+def test_every_mart_with_gaps_at_the_seam(panel, back):
+    """Gaps at the seam in a stock, a coin and a benchmark at once, the Alpha Score marts on:
+    each series' last bar before the previous as-of is days earlier, the new day resumes it."""
+    prices, assets, sessions = panel
+    params = dataclasses.replace(PARAMS, factors=True)
+    d, prev = sessions[-1], sessions[-2]
+    gapped = prices
+    for symbol, shift in (("E0003", 0), ("ETH", 0), ("^RUT", 1)):
+        gapped = _without(gapped, symbol, sessions.slice(len(sessions) + back[0] + shift, back[1] - back[0] + 1 - shift))
+    p, s = as_of(gapped, sessions, d)
+    pp, ps = as_of(gapped, sessions, prev)
+    full, inc = check(p, assets, s, d, pp, assets, ps, prev + timedelta(days=1), params)
+    assert {"mart_factor_scores", "mart_spillover"} <= set(inc.unchanged_before)
 
 
 @pytest.mark.parametrize("since", [date(2026, 11, 20), date(2026, 11, 1), date(2026, 10, 31), date(2026, 3, 15)])
@@ -406,7 +470,11 @@ from hypothesis import strategies as st  # noqa: E402
 
 # An epoch of 8 sessions: the tails start on nonzero epoch boundaries and the
 # windows cross epochs, which the default (512) never does on 120 days.
-SMALL = MartParams(windows=(3, 7), event_levels=(0.5, -0.5), factors=False, correlation_epoch_sessions=8)
+SMALL = MartParams(
+    windows=(3, 7), event_levels=(0.5, -0.5), factors=False, correlation_epoch_sessions=8,
+    # Windows these panels fill, so the spillover marts have rows (gaps at the seam among them).
+    spillover=SpilloverParams(windows=(3, 7), regime_lookback=5, min_observations=2),
+)
 
 
 def _random_panel(seed: int, gap: float, n_days: int = 120) -> tuple[pl.DataFrame, pl.DataFrame, pl.Series]:
