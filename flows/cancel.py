@@ -93,6 +93,8 @@ def install(grace_s: float, on_timeout: Callable[[int], None]) -> dict:
 def uninstall(previous: dict) -> None:
     """Put back the handlers ``install`` replaced (a command run in-process, e.g. by a test, ends)."""
     _state.installed = False
+    # A later run in this process (a test's, or the next of a caller's) starts with no stop requested.
+    _state.requested, _state.raised, _state.shield_depth = None, False, 0
     _state.on_timeout = None
     if _state.watchdog is not None:
         _state.watchdog.cancel()
@@ -146,7 +148,7 @@ def swallowed(exc: BaseException) -> RunCancelled | None:
     Once the handler raised, any other error that reaches the run is that
     stop's doing, and is a cancellation, not a failure.
     """
-    if _state.raised and _state.requested is not None and not is_cancellation(exc):
+    if _state.installed and _state.raised and _state.requested is not None and not is_cancellation(exc):
         return RunCancelled(_state.requested)
     return None
 

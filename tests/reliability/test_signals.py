@@ -293,3 +293,21 @@ def test_a_stop_during_the_publish_switch_waits_for_its_end():
     finally:
         cancel.uninstall(previous)
     assert signal.getsignal(signal.SIGINT) is previous[signal.SIGINT]
+    # The stop ended with its run: a later error in this process is that error, not a cancellation.
+    assert cancel.requested() is None and cancel.swallowed(RuntimeError("Query interrupted")) is None
+
+
+def test_an_error_after_the_stop_was_raised_is_the_cancellation():
+    from flows import cancel
+
+    previous = cancel.install(60, lambda signum: None)
+    try:
+        assert cancel.swallowed(RuntimeError("boom")) is None  # no stop requested: an error is an error
+        with pytest.raises(cancel.RunCancelled):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        stop = cancel.swallowed(RuntimeError("Query interrupted"))
+        assert isinstance(stop, cancel.RunCancelled) and stop.signum == signal.SIGTERM
+        assert cancel.swallowed(stop) is None  # the cancellation itself is not "swallowed"
+    finally:
+        cancel.uninstall(previous)
