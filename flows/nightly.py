@@ -181,18 +181,22 @@ def run_pipeline(
             """The stage's progress bar starts now (extract() then sets its number of batches)."""
             progress.emit(name, 0, 1)
 
-        def cancelled(exc: BaseException) -> None:
+        def drop_staging() -> None:
+            """A failed or cancelled run's staging goes, once the marts thread writing into it stopped."""
             nonlocal staging
+            if staging is not None:
+                abandon(marts_job, settings.stop_grace_seconds)
+                snapshots.discard(staging)
+                staging = None
+
+        def cancelled(exc: BaseException) -> None:
             if published:  # stopped after the switch: the run did publish, only the mirror was skipped
                 run.status = "succeeded"
                 run.warnings.append(f"stopped ({cancel.describe(exc)}) after publishing; mirror not updated")
             else:
                 run.status = "cancelled"
                 run.error = f"{cancel.describe(exc)}; nothing published"
-            if staging is not None:
-                abandon(marts_job, settings.stop_grace_seconds)
-                snapshots.discard(staging)
-                staging = None
+            drop_staging()
 
         stage_start("extract")  # the stage's clock runs from here
         try:
@@ -296,9 +300,7 @@ def run_pipeline(
                 raise stop from exc
             run.status = "failed"
             run.error = str(exc) if isinstance(exc, (PipelineError, SourceError, StoredFileError, ValueError)) else repr(exc)
-            if staging is not None:
-                abandon(marts_job, settings.stop_grace_seconds)
-                snapshots.discard(staging)
+            drop_staging()
             raise
         except BaseException as exc:
             if not cancel.is_cancellation(exc):
