@@ -27,7 +27,11 @@ DEMO_FLAGS := --source sample $(if $(DEMO_AS_OF),--as-of $(DEMO_AS_OF))
 	$(UV) sync --locked --compile-bytecode
 	@touch $@
 
+# The project's own modules too: uv compiles only what it installs, and with
+# PYTHONDONTWRITEBYTECODE set (common on servers and in containers) every run would compile
+# them again (~0.1-0.2 s a process). compileall skips what is up to date.
 setup: .venv/.synced
+	@.venv/bin/python -m compileall -q -j0 flows transforms warehouse contracts >/dev/null
 
 demo: setup
 	.venv/bin/xasset run $(DEMO_FLAGS)
