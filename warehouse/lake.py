@@ -504,7 +504,29 @@ class Lake:
         return None
 
     def _files(self) -> list[Path]:
-        return sorted(self.bars_dir.glob("*/*.parquet")) if self.bars_dir.exists() else []
+        return [Path(path) for _, _, path in self._year_files()]
+
+    def _year_files(self) -> list[tuple[str, str, str]]:
+        """The year files, ``*/*.parquet`` under ``bars_dir``, as (symbol directory, file name, path),
+        sorted as their paths sort (by directory, then name). Listed with ``os.scandir``, not a glob:
+        no ``Path`` made, matched or compared per file (~0.1 of ``bar_files``' ~0.25 s for 25,063
+        files). The glob's entries: a directory's (a link to one too) entries named ``*.parquet``,
+        dot-names included."""
+        root = str(self.bars_dir)
+        try:
+            with os.scandir(root) as top:
+                dirs = sorted(e.name for e in top if e.is_dir())
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            return []
+        out = []
+        for d in dirs:
+            try:
+                with os.scandir(os.path.join(root, d)) as entries:
+                    names = sorted(e.name for e in entries if e.name.endswith(".parquet"))
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
+                continue  # gone since listed, as the glob skips it
+            out += [(d, n, os.path.join(root, d, n)) for n in names]
+        return out
 
     def read_bars(self, symbols: list[str] | None = None) -> pl.DataFrame:
         """Stored bars (``BARS_SCHEMA``: ``fact_prices``'s columns and ``origin``)."""
@@ -523,10 +545,11 @@ class Lake:
         file's own status-change time (``file_ctime_ns``). ``deltas``: ``delta_listing`` as the
         caller took it a moment before (not read again)."""
         rows = []
-        for f in self._files():
-            stat = file_stat(f)
+        for d, name, path in self._year_files():
+            stat = file_stat(path)
             if stat is not None:
-                rows.append((unquote(f.parent.name), int(f.stem) if f.stem.isdigit() else None, str(f), stat[2],
+                stem = name[: -len(".parquet")]
+                rows.append((unquote(d), int(stem) if stem.isdigit() else None, path, stat[2],
                              stat[0], stat[1], stat[3], stat[2]))
         schema = {"symbol": pl.String(), "year": pl.Int32(), "path": pl.String(), "ctime_ns": pl.Int64(),
                   "size": pl.Int64(), "mtime_ns": pl.Int64(), "ino": pl.Int64(), "file_ctime_ns": pl.Int64()}

@@ -43,6 +43,7 @@ from transforms.graph import GRAPH, SeedTooShort, full_build_reason, prices_from
 from transforms.marts import MartParams, build_marts, serial_map
 from warehouse.lake import Lake
 from warehouse.quality import screen
+from warehouse.query import kept_open
 
 
 @task(cache_policy=NO_CACHE)
@@ -126,73 +127,77 @@ def transform(
             if bounded else "asked to read the whole lake"
         )
 
-    plan = planned(context_days)
-    if isinstance(plan, LakeRead):
-        landed = None  # the bounded read takes a few years of files and the published bars
-    read = (
-        _read_bounded(lake, settings, as_of, assets, files, plan, params if narrow else None)
-        if isinstance(plan, LakeRead) else plan
-    )
-    if isinstance(read, str) and isinstance(plan, LakeRead) and plan.context_start is not None:
-        # The few days' context cannot start the screen of some symbol (``merge_published``: e.g. a
-        # gap, or a bad bar at its start): the year before, as the plan's context, then the whole lake.
-        plan = planned(None)
+    # Every read of the published warehouse file up to the seeds goes to one DuckDB instance
+    # (``kept_open``): the catalog loaded once, the blocks one read brought in there for the next.
+    # Let go before the marts are built (the buffer pool would hold those blocks through the build).
+    with kept_open(settings.warehouse_path):
+        plan = planned(context_days)
+        if isinstance(plan, LakeRead):
+            landed = None  # the bounded read takes a few years of files and the published bars
         read = (
             _read_bounded(lake, settings, as_of, assets, files, plan, params if narrow else None)
             if isinstance(plan, LakeRead) else plan
         )
-    narrowed = None
-    if isinstance(read, str):
-        lake_read = f"read the whole lake ({files.height} year files): {read}"
-        if landed is not None:
-            # The very frame the read would give (``Lake.hand_over``), without reading it back.
-            stored, landed = landed, None
-            lake_read = f"read the whole lake ({files.height} year files, as the land wrote them: not read back): {read}"
+        if isinstance(read, str) and isinstance(plan, LakeRead) and plan.context_start is not None:
+            # The few days' context cannot start the screen of some symbol (``merge_published``: e.g. a
+            # gap, or a bad bar at its start): the year before, as the plan's context, then the whole lake.
+            plan = planned(None)
+            read = (
+                _read_bounded(lake, settings, as_of, assets, files, plan, params if narrow else None)
+                if isinstance(plan, LakeRead) else plan
+            )
+        narrowed = None
+        if isinstance(read, str):
+            lake_read = f"read the whole lake ({files.height} year files): {read}"
+            if landed is not None:
+                # The very frame the read would give (``Lake.hand_over``), without reading it back.
+                stored, landed = landed, None
+                lake_read = f"read the whole lake ({files.height} year files, as the land wrote them: not read back): {read}"
+            else:
+                stored = lake.read_bar_files(files["path"].to_list())
+            if stored["date"].max() is not None and (stored["date"].max() > as_of or stored["date"].null_count()):
+                # Not copied when every bar is up to as_of (the nightly case; ~9 M bars at the bench size).
+                stored = stored.filter(pl.col("date") <= as_of)
+            if stored.is_empty() or assets is None:
+                raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of}")
+            calendar = exchange_sessions(stored["date"].min(), as_of, settings.exchange_calendar)
+            # Bad bars are set aside in the quarantine, naming where they came from
+            # (the lake's origin), not dropped or "fixed": everything derived is
+            # computed without them. An equity bar off the exchange calendar is one.
+            prices, quarantined = screen(
+                "fact_prices", stored, as_of, sessions=calendar, assets=assets, jump_bounds=settings.jump_bounds
+            )
         else:
-            stored = lake.read_bar_files(files["path"].to_list())
-        if stored["date"].max() is not None and (stored["date"].max() > as_of or stored["date"].null_count()):
-            # Not copied when every bar is up to as_of (the nightly case; ~9 M bars at the bench size).
-            stored = stored.filter(pl.col("date") <= as_of)
-        if stored.is_empty() or assets is None:
-            raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of}")
-        calendar = exchange_sessions(stored["date"].min(), as_of, settings.exchange_calendar)
-        # Bad bars are set aside in the quarantine, naming where they came from
-        # (the lake's origin), not dropped or "fixed": everything derived is
-        # computed without them. An equity bar off the exchange calendar is one.
-        prices, quarantined = screen(
-            "fact_prices", stored, as_of, sessions=calendar, assets=assets, jump_bounds=settings.jump_bounds
+            stored, prices, quarantined, calendar, narrowed = read
+            lake_read = (
+                f"read {len(plan.files)} of {files.height} lake year files (from {plan.context_from.year}, "
+                f"screened from {plan.context_from}; nothing landed or withdrawn before {plan.changed_from})"
+                + (f"; published bars from {narrowed.bars_from}" if narrowed is not None else "")
+            )
+        if prices.is_empty():
+            raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of} pass the quality rules")
+        # Index bars from before the history start and every other asset's first
+        # bar (a source's whole record of an index, e.g. ^RUT from 1987, see
+        # FilesSource.fetch) only feed the milestones' highs; every other mart
+        # starts where it did (issue 14).
+        # (Only the first date is kept: the frame would hold a copy of nearly every bar through the build.)
+        others_first = (
+            prices.join(assets.filter(pl.col("asset_class") != "index").select("symbol"), on="symbol", how="semi")
+            ["date"].min()
         )
-    else:
-        stored, prices, quarantined, calendar, narrowed = read
-        lake_read = (
-            f"read {len(plan.files)} of {files.height} lake year files (from {plan.context_from.year}, "
-            f"screened from {plan.context_from}; nothing landed or withdrawn before {plan.changed_from})"
-            + (f"; published bars from {narrowed.bars_from}" if narrowed is not None else "")
+        history = None
+        if others_first is not None:
+            start = min(others_first, settings.history_start)
+            if prices["date"].min() < start:
+                history = prices.filter(pl.col("date") < start)
+                prices = prices.filter(pl.col("date") >= start)
+        assets = assets.filter(pl.col("symbol").is_in(prices["symbol"].unique().implode()))
+        sess = calendar.filter(calendar >= prices["date"].min())
+        fundamentals = fundamentals_as_of(lake, as_of)
+        base = incremental_base(
+            settings, lake.source, fingerprint, as_of, prices, assets, fundamentals,
+            stored=stored, withdrawn=withdrawn, sessions=sess, params=params, narrow=narrowed,
         )
-    if prices.is_empty():
-        raise PipelineError(f"no prices stored for source {lake.source!r} up to {as_of} pass the quality rules")
-    # Index bars from before the history start and every other asset's first
-    # bar (a source's whole record of an index, e.g. ^RUT from 1987, see
-    # FilesSource.fetch) only feed the milestones' highs; every other mart
-    # starts where it did (issue 14).
-    # (Only the first date is kept: the frame would hold a copy of nearly every bar through the build.)
-    others_first = (
-        prices.join(assets.filter(pl.col("asset_class") != "index").select("symbol"), on="symbol", how="semi")
-        ["date"].min()
-    )
-    history = None
-    if others_first is not None:
-        start = min(others_first, settings.history_start)
-        if prices["date"].min() < start:
-            history = prices.filter(pl.col("date") < start)
-            prices = prices.filter(pl.col("date") >= start)
-    assets = assets.filter(pl.col("symbol").is_in(prices["symbol"].unique().implode()))
-    sess = calendar.filter(calendar >= prices["date"].min())
-    fundamentals = fundamentals_as_of(lake, as_of)
-    base = incremental_base(
-        settings, lake.source, fingerprint, as_of, prices, assets, fundamentals,
-        stored=stored, withdrawn=withdrawn, sessions=sess, params=params, narrow=narrowed,
-    )
     # The stored bars as read (with each bar's origin) are not needed past the
     # rebuild plan: not held through the build (the lake's size in memory).
     del stored

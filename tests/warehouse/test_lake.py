@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from urllib.parse import unquote
 
 import polars as pl
 
@@ -163,3 +164,28 @@ def test_a_year_file_out_of_date_order_is_still_read_sorted(tmp_path):
     got = lake.read_bar_files(lake.bar_files()["path"].to_list())
     assert got["symbol"].flags["SORTED_ASC"]
     assert got.select(expected.columns).equals(expected.with_columns(pl.col("origin").cast(got["origin"].dtype)))
+
+
+def test_bar_files_lists_what_the_glob_of_the_year_files_lists(tmp_path):
+    # ``bar_files`` lists with os.scandir instead of globbing ``*/*.parquet`` and stat-ing each Path:
+    # the same rows in the same order, odd entries included (a dot-name, a directory named like a
+    # year file, a link to a symbol directory, a dangling link, files that are not year files).
+    lake, _ = _symbol_year_lake(tmp_path)
+    (lake.bars_dir / "A" / ".hidden.parquet").write_bytes(b"x")
+    (lake.bars_dir / "A" / "notes.txt").write_bytes(b"x")
+    (lake.bars_dir / "A" / "2019.parquet.tmp").write_bytes(b"x")
+    (lake.bars_dir / "BRK" / "2030.parquet").mkdir()
+    (lake.bars_dir / "BRK" / "gone.parquet").symlink_to(tmp_path / "nowhere")
+    (lake.bars_dir / "top.parquet").write_bytes(b"x")
+    (lake.bars_dir / "ZZ").symlink_to(lake.bars_dir / "A", target_is_directory=True)
+    globbed = [p for p in sorted(lake.bars_dir.glob("*/*.parquet")) if p.exists()]
+    listed = lake.bar_files()
+    assert listed["path"].to_list() == [str(p) for p in globbed]
+    stats = [p.stat() for p in globbed]
+    assert listed.select("ctime_ns", "size", "mtime_ns", "ino").rows() == [
+        (s.st_ctime_ns, s.st_size, s.st_mtime_ns, s.st_ino) for s in stats
+    ]
+    assert listed["year"].to_list() == [int(p.stem) if p.stem.isdigit() else None for p in globbed]
+    assert listed["symbol"].to_list() == [unquote(p.parent.name) for p in globbed]
+    assert "ZZ" in listed["symbol"].to_list() and None in listed["year"].to_list()
+    assert Lake(tmp_path / "none", "files").bar_files().is_empty()
