@@ -59,6 +59,5 @@ def mart_params(settings: Settings, universe: Universe | None = None, policy: Po
         factor_min_sector_size=settings.factor_min_sector_size,
         factor_min_cross_section=settings.factor_min_cross_section,
         correlation_block_size=settings.transform_block_size,
-        factor_partitions=settings.transform_factor_partitions,
         spillover=spillover_params(settings),
     )

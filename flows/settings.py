@@ -70,12 +70,6 @@ class ExecutionSettings(BaseSettings):
         description="Crypto assets per rolling-correlation task (0 = one task for all): the unit of transform "
         "scale-out, next to one task per matrix window, milestones and the Alpha Score.",
     )
-    transform_factor_partitions: int = Field(
-        2,
-        ge=1,
-        description="Session ranges the full build of the Alpha Score marts is split into, one task each "
-        "(1 = one task): its longest node, so the ranges let the task runner's threads share it.",
-    )
     lock_wait_seconds: float = Field(
         3600,
         ge=0,

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from contracts.tables import MART_FACTOR_IC, MART_FACTOR_IC_SUMMARY
-from transforms.factors import _calendar, _dense_grid, _first_index
+from transforms.factors import _calendar, _dense_grid
 
 # factor name in the IC marts -> column of mart_factor_scores
 FACTOR_COLUMNS: dict[str, str] = {
@@ -69,13 +69,12 @@ def _check_horizons(horizons: Sequence[int]) -> None:
 
 def _forward_grid(
     prices: pl.DataFrame, cal: pl.DataFrame, horizons: Sequence[int], symbols: Sequence[str] | None, start_idx: int = 0,
-    grid: pl.DataFrame | None = None, end_idx: int | None = None,
+    grid: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """The session grid (symbol-major, sessions ``>= start_idx`` and ``< end_idx``; ``grid`` when
-    given) with one ``fwd_{h}`` column per horizon: null unless finite (so also on a stock's rows
-    within ``h`` sessions of ``end_idx``, whose closes ``h`` sessions later it lacks)."""
+    """The session grid (symbol-major, sessions ``>= start_idx``; ``grid`` when given) with one
+    ``fwd_{h}`` column per horizon: null unless finite."""
     if grid is None:
-        grid = _dense_grid(prices, cal, symbols, start_idx, end_idx)
+        grid = _dense_grid(prices, cal, symbols, start_idx)
     px = pl.col("adj_close")
     fwd = [
         # Within the stock's run of the grid, shift(-h) is h sessions later.
@@ -198,7 +197,6 @@ def factor_daily_stats_from_prices(
     quantiles: int = 5,
     from_date: date | None = None,
     grid: pl.DataFrame | None = None,
-    session_range: tuple[date, date | None] | None = None,
 ) -> pl.DataFrame:
     """Per session, factor and horizon: ``ic``, ``n`` and ``top_minus_bottom``
     (``DAILY_SCHEMA``), from the scores and the forward returns of ``prices``;
@@ -218,43 +216,27 @@ def factor_daily_stats_from_prices(
     session ``>= from_date`` are computed: those ``>= from_date - max(horizons)``
     sessions. Only the scores and prices from that session on are read.
 
-    With ``session_range`` ``(lo, hi)`` instead, only the sessions ``lo <= date < hi``
-    (``hi`` None: to the last): the rows of the full result on those dates (each
-    session's IC reads that session's scores and the closes up to ``max(horizons)``
-    sessions later alone), so a full evaluation can be split into session ranges.
-
     ``grid``: without ``from_date``, the session grid of ``prices`` when the caller has it
     (``transforms.factors.stock_grid``, of every stock: a stock without scores finds no row).
-    Each row's forward returns are its own stock's, so the extra stocks change nothing. With
-    ``session_range``, a grid from its first session (or earlier) to ``max(horizons)`` sessions
-    past it (``stock_grid(..., session_range, ahead=max(horizons))``).
+    Each row's forward returns are its own stock's, so the extra stocks change nothing.
     """
     _check_horizons(horizons)
     hs = sorted(set(horizons))
     if not hs or not factors:
         return pl.DataFrame(schema=DAILY_SCHEMA)
-    if from_date is not None and session_range is not None:
-        raise ValueError("factor_daily_stats_from_prices: from_date or session_range, not both")
     cal = _calendar(sessions)
-    start_idx, end_idx = 0, None
+    start_idx = 0
     if from_date is not None:
-        start_idx = max(_first_index(cal, from_date) - max(hs), 0)
-    elif session_range is not None:
-        lo, hi = session_range
-        start_idx = _first_index(cal, lo)
-        if hi is not None:
-            end_idx = _first_index(cal, hi)
-            scores = scores.filter(pl.col("date") < hi)
-    if from_date is not None or session_range is not None:
-        if start_idx >= (cal.height if end_idx is None else end_idx):
+        later = cal.filter(pl.col("date") >= from_date)["session_idx"]
+        first_idx = int(later.min()) if later.len() else cal.height
+        start_idx = max(first_idx - max(hs), 0)
+        if start_idx >= cal.height:
             return pl.DataFrame(schema=DAILY_SCHEMA)
         start_date = cal["date"][start_idx]
         scores = scores.filter(pl.col("date") >= start_date)
         prices = prices.filter(pl.col("date") >= start_date)
-    # The grid reaches max(horizons) sessions past the last session evaluated: all a forward return reads.
-    grid_end = None if end_idx is None or end_idx + max(hs) >= cal.height else end_idx + max(hs)
     symbols = scores["symbol"].unique().to_list()
-    grid = _forward_grid(prices, cal, hs, symbols, start_idx, grid if from_date is None else None, grid_end)
+    grid = _forward_grid(prices, cal, hs, symbols, start_idx, grid if from_date is None else None)
     # Where each stock's run starts in the symbol-major grid.
     runs = (
         grid.lazy()

@@ -179,41 +179,32 @@ def _calendar(sessions: pl.Series) -> pl.DataFrame:
 
 
 def _dense_grid(
-    prices: pl.DataFrame,
-    cal: pl.DataFrame,
-    symbols: Sequence[str] | None = None,
-    start_idx: int = 0,
-    end_idx: int | None = None,
+    prices: pl.DataFrame, cal: pl.DataFrame, symbols: Sequence[str] | None = None, start_idx: int = 0
 ) -> pl.DataFrame:
     """One row per stock and session from its first to its last priced session,
-    restricted to sessions ``>= start_idx`` (and ``< end_idx``): ``symbol, session_idx,
-    date, adj_close`` (null on sessions without a bar; bars off the calendar dropped)
-    plus helpers.
+    restricted to sessions ``>= start_idx``: ``symbol, session_idx, date, adj_close``
+    (null on sessions without a bar; bars off the calendar dropped) plus helpers.
 
-    A stock's rows run from ``max(first priced session, start_idx)`` to
-    ``min(last priced session, end_idx - 1)``, so every row the full grid has on
-    those sessions is here (a stock in a data gap at either end keeps its null
-    rows). Extra columns: ``sym`` (Int32 code of the symbol, in symbol order),
-    ``grid_pos`` (row within the stock's run, from 0) and ``grid_rpos`` (rows after it).
+    A stock's rows run from ``max(first priced session, start_idx)`` to its last
+    priced session, so every row the full grid has on those sessions is here
+    (a stock in a data gap at ``start_idx`` keeps its null rows). Extra
+    columns: ``sym`` (Int32 code of the symbol, in symbol order), ``grid_pos``
+    (row within the stock's run, from 0) and ``grid_rpos`` (rows after it).
     """
     px = prices.lazy().select("symbol", pl.col("date").cast(pl.Date), pl.col("adj_close").cast(pl.Float64))
     if symbols is not None:
         px = px.filter(pl.col("symbol").is_in(pl.Series(list(symbols), dtype=pl.String).implode()))
     px = px.join(cal.lazy(), on="date", how="inner").drop("date")
-    if start_idx > 0 or end_idx is not None:
-        # First/last over the whole history, bars only from start_idx (to end_idx).
+    if start_idx > 0:
+        # First/last over the whole history, bars only from start_idx on.
         bounds = px.group_by("symbol").agg(
             pl.col("session_idx").min().alias("first"), pl.col("session_idx").max().alias("last")
         )
-        within = pl.col("session_idx") >= start_idx
-        if end_idx is not None:
-            within = within & (pl.col("session_idx") < end_idx)
-        bars = px.filter(within)
+        bars = px.filter(pl.col("session_idx") >= start_idx)
         bounds, bars = pl.collect_all([bounds, bars])
-        bounds = bounds.with_columns(pl.max_horizontal("first", pl.lit(start_idx, dtype=pl.Int64)).alias("first"))
-        if end_idx is not None:
-            bounds = bounds.with_columns(pl.min_horizontal("last", pl.lit(end_idx - 1, dtype=pl.Int64)).alias("last"))
-        bounds = bounds.filter(pl.col("last") >= pl.col("first"))
+        bounds = bounds.filter(pl.col("last") >= start_idx).with_columns(
+            pl.max_horizontal("first", pl.lit(start_idx, dtype=pl.Int64)).alias("first")
+        )
     else:
         bars = px.collect()
         bounds = bars.group_by("symbol").agg(
@@ -251,28 +242,10 @@ def _dense_grid(
     return grid.with_columns(adj).select("symbol", "sym", "session_idx", "date", "adj_close", "grid_pos", "grid_rpos")
 
 
-def stock_grid(
-    prices: pl.DataFrame,
-    assets: pl.DataFrame,
-    sessions: pl.Series,
-    session_range: tuple[date, date | None] | None = None,
-    ahead: int = 0,
-    metrics: Sequence[Metric] = METRICS,
-) -> pl.DataFrame:
+def stock_grid(prices: pl.DataFrame, assets: pl.DataFrame, sessions: pl.Series) -> pl.DataFrame:
     """The full build's session grid of the stocks of ``assets`` (``_dense_grid``): what
-    ``build_factor_marts`` and ``factor_daily_stats_from_prices`` build without ``from_date``.
-
-    With ``session_range`` ``(lo, hi)``: its rows from ``max(lookback)`` sessions before ``lo``
-    (what the metrics of ``lo`` read) to ``ahead`` sessions after the last one before ``hi``
-    (the forward returns' longest horizon), for both on the sessions ``lo <= date < hi``."""
-    cal = _calendar(sessions)
-    symbols = _stocks(assets)["symbol"].to_list()
-    if session_range is None:
-        return _dense_grid(prices, cal, symbols)
-    lo, hi = session_range
-    start = max(_first_index(cal, lo) - max((m.lookback for m in metrics), default=0), 0)
-    end = None if hi is None else _first_index(cal, hi) + ahead
-    return _dense_grid(prices, cal, symbols, start, end if end is not None and end < cal.height else None)
+    ``build_factor_marts`` and ``factor_daily_stats_from_prices`` build without ``from_date``."""
+    return _dense_grid(prices, _calendar(sessions), _stocks(assets)["symbol"].to_list())
 
 
 def _stocks(assets: pl.DataFrame) -> pl.DataFrame:
@@ -332,10 +305,8 @@ def _metric_values(
     fundamentals_tolerance: timedelta | None,
     from_date: date | None,
     grid: pl.DataFrame | None = None,
-    to_date: date | None = None,
 ) -> pl.DataFrame:
-    """Metric values per stock and session, sessions ``>= from_date`` (and
-    ``< to_date``) only.
+    """Metric values per stock and session, sessions ``>= from_date`` only.
 
     ``row, session_idx, sym, date, symbol, sector, sector_code`` then one
     column per metric (null when missing or not finite), sorted by date then
@@ -345,11 +316,13 @@ def _metric_values(
     _check_metrics(metrics)
     stocks = _stocks(assets)
     cal = _calendar(sessions)
-    first_idx = _first_index(cal, from_date) if from_date is not None else 0
-    end_idx = _first_index(cal, to_date) if to_date is not None else None
+    first_idx = 0
+    if from_date is not None:
+        later = cal.filter(pl.col("date") >= from_date)["session_idx"]
+        first_idx = int(later.min()) if later.len() else cal.height
     lookback = max((m.lookback for m in metrics), default=0)
-    if grid is None:
-        grid = _dense_grid(prices, cal, stocks["symbol"].to_list(), max(first_idx - lookback, 0), end_idx)
+    if grid is None or from_date is not None:
+        grid = _dense_grid(prices, cal, stocks["symbol"].to_list(), max(first_idx - lookback, 0))
     # Windows partition faster on an integer than on the sector string.
     sectors = stocks.select(
         "symbol", "sector", pl.col("sector").rank("dense").cast(pl.Int32).alias("sector_code")
@@ -376,19 +349,12 @@ def _metric_values(
     del grid
     # Filter eagerly, after the formulas: a lazy filter could be pushed below
     # the row-order dependent shifts.
-    if first_idx > 0 or end_idx is not None:
-        within = pl.col("session_idx") >= first_idx
-        values = values.filter(within if end_idx is None else within & (pl.col("session_idx") < end_idx))
+    if first_idx > 0:
+        values = values.filter(pl.col("session_idx") >= first_idx)
     # (date, symbol) order by one integer key instead of a string sort.
     n_sym = int(values["sym"].max() or 0) + 1
     values = values.sort(pl.col("session_idx") * n_sym + pl.col("sym"))
     return values.with_row_index("row")
-
-
-def _first_index(cal: pl.DataFrame, day: date) -> int:
-    """The index of the first session of ``cal`` on/after ``day`` (``cal.height`` if none)."""
-    later = cal.filter(pl.col("date") >= day)["session_idx"]
-    return int(later.min()) if later.len() else cal.height
 
 
 def _ranked(
@@ -651,7 +617,6 @@ def build_factor_marts(
     from_date: date | None = None,
     min_cross_section: int = DEFAULT_MIN_CROSS_SECTION,
     grid: pl.DataFrame | None = None,
-    to_date: date | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``(mart_factor_scores, mart_factor_metrics)`` from raw inputs.
 
@@ -660,19 +625,13 @@ def build_factor_marts(
     filtered on ``date >= from_date``); the prices read are those of the
     ``max(lookback)`` sessions before it and later, plus each stock's first
     and last priced session, so a one-session run costs a small fraction of a
-    full one. ``to_date`` likewise keeps only the sessions before it: the
-    rows of the full result on ``from_date <= date < to_date`` (each session's
-    ranks and scores read that session's values alone), so a full build can be
-    split into session ranges.
+    full one.
 
     ``grid``: ``stock_grid(prices, assets, sessions)`` when the caller has built it (a full
-    build shares it with the IC's forward returns), with ``from_date``/``to_date`` as its
-    ``session_range`` (or any grid reaching further on either side).
+    build shares it with the IC's forward returns); used without ``from_date`` only.
     """
     _normalised_weights(weights)  # fail before the heavy work
-    values = _metric_values(
-        prices, assets, sessions, fundamentals, metrics, fundamentals_tolerance, from_date, grid, to_date
-    )
+    values = _metric_values(prices, assets, sessions, fundamentals, metrics, fundamentals_tolerance, from_date, grid)
     del grid
     ranked = {}
     for m in metrics:

@@ -79,11 +79,8 @@ from transforms.marts import (
     PartitionMap,
     _combine,
     blocks,
-    combine_factor_ranges,
     correlation_partition,
     factor_marts,
-    factor_marts_range,
-    factor_session_ranges,
     milestone_partition,
     present_benchmarks,
     serial_map,
@@ -517,40 +514,19 @@ def build_milestones(inputs, params: MartParams, since, previous) -> Built:
     return Built({"mart_market_milestones": milestones, "mart_period_returns": period_returns})
 
 
-def _factor_ranges(inputs, params: MartParams, since) -> list[Any]:
-    """The full build's session ranges (``factor_session_ranges``, ``params.factor_partitions`` of them):
-    the node is the transform's longest, and a range's rows are the one-piece build's."""
-    if since is not None or params.factor_partitions <= 1 or not _has_factors(inputs, params):
-        return [None]
-    ranges = factor_session_ranges(inputs["sessions"], params.factor_partitions)
-    return ranges if len(ranges) > 1 else [None]
-
-
-def _has_factors(inputs, params: MartParams) -> bool:
-    return params.factors and bool(inputs["assets"].filter(pl.col("asset_class") == "equity").height)
-
-
 def build_factors(inputs, params: MartParams, since, previous) -> Built:
-    """The Alpha Score marts (FACTOR_TABLES) of the run's stocks, when asked for (a full build per
-    session range of ``_factor_ranges``, whose scores, metrics and IC ``_combine_factors`` joins)."""
+    """The Alpha Score marts (FACTOR_TABLES) of the run's stocks, when asked for."""
     prices, assets, sessions, fundamentals = (inputs[k] for k in ("prices", "assets", "sessions", "fundamentals"))
-    if not _has_factors(inputs, params):
+    stocks = assets.filter(pl.col("asset_class") == "equity")["symbol"]
+    if not (stocks.len() and params.factors):
         return Built({})
     if since is None:
-        if inputs.get("_part") is not None:
-            return Built(factor_marts_range(prices, assets, sessions, params, fundamentals, inputs["_part"]))
         return Built(factor_marts(prices, assets, sessions, params, fundamentals))  # reads the stocks' bars only
     sess = _sess(sessions)
     if all(t in previous for t in FACTOR_TABLES):
         tables, unchanged = factor_marts_since(prices, assets, sess, params, fundamentals, previous, since)
         return Built(tables, unchanged_before=unchanged)
     return Built(factor_marts(prices, assets, sess, params, fundamentals))
-
-
-def _combine_factors(parts: list[Built]) -> Built:
-    if len(parts) == 1:
-        return parts[0]
-    return Built(combine_factor_ranges([p.tables for p in parts]), [w for p in parts for w in p.warnings])
 
 
 def build_spillover(inputs, params: MartParams, since, previous) -> Built:
@@ -690,8 +666,7 @@ GRAPH: tuple[Node, ...] = (
     Node("milestones", ("mart_market_milestones", "mart_period_returns"),
          ("fact_prices", "dim_asset", "_benchmarks", "sessions", "history", "_focus_prices"), build_milestones),
     Node("factors", FACTOR_TABLES, ("prices", "assets", "sessions", "fundamentals"), build_factors,
-         previous=FACTOR_TABLES, prices_window=_factor_prices_window, partitions=_factor_ranges,
-         combine=_combine_factors,
+         previous=FACTOR_TABLES, prices_window=_factor_prices_window,
          # The metrics are only passed on; the IC (and its summary over all of it) is small.
          previous_window=(("mart_factor_scores", _factor_horizon), ("mart_factor_metrics", _no_lookback))),
     Node("spillover", SPILLOVER_TABLES,

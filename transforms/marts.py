@@ -26,11 +26,10 @@ import polars as pl
 from contracts.vocabulary import DEFAULT_STABLECOINS
 from transforms.correlation import EPOCH_SESSIONS, rolling_correlation
 from transforms.events import DEFAULT_DEAD_BAND, mart_correlation_events
-from transforms.factor_eval import evaluate_factors, factor_daily_stats_from_prices, factor_ic_summary, mart_factor_ic
+from transforms.factor_eval import evaluate_factors
 from transforms.factors import (
     DEFAULT_FAMILY_WEIGHTS,
     DEFAULT_MIN_CROSS_SECTION,
-    METRICS,
     LabelThresholds,
     build_factor_marts,
     stock_grid,
@@ -58,8 +57,6 @@ class MartParams:
     factor_horizons: Sequence[int] = (21, 63)
     # Crypto assets per rolling-correlation partition; 0 = all in one.
     correlation_block_size: int = 0
-    # Session ranges of the Alpha Score marts' full build, one partition each; 1 = one piece.
-    factor_partitions: int = 1
     # Sessions per epoch of the rolling correlations' sums (see
     # transforms.correlation.EPOCH_SESSIONS); at least max(windows).
     correlation_epoch_sessions: int = EPOCH_SESSIONS
@@ -222,64 +219,6 @@ def factor_marts(
     scores, metrics = factor_scores(prices, assets, sessions, params, fundamentals, grid=grid)
     ic, ic_summary = evaluate_factors(scores, prices, sessions, horizons=params.factor_horizons, grid=grid)
     return dict(zip(FACTOR_TABLES, (scores, metrics, ic, ic_summary), strict=True))
-
-
-def factor_session_ranges(sessions: pl.Series, parts: int) -> list[tuple[date, date | None]]:
-    """``sessions`` cut into ``parts`` ranges ``(lo, hi)`` of about as many sessions each
-    (``hi`` None: to the last), for ``factor_marts_range``; fewer when there are fewer sessions."""
-    sess = sessions.cast(pl.Date).drop_nulls().unique().sort()
-    n = min(max(parts, 1), sess.len())
-    cuts = [sess.len() * i // n for i in range(n)]
-    return [(sess[c], sess[cuts[i + 1]] if i + 1 < n else None) for i, c in enumerate(cuts)]
-
-
-def factor_marts_range(
-    prices: pl.DataFrame,
-    assets: pl.DataFrame,
-    sessions: pl.Series,
-    params: MartParams,
-    fundamentals: pl.DataFrame | None,
-    session_range: tuple[date, date | None],
-) -> dict[str, pl.DataFrame]:
-    """The rows of ``factor_marts``' scores, metrics and IC on the sessions ``lo <= date < hi``
-    of ``session_range``, bit for bit: each session's ranks read that session's metrics, whose
-    look-back the ``to_date``/``from_date`` build keeps, and its IC that session's scores and the
-    closes up to its longest horizon later. No IC summary: ``combine_factor_ranges`` takes it over
-    all the ranges' IC rows."""
-    lo, hi = session_range
-    # Only the columns the grid reads: each range holds its own copy of the stocks' bars.
-    prices = prices.select("symbol", "date", "adj_close").filter(
-        pl.col("symbol").is_in(_stock_symbols(assets).implode())
-    )
-    # One grid for the range's metrics and its forward returns, as the one-piece build shares its own.
-    horizons = params.factor_horizons
-    grid = stock_grid(prices, assets, sessions, session_range, ahead=max((int(h) for h in horizons), default=0))
-    scores, metrics = factor_scores(
-        prices, assets, sessions, params, fundamentals, from_date=lo, to_date=hi, grid=grid
-    )
-    daily = factor_daily_stats_from_prices(
-        scores, prices, sessions, horizons=horizons, session_range=session_range, grid=grid
-    )
-    return {"mart_factor_scores": scores, "mart_factor_metrics": metrics, "mart_factor_ic": mart_factor_ic(daily)}
-
-
-def combine_factor_ranges(parts: list[Mapping[str, pl.DataFrame]]) -> dict[str, pl.DataFrame]:
-    """``factor_marts`` from its ``factor_marts_range`` parts, in session order: the same rows in
-    the same order (scores by date then symbol; metrics metric by metric in ``METRICS`` order,
-    each by date then symbol; IC by factor, horizon, date) and the IC summary over them all."""
-    scores = pl.concat([p["mart_factor_scores"] for p in parts], rechunk=False)
-    # Each part's metrics are one block per metric in declaration order: sliced, not filtered
-    # (no copy of ~10^7 rows), and laid out metric by metric across the parts.
-    blocks: dict[str, list[pl.DataFrame]] = {m.name: [] for m in METRICS}
-    for p in parts:
-        frame, start = p["mart_factor_metrics"], 0
-        runs = frame["metric"].rle().struct.unnest()
-        for name, n in zip(runs["value"].to_list(), runs["len"].to_list(), strict=True):
-            blocks.setdefault(name, []).append(frame.slice(start, n))
-            start += n
-    metrics = pl.concat([b for bs in blocks.values() for b in bs] or [parts[0]["mart_factor_metrics"]], rechunk=False)
-    ic = pl.concat([p["mart_factor_ic"] for p in parts]).sort("factor", "horizon_sessions", "date")
-    return dict(zip(FACTOR_TABLES, (scores, metrics, ic, factor_ic_summary(ic)), strict=True))
 
 
 def present_benchmarks(params: MartParams, present: set[str]) -> tuple[list[str], list[str]]:

@@ -20,9 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 # MartParams fields that are not production's by default, on purpose:
 # - policy: MartParams() builds no allocation marts; production reads flows/policy.yaml (checked below);
 # - correlation_block_size: how the correlations are partitioned over the task runner, an execution setting
-#   (tests/transforms/test_marts.py proves no block size changes a bit);
-# - factor_partitions: likewise, the Alpha Score's session ranges (tests/transforms/test_graph_factors.py).
-NOT_DEFAULTS = {"policy", "correlation_block_size", "factor_partitions"}
+#   (tests/transforms/test_marts.py proves no block size changes a bit).
+NOT_DEFAULTS = {"policy", "correlation_block_size"}
 
 
 @pytest.fixture
@@ -49,7 +48,6 @@ def test_martparams_defaults_are_the_settings_defaults(default_settings):
     # The fields left out differ as documented, not by accident.
     assert got.policy == load_policy() and MartParams().policy is None
     assert got.correlation_block_size == default_settings.transform_block_size
-    assert got.factor_partitions == default_settings.transform_factor_partitions
 
 
 def test_production_tests_and_bench_share_one_stablecoin_set(default_settings):
