@@ -563,6 +563,9 @@ def recycle_base(
     mine = read_lineage(current)
     if mine is None or not mine.get("base_run"):
         return "the published file was not built from the run before it"
+    if file_stamp(current) != mine.get("stamp"):
+        # Its rows are carried as they are now; the other file's were matched to them as written.
+        return "the published file changed since it was written"
     run_id = str(mine["base_run"])
     base = current.parent.parent / run_id / current.name
     if run_id.startswith(TMP_PREFIX) or base.parent == current.parent:
