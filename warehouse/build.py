@@ -15,6 +15,13 @@ named are replaced whole. Whenever the copy could differ from a full build in
 anything but row order (tables, columns, types, comments, views, storage
 format), or the file has grown past ``compact_above`` times a full build's
 size, it builds from scratch instead and says why.
+
+Where it can (``recycle_previous``), a next day does not even copy: the file of
+the run before the published one, kept only for readers and built the same
+way, is moved into the staging directory and brought up to date there
+(``recycle``): the rows either run changed are replaced, those the published
+run wrote are read from its file. Any doubt (a reader holding that file, a file
+changed since, many rows to carry) and it copies as above.
 """
 
 from __future__ import annotations
