@@ -33,6 +33,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -465,7 +467,7 @@ def copy_on_write(
     full_size = full_size_estimate(published)
     counts: dict[str, int] = {}
     con = duckdb.connect(str(path), config={"storage_compatibility_version": storage_version})
-    try:
+    with removed_on_failure(con, path):
         key, want, fresh = check_catalog(con, published, tables, storage_version)
         con.execute("BEGIN TRANSACTION")
         for name, table in tables.items():
@@ -475,14 +477,21 @@ def copy_on_write(
             replace_tail(con, table, frames, since, counts)
         con.execute("COMMIT")
         con.execute("CHECKPOINT")
+    con.close()
+    finish_copy(path, published, full_size, key, want, fresh, unchanged_before)
+    return counts
+
+
+@contextmanager
+def removed_on_failure(con: duckdb.DuckDBPyConnection, path: Path) -> Iterator[None]:
+    """A load that fails half-way leaves no file behind (nor its write-ahead log)."""
+    try:
+        yield
     except BaseException:
         con.close()
         path.unlink(missing_ok=True)
         Path(str(path) + ".wal").unlink(missing_ok=True)
         raise
-    con.close()
-    finish_copy(path, published, full_size, key, want, fresh, unchanged_before)
-    return counts
 
 
 def replace_tail(
@@ -664,7 +673,7 @@ def recycle(
             raise IncompatibleCopy(f"run {base.run_id}'s file is open in another process ({exc})") from exc
         raise
     counts: dict[str, int] = {}
-    try:
+    with removed_on_failure(con, path):
         key, want, fresh = check_catalog(con, published, tables, storage_version)
         con.execute(attach_statement(current))
         con.execute("BEGIN TRANSACTION")
@@ -680,11 +689,6 @@ def recycle(
         con.execute("COMMIT")
         con.execute(read_sql_file("recycle/detach.sql"))
         con.execute("CHECKPOINT")
-    except BaseException:
-        con.close()
-        path.unlink(missing_ok=True)
-        Path(str(path) + ".wal").unlink(missing_ok=True)
-        raise
     con.close()
     finish_copy(path, published, full_size, key, want, fresh, unchanged_before)
     return counts

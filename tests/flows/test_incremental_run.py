@@ -343,16 +343,6 @@ def test_the_load_names_each_tables_own_replace_date():
                     "mart_factor_ic from 2026-09-08; the other tables whole")
 
 
-READER = """
-import sys, duckdb
-con = duckdb.connect(sys.argv[1], read_only=True)
-query = "SELECT count(*), sum(close), max(date) FROM fact_prices"
-print(con.execute(query).fetchone(), flush=True)
-sys.stdin.readline()
-print(con.execute(query).fetchone(), flush=True)
-"""
-
-
 @pytest.fixture
 def no_compaction(monkeypatch):
     # Small files that a revision rewrites in good part outgrow twice their full build in a few nights.
@@ -375,6 +365,7 @@ def test_next_nights_recycle_the_run_before_and_equal_a_full_rebuild(tmp_path, m
 
     import flows.stages.publish as publish_stage
     from tests.warehouse.test_integrity import D1, run, save, write_inputs
+    from tests.warehouse.test_recycle import READER
     from warehouse.build import load_database
 
     import warehouse.build
