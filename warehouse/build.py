@@ -195,7 +195,14 @@ def load_database(
     if reason is None:
         not_recycled = None
         if recycle_previous:
-            base = recycle_base(published, unchanged_before or {}, tables, compact_above)
+            try:
+                base = recycle_base(published, unchanged_before or {}, tables, compact_above)
+            except (duckdb.Error, OSError, ValueError, TypeError, AttributeError) as exc:
+                if isinstance(exc, duckdb.InterruptException):  # a stop (flows.cancel), not a doubt
+                    raise
+                # Any doubt about the files (an unreadable record, a published file DuckDB cannot
+                # attach): the copy, which checks the published file as before.
+                base = f"the files could not be compared ({exc})"
             if isinstance(base, Recyclable):
                 try:
                     counts = recycle(path, base, published, frames, unchanged_before or {}, tables, storage_version)

@@ -4,6 +4,7 @@ holding that file, a file changed since, or a crash mid-way make the load copy i
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -208,3 +209,17 @@ def test_a_crash_mid_recycle_publishes_nothing_and_the_next_load_copies(tmp_path
     loaded = runs.night("r2", new, new_unchanged)
     assert loaded.full_because is None and loaded.recycled_from is None and "gone" in loaded.not_recycled
     assert_same_warehouse(runs.published, full(tmp_path, new, "2"))
+
+
+def test_an_unreadable_record_of_the_files_copies_instead(tmp_path, tables, carry_all):
+    runs, frames = Runs(tmp_path / ".runs", tables), tables
+    frames, unchanged_before = incremental_change(frames, 61)
+    runs.night("r1", frames, unchanged_before)
+    record = runs.root / "r1" / (WAREHOUSE + build_module.LINEAGE_SUFFIX)
+    state = json.loads(record.read_text())
+    record.write_text(json.dumps(state | {"unchanged_before": {"fact_prices": "not a date"}}))
+    frames, unchanged_before = incremental_change(frames, 62)
+    loaded = runs.night("r2", frames, unchanged_before)
+    assert loaded.recycled_from is None and "could not be compared" in loaded.not_recycled
+    assert os.path.exists(runs.root / "r0" / WAREHOUSE), "a doubt leaves the file where it was"
+    assert_same_warehouse(runs.published, full(tmp_path, frames, "2"))
