@@ -260,7 +260,7 @@ def run_pipeline(
                 marts_job = BackgroundMarts(tables, staging, run.run_id, extra, unchanged_before, published_marts)
             loaded = load(tables, staging.warehouse_path, settings.warehouse_storage_version,
                           settings.data_dir / snapshots.WAREHOUSE_FILE, unchanged_before,
-                          settings.warehouse_compact_above)
+                          settings.warehouse_compact_above, settings.warehouse_recycle)
             run.table_rows = loaded.counts
             if loaded.whole:
                 # Built whole after all (warehouse.build.whole_tables): the tails are whole tables now.

@@ -18,8 +18,13 @@ mix of tables from two runs (per-object swaps could do that).
 Readers resolve the links when they open a path. An analyst holding the old
 DuckDB file open keeps reading that inode; a BI tool that wants a stable view
 across several file opens resolves ``marts`` once (``os.path.realpath``). The
-run before the current one is kept for readers still in the middle of it;
-older runs, unpublished run directories of killed runs and ``.tmp-`` staging
+run before the current one is kept for readers still in the middle of it,
+with one exception: its DuckDB file goes (from its path) when the next run
+loads, not when that run publishes, because the next run rewrites that file
+into its own staging directory instead of copying the current one
+(``warehouse.build.recycle``). It does so only when no reader has the file
+open (DuckDB's lock); a reader that opened it keeps it and its snapshot, and
+the run copies instead. Its marts stay until the publish. Older runs, unpublished run directories of killed runs and ``.tmp-`` staging
 are removed by later runs (the latter by ``remove_stale_temp_files``).
 """
 

@@ -71,14 +71,20 @@ def load(
     tables: dict[str, pl.DataFrame], staged: Path, storage_version: str,
     published: Path | None = None, unchanged_before: dict[str, date] | None = None,
     compact_above: float = Settings.model_fields["warehouse_compact_above"].default,
+    recycle: bool = Settings.model_fields["warehouse_recycle"].default,
 ) -> Loaded:
-    """Copy the published warehouse and replace the changed rows, or build it whole (warehouse.build)."""
+    """Copy the published warehouse (or recycle the run's before it) and replace the changed rows, or build it
+    whole (warehouse.build)."""
     loaded = load_database(staged, tables, storage_version=storage_version, published=published,
-                           unchanged_before=unchanged_before, compact_above=compact_above)
+                           unchanged_before=unchanged_before, compact_above=compact_above, recycle_previous=recycle)
     if loaded.full_because:
         get_run_logger().info("warehouse built whole: %s", loaded.full_because)
+    elif loaded.recycled_from:
+        get_run_logger().info("warehouse recycled from run %s; %s", loaded.recycled_from,
+                              replaced_from(unchanged_before))
     else:
-        get_run_logger().info("warehouse copied from the published run; %s", replaced_from(unchanged_before))
+        why = f" (not recycled: {loaded.not_recycled})" if loaded.not_recycled else ""
+        get_run_logger().info("warehouse copied from the published run%s; %s", why, replaced_from(unchanged_before))
     return loaded
 
 

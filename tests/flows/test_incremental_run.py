@@ -341,3 +341,98 @@ def test_the_load_names_each_tables_own_replace_date():
                           "mart_factor_ic": f})
     assert said == ("rows replaced: 3 tables from 2026-12-05; mart_correlation_matrix from 2026-12-04; "
                     "mart_factor_ic from 2026-09-08; the other tables whole")
+
+
+@pytest.fixture
+def no_compaction(monkeypatch):
+    # Small files that a revision rewrites in good part outgrow twice their full build in a few nights.
+    from flows.settings import get_settings
+
+    monkeypatch.setenv("XASSET_WAREHOUSE_COMPACT_ABOVE", "100")
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_next_nights_recycle_the_run_before_and_equal_a_full_rebuild(tmp_path, monkeypatch, no_compaction):
+    """From the third night on the load rewrites the file of the run before the published one
+    (warehouse.build.recycle) instead of copying the published file: next days, a revision of an
+    old bar, and a night a reader in another process holds that file (the load copies; the reader's
+    results stay that run's). Each night equals a full rebuild of the same input."""
+    import subprocess
+    import sys
+
+    import flows.stages.publish as publish_stage
+    from tests.warehouse.test_integrity import D1, run, save, write_inputs
+    from tests.warehouse.test_recycle import READER
+    from warehouse.build import load_database
+
+    import warehouse.build
+
+    # The night after the revision carries the revision's rows over from its file: ~7% of these
+    # small tables, over the share at which a real night copies instead (tested on its own).
+    monkeypatch.setattr(warehouse.build, "RECYCLE_MAX_CARRIED", 1.0)
+    loads = []
+    monkeypatch.setattr(publish_stage, "load_database",
+                        lambda *a, **k: loads.append((k.get("unchanged_before"), load_database(*a, **k))) or loads[-1][1])
+    folder, data = tmp_path / "in", tmp_path / "data"
+    rows = write_inputs(folder)
+
+    def night(as_of: date, reader: Path | None = None):
+        for symbol, by_date in rows.items():
+            save(folder, symbol, {d: r for d, r in by_date.items() if d <= as_of})
+        held = None
+        if reader is not None:
+            held = subprocess.Popen([sys.executable, "-c", READER, str(reader)], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)
+            seen = held.stdout.readline()
+        try:
+            assert run(folder, data, as_of).status == "succeeded"
+        finally:
+            if held is not None:
+                held.stdin.write("\n")
+                held.stdin.flush()
+                after = held.stdout.readline()
+                held.stdin.close()
+                held.wait(timeout=30)
+        if held is not None:
+            assert seen.startswith("(") and after == seen, "the reader saw its file change"
+        this = loads[-1]
+        fresh = tmp_path / f"fresh-{as_of}"
+        assert run(folder, fresh, as_of).incremental_from is None
+        assert_same_tables(data, fresh)
+        return this
+
+    def run_dir() -> Path:
+        return (data / "current").resolve()
+
+    night(D1)
+    ids = [run_dir().name]
+    _, second = night(D1 + timedelta(days=7))
+    assert second.full_because is None and second.recycled_from is None  # the first run was built whole
+    ids.append(run_dir().name)
+    third_from, third = night(D1 + timedelta(days=14))
+    assert third.recycled_from == ids[0], third.not_recycled
+    ids.append(run_dir().name)
+    # A revision of an old bar: rows are replaced from its date, further back than the night before's.
+    old = date(2024, 1, 10)
+    px = float(rows["BTC"][old].split(",")[4]) * 1.02
+    rows["BTC"][old] = f"{old},{px:.6f},{px * 1.01:.6f},{px * 0.99:.6f},{px:.6f},1000"
+    revised_from, fourth = night(D1 + timedelta(days=21))
+    assert fourth.recycled_from == ids[1], fourth.not_recycled
+    assert min(revised_from.values()) <= old < min(third_from.values())
+    ids.append(run_dir().name)
+    # The night after the revision: its tails start after the revision's, the recycled file (the
+    # third night's) gets the published run's rows in between. Then a reader holds the file the
+    # night after would recycle: that night copies.
+    _, fifth = night(D1 + timedelta(days=22))
+    assert fifth.recycled_from == ids[2], (fifth.not_recycled, fifth.full_because)
+    ids.append(run_dir().name)
+    held = data / ".runs" / ids[3] / "warehouse.duckdb"
+    _, sixth = night(D1 + timedelta(days=28), reader=held)
+    assert sixth.full_because is None and sixth.recycled_from is None
+    assert "open in another process" in sixth.not_recycled
+    ids.append(run_dir().name)
+    _, seventh = night(D1 + timedelta(days=29))
+    assert seventh.recycled_from == ids[4], seventh.not_recycled
