@@ -25,7 +25,8 @@ must be an exchange session (the default ``--as-of`` 2026-11-20 is a Friday).
 4. From each run's own record (``state/pipeline_runs``): status, seconds and
    ``stage_seconds``; from its log: whether the transform was incremental
    ("incremental rebuild from ..." or "full rebuild: <why>") and whether the
-   load copied the published warehouse or "built whole: <why>".
+   load recycled the file of the run before the published one, copied the published warehouse
+   or "built whole: <why>".
 
 Prints one JSON line per run and a summary line with the ratio next-day/full (the median night's)
 and the targets (full <= 60 s wall, peak RSS <= 8 GiB, next day <= 10% of
@@ -52,7 +53,9 @@ TARGET_RSS_GIB = 8.0
 TARGET_NEXT_DAY_SHARE = 0.10
 # What the flow logs about the transform (flows/nightly.py) and the load (the ``load`` task).
 _TRANSFORM = re.compile(r"(incremental rebuild from \S+|full rebuild: [^\n]*)")
-_LOAD = re.compile(r"(warehouse built whole: [^\n]*|warehouse copied from the published run[^\n]*)")
+_LOAD = re.compile(
+    r"(warehouse built whole: [^\n]*|warehouse copied from the published run[^\n]*|warehouse recycled from run [^\n]*)"
+)
 
 
 def _load_avg() -> list[float]:
