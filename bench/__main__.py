@@ -422,7 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--as-of", default="2026-11-20")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--nights", type=int, default=5, help="load_incremental: nightly loads in a row (file growth)")
-    ap.add_argument("--e2e-nights", type=int, default=3,
+    # 5: the first night copies the full run's file (there is no run before it to recycle, warehouse.build),
+    # every later one recycles, as a deployment's nights do; the median is one of those.
+    ap.add_argument("--e2e-nights", type=int, default=5,
                     help="e2e: next days run in a row after the full run (the median stands for the next day)")
     ap.add_argument("--load-variants", default="large_string,one_chunk",
                     help="load_full: variants loaded besides now (bench/full_load.py)")

@@ -14,7 +14,7 @@ must be an exchange session (the default ``--as-of`` 2026-11-20 is a Friday).
    is stopped at the end, also on error.
 3. ``python -m flows.cli run --source files --path DIR --as-of D`` into an
    empty data dir (the full run), then the files get one more day of bars and
-   ``--as-of D+1`` runs (the next day's run). With ``--e2e-nights N`` (default 3)
+   ``--as-of D+1`` runs (the next day's run). With ``--e2e-nights N`` (default 5)
    N-1 more nights follow, each on bars made up for the next XNYS session (and
    every UTC day up to it for the coins: ``_made_up_night``), so the next day's
    figure is the median of N real next days on one data dir (deltas, cursor and
