@@ -24,8 +24,9 @@ loads, not when that run publishes, because the next run rewrites that file
 into its own staging directory instead of copying the current one
 (``warehouse.build.recycle``). It does so only when no reader has the file
 open (DuckDB's lock); a reader that opened it keeps it and its snapshot, and
-the run copies instead. Its marts stay until the publish. Older runs, unpublished run directories of killed runs and ``.tmp-`` staging
-are removed by later runs (the latter by ``remove_stale_temp_files``).
+the run copies instead. Its marts stay until the publish. Older runs,
+unpublished run directories of killed runs and ``.tmp-`` staging are removed
+by later runs (the latter by ``remove_stale_temp_files``).
 """
 
 from __future__ import annotations
