@@ -14,6 +14,9 @@ run, it queues behind a run holding the data directory (``RunLock``).
 
 from __future__ import annotations
 
+# First: Prefect loads this file as a script, and Polars' allocator takes its options when Polars
+# is imported (``flows.allocator``, configured by the package).
+import flows  # noqa: F401, I001
 import json
 from dataclasses import dataclass, field
 from datetime import date

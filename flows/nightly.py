@@ -11,6 +11,9 @@ the run log.
 
 from __future__ import annotations
 
+# First: Prefect loads this file as a script, and Polars' allocator takes its options when Polars
+# is imported (``flows.allocator``, configured by the package).
+import flows  # noqa: F401, I001
 import json
 import subprocess
 import time

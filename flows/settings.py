@@ -24,6 +24,7 @@ from contracts.vocabulary import (
     DEFAULT_WAREHOUSE_COMPACT_ABOVE,
     DEFAULT_WAREHOUSE_STORAGE_VERSION,
 )
+from flows.allocator import DEFAULT_ALLOCATOR_DECAY_MS
 from flows.sources.live_config import LiveSettings
 from transforms.events import DEFAULT_DEAD_BAND
 from transforms.factors import DEFAULT_FAMILY_WEIGHTS, DEFAULT_MIN_CROSS_SECTION
@@ -289,6 +290,16 @@ class Settings(ExecutionSettings):
             "at 2,000 equities): it replaces the rows either run changed, reading those of the published run "
             "from its file. Only when that file is untouched since its run wrote it and no reader has it open "
             "(its DuckDB path goes when this run loads, not when it publishes); otherwise the copy."
+        ),
+    )
+    allocator_decay_ms: int = Field(
+        DEFAULT_ALLOCATOR_DECAY_MS, ge=-1,
+        description=(
+            "How long Polars' allocator (jemalloc) keeps memory it freed before handing it back to the system "
+            "(milliseconds; -1: never). Polars' own 0.5-1 s made a full run fault in and zero GiBs of new pages "
+            "between steps seconds apart; longer kept too much at once (docs/performance.md). Read from the "
+            "environment only, when the flows package is imported (before Polars starts; not from .env): "
+            "flows/allocator.py."
         ),
     )
     lake_writers: int = Field(
