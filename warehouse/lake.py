@@ -765,8 +765,12 @@ class Lake:
         """The (symbol, year, digest, path, entry) of ``sums`` (``digests`` of the incoming bars)
         whose file may differ: those without a trusted entry of the same digest."""
         todo = []
+        bars_dir, dirs = self.bars_dir, {}  # a symbol's directory made once for its year files
         for symbol, year, *digest in sums.iter_rows():
-            path = self.bars_dir / symbol_dir(symbol) / f"{year}.parquet"
+            directory = dirs.get(symbol)
+            if directory is None:
+                directory = dirs[symbol] = bars_dir / symbol_dir(symbol)
+            path = directory / f"{year}.parquet"
             # Same digest: the file holds exactly these bars, so nothing would change.
             entry = index.trusted(symbol, year, path)
             if entry != tuple(digest):
