@@ -334,7 +334,8 @@ def atomic_write_text(text: str, path: Path) -> None:
 
 
 # The names ``tempfile.mkstemp(prefix=TMP_PREFIX, ...)`` gives the writers
-# above: eight characters of its alphabet, then the writer's suffix.
+# above (and ``_create_temp`` gives ``AtomicBatch``'s): eight characters of its
+# alphabet, then the writer's suffix.
 MKSTEMP_NAME = re.compile(re.escape(TMP_PREFIX) + r"[a-z0-9_]{8}(\.parquet)?")
 # The data directory's areas the run's atomic writers write into (the lake and
 # the run state); anything else under the data directory is not the run's.
