@@ -12,13 +12,13 @@ date-major files (``bench/e2e.py``): from ``history_start``, each with its
 the upsert and the withdrawal, bars written, files read (counted by wrapping
 ``read_stored_parquet``).
 
-``--baseline REV`` lands with ``warehouse/lake.py`` as of that git revision
-instead (the code before the index), so before and after run the same
+``--baseline REV`` lands with ``warehouse/lake.py`` (and the ``warehouse/files.py``
+it writes with) as of that git revision instead (the code before the index), so before and after run the same
 steps; ``--check-against`` compares every file of the two lakes (bars and
 withdrawals) byte for byte after each step.
 
 ``--compare REV`` lands every step twice in one process, step by step: with
-``warehouse/lake.py`` as of REV into ``DIR/lake-baseline`` and with this tree's
+``warehouse/lake.py`` and ``warehouse/files.py`` as of REV into ``DIR/lake-baseline`` and with this tree's
 into ``DIR/lake-current``; one JSON line per step with both timings (wall and
 CPU of upsert + withdrawal), their ratio, and the files that differ between the
 two lakes (none expected). The step ``next_day_new`` is the next day as the
@@ -60,6 +60,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,16 +71,34 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def lake_module(rev: str | None):
+    """``warehouse.lake`` as of ``rev`` (this tree's if None), importing ``warehouse.files`` as of
+    ``rev`` too (the writer it lands with), so a baseline is that revision's land as a whole."""
     if rev is None:
         import warehouse.lake as mod
 
         return mod
-    source = subprocess.run(["git", "show", f"{rev}:warehouse/lake.py"], cwd=REPO, check=True,
+    import warehouse.files
+
+    try:
+        files = _module_at(rev, "warehouse/files.py", "files")
+    except subprocess.CalledProcessError:  # a revision before warehouse/files.py
+        files = warehouse.files
+    try:
+        sys.modules["warehouse.files"] = files
+        return _module_at(rev, "warehouse/lake.py", "lake")
+    finally:
+        sys.modules["warehouse.files"] = warehouse.files
+
+
+def _module_at(rev: str, path: str, name: str):
+    source = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, check=True,
                             capture_output=True, text=True).stdout
-    path = Path("/tmp") / f"xasset_lake_{rev[:12]}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"lake_{rev[:12]}", path)
+    tmp = Path("/tmp") / f"xasset_{name}_{rev[:12]}.py"
+    tmp.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"{name}_{rev[:12]}", tmp)
     mod = importlib.util.module_from_spec(spec)
+    # A dataclass of the module looks its module up in sys.modules as it is made.
+    sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
 

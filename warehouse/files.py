@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import hashlib
 import io
 import os
+import random
 import re
 import shutil
 import sys
@@ -92,6 +94,38 @@ def syncfs(fd: int) -> None:
         raise OSError(err, f"syncfs: {os.strerror(err)}")
 
 
+# The characters of a temp file's eight random ones (``MKSTEMP_NAME``), as ``tempfile`` picks them.
+_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+_TEMP_RNG = random.Random()
+
+
+def _create_temp(directory: Path) -> tuple[int, str]:
+    """A new file ``<TMP_PREFIX><8 random characters>.parquet`` in ``directory``, opened for writing
+    with ``PUBLISHED_MODE`` (less the umask): ``tempfile.mkstemp``'s names and its exclusive create
+    (a name taken is never opened: another is drawn), without its mode 0600 to chmod after."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(tempfile.TMP_MAX):
+        tmp = os.path.join(directory, f"{TMP_PREFIX}{''.join(_TEMP_RNG.choices(_TEMP_CHARS, k=8))}.parquet")
+        try:
+            return os.open(tmp, flags, PUBLISHED_MODE), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free temp file name in {directory}")
+
+
+def _umask() -> int | None:
+    """The process's umask, read without setting it (``os.umask`` would change it for every thread
+    for a moment); None where ``/proc`` does not say (Linux < 4.7, not Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class AtomicBatch:
     """Many Parquet files replaced atomically, with one rename pass and one sync for all of them.
 
@@ -129,33 +163,54 @@ class AtomicBatch:
         self._fsync_each = per_file_fsync or _SYNCFS is None
         # st_dev -> a descriptor of a directory on that filesystem, opened before its first write.
         self._filesystems: dict[int, int] = {}
+        # The directories this batch made (or found) and watched, each once: a symbol's year files
+        # share one, and a mkdir and stat per file cost a land of ~25,000 files ~75,000 system calls,
+        # each a hand-over of the GIL between the writer threads. Cleared with ``_filesystems``.
+        self._dirs: set[Path] = set()
+        # A temp file is created with ``PUBLISHED_MODE``, which the umask may strip (then chmodded).
+        umask = _umask()
+        self._chmod = umask is None or umask & PUBLISHED_MODE != 0
 
     def write_parquet(self, frame: pl.DataFrame, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not self._fsync_each:
-            self._watch(path.parent)
+        directory = path.parent
+        if directory not in self._dirs:
+            self._made(directory)
         # Encoded in memory (a year file is small), written by Python: a full disk is then an
         # OSError with its errno, named here; Polars' own file writer reports it as whatever its
         # encoder was doing ("Invalid thrift: transport error") and names no file.
         buffer = io.BytesIO()
         frame.write_parquet(buffer, compression="zstd", statistics=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".parquet", dir=path.parent)
+        try:
+            fd, tmp = _create_temp(directory)
+        except FileNotFoundError:  # the directory went away since this batch made it
+            self._made(directory)
+            fd, tmp = _create_temp(directory)
         try:
             try:
-                with os.fdopen(fd, "wb", buffering=0) as fh:
+                try:
+                    if self._chmod:
+                        os.fchmod(fd, PUBLISHED_MODE)
                     data = memoryview(buffer.getbuffer())
                     while data:  # a raw write may write part (a disk filling up) and raise only on the next
-                        data = data[fh.write(data):]
+                        data = data[os.write(fd, data):]
                     if self._fsync_each:
-                        os.fsync(fh.fileno())
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 raise OSError(exc.errno, f"writing {path}: {exc.strerror or exc}") from exc
-            os.chmod(tmp, PUBLISHED_MODE)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         with self._lock:
             self._pending.append((tmp, path))
+
+    def _made(self, directory: Path) -> None:
+        """Make ``directory`` (and its parents) if missing, and watch its filesystem."""
+        directory.mkdir(parents=True, exist_ok=True)
+        if not self._fsync_each:
+            self._watch(directory)
+        self._dirs.add(directory)
 
     def _watch(self, directory: Path) -> None:
         """Open a descriptor of ``directory``'s filesystem once, before anything is written to it."""
@@ -175,6 +230,7 @@ class AtomicBatch:
         with self._lock:
             pending, self._pending = self._pending, []
             filesystems, self._filesystems = self._filesystems, {}
+            self._dirs = set()
         done = []
         try:
             try:
@@ -229,6 +285,7 @@ class AtomicBatch:
         with self._lock:
             pending, self._pending = self._pending, []
             filesystems, self._filesystems = self._filesystems, {}
+            self._dirs = set()
         for fd in filesystems.values():
             os.close(fd)
         for tmp, _ in pending:
@@ -277,7 +334,8 @@ def atomic_write_text(text: str, path: Path) -> None:
 
 
 # The names ``tempfile.mkstemp(prefix=TMP_PREFIX, ...)`` gives the writers
-# above: eight characters of its alphabet, then the writer's suffix.
+# above (and ``_create_temp`` gives ``AtomicBatch``'s): eight characters of its
+# alphabet, then the writer's suffix.
 MKSTEMP_NAME = re.compile(re.escape(TMP_PREFIX) + r"[a-z0-9_]{8}(\.parquet)?")
 # The data directory's areas the run's atomic writers write into (the lake and
 # the run state); anything else under the data directory is not the run's.

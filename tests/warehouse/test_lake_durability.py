@@ -10,6 +10,7 @@ before the renames (Linux) and one fsync per file (the fallback elsewhere).
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -215,3 +216,84 @@ def test_a_rename_that_fails_leaves_every_path_old_or_new_and_no_temp_file(tmp_p
     assert values[5] == 5, "the path whose rename failed keeps its old bytes"
     assert all(v in (i, 100 + i) for i, v in enumerate(values))
     assert not list(tmp_path.rglob(".tmp-*")), "no temp file is left behind"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o000, 0o002])
+def test_a_batch_publishes_files_readable_by_all_whatever_the_umask(tmp_path, umask):
+    """Temp files are created with the published mode rather than chmodded after: the umask
+    (which masks that mode) must not leave a year file its owner alone can read."""
+    old = os.umask(umask)
+    try:
+        batch = AtomicBatch()
+        paths = [tmp_path / "a" / "1.parquet", tmp_path / "b" / "c" / "2.parquet"]
+        for path in paths:
+            batch.write_parquet(pl.DataFrame({"x": [1]}), path)
+        assert batch.commit() == paths
+    finally:
+        os.umask(old)
+    assert [p.stat().st_mode & 0o777 for p in paths] == [files.PUBLISHED_MODE] * 2
+
+
+def test_a_temp_name_taken_is_never_opened_and_another_is_drawn(tmp_path, monkeypatch):
+    """The batch creates its temp files itself (exclusive create, ``tempfile``'s names): a name
+    another file holds is skipped, that file untouched, and the name drawn instead is one the next
+    run's cleanup recognises."""
+    directory = tmp_path / "AAA"
+    directory.mkdir()
+    taken = directory / f"{files.TMP_PREFIX}aaaaaaaa.parquet"
+    taken.write_bytes(b"someone else's")
+    draws = iter([list("aaaaaaaa"), list("aaaaaaaa"), list("bbbbbbbb")])
+    monkeypatch.setattr(files._TEMP_RNG, "choices", lambda *a, **k: next(draws))
+    batch = AtomicBatch()
+    batch.write_parquet(pl.DataFrame({"x": [1]}), directory / "2024.parquet")
+    assert taken.read_bytes() == b"someone else's"
+    temp = directory / f"{files.TMP_PREFIX}bbbbbbbb.parquet"
+    assert files.MKSTEMP_NAME.fullmatch(temp.name) and pl.read_parquet(temp)["x"].to_list() == [1]
+    assert batch.commit() == [directory / "2024.parquet"] and not temp.exists()
+    assert pl.read_parquet(directory / "2024.parquet")["x"].to_list() == [1]
+
+
+def test_a_batch_makes_each_directory_once_and_again_if_it_went_away(tmp_path, monkeypatch):
+    made: list[str] = []
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *a, **k):
+        made.append(str(path))
+        return real_mkdir(path, *a, **k)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    batch = AtomicBatch()
+    for year in (2022, 2023, 2024):
+        batch.write_parquet(pl.DataFrame({"x": [year]}), tmp_path / "AAA" / f"{year}.parquet")
+    assert made == [str(tmp_path / "AAA")], "one mkdir for a directory's three files"
+    # The directory removed behind the batch's back (no run does this): the next file makes it again.
+    shutil.rmtree(tmp_path / "AAA")
+    batch.write_parquet(pl.DataFrame({"x": [2025]}), tmp_path / "AAA" / "2025.parquet")
+    assert made == [str(tmp_path / "AAA")] * 2 and len(list((tmp_path / "AAA").glob(".tmp-*"))) == 1
+    batch.discard()
+    assert not list((tmp_path / "AAA").iterdir())
+
+
+@needs_syncfs
+def test_a_batch_used_again_after_its_commit_syncs_the_filesystem_again(tmp_path, events):
+    """The directories a batch made are forgotten with its filesystems at the commit: the next
+    files into the same directory are synced before their renames too."""
+    batch = AtomicBatch()
+    batch.write_parquet(pl.DataFrame({"x": [1]}), tmp_path / "AAA" / "2024.parquet")
+    batch.commit()
+    events.clear()
+    batch.write_parquet(pl.DataFrame({"x": [2]}), tmp_path / "AAA" / "2025.parquet")
+    batch.commit()
+    assert [kind for kind, _, _ in events] == ["syncfs", "replace", "syncfs"]
+
+
+def test_a_land_after_a_symbol_directory_was_removed_writes_it_again(tmp_path):
+    lake = Lake(tmp_path, "files", writers=4)
+    lake.upsert_bars(bars(date(2024, 1, 30)), datetime(2024, 2, 1, tzinfo=UTC))
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in lake.bars_dir.rglob("*.parquet")}
+    gone = lake.bars_dir / "AAA"
+    for p in gone.iterdir():
+        p.unlink()
+    gone.rmdir()
+    lake.upsert_bars(bars(date(2024, 1, 30)), datetime(2024, 2, 1, tzinfo=UTC))
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in lake.bars_dir.rglob("*.parquet")} == before

@@ -433,3 +433,26 @@ def test_the_index_is_decoded_once_per_content_and_never_kept_past_an_edit(tmp_p
     changed = LakeIndex(lake.index_path).entries
     assert decoded and changed != first
     assert {k: v[0] for k, v in changed.items() if k[0] == "AAA"} == {k: v[0] + 1 for k, v in first.items() if k[0] == "AAA"}
+
+
+def test_a_land_looks_up_no_year_file_the_index_or_the_lake_listing_answers(tmp_path, monkeypatch):
+    """A full land into an empty lake (no symbol directory) and a night whose files the index
+    describes ask the filesystem about none of their year files before writing them; a file the
+    index does not describe in a symbol directory that exists is looked up (it may be there)."""
+    looked_up: list[str] = []
+    real_exists = Path.exists
+
+    def exists(self, *a, **k):
+        if self.suffix == ".parquet" and self.parent.parent.name.startswith("source="):
+            looked_up.append(f"{self.parent.name}/{self.name}")
+        return real_exists(self, *a, **k)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    lake = Lake(tmp_path, "files", writers=4)
+    land(lake, history(D1), D1, 0)
+    assert looked_up == []
+    land(lake, history(D2), D2, 1)
+    assert looked_up == []
+    lake.index_path.unlink()
+    land(lake, history(D3), D3, 2)
+    assert sorted(set(looked_up)) == sorted(f"{p.parent.name}/{p.name}" for p in lake.bars_dir.glob("*/*.parquet"))
