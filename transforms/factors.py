@@ -378,7 +378,8 @@ def _ranked(
     # never uses its sector rank).
     n_codes = int(values["sector_code"].max() or 0) + 1
     group = pl.col("session_idx") * n_codes + pl.col("sector_code").fill_null(0).cast(pl.Int64)
-    n_sector = v.count().over("group")
+    # Counted once into a column: both the scope test and the sector percentile read it.
+    n_sector = pl.col("n_sector")
     use_sector = pl.col("sector_code").is_not_null() & (n_sector >= min_sector_size)
     pct_sector = 100.0 * oriented.rank("average").over("group") / n_sector
     pct_all = 100.0 * oriented.rank("average").over("session_idx") / v.count().over("session_idx")
@@ -394,8 +395,10 @@ def _ranked(
         pl.col(m.name).alias("value"),
     ).filter(v.is_not_null())
     # A whole session is kept or dropped, so the ranks of the kept ones do not move.
-    sub = sub.filter(pl.len().over("session_idx") >= min_cross_section).with_columns(
-        use_sector.alias("use_sector")
+    sub = (
+        sub.filter(pl.len().over("session_idx") >= min_cross_section)
+        .with_columns(v.count().over("group").alias("n_sector"))
+        .with_columns(use_sector.alias("use_sector"))
     )
     if sub["use_sector"].all():
         # Every row ranks within its sector (the usual case with a full universe):
