@@ -351,10 +351,41 @@ def _metric_values(
     # the row-order dependent shifts.
     if first_idx > 0:
         values = values.filter(pl.col("session_idx") >= first_idx)
-    # (date, symbol) order by one integer key instead of a string sort.
+    return _session_major(values).with_row_index("row")
+
+
+def _session_major(values: pl.DataFrame) -> pl.DataFrame:
+    """``values`` (one row per ``sym`` and ``session_idx``, ``symbol`` and ``sector`` functions
+    of ``sym``) sorted by ``session_idx`` then ``sym``: (date, symbol) order.
+
+    The keys are unique, so any way to that order gives the same frame. The grid comes
+    symbol-major (``sym``, then session): a stable sort on the session alone (numpy's radix
+    sort on 16-bit keys, linear) already leaves each session's rows in ``sym`` order, which
+    is checked, the key sort being the fallback. The two string columns are not moved with
+    the rest: gathering millions of strings across the frame costs more than the sort; each
+    is looked up by ``sym`` in a table of one row per stock instead.
+    """
     n_sym = int(values["sym"].max() or 0) + 1
-    values = values.sort(pl.col("session_idx") * n_sym + pl.col("sym"))
-    return values.with_row_index("row")
+    key = pl.col("session_idx") * n_sym + pl.col("sym")
+    sessions = values["session_idx"].to_numpy()
+    if not values.height or sessions.min() < 0 or sessions.max() >= 2**32:
+        return values.sort(key)
+    narrow = np.uint16 if sessions.max() < 2**16 else np.uint32
+    perm = pl.Series(np.argsort(sessions.astype(narrow), kind="stable"))
+    strings = ["symbol", "sector"]
+    out = values.drop(strings)[perm]
+    if not out.select(key).to_series().is_sorted():
+        return values.sort(key)
+    # One row per stock (any of its rows: scatter keeps one per sym) holds its strings.
+    rep = pl.repeat(None, n_sym, dtype=pl.Int64, eager=True).scatter(
+        values["sym"], pl.int_range(values.height, eager=True)
+    )
+    reps = values.select("sym", *strings)[rep.drop_nulls()]
+    by_sym = [
+        pl.repeat(None, n_sym, dtype=values.schema[c], eager=True).scatter(reps["sym"], reps[c]).gather(out["sym"]).alias(c)
+        for c in strings
+    ]
+    return out.with_columns(by_sym).select(values.columns)
 
 
 def _ranked(

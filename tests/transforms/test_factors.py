@@ -539,3 +539,26 @@ def test_real_futures_etfs_and_indices_are_not_scored(real_data):
 
     u = Universe(benchmarks=(), assets=(Asset(symbol="DIA", name="Treated as a stock", asset_class="equity"),))
     assert symbol_from_filename(files[3], u).asset_class == "equity"
+
+
+def test_session_major_order_is_the_key_sort_whatever_the_input_order():
+    # _metric_values lays the symbol-major grid out session by session with a stable sort on
+    # the session alone, the strings looked up per stock; a frame in any other order falls
+    # back to the key sort. Either way: the (session_idx, sym) sort of the frame.
+    from transforms.factors import _session_major
+
+    rng = np.random.default_rng(3)
+    rows = [
+        (s, sess, f"S{s:02d}", None if s == 2 else f"sector {s % 3}", float(rng.normal()))
+        for s in range(7)
+        for sess in range(s, 40 + 3 * s)
+    ]
+    grid = pl.DataFrame(rows, schema={"sym": pl.Int32, "session_idx": pl.Int64, "symbol": pl.String,
+                                      "sector": pl.String, "x": pl.Float64}, orient="row")  # fmt: skip
+    frame = grid.select("session_idx", "sym", "symbol", "sector", "x")
+    want = frame.sort("session_idx", "sym")
+    assert not frame.equals(want)
+    assert _session_major(frame).equals(want)
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=5)
+    assert _session_major(shuffled).equals(want)
+    assert _session_major(frame.head(0)).equals(want.head(0))
