@@ -238,8 +238,10 @@ def factor_daily_stats_from_prices(
         start_date = cal["date"][start_idx]
         scores = scores.filter(pl.col("date") >= start_date)
         prices = prices.filter(pl.col("date") >= start_date)
-    symbols = scores["symbol"].unique().to_list()
-    grid = _forward_grid(prices, cal, hs, symbols, start_idx, grid if from_date is None else None)
+    shared = grid if from_date is None else None
+    # The stocks to build a grid for: only read without a shared grid.
+    symbols = scores["symbol"].unique().to_list() if shared is None else None
+    grid = _forward_grid(prices, cal, hs, symbols, start_idx, shared)
     # Where each stock's run starts in the symbol-major grid.
     runs = (
         grid.lazy()
