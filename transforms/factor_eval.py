@@ -141,7 +141,7 @@ def _daily_from_base(
     if not horizons or not factors:
         return pl.DataFrame(schema=DAILY_SCHEMA)
     y = pl.col("y")
-    bucket = quantile_bucket(pl.col("rx"), pl.col("n"), quantiles)
+    bucket = pl.col("bucket")
     keep = base.select([pl.col(name).is_finite().fill_null(False).alias(name) for name in factors])
     keep_h = base.select([pl.col(f"fwd_{h}").is_finite().fill_null(False).alias(f"fwd_{h}") for h in horizons])
     # One factor's ranks at a time (and each pair collected at once): the
@@ -163,6 +163,9 @@ def _daily_from_base(
                 pair = pair.with_columns(rx.alias("rx"), ry.alias("ry"))
             else:
                 pair = pair.with_columns([pl.lit(None, dtype=pl.Float64).alias(r) for r in ("rx", "ry")])
+            # Each row's bucket once, before the group-by: both spreads' filters read it (the
+            # same element-wise arithmetic on the same ranks and counts, so the same buckets).
+            pair = pair.with_columns(quantile_bucket(pl.col("rx"), pl.col("n"), quantiles).alias("bucket"))
             parts.append(
                 pair.lazy()
                 .group_by("date", maintain_order=True)
@@ -235,8 +238,10 @@ def factor_daily_stats_from_prices(
         start_date = cal["date"][start_idx]
         scores = scores.filter(pl.col("date") >= start_date)
         prices = prices.filter(pl.col("date") >= start_date)
-    symbols = scores["symbol"].unique().to_list()
-    grid = _forward_grid(prices, cal, hs, symbols, start_idx, grid if from_date is None else None)
+    shared = grid if from_date is None else None
+    # The stocks to build a grid for: only read without a shared grid.
+    symbols = scores["symbol"].unique().to_list() if shared is None else None
+    grid = _forward_grid(prices, cal, hs, symbols, start_idx, shared)
     # Where each stock's run starts in the symbol-major grid.
     runs = (
         grid.lazy()
@@ -245,17 +250,34 @@ def factor_daily_stats_from_prices(
         .select("symbol", "sym", pl.col("session_idx").alias("first"), "offset", (pl.col("grid_rpos") + 1).alias("len"))
         .collect()
     )
+    frame = scores.select("date", "symbol", *[pl.col(c).cast(pl.Float64).alias(f) for f, c in factors.items()])
+    # Each row's session and run by a binary search in the (sorted, gap-free numbered) calendar
+    # and the code of its symbol among the runs' (one each), instead of two hashing joins on
+    # millions of rows: the same rows (a date off the calendar or a symbol without a run finds
+    # none, nulls drop out at the filter), in the same order.
+    at = cal["date"].search_sorted(frame["date"], side="left").cast(pl.Int64)
+    session_idx = pl.select(pl.when(at < cal.height).then(at)).to_series()
+    run = frame["symbol"].cast(pl.Enum(runs["symbol"]), strict=False).to_physical().cast(pl.Int64)
+    first = runs["first"].gather(run)
     located = (
-        scores.lazy()
-        .select("date", "symbol", *[pl.col(c).cast(pl.Float64).alias(f) for f, c in factors.items()])
-        .join(cal.lazy(), on="date", how="inner", maintain_order="left")
-        .join(runs.lazy(), on="symbol", how="inner", maintain_order="left")
-        .filter((pl.col("session_idx") >= pl.col("first")) & (pl.col("session_idx") - pl.col("first") < pl.col("len")))
+        frame.select("date", *factors)
         .with_columns(
-            (pl.col("offset").cast(pl.Int64) + pl.col("session_idx") - pl.col("first")).alias("pos"),
+            session_idx.alias("session_idx"),
+            first.alias("first"),
+            runs["offset"].cast(pl.Int64).gather(run).alias("offset"),
+            runs["len"].gather(run).alias("len"),
+            runs["sym"].gather(run).alias("sym"),
+            (cal["date"].gather(session_idx) == frame["date"]).alias("on_calendar"),
+        )
+        .filter(
+            pl.col("on_calendar")
+            & (pl.col("session_idx") >= pl.col("first"))
+            & (pl.col("session_idx") - pl.col("first") < pl.col("len"))
+        )
+        .with_columns(
+            (pl.col("offset") + pl.col("session_idx") - pl.col("first")).alias("pos"),
             (pl.col("session_idx") * (runs.height + 1) + pl.col("sym")).alias("order"),
         )
-        .collect()
     )
     # mart_factor_scores already comes in (date, symbol) order: check, not sort.
     if not located["order"].is_sorted():

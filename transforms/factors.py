@@ -194,31 +194,45 @@ def _dense_grid(
     px = prices.lazy().select("symbol", pl.col("date").cast(pl.Date), pl.col("adj_close").cast(pl.Float64))
     if symbols is not None:
         px = px.filter(pl.col("symbol").is_in(pl.Series(list(symbols), dtype=pl.String).implode()))
-    px = px.join(cal.lazy(), on="date", how="inner").drop("date")
-    if start_idx > 0:
+    bars = _on_calendar(px.collect(), cal)
+    runs = _symbol_runs(bars)
+    if runs is None:
+        pos = None
         # First/last over the whole history, bars only from start_idx on.
-        bounds = px.group_by("symbol").agg(
-            pl.col("session_idx").min().alias("first"), pl.col("session_idx").max().alias("last")
-        )
-        bars = px.filter(pl.col("session_idx") >= start_idx)
-        bounds, bars = pl.collect_all([bounds, bars])
-        bounds = bounds.filter(pl.col("last") >= start_idx).with_columns(
-            pl.max_horizontal("first", pl.lit(start_idx, dtype=pl.Int64)).alias("first")
-        )
-    else:
-        bars = px.collect()
         bounds = bars.group_by("symbol").agg(
             pl.col("session_idx").min().alias("first"), pl.col("session_idx").max().alias("last")
         )
+    else:
+        code, bounds = runs
+    if start_idx > 0:
+        keep = bars["session_idx"] >= start_idx
+        bars = bars.filter(keep)
+        if runs is not None:
+            code = code.filter(keep)
+        bounds = bounds.filter(pl.col("last") >= start_idx).with_columns(
+            pl.max_horizontal("first", pl.lit(start_idx, dtype=pl.Int64)).alias("first")
+        )
+    if runs is None:
+        bounds = bounds.sort("symbol")
     bounds = (
-        bounds.sort("symbol")
-        .with_row_index("sym")
+        bounds.with_row_index("sym")
         .with_columns(
             pl.col("sym").cast(pl.Int32),
             (pl.col("last") - pl.col("first") + 1).alias("len"),
         )
         .with_columns((pl.col("len").cum_sum() - pl.col("len")).alias("offset"))
     )
+    if runs is not None:
+        # Each bar's stock by its run's code: offset and first looked up per code (a stock
+        # whose run ends before start_idx has no bar left to look up).
+        def by_code(column: str) -> pl.Series:
+            lookup = pl.repeat(None, int(runs[1].height), dtype=pl.Int64, eager=True)
+            return lookup.scatter(bounds["code"], bounds[column]).gather(code)
+
+        pos = pl.DataFrame(
+            [(by_code("offset") + bars["session_idx"] - by_code("first")).alias("pos"), bars["adj_close"]]
+        )
+        bounds = bounds.drop("code")
     # Each stock's run by arithmetic on its code (no lists to explode): row i of
     # stock s is session first[s] + i, at grid_pos i = row - offset[s].
     sym = pl.Series("sym", np.repeat(np.arange(bounds.height, dtype=np.int32), bounds["len"].to_numpy()))
@@ -233,13 +247,49 @@ def _dense_grid(
     )
     # Place each bar at its row by arithmetic rather than a (symbol, date) join
     # on the full grid: the grid is laid out symbol by symbol, session by session.
-    pos = bars.join(bounds.select("symbol", "first", "offset"), on="symbol", how="inner").select(
-        (pl.col("offset") + pl.col("session_idx") - pl.col("first")).alias("pos"), "adj_close"
-    )
+    if pos is None:
+        pos = bars.join(bounds.select("symbol", "first", "offset"), on="symbol", how="inner").select(
+            (pl.col("offset") + pl.col("session_idx") - pl.col("first")).alias("pos"), "adj_close"
+        )
     adj = pl.repeat(None, grid.height, dtype=pl.Float64, eager=True).alias("adj_close")
     if pos.height:
         adj = adj.scatter(pos["pos"], pos["adj_close"])
     return grid.with_columns(adj).select("symbol", "sym", "session_idx", "date", "adj_close", "grid_pos", "grid_rpos")
+
+
+def _on_calendar(bars: pl.DataFrame, cal: pl.DataFrame) -> pl.DataFrame:
+    """``symbol, adj_close, session_idx`` of the bars dated on a session of ``cal``
+    (``_calendar``: sorted, numbered from 0), in ``bars`` order: the inner join on the date,
+    as a binary search in the calendar."""
+    at = cal["date"].search_sorted(bars["date"], side="left").cast(pl.Int64)
+    session_idx = pl.select(pl.when(at < cal.height).then(at)).to_series().alias("session_idx")
+    on = (cal["date"].gather(session_idx) == bars["date"]).fill_null(False)
+    return bars.select("symbol", "adj_close").with_columns(session_idx).filter(on)
+
+
+def _symbol_runs(bars: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame] | None:
+    """When ``bars`` comes sorted by symbol (as the lake keeps prices): each bar's stock
+    code (0, 1, .. in symbol order) and ``symbol, code, first, last`` per stock (its bars'
+    first and last session), from the runs of equal symbols instead of hashing every
+    bar's symbol. None otherwise (or without bars)."""
+    symbol = bars["symbol"]
+    if not bars.height or symbol.null_count() or not symbol.is_sorted():
+        return None
+    starts = symbol.ne_missing(symbol.shift(1)).fill_null(True)
+    code = (starts.cast(pl.Int64).cum_sum() - 1).alias("code")
+    at = starts.arg_true()
+    sessions = bars["session_idx"].to_numpy()
+    first = np.minimum.reduceat(sessions, at.to_numpy())
+    last = np.maximum.reduceat(sessions, at.to_numpy())
+    bounds = pl.DataFrame(
+        [
+            symbol.gather(at),
+            pl.int_range(0, at.len(), dtype=pl.Int64, eager=True).alias("code"),
+            pl.Series("first", first, dtype=pl.Int64),
+            pl.Series("last", last, dtype=pl.Int64),
+        ]
+    )
+    return code, bounds
 
 
 def stock_grid(prices: pl.DataFrame, assets: pl.DataFrame, sessions: pl.Series) -> pl.DataFrame:
@@ -351,10 +401,41 @@ def _metric_values(
     # the row-order dependent shifts.
     if first_idx > 0:
         values = values.filter(pl.col("session_idx") >= first_idx)
-    # (date, symbol) order by one integer key instead of a string sort.
+    return _session_major(values).with_row_index("row")
+
+
+def _session_major(values: pl.DataFrame) -> pl.DataFrame:
+    """``values`` (one row per ``sym`` and ``session_idx``, ``symbol`` and ``sector`` functions
+    of ``sym``) sorted by ``session_idx`` then ``sym``: (date, symbol) order.
+
+    The keys are unique, so any way to that order gives the same frame. The grid comes
+    symbol-major (``sym``, then session): a stable sort on the session alone (numpy's radix
+    sort on 16-bit keys, linear) already leaves each session's rows in ``sym`` order, which
+    is checked, the key sort being the fallback. The two string columns are not moved with
+    the rest: gathering millions of strings across the frame costs more than the sort; each
+    is looked up by ``sym`` in a table of one row per stock instead.
+    """
     n_sym = int(values["sym"].max() or 0) + 1
-    values = values.sort(pl.col("session_idx") * n_sym + pl.col("sym"))
-    return values.with_row_index("row")
+    key = pl.col("session_idx") * n_sym + pl.col("sym")
+    sessions = values["session_idx"].to_numpy()
+    if not values.height or sessions.min() < 0 or sessions.max() >= 2**32:
+        return values.sort(key)
+    narrow = np.uint16 if sessions.max() < 2**16 else np.uint32
+    perm = pl.Series(np.argsort(sessions.astype(narrow), kind="stable"))
+    strings = ["symbol", "sector"]
+    out = values.drop(strings)[perm]
+    if not out.select(key).to_series().is_sorted():
+        return values.sort(key)
+    # One row per stock (any of its rows: scatter keeps one per sym) holds its strings.
+    rep = pl.repeat(None, n_sym, dtype=pl.Int64, eager=True).scatter(
+        values["sym"], pl.int_range(values.height, eager=True)
+    )
+    reps = values.select("sym", *strings)[rep.drop_nulls()]
+    by_sym = [
+        pl.repeat(None, n_sym, dtype=values.schema[c], eager=True).scatter(reps["sym"], reps[c]).gather(out["sym"]).alias(c)
+        for c in strings
+    ]
+    return out.with_columns(by_sym).select(values.columns)
 
 
 def _ranked(
@@ -378,7 +459,8 @@ def _ranked(
     # never uses its sector rank).
     n_codes = int(values["sector_code"].max() or 0) + 1
     group = pl.col("session_idx") * n_codes + pl.col("sector_code").fill_null(0).cast(pl.Int64)
-    n_sector = v.count().over("group")
+    # Counted once into a column: both the scope test and the sector percentile read it.
+    n_sector = pl.col("n_sector")
     use_sector = pl.col("sector_code").is_not_null() & (n_sector >= min_sector_size)
     pct_sector = 100.0 * oriented.rank("average").over("group") / n_sector
     pct_all = 100.0 * oriented.rank("average").over("session_idx") / v.count().over("session_idx")
@@ -394,8 +476,10 @@ def _ranked(
         pl.col(m.name).alias("value"),
     ).filter(v.is_not_null())
     # A whole session is kept or dropped, so the ranks of the kept ones do not move.
-    sub = sub.filter(pl.len().over("session_idx") >= min_cross_section).with_columns(
-        use_sector.alias("use_sector")
+    sub = (
+        sub.filter(pl.len().over("session_idx") >= min_cross_section)
+        .with_columns(v.count().over("group").alias("n_sector"))
+        .with_columns(use_sector.alias("use_sector"))
     )
     if sub["use_sector"].all():
         # Every row ranks within its sector (the usual case with a full universe):

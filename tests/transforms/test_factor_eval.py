@@ -19,6 +19,7 @@ from transforms.factor_eval import (
     _daily_from_base,
     _forward_grid,
     evaluate_factors,
+    factor_daily_stats_from_prices,
     factor_ic_summary,
     mart_factor_ic,
     quantile_bucket,
@@ -457,3 +458,26 @@ def test_shared_session_ranks_give_the_ranks_of_each_pair_bit_for_bit():
     counted = base.group_by("date").agg(pl.col("momentum").is_finite().sum().alias("c"))
     kept = got.filter((pl.col("factor") == "momentum") & (pl.col("horizon_sessions") == 21)).join(counted, on="date")
     assert (kept["n"] == kept["c"]).any() and (kept["n"] != kept["c"]).any()
+
+
+def test_score_rows_without_a_session_or_a_price_run_are_left_out(panel):
+    # Each score row finds its session and its stock's run of the grid by position; a row on a
+    # date off the calendar, or of a stock without prices, finds none and adds nothing (as
+    # the inner joins that used to locate them did), wherever it sits in the frame.
+    sessions, prices, scores, _, _ = panel
+    cal = pl.Series(sessions)
+    want = factor_daily_stats_from_prices(scores, prices, cal, horizons=(21, 63))
+    row = scores.row(0, named=True)
+    stray = pl.DataFrame(
+        [
+            {**row, "symbol": "ZZZ_NO_PRICES"},  # after every symbol with a run
+            {**row, "symbol": "A_NO_PRICES"},  # before them
+            {**row, "date": sessions[-1] + timedelta(days=1)},  # a Saturday, after the calendar
+            {**row, "date": sessions[0] - timedelta(days=2)},  # before it
+            {**row, "date": sessions[5] + timedelta(days=(5 - sessions[5].weekday()) % 7)},  # inside, a Saturday
+        ],
+        schema=scores.schema,
+    )
+    mixed = pl.concat([stray.head(2), scores, stray.tail(3)]).sort("date", "symbol", maintain_order=True)
+    got = factor_daily_stats_from_prices(mixed, prices, cal, horizons=(21, 63))
+    assert got.equals(want)

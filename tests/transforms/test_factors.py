@@ -539,3 +539,57 @@ def test_real_futures_etfs_and_indices_are_not_scored(real_data):
 
     u = Universe(benchmarks=(), assets=(Asset(symbol="DIA", name="Treated as a stock", asset_class="equity"),))
     assert symbol_from_filename(files[3], u).asset_class == "equity"
+
+
+def test_session_major_order_is_the_key_sort_whatever_the_input_order():
+    # _metric_values lays the symbol-major grid out session by session with a stable sort on
+    # the session alone, the strings looked up per stock; a frame in any other order falls
+    # back to the key sort. Either way: the (session_idx, sym) sort of the frame.
+    from transforms.factors import _session_major
+
+    rng = np.random.default_rng(3)
+    rows = [
+        (s, sess, f"S{s:02d}", None if s == 2 else f"sector {s % 3}", float(rng.normal()))
+        for s in range(7)
+        for sess in range(s, 40 + 3 * s)
+    ]
+    grid = pl.DataFrame(rows, schema={"sym": pl.Int32, "session_idx": pl.Int64, "symbol": pl.String,
+                                      "sector": pl.String, "x": pl.Float64}, orient="row")  # fmt: skip
+    frame = grid.select("session_idx", "sym", "symbol", "sector", "x")
+    want = frame.sort("session_idx", "sym")
+    assert not frame.equals(want)
+    assert _session_major(frame).equals(want)
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=5)
+    assert _session_major(shuffled).equals(want)
+    assert _session_major(frame.head(0)).equals(want.head(0))
+
+
+@pytest.mark.parametrize("start_idx", [0, 1, 7, 21])
+def test_dense_grid_of_symbol_sorted_bars_equals_that_of_any_order(start_idx):
+    # Bars sorted by symbol (as the lake keeps them) find their stock and bounds from the runs
+    # of equal symbols; any other order hashes the symbols. Same grid either way: late and
+    # early listings, a gap, bars off the calendar, a stock ended before start_idx, dates
+    # unsorted within a stock.
+    from transforms.factors import _calendar, _dense_grid
+
+    days = [date(2024, 1, 1) + timedelta(days=i) for i in range(40)]
+    sessions = [d for d in days if d.weekday() < 5]
+    cal = _calendar(pl.Series(sessions))
+    rng = np.random.default_rng(11)
+    rows = []
+    for k, (lo, hi) in enumerate([(0, len(sessions)), (5, 20), (0, 4), (10, len(sessions)), (2, 25)]):
+        for i in range(lo, hi):
+            if k == 3 and 14 <= i < 18:
+                continue  # a gap
+            rows.append((f"S{k}", sessions[i], float(rng.uniform(1, 50))))
+    rows.append(("S1", date(2024, 1, 6), 3.0))  # a Saturday: off the calendar
+    rows.append(("S4", date(2023, 12, 30), 4.0))  # before the calendar
+    prices = pl.DataFrame(rows, schema={"symbol": pl.String, "date": pl.Date, "adj_close": pl.Float64}, orient="row")
+    by_symbol = prices.sort("symbol").sample(fraction=1.0, shuffle=True, seed=2).sort("symbol", maintain_order=True)
+    shuffled = prices.sample(fraction=1.0, shuffle=True, seed=3)
+    assert by_symbol["symbol"].is_sorted() and not shuffled["symbol"].is_sorted()
+    symbols = ["S0", "S1", "S2", "S3", "S4"]
+    want = _dense_grid(shuffled, cal, symbols, start_idx)
+    assert want.height and (start_idx < 4 or "S2" not in set(want["symbol"]))
+    assert _dense_grid(by_symbol, cal, symbols, start_idx).equals(want)
+    assert _dense_grid(by_symbol, cal, ["S1", "S3"], start_idx).equals(_dense_grid(shuffled, cal, ["S1", "S3"], start_idx))
