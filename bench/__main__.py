@@ -394,7 +394,9 @@ def _more_stages() -> None:
     from bench import e2e, files_read, incremental, incremental_load, next_day_publish, next_day_transform, prefect_overhead
     from bench import land_hand_over, price_figures, startup
     from bench import correlation_node
+    from bench import allocator
 
+    STAGES.update(allocator.STAGES)
     STAGES.update(e2e.STAGES)
     STAGES.update(full_audit.STAGES)
     STAGES.update(full_load.STAGES)
