@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from contracts.tables import MART_FACTOR_IC, MART_FACTOR_IC_SUMMARY
-from transforms.factors import _calendar, _dense_grid
+from transforms.factors import _calendar, _dense_grid, _session_index
 
 # factor name in the IC marts -> column of mart_factor_scores
 FACTOR_COLUMNS: dict[str, str] = {
@@ -255,8 +255,7 @@ def factor_daily_stats_from_prices(
     # and the code of its symbol among the runs' (one each), instead of two hashing joins on
     # millions of rows: the same rows (a date off the calendar or a symbol without a run finds
     # none, nulls drop out at the filter), in the same order.
-    at = cal["date"].search_sorted(frame["date"], side="left").cast(pl.Int64)
-    session_idx = pl.select(pl.when(at < cal.height).then(at)).to_series()
+    session_idx = _session_index(frame["date"], cal)
     run = frame["symbol"].cast(pl.Enum(runs["symbol"]), strict=False).to_physical().cast(pl.Int64)
     first = runs["first"].gather(run)
     located = (
@@ -267,11 +266,9 @@ def factor_daily_stats_from_prices(
             runs["offset"].cast(pl.Int64).gather(run).alias("offset"),
             runs["len"].gather(run).alias("len"),
             runs["sym"].gather(run).alias("sym"),
-            (cal["date"].gather(session_idx) == frame["date"]).alias("on_calendar"),
         )
         .filter(
-            pl.col("on_calendar")
-            & (pl.col("session_idx") >= pl.col("first"))
+            (pl.col("session_idx") >= pl.col("first"))
             & (pl.col("session_idx") - pl.col("first") < pl.col("len"))
         )
         .with_columns(

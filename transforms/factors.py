@@ -257,14 +257,19 @@ def _dense_grid(
     return grid.with_columns(adj).select("symbol", "sym", "session_idx", "date", "adj_close", "grid_pos", "grid_rpos")
 
 
+def _session_index(dates: pl.Series, cal: pl.DataFrame) -> pl.Series:
+    """Each date's ``session_idx`` in ``cal`` (``_calendar``: sorted, numbered from 0), null for
+    a date on no session: a join on the date as a binary search in the calendar."""
+    at = cal["date"].search_sorted(dates, side="left").cast(pl.Int64)
+    at = pl.select(pl.when(at < cal.height).then(at)).to_series()
+    return pl.select(pl.when(cal["date"].gather(at) == dates).then(at)).to_series().alias("session_idx")
+
+
 def _on_calendar(bars: pl.DataFrame, cal: pl.DataFrame) -> pl.DataFrame:
-    """``symbol, adj_close, session_idx`` of the bars dated on a session of ``cal``
-    (``_calendar``: sorted, numbered from 0), in ``bars`` order: the inner join on the date,
-    as a binary search in the calendar."""
-    at = cal["date"].search_sorted(bars["date"], side="left").cast(pl.Int64)
-    session_idx = pl.select(pl.when(at < cal.height).then(at)).to_series().alias("session_idx")
-    on = (cal["date"].gather(session_idx) == bars["date"]).fill_null(False)
-    return bars.select("symbol", "adj_close").with_columns(session_idx).filter(on)
+    """``symbol, adj_close, session_idx`` of the bars dated on a session of ``cal``, in ``bars``
+    order: the inner join on the date (``_session_index``)."""
+    session_idx = _session_index(bars["date"], cal)
+    return bars.select("symbol", "adj_close").with_columns(session_idx).filter(session_idx.is_not_null())
 
 
 def _symbol_runs(bars: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame] | None:
