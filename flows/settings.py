@@ -85,9 +85,9 @@ class ExecutionSettings(BaseSettings):
     )
     overlap_marts: bool = Field(
         True,
-        description="In an incremental run, write the Parquet marts in a thread while the warehouse is loaded "
-        "and audited (they do not depend on it; the switch still waits for the audit). A full run writes them "
-        "after, one stage at a time: overlapping its two largest memory peaks went over 8 GiB.",
+        description="Write the Parquet marts in a thread while the warehouse is loaded and audited (they do not "
+        "depend on it; the switch still waits for the audit). A full run starts them after its load, beside the "
+        "audit only: overlapping its two largest memory peaks went over 8 GiB.",
     )
 
 
