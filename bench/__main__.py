@@ -430,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="e2e: next days run in a row after the full run (the median stands for the next day)")
     ap.add_argument("--load-variants", default="large_string,one_chunk",
                     help="load_full: variants loaded besides now (bench/full_load.py)")
+    ap.add_argument("--files-baseline", default="",
+                    help="files_read: also read with flows/sources/files.py as of this git revision, interleaved")
     ap.add_argument("--stages", default="generate,transform,load,correlation,ranks,prefect",
                     help="comma-separated subset, in order (each after generate needs its inputs)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep inputs/outputs here (default: a temp dir, removed)")
@@ -450,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, "-m", "bench", "--stage", stage, "--workdir", str(work),
                    "--equities", str(args.equities), "--coins", str(args.coins), "--years", str(args.years),
                    "--as-of", args.as_of, "--seed", str(args.seed), "--nights", str(args.nights),
-                   "--e2e-nights", str(args.e2e_nights), "--load-variants", args.load_variants]
+                   "--e2e-nights", str(args.e2e_nights), "--load-variants", args.load_variants,
+                   "--files-baseline", args.files_baseline]
             proc = subprocess.run(cmd, stdout=sys.stdout, stderr=sys.stderr)
             if proc.returncode:
                 print(json.dumps({"stage": stage, "error": f"exit status {proc.returncode}"}), flush=True)

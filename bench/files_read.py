@@ -8,6 +8,10 @@ CPU seconds of all threads, peak RSS. Twice in a row with a fresh source each
 time (the first read also pays the page cache). Checks what it returns: one
 outcome per symbol, their rows summing to the bars, no problems (the panel is
 clean). ``python -m bench --equities 1000 --stages generate,files_read``.
+
+``--files-baseline REV``: then ``ROUNDS`` more reads each with this tree's ``flows/sources/files.py``
+and with REV's, interleaved in this process; prints each side's median wall and CPU, their
+ratios, and whether every read handed on the same bars, assets, outcomes, warnings and problems.
 """
 
 from __future__ import annotations
@@ -41,6 +45,39 @@ def stage_files_read(work: Path, args) -> None:
         emit(f"files_read_{attempt}", seconds, rows, cpu=cpu, rss_before=before,
              symbols=len(batch.outcomes), files=2)
         del batch
+    if getattr(args, "files_baseline", ""):
+        _compare(folder / "files", universe, rows, args.files_baseline)
+
+
+ROUNDS = 3
+
+
+def _compare(files: Path, universe, rows: int, rev: str) -> None:
+    import statistics
+
+    import flows.sources.files as now
+    from bench.__main__ import emit
+    from bench.lake_land import _module_at
+    from flows.sources.base import empty_bars
+
+    base = _module_at(rev, "flows/sources/files.py", "files")
+    times: dict[str, list[tuple[float, float]]] = {"baseline": [], "now": []}
+    first: dict[str, tuple] = {}
+    same = True
+    for _ in range(ROUNDS):
+        for side, mod in (("baseline", base), ("now", now)):
+            t, c = time.perf_counter(), time.process_time()
+            batch = mod.FilesSource([files]).fetch(universe, date(1900, 1, 1), date(2100, 1, 1), {}, empty_bars())
+            times[side].append((time.perf_counter() - t, time.process_time() - c))
+            got = (batch.bars, batch.assets, batch.outcomes, batch.warnings, batch.problems)
+            ref = first.setdefault("read", got)
+            same = same and got[0].equals(ref[0]) and got[1].equals(ref[1]) and got[2:] == ref[2:]
+            del batch, got
+    med = {side: (statistics.median(w for w, _ in ts), statistics.median(c for _, c in ts)) for side, ts in times.items()}
+    for side in ("baseline", "now"):
+        emit(f"files_read_{side}", med[side][0], rows, cpu=med[side][1], rounds=ROUNDS, baseline=rev,
+             wall_ratio=round(med[side][0] / med["baseline"][0], 3), cpu_ratio=round(med[side][1] / med["baseline"][1], 3),
+             same_output=same)
 
 
 def _night(files: Path, root: Path, universe, start, now, cursor: bool) -> dict:

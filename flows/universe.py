@@ -8,6 +8,7 @@ missing asset.
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from pathlib import Path
 
 import polars as pl
@@ -101,7 +102,12 @@ class Universe(BaseModel):
         return self
 
     def get(self, symbol: str) -> Asset | None:
-        return next((a for a in self.assets if a.symbol == symbol), None)
+        return self._by_symbol.get(symbol)
+
+    @cached_property
+    def _by_symbol(self) -> dict[str, Asset]:
+        # A lookup per symbol of a 2,000-asset universe scanned the tuple: ~0.25 s of the files extract.
+        return {a.symbol: a for a in self.assets}
 
     @property
     def crypto(self) -> list[Asset]:

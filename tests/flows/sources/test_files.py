@@ -405,3 +405,23 @@ def test_input_problems_table_lists_source_problems_and_screened_rows_per_file()
         {"file": "bad/NEG.csv", "symbol": "NEG", "problem": "line 3: close > 0", "action": "row held back"},
         {"file": "bad/R.csv", "symbol": "R", "problem": "7 fields where the header has 6 (a shifted row) (2 lines: 3, 9)", "action": "row held back"},
     ]
+
+
+def test_bars_come_symbol_by_symbol_in_the_order_found_each_by_date(tmp_path):
+    """A long, date-major file's symbols, one merged from a second folder, and one whose every row is
+    held back: the bars are each symbol's history by date, symbols in the order first found."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rows = []
+    for day in (5, 3, 4):  # dates out of order too
+        for symbol, close in (("QQQ", 3.0), ("SPY", 1.0), ("IWM", float("nan"))):
+            rows.append({"symbol": symbol, "date": date(2024, 1, day), "open": close, "high": close,
+                         "low": close, "close": close, "volume": 10.0})
+    pl.DataFrame(rows).write_parquet(tmp_path / "a" / "long.parquet")
+    (tmp_path / "b" / "SPY.csv").write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,1,1,1,10\n2024-01-03,1,1,1,1,10\n")
+    source = FilesSource([tmp_path / "a", tmp_path / "b"])
+    done = source.read(UNIVERSE)
+    got = [(s, d.day) for s, d in done.bars.select("symbol", "date").iter_rows()]
+    assert got == [("QQQ", 3), ("QQQ", 4), ("QQQ", 5), ("SPY", 2), ("SPY", 3), ("SPY", 4), ("SPY", 5)]
+    assert done.assets["symbol"].to_list() == ["QQQ", "SPY"]
+    assert done.failed["IWM"][1] == "every row was held back (see the quarantine table)"
