@@ -503,11 +503,6 @@ def _symbol_groups(
     return frame, groups
 
 
-def _group_rows(frame: pl.DataFrame, group: int) -> pl.DataFrame:
-    """One group's rows of a file's kept rows (``_daily_parts``), in file order, ``_GROUP`` dropped."""
-    return frame.filter(pl.col(_GROUP) == group).drop(_GROUP)
-
-
 def _split(frame: pl.DataFrame, groups: dict[int, SymbolName]) -> list[tuple[SymbolName, pl.DataFrame]]:
     """Each group's rows (``_GROUP`` dropped), in group order; a group with no rows left gets an empty frame."""
     found = frame.partition_by(_GROUP, as_dict=True, include_key=False, maintain_order=True)
@@ -517,7 +512,8 @@ def _split(frame: pl.DataFrame, groups: dict[int, SymbolName]) -> list[tuple[Sym
 
 def _daily_parts(
     frame: pl.DataFrame, groups: dict[int, SymbolName], rel: str, warnings: list[str], problems: list[InputProblem],
-) -> pl.DataFrame:
+    split: bool = True,
+) -> list[tuple[SymbolName, pl.DataFrame]] | pl.DataFrame:
     """One file's daily bars per symbol, checked over the whole file at once: rows the contracts cannot vouch
     for are held back (``_refuse_missing``), exact repeats collapsed, and every version of a date written twice
     with different values held back. Problems come per symbol in the order found, each symbol's held-back rows
@@ -558,8 +554,8 @@ def _daily_parts(
         problems.extend(by_group.get(i, []))
         if i in collapsed:
             warnings.append(f"{rel}: {sym.symbol}: {collapsed[i]} exact duplicate row(s) collapsed")
-    # Every symbol's rows in file order, ``_GROUP`` kept: ``read`` sorts the histories by date once, at the end.
-    return kept
+    # Each symbol's rows in file order: ``read`` sorts each history by date once, at the end.
+    return _split(kept, groups) if split else kept  # unsplit: every symbol's rows, ``_GROUP`` kept
 
 
 def _day_key() -> pl.Expr:
@@ -750,7 +746,7 @@ class FilesSource:
                 else:
                     groups = {0: symbol_from_filename(path, universe)}
                     added = added.with_columns(pl.lit(0, pl.UInt32).alias(_GROUP))
-                kept = _daily_parts(added, groups, rel, warnings, problems)
+                kept = _daily_parts(added, groups, rel, warnings, problems, split=False)
                 if len({n.symbol for n in groups.values()}) < len(groups):
                     self.cursor.not_used("two values of %s's symbol column name one symbol", rel)
                     return None
@@ -801,39 +797,11 @@ class FilesSource:
         }
 
     @staticmethod
-    def _bars_of(
-        files: list[tuple[pl.DataFrame, dict[int, SymbolName]]], single: dict[str, tuple[int, int]],
-        histories: dict[str, pl.DataFrame], order: list[str],
-    ) -> pl.DataFrame:
-        """The bars as the source hands them on: symbols in ``order``, each by date (as ``conform_bars``
-        sorts one symbol's frame). ``single``: a symbol's one part, as (file, group) of ``files``;
-        ``histories``: the symbols merged from several parts or sampled at the equity close.
-
-        One select and one sort over all the rows: split into a frame per symbol (2,100 at 2,000
-        equities), cast and sorted each, then put together again, the whole extract took 1.07x
-        this wall time, for the same bars (docs/performance.md, "the files extract unsplit").
-        """
-        rank = {sym: k for k, sym in enumerate(order)}
-        schema = [(c, t) for c, t in SOURCE_BAR_SCHEMA.items() if c != "symbol"]
-        # One integer per row, the symbol's rank then the date (days fit in 32 bits either side of
-        # 1970): a sort on one integer column, far cheaper than on the pair.
-        key = (pl.col("_rank").cast(pl.Int64) * (1 << 32) + pl.col("date").cast(pl.Int64)).alias("_key")
-        pieces = []
-        for f, (frame, groups) in enumerate(files):
-            named = {i: sym.symbol for i, sym in groups.items() if single.get(sym.symbol) == (f, i)}
-            if named:
-                pieces.append(frame.filter(pl.col(_GROUP).is_in(list(named))).select(
-                    pl.col(_GROUP).replace_strict(named, return_dtype=pl.String).alias("symbol"),
-                    *(pl.col(c).cast(t) for c, t in schema),
-                    pl.col(_GROUP).replace_strict({i: rank[s] for i, s in named.items()}, return_dtype=pl.Int64)
-                    .alias("_rank"),
-                ).with_columns(key))
-        pieces += [history.select(pl.lit(sym, pl.String).alias("symbol"), *(pl.col(c).cast(t) for c, t in schema),
-                                  pl.lit(rank[sym], pl.Int64).alias("_rank")).with_columns(key)
-                   for sym, history in histories.items()]
-        if not pieces:
-            return pl.DataFrame(schema=SOURCE_BAR_SCHEMA)
-        return pl.concat(pieces).sort("_key").select(list(SOURCE_BAR_SCHEMA))
+    def _bars(symbol: str, frame: pl.DataFrame) -> pl.DataFrame:
+        """One symbol's bars as the source hands them on, by date (as ``conform_bars`` sorts one symbol's frame)."""
+        return frame.select(
+            pl.lit(symbol, t).alias(c) if c == "symbol" else pl.col(c).cast(t) for c, t in SOURCE_BAR_SCHEMA.items()
+        ).sort("date")
 
     def _read_full(self, universe: Universe) -> FilesRead:
         """Every row of every file (today's read), and what an input cursor records of each file."""
@@ -844,9 +812,6 @@ class FilesSource:
         failed_files: dict[str, tuple[str, str]] = {}
         hourly: dict[str, list[tuple[str, pl.DataFrame]]] = {}
         seen: list[dict] = []  # per file, what an input cursor records
-        # Each daily file's kept rows, unsplit (``_GROUP`` kept), with its groups; ``parts`` refers to them
-        # as (file, group) and only a symbol found in several parts is split out to be merged.
-        files: list[tuple[pl.DataFrame, dict[int, SymbolName]]] = []
         for path, rel in self._discover():
             kind = SUFFIXES.get(path.suffix.lower())
             info = {"path": path, "rel": rel, "problems": len(problems), "warnings": len(warnings),
@@ -905,23 +870,15 @@ class FilesSource:
                     names.setdefault(sym.symbol, sym)
                     hourly.setdefault(sym.symbol, []).append((rel, self._hourly_rows(part, rel, sym.symbol, problems)))
                 continue
-            files.append((_daily_parts(frame, groups, rel, warnings, problems), groups))
-            for i, sym in groups.items():
+            for sym, part in _daily_parts(frame, groups, rel, warnings, problems):
                 names.setdefault(sym.symbol, sym)
-                parts.setdefault(sym.symbol, []).append((rel, (len(files) - 1, i)))
+                parts.setdefault(sym.symbol, []).append((rel, part))
         # A symbol in two files, or named by two values of one file, is merged from its parts: not followed.
         records = self._records(seen, len(problems), len(warnings)) if all(len(f) == 1 for f in parts.values()) else None
         at_close = self._equity_close_bars(hourly, parts, names, failed_files, warnings)
-        several = {sym: [(rel, _group_rows(files[f][0], i)) for rel, (f, i) in found]
-                   for sym, found in parts.items() if len(found) > 1}
-        merged, conflicts = self._merge(several)
-        # The histories in the order their symbols were found (the merged ones where they were found,
-        # a refused conflict left out), then those sampled at the equity close.
-        order = [sym for sym in parts if len(parts[sym]) == 1 or sym in merged] + list(at_close)
-        bars = self._bars_of(files, {sym: found[0][1] for sym, found in parts.items() if len(found) == 1},
-                             merged | at_close, order)
-        present, handed_on = set(bars["symbol"].unique().to_list()) if bars.height else set(), set(order)
-        failed = {s: v for s, v in failed_files.items() if s not in handed_on}
+        by_symbol, conflicts = self._merge(parts)
+        by_symbol.update(at_close)
+        failed = {s: v for s, v in failed_files.items() if s not in by_symbol}
         for sym, (rel, other, detail) in conflicts.items():
             refused = self.on_conflict == "refuse"
             action = ("symbol not published (XASSET_FILES_ON_CONFLICT=first-path lets the earlier --path win)"
@@ -936,16 +893,19 @@ class FilesSource:
                 + ("Not published; set XASSET_FILES_ON_CONFLICT=first-path to let the file of the earlier --path win."
                    if self.on_conflict == "refuse" else "The file of the earlier --path wins on shared dates.")
             )
-        for sym in [s for s in order if s not in present]:
+        for sym in [s for s, f in by_symbol.items() if f.is_empty()]:
+            del by_symbol[sym]
             failed.setdefault(sym, ("error", "every row was held back (see the quarantine table)"))
-        if not present:
+        if not by_symbol:
             # The problems are the only explanation: put them in the error.
             why = "; ".join(clip(p.text(), 160) for p in problems[:5]) + (
                 f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise SourceError(
                 f"no price history found under {', '.join(map(str, self.paths))}" + (f" ({why})" if why else "")
             )
-        meta = [self._asset(names[sym], universe) for sym in order if sym in present]
+        meta = [self._asset(names[sym], universe) for sym in by_symbol]
+        # Symbols in the order found, each by date (as ``conform_bars`` sorts one symbol's frame).
+        bars = pl.concat([self._bars(sym, f) for sym, f in by_symbol.items()])
         return FilesRead(bars, conform_assets(pl.DataFrame(meta, schema=ASSET_SCHEMA)), warnings, problems, failed,
                          records=records)
 
