@@ -274,7 +274,7 @@ def run_pipeline(
             stage_done("load")
             if settings.overlap_marts and marts_job is None:
                 # A full run's marts beside its audit, with the load's memory given back: ~1 s of
-                # wall at 2,000 equities, the same peak (docs/performance.md, "marts beside the audit").
+                # wall at 2,000 equities, the same peak (docs/performance.md, "The full run's marts beside its audit").
                 marts_job = BackgroundMarts(tables, staging, run.run_id, extra, unchanged_before, published_marts)
             stage_start("audit")
             # Only what this run writes itself; all of it after a full build (warehouse.audit.written_from).
