@@ -297,6 +297,20 @@ def stop_now(signum: int, run_id: str | None = None, published: bool = False) ->
             time.sleep(1)
     _stopping_owner = threading.get_ident()
     from flows import cancel
+
+    # Whatever fails on the way, the process ends: a thread that raised here would keep the lock
+    # above, and every later call (the main thread's, a second signal's) would wait on it forever.
+    # Seen: a run whose reader had gone (stdout and stderr a broken pipe) idle for 28 minutes after
+    # SIGTERM, deaf to a second one.
+    try:
+        _record_stop(signum, run_id, published)
+    finally:
+        os._exit(cancel.exit_code(signum))
+
+
+def _record_stop(signum: int, run_id: str | None, published: bool) -> None:
+    """``stop_now``'s work before the exit: the run recorded cancelled, one line, Prefect's server stopped."""
+    from flows import cancel
     from flows.ephemeral_server import stop_ephemeral_servers
     from warehouse.runs import RunLog
 
@@ -314,11 +328,18 @@ def stop_now(signum: int, run_id: str | None = None, published: bool = False) ->
         line = f"run {run_id} stopped by {name} right after it published; recorded succeeded"
     else:
         line = f"run {run_id} cancelled by {name}; nothing published, the published data is unchanged"
-    err.print(f"[bold yellow]cancelled:[/] {line}", highlight=False, soft_wrap=True)
-    stop_ephemeral_servers(timeout_s=2)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(cancel.exit_code(signum))
+    try:
+        err.print(f"[bold yellow]cancelled:[/] {line}", highlight=False, soft_wrap=True)
+    except (OSError, ValueError):  # nobody reads the output any more (a broken pipe, a closed stream)
+        pass
+    try:
+        stop_ephemeral_servers(timeout_s=2)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
 
 
 @contextmanager

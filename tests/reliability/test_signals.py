@@ -141,6 +141,33 @@ def test_signal_stops_the_run_cleanly(data, prefect_home, tmp_path, point, how, 
     assert published(data) == before
 
 
+def test_sigterm_stops_a_run_whose_output_nobody_reads_any_more(data, prefect_home, tmp_path):
+    """The run's reader is gone (a closed terminal, a killed log pipe): stdout and stderr are broken
+    pipes. Stopped where only the watchdog can end it (a worker thread blocked in the source), the
+    run still ends within the bound, with SIGTERM's code, recorded cancelled. It used to raise
+    BrokenPipeError on its one line, in the watchdog's thread, which kept the stop's lock: the run
+    then sat idle for good, deaf to a second SIGTERM."""
+    before = published(data)
+    paused = start_paused(prefect_home, "extract", tmp_path / "paused", *run_args(data, date(2019, 7, 9)))
+    proc = paused.proc
+    children = descendants(proc.pid)
+    proc.stdout.close()
+    proc.stderr.close()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=STOP_BOUND_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+        wait_gone(children, 5)
+        pytest.fail(f"xasset did not stop within {STOP_BOUND_S} s of SIGTERM with nobody reading its output")
+    assert not wait_gone(children), "a process the run started outlived it"
+    assert code == 128 + signal.SIGTERM
+    run = newest_run(data)
+    assert (run["status"], run["error"]) == ("cancelled", "cancelled by SIGTERM; nothing published")
+    assert published(data) == before
+
+
 def test_kill_9_leaves_no_process_and_the_next_run_cleans_up(data, prefect_home, tmp_path):
     paused = start_paused(prefect_home, "stage", tmp_path / "paused", *run_args(data, date(2019, 7, 8)))
     children = descendants(paused.proc.pid)
