@@ -62,15 +62,14 @@ def _compare(files: Path, universe, rows: int, rev: str) -> None:
 
     base = _module_at(rev, "flows/sources/files.py", "files")
     times: dict[str, list[tuple[float, float]]] = {"baseline": [], "now": []}
-    first: dict[str, tuple] = {}
-    same = True
+    ref, same = None, True
     for _ in range(ROUNDS):
         for side, mod in (("baseline", base), ("now", now)):
             t, c = time.perf_counter(), time.process_time()
             batch = mod.FilesSource([files]).fetch(universe, date(1900, 1, 1), date(2100, 1, 1), {}, empty_bars())
             times[side].append((time.perf_counter() - t, time.process_time() - c))
             got = (batch.bars, batch.assets, batch.outcomes, batch.warnings, batch.problems)
-            ref = first.setdefault("read", got)
+            ref = ref or got  # every read against the first one
             same = same and got[0].equals(ref[0]) and got[1].equals(ref[1]) and got[2:] == ref[2:]
             del batch, got
     med = {side: (statistics.median(w for w, _ in ts), statistics.median(c for _, c in ts)) for side, ts in times.items()}
